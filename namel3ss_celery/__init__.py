@@ -1,0 +1,62 @@
+"""namel3ss-celery: run Namel3ss parallel blocks, workflows and programs on Celery."""
+
+from .errors import (
+    CompileError,
+    ConfigurationError,
+    Namel3ssCeleryError,
+    NotSupportedYet,
+    RoutingError,
+    RunCancelled,
+    RunFailed,
+    RunTimedOut,
+    ScheduleError,
+    SpecError,
+    StepCancelled,
+    StepResultError,
+    UnknownRun,
+    UnknownTarget,
+    WaitTimeout,
+)
+from .extension import Namel3ssCelery, RunHandle, install
+from .registry import reducer, step
+from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus, WorkflowResult
+from .settings import Settings
+from .spec import load_program
+from .worker.runner import cancelled
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # install and run
+    "Namel3ssCelery",
+    "install",
+    "RunHandle",
+    "Settings",
+    "load_program",
+    # steps
+    "step",
+    "reducer",
+    "cancelled",
+    # results
+    "ParallelExecutionResult",
+    "ParallelTaskResult",
+    "WorkflowResult",
+    "RunStatus",
+    "TaskStatus",
+    # errors
+    "Namel3ssCeleryError",
+    "SpecError",
+    "CompileError",
+    "NotSupportedYet",
+    "UnknownTarget",
+    "RoutingError",
+    "ScheduleError",
+    "ConfigurationError",
+    "UnknownRun",
+    "WaitTimeout",
+    "StepCancelled",
+    "StepResultError",
+    "RunFailed",
+    "RunTimedOut",
+    "RunCancelled",
+]

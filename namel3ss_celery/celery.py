@@ -1,0 +1,16 @@
+"""The default app, for ``celery -A namel3ss_celery worker``.
+
+Configured from the environment: ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``,
+``NAMEL3SS_CELERY_STEP_MODULES`` (imported when the worker starts) and
+``NAMEL3SS_CELERY_COORDINATION_URL``. Importing this module builds the app;
+it connects to nothing until a worker starts or something is dispatched.
+"""
+
+from __future__ import annotations
+
+from .extension import Namel3ssCelery
+
+n3 = Namel3ssCelery()
+app = n3.app
+
+__all__ = ["app", "n3"]

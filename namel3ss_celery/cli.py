@@ -1,0 +1,133 @@
+"""The ``namel3ss-celery`` command line.
+
+Exit codes: 0 when every run completed, 1 when any did not, 2 on a spec,
+compile or configuration error (nothing was published).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Optional, TextIO
+
+from .errors import CompileError, ConfigurationError, SpecError, WaitTimeout
+from .extension import Namel3ssCelery, RunResult
+from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .settings import Settings, split_modules
+from .spec import ProgramSpec, load_program
+
+EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``namel3ss-celery``."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_SPEC
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `celery -A`: the current directory is importable
+    try:
+        return int(args.handler(args, sys.stdout))
+    except (SpecError, CompileError, ConfigurationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="namel3ss-celery", description="Run Namel3ss programs on Celery.")
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run a program file's workflows (or its blocks) and print each outcome")
+    run.add_argument("file", help="program file (YAML or JSON)")
+    run.add_argument("--workflow", help="run only this workflow")
+    run.add_argument("--steps", action="append", default=[], metavar="MODULE", help="module of step functions (repeatable)")
+    run.add_argument("--context", default="{}", metavar="JSON", help="context every step receives")
+    run.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL, else embedded)")
+    run.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
+    run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each run (default 600)")
+    run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    program = load_program(args.file)
+    try:
+        context = json.loads(args.context)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--context is not JSON: {exc}", path="context") from None
+    settings = Settings.from_env().with_step_modules(tuple(m for v in args.steps for m in split_modules(v)))
+    if args.broker:
+        settings = replace(settings, broker_url=args.broker)
+    if args.backend:
+        settings = replace(settings, result_backend=args.backend)
+    n3 = Namel3ssCelery(settings=settings)
+    try:
+        targets = _targets(program, args.workflow)
+        plans = [n3.plan(program, workflow) for workflow in targets]  # check everything before publishing anything
+        status = EXIT_OK
+        results: list[dict[str, Any]] = []
+        for plan, workflow in zip(plans, targets):
+            handle = n3.dispatch(program, context, workflow=workflow)
+            try:
+                result = handle.get(timeout=args.timeout)
+            except WaitTimeout as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            if result.overall_status != RunStatus.COMPLETED:
+                status = EXIT_FAILED
+            if args.json:
+                results.append(result.to_dict())
+            else:
+                _print_result(handle.id, plan.kind, plan.name, result, out)
+        if args.json:
+            json.dump(results, out, indent=2, default=str)
+            out.write("\n")
+        return status
+    finally:
+        n3.close()
+
+
+def _targets(program: ProgramSpec, workflow: Optional[str]) -> list[Optional[str]]:
+    if workflow is not None:
+        if workflow not in {w.name for w in program.workflows}:
+            raise SpecError(f"no workflow named {workflow!r} in the program", path="workflows")
+        return [workflow]
+    if program.workflows:
+        return [w.name for w in program.workflows]
+    if not program.parallel_blocks:
+        raise SpecError("the program has no workflows and no parallel_blocks: nothing to run")
+    return [None]
+
+
+def _print_result(run_id: str, kind: str, name: str, result: RunResult, out: TextIO) -> None:
+    blocks = result.blocks if isinstance(result, WorkflowResult) else {result.block_name: result}
+    took = f"{result.total_duration_ms / 1000:.2f}s" if result.total_duration_ms is not None else "-"
+    out.write(f"{kind} {name!r}: {result.overall_status} in {took} (run {run_id})\n")
+    for node, block in blocks.items():
+        out.write("  " + _block_line(node, block) + "\n")
+        for task in block.results:
+            if task.error:
+                out.write(f"      {task.task_id}: {task.error}\n")
+    if isinstance(result, WorkflowResult):
+        if result.failed_node:
+            out.write(f"  stopped at node {result.failed_node!r}: {result.error_message}\n")
+        else:
+            out.write(f"  final result: {json.dumps(result.final_result, default=str)[:200]}\n")
+
+
+def _block_line(node: str, block: ParallelExecutionResult) -> str:
+    took = f"{block.total_duration_ms / 1000:.2f}s" if block.total_duration_ms is not None else "-"
+    return (
+        f"block {node:<20} {block.strategy:<11} {block.overall_status:<10} "
+        f"{block.completed_tasks}/{block.total_tasks} steps ok  {took}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Spec to canvas. One module per strategy, each with one ``build`` function, chosen from ``BUILDERS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from celery import canvas
+
+from ..errors import CompileError, UnknownTarget
+from ..registry import Registry
+from ..spec import ParallelBlockSpec, ParallelStrategy
+from ..worker.plan import Plan, PlanNode
+from ..worker.settle import resolve_reducer
+from . import all as all_strategy
+from . import collect, map_reduce
+from .support import check_supported
+
+Builder = Callable[[Any, ParallelBlockSpec, str, str, dict[str, Any]], canvas.Signature]
+
+BUILDERS: dict[ParallelStrategy, Builder] = {
+    ParallelStrategy.ALL: all_strategy.build,
+    ParallelStrategy.COLLECT: collect.build,
+    ParallelStrategy.MAP_REDUCE: map_reduce.build,
+}
+
+
+def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any]) -> canvas.Signature:
+    """The canvas that runs one node of a run (a block with at least one step)."""
+    return BUILDERS[node.block.strategy](app, node.block, run_id, node.name, context)
+
+
+def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) -> None:
+    """Everything a worker would refuse, refused here first, before anything is published.
+
+    Raises:
+        NotSupportedYet: a field asks for behaviour this release does not have.
+        UnknownTarget: a step's target is neither registered nor a ``module:function`` of a listed module.
+        CompileError: a step has no target, or map_reduce names an unknown reducer.
+    """
+    for node in plan.nodes:
+        path = f"{plan.kind}[{plan.name}].{node.name}"
+        check_supported(node.block, path)
+        for index, step in enumerate(node.block.steps):
+            step_path = f"{path}.steps[{index}]"
+            if not step.target:
+                raise CompileError("step has no target (give 'target' or 'type')", path=step_path)
+            check_target(step.target, registry, step_modules, step_path)
+        if node.block.strategy == ParallelStrategy.MAP_REDUCE:
+            try:
+                resolve_reducer(node.block.reduce_function or "", registry)
+            except KeyError as exc:
+                raise CompileError(str(exc.args[0]), path=f"{path}.reduce_function") from None
+
+
+def check_target(target: str, registry: Registry, step_modules: tuple[str, ...], path: str) -> None:
+    """Raise ``UnknownTarget`` unless ``target`` is registered (``module:function`` only among listed modules)."""
+    if ":" in target:
+        module = target.split(":", 1)[0]
+        if module not in step_modules:
+            raise UnknownTarget(
+                f"target {target!r}: module {module!r} is not listed in NAMEL3SS_CELERY_STEP_MODULES "
+                f"(listed: {', '.join(step_modules) or 'none'}); workers resolve module:function only there",
+                path=path,
+            )
+    if registry.step(target) is None:
+        known = sorted(d.target for d in registry.steps())
+        raise UnknownTarget(
+            f"unknown target {target!r}; registered: {', '.join(known[:20]) or 'none'}"
+            + (" ..." if len(known) > 20 else ""),
+            path=path,
+        )

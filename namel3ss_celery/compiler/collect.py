@@ -1,0 +1,14 @@
+"""``collect``: ``group(steps)`` joined by the adapter's counter, since a chord skips its body after a failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import canvas
+
+from ..spec import ParallelBlockSpec
+from .steps import step_signatures
+
+
+def build(app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any]) -> canvas.Signature:
+    return canvas.group(step_signatures(app, block, run_id, node, context, join="count"))

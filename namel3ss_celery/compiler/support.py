@@ -1,0 +1,41 @@
+"""What this release runs, checked before anything is published."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import NotSupportedYet
+from ..spec import ParallelBlockSpec, ParallelStrategy
+
+SUPPORTED_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.COLLECT, ParallelStrategy.MAP_REDUCE)
+
+# Block fields whose behaviour is not built yet: refused when set to anything but the IR default.
+NOT_YET: dict[str, Callable[[Any], bool]] = {
+    "max_concurrency": lambda v: v is None,
+    "timeout_seconds": lambda v: v is None,
+    "retry_failed": lambda v: v is False,
+    "output_key": lambda v: v is None,
+    "terminate_losers": lambda v: v is False,
+    "required_permission_level": lambda v: v is None,
+    "allowed_capabilities": lambda v: v == [],
+}
+
+STEP_NOT_YET = ("worker_pool", "timeout_seconds")
+
+
+def check_supported(block: ParallelBlockSpec, path: str) -> None:
+    """Raise ``NotSupportedYet`` naming the first field this release cannot honour."""
+    if block.strategy not in SUPPORTED_STRATEGIES:
+        raise NotSupportedYet(
+            f"strategy {str(block.strategy)!r} is not supported yet (supported: "
+            f"{', '.join(str(s) for s in SUPPORTED_STRATEGIES)})",
+            path=f"{path}.strategy",
+        )
+    for name, is_default in NOT_YET.items():
+        if not is_default(getattr(block, name)):
+            raise NotSupportedYet(f"{name} is not supported yet; leave it unset", path=f"{path}.{name}")
+    for index, step in enumerate(block.steps):
+        for name in STEP_NOT_YET:
+            if getattr(step, name) is not None:
+                raise NotSupportedYet(f"{name} on a step is not supported yet", path=f"{path}.steps[{index}].{name}")

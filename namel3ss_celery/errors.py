@@ -1,0 +1,96 @@
+"""The exceptions of namel3ss-celery: one root, a small tree beneath it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Namel3ssCeleryError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class SpecError(Namel3ssCeleryError, ValueError):
+    """A spec is malformed; ``path`` names the field, e.g. ``parallel_blocks[0].strategy``."""
+
+    def __init__(self, message: str, path: str = "", problems: Sequence[tuple[str, str]] = ()) -> None:
+        self.path = path
+        self.problems: list[tuple[str, str]] = list(problems) or [(path, message)]
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class CompileError(Namel3ssCeleryError):
+    """A valid spec that cannot be turned into canvas (unknown target, unsupported feature)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class NotSupportedYet(CompileError):
+    """A spec field asks for behaviour this release does not implement."""
+
+
+class RoutingError(Namel3ssCeleryError):
+    """A pool, queue or route cannot be built as asked."""
+
+
+class ScheduleError(Namel3ssCeleryError):
+    """A trigger or schedule cannot be installed."""
+
+
+class ConfigurationError(Namel3ssCeleryError):
+    """The Celery app or the environment cannot run what was asked; ``setting`` names the culprit."""
+
+    def __init__(self, message: str, setting: str = "") -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
+class UnknownRun(Namel3ssCeleryError, LookupError):
+    """No run with this id is known to the coordination store (never existed, or expired)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"unknown run {run_id!r} (never dispatched here, or its record expired)")
+
+
+class WaitTimeout(Namel3ssCeleryError, TimeoutError):
+    """Waiting for a run gave up; the run itself goes on."""
+
+    def __init__(self, run_id: str, timeout: float, status: str) -> None:
+        self.run_id = run_id
+        self.timeout = timeout
+        self.status = status
+        super().__init__(f"run {run_id} still {status} after waiting {timeout:g}s")
+
+
+class StepCancelled(Namel3ssCeleryError):
+    """Raised inside a step that was asked to stop."""
+
+
+class StepResultError(Namel3ssCeleryError, TypeError):
+    """A step returned something JSON cannot carry."""
+
+
+class UnknownTarget(CompileError):
+    """A step names a target that is neither registered nor an allowed ``module:function``."""
+
+
+class SchemaVersionError(Namel3ssCeleryError):
+    """A message was written with a schema version this worker does not know."""
+
+
+class RunFailed(Namel3ssCeleryError):
+    """``raise_for_status()`` on a failed run; ``errors`` lists what failed."""
+
+    def __init__(self, message: str, errors: Sequence[str] = ()) -> None:
+        self.errors = list(errors)
+        super().__init__(message)
+
+
+class RunTimedOut(RunFailed):
+    """``raise_for_status()`` on a run that hit its deadline."""
+
+
+class RunCancelled(RunFailed):
+    """``raise_for_status()`` on a cancelled run."""

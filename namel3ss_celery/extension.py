@@ -1,0 +1,275 @@
+"""``Namel3ssCelery``: install namel3ss-celery on a Celery app, dispatch specs, read runs back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from celery import Celery, signals
+
+from .compiler import check_plan
+from .embedded import EmbeddedWorker
+from .errors import ConfigurationError, SpecError, UnknownRun, WaitTimeout
+from .registry import SHARED, STEP_TASK_PREFIX, Registry, ReducerFunction, StepDef, StepFunction, import_step_modules
+from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
+from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .spec.load import to_data
+from .tasks import Conductor, register_adapter_tasks, register_step_task
+from .worker.plan import Plan, final_result, make_plan
+from .worker.redis_store import RedisStore
+from .worker.runner import to_json_data
+from .worker.store import CoordinationStore, MemoryStore
+
+SpecSource = Union[ParallelBlockSpec, WorkflowSpec, ProgramSpec, Mapping[str, Any], str, Path]
+RunResult = Union[ParallelExecutionResult, WorkflowResult]
+
+DEFAULT_WAIT = 300.0
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings``: their broker and backend, or the embedded default."""
+    app = Celery("namel3ss_celery", set_as_current=False)
+    if settings.embedded:
+        app.conf.update(
+            broker_url=EMBEDDED_BROKER,
+            result_backend=EMBEDDED_BACKEND,
+            # The memory transport polls; its default of 1s per empty poll makes every hop slow.
+            broker_transport_options={"polling_interval": 0.005},
+        )
+    else:
+        app.conf.update(broker_url=settings.broker_url, result_backend=settings.result_backend)
+    app.conf.update(result_expires=settings.result_expires, task_serializer="json", accept_content=["json"])
+    return app
+
+
+class Namel3ssCelery:
+    """namel3ss-celery installed on one Celery app.
+
+    Registers every step as the task ``n3.step.<target>`` (with the app's own
+    task class), the adapter's settle tasks, and the worker-side hooks that load
+    ``NAMEL3SS_CELERY_STEP_MODULES``.
+
+    Args:
+        app: the user's Celery app; ``None`` builds one from the environment
+            (the embedded default when no broker is set).
+        settings: overrides what is read from the app and the environment.
+
+    Raises:
+        ConfigurationError: the app's result backend cannot join (``rpc://``), or
+            there is no coordination store (Redis) for a non-memory broker.
+    """
+
+    def __init__(self, app: Optional[Celery] = None, *, settings: Optional[Settings] = None) -> None:
+        if app is None:
+            settings = settings or Settings.from_env()
+            app = make_app(settings)
+        self.app = app
+        self.settings = settings or Settings.from_app(app)
+        _check_backend(app)
+        self._coordination_url = self.settings.coordination()
+        self.registry = Registry(parent=SHARED)
+        self._store: Optional[CoordinationStore] = None
+        self._store_lock = threading.Lock()
+        self._registered: set[str] = set()
+        self._modules_loaded = False
+        self.embedded_worker: Optional[EmbeddedWorker] = EmbeddedWorker(app) if self.settings.embedded else None
+        self.conductor = Conductor(app, lambda: self.store, self.registry, self.settings.result_expires)
+        register_adapter_tasks(app, self.conductor)
+        for definition in self.registry.steps():
+            self._register(definition)
+        listener = _weak_listener(self)
+        self.registry.listeners.append(listener)
+        SHARED.listeners.append(listener)
+        signals.import_modules.connect(self._on_import_modules, weak=False)
+        signals.task_unknown.connect(self._on_task_unknown, weak=False)
+        app.namel3ss = self  # type: ignore[attr-defined]
+
+    # --- registration -------------------------------------------------------
+
+    def step(self, target: str) -> Callable[[StepFunction], StepFunction]:
+        """Register a step function (sync or ``async def``) on this app as ``n3.step.<target>``."""
+
+        def decorate(function: StepFunction) -> StepFunction:
+            self.registry.add_step(target, function)
+            return function
+
+        return decorate
+
+    def reducer(self, name: str) -> Callable[[ReducerFunction], ReducerFunction]:
+        """Register a map_reduce reducer ``(results: list) -> value`` on this app."""
+
+        def decorate(function: ReducerFunction) -> ReducerFunction:
+            self.registry.add_reducer(name, function)
+            return function
+
+        return decorate
+
+    def load_step_modules(self) -> None:
+        """Import ``NAMEL3SS_CELERY_STEP_MODULES`` once and register their functions as ``module:function``."""
+        if not self._modules_loaded:
+            import_step_modules(self.settings.step_modules, self.registry)
+            self._modules_loaded = True
+
+    def _register(self, definition: StepDef) -> None:
+        if definition.task_name not in self._registered:
+            self._registered.add(definition.task_name)
+            register_step_task(self.app, self.conductor, definition)
+
+    def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
+        if sender is self.app:
+            self.load_step_modules()
+
+    def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
+            self.conductor.refuse_unknown(name, id, message)
+
+    # --- the coordination store -----------------------------------------------
+
+    @property
+    def store(self) -> CoordinationStore:
+        """The coordination store (Redis, or in-memory for the embedded default), made on first use."""
+        if self._store is None:
+            with self._store_lock:
+                if self._store is None:
+                    url = self._coordination_url
+                    self._store = MemoryStore() if url.startswith("memory://") else RedisStore(url)
+        return self._store
+
+    # --- dispatch and runs -------------------------------------------------------
+
+    def dispatch(self, spec: SpecSource, context: Optional[Mapping[str, Any]] = None, *, workflow: Optional[str] = None) -> RunHandle:
+        """Validate ``spec``, record a run and publish its first blocks; return at once.
+
+        Args:
+            spec: a ``ParallelBlockSpec``, ``WorkflowSpec``, ``ProgramSpec``, a mapping or a file path.
+            context: JSON data every step receives as its ``context``.
+            workflow: which workflow of a program to run, when it has several.
+
+        Returns:
+            The run's handle; ``handle.id`` reads it back from any process with ``n3.run(id)``.
+
+        Raises:
+            SpecError: the spec or the context is invalid (nothing was published).
+            CompileError: a target is unknown or a field is not supported (nothing was published).
+        """
+        plan = self.plan(spec, workflow)
+        try:
+            initial = to_json_data(dict(context or {}), "context")
+        except Exception as exc:
+            raise SpecError(str(exc), path="context") from None
+        if self.embedded_worker is not None:
+            self.embedded_worker.start()
+        run_id = uuid.uuid4().hex
+        record = {
+            "kind": plan.kind, "name": plan.name, "plan": plan.to_json(), "context": json.dumps(initial),
+            "status": str(RunStatus.RUNNING), "created": repr(time.time()),
+        }
+        self.store.create_run(run_id, record, self.settings.result_expires)
+        roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
+        self.conductor.launch(run_id, plan, roots, record, {})
+        return RunHandle(self, run_id)
+
+    def plan(self, spec: SpecSource, workflow: Optional[str] = None) -> Plan:
+        """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
+        loaded = load_any(spec if not isinstance(spec, Mapping) else to_data(spec))
+        try:
+            plan = make_plan(loaded, workflow)
+        except KeyError:
+            raise SpecError(f"no workflow named {workflow!r}", path="workflows") from None
+        except ValueError as exc:
+            raise SpecError(str(exc), path="workflows") from None
+        self.load_step_modules()
+        check_plan(plan, self.registry, self.settings.step_modules)
+        return plan
+
+    def run(self, run_id: str) -> RunHandle:
+        """The handle of a run dispatched from any process.
+
+        Raises:
+            UnknownRun: no such run (never dispatched, or expired).
+        """
+        if self.store.run_record(run_id) is None:
+            raise UnknownRun(run_id)
+        return RunHandle(self, run_id)
+
+    def close(self) -> None:
+        """Stop the embedded worker, if one was started."""
+        if self.embedded_worker is not None:
+            self.embedded_worker.stop()
+
+
+class RunHandle:
+    """A dispatched run, read back from the coordination store."""
+
+    def __init__(self, n3: Namel3ssCelery, run_id: str) -> None:
+        self._n3 = n3
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def _record(self) -> dict[str, str]:
+        record = self._n3.store.run_record(self.id)
+        if record is None:
+            raise UnknownRun(self.id)
+        return record
+
+    def status(self) -> RunStatus:
+        """``running`` until the run ends, then its final status."""
+        return RunStatus(self._record()["status"])
+
+    def get(self, timeout: float = DEFAULT_WAIT) -> RunResult:
+        """Wait for the run to end and return its result, whatever its final status.
+
+        Raises:
+            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
+            UnknownRun: no such run.
+        """
+        self._record()
+        if not self._n3.store.wait(self.id, timeout):
+            raise WaitTimeout(self.id, timeout, str(self.status()))
+        result = final_result(self._record())
+        if result is None:
+            raise UnknownRun(self.id)
+        return result
+
+    async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
+        """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""
+        return await asyncio.to_thread(self.get, timeout)
+
+
+def install(app: Celery, *, settings: Optional[Settings] = None) -> Namel3ssCelery:
+    """Install namel3ss-celery on ``app`` (the same as ``Namel3ssCelery(app)``); returns the existing one if any."""
+    existing = getattr(app, "namel3ss", None)
+    if isinstance(existing, Namel3ssCelery):
+        return existing
+    return Namel3ssCelery(app, settings=settings)
+
+
+def _check_backend(app: Celery) -> None:
+    backend = str(app.conf.result_backend or "")
+    if backend.startswith("rpc"):
+        raise ConfigurationError(
+            f"result_backend {backend!r} cannot join chords or be read from another process; "
+            "set CELERY_RESULT_BACKEND (result_backend) to redis:// or another store",
+            setting="result_backend",
+        )
+
+
+def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:
+    ref = weakref.ref(n3)
+
+    def listener(definition: StepDef) -> None:
+        target = ref()
+        if target is not None:
+            target._register(definition)
+
+    return listener

@@ -1,0 +1,122 @@
+"""One settings object, built from a mapping, the environment or a Celery app's config."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+from .errors import ConfigurationError
+
+EMBEDDED_BROKER = "memory://"
+EMBEDDED_BACKEND = "cache+memory://"
+DEFAULT_EXPIRES = 86400
+
+ENV_KEYS = {
+    "broker_url": "CELERY_BROKER_URL",
+    "result_backend": "CELERY_RESULT_BACKEND",
+    "step_modules": "NAMEL3SS_CELERY_STEP_MODULES",
+    "program": "NAMEL3SS_CELERY_PROGRAM",
+    "coordination_url": "NAMEL3SS_CELERY_COORDINATION_URL",
+}
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What namel3ss-celery needs to know about its deployment.
+
+    Attributes:
+        broker_url: Celery broker; ``None`` means the embedded default (memory).
+        result_backend: Celery result backend.
+        step_modules: modules imported at start-up; ``module:function`` targets resolve only among them.
+        program: the program file that workers and beat load.
+        coordination_url: Redis URL of the coordination store; ``None`` picks one (see ``coordination``).
+        result_expires: seconds before run records and coordination keys expire.
+    """
+
+    broker_url: Optional[str] = None
+    result_backend: Optional[str] = None
+    step_modules: tuple[str, ...] = ()
+    program: Optional[str] = None
+    coordination_url: Optional[str] = None
+    result_expires: int = DEFAULT_EXPIRES
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Settings:
+        """Settings from a mapping keyed by field name or by environment name."""
+        values: dict[str, Any] = {}
+        for name, env in ENV_KEYS.items():
+            value = data.get(name, data.get(env))
+            if value not in (None, ""):
+                values[name] = value
+        if "step_modules" in values:
+            values["step_modules"] = split_modules(values["step_modules"])
+        if data.get("result_expires") is not None:
+            values["result_expires"] = int(_seconds(data["result_expires"]))
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
+        """Settings from ``CELERY_*`` and ``NAMEL3SS_CELERY_*`` environment variables."""
+        return cls.from_mapping(os.environ if environ is None else environ)
+
+    @classmethod
+    def from_app(cls, app: Any, environ: Optional[Mapping[str, str]] = None) -> Settings:
+        """Settings for an existing Celery app: its broker, backend and expiry, plus the environment.
+
+        ``app.conf.namel3ss_celery`` (a mapping; Django's ``NAMEL3SS_CELERY``) wins over the environment.
+        """
+        conf = app.conf
+        env = cls.from_env(environ)
+        own = conf.get("namel3ss_celery") or {}
+        from_conf = cls.from_mapping(own)
+        return cls(
+            broker_url=str(conf.broker_url) if conf.broker_url else None,
+            result_backend=str(conf.result_backend) if conf.result_backend else None,
+            step_modules=tuple(dict.fromkeys(from_conf.step_modules + env.step_modules)),
+            program=from_conf.program or env.program,
+            coordination_url=from_conf.coordination_url or env.coordination_url,
+            result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
+        )
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured, or the broker is the in-memory transport."""
+        return self.broker_url is None or self.broker_url.startswith("memory://")
+
+    def coordination(self) -> str:
+        """The coordination store: a Redis URL, or ``"memory://"`` for the embedded default.
+
+        Raises:
+            ConfigurationError: no Redis is configured and the broker is not in-memory.
+        """
+        if self.coordination_url:
+            return self.coordination_url
+        for url in (self.result_backend, self.broker_url):
+            if url and url.startswith(REDIS_SCHEMES):
+                return url
+        if self.embedded:
+            return "memory://"
+        raise ConfigurationError(
+            "namel3ss-celery needs a Redis coordination store for its joins: set "
+            "NAMEL3SS_CELERY_COORDINATION_URL (or use a redis:// result backend or broker)",
+            setting="NAMEL3SS_CELERY_COORDINATION_URL",
+        )
+
+    def with_step_modules(self, modules: tuple[str, ...]) -> Settings:
+        return replace(self, step_modules=tuple(dict.fromkeys(self.step_modules + modules)))
+
+
+def split_modules(value: Any) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``("a", "b")``."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(m.strip() for m in items if m and m.strip())
+
+
+def _seconds(value: Any) -> float:
+    total_seconds = getattr(value, "total_seconds", None)
+    return float(total_seconds() if total_seconds else value)

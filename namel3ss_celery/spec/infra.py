@@ -1,0 +1,123 @@
+"""IR models for where and how steps run: pools, queues, distribution, events."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field
+
+from .enums import (
+    DistributionPolicy,
+    ExecutionMode,
+    FailureMode,
+    QueueType,
+    Reliability,
+    RetryBackoff,
+    ScalingMetric,
+)
+from .models import Spec
+
+
+class WorkerPoolSpec(Spec):
+    """A pool of workers, which becomes a Celery queue and a worker command line."""
+
+    name: str = Field(min_length=1)
+    queue_name: str = Field(min_length=1)
+    description: Optional[str] = None
+    min_workers: int = Field(default=1, ge=0)
+    max_workers: int = Field(default=10, ge=1)
+    auto_scaling: bool = True
+    scaling_metric: ScalingMetric = ScalingMetric.QUEUE_DEPTH
+    target_value: float = 5.0
+    scale_up_threshold: float = 10.0
+    scale_down_threshold: float = 2.0
+    capabilities: list[str] = Field(default_factory=list)
+    permission_level: str = "read_only"
+    allowed_tools: list[str] = Field(default_factory=list)
+    allowed_agents: list[str] = Field(default_factory=list)
+    max_memory_mb: Optional[int] = Field(default=None, ge=1)
+    max_cpu_cores: Optional[float] = Field(default=None, gt=0)
+    timeout_seconds: Optional[float] = Field(default=None, gt=0)
+    worker_config: dict[str, Any] = Field(default_factory=dict)
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskQueueSpec(Spec):
+    """The delivery contract of a queue: reliability, retries, dead letters, limits."""
+
+    name: str = Field(min_length=1)
+    queue_type: QueueType = QueueType.REDIS_STREAMS
+    description: Optional[str] = None
+    reliability: Reliability = Reliability.AT_LEAST_ONCE
+    max_retries: int = Field(default=3, ge=0)
+    retry_backoff: RetryBackoff = RetryBackoff.EXPONENTIAL
+    initial_retry_delay: float = Field(default=1.0, ge=0)
+    max_retry_delay: float = Field(default=60.0, ge=0)
+    visibility_timeout: float = Field(default=300.0, gt=0)
+    message_retention: float = Field(default=86400.0, gt=0)
+    max_message_size: int = Field(default=1048576, ge=1)
+    dead_letter_queue: Optional[str] = None
+    max_dead_letter_retries: int = Field(default=3, ge=0)
+    redis_config: dict[str, Any] = Field(default_factory=dict)
+    rabbitmq_config: dict[str, Any] = Field(default_factory=dict)
+    external_config: dict[str, Any] = Field(default_factory=dict)
+    enable_metrics: bool = True
+    metric_tags: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DistributedExecutionSpec(Spec):
+    """How a step reaches a pool. ``fallback_to_local`` defaults to ``False`` here (the IR says True)."""
+
+    worker_pool: str = Field(min_length=1)
+    queue_name: Optional[str] = None
+    distribution_policy: DistributionPolicy = DistributionPolicy.ROUND_ROBIN
+    locality_preference: Optional[str] = None
+    worker_affinity: Optional[str] = None
+    avoid_workers: list[str] = Field(default_factory=list)
+    failure_mode: FailureMode = FailureMode.RETRY_REMOTE
+    max_wait_seconds: Optional[float] = Field(default=None, gt=0)
+    fallback_to_local: bool = False
+    required_memory_mb: Optional[int] = Field(default=None, ge=1)
+    required_cpu_cores: Optional[float] = Field(default=None, gt=0)
+    required_capabilities: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventTriggerSpec(Spec):
+    """An event (or schedule) that starts a workflow or block."""
+
+    name: str = Field(min_length=1)
+    event_type: str = Field(min_length=1)
+    trigger_target: str = Field(min_length=1)
+    description: Optional[str] = None
+    source_config: dict[str, Any] = Field(default_factory=dict)
+    filter_expression: Optional[str] = None
+    filter_fields: dict[str, Any] = Field(default_factory=dict)
+    trigger_delay: Optional[float] = Field(default=None, ge=0)
+    deduplicate_window: Optional[float] = Field(default=None, gt=0)
+    context_mapping: dict[str, str] = Field(default_factory=dict)
+    execution_mode: ExecutionMode = ExecutionMode.ASYNC
+    max_triggers_per_minute: Optional[int] = Field(default=None, ge=1)
+    max_triggers_per_hour: Optional[int] = Field(default=None, ge=1)
+    required_capabilities: list[str] = Field(default_factory=list)
+    permission_level: str = "read_only"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventHandlerSpec(Spec):
+    """Processing and routing of events of some types."""
+
+    name: str = Field(min_length=1)
+    event_types: list[str] = Field(default_factory=list)
+    description: Optional[str] = None
+    transform_function: Optional[str] = None
+    enrichment_sources: list[str] = Field(default_factory=list)
+    route_to: Optional[str] = None
+    routing_rules: list[dict[str, Any]] = Field(default_factory=list)
+    retry_policy: dict[str, Any] = Field(default_factory=dict)
+    dead_letter_queue: Optional[str] = None
+    required_capabilities: list[str] = Field(default_factory=list)
+    permission_level: str = "read_only"
+    metadata: dict[str, Any] = Field(default_factory=dict)

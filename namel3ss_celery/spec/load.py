@@ -1,0 +1,131 @@
+"""Loading specs from dicts, JSON or YAML files and Namel3ss dataclasses, with clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import SpecError
+from .models import ParallelBlockSpec
+from .program import ProgramSpec, WorkflowSpec
+
+M = TypeVar("M", bound=BaseModel)
+
+PROGRAM_KEYS = frozenset(ProgramSpec.model_fields) - {"name", "metadata"}
+
+Source = Union[BaseModel, Mapping[str, Any], str, Path]
+
+
+def load_program(source: Source) -> ProgramSpec:
+    """Load a program from a YAML/JSON file path, a mapping or a Namel3ss object.
+
+    Raises:
+        SpecError: the file cannot be read or parsed, or a field is invalid
+            (``.path`` names it, e.g. ``parallel_blocks[0].strategy``).
+    """
+    return load_model(ProgramSpec, source)
+
+
+def load_model(model: type[M], source: Source) -> M:
+    """Validate ``source`` as ``model``; every problem becomes a ``SpecError`` naming its field path."""
+    if isinstance(source, model):
+        return source
+    data = to_data(source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise spec_error(exc, model.__name__) from None
+
+
+def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
+    """A block, workflow or program, whichever ``source`` is.
+
+    A mapping with any program key (``parallel_blocks``, ``workflows``, ...) is a
+    program; one whose steps reference blocks or dependencies is a workflow; any
+    other mapping is a block. A path is always a program file.
+    """
+    if isinstance(source, (ParallelBlockSpec, WorkflowSpec, ProgramSpec)):
+        return source
+    if isinstance(source, (str, Path)):
+        return load_program(source)
+    data = to_data(source)
+    if PROGRAM_KEYS & set(data):
+        return load_model(ProgramSpec, data)
+    steps = data.get("steps")
+    if isinstance(steps, list) and any(isinstance(s, Mapping) and ("block" in s or "depends_on" in s) for s in steps):
+        return load_model(WorkflowSpec, data)
+    return load_model(ParallelBlockSpec, data)
+
+
+def to_data(source: Source) -> dict[str, Any]:
+    """Plain data from a path, a mapping, a pydantic model or a (Namel3ss) dataclass."""
+    if isinstance(source, BaseModel):
+        return source.model_dump()
+    if isinstance(source, (str, Path)):
+        return _read_file(Path(source))
+    if dataclasses.is_dataclass(source) and not isinstance(source, type):
+        return _plain(dataclasses.asdict(source))
+    if isinstance(source, Mapping):
+        return _plain(dict(source))
+    raise SpecError(f"cannot load a spec from {type(source).__name__}; give a mapping, a file path or a spec object")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read program file: {exc.strerror or exc}", path=str(path)) from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"a program file holds a mapping at the top, not {type(data).__name__}", path=str(path))
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """Enum members (as Namel3ss dataclasses hold them) become their values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    enum_value = getattr(value, "value", None)
+    if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
+        return enum_value
+    return value
+
+
+def spec_error(exc: ValidationError, model_name: str) -> SpecError:
+    """Turn pydantic's errors into one SpecError whose message lists each field path."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors(include_url=False):
+        path = format_path(error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        problems.append((path, message.removeprefix("Value error, ")))
+    lines = "; ".join(f"{p or model_name}: {m}" for p, m in problems)
+    first = problems[0][0] if problems else ""
+    err = SpecError(f"invalid {model_name}: {lines}", problems=problems)
+    err.path = first
+    return err
+
+
+def format_path(loc: tuple[int | str, ...]) -> str:
+    """``("parallel_blocks", 0, "strategy")`` -> ``parallel_blocks[0].strategy``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -1,0 +1,89 @@
+"""Pydantic models of the Namel3ss IR: parallel blocks and their steps.
+
+Field names and defaults are the IR's, with one deliberate change
+(``fallback_to_local`` is ``False``, see ``infra.py``). Fields added here are
+marked *extension*.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .enums import ParallelStrategy
+
+
+class Spec(BaseModel):
+    """Base of every spec: frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+
+class StepSpec(BaseModel):
+    """One step of a block; extra keys are its payload and are kept as given.
+
+    ``target`` names what runs it: a registered step name or ``module:function``.
+    The Namel3ss runtime also spells it ``type``; both are accepted.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: Optional[str] = None
+    target: Optional[str] = None
+    kind: str = "tool"
+    timeout_seconds: Optional[float] = Field(default=None, gt=0)  # extension
+    worker_pool: Optional[str] = None  # extension
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_from_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("target") is None and isinstance(data.get("type"), str):
+            return {**data, "target": data["type"]}
+        return data
+
+    def payload(self) -> dict[str, Any]:
+        """The step as the step function receives it: every key it was given."""
+        return self.model_dump(exclude_none=True)
+
+
+class ParallelBlockSpec(Spec):
+    """A block of steps run in parallel under one strategy (IR ``ParallelBlockSpec``)."""
+
+    name: str = Field(min_length=1)
+    steps: list[StepSpec]
+    strategy: ParallelStrategy = ParallelStrategy.ALL
+    max_concurrency: Optional[int] = Field(default=None, ge=1)
+    timeout_seconds: Optional[float] = Field(default=None, gt=0)
+    fail_fast: bool = True
+    retry_failed: bool = False
+    max_retries: int = Field(default=3, ge=0)
+    reduce_function: Optional[str] = None
+    output_key: Optional[str] = None
+    depends_on: list[str] = Field(default_factory=list)
+    required_permission_level: Optional[str] = None
+    allowed_capabilities: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    terminate_losers: bool = False  # extension
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_names(cls, steps: list[StepSpec]) -> list[StepSpec]:
+        seen: set[str] = set()
+        for index, step in enumerate(steps):
+            key = step_key(step, index)
+            if key in seen:
+                raise ValueError(f"two steps are named {key!r}; step names must be unique in a block")
+            seen.add(key)
+        return steps
+
+    @model_validator(mode="after")
+    def _reducer_needs_map_reduce(self) -> ParallelBlockSpec:
+        if self.strategy == ParallelStrategy.MAP_REDUCE and not self.reduce_function:
+            raise ValueError("strategy 'map_reduce' needs reduce_function (sum, count, concat, merge or a registered reducer)")
+        return self
+
+
+def step_key(step: StepSpec, index: int) -> str:
+    """The name a step's result is filed under: its ``name``, or ``step_<index>``."""
+    return step.name if step.name else f"step_{index}"

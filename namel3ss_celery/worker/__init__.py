@@ -1,0 +1,1 @@
+"""What runs on workers: the step runner, the settle of each strategy, the coordination store."""

@@ -1,0 +1,192 @@
+"""A run's plan (the nodes of a block, workflow or program) and how a run moves on when a node settles."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
+from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, WorkflowSpec
+from ..spec.program import check_dag
+from .store import CoordinationStore
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """One node: a block, or a single step wrapped as a one-step block (``single``)."""
+
+    name: str
+    block: ParallelBlockSpec
+    depends_on: tuple[str, ...] = ()
+    single: bool = False
+
+    def output(self, result: ParallelExecutionResult) -> Any:
+        """What later nodes see as ``context["outputs"][name]``."""
+        if self.single:
+            return result.results[0].result if result.results else None
+        return result.final_result
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The nodes of one run, in topological order."""
+
+    kind: str  # "block" | "workflow" | "program"
+    name: str
+    nodes: tuple[PlanNode, ...]
+    by_name: dict[str, PlanNode] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name.update({n.name: n for n in self.nodes})
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "name": self.name,
+                "nodes": [
+                    {"name": n.name, "block": n.block.model_dump(mode="json", exclude_defaults=True),
+                     "depends_on": list(n.depends_on), "single": n.single}
+                    for n in self.nodes
+                ],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        data = json.loads(text)
+        nodes = tuple(
+            PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
+            for n in data["nodes"]
+        )
+        return cls(data["kind"], data["name"], nodes)
+
+    def sinks(self) -> list[str]:
+        needed = {d for n in self.nodes for d in n.depends_on}
+        return [n.name for n in self.nodes if n.name not in needed]
+
+
+def make_plan(spec: Union[ParallelBlockSpec, WorkflowSpec, ProgramSpec], workflow: str | None = None) -> Plan:
+    """The plan of a block, a workflow, or a program (its one workflow, or its blocks by ``depends_on``).
+
+    Raises:
+        KeyError: ``workflow`` is not in the program.
+        ValueError: a program with several workflows and none chosen.
+    """
+    if isinstance(spec, ParallelBlockSpec):
+        return Plan("block", spec.name, (PlanNode(spec.name, spec),))
+    if isinstance(spec, WorkflowSpec):
+        return _workflow_plan(spec, {})
+    blocks = {b.name: b for b in spec.parallel_blocks}
+    if spec.workflows:
+        if workflow is None and len(spec.workflows) > 1:
+            names = ", ".join(w.name for w in spec.workflows)
+            raise ValueError(f"the program has several workflows ({names}); choose one")
+        chosen = next((w for w in spec.workflows if workflow in (None, w.name)), None)
+        if chosen is None:
+            raise KeyError(workflow)
+        return _workflow_plan(chosen, blocks)
+    order = check_dag({b.name: b.depends_on for b in spec.parallel_blocks}, "parallel block")
+    nodes = tuple(PlanNode(name, blocks[name], tuple(blocks[name].depends_on)) for name in order)
+    return Plan("program", spec.name or "program", nodes)
+
+
+def _workflow_plan(workflow: WorkflowSpec, blocks: Mapping[str, ParallelBlockSpec]) -> Plan:
+    order = check_dag({n.name: n.depends_on for n in workflow.steps}, "node")
+    by_name = {n.name: n for n in workflow.steps}
+    nodes = []
+    for name in order:
+        node = by_name[name]
+        deps = tuple(node.depends_on)
+        if node.block is not None:
+            nodes.append(PlanNode(name, blocks[node.block], deps))
+        else:
+            payload = node.model_dump(exclude={"block", "depends_on"}, exclude_none=True)
+            block = ParallelBlockSpec(name=name, steps=[payload], strategy=ParallelStrategy.ALL)
+            nodes.append(PlanNode(name, block, deps, single=True))
+    return Plan("workflow", workflow.name, tuple(nodes))
+
+
+# --- moving a run on -----------------------------------------------------------
+
+
+@dataclass
+class Advance:
+    """What settling one node means for its run: nodes to launch now, and the final result if it ended."""
+
+    launch: list[PlanNode]
+    outputs: dict[str, Any]
+    final: ParallelExecutionResult | WorkflowResult | None = None
+
+
+def node_settled(
+    store: CoordinationStore, run_id: str, plan: Plan, node: str, result: ParallelExecutionResult, ttl: int
+) -> Advance:
+    """File ``node``'s result, then launch what it unblocked or end the run.
+
+    Idempotent under duplicate calls: launches and the end are claimed in the store.
+    """
+    store.set_fields(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
+    record = store.run_record(run_id) or {}
+    results = {
+        n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
+        for n in plan.nodes
+        if f"node:{n.name}:result" in record
+    }
+    outputs = {
+        name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
+    }
+    failed = result.overall_status != RunStatus.COMPLETED
+    if failed or len(outputs) == len(plan.nodes):
+        final = run_result(plan, run_id, record, results, outputs, failed_node=node if failed else None)
+        if store.claim(run_id, "final"):
+            store.finish(run_id, {"status": str(final.overall_status), "result": json.dumps(final.to_dict())}, ttl)
+        return Advance([], outputs, final)
+    launch = [
+        n for n in plan.nodes
+        if n.name not in results and set(n.depends_on) <= set(outputs) and store.claim(run_id, f"node:{n.name}:launched")
+    ]
+    return Advance(launch, outputs)
+
+
+def run_result(
+    plan: Plan,
+    run_id: str,
+    record: Mapping[str, str],
+    results: Mapping[str, ParallelExecutionResult],
+    outputs: Mapping[str, Any],
+    failed_node: str | None,
+) -> ParallelExecutionResult | WorkflowResult:
+    """A block run's result is the block's; a workflow's or program's is a ``WorkflowResult``."""
+    if plan.kind == "block":
+        return results[plan.nodes[0].name]
+    status = results[failed_node].overall_status if failed_node else RunStatus.COMPLETED
+    sinks = plan.sinks()
+    final = None
+    if not failed_node:
+        final = outputs[sinks[0]] if len(sinks) == 1 else {s: outputs[s] for s in sinks}
+    created = float(record.get("created", 0)) or None
+    end = time.time()
+    return WorkflowResult(
+        run_id=run_id,
+        name=plan.name,
+        overall_status=status,
+        blocks={name: r for name, r in results.items() if not plan.by_name[name].single},
+        outputs=dict(outputs),
+        final_result=final,
+        failed_node=failed_node,
+        error_message=f"node {failed_node!r}: {results[failed_node].error_message}" if failed_node else None,
+        start_time=created,
+        end_time=end,
+        total_duration_ms=round((end - created) * 1000, 3) if created else None,
+        metadata={"kind": plan.kind, "nodes": {name: str(r.overall_status) for name, r in results.items()}},
+    )
+
+
+def final_result(record: Mapping[str, str]) -> ParallelExecutionResult | WorkflowResult | None:
+    """The final result filed in a run record, if the run has ended."""
+    raw = record.get("result")
+    return result_from_dict(json.loads(raw)) if raw else None

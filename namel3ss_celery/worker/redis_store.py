@@ -1,0 +1,64 @@
+"""The Redis coordination store: a hash per run, a hash of step envelopes per block, a done list."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Optional
+
+import redis
+
+from .store import done_key, run_key, steps_key
+
+
+class RedisStore:
+    """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
+
+    def __init__(self, url: str, client: Optional[Any] = None) -> None:
+        self.url = url
+        self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
+
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(run_key(run_id), mapping=dict(fields))
+            pipe.expire(run_key(run_id), ttl)
+            pipe.execute()
+
+    def run_record(self, run_id: str) -> Optional[dict[str, str]]:
+        record: dict[str, str] = self.client.hgetall(run_key(run_id))
+        return record or None
+
+    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
+        self.client.hset(run_key(run_id), mapping=dict(fields))
+
+    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
+        return bool(self.client.hsetnx(run_key(run_id), field, value))
+
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
+        key = steps_key(run_id, node)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(index), envelope)
+            pipe.hlen(key)
+            pipe.expire(key, ttl)
+            _, count, _ = pipe.execute()
+        return int(count)
+
+    def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
+        return {int(k): v for k, v in self.client.hgetall(steps_key(run_id, node)).items()}
+
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(run_key(run_id), mapping={**fields, "done": "1"})
+            pipe.expire(run_key(run_id), ttl)
+            pipe.delete(done_key(run_id))
+            pipe.rpush(done_key(run_id), "1")
+            pipe.expire(done_key(run_id), ttl)
+            pipe.execute()
+
+    def wait(self, run_id: str, timeout: float) -> bool:
+        if self.client.hget(run_key(run_id), "done") == "1":
+            return True
+        if timeout <= 0:
+            return False
+        # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it.
+        moved = self.client.blmove(done_key(run_id), done_key(run_id), timeout, "RIGHT", "LEFT")
+        return moved is not None

@@ -1,0 +1,116 @@
+"""The step runner: call a step function, time it, check its result is JSON, file its envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ..errors import SchemaVersionError, StepCancelled, StepResultError, UnknownTarget
+from ..registry import StepDef
+
+SCHEMA_VERSION = 1
+
+_cancel_check: contextvars.ContextVar[Optional[Callable[[], bool]]] = contextvars.ContextVar(
+    "namel3ss_celery_cancel_check", default=None
+)
+_loops = threading.local()
+
+
+def cancelled() -> bool:
+    """True when the step running in this context has been asked to stop.
+
+    Long sync steps call it between units of work and return or raise
+    ``StepCancelled``. Outside a step it is always False.
+    """
+    check = _cancel_check.get()
+    return bool(check and check())
+
+
+@dataclass
+class StepOutcome:
+    """What one call of a step function produced."""
+
+    key: str
+    status: str  # "completed" | "failed" | "cancelled"
+    result: Any
+    error: Optional[str]
+    exception: Optional[BaseException]
+    start: float
+    end: float
+    worker: str
+    task_id: str
+
+    def envelope(self) -> str:
+        """The JSON filed in the coordination store for settle to read."""
+        return json.dumps(
+            {
+                "key": self.key,
+                "status": self.status,
+                "result": self.result,
+                "error": self.error,
+                "start": self.start,
+                "end": self.end,
+                "worker": self.worker,
+                "task_id": self.task_id,
+            }
+        )
+
+
+def check_payload(payload: Any, definition: StepDef) -> dict[str, Any]:
+    """Refuse a message of an unknown schema version or one addressed to another target."""
+    if not isinstance(payload, dict):
+        raise SchemaVersionError(f"a step message carries a mapping, not {type(payload).__name__}")
+    version = payload.get("v")
+    if version != SCHEMA_VERSION:
+        raise SchemaVersionError(f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})")
+    target = payload.get("step", {}).get("target")
+    if target != definition.target:
+        raise UnknownTarget(f"message for target {target!r} reached the task of {definition.target!r}")
+    return payload
+
+
+def call_step(definition: StepDef, payload: dict[str, Any], worker: str, task_id: str) -> StepOutcome:
+    """Run the step function on ``(step, context)``; every exception becomes a failed outcome."""
+    start = time.time()
+    try:
+        value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
+        if asyncio.iscoroutine(value):
+            value = _event_loop().run_until_complete(value)
+        result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
+    except StepCancelled as exc:
+        return StepOutcome(payload["key"], "cancelled", None, describe(exc), exc, start, time.time(), worker, task_id)
+    except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
+        return StepOutcome(payload["key"], "failed", None, describe(exc), exc, start, time.time(), worker, task_id)
+    return StepOutcome(payload["key"], "completed", result, None, None, start, time.time(), worker, task_id)
+
+
+def describe(exc: BaseException) -> str:
+    """``ValueError: bad input`` — the error string results carry."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def to_json_data(value: Any, what: str) -> Any:
+    """``value`` as JSON gives it back; anything JSON cannot carry raises ``StepResultError``."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from None
+        raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per worker thread, reused by every async step it runs."""
+    loop: Optional[asyncio.AbstractEventLoop] = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _loops.loop = loop
+    return loop

@@ -1,0 +1,152 @@
+"""Settle a block: turn the filed step envelopes into a ``ParallelExecutionResult``.
+
+Pure functions of the block spec and the envelopes; the Celery tasks that call
+them (chord bodies, errbacks, the last step of a counted join) live in
+``namel3ss_celery.tasks``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Optional
+
+from ..registry import BUILTIN_REDUCERS, Registry
+from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
+from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
+
+LOST = "no outcome was recorded for this step (its worker was lost, or its message was refused)"
+
+
+def task_results(block: ParallelBlockSpec, envelopes: Mapping[int, str]) -> list[ParallelTaskResult]:
+    """One ``ParallelTaskResult`` per step of ``block``, in step order."""
+    results = []
+    for index, step in enumerate(block.steps):
+        raw = envelopes.get(index)
+        key = step_key(step, index)
+        if raw is None:
+            results.append(ParallelTaskResult(key, TaskStatus.FAILED, error=LOST, metadata={"executed_on": "celery"}))
+            continue
+        env = json.loads(raw)
+        results.append(
+            ParallelTaskResult(
+                task_id=key,
+                status=TaskStatus(env["status"]),
+                result=env.get("result"),
+                error=env.get("error"),
+                start_time=env.get("start"),
+                end_time=env.get("end"),
+                duration_ms=_ms(env.get("start"), env.get("end")),
+                metadata={
+                    "executed_on": env.get("executed_on", "celery"),
+                    "worker": env.get("worker"),
+                    "celery_task_id": env.get("task_id"),
+                    "target": step.target,
+                },
+            )
+        )
+    return results
+
+
+def settle_block(
+    block: ParallelBlockSpec, envelopes: Mapping[int, str], reducers: Registry, *, executed_on: str = "celery"
+) -> ParallelExecutionResult:
+    """The block's result under its strategy; a strategy's own rule decides ``overall_status``."""
+    results = task_results(block, envelopes)
+    settle = SETTLERS[block.strategy]
+    status, final, error = settle(block, results, reducers)
+    starts = [r.start_time for r in results if r.start_time is not None]
+    ends = [r.end_time for r in results if r.end_time is not None]
+    start, end = (min(starts), max(ends)) if starts and ends else (None, None)
+    return ParallelExecutionResult(
+        block_name=block.name,
+        strategy=str(block.strategy),
+        total_tasks=len(results),
+        overall_status=status,
+        completed_tasks=sum(r.status == TaskStatus.COMPLETED for r in results),
+        failed_tasks=sum(r.status == TaskStatus.FAILED for r in results),
+        cancelled_tasks=sum(r.status == TaskStatus.CANCELLED for r in results),
+        results=results,
+        final_result=final,
+        aggregated_output=[r.result for r in results if r.status == TaskStatus.COMPLETED],
+        start_time=start,
+        end_time=end,
+        total_duration_ms=_ms(start, end),
+        error_message=error,
+        max_concurrent=block.max_concurrency,
+        actual_max_concurrent=peak_concurrency(results),
+        metadata={"executed_on": executed_on},
+    )
+
+
+Settled = tuple[RunStatus, Any, Optional[str]]
+
+
+def _failures(results: list[ParallelTaskResult]) -> Optional[str]:
+    failed = [r for r in results if r.status != TaskStatus.COMPLETED]
+    if not failed:
+        return None
+    return f"{len(failed)} of {len(results)} steps failed: " + "; ".join(f"{r.task_id}: {r.error}" for r in failed)
+
+
+def _settle_all(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+    error = _failures(results)
+    final = {r.task_id: r.result for r in results if r.status == TaskStatus.COMPLETED}
+    return (RunStatus.FAILED if error else RunStatus.COMPLETED), final, error
+
+
+def _settle_collect(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+    final: dict[str, Any] = {}
+    for r in results:
+        entry: dict[str, Any] = {"status": str(r.status), "duration_ms": r.duration_ms}
+        if r.status == TaskStatus.COMPLETED:
+            entry["result"] = r.result
+        else:
+            entry["error"] = r.error
+        final[r.task_id] = entry
+    return RunStatus.COMPLETED, final, None
+
+
+def _settle_map_reduce(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+    error = _failures(results)
+    if error:
+        return RunStatus.FAILED, None, error
+    name = block.reduce_function or ""
+    function = resolve_reducer(name, reducers)
+    try:
+        return RunStatus.COMPLETED, function([r.result for r in results]), None
+    except Exception as exc:  # noqa: BLE001 - a reducer's failure is the block's failure
+        return RunStatus.FAILED, None, f"reducer {name!r} failed: {type(exc).__name__}: {exc}"
+
+
+def resolve_reducer(name: str, reducers: Registry) -> Callable[[list[Any]], Any]:
+    """A built-in reducer, or one registered with ``@reducer``; ``KeyError`` naming the choices otherwise."""
+    function = BUILTIN_REDUCERS.get(name) or reducers.reducer(name)
+    if function is None:
+        raise KeyError(f"unknown reducer {name!r}; built in: {', '.join(BUILTIN_REDUCERS)}, or register one with @reducer")
+    return function
+
+
+SETTLERS: dict[ParallelStrategy, Callable[[ParallelBlockSpec, list[ParallelTaskResult], Registry], Settled]] = {
+    ParallelStrategy.ALL: _settle_all,
+    ParallelStrategy.COLLECT: _settle_collect,
+    ParallelStrategy.MAP_REDUCE: _settle_map_reduce,
+}
+
+
+def peak_concurrency(results: list[ParallelTaskResult]) -> int:
+    """Most steps running at one instant, from their start and end times."""
+    edges = []
+    for r in results:
+        if r.start_time is not None and r.end_time is not None:
+            edges.append((r.start_time, 1))
+            edges.append((r.end_time, -1))
+    peak = running = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def _ms(start: Optional[float], end: Optional[float]) -> Optional[float]:
+    return round((end - start) * 1000, 3) if start is not None and end is not None else None

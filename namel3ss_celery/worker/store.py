@@ -1,0 +1,122 @@
+"""The coordination store: run records, step envelopes, claims and the run-finished signal.
+
+Two implementations of one ``Protocol``: ``RedisStore`` for real deployments
+and ``MemoryStore`` for the embedded default (one process).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Optional, Protocol
+
+
+class CoordinationStore(Protocol):
+    """Where workers and clients meet. Every key a run creates expires after ``ttl`` seconds."""
+
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None: ...
+
+    def run_record(self, run_id: str) -> Optional[dict[str, str]]: ...
+
+    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None: ...
+
+    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
+        """Set ``field`` on the run only if unset; True for the one caller that set it."""
+        ...
+
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
+        """File one step's envelope under its index; return how many distinct steps are filed."""
+        ...
+
+    def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
+
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+        """Write the final fields and wake every waiter."""
+        ...
+
+    def wait(self, run_id: str, timeout: float) -> bool:
+        """Block until the run is finished or ``timeout`` passes; True when finished."""
+        ...
+
+
+def run_key(run_id: str) -> str:
+    return f"n3:run:{run_id}"
+
+
+def steps_key(run_id: str, node: str) -> str:
+    return f"n3:run:{run_id}:steps:{node}"
+
+
+def done_key(run_id: str) -> str:
+    return f"n3:run:{run_id}:done"
+
+
+class MemoryStore:
+    """In-process store for the embedded default; keys expire like Redis's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._runs: dict[str, dict[str, str]] = {}
+        self._steps: dict[tuple[str, str], dict[int, str]] = {}
+        self._expires: dict[str, float] = {}
+
+    def _live(self, run_id: str) -> Optional[dict[str, str]]:
+        expires = self._expires.get(run_id)
+        if expires is not None and expires < time.monotonic():
+            self._runs.pop(run_id, None)
+            self._expires.pop(run_id, None)
+            for key in [k for k in self._steps if k[0] == run_id]:
+                del self._steps[key]
+        return self._runs.get(run_id)
+
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+        with self._lock:
+            self._runs[run_id] = dict(fields)
+            self._expires[run_id] = time.monotonic() + ttl
+
+    def run_record(self, run_id: str) -> Optional[dict[str, str]]:
+        with self._lock:
+            record = self._live(run_id)
+            return dict(record) if record is not None else None
+
+    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
+        with self._lock:
+            self._runs.setdefault(run_id, {}).update(fields)
+
+    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
+        with self._lock:
+            record = self._runs.setdefault(run_id, {})
+            if field in record:
+                return False
+            record[field] = value
+            return True
+
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
+        with self._lock:
+            filed = self._steps.setdefault((run_id, node), {})
+            filed[index] = envelope
+            return len(filed)
+
+    def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
+        with self._lock:
+            return dict(self._steps.get((run_id, node), {}))
+
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+        with self._lock:
+            self._runs.setdefault(run_id, {}).update(fields)
+            self._runs[run_id]["done"] = "1"
+            self._expires[run_id] = time.monotonic() + ttl
+            self._lock.notify_all()
+
+    def wait(self, run_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                record = self._live(run_id)
+                if record is not None and record.get("done") == "1":
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
