@@ -17,12 +17,12 @@ from celery import Celery, signals
 from .compiler import check_plan
 from .embedded import EmbeddedWorker
 from .errors import ConfigurationError, SpecError, UnknownRun, WaitTimeout
-from .registry import SHARED, STEP_TASK_PREFIX, Registry, ReducerFunction, StepDef, StepFunction, import_step_modules
+from .registry import LAUNCH_TASK, SHARED, STEP_TASK_PREFIX, Registry, ReducerFunction, StepDef, StepFunction, import_step_modules
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
 from .spec.load import to_data
-from .tasks import Conductor, register_adapter_tasks, register_step_task
+from .tasks import Conductor, register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, final_result, make_plan
 from .worker.redis_store import RedisStore
 from .worker.runner import to_json_data
@@ -83,13 +83,14 @@ class Namel3ssCelery:
         self.embedded_worker: Optional[EmbeddedWorker] = EmbeddedWorker(app) if self.settings.embedded else None
         self.conductor = Conductor(app, lambda: self.store, self.registry, self.settings.result_expires)
         register_adapter_tasks(app, self.conductor)
+        self._step_base = step_task_class(app, self.conductor)
         for definition in self.registry.steps():
             self._register(definition)
         listener = _weak_listener(self)
         self.registry.listeners.append(listener)
         SHARED.listeners.append(listener)
-        signals.import_modules.connect(self._on_import_modules, weak=False)
-        signals.task_unknown.connect(self._on_task_unknown, weak=False)
+        signals.import_modules.connect(self._on_import_modules)
+        signals.task_unknown.connect(self._on_task_unknown)
         app.namel3ss = self  # type: ignore[attr-defined]
 
     # --- registration -------------------------------------------------------
@@ -121,7 +122,7 @@ class Namel3ssCelery:
     def _register(self, definition: StepDef) -> None:
         if definition.task_name not in self._registered:
             self._registered.add(definition.task_name)
-            register_step_task(self.app, self.conductor, definition)
+            register_step_task(self.app, self.conductor, self._step_base, definition)
 
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
@@ -146,7 +147,7 @@ class Namel3ssCelery:
     # --- dispatch and runs -------------------------------------------------------
 
     def dispatch(self, spec: SpecSource, context: Optional[Mapping[str, Any]] = None, *, workflow: Optional[str] = None) -> RunHandle:
-        """Validate ``spec``, record a run and publish its first blocks; return at once.
+        """Validate ``spec``, record a run and publish one launch message; return at once.
 
         Args:
             spec: a ``ParallelBlockSpec``, ``WorkflowSpec``, ``ProgramSpec``, a mapping or a file path.
@@ -173,8 +174,8 @@ class Namel3ssCelery:
             "status": str(RunStatus.RUNNING), "created": repr(time.time()),
         }
         self.store.create_run(run_id, record, self.settings.result_expires)
-        roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
-        self.conductor.launch(run_id, plan, roots, record, {})
+        # One small message; a worker publishes the block's steps, so a web request never waits for them.
+        self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
         return RunHandle(self, run_id)
 
     def plan(self, spec: SpecSource, workflow: Optional[str] = None) -> Plan:
@@ -201,9 +202,12 @@ class Namel3ssCelery:
         return RunHandle(self, run_id)
 
     def close(self) -> None:
-        """Stop the embedded worker, if one was started."""
+        """Stop the embedded worker, if one was started, and close the coordination store's connections."""
         if self.embedded_worker is not None:
             self.embedded_worker.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
 
 class RunHandle:

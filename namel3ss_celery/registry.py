@@ -90,8 +90,14 @@ def _qualname(function: Callable[..., Any]) -> str:
 
 def check_target_name(target: str) -> None:
     """A target is a dotted name, or ``module:function``; no spaces, nothing else."""
-    if not isinstance(target, str) or not target or any(c.isspace() for c in target) or target.count(":") > 1:
-        raise UnknownTarget(f"{target!r} is not a valid target name")
+    if (
+        not isinstance(target, str)
+        or not target
+        or any(c.isspace() for c in target)
+        or target.count(":") > 1
+        or any(not part for part in target.split(":"))
+    ):
+        raise UnknownTarget(f"{target!r} is not a valid target name (a name, or module:function)")
 
 
 SHARED = Registry()
@@ -136,7 +142,7 @@ def import_step_modules(modules: Sequence[str], registry: Registry) -> None:
     for module_name in modules:
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
             raise ConfigurationError(
                 f"NAMEL3SS_CELERY_STEP_MODULES lists {module_name!r}, which cannot be imported: {exc}",
                 setting="NAMEL3SS_CELERY_STEP_MODULES",
@@ -184,5 +190,6 @@ BUILTIN_REDUCERS: dict[str, ReducerFunction] = {"sum": _sum, "count": _count, "c
 
 # --- stable Celery task names of the adapter's own tasks -----------------------
 
+LAUNCH_TASK = "n3.run.launch"
 SETTLE_CHORD_TASK = "n3.settle.chord"
 SETTLE_CHORD_FAILED_TASK = "n3.settle.chord_failed"

@@ -18,7 +18,7 @@ from celery.app.task import Context
 from celery.exceptions import NotRegistered
 
 from .compiler import compile_node
-from .registry import SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK, STEP_TASK_PREFIX, Registry, StepDef
+from .registry import LAUNCH_TASK, SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .worker.plan import Plan, PlanNode, node_settled
 from .worker.runner import StepOutcome, call_step, check_payload, describe
 from .worker.settle import settle_block
@@ -49,20 +49,22 @@ class Conductor:
             payload = check_payload(payload, definition)
         except Exception as exc:
             if isinstance(payload, dict) and {"run", "node", "i", "n", "key", "join"} <= set(payload):
-                self.file_outcome(payload, _refused(payload, exc, request.hostname, request.id))
+                if self.file_outcome(payload, _refused(payload, exc, request.hostname, request.id)):
+                    request.n3_settle = (payload["run"], payload["node"])
             raise
         outcome = call_step(definition, payload, worker=request.hostname or "", task_id=request.id or "")
         logger.debug("step %s of block %s in run %s: %s", payload["key"], payload["node"], payload["run"], outcome.status)
-        self.file_outcome(payload, outcome)
+        if self.file_outcome(payload, outcome):
+            # Settle in after_return, once Celery has stored this task's own state.
+            request.n3_settle = (payload["run"], payload["node"])
         if outcome.exception is not None:
             raise outcome.exception
         return outcome.result
 
-    def file_outcome(self, payload: dict[str, Any], outcome: StepOutcome) -> None:
-        """File the envelope; under a counted join the step that completes the count settles the block."""
+    def file_outcome(self, payload: dict[str, Any], outcome: StepOutcome) -> bool:
+        """File the envelope; True when it completes a counted join (the caller then settles the block)."""
         count = self.store.record_step(payload["run"], payload["node"], payload["i"], outcome.envelope(), self.ttl)
-        if payload["join"] == "count" and count >= payload["n"]:
-            self.settle_node(payload["run"], payload["node"])
+        return payload["join"] == "count" and count >= payload["n"]
 
     def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
         """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
@@ -75,7 +77,8 @@ class Conductor:
             f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX):]!r} is not registered here "
             "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
         )
-        self.file_outcome(payload, StepOutcome(payload["key"], "failed", None, error, exc, 0.0, 0.0, "", task_id))
+        if self.file_outcome(payload, StepOutcome(payload["key"], "failed", None, error, exc, 0.0, 0.0, "", task_id)):
+            self.settle_node(payload["run"], payload["node"])
         if payload["join"] == "chord" and embed.get("chord"):
             headers = message.headers
             request = Context(
@@ -97,6 +100,16 @@ class Conductor:
         plan = Plan.from_json(record["plan"])
         result = settle_block(plan.by_name[node].block, self.store.step_envelopes(run_id, node), self.registry)
         self._advance(run_id, plan, record, node, result)
+
+    def launch_roots(self, run_id: str) -> None:
+        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker)."""
+        record = self.store.run_record(run_id)
+        if record is None:
+            logger.warning("run %s expired before it was launched", run_id)
+            return
+        plan = Plan.from_json(record["plan"])
+        roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
+        self.launch(run_id, plan, roots, record, {})
 
     def launch(self, run_id: str, plan: Plan, nodes: list[PlanNode], record: dict[str, str], outputs: dict[str, Any]) -> None:
         """Publish each node's canvas; a node with no steps settles at once."""
@@ -132,7 +145,11 @@ def _refused(payload: dict[str, Any], exc: BaseException, worker: Optional[str],
 
 
 def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
-    """Register ``n3.settle.chord`` and its errback ``n3.settle.chord_failed`` on ``app``."""
+    """Register ``n3.run.launch``, ``n3.settle.chord`` and its errback ``n3.settle.chord_failed`` on ``app``."""
+
+    @app.task(name=LAUNCH_TASK, shared=False, ignore_result=True)
+    def launch_run(run_id: str) -> None:
+        conductor.launch_roots(run_id)
 
     @app.task(name=SETTLE_CHORD_TASK, shared=False, ignore_result=True)
     def settle_chord(run_id: str, node: str) -> None:
@@ -143,11 +160,25 @@ def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
         conductor.settle_node(run_id, node)
 
 
-def register_step_task(app: Any, conductor: Conductor, definition: StepDef) -> None:
-    """Register ``n3.step.<target>`` on ``app`` with the app's own task class; results are always kept."""
+def step_task_class(app: Any, conductor: Conductor) -> type:
+    """The app's own task class (Django's, Flask's, the user's), plus the settle of counted joins."""
+
+    class Namel3ssStepTask(app.Task):  # type: ignore[misc, name-defined]
+        def after_return(self, *args: Any, **kwargs: Any) -> None:
+            super().after_return(*args, **kwargs)
+            pending = getattr(self.request, "n3_settle", None)
+            if pending is not None:
+                self.request.n3_settle = None
+                conductor.settle_node(*pending)
+
+    return Namel3ssStepTask
+
+
+def register_step_task(app: Any, conductor: Conductor, base: type, definition: StepDef) -> None:
+    """Register ``n3.step.<target>`` on ``app``; results are always kept (a chord needs them)."""
 
     def run(task: Any, payload: Any) -> Any:
         return conductor.run_step(task, definition, payload)
 
     run.__doc__ = definition.function.__doc__
-    app.task(name=definition.task_name, bind=True, shared=False, ignore_result=False)(run)
+    app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False)(run)

@@ -44,7 +44,14 @@ class StepSpec(BaseModel):
 
     def payload(self) -> dict[str, Any]:
         """The step as the step function receives it: every key it was given."""
-        return self.model_dump(exclude_none=True)
+        data = self.model_dump()
+        for name in OPTIONAL_STEP_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+
+OPTIONAL_STEP_FIELDS = ("name", "target", "timeout_seconds", "worker_pool")
 
 
 class ParallelBlockSpec(Spec):

@@ -30,6 +30,13 @@ class WorkflowNodeSpec(BaseModel):
     block: Optional[str] = None
     depends_on: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _target_from_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("target") is None and isinstance(data.get("type"), str):
+            return {**data, "target": data["type"]}
+        return data
+
     @model_validator(mode="after")
     def _one_kind(self) -> WorkflowNodeSpec:
         if (self.target is None) == (self.block is None):
@@ -47,6 +54,7 @@ class WorkflowSpec(Spec):
 
     @model_validator(mode="after")
     def _valid_dag(self) -> WorkflowSpec:
+        _unique((node.name for node in self.steps), "node")
         check_dag({node.name: node.depends_on for node in self.steps}, "node")
         return self
 

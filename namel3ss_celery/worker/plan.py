@@ -139,6 +139,8 @@ def node_settled(
     outputs = {
         name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
     }
+    if "final" in record:  # the run already ended: nothing more starts
+        return Advance([], outputs, final_result(record))
     failed = result.overall_status != RunStatus.COMPLETED
     if failed or len(outputs) == len(plan.nodes):
         final = run_result(plan, run_id, record, results, outputs, failed_node=node if failed else None)

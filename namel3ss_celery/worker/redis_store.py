@@ -62,3 +62,7 @@ class RedisStore:
         # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it.
         moved = self.client.blmove(done_key(run_id), done_key(run_id), timeout, "RIGHT", "LEFT")
         return moved is not None
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.client.close()

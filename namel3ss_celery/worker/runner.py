@@ -70,7 +70,8 @@ def check_payload(payload: Any, definition: StepDef) -> dict[str, Any]:
     version = payload.get("v")
     if version != SCHEMA_VERSION:
         raise SchemaVersionError(f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})")
-    target = payload.get("step", {}).get("target")
+    step = payload.get("step")
+    target = step.get("target") if isinstance(step, dict) else None
     if target != definition.target:
         raise UnknownTarget(f"message for target {target!r} reached the task of {definition.target!r}")
     return payload

@@ -112,7 +112,10 @@ def _settle_map_reduce(block: ParallelBlockSpec, results: list[ParallelTaskResul
     if error:
         return RunStatus.FAILED, None, error
     name = block.reduce_function or ""
-    function = resolve_reducer(name, reducers)
+    try:
+        function = resolve_reducer(name, reducers)
+    except KeyError as exc:
+        return RunStatus.FAILED, None, f"{exc.args[0]} (on this worker)"
     try:
         return RunStatus.COMPLETED, function([r.result for r in results]), None
     except Exception as exc:  # noqa: BLE001 - a reducer's failure is the block's failure

@@ -39,6 +39,8 @@ class CoordinationStore(Protocol):
         """Block until the run is finished or ``timeout`` passes; True when finished."""
         ...
 
+    def close(self) -> None: ...
+
 
 def run_key(run_id: str) -> str:
     return f"n3:run:{run_id}"
@@ -120,3 +122,6 @@ class MemoryStore:
                 if left <= 0:
                     return False
                 self._lock.wait(left)
+
+    def close(self) -> None:
+        """Nothing to release: the memory is the process's."""

@@ -1,0 +1,1 @@
+"""Benchmarks of namel3ss-celery against hand-written Celery canvas (see bench/README.md)."""

@@ -1,0 +1,214 @@
+"""Plain Celery chord versus a namel3ss-celery ``all`` block, end to end, on one worker.
+
+Run from the repository root::
+
+    python -m bench.all_block [--steps 1000] [--rounds 5] [--timeout 300]
+
+It flushes the benchmark Redis database, starts one worker (prefork, 2
+processes) as a subprocess, warms both variants up, then alternates them for
+``--rounds`` rounds and prints each round, the medians and their ratio. The
+worker is always stopped at the end. Exit status 1 when anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+from celery import canvas
+
+from bench.app import BROKER_URL, QUEUE, RESULT_BACKEND, app, collect, n3, noop
+from namel3ss_celery import ParallelExecutionResult
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_NAME = f"bench@{socket.gethostname()}"
+WORKER_START_TIMEOUT = 30.0
+WORKER_STOP_TIMEOUT = 15.0
+
+
+class BenchmarkFailed(Exception):
+    """A variant returned the wrong thing, or the worker did not start."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One end-to-end run: seconds until the call returned, and until the result arrived."""
+
+    returned: float
+    total: float
+
+
+# --- the two variants ---------------------------------------------------------
+
+
+def run_plain(steps: int, timeout: float) -> Sample:
+    """Hand-written Celery: ``chord(group(noop x steps), collect)``."""
+    start = time.perf_counter()
+    result = canvas.chord(canvas.group(noop.si() for _ in range(steps)), collect.s()).apply_async()
+    returned = time.perf_counter() - start
+    count = result.get(follow_parents=False, timeout=timeout)
+    total = time.perf_counter() - start
+    if count != steps:
+        raise BenchmarkFailed(f"plain chord collected {count!r} results, expected {steps}")
+    return Sample(returned, total)
+
+
+def run_namel3ss(steps: int, timeout: float) -> Sample:
+    """namel3ss-celery: an ``all`` block of ``steps`` noop steps."""
+    spec = {"name": "bench", "strategy": "all", "steps": [{"target": "noop"}] * steps}
+    start = time.perf_counter()
+    handle = n3.dispatch(spec)
+    returned = time.perf_counter() - start
+    result = handle.get(timeout=timeout)
+    total = time.perf_counter() - start
+    if not isinstance(result, ParallelExecutionResult) or result.overall_status != "completed":
+        raise BenchmarkFailed(f"namel3ss run {handle.id} did not complete: {result!r:.300}")
+    if result.completed_tasks != steps:
+        raise BenchmarkFailed(f"namel3ss run {handle.id} completed {result.completed_tasks} steps, expected {steps}")
+    return Sample(returned, total)
+
+
+# --- the worker -----------------------------------------------------------------
+
+
+def flush_benchmark_db() -> None:
+    """Empty the Redis database(s) of the benchmark's broker and backend; refuse database 0."""
+    for url in sorted({BROKER_URL, RESULT_BACKEND}):
+        if not url.startswith("redis://"):
+            continue
+        if urlparse(url).path.strip("/") in ("", "0"):
+            raise BenchmarkFailed(f"refusing to flush Redis database 0 ({url}); give the benchmark its own database")
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
+    """``celery -A bench.app worker`` in its own process group, logging to ``log_path``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [
+        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork", "-c", "2",
+        "-Q", QUEUE, "-n", "bench@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
+    ]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_worker(worker: subprocess.Popen[bytes], timeout: float) -> None:
+    """Return once the worker answers ``ping``; raise if it exits or stays silent for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise BenchmarkFailed(f"the worker exited with status {worker.returncode} before answering ping")
+        if app.control.ping(destination=[WORKER_NAME], timeout=1.0):
+            return
+    raise BenchmarkFailed(f"the worker {WORKER_NAME} did not answer ping within {timeout:g}s")
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL to its whole process group if it lingers."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(WORKER_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(5)
+
+
+# --- running and reporting ---------------------------------------------------------
+
+
+def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float) -> Sample:
+    """Run one variant in a new thread, then collect garbage, so no run inherits another's leftovers.
+
+    Celery keeps one result backend per thread, holding the AsyncResults that
+    publishing a chord registered and their Redis pubsub subscriptions. In a
+    shared thread the next ``get()`` would drain what the previous run left.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-run") as pool:
+        sample = pool.submit(variant, steps, timeout).result(timeout=timeout + 30)
+    gc.collect()
+    return sample
+
+
+def benchmark(steps: int, rounds: int, timeout: float) -> dict[str, list[Sample]]:
+    """One warm-up of each variant, then ``rounds`` rounds, plain then namel3ss."""
+    isolated(run_plain, steps, timeout)
+    isolated(run_namel3ss, steps, timeout)
+    samples: dict[str, list[Sample]] = {"plain": [], "namel3ss": []}
+    for number in range(1, rounds + 1):
+        samples["plain"].append(isolated(run_plain, steps, timeout))
+        samples["namel3ss"].append(isolated(run_namel3ss, steps, timeout))
+        print(f"  round {number}/{rounds} done", flush=True)
+    return samples
+
+
+def report(samples: dict[str, list[Sample]]) -> None:
+    """Per-round table, medians, and the ratio of the medians (end to end)."""
+    plain, named = samples["plain"], samples["namel3ss"]
+    print()
+    print(f"{'round':>6} | {'plain s':>9} {'apply_async ms':>15} | {'namel3ss s':>10} {'dispatch ms':>12}")
+    print("-" * 62)
+    for number, (p, n) in enumerate(zip(plain, named), start=1):
+        print(f"{number:>6} | {p.total:>9.3f} {p.returned * 1000:>15.1f} | {n.total:>10.3f} {n.returned * 1000:>12.1f}")
+    print("-" * 62)
+    medians = {name: Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
+               for name, runs in samples.items()}
+    p, n = medians["plain"], medians["namel3ss"]
+    print(f"{'median':>6} | {p.total:>9.3f} {p.returned * 1000:>15.1f} | {n.total:>10.3f} {n.returned * 1000:>12.1f}")
+    print(f"\nratio namel3ss/plain of the median end-to-end times: {n.total / p.total:.2f}")
+    print(f"ratio namel3ss dispatch / plain apply_async (medians): {n.returned / p.returned:.2f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.all_block", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=1000, help="steps (header tasks) per run [1000]")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds after the warm-up [5]")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one run [300]")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.rounds < 1 or args.timeout <= 0:
+        parser.error("--steps and --rounds must be at least 1, --timeout positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"all block of {args.steps} noop steps, {args.rounds} rounds; broker {BROKER_URL}, "
+          f"backend {RESULT_BACKEND}, queue {QUEUE}, worker prefork -c 2", flush=True)
+    log_path = Path(tempfile.gettempdir()) / f"n3bench-worker-{os.getpid()}.log"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        flush_benchmark_db()
+        worker = start_worker(log_path)
+        wait_for_worker(worker, WORKER_START_TIMEOUT)
+        report(benchmark(args.steps, args.rounds, args.timeout))
+    except Exception as exc:  # noqa: BLE001 - any failure ends the benchmark with status 1
+        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"worker log: {log_path}", file=sys.stderr)
+        return 1
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""A user's own Celery app, as the integration tests' workers run it.
+
+It has its own task class, its own queues and routes, and installs
+namel3ss-celery on top. Configured from N3_TEST_* variables so the test
+process and the worker processes build the same app.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery, Task
+from kombu import Queue
+
+from namel3ss_celery import Namel3ssCelery
+
+
+class AuditedTask(Task):  # type: ignore[misc]
+    """The app's own task class; namel3ss steps must keep it."""
+
+    audited = True
+
+
+def make_app(broker: str, backend: str, queue: str) -> Celery:
+    app = Celery("their_project", broker=broker, backend=backend, task_cls=AuditedTask, set_as_current=False)
+    app.conf.update(
+        task_default_queue=queue,
+        task_queues=[Queue(queue), Queue(f"{queue}.reports")],
+        task_routes={"their_project.report": {"queue": f"{queue}.reports"}},
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+    )
+
+    @app.task(name="their_project.report", shared=False)
+    def report(text: str) -> str:
+        return f"report: {text}"
+
+    return app
+
+
+def app_from_env() -> tuple[Celery, Any]:
+    app = make_app(os.environ["N3_TEST_BROKER"], os.environ["N3_TEST_BACKEND"], os.environ["N3_TEST_QUEUE"])
+    return app, Namel3ssCelery(app)
+
+
+if "N3_TEST_BROKER" in os.environ:
+    app, n3 = app_from_env()

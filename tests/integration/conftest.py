@@ -1,0 +1,88 @@
+"""A user's app with namel3ss-celery, and real workers for it, on each broker and pool."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from namel3ss_celery import Namel3ssCelery, Settings
+
+from .app import make_app
+from .workers import WorkerProcess
+
+STEP_MODULES = "tests.integration.steps"
+
+
+@dataclass
+class Cluster:
+    """The test process's app and n3, and the worker serving them."""
+
+    app: Any
+    n3: Namel3ssCelery
+    worker: WorkerProcess
+    queue: str
+    env: dict[str, str]
+
+
+def start_cluster(broker: str, backend: str, pool: str, log_dir: Path, concurrency: int = 2) -> Cluster:
+    import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
+
+    queue = f"n3test-{uuid.uuid4().hex[:8]}"
+    env = {
+        "N3_TEST_BROKER": broker,
+        "N3_TEST_BACKEND": backend,
+        "N3_TEST_QUEUE": queue,
+        "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
+    }
+    app = make_app(broker, backend, queue)
+    n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
+    worker = WorkerProcess("tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency,
+                           queues=[queue, f"{queue}.reports"])
+    try:
+        worker.wait_ready(app)
+    except BaseException:
+        worker.stop()
+        raise
+    return Cluster(app, n3, worker, queue, env)
+
+
+def stop_cluster(cluster: Cluster) -> None:
+    cluster.worker.stop()
+    gc.collect()  # AsyncResults of published steps unsubscribe from the backend as they go
+    cluster.n3.close()
+    cluster.app.amqp.producer_pool.force_close_all()
+    cluster.app.pool.force_close_all()
+    cluster.app.close()
+    cluster.app.backend.client.close()
+
+
+CLUSTERS = {
+    "redis-prefork": ("redis", "prefork"),
+    "redis-threads": ("redis", "threads"),
+    "rabbitmq-prefork": ("rabbitmq", "prefork"),
+    "rabbitmq-threads": ("rabbitmq", "threads"),
+}
+
+
+@pytest.fixture(scope="module", params=list(CLUSTERS))
+def cluster(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A worker process on each broker (Redis; RabbitMQ with a Redis backend) and pool (prefork, threads)."""
+    broker_kind, pool = CLUSTERS[request.param]
+    broker = request.getfixturevalue("amqp_url") if broker_kind == "rabbitmq" else redis_url
+    running = start_cluster(broker, redis_url, pool, tmp_path_factory.mktemp("workers"))
+    yield running
+    stop_cluster(running)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One prefork worker on Redis, for tests that need only one broker."""
+    running = start_cluster(redis_url, redis_url, "prefork", tmp_path_factory.mktemp("workers"))
+    yield running
+    stop_cluster(running)

@@ -1,0 +1,65 @@
+"""Real ``celery worker`` processes for integration tests, started and stopped in bounded time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """``python -m celery -A <app> worker`` in a subprocess, logging to a file."""
+
+    def __init__(
+        self,
+        app_module: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        queues: Optional[list[str]] = None,
+        extra_args: Optional[list[str]] = None,
+    ) -> None:
+        self.name = f"n3test-{uuid.uuid4().hex[:8]}"
+        self.hostname = f"{self.name}@{os.uname().nodename}"
+        self.log_path = log_dir / f"{self.name}.log"
+        args = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-P", pool, "-c", str(concurrency),
+                "-n", f"{self.name}@%h", "--without-mingle", "--without-gossip", "-l", "INFO"]
+        if queues:
+            args += ["-Q", ",".join(queues)]
+        args += extra_args or []
+        full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, app: Any, timeout: float = 45.0) -> None:
+        """Wait until the worker answers a ping; fail with its log when it does not."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            if app.control.ping(destination=[self.hostname], timeout=0.5):
+                return
+        raise AssertionError(f"worker did not answer a ping within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()[-6000:]
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()

@@ -1,0 +1,82 @@
+"""compile_node: the canvas of each strategy, built without a broker or a worker (nothing is sent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import celery
+import pytest
+from celery import canvas
+
+from namel3ss_celery.compiler import compile_node
+from namel3ss_celery.spec import ParallelBlockSpec, load_program
+from namel3ss_celery.worker.plan import PlanNode, make_plan
+from namel3ss_celery.worker.runner import SCHEMA_VERSION
+
+STEPS = [{"name": "first", "target": "fetch", "query": "celery"}, {"target": "mod:func", "kind": "llm"}]
+
+
+@pytest.fixture
+def app() -> Iterator[celery.Celery]:
+    app = celery.Celery("t", broker="memory://", backend="cache+memory://", set_as_current=False)
+    yield app
+    app.close()
+
+
+def node(strategy: str, **fields: Any) -> PlanNode:
+    return make_plan(ParallelBlockSpec(name="blk", strategy=strategy, steps=STEPS, **fields)).nodes[0]
+
+
+@pytest.mark.parametrize(("strategy", "fields"), [("all", {}), ("map_reduce", {"reduce_function": "sum"})])
+def test_all_and_map_reduce_are_a_chord_with_a_settle_body(app: celery.Celery, strategy: str, fields: dict[str, Any]) -> None:
+    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada"})
+    assert isinstance(sig, canvas._chord)
+    assert [task.task for task in sig.tasks] == ["n3.step.fetch", "n3.step.mod:func"]
+    body = sig.body
+    assert body.task == "n3.settle.chord"
+    assert tuple(body.args) == ("run-1", "blk")
+    assert body.immutable is True
+    errbacks = body.options["link_error"]
+    assert [(e.task, e.kwargs) for e in errbacks] == [("n3.settle.chord_failed", {"run_id": "run-1", "node": "blk"})]
+
+
+def test_collect_is_a_group_of_steps(app: celery.Celery) -> None:
+    sig = compile_node(app, node("collect"), "run-1", {})
+    assert type(sig) is canvas.group
+    assert [task.task for task in sig.tasks] == ["n3.step.fetch", "n3.step.mod:func"]
+    assert all(task.args[0]["join"] == "count" for task in sig.tasks)
+
+
+@pytest.mark.parametrize(("strategy", "join"), [("all", "chord"), ("collect", "count"), ("map_reduce", "chord")])
+def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str, join: str) -> None:
+    fields = {"reduce_function": "concat"} if strategy == "map_reduce" else {}
+    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada", "outputs": {"fetch": [1]}})
+    payloads = [task.args[0] for task in sig.tasks]
+    assert all(task.immutable and len(task.args) == 1 and not task.kwargs for task in sig.tasks)
+    assert payloads == [
+        {"v": SCHEMA_VERSION, "run": "run-1", "node": "blk", "i": 0, "n": 2, "key": "first", "join": join,
+         "step": {"name": "first", "target": "fetch", "kind": "tool", "query": "celery"},
+         "context": {"user": "ada", "outputs": {"fetch": [1]}}},
+        {"v": SCHEMA_VERSION, "run": "run-1", "node": "blk", "i": 1, "n": 2, "key": "step_1", "join": join,
+         "step": {"target": "mod:func", "kind": "llm"},
+         "context": {"user": "ada", "outputs": {"fetch": [1]}}},
+    ]
+    assert SCHEMA_VERSION == 1
+
+
+def test_signatures_are_bound_to_the_given_app(app: celery.Celery) -> None:
+    sig = compile_node(app, node("all"), "run-1", {})
+    assert all(task.app is app for task in sig.tasks)
+    assert sig.body.app is app
+
+
+def test_a_workflow_step_node_compiles_to_its_one_step(app: celery.Celery) -> None:
+    plan = make_plan(load_program({"workflows": [{"name": "w", "steps": [{"name": "fetch", "target": "fetch_sources", "q": 1}]}]}))
+    sig = compile_node(app, plan.nodes[0], "run-2", {})
+    assert isinstance(sig, canvas._chord)
+    [task] = sig.tasks
+    assert task.task == "n3.step.fetch_sources"
+    assert task.args[0]["key"] == "fetch"
+    assert task.args[0]["step"] == {"name": "fetch", "target": "fetch_sources", "kind": "tool", "q": 1}
+    assert sig.body.args == ("run-2", "fetch")

@@ -1,0 +1,195 @@
+"""The step runner: calling sync and async steps, JSON results, failures, message checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from namel3ss_celery.errors import (
+    SchemaVersionError,
+    StepCancelled,
+    StepResultError,
+    UnknownTarget,
+)
+from namel3ss_celery.registry import StepDef
+from namel3ss_celery.worker import runner
+from namel3ss_celery.worker.runner import (
+    SCHEMA_VERSION,
+    call_step,
+    check_payload,
+    to_json_data,
+)
+
+
+@pytest.fixture(autouse=True)
+def close_step_loop() -> Iterator[None]:
+    """The runner keeps one event loop per thread; close it so no test leaks an open loop."""
+    yield
+    loop = getattr(runner._loops, "loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.close()
+
+
+def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "run": "r", "node": "b", "i": 0, "n": 1, "key": key, "join": "chord",
+            "step": {"target": target, **step}, "context": {"user": "ada"}}
+
+
+def run(function: Any, message: dict[str, Any] | None = None) -> runner.StepOutcome:
+    return call_step(StepDef("t", function), message or payload(), worker="w@host", task_id="task-1")
+
+
+def test_a_sync_step_gets_its_step_and_context() -> None:
+    seen: list[tuple[dict[str, Any], dict[str, Any]]] = []
+
+    def echo(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        seen.append((step, context))
+        return {"query": step["query"], "user": context["user"]}
+
+    outcome = run(echo, payload(query="celery"))
+    assert (outcome.status, outcome.result, outcome.error, outcome.exception) == (
+        "completed", {"query": "celery", "user": "ada"}, None, None)
+    assert seen == [({"target": "t", "query": "celery"}, {"user": "ada"})]
+    assert (outcome.key, outcome.worker, outcome.task_id) == ("s", "w@host", "task-1")
+    assert outcome.start <= outcome.end
+
+
+def test_a_step_cannot_change_the_message() -> None:
+    message = payload(query="celery")
+
+    def mutate(step: dict[str, Any], context: dict[str, Any]) -> None:
+        step["query"] = "changed"
+        context["user"] = "changed"
+
+    assert run(mutate, message).status == "completed"
+    assert message["step"]["query"] == "celery"
+    assert message["context"]["user"] == "ada"
+
+
+def test_an_async_step_runs_to_its_result() -> None:
+    async def double(step: dict[str, Any], context: dict[str, Any]) -> int:
+        await asyncio.sleep(0)
+        return int(step["n"]) * 2
+
+    assert run(double, payload(n=21)).result == 42
+    assert run(double, payload(n=1)).result == 2  # the loop is reused
+
+
+def test_a_missing_context_is_an_empty_dict() -> None:
+    message = payload()
+    del message["context"]
+    assert run(lambda step, context: context, message).result == {}
+
+
+async def _async_fail(step: dict[str, Any], context: dict[str, Any]) -> None:
+    raise ValueError("async boom")
+
+
+def _raise(exc: BaseException) -> Any:
+    def step_function(step: dict[str, Any], context: dict[str, Any]) -> None:
+        raise exc
+
+    return step_function
+
+
+@pytest.mark.parametrize(
+    ("function", "error"),
+    [
+        (_raise(ValueError("bad input")), "ValueError: bad input"),
+        (_raise(KeyError("doc")), "KeyError: 'doc'"),
+        (_raise(RuntimeError()), "RuntimeError"),
+        (_async_fail, "ValueError: async boom"),
+        (lambda step, context: 1 / 0, "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_exceptions_become_failed_outcomes(function: Any, error: str) -> None:
+    outcome = run(function)
+    assert outcome.status == "failed"
+    assert outcome.error == error
+    assert outcome.result is None
+    assert isinstance(outcome.exception, Exception)
+
+
+def test_step_cancelled_becomes_a_cancelled_outcome() -> None:
+    outcome = run(_raise(StepCancelled("asked to stop")))
+    assert (outcome.status, outcome.error) == ("cancelled", "StepCancelled: asked to stop")
+
+
+def test_outside_a_step_cancelled_is_false() -> None:
+    assert runner.cancelled() is False
+
+
+@pytest.mark.parametrize(
+    ("value", "mentions"),
+    [
+        (object(), "JSON cannot carry"),
+        (float("nan"), "returned nan, which JSON cannot carry"),
+        (float("inf"), "returned inf, which JSON cannot carry"),
+        ({1, 2}, "JSON cannot carry"),
+        ({"nested": [float("nan")]}, "JSON cannot carry"),
+        ({(1, 2): "tuple key"}, "JSON cannot carry"),
+        (b"bytes", "JSON cannot carry"),
+    ],
+)
+def test_a_non_json_result_fails_the_step(value: Any, mentions: str) -> None:
+    outcome = run(lambda step, context: value)
+    assert outcome.status == "failed"
+    assert mentions in (outcome.error or "")
+    assert outcome.error.startswith("StepResultError: step 's' (t) returned")  # type: ignore[union-attr]
+    assert isinstance(outcome.exception, StepResultError)
+
+
+@pytest.mark.parametrize(
+    ("value", "as_json"),
+    [
+        (None, None),
+        ("text", "text"),
+        ((1, 2), [1, 2]),
+        ({"a": (1,)}, {"a": [1]}),
+        ({1: "x"}, {"1": "x"}),
+        (1.5, 1.5),
+    ],
+)
+def test_to_json_data_gives_back_what_json_carries(value: Any, as_json: Any) -> None:
+    assert to_json_data(value, "v") == as_json
+
+
+def test_the_envelope_is_json_with_the_outcome() -> None:
+    outcome = run(lambda step, context: [1, "two"])
+    envelope = json.loads(outcome.envelope())
+    assert envelope == {"key": "s", "status": "completed", "result": [1, "two"], "error": None,
+                        "start": outcome.start, "end": outcome.end, "worker": "w@host", "task_id": "task-1"}
+
+
+def test_check_payload_accepts_its_own_target() -> None:
+    message = payload("t")
+    assert check_payload(message, StepDef("t", print)) is message
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1", 1.5])
+def test_check_payload_refuses_an_unknown_schema_version(version: Any) -> None:
+    message = {**payload(), "v": version}
+    with pytest.raises(SchemaVersionError, match=f"schema version {version!r} is not known"):
+        check_payload(message, StepDef("t", print))
+
+
+def test_check_payload_refuses_a_message_without_a_version() -> None:
+    message = payload()
+    del message["v"]
+    with pytest.raises(SchemaVersionError):
+        check_payload(message, StepDef("t", print))
+
+
+@pytest.mark.parametrize("message", [None, "text", [1], 3])
+def test_check_payload_refuses_a_non_mapping(message: Any) -> None:
+    with pytest.raises(SchemaVersionError, match="carries a mapping"):
+        check_payload(message, StepDef("t", print))
+
+
+def test_check_payload_refuses_a_message_for_another_target() -> None:
+    with pytest.raises(UnknownTarget, match="message for target 'other' reached the task of 't'"):
+        check_payload(payload("other"), StepDef("t", print))

@@ -1,0 +1,117 @@
+"""The in-memory coordination store: records, claims, step envelopes, expiry, waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from namel3ss_celery.worker import store as store_module
+from namel3ss_celery.worker.store import MemoryStore, done_key, run_key, steps_key
+
+
+def test_keys_live_under_one_prefix() -> None:
+    assert (run_key("r"), steps_key("r", "b"), done_key("r")) == ("n3:run:r", "n3:run:r:steps:b", "n3:run:r:done")
+
+
+def test_a_run_record_is_a_copy_of_its_fields() -> None:
+    store = MemoryStore()
+    assert store.run_record("r") is None
+    store.create_run("r", {"plan": "{}", "status": "running"}, ttl=60)
+    store.set_fields("r", {"status": "done-soon", "extra": "1"})
+    record = store.run_record("r")
+    assert record == {"plan": "{}", "status": "done-soon", "extra": "1"}
+    record["status"] = "changed"  # type: ignore[index]
+    assert store.run_record("r")["status"] == "done-soon"  # type: ignore[index]
+
+
+def test_a_claim_is_won_once() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    assert store.claim("r", "final") is True
+    assert store.claim("r", "final") is False
+    assert store.claim("r", "other", "x") is True
+    assert store.run_record("r") == {"final": "1", "other": "x"}
+
+
+def test_a_claim_has_one_winner_among_threads() -> None:
+    store = MemoryStore()
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def contend() -> None:
+        barrier.wait(timeout=5)
+        wins.append(store.claim("r", "node:a:launched"))
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=5)
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_record_step_counts_distinct_steps() -> None:
+    store = MemoryStore()
+    assert store.record_step("r", "b", 0, "e0", ttl=60) == 1
+    assert store.record_step("r", "b", 1, "e1", ttl=60) == 2
+    assert store.record_step("r", "b", 1, "e1-again", ttl=60) == 2  # a redelivered step counts once
+    assert store.record_step("r", "other", 0, "x", ttl=60) == 1
+    assert store.step_envelopes("r", "b") == {0: "e0", 1: "e1-again"}
+    assert store.step_envelopes("r", "nothing") == {}
+
+
+def test_records_and_envelopes_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    store = MemoryStore()
+    store.create_run("r", {"a": "1"}, ttl=10)
+    store.record_step("r", "b", 0, "e", ttl=10)
+    now[0] += 9
+    assert store.run_record("r") == {"a": "1"}
+    now[0] += 2
+    assert store.run_record("r") is None
+    assert store.step_envelopes("r", "b") == {}
+
+
+def test_finish_marks_the_run_done_and_renews_its_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    store = MemoryStore()
+    store.create_run("r", {"status": "running"}, ttl=5)
+    now[0] = 4
+    store.finish("r", {"status": "completed", "result": "{}"}, ttl=100)
+    now[0] = 50
+    assert store.run_record("r") == {"status": "completed", "result": "{}", "done": "1"}
+
+
+def test_wait_times_out_and_returns_false() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    started = time.monotonic()
+    assert store.wait("r", 0.1) is False
+    assert time.monotonic() - started >= 0.09
+    assert store.wait("unknown", 0) is False
+
+
+def test_wait_returns_true_once_finished() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    store.finish("r", {"status": "completed"}, ttl=60)
+    assert store.wait("r", 0) is True
+
+
+def test_finish_wakes_a_waiter() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    timer = threading.Timer(0.05, store.finish, args=("r", {"status": "failed"}, 60))
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert store.wait("r", 10) is True
+        assert time.monotonic() - started < 5
+    finally:
+        timer.join(timeout=5)
+    assert store.run_record("r")["status"] == "failed"  # type: ignore[index]
