@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 from .errors import CompileError, ConfigurationError, SpecError, WaitTimeout
 from .extension import Namel3ssCelery, RunResult
@@ -23,7 +23,7 @@ from .spec import ProgramSpec, load_program
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``namel3ss-celery``."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a program file's workflows (or its blocks) and print each outcome")
     run.add_argument("file", help="program file (YAML or JSON)")
     run.add_argument("--workflow", help="run only this workflow")
-    run.add_argument("--steps", action="append", default=[], metavar="MODULE", help="module of step functions (repeatable)")
+    run.add_argument(
+        "--steps", action="append", default=[], metavar="MODULE", help="module of step functions (repeatable)"
+    )
     run.add_argument("--context", default="{}", metavar="JSON", help="context every step receives")
     run.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL, else embedded)")
     run.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
@@ -72,7 +74,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         plans = [n3.plan(program, workflow) for workflow in targets]  # check everything before publishing anything
         status = EXIT_OK
         results: list[dict[str, Any]] = []
-        for plan, workflow in zip(plans, targets):
+        for plan, workflow in zip(plans, targets, strict=False):
             handle = n3.dispatch(program, context, workflow=workflow)
             try:
                 result = handle.get(timeout=args.timeout)
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         n3.close()
 
 
-def _targets(program: ProgramSpec, workflow: Optional[str]) -> list[Optional[str]]:
+def _targets(program: ProgramSpec, workflow: str | None) -> list[str | None]:
     if workflow is not None:
         if workflow not in {w.name for w in program.workflows}:
             raise SpecError(f"no workflow named {workflow!r} in the program", path="workflows")

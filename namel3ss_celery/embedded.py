@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Any, Optional
+from typing import Any
 
 from celery.worker import WorkController
 
@@ -34,8 +34,8 @@ class EmbeddedWorker:
     def __init__(self, app: Any, concurrency: int = 4) -> None:
         self.app = app
         self.concurrency = concurrency
-        self._controller: Optional[_Controller] = None
-        self._thread: Optional[threading.Thread] = None
+        self._controller: _Controller | None = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     @property
@@ -69,7 +69,9 @@ class EmbeddedWorker:
             thread = threading.Thread(target=controller.start, name="namel3ss-embedded-worker", daemon=True)
             thread.start()
             if not controller.ready.wait(timeout):
-                raise ConfigurationError(f"the embedded Celery worker did not start within {timeout:g}s", setting="broker_url")
+                raise ConfigurationError(
+                    f"the embedded Celery worker did not start within {timeout:g}s", setting="broker_url"
+                )
             self._controller, self._thread = controller, thread
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -10,14 +10,23 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from celery import Celery, signals
 
 from .compiler import check_plan
 from .embedded import EmbeddedWorker
-from .errors import ConfigurationError, SpecError, UnknownRun, WaitTimeout
-from .registry import LAUNCH_TASK, SHARED, STEP_TASK_PREFIX, Registry, ReducerFunction, StepDef, StepFunction, import_step_modules
+from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun, WaitTimeout
+from .registry import (
+    LAUNCH_TASK,
+    SHARED,
+    STEP_TASK_PREFIX,
+    ReducerFunction,
+    Registry,
+    StepDef,
+    StepFunction,
+    import_step_modules,
+)
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
@@ -28,8 +37,8 @@ from .worker.redis_store import RedisStore
 from .worker.runner import to_json_data
 from .worker.store import CoordinationStore, MemoryStore
 
-SpecSource = Union[ParallelBlockSpec, WorkflowSpec, ProgramSpec, Mapping[str, Any], str, Path]
-RunResult = Union[ParallelExecutionResult, WorkflowResult]
+SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
+RunResult = ParallelExecutionResult | WorkflowResult
 
 DEFAULT_WAIT = 300.0
 
@@ -67,7 +76,7 @@ class Namel3ssCelery:
             there is no coordination store (Redis) for a non-memory broker.
     """
 
-    def __init__(self, app: Optional[Celery] = None, *, settings: Optional[Settings] = None) -> None:
+    def __init__(self, app: Celery | None = None, *, settings: Settings | None = None) -> None:
         if app is None:
             settings = settings or Settings.from_env()
             app = make_app(settings)
@@ -76,11 +85,11 @@ class Namel3ssCelery:
         _check_backend(app)
         self._coordination_url = self.settings.coordination()
         self.registry = Registry(parent=SHARED)
-        self._store: Optional[CoordinationStore] = None
+        self._store: CoordinationStore | None = None
         self._store_lock = threading.Lock()
         self._registered: set[str] = set()
         self._modules_loaded = False
-        self.embedded_worker: Optional[EmbeddedWorker] = EmbeddedWorker(app) if self.settings.embedded else None
+        self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
         self.conductor = Conductor(app, lambda: self.store, self.registry, self.settings.result_expires)
         register_adapter_tasks(app, self.conductor)
         self._step_base = step_task_class(app, self.conductor)
@@ -146,7 +155,9 @@ class Namel3ssCelery:
 
     # --- dispatch and runs -------------------------------------------------------
 
-    def dispatch(self, spec: SpecSource, context: Optional[Mapping[str, Any]] = None, *, workflow: Optional[str] = None) -> RunHandle:
+    def dispatch(
+        self, spec: SpecSource, context: Mapping[str, Any] | None = None, *, workflow: str | None = None
+    ) -> RunHandle:
         """Validate ``spec``, record a run and publish one launch message; return at once.
 
         Args:
@@ -164,21 +175,25 @@ class Namel3ssCelery:
         plan = self.plan(spec, workflow)
         try:
             initial = to_json_data(dict(context or {}), "context")
-        except Exception as exc:
+        except StepResultError as exc:
             raise SpecError(str(exc), path="context") from None
         if self.embedded_worker is not None:
             self.embedded_worker.start()
         run_id = uuid.uuid4().hex
         record = {
-            "kind": plan.kind, "name": plan.name, "plan": plan.to_json(), "context": json.dumps(initial),
-            "status": str(RunStatus.RUNNING), "created": repr(time.time()),
+            "kind": plan.kind,
+            "name": plan.name,
+            "plan": plan.to_json(),
+            "context": json.dumps(initial),
+            "status": str(RunStatus.RUNNING),
+            "created": repr(time.time()),
         }
         self.store.create_run(run_id, record, self.settings.result_expires)
         # One small message; a worker publishes the block's steps, so a web request never waits for them.
         self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
         return RunHandle(self, run_id)
 
-    def plan(self, spec: SpecSource, workflow: Optional[str] = None) -> Plan:
+    def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
         loaded = load_any(spec if not isinstance(spec, Mapping) else to_data(spec))
         try:
@@ -250,7 +265,7 @@ class RunHandle:
         return await asyncio.to_thread(self.get, timeout)
 
 
-def install(app: Celery, *, settings: Optional[Settings] = None) -> Namel3ssCelery:
+def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:
     """Install namel3ss-celery on ``app`` (the same as ``Namel3ssCelery(app)``); returns the existing one if any."""
     existing = getattr(app, "namel3ss", None)
     if isinstance(existing, Namel3ssCelery):

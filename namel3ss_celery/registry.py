@@ -52,7 +52,11 @@ class Registry:
         if not callable(function):
             raise CompileError(f"step {target!r} must be a function, not {type(function).__name__}")
         existing = self._steps.get(target)
-        if existing is not None and existing.function is not function and _qualname(existing.function) != _qualname(function):
+        if (
+            existing is not None
+            and existing.function is not function
+            and _qualname(existing.function) != _qualname(function)
+        ):
             raise CompileError(f"step {target!r} is already registered to {_qualname(existing.function)}")
         definition = StepDef(target, function)
         self._steps[target] = definition

@@ -7,7 +7,7 @@ Field names follow the Namel3ss runtime (``ParallelTaskResult``,
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 from .errors import RunCancelled, RunFailed, RunTimedOut
 from .spec.enums import StrEnum
@@ -41,10 +41,10 @@ class ParallelTaskResult:
     task_id: str
     status: TaskStatus
     result: Any = None
-    error: Optional[str] = None
-    start_time: Optional[float] = None
-    end_time: Optional[float] = None
-    duration_ms: Optional[float] = None
+    error: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    duration_ms: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,12 +77,12 @@ class ParallelExecutionResult:
     results: list[ParallelTaskResult] = field(default_factory=list)
     final_result: Any = None
     aggregated_output: Any = None
-    start_time: Optional[float] = None
-    end_time: Optional[float] = None
-    total_duration_ms: Optional[float] = None
-    error_message: Optional[str] = None
-    max_concurrent: Optional[int] = None
-    actual_max_concurrent: Optional[int] = None
+    start_time: float | None = None
+    end_time: float | None = None
+    total_duration_ms: float | None = None
+    error_message: str | None = None
+    max_concurrent: int | None = None
+    actual_max_concurrent: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,11 +118,11 @@ class WorkflowResult:
     blocks: dict[str, ParallelExecutionResult] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     final_result: Any = None
-    failed_node: Optional[str] = None
-    error_message: Optional[str] = None
-    start_time: Optional[float] = None
-    end_time: Optional[float] = None
-    total_duration_ms: Optional[float] = None
+    failed_node: str | None = None
+    error_message: str | None = None
+    start_time: float | None = None
+    end_time: float | None = None
+    total_duration_ms: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def raise_for_status(self) -> WorkflowResult:
@@ -155,7 +155,7 @@ def result_from_dict(data: dict[str, Any]) -> RunResult:
     return ParallelExecutionResult.from_dict(data)
 
 
-def _raise_for(status: RunStatus, what: str, message: Optional[str], errors: list[str]) -> None:
+def _raise_for(status: RunStatus, what: str, message: str | None, errors: list[str]) -> None:
     if status == RunStatus.COMPLETED:
         return
     text = f"{what} {status}" + (f": {message}" if message else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ConfigurationError
 
@@ -37,11 +37,11 @@ class Settings:
         result_expires: seconds before run records and coordination keys expire.
     """
 
-    broker_url: Optional[str] = None
-    result_backend: Optional[str] = None
+    broker_url: str | None = None
+    result_backend: str | None = None
     step_modules: tuple[str, ...] = ()
-    program: Optional[str] = None
-    coordination_url: Optional[str] = None
+    program: str | None = None
+    coordination_url: str | None = None
     result_expires: int = DEFAULT_EXPIRES
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -60,12 +60,12 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from ``CELERY_*`` and ``NAMEL3SS_CELERY_*`` environment variables."""
         return cls.from_mapping(os.environ if environ is None else environ)
 
     @classmethod
-    def from_app(cls, app: Any, environ: Optional[Mapping[str, str]] = None) -> Settings:
+    def from_app(cls, app: Any, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings for an existing Celery app: its broker, backend and expiry, plus the environment.
 
         ``app.conf.namel3ss_celery`` (a mapping; Django's ``NAMEL3SS_CELERY``) wins over the environment.

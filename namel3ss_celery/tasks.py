@@ -11,7 +11,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 from celery import states
 from celery.app.task import Context
@@ -25,6 +25,8 @@ from .worker.settle import settle_block
 from .worker.store import CoordinationStore
 
 logger = logging.getLogger("namel3ss_celery")
+
+ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
 
 
 class Conductor:
@@ -48,12 +50,14 @@ class Conductor:
         try:
             payload = check_payload(payload, definition)
         except Exception as exc:
-            if isinstance(payload, dict) and {"run", "node", "i", "n", "key", "join"} <= set(payload):
-                if self.file_outcome(payload, _refused(payload, exc, request.hostname, request.id)):
-                    request.n3_settle = (payload["run"], payload["node"])
+            routable = isinstance(payload, dict) and set(payload) >= ROUTING_KEYS
+            if routable and self.file_outcome(payload, _refused(payload, exc, request.hostname, request.id)):
+                request.n3_settle = (payload["run"], payload["node"])
             raise
         outcome = call_step(definition, payload, worker=request.hostname or "", task_id=request.id or "")
-        logger.debug("step %s of block %s in run %s: %s", payload["key"], payload["node"], payload["run"], outcome.status)
+        logger.debug(
+            "step %s of block %s in run %s: %s", payload["key"], payload["node"], payload["run"], outcome.status
+        )
         if self.file_outcome(payload, outcome):
             # Settle in after_return, once Celery has stored this task's own state.
             request.n3_settle = (payload["run"], payload["node"])
@@ -64,17 +68,17 @@ class Conductor:
     def file_outcome(self, payload: dict[str, Any], outcome: StepOutcome) -> bool:
         """File the envelope; True when it completes a counted join (the caller then settles the block)."""
         count = self.store.record_step(payload["run"], payload["node"], payload["i"], outcome.envelope(), self.ttl)
-        return payload["join"] == "count" and count >= payload["n"]
+        return bool(payload["join"] == "count" and count >= payload["n"])
 
     def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
         """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
         args, _kwargs, embed = message.decode()
         payload = args[0] if args and isinstance(args[0], dict) else None
-        if payload is None or not {"run", "node", "i", "n", "key", "join"} <= set(payload):
+        if payload is None or not set(payload) >= ROUTING_KEYS:
             return
         exc = NotRegistered(name)
         error = (
-            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX):]!r} is not registered here "
+            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
             "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
         )
         if self.file_outcome(payload, StepOutcome(payload["key"], "failed", None, error, exc, 0.0, 0.0, "", task_id)):
@@ -82,8 +86,12 @@ class Conductor:
         if payload["join"] == "chord" and embed.get("chord"):
             headers = message.headers
             request = Context(
-                id=task_id, group=headers.get("group"), group_index=headers.get("group_index"),
-                chord=embed["chord"], errbacks=embed.get("errbacks"), delivery_info={},
+                id=task_id,
+                group=headers.get("group"),
+                group_index=headers.get("group_index"),
+                chord=embed["chord"],
+                errbacks=embed.get("errbacks"),
+                delivery_info={},
             )
             self.app.backend.on_chord_part_return(request, states.FAILURE, exc)
 
@@ -111,7 +119,9 @@ class Conductor:
         roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
         self.launch(run_id, plan, roots, record, {})
 
-    def launch(self, run_id: str, plan: Plan, nodes: list[PlanNode], record: dict[str, str], outputs: dict[str, Any]) -> None:
+    def launch(
+        self, run_id: str, plan: Plan, nodes: list[PlanNode], record: dict[str, str], outputs: dict[str, Any]
+    ) -> None:
         """Publish each node's canvas; a node with no steps settles at once."""
         pending = deque(nodes)
         while pending:
@@ -140,7 +150,7 @@ def node_context(record: dict[str, str], outputs: dict[str, Any]) -> dict[str, A
     return {**context, "outputs": {**context.get("outputs", {}), **outputs}}
 
 
-def _refused(payload: dict[str, Any], exc: BaseException, worker: Optional[str], task_id: Optional[str]) -> StepOutcome:
+def _refused(payload: dict[str, Any], exc: BaseException, worker: str | None, task_id: str | None) -> StepOutcome:
     return StepOutcome(payload["key"], "failed", None, describe(exc), exc, 0.0, 0.0, worker or "", task_id or "")
 
 

@@ -50,9 +50,21 @@ def _ensure_redis() -> None:
     if shutil.which("redis-server") is None:
         _unavailable(f"Redis is not running on {REDIS_HOST}:{REDIS_PORT} and redis-server is not installed")
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
-         "--save", "", "--appendonly", "no"],
-        check=False, timeout=30,
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            REDIS_HOST,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        check=False,
+        timeout=30,
     )
     if not _wait_port(REDIS_HOST, REDIS_PORT, 15):
         _unavailable("redis-server was started but does not answer")

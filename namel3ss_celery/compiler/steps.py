@@ -11,7 +11,9 @@ from ..spec import ParallelBlockSpec, step_key
 from ..worker.runner import SCHEMA_VERSION
 
 
-def step_payload(block: ParallelBlockSpec, index: int, run_id: str, node: str, context: dict[str, Any], join: str) -> dict[str, Any]:
+def step_payload(
+    block: ParallelBlockSpec, index: int, run_id: str, node: str, context: dict[str, Any], join: str
+) -> dict[str, Any]:
     """The message body a step task receives (schema version ``SCHEMA_VERSION``)."""
     step = block.steps[index]
     return {

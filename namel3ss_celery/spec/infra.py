@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import Field
 
@@ -23,7 +23,7 @@ class WorkerPoolSpec(Spec):
 
     name: str = Field(min_length=1)
     queue_name: str = Field(min_length=1)
-    description: Optional[str] = None
+    description: str | None = None
     min_workers: int = Field(default=1, ge=0)
     max_workers: int = Field(default=10, ge=1)
     auto_scaling: bool = True
@@ -35,9 +35,9 @@ class WorkerPoolSpec(Spec):
     permission_level: str = "read_only"
     allowed_tools: list[str] = Field(default_factory=list)
     allowed_agents: list[str] = Field(default_factory=list)
-    max_memory_mb: Optional[int] = Field(default=None, ge=1)
-    max_cpu_cores: Optional[float] = Field(default=None, gt=0)
-    timeout_seconds: Optional[float] = Field(default=None, gt=0)
+    max_memory_mb: int | None = Field(default=None, ge=1)
+    max_cpu_cores: float | None = Field(default=None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
     worker_config: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -48,7 +48,7 @@ class TaskQueueSpec(Spec):
 
     name: str = Field(min_length=1)
     queue_type: QueueType = QueueType.REDIS_STREAMS
-    description: Optional[str] = None
+    description: str | None = None
     reliability: Reliability = Reliability.AT_LEAST_ONCE
     max_retries: int = Field(default=3, ge=0)
     retry_backoff: RetryBackoff = RetryBackoff.EXPONENTIAL
@@ -57,7 +57,7 @@ class TaskQueueSpec(Spec):
     visibility_timeout: float = Field(default=300.0, gt=0)
     message_retention: float = Field(default=86400.0, gt=0)
     max_message_size: int = Field(default=1048576, ge=1)
-    dead_letter_queue: Optional[str] = None
+    dead_letter_queue: str | None = None
     max_dead_letter_retries: int = Field(default=3, ge=0)
     redis_config: dict[str, Any] = Field(default_factory=dict)
     rabbitmq_config: dict[str, Any] = Field(default_factory=dict)
@@ -71,16 +71,16 @@ class DistributedExecutionSpec(Spec):
     """How a step reaches a pool. ``fallback_to_local`` defaults to ``False`` here (the IR says True)."""
 
     worker_pool: str = Field(min_length=1)
-    queue_name: Optional[str] = None
+    queue_name: str | None = None
     distribution_policy: DistributionPolicy = DistributionPolicy.ROUND_ROBIN
-    locality_preference: Optional[str] = None
-    worker_affinity: Optional[str] = None
+    locality_preference: str | None = None
+    worker_affinity: str | None = None
     avoid_workers: list[str] = Field(default_factory=list)
     failure_mode: FailureMode = FailureMode.RETRY_REMOTE
-    max_wait_seconds: Optional[float] = Field(default=None, gt=0)
+    max_wait_seconds: float | None = Field(default=None, gt=0)
     fallback_to_local: bool = False
-    required_memory_mb: Optional[int] = Field(default=None, ge=1)
-    required_cpu_cores: Optional[float] = Field(default=None, gt=0)
+    required_memory_mb: int | None = Field(default=None, ge=1)
+    required_cpu_cores: float | None = Field(default=None, gt=0)
     required_capabilities: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -91,16 +91,16 @@ class EventTriggerSpec(Spec):
     name: str = Field(min_length=1)
     event_type: str = Field(min_length=1)
     trigger_target: str = Field(min_length=1)
-    description: Optional[str] = None
+    description: str | None = None
     source_config: dict[str, Any] = Field(default_factory=dict)
-    filter_expression: Optional[str] = None
+    filter_expression: str | None = None
     filter_fields: dict[str, Any] = Field(default_factory=dict)
-    trigger_delay: Optional[float] = Field(default=None, ge=0)
-    deduplicate_window: Optional[float] = Field(default=None, gt=0)
+    trigger_delay: float | None = Field(default=None, ge=0)
+    deduplicate_window: float | None = Field(default=None, gt=0)
     context_mapping: dict[str, str] = Field(default_factory=dict)
     execution_mode: ExecutionMode = ExecutionMode.ASYNC
-    max_triggers_per_minute: Optional[int] = Field(default=None, ge=1)
-    max_triggers_per_hour: Optional[int] = Field(default=None, ge=1)
+    max_triggers_per_minute: int | None = Field(default=None, ge=1)
+    max_triggers_per_hour: int | None = Field(default=None, ge=1)
     required_capabilities: list[str] = Field(default_factory=list)
     permission_level: str = "read_only"
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -111,13 +111,13 @@ class EventHandlerSpec(Spec):
 
     name: str = Field(min_length=1)
     event_types: list[str] = Field(default_factory=list)
-    description: Optional[str] = None
-    transform_function: Optional[str] = None
+    description: str | None = None
+    transform_function: str | None = None
     enrichment_sources: list[str] = Field(default_factory=list)
-    route_to: Optional[str] = None
+    route_to: str | None = None
     routing_rules: list[dict[str, Any]] = Field(default_factory=list)
     retry_policy: dict[str, Any] = Field(default_factory=dict)
-    dead_letter_queue: Optional[str] = None
+    dead_letter_queue: str | None = None
     required_capabilities: list[str] = Field(default_factory=list)
     permission_level: str = "read_only"
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,7 +19,7 @@ M = TypeVar("M", bound=BaseModel)
 
 PROGRAM_KEYS = frozenset(ProgramSpec.model_fields) - {"name", "metadata"}
 
-Source = Union[BaseModel, Mapping[str, Any], str, Path]
+Source = BaseModel | Mapping[str, Any] | str | Path
 
 
 def load_program(source: Source) -> ProgramSpec:
@@ -69,10 +69,13 @@ def to_data(source: Source) -> dict[str, Any]:
         return source.model_dump()
     if isinstance(source, (str, Path)):
         return _read_file(Path(source))
+    data: dict[str, Any]
     if dataclasses.is_dataclass(source) and not isinstance(source, type):
-        return _plain(dataclasses.asdict(source))
+        data = _plain(dataclasses.asdict(source))
+        return data
     if isinstance(source, Mapping):
-        return _plain(dict(source))
+        data = _plain(dict(source))
+        return data
     raise SpecError(f"cannot load a spec from {type(source).__name__}; give a mapping, a file path or a spec object")
 
 

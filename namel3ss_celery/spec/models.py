@@ -7,7 +7,7 @@ marked *extension*.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,11 +29,11 @@ class StepSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
-    name: Optional[str] = None
-    target: Optional[str] = None
+    name: str | None = None
+    target: str | None = None
     kind: str = "tool"
-    timeout_seconds: Optional[float] = Field(default=None, gt=0)  # extension
-    worker_pool: Optional[str] = None  # extension
+    timeout_seconds: float | None = Field(default=None, gt=0)  # extension
+    worker_pool: str | None = None  # extension
 
     @model_validator(mode="before")
     @classmethod
@@ -60,15 +60,15 @@ class ParallelBlockSpec(Spec):
     name: str = Field(min_length=1)
     steps: list[StepSpec]
     strategy: ParallelStrategy = ParallelStrategy.ALL
-    max_concurrency: Optional[int] = Field(default=None, ge=1)
-    timeout_seconds: Optional[float] = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
     fail_fast: bool = True
     retry_failed: bool = False
     max_retries: int = Field(default=3, ge=0)
-    reduce_function: Optional[str] = None
-    output_key: Optional[str] = None
+    reduce_function: str | None = None
+    output_key: str | None = None
     depends_on: list[str] = Field(default_factory=list)
-    required_permission_level: Optional[str] = None
+    required_permission_level: str | None = None
     allowed_capabilities: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     terminate_losers: bool = False  # extension
@@ -87,7 +87,9 @@ class ParallelBlockSpec(Spec):
     @model_validator(mode="after")
     def _reducer_needs_map_reduce(self) -> ParallelBlockSpec:
         if self.strategy == ParallelStrategy.MAP_REDUCE and not self.reduce_function:
-            raise ValueError("strategy 'map_reduce' needs reduce_function (sum, count, concat, merge or a registered reducer)")
+            raise ValueError(
+                "strategy 'map_reduce' needs reduce_function (sum, count, concat, merge or a registered reducer)"
+            )
         return self
 
 

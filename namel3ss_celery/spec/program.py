@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,8 +26,8 @@ class WorkflowNodeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
 
     name: str = Field(min_length=1)
-    target: Optional[str] = None
-    block: Optional[str] = None
+    target: str | None = None
+    block: str | None = None
     depends_on: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -49,7 +49,7 @@ class WorkflowSpec(Spec):
 
     name: str = Field(min_length=1)
     steps: list[WorkflowNodeSpec] = Field(min_length=1)
-    description: Optional[str] = None
+    description: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -62,7 +62,7 @@ class WorkflowSpec(Spec):
 class ProgramSpec(Spec):
     """Everything a Namel3ss program file declares for this backend."""
 
-    name: Optional[str] = None
+    name: str | None = None
     parallel_blocks: list[ParallelBlockSpec] = Field(default_factory=list)
     worker_pools: list[WorkerPoolSpec] = Field(default_factory=list)
     task_queues: list[TaskQueueSpec] = Field(default_factory=list)
@@ -123,7 +123,7 @@ def check_dag(edges: Mapping[str, list[str]], kind: str) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = trail[trail.index(name):] + [name]
+            cycle = trail[trail.index(name) :] + [name]
             raise ValueError(f"{kind}s form a cycle: {' -> '.join(cycle)}")
         state[name] = 1
         for dep in edges[name]:

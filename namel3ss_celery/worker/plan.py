@@ -6,10 +6,10 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
-from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, WorkflowSpec
+from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, StepSpec, WorkflowSpec
 from ..spec.program import check_dag
 from .store import CoordinationStore
 
@@ -48,8 +48,12 @@ class Plan:
                 "kind": self.kind,
                 "name": self.name,
                 "nodes": [
-                    {"name": n.name, "block": n.block.model_dump(mode="json", exclude_defaults=True),
-                     "depends_on": list(n.depends_on), "single": n.single}
+                    {
+                        "name": n.name,
+                        "block": n.block.model_dump(mode="json", exclude_defaults=True),
+                        "depends_on": list(n.depends_on),
+                        "single": n.single,
+                    }
                     for n in self.nodes
                 ],
             }
@@ -69,7 +73,7 @@ class Plan:
         return [n.name for n in self.nodes if n.name not in needed]
 
 
-def make_plan(spec: Union[ParallelBlockSpec, WorkflowSpec, ProgramSpec], workflow: str | None = None) -> Plan:
+def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: str | None = None) -> Plan:
     """The plan of a block, a workflow, or a program (its one workflow, or its blocks by ``depends_on``).
 
     Raises:
@@ -104,8 +108,8 @@ def _workflow_plan(workflow: WorkflowSpec, blocks: Mapping[str, ParallelBlockSpe
         if node.block is not None:
             nodes.append(PlanNode(name, blocks[node.block], deps))
         else:
-            payload = node.model_dump(exclude={"block", "depends_on"}, exclude_none=True)
-            block = ParallelBlockSpec(name=name, steps=[payload], strategy=ParallelStrategy.ALL)
+            step = StepSpec.model_validate(node.model_dump(exclude={"block", "depends_on"}))
+            block = ParallelBlockSpec(name=name, steps=[step], strategy=ParallelStrategy.ALL)
             nodes.append(PlanNode(name, block, deps, single=True))
     return Plan("workflow", workflow.name, tuple(nodes))
 
@@ -148,8 +152,11 @@ def node_settled(
             store.finish(run_id, {"status": str(final.overall_status), "result": json.dumps(final.to_dict())}, ttl)
         return Advance([], outputs, final)
     launch = [
-        n for n in plan.nodes
-        if n.name not in results and set(n.depends_on) <= set(outputs) and store.claim(run_id, f"node:{n.name}:launched")
+        n
+        for n in plan.nodes
+        if n.name not in results
+        and set(n.depends_on) <= set(outputs)
+        and store.claim(run_id, f"node:{n.name}:launched")
     ]
     return Advance(launch, outputs)
 

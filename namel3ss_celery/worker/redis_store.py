@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 import redis
 
@@ -13,7 +13,7 @@ from .store import done_key, run_key, steps_key
 class RedisStore:
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
 
-    def __init__(self, url: str, client: Optional[Any] = None) -> None:
+    def __init__(self, url: str, client: Any | None = None) -> None:
         self.url = url
         self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
 
@@ -23,7 +23,7 @@ class RedisStore:
             pipe.expire(run_key(run_id), ttl)
             pipe.execute()
 
-    def run_record(self, run_id: str) -> Optional[dict[str, str]]:
+    def run_record(self, run_id: str) -> dict[str, str] | None:
         record: dict[str, str] = self.client.hgetall(run_key(run_id))
         return record or None
 

@@ -10,14 +10,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import SchemaVersionError, StepCancelled, StepResultError, UnknownTarget
 from ..registry import StepDef
 
 SCHEMA_VERSION = 1
 
-_cancel_check: contextvars.ContextVar[Optional[Callable[[], bool]]] = contextvars.ContextVar(
+_cancel_check: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
     "namel3ss_celery_cancel_check", default=None
 )
 _loops = threading.local()
@@ -40,8 +40,8 @@ class StepOutcome:
     key: str
     status: str  # "completed" | "failed" | "cancelled"
     result: Any
-    error: Optional[str]
-    exception: Optional[BaseException]
+    error: str | None
+    exception: BaseException | None
     start: float
     end: float
     worker: str
@@ -69,7 +69,9 @@ def check_payload(payload: Any, definition: StepDef) -> dict[str, Any]:
         raise SchemaVersionError(f"a step message carries a mapping, not {type(payload).__name__}")
     version = payload.get("v")
     if version != SCHEMA_VERSION:
-        raise SchemaVersionError(f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})")
+        raise SchemaVersionError(
+            f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})"
+        )
     step = payload.get("step")
     target = step.get("target") if isinstance(step, dict) else None
     if target != definition.target:
@@ -110,7 +112,7 @@ def to_json_data(value: Any, what: str) -> Any:
 
 def _event_loop() -> asyncio.AbstractEventLoop:
     """One event loop per worker thread, reused by every async step it runs."""
-    loop: Optional[asyncio.AbstractEventLoop] = getattr(_loops, "loop", None)
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _loops.loop = loop

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 from ..registry import BUILTIN_REDUCERS, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
@@ -79,10 +79,10 @@ def settle_block(
     )
 
 
-Settled = tuple[RunStatus, Any, Optional[str]]
+Settled = tuple[RunStatus, Any, str | None]
 
 
-def _failures(results: list[ParallelTaskResult]) -> Optional[str]:
+def _failures(results: list[ParallelTaskResult]) -> str | None:
     failed = [r for r in results if r.status != TaskStatus.COMPLETED]
     if not failed:
         return None
@@ -126,7 +126,9 @@ def resolve_reducer(name: str, reducers: Registry) -> Callable[[list[Any]], Any]
     """A built-in reducer, or one registered with ``@reducer``; ``KeyError`` naming the choices otherwise."""
     function = BUILTIN_REDUCERS.get(name) or reducers.reducer(name)
     if function is None:
-        raise KeyError(f"unknown reducer {name!r}; built in: {', '.join(BUILTIN_REDUCERS)}, or register one with @reducer")
+        raise KeyError(
+            f"unknown reducer {name!r}; built in: {', '.join(BUILTIN_REDUCERS)}, or register one with @reducer"
+        )
     return function
 
 
@@ -151,5 +153,5 @@ def peak_concurrency(results: list[ParallelTaskResult]) -> int:
     return peak
 
 
-def _ms(start: Optional[float], end: Optional[float]) -> Optional[float]:
+def _ms(start: float | None, end: float | None) -> float | None:
     return round((end - start) * 1000, 3) if start is not None and end is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Optional, Protocol
+from typing import Protocol
 
 
 class CoordinationStore(Protocol):
@@ -17,7 +17,7 @@ class CoordinationStore(Protocol):
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None: ...
 
-    def run_record(self, run_id: str) -> Optional[dict[str, str]]: ...
+    def run_record(self, run_id: str) -> dict[str, str] | None: ...
 
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None: ...
 
@@ -63,7 +63,7 @@ class MemoryStore:
         self._steps: dict[tuple[str, str], dict[int, str]] = {}
         self._expires: dict[str, float] = {}
 
-    def _live(self, run_id: str) -> Optional[dict[str, str]]:
+    def _live(self, run_id: str) -> dict[str, str] | None:
         expires = self._expires.get(run_id)
         if expires is not None and expires < time.monotonic():
             self._runs.pop(run_id, None)
@@ -77,7 +77,7 @@ class MemoryStore:
             self._runs[run_id] = dict(fields)
             self._expires[run_id] = time.monotonic() + ttl
 
-    def run_record(self, run_id: str) -> Optional[dict[str, str]]:
+    def run_record(self, run_id: str) -> dict[str, str] | None:
         with self._lock:
             record = self._live(run_id)
             return dict(record) if record is not None else None

@@ -42,8 +42,9 @@ def start_cluster(broker: str, backend: str, pool: str, log_dir: Path, concurren
     }
     app = make_app(broker, backend, queue)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
-    worker = WorkerProcess("tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency,
-                           queues=[queue, f"{queue}.reports"])
+    worker = WorkerProcess(
+        "tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency, queues=[queue, f"{queue}.reports"]
+    )
     try:
         worker.wait_ready(app)
     except BaseException:
@@ -71,7 +72,9 @@ CLUSTERS = {
 
 
 @pytest.fixture(scope="module", params=list(CLUSTERS))
-def cluster(request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     """A worker process on each broker (Redis; RabbitMQ with a Redis backend) and pool (prefork, threads)."""
     broker_kind, pool = CLUSTERS[request.param]
     broker = request.getfixturevalue("amqp_url") if broker_kind == "rabbitmq" else redis_url

@@ -41,10 +41,11 @@ def context_value(step: dict[str, Any], context: dict[str, Any]) -> Any:
 
 @step("whoami")
 def whoami(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    request = current_task.request
+    task = current_task._get_current_object()
+    request = task.request
     return {
-        "task_classes": [cls.__name__ for cls in type(current_task).__mro__],
-        "task_name": current_task.name,
+        "task_classes": [cls.__name__ for cls in type(task).__mro__],
+        "task_name": task.name,
         "hostname": request.hostname,
         "queue": (request.delivery_info or {}).get("routing_key"),
         "pid": os.getpid(),

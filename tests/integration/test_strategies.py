@@ -25,9 +25,11 @@ def celery_state(cluster: Cluster, result: Any, step_name: str) -> str:
 
 
 def test_all_runs_sync_and_async_steps(cluster: Cluster) -> None:
-    steps = [{"name": "a", "target": "echo", "value": "x"},
-             {"name": "b", "target": "async_double", "value": 21},
-             {"name": "c", "target": "tests.integration.steps:add_one", "value": 1}]
+    steps = [
+        {"name": "a", "target": "echo", "value": "x"},
+        {"name": "b", "target": "async_double", "value": 21},
+        {"name": "c", "target": "tests.integration.steps:add_one", "value": 1},
+    ]
     result = cluster.n3.dispatch(block("all", steps)).get(timeout=WAIT)
     assert result.overall_status == "completed"
     assert result.final_result == {"a": "x", "b": 42, "c": 2}
@@ -38,9 +40,11 @@ def test_all_runs_sync_and_async_steps(cluster: Cluster) -> None:
 
 
 def test_all_fails_and_names_the_failed_steps(cluster: Cluster) -> None:
-    steps = [{"name": "ok", "target": "echo", "value": 1},
-             {"name": "bad", "target": "fail", "message": "bad input"},
-             {"name": "worse", "target": "async_fail"}]
+    steps = [
+        {"name": "ok", "target": "echo", "value": 1},
+        {"name": "bad", "target": "fail", "message": "bad input"},
+        {"name": "worse", "target": "async_fail"},
+    ]
     result = cluster.n3.dispatch(block("all", steps)).get(timeout=WAIT)
     assert result.overall_status == "failed"
     assert result.failed_tasks == 2 and result.completed_tasks == 1
@@ -53,9 +57,11 @@ def test_all_fails_and_names_the_failed_steps(cluster: Cluster) -> None:
 
 
 def test_collect_completes_and_keeps_each_failure(cluster: Cluster) -> None:
-    steps = [{"name": "ok", "target": "echo", "value": [1, 2]},
-             {"name": "bad", "target": "fail", "message": "nope"},
-             {"name": "async_ok", "target": "async_double", "value": 2}]
+    steps = [
+        {"name": "ok", "target": "echo", "value": [1, 2]},
+        {"name": "bad", "target": "fail", "message": "nope"},
+        {"name": "async_ok", "target": "async_double", "value": 2},
+    ]
     result = cluster.n3.dispatch(block("collect", steps)).get(timeout=WAIT)
     assert result.overall_status == "completed"
     assert result.final_result["ok"]["result"] == [1, 2]

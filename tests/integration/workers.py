@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,14 +25,30 @@ class WorkerProcess:
         log_dir: Path,
         pool: str = "prefork",
         concurrency: int = 2,
-        queues: Optional[list[str]] = None,
-        extra_args: Optional[list[str]] = None,
+        queues: list[str] | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.name = f"n3test-{uuid.uuid4().hex[:8]}"
         self.hostname = f"{self.name}@{os.uname().nodename}"
         self.log_path = log_dir / f"{self.name}.log"
-        args = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-P", pool, "-c", str(concurrency),
-                "-n", f"{self.name}@%h", "--without-mingle", "--without-gossip", "-l", "INFO"]
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app_module,
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{self.name}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ]
         if queues:
             args += ["-Q", ",".join(queues)]
         args += extra_args or []

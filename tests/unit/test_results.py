@@ -26,8 +26,15 @@ def block_result(status: RunStatus = RunStatus.COMPLETED, error_message: str | N
         completed_tasks=1,
         failed_tasks=1,
         results=[
-            ParallelTaskResult("a", TaskStatus.COMPLETED, result={"n": 1}, start_time=1.0, end_time=2.0, duration_ms=1000.0,
-                               metadata={"executed_on": "celery", "worker": "w1"}),
+            ParallelTaskResult(
+                "a",
+                TaskStatus.COMPLETED,
+                result={"n": 1},
+                start_time=1.0,
+                end_time=2.0,
+                duration_ms=1000.0,
+                metadata={"executed_on": "celery", "worker": "w1"},
+            ),
             ParallelTaskResult("b", TaskStatus.FAILED, error="ValueError: bad", metadata={"executed_on": "celery"}),
         ],
         final_result={"a": {"n": 1}},
@@ -47,8 +54,14 @@ def test_statuses_compare_equal_to_strings() -> None:
 
 @pytest.mark.parametrize(
     ("status", "final"),
-    [(RunStatus.PENDING, False), (RunStatus.RUNNING, False), (RunStatus.COMPLETED, True),
-     (RunStatus.FAILED, True), (RunStatus.TIMEOUT, True), (RunStatus.CANCELLED, True)],
+    [
+        (RunStatus.PENDING, False),
+        (RunStatus.RUNNING, False),
+        (RunStatus.COMPLETED, True),
+        (RunStatus.FAILED, True),
+        (RunStatus.TIMEOUT, True),
+        (RunStatus.CANCELLED, True),
+    ],
 )
 def test_final_statuses(status: RunStatus, final: bool) -> None:
     assert status.final is final
@@ -130,8 +143,9 @@ def test_block_raise_for_status(status: RunStatus, error: type[RunFailed]) -> No
     [(RunStatus.FAILED, RunFailed), (RunStatus.TIMEOUT, RunTimedOut), (RunStatus.CANCELLED, RunCancelled)],
 )
 def test_workflow_raise_for_status(status: RunStatus, error: type[RunFailed]) -> None:
-    workflow = WorkflowResult(run_id="r", name="w", overall_status=status, blocks={"b": block_result(status)},
-                              error_message="node 'b': boom")
+    workflow = WorkflowResult(
+        run_id="r", name="w", overall_status=status, blocks={"b": block_result(status)}, error_message="node 'b': boom"
+    )
     with pytest.raises(error, match="workflow 'w' .*: node 'b': boom") as info:
         workflow.raise_for_status()
     assert type(info.value) is error

@@ -24,12 +24,19 @@ def app() -> Iterator[celery.Celery]:
     ("data", "expected"),
     [
         ({}, Settings()),
-        ({"CELERY_BROKER_URL": "redis://h/0", "CELERY_RESULT_BACKEND": "redis://h/1"},
-         Settings(broker_url="redis://h/0", result_backend="redis://h/1")),
-        ({"broker_url": "amqp://", "result_backend": "redis://"}, Settings(broker_url="amqp://", result_backend="redis://")),
+        (
+            {"CELERY_BROKER_URL": "redis://h/0", "CELERY_RESULT_BACKEND": "redis://h/1"},
+            Settings(broker_url="redis://h/0", result_backend="redis://h/1"),
+        ),
+        (
+            {"broker_url": "amqp://", "result_backend": "redis://"},
+            Settings(broker_url="amqp://", result_backend="redis://"),
+        ),
         ({"broker_url": "amqp://a", "CELERY_BROKER_URL": "amqp://b"}, Settings(broker_url="amqp://a")),
-        ({"NAMEL3SS_CELERY_PROGRAM": "p.yaml", "NAMEL3SS_CELERY_COORDINATION_URL": "redis://c"},
-         Settings(program="p.yaml", coordination_url="redis://c")),
+        (
+            {"NAMEL3SS_CELERY_PROGRAM": "p.yaml", "NAMEL3SS_CELERY_COORDINATION_URL": "redis://c"},
+            Settings(program="p.yaml", coordination_url="redis://c"),
+        ),
         ({"CELERY_BROKER_URL": "", "NAMEL3SS_CELERY_PROGRAM": None}, Settings()),
         ({"result_expires": 60}, Settings(result_expires=60)),
         ({"result_expires": "90"}, Settings(result_expires=90)),
@@ -70,7 +77,9 @@ def test_from_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_from_app_takes_broker_backend_and_expiry_from_the_app(app: celery.Celery) -> None:
     app.conf.result_expires = timedelta(minutes=5)
-    settings = Settings.from_app(app, environ={"NAMEL3SS_CELERY_STEP_MODULES": "env_mod", "CELERY_BROKER_URL": "amqp://x"})
+    settings = Settings.from_app(
+        app, environ={"NAMEL3SS_CELERY_STEP_MODULES": "env_mod", "CELERY_BROKER_URL": "amqp://x"}
+    )
     assert settings.broker_url == "memory://"
     assert settings.result_backend == "cache+memory://"
     assert settings.result_expires == 300
@@ -80,8 +89,11 @@ def test_from_app_takes_broker_backend_and_expiry_from_the_app(app: celery.Celer
 
 def test_from_app_own_config_wins_over_the_environment(app: celery.Celery) -> None:
     app.conf.namel3ss_celery = {"step_modules": "conf_mod, shared", "NAMEL3SS_CELERY_PROGRAM": "conf.yaml"}
-    environ = {"NAMEL3SS_CELERY_STEP_MODULES": "shared,env_mod", "NAMEL3SS_CELERY_PROGRAM": "env.yaml",
-               "NAMEL3SS_CELERY_COORDINATION_URL": "redis://env"}
+    environ = {
+        "NAMEL3SS_CELERY_STEP_MODULES": "shared,env_mod",
+        "NAMEL3SS_CELERY_PROGRAM": "env.yaml",
+        "NAMEL3SS_CELERY_COORDINATION_URL": "redis://env",
+    }
     settings = Settings.from_app(app, environ=environ)
     assert settings.step_modules == ("conf_mod", "shared", "env_mod")
     assert settings.program == "conf.yaml"
@@ -112,15 +124,19 @@ def test_coordination_store_choice(broker: str | None, backend: str | None, expl
     assert settings.coordination() == store
 
 
-@pytest.mark.parametrize(("broker", "backend"), [("amqp://", None), ("amqp://", "rpc://"), ("sqs://", "db+sqlite:///r.db")])
+@pytest.mark.parametrize(
+    ("broker", "backend"), [("amqp://", None), ("amqp://", "rpc://"), ("sqs://", "db+sqlite:///r.db")]
+)
 def test_no_redis_for_a_real_broker_is_a_configuration_error(broker: str, backend: str | None) -> None:
     with pytest.raises(ConfigurationError, match="NAMEL3SS_CELERY_COORDINATION_URL") as info:
         Settings(broker_url=broker, result_backend=backend).coordination()
     assert info.value.setting == "NAMEL3SS_CELERY_COORDINATION_URL"
 
 
-@pytest.mark.parametrize(("broker", "embedded"), [(None, True), ("memory://", True), ("memory://localhost/", True),
-                                                  ("redis://", False), ("amqp://", False)])
+@pytest.mark.parametrize(
+    ("broker", "embedded"),
+    [(None, True), ("memory://", True), ("memory://localhost/", True), ("redis://", False), ("amqp://", False)],
+)
 def test_embedded(broker: str | None, embedded: bool) -> None:
     assert Settings(broker_url=broker).embedded is embedded
 

@@ -33,8 +33,14 @@ def plan_of(steps: list[dict[str, Any]] | None = None, **fields: Any) -> Plan:
 
 @pytest.mark.parametrize(
     "fields",
-    [{}, {"strategy": "collect"}, {"strategy": "map_reduce", "reduce_function": "sum"}, {"fail_fast": False},
-     {"max_retries": 0}, {"metadata": {"owner": "team"}}],
+    [
+        {},
+        {"strategy": "collect"},
+        {"strategy": "map_reduce", "reduce_function": "sum"},
+        {"fail_fast": False},
+        {"max_retries": 0},
+        {"metadata": {"owner": "team"}},
+    ],
 )
 def test_a_supported_block_passes(registry: Registry, fields: dict[str, Any]) -> None:
     check_plan(plan_of([{"target": "fetch"}, {"type": "summarize"}], **fields), registry, ())
@@ -120,23 +126,35 @@ def test_a_registered_reducer_passes(registry: Registry) -> None:
 
 
 def test_paths_name_the_workflow_node(registry: Registry) -> None:
-    program = load_program({
-        "parallel_blocks": [{"name": "batch", "strategy": "race", "steps": [{"target": "fetch"}]}],
-        "workflows": [{"name": "w", "steps": [
-            {"name": "first", "target": "fetch"},
-            {"name": "second", "block": "batch", "depends_on": ["first"]},
-        ]}],
-    })
+    program = load_program(
+        {
+            "parallel_blocks": [{"name": "batch", "strategy": "race", "steps": [{"target": "fetch"}]}],
+            "workflows": [
+                {
+                    "name": "w",
+                    "steps": [
+                        {"name": "first", "target": "fetch"},
+                        {"name": "second", "block": "batch", "depends_on": ["first"]},
+                    ],
+                }
+            ],
+        }
+    )
     with pytest.raises(NotSupportedYet) as info:
         check_plan(make_plan(program), registry, ())
     assert info.value.path == "workflow[w].second.strategy"
 
 
 def test_a_program_path_names_the_block(registry: Registry) -> None:
-    program = load_program({"name": "p", "parallel_blocks": [
-        {"name": "ok", "steps": [{"target": "fetch"}]},
-        {"name": "bad", "depends_on": ["ok"], "steps": [{"target": "missing"}]},
-    ]})
+    program = load_program(
+        {
+            "name": "p",
+            "parallel_blocks": [
+                {"name": "ok", "steps": [{"target": "fetch"}]},
+                {"name": "bad", "depends_on": ["ok"], "steps": [{"target": "missing"}]},
+            ],
+        }
+    )
     with pytest.raises(UnknownTarget) as info:
         check_plan(make_plan(program), registry, ())
     assert info.value.path == "program[p].bad.steps[0]"

@@ -29,7 +29,9 @@ def node(strategy: str, **fields: Any) -> PlanNode:
 
 
 @pytest.mark.parametrize(("strategy", "fields"), [("all", {}), ("map_reduce", {"reduce_function": "sum"})])
-def test_all_and_map_reduce_are_a_chord_with_a_settle_body(app: celery.Celery, strategy: str, fields: dict[str, Any]) -> None:
+def test_all_and_map_reduce_are_a_chord_with_a_settle_body(
+    app: celery.Celery, strategy: str, fields: dict[str, Any]
+) -> None:
     sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada"})
     assert isinstance(sig, canvas._chord)
     assert [task.task for task in sig.tasks] == ["n3.step.fetch", "n3.step.mod:func"]
@@ -55,12 +57,28 @@ def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str
     payloads = [task.args[0] for task in sig.tasks]
     assert all(task.immutable and len(task.args) == 1 and not task.kwargs for task in sig.tasks)
     assert payloads == [
-        {"v": SCHEMA_VERSION, "run": "run-1", "node": "blk", "i": 0, "n": 2, "key": "first", "join": join,
-         "step": {"name": "first", "target": "fetch", "kind": "tool", "query": "celery"},
-         "context": {"user": "ada", "outputs": {"fetch": [1]}}},
-        {"v": SCHEMA_VERSION, "run": "run-1", "node": "blk", "i": 1, "n": 2, "key": "step_1", "join": join,
-         "step": {"target": "mod:func", "kind": "llm"},
-         "context": {"user": "ada", "outputs": {"fetch": [1]}}},
+        {
+            "v": SCHEMA_VERSION,
+            "run": "run-1",
+            "node": "blk",
+            "i": 0,
+            "n": 2,
+            "key": "first",
+            "join": join,
+            "step": {"name": "first", "target": "fetch", "kind": "tool", "query": "celery"},
+            "context": {"user": "ada", "outputs": {"fetch": [1]}},
+        },
+        {
+            "v": SCHEMA_VERSION,
+            "run": "run-1",
+            "node": "blk",
+            "i": 1,
+            "n": 2,
+            "key": "step_1",
+            "join": join,
+            "step": {"target": "mod:func", "kind": "llm"},
+            "context": {"user": "ada", "outputs": {"fetch": [1]}},
+        },
     ]
     assert SCHEMA_VERSION == 1
 
@@ -72,7 +90,9 @@ def test_signatures_are_bound_to_the_given_app(app: celery.Celery) -> None:
 
 
 def test_a_workflow_step_node_compiles_to_its_one_step(app: celery.Celery) -> None:
-    plan = make_plan(load_program({"workflows": [{"name": "w", "steps": [{"name": "fetch", "target": "fetch_sources", "q": 1}]}]}))
+    plan = make_plan(
+        load_program({"workflows": [{"name": "w", "steps": [{"name": "fetch", "target": "fetch_sources", "q": 1}]}]})
+    )
     sig = compile_node(app, plan.nodes[0], "run-2", {})
     assert isinstance(sig, canvas._chord)
     [task] = sig.tasks

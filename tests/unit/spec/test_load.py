@@ -35,7 +35,10 @@ MODELS: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (DistributedExecutionSpec, {"worker_pool": "gpu", "failure_mode": "fail_fast"}),
     (EventTriggerSpec, {"name": "nightly", "event_type": "schedule", "trigger_target": "report"}),
     (EventHandlerSpec, {"name": "h", "event_types": ["a", "b"], "route_to": "q"}),
-    (WorkflowSpec, {"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "u", "depends_on": ["a"]}]}),
+    (
+        WorkflowSpec,
+        {"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "u", "depends_on": ["a"]}]},
+    ),
     (ProgramSpec, {"name": "p", "parallel_blocks": [{"name": "b", "steps": []}]}),
 ]
 
@@ -92,7 +95,7 @@ def test_a_missing_file_names_the_path(tmp_path: Path) -> None:
     [
         ("bad.yaml", "parallel_blocks: [unclosed\n", "not valid YAML"),
         ("bad.yml", "a: b: c\n", "not valid YAML"),
-        ("bad.json", "{\"parallel_blocks\": [}", "not valid JSON"),
+        ("bad.json", '{"parallel_blocks": [}', "not valid JSON"),
         ("list.yaml", "- 1\n- 2\n", "holds a mapping at the top, not list"),
         ("empty.yaml", "", "holds a mapping at the top, not NoneType"),
         ("scalar.json", "3", "holds a mapping at the top, not int"),
@@ -170,7 +173,10 @@ def test_a_dataclass_with_a_bad_field_is_a_spec_error() -> None:
     [
         ({"name": "b", "steps": [{"target": "t"}]}, ParallelBlockSpec),
         ({"name": "b", "steps": []}, ParallelBlockSpec),
-        ({"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "t", "depends_on": ["a"]}]}, WorkflowSpec),
+        (
+            {"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "t", "depends_on": ["a"]}]},
+            WorkflowSpec,
+        ),
         ({"parallel_blocks": [{"name": "b", "steps": []}]}, ProgramSpec),
         ({"workflows": []}, ProgramSpec),
         ({"worker_pools": []}, ProgramSpec),
@@ -188,7 +194,11 @@ def test_load_any_with_a_path_loads_a_program(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    [ParallelBlockSpec(name="b", steps=[]), WorkflowSpec(name="w", steps=[{"name": "a", "target": "t"}]), ProgramSpec()],
+    [
+        ParallelBlockSpec(name="b", steps=[]),
+        WorkflowSpec(name="w", steps=[{"name": "a", "target": "t"}]),
+        ProgramSpec(),
+    ],
 )
 def test_load_any_returns_specs_as_they_are(spec: BaseModel) -> None:
     assert load_any(spec) is spec  # type: ignore[arg-type]

@@ -58,7 +58,14 @@ def test_block_defaults_are_the_ir_defaults() -> None:
 def test_step_keeps_extra_keys_as_payload_and_kind_defaults_to_tool() -> None:
     step = StepSpec.model_validate({"name": "s", "target": "fetch", "query": "celery", "limit": 3, "opts": {"a": [1]}})
     assert step.kind == "tool"
-    assert step.payload() == {"name": "s", "target": "fetch", "kind": "tool", "query": "celery", "limit": 3, "opts": {"a": [1]}}
+    assert step.payload() == {
+        "name": "s",
+        "target": "fetch",
+        "kind": "tool",
+        "query": "celery",
+        "limit": 3,
+        "opts": {"a": [1]},
+    }
 
 
 def test_step_kind_can_be_given() -> None:
@@ -108,7 +115,9 @@ def test_map_reduce_without_reduce_function_is_refused() -> None:
 
 
 def test_map_reduce_with_reduce_function_loads() -> None:
-    block = load_model(ParallelBlockSpec, {"name": "b", "strategy": "map_reduce", "reduce_function": "sum", "steps": []})
+    block = load_model(
+        ParallelBlockSpec, {"name": "b", "strategy": "map_reduce", "reduce_function": "sum", "steps": []}
+    )
     assert block.reduce_function == "sum"
 
 
@@ -135,22 +144,46 @@ def test_unknown_keys_are_errors_naming_the_field(program: dict[str, Any], path:
 @pytest.mark.parametrize(
     ("program", "path", "allowed"),
     [
-        ({"parallel_blocks": [{"name": "b", "steps": [], "strategy": "fastest"}]}, "parallel_blocks[0].strategy",
-         ["all", "any_success", "race", "map_reduce", "collect"]),
-        ({"task_queues": [{"name": "q", "queue_type": "kafka"}]}, "task_queues[0].queue_type",
-         ["redis_streams", "redis", "rabbitmq", "memory"]),
-        ({"task_queues": [{"name": "q", "reliability": "maybe"}]}, "task_queues[0].reliability",
-         ["at_most_once", "at_least_once", "exactly_once"]),
-        ({"task_queues": [{"name": "q", "retry_backoff": "random"}]}, "task_queues[0].retry_backoff",
-         ["fixed", "linear", "exponential"]),
-        ({"worker_pools": [{"name": "p", "queue_name": "q", "scaling_metric": "gpu"}]}, "worker_pools[0].scaling_metric",
-         ["queue_depth", "cpu", "memory"]),
-        ({"distributed_configs": [{"worker_pool": "p", "failure_mode": "panic"}]}, "distributed_configs[0].failure_mode",
-         ["retry_remote", "retry_local", "fail_fast"]),
-        ({"distributed_configs": [{"worker_pool": "p", "distribution_policy": "x"}]},
-         "distributed_configs[0].distribution_policy", ["round_robin", "load_based", "sticky", "locality_aware", "random"]),
-        ({"event_triggers": [{"name": "t", "event_type": "e", "trigger_target": "w", "execution_mode": "later"}]},
-         "event_triggers[0].execution_mode", ["async", "sync"]),
+        (
+            {"parallel_blocks": [{"name": "b", "steps": [], "strategy": "fastest"}]},
+            "parallel_blocks[0].strategy",
+            ["all", "any_success", "race", "map_reduce", "collect"],
+        ),
+        (
+            {"task_queues": [{"name": "q", "queue_type": "kafka"}]},
+            "task_queues[0].queue_type",
+            ["redis_streams", "redis", "rabbitmq", "memory"],
+        ),
+        (
+            {"task_queues": [{"name": "q", "reliability": "maybe"}]},
+            "task_queues[0].reliability",
+            ["at_most_once", "at_least_once", "exactly_once"],
+        ),
+        (
+            {"task_queues": [{"name": "q", "retry_backoff": "random"}]},
+            "task_queues[0].retry_backoff",
+            ["fixed", "linear", "exponential"],
+        ),
+        (
+            {"worker_pools": [{"name": "p", "queue_name": "q", "scaling_metric": "gpu"}]},
+            "worker_pools[0].scaling_metric",
+            ["queue_depth", "cpu", "memory"],
+        ),
+        (
+            {"distributed_configs": [{"worker_pool": "p", "failure_mode": "panic"}]},
+            "distributed_configs[0].failure_mode",
+            ["retry_remote", "retry_local", "fail_fast"],
+        ),
+        (
+            {"distributed_configs": [{"worker_pool": "p", "distribution_policy": "x"}]},
+            "distributed_configs[0].distribution_policy",
+            ["round_robin", "load_based", "sticky", "locality_aware", "random"],
+        ),
+        (
+            {"event_triggers": [{"name": "t", "event_type": "e", "trigger_target": "w", "execution_mode": "later"}]},
+            "event_triggers[0].execution_mode",
+            ["async", "sync"],
+        ),
     ],
 )
 def test_bad_enum_values_list_the_allowed_values(program: dict[str, Any], path: str, allowed: list[str]) -> None:
@@ -168,8 +201,10 @@ def test_bad_enum_values_list_the_allowed_values(program: dict[str, Any], path: 
         ({"parallel_blocks": [{"name": "b"}]}, "parallel_blocks[0].steps"),
         ({"parallel_blocks": [{"name": "", "steps": []}]}, "parallel_blocks[0].name"),
         ({"parallel_blocks": [{"name": "b", "steps": [], "max_concurrency": 0}]}, "parallel_blocks[0].max_concurrency"),
-        ({"parallel_blocks": [{"name": "b", "steps": [{"target": "t", "timeout_seconds": -1}]}]},
-         "parallel_blocks[0].steps[0].timeout_seconds"),
+        (
+            {"parallel_blocks": [{"name": "b", "steps": [{"target": "t", "timeout_seconds": -1}]}]},
+            "parallel_blocks[0].steps[0].timeout_seconds",
+        ),
         ({"worker_pools": [{"name": "p"}]}, "worker_pools[0].queue_name"),
         ({"task_queues": [{"name": "q", "max_retries": -1}]}, "task_queues[0].max_retries"),
     ],
@@ -198,7 +233,11 @@ def test_infra_defaults() -> None:
     trigger = EventTriggerSpec(name="t", event_type="e", trigger_target="w")
     assert (pool.min_workers, pool.max_workers, pool.scaling_metric) == (1, 10, "queue_depth")
     assert (queue.queue_type, queue.reliability, queue.retry_backoff, queue.max_retries) == (
-        "redis_streams", "at_least_once", "exponential", 3)
+        "redis_streams",
+        "at_least_once",
+        "exponential",
+        3,
+    )
     assert trigger.execution_mode == "async"
     assert EventHandlerSpec(name="h").event_types == []
 

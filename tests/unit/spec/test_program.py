@@ -50,7 +50,11 @@ def test_an_empty_program_is_valid() -> None:
     ("section", "items", "message"),
     [
         ("parallel_blocks", [block("a"), block("a")], "two parallel blocks are named 'a'"),
-        ("worker_pools", [{"name": "p", "queue_name": "q"}, {"name": "p", "queue_name": "r"}], "two worker pools are named 'p'"),
+        (
+            "worker_pools",
+            [{"name": "p", "queue_name": "q"}, {"name": "p", "queue_name": "r"}],
+            "two worker pools are named 'p'",
+        ),
         ("task_queues", [{"name": "q"}, {"name": "q"}], "two task queues are named 'q'"),
         ("workflows", [{"name": "w", "steps": [{"name": "n", "target": "t"}]}] * 2, "two workflows are named 'w'"),
     ],
@@ -93,14 +97,20 @@ def test_a_block_depending_on_itself_is_refused() -> None:
     ],
 )
 def test_a_node_names_exactly_one_of_target_and_block(node: dict[str, Any]) -> None:
-    program = {"parallel_blocks": [block("b")], "workflows": [{"name": "w", "steps": [{"name": "ok", "target": "t"}, node]}]}
+    program = {
+        "parallel_blocks": [block("b")],
+        "workflows": [{"name": "w", "steps": [{"name": "ok", "target": "t"}, node]}],
+    }
     with pytest.raises(SpecError, match="exactly one of 'target'") as info:
         load_program(program)
     assert info.value.path == "workflows[0].steps[1]"
 
 
 def test_a_workflow_naming_an_unknown_block_is_refused() -> None:
-    program = {"parallel_blocks": [block("known")], "workflows": [{"name": "w", "steps": [{"name": "n", "block": "missing"}]}]}
+    program = {
+        "parallel_blocks": [block("known")],
+        "workflows": [{"name": "w", "steps": [{"name": "n", "block": "missing"}]}],
+    }
     with pytest.raises(SpecError, match="names block 'missing', which is not in parallel_blocks") as info:
         load_program(program)
     assert "known" in str(info.value)
@@ -108,15 +118,22 @@ def test_a_workflow_naming_an_unknown_block_is_refused() -> None:
 
 def test_workflow_node_keeps_its_payload() -> None:
     node = WorkflowNodeSpec.model_validate({"name": "fetch", "target": "fetch_sources", "query": "celery"})
-    assert node.model_dump(exclude_none=True) == {"name": "fetch", "target": "fetch_sources", "query": "celery", "depends_on": []}
+    assert node.model_dump(exclude_none=True) == {
+        "name": "fetch",
+        "target": "fetch_sources",
+        "query": "celery",
+        "depends_on": [],
+    }
 
 
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
         ([{"name": "a", "target": "t", "depends_on": ["zz"]}], "node 'a' depends on 'zz', which does not exist"),
-        ([{"name": "a", "target": "t", "depends_on": ["b"]}, {"name": "b", "target": "t", "depends_on": ["a"]}],
-         "nodes form a cycle: a -> b -> a"),
+        (
+            [{"name": "a", "target": "t", "depends_on": ["b"]}, {"name": "b", "target": "t", "depends_on": ["a"]}],
+            "nodes form a cycle: a -> b -> a",
+        ),
         ([{"name": "a", "target": "t", "depends_on": ["a"]}], "node 'a' depends on itself"),
         ([], "at least 1 item"),
     ],

@@ -28,15 +28,26 @@ def blocks(*specs: tuple[str, list[str]]) -> list[dict[str, Any]]:
 def done(name: str, output: Any = None, single: bool = False) -> ParallelExecutionResult:
     """A completed block result; a single-step node's output is its one step's result."""
     return ParallelExecutionResult(
-        name, "all", 1, RunStatus.COMPLETED, completed_tasks=1,
+        name,
+        "all",
+        1,
+        RunStatus.COMPLETED,
+        completed_tasks=1,
         results=[ParallelTaskResult(name if single else "s", TaskStatus.COMPLETED, result=output)],
         final_result=output if single else {"s": output},
     )
 
 
 def failed(name: str, error: str = "boom") -> ParallelExecutionResult:
-    return ParallelExecutionResult(name, "all", 1, RunStatus.FAILED, failed_tasks=1, error_message=error,
-                                   results=[ParallelTaskResult("s", TaskStatus.FAILED, error="ValueError: x")])
+    return ParallelExecutionResult(
+        name,
+        "all",
+        1,
+        RunStatus.FAILED,
+        failed_tasks=1,
+        error_message=error,
+        results=[ParallelTaskResult("s", TaskStatus.FAILED, error="ValueError: x")],
+    )
 
 
 class CountingStore(MemoryStore):
@@ -50,13 +61,24 @@ class CountingStore(MemoryStore):
 
 
 RESEARCH = {
-    "parallel_blocks": [{"name": "batch", "strategy": "map_reduce", "reduce_function": "merge",
-                         "steps": [{"target": "keywords", "doc": "celery"}]}],
-    "workflows": [{"name": "research", "steps": [
-        {"name": "fetch", "target": "fetch_sources", "query": "queue"},
-        {"name": "analyse", "block": "batch", "depends_on": ["fetch"]},
-        {"name": "report", "target": "write_report", "depends_on": ["analyse"]},
-    ]}],
+    "parallel_blocks": [
+        {
+            "name": "batch",
+            "strategy": "map_reduce",
+            "reduce_function": "merge",
+            "steps": [{"target": "keywords", "doc": "celery"}],
+        }
+    ],
+    "workflows": [
+        {
+            "name": "research",
+            "steps": [
+                {"name": "fetch", "target": "fetch_sources", "query": "queue"},
+                {"name": "analyse", "block": "batch", "depends_on": ["fetch"]},
+                {"name": "report", "target": "write_report", "depends_on": ["analyse"]},
+            ],
+        }
+    ],
 }
 
 
@@ -70,8 +92,14 @@ def test_plan_of_a_block() -> None:
 
 
 def test_plan_of_a_program_without_workflows_is_in_dependency_order() -> None:
-    program = load_program({"name": "pipe", "parallel_blocks": blocks(
-        ("report", ["left", "right"]), ("left", ["fetch"]), ("right", ["fetch"]), ("fetch", []))})
+    program = load_program(
+        {
+            "name": "pipe",
+            "parallel_blocks": blocks(
+                ("report", ["left", "right"]), ("left", ["fetch"]), ("right", ["fetch"]), ("fetch", [])
+            ),
+        }
+    )
     plan = make_plan(program)
     assert (plan.kind, plan.name) == ("program", "pipe")
     assert [n.name for n in plan.nodes] == ["fetch", "left", "right", "report"]
@@ -84,7 +112,10 @@ def test_plan_of_a_program_with_one_workflow() -> None:
     plan = make_plan(load_program(RESEARCH))
     assert (plan.kind, plan.name) == ("workflow", "research")
     assert [(n.name, n.depends_on, n.single) for n in plan.nodes] == [
-        ("fetch", (), True), ("analyse", ("fetch",), False), ("report", ("analyse",), True)]
+        ("fetch", (), True),
+        ("analyse", ("fetch",), False),
+        ("report", ("analyse",), True),
+    ]
     fetch = plan.by_name["fetch"].block
     assert (fetch.name, fetch.strategy, len(fetch.steps)) == ("fetch", ParallelStrategy.ALL, 1)
     assert fetch.steps[0].payload() == {"name": "fetch", "target": "fetch_sources", "kind": "tool", "query": "queue"}
@@ -92,7 +123,9 @@ def test_plan_of_a_program_with_one_workflow() -> None:
 
 
 def test_a_program_with_several_workflows_needs_a_choice() -> None:
-    program = load_program({"workflows": [{"name": n, "steps": [{"name": "s", "target": "t"}]} for n in ("one", "two")]})
+    program = load_program(
+        {"workflows": [{"name": n, "steps": [{"name": "s", "target": "t"}]} for n in ("one", "two")]}
+    )
     with pytest.raises(ValueError, match="several workflows \\(one, two\\)"):
         make_plan(program)
     assert make_plan(program, workflow="two").name == "two"
@@ -145,7 +178,9 @@ def test_a_workflow_launches_each_node_once_its_dependencies_completed() -> None
 
 def test_a_node_waits_for_all_of_its_dependencies() -> None:
     store = MemoryStore()
-    plan = make_plan(load_program({"parallel_blocks": blocks(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))}))
+    plan = make_plan(
+        load_program({"parallel_blocks": blocks(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))})
+    )
     assert [n.name for n in node_settled(store, "r", plan, "a", done("a", 1), TTL).launch] == ["b", "c"]
     assert node_settled(store, "r", plan, "b", done("b", 2), TTL).launch == []
     assert [n.name for n in node_settled(store, "r", plan, "c", done("c", 3), TTL).launch] == ["d"]

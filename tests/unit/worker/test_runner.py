@@ -35,8 +35,17 @@ def close_step_loop() -> Iterator[None]:
 
 
 def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "run": "r", "node": "b", "i": 0, "n": 1, "key": key, "join": "chord",
-            "step": {"target": target, **step}, "context": {"user": "ada"}}
+    return {
+        "v": SCHEMA_VERSION,
+        "run": "r",
+        "node": "b",
+        "i": 0,
+        "n": 1,
+        "key": key,
+        "join": "chord",
+        "step": {"target": target, **step},
+        "context": {"user": "ada"},
+    }
 
 
 def run(function: Any, message: dict[str, Any] | None = None) -> runner.StepOutcome:
@@ -52,7 +61,11 @@ def test_a_sync_step_gets_its_step_and_context() -> None:
 
     outcome = run(echo, payload(query="celery"))
     assert (outcome.status, outcome.result, outcome.error, outcome.exception) == (
-        "completed", {"query": "celery", "user": "ada"}, None, None)
+        "completed",
+        {"query": "celery", "user": "ada"},
+        None,
+        None,
+    )
     assert seen == [({"target": "t", "query": "celery"}, {"user": "ada"})]
     assert (outcome.key, outcome.worker, outcome.task_id) == ("s", "w@host", "task-1")
     assert outcome.start <= outcome.end
@@ -161,8 +174,16 @@ def test_to_json_data_gives_back_what_json_carries(value: Any, as_json: Any) -> 
 def test_the_envelope_is_json_with_the_outcome() -> None:
     outcome = run(lambda step, context: [1, "two"])
     envelope = json.loads(outcome.envelope())
-    assert envelope == {"key": "s", "status": "completed", "result": [1, "two"], "error": None,
-                        "start": outcome.start, "end": outcome.end, "worker": "w@host", "task_id": "task-1"}
+    assert envelope == {
+        "key": "s",
+        "status": "completed",
+        "result": [1, "two"],
+        "error": None,
+        "start": outcome.start,
+        "end": outcome.end,
+        "worker": "w@host",
+        "task_id": "task-1",
+    }
 
 
 def test_check_payload_accepts_its_own_target() -> None:

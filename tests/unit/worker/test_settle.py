@@ -13,10 +13,26 @@ from namel3ss_celery.spec import ParallelBlockSpec
 from namel3ss_celery.worker.settle import LOST, settle_block
 
 
-def envelope(key: str, status: str = "completed", result: Any = None, error: str | None = None,
-             start: float = 100.0, end: float = 100.5) -> str:
-    return json.dumps({"key": key, "status": status, "result": result, "error": error, "start": start, "end": end,
-                       "worker": "w1@host", "task_id": f"celery-{key}"})
+def envelope(
+    key: str,
+    status: str = "completed",
+    result: Any = None,
+    error: str | None = None,
+    start: float = 100.0,
+    end: float = 100.5,
+) -> str:
+    return json.dumps(
+        {
+            "key": key,
+            "status": status,
+            "result": result,
+            "error": error,
+            "start": start,
+            "end": end,
+            "worker": "w1@host",
+            "task_id": f"celery-{key}",
+        }
+    )
 
 
 def block(strategy: str = "all", names: tuple[str | None, ...] = ("a", "b", "c"), **fields: Any) -> ParallelBlockSpec:
@@ -25,8 +41,11 @@ def block(strategy: str = "all", names: tuple[str | None, ...] = ("a", "b", "c")
 
 
 def test_all_completed() -> None:
-    envelopes = {0: envelope("a", result=1, start=100.0, end=101.0), 1: envelope("b", result={"x": 2}, start=100.5, end=102.0),
-                 2: envelope("c", result=[3], start=101.0, end=101.5)}
+    envelopes = {
+        0: envelope("a", result=1, start=100.0, end=101.0),
+        1: envelope("b", result={"x": 2}, start=100.5, end=102.0),
+        2: envelope("c", result=[3], start=101.0, end=101.5),
+    }
     result = settle_block(block(), envelopes, Registry())
     assert result.overall_status == "completed"
     assert result.final_result == {"a": 1, "b": {"x": 2}, "c": [3]}
@@ -42,7 +61,11 @@ def test_all_completed() -> None:
 
 
 def test_all_fails_when_a_step_fails() -> None:
-    envelopes = {0: envelope("a", result=1), 1: envelope("b", "failed", error="ValueError: bad"), 2: envelope("c", result=3)}
+    envelopes = {
+        0: envelope("a", result=1),
+        1: envelope("b", "failed", error="ValueError: bad"),
+        2: envelope("c", result=3),
+    }
     result = settle_block(block(), envelopes, Registry())
     assert result.overall_status == "failed"
     assert result.final_result == {"a": 1, "c": 3}
@@ -78,8 +101,10 @@ def test_a_cancelled_step_fails_an_all_block() -> None:
 
 
 def test_collect_keeps_every_outcome_and_completes() -> None:
-    envelopes = {0: envelope("a", result={"ok": True}, start=10.0, end=10.25),
-                 1: envelope("b", "failed", error="LookupError: no document named 'kafka'", start=10.0, end=10.5)}
+    envelopes = {
+        0: envelope("a", result={"ok": True}, start=10.0, end=10.25),
+        1: envelope("b", "failed", error="LookupError: no document named 'kafka'", start=10.0, end=10.5),
+    }
     result = settle_block(block("collect", names=("a", "b")), envelopes, Registry())
     assert result.overall_status == "completed"
     assert result.final_result == {
@@ -103,7 +128,7 @@ def test_collect_keeps_every_outcome_and_completes() -> None:
 )
 def test_map_reduce_reduces_in_step_order(reducer: str, results: list[Any], reduced: Any) -> None:
     # envelopes filed out of order still reduce in step order
-    envelopes = {i: envelope(k, result=r) for i, (k, r) in reversed(list(enumerate(zip("abc", results))))}
+    envelopes = {i: envelope(k, result=r) for i, (k, r) in reversed(list(enumerate(zip("abc", results, strict=False))))}
     result = settle_block(block("map_reduce", reduce_function=reducer), envelopes, Registry())
     assert result.overall_status == "completed"
     assert result.final_result == reduced
@@ -126,7 +151,11 @@ def test_map_reduce_uses_a_registered_reducer() -> None:
 
 
 def test_map_reduce_fails_when_a_step_fails() -> None:
-    envelopes = {0: envelope("a", result=1), 1: envelope("b", "failed", error="ValueError: x"), 2: envelope("c", result=3)}
+    envelopes = {
+        0: envelope("a", result=1),
+        1: envelope("b", "failed", error="ValueError: x"),
+        2: envelope("c", result=3),
+    }
     result = settle_block(block("map_reduce", reduce_function="sum"), envelopes, Registry())
     assert result.overall_status == "failed"
     assert result.final_result is None
@@ -138,7 +167,10 @@ def test_a_failing_reducer_fails_the_block_with_its_error() -> None:
     result = settle_block(block("map_reduce", reduce_function="concat"), envelopes, Registry())
     assert result.overall_status == "failed"
     assert result.final_result is None
-    assert result.error_message == "reducer 'concat' failed: TypeError: concat needs all lists or all strings, got list, str"
+    assert (
+        result.error_message
+        == "reducer 'concat' failed: TypeError: concat needs all lists or all strings, got list, str"
+    )
     assert result.completed_tasks == 3
 
 
@@ -162,7 +194,9 @@ def test_a_registered_reducer_that_raises_fails_the_block() -> None:
     ],
 )
 def test_actual_max_concurrent_is_computed_from_times(times: list[tuple[float, float]], peak: int) -> None:
-    envelopes = {i: envelope(k, result=i, start=s, end=e) for i, (k, (s, e)) in enumerate(zip("abc", times))}
+    envelopes = {
+        i: envelope(k, result=i, start=s, end=e) for i, (k, (s, e)) in enumerate(zip("abc", times, strict=False))
+    }
     result = settle_block(block(), envelopes, Registry())
     assert result.actual_max_concurrent == peak
 
@@ -180,6 +214,8 @@ def test_a_block_of_no_steps_completes_empty() -> None:
 
 
 def test_a_reducer_unknown_to_this_worker_fails_the_block() -> None:
-    result = settle_block(block("map_reduce", names=("a",), reduce_function="only_on_client"), {0: envelope("a")}, Registry())
+    result = settle_block(
+        block("map_reduce", names=("a",), reduce_function="only_on_client"), {0: envelope("a")}, Registry()
+    )
     assert result.overall_status == "failed"
     assert "only_on_client" in (result.error_message or "")

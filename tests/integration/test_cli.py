@@ -1,0 +1,88 @@
+"""``namel3ss-celery run`` exactly as the README writes it: embedded, then on Redis with a real worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from namel3ss_celery import Namel3ssCelery, Settings
+
+from .workers import REPO, WorkerProcess
+
+CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "NAMEL3SS_CELERY_", "PYTHONPATH"))}
+    return subprocess.run(
+        [CLI, *args], cwd=REPO, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_readme_command_runs_the_pipeline_on_the_embedded_default() -> None:
+    out = run_cli("run", "examples/pipeline.yaml", "--steps", "examples.steps")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("program 'program': completed")
+    assert any("block search" in line and "all" in line and "3/3 steps ok" in line for line in lines)
+    assert any("block total_words" in line and "map_reduce" in line and "completed" in line for line in lines)
+    assert any("block checks" in line and "collect" in line and "1/2 steps ok" in line for line in lines)
+    assert any("kafka: LookupError: no document named 'kafka'" in line for line in lines)
+
+
+def test_a_workflow_passes_outputs_along() -> None:
+    out = run_cli("run", "examples/research.yaml", "--steps", "examples.steps")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("workflow 'research': completed")
+    assert '"sources": ["celery", "rabbitmq"]' in out.stdout
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "program.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_failed_block_exits_1(tmp_path: Path) -> None:
+    program = write(tmp_path, "parallel_blocks:\n  - {name: b, steps: [{target: check_doc, doc: kafka}]}\n")
+    out = run_cli("run", program, "--steps", "examples.steps")
+    assert out.returncode == 1
+    assert "block b" in out.stdout and "failed" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("parallel_blocks:\n  - {name: b, strategy: sometimes, steps: []}\n", "parallel_blocks[0].strategy"),
+        ("parallel_blocks:\n  - {name: b, steps: [{target: no_such_step}]}\n", "unknown target 'no_such_step'"),
+        ("parallel_blocks: [\n", "not valid YAML"),
+    ],
+)
+def test_a_spec_error_exits_2_and_names_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    out = run_cli("run", write(tmp_path, text), "--steps", "examples.steps")
+    assert out.returncode == 2
+    assert message in out.stderr
+
+
+@pytest.mark.integration
+def test_the_same_command_sends_work_to_a_redis_worker(redis_url: str, tmp_path: Path) -> None:
+    env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
+           "NAMEL3SS_CELERY_STEP_MODULES": "examples.steps"}
+    n3 = Namel3ssCelery(settings=Settings.from_mapping(env))
+    worker = WorkerProcess("namel3ss_celery", env, tmp_path)
+    try:
+        worker.wait_ready(n3.app)
+        out = run_cli("run", "examples/pipeline.yaml", "--steps", "examples.steps", "--broker", redis_url,
+                      "--backend", redis_url)
+        assert out.returncode == 0, out.stderr
+        assert "program 'program': completed" in out.stdout
+        assert worker.name in worker.log() and "n3.step.word_count" in worker.log()
+    finally:
+        worker.stop()
+        n3.close()
+        n3.app.pool.force_close_all()
