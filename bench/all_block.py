@@ -21,9 +21,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -82,6 +82,32 @@ def run_namel3ss(steps: int, timeout: float) -> Sample:
     return Sample(returned, total)
 
 
+def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float) -> Sample:
+    """Run one variant in a new thread, then collect garbage, so no run inherits another's leftovers.
+
+    Celery keeps one result backend per thread, with the AsyncResults that
+    publishing a chord registered and their Redis pubsub subscriptions; in a
+    shared thread the next ``get()`` would drain what the previous run left.
+    """
+    outcome: list[Sample | Exception] = []
+
+    def target() -> None:
+        try:
+            outcome.append(variant(steps, timeout))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="bench-run", daemon=True)
+    thread.start()
+    thread.join(timeout + 30)
+    gc.collect()
+    if not outcome:
+        raise BenchmarkFailed(f"{variant.__name__} did not return within {timeout + 30:g}s")
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
 # --- the worker -----------------------------------------------------------------
 
 
@@ -136,19 +162,6 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 # --- running and reporting ---------------------------------------------------------
 
 
-def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float) -> Sample:
-    """Run one variant in a new thread, then collect garbage, so no run inherits another's leftovers.
-
-    Celery keeps one result backend per thread, holding the AsyncResults that
-    publishing a chord registered and their Redis pubsub subscriptions. In a
-    shared thread the next ``get()`` would drain what the previous run left.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-run") as pool:
-        sample = pool.submit(variant, steps, timeout).result(timeout=timeout + 30)
-    gc.collect()
-    return sample
-
-
 def benchmark(steps: int, rounds: int, timeout: float) -> dict[str, list[Sample]]:
     """One warm-up of each variant, then ``rounds`` rounds, plain then namel3ss."""
     isolated(run_plain, steps, timeout)
@@ -163,19 +176,19 @@ def benchmark(steps: int, rounds: int, timeout: float) -> dict[str, list[Sample]
 
 def report(samples: dict[str, list[Sample]]) -> None:
     """Per-round table, medians, and the ratio of the medians (end to end)."""
-    plain, named = samples["plain"], samples["namel3ss"]
-    print()
-    print(f"{'round':>6} | {'plain s':>9} {'apply_async ms':>15} | {'namel3ss s':>10} {'dispatch ms':>12}")
-    print("-" * 62)
-    for number, (p, n) in enumerate(zip(plain, named), start=1):
-        print(f"{number:>6} | {p.total:>9.3f} {p.returned * 1000:>15.1f} | {n.total:>10.3f} {n.returned * 1000:>12.1f}")
-    print("-" * 62)
-    medians = {name: Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
-               for name, runs in samples.items()}
-    p, n = medians["plain"], medians["namel3ss"]
-    print(f"{'median':>6} | {p.total:>9.3f} {p.returned * 1000:>15.1f} | {n.total:>10.3f} {n.returned * 1000:>12.1f}")
+    rows = list(zip(samples["plain"], samples["namel3ss"]))
+    rows.append(tuple(Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
+                      for runs in (samples["plain"], samples["namel3ss"])))  # type: ignore[arg-type]
+    print(f"\n{'round':>6} | {'plain s':>8} {'apply_async ms':>14} | {'namel3ss s':>10} {'dispatch ms':>11} | n3/plain")
+    for number, (p, n) in enumerate(rows, start=1):
+        label = "median" if number == len(rows) else str(number)
+        if number == len(rows):
+            print("-" * 70)
+        print(f"{label:>6} | {p.total:>8.3f} {p.returned * 1000:>14.1f} | {n.total:>10.3f} {n.returned * 1000:>11.1f} "
+              f"| {n.total / p.total:>8.2f}")
+    p, n = rows[-1]
     print(f"\nratio namel3ss/plain of the median end-to-end times: {n.total / p.total:.2f}")
-    print(f"ratio namel3ss dispatch / plain apply_async (medians): {n.returned / p.returned:.2f}")
+    print(f"ratio namel3ss dispatch / plain apply_async (medians): {n.returned / p.returned:.3f}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -191,8 +204,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"all block of {args.steps} noop steps, {args.rounds} rounds; broker {BROKER_URL}, "
-          f"backend {RESULT_BACKEND}, queue {QUEUE}, worker prefork -c 2", flush=True)
+    print(f"all block of {args.steps} noop steps, {args.rounds} rounds; broker {BROKER_URL}, backend {RESULT_BACKEND}, "
+          f"queue {QUEUE}, worker prefork -c 2; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     log_path = Path(tempfile.gettempdir()) / f"n3bench-worker-{os.getpid()}.log"
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -201,12 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_worker(worker, WORKER_START_TIMEOUT)
         report(benchmark(args.steps, args.rounds, args.timeout))
     except Exception as exc:  # noqa: BLE001 - any failure ends the benchmark with status 1
-        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        print(f"worker log: {log_path}", file=sys.stderr)
+        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}\nworker log: {log_path}", file=sys.stderr)
         return 1
     finally:
         if worker is not None:
             stop_worker(worker)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    log_path.unlink(missing_ok=True)
     return 0
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import canvas
+from celery.backends.redis import RedisBackend
 
 from ..errors import CompileError, UnknownTarget
 from ..registry import Registry
@@ -25,9 +26,26 @@ BUILDERS: dict[ParallelStrategy, Builder] = {
 }
 
 
+CHORD_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.MAP_REDUCE)
+
+
 def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any]) -> canvas.Signature:
-    """The canvas that runs one node of a run (a block with at least one step)."""
-    return BUILDERS[node.block.strategy](app, node.block, run_id, node.name, context)
+    """The canvas that runs one node of a run (a block with at least one step).
+
+    ``all`` and ``map_reduce`` are chords where the result backend joins them
+    natively (Redis). Celery's key-value chord on other backends restores the
+    whole group at every step (quadratic: 1000 steps take tens of seconds on the
+    embedded default), so there they use the counted join that ``collect`` uses.
+    """
+    strategy = node.block.strategy
+    if strategy in CHORD_STRATEGIES and not joins_natively(app.backend):
+        return collect.build(app, node.block, run_id, node.name, context)
+    return BUILDERS[strategy](app, node.block, run_id, node.name, context)
+
+
+def joins_natively(backend: Any) -> bool:
+    """True for Celery's Redis result backend (and Sentinel), whose chord join is one atomic script per step."""
+    return isinstance(backend, RedisBackend)
 
 
 def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) -> None:

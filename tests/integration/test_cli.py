@@ -71,14 +71,18 @@ def test_a_spec_error_exits_2_and_names_the_problem(tmp_path: Path, text: str, m
 
 @pytest.mark.integration
 def test_the_same_command_sends_work_to_a_redis_worker(redis_url: str, tmp_path: Path) -> None:
-    env = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url,
-           "NAMEL3SS_CELERY_STEP_MODULES": "examples.steps"}
+    env = {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "NAMEL3SS_CELERY_STEP_MODULES": "examples.steps",
+    }
     n3 = Namel3ssCelery(settings=Settings.from_mapping(env))
     worker = WorkerProcess("namel3ss_celery", env, tmp_path)
     try:
         worker.wait_ready(n3.app)
-        out = run_cli("run", "examples/pipeline.yaml", "--steps", "examples.steps", "--broker", redis_url,
-                      "--backend", redis_url)
+        out = run_cli(
+            "run", "examples/pipeline.yaml", "--steps", "examples.steps", "--broker", redis_url, "--backend", redis_url
+        )
         assert out.returncode == 0, out.stderr
         assert "program 'program': completed" in out.stdout
         assert worker.name in worker.log() and "n3.step.word_count" in worker.log()

@@ -30,8 +30,12 @@ def test_a_run_is_read_by_id_from_another_process(redis_cluster: Cluster) -> Non
     )
     out = subprocess.run(
         [sys.executable, "-c", script, handle.id],
-        cwd=REPO, env={**redis_cluster.env, "PYTHONPATH": str(REPO)},
-        capture_output=True, text=True, timeout=90, check=True,
+        cwd=REPO,
+        env={**redis_cluster.env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"status": "completed", "final": {"x": 8}}
     assert redis_cluster.n3.run(handle.id).status() == "completed"
@@ -105,7 +109,10 @@ def test_a_worker_refuses_a_target_it_does_not_know_and_the_block_still_ends(
     def only_here(step: dict[str, object], context: dict[str, object]) -> str:
         return "ran in the client"
 
-    steps = [{"name": "ok", "target": "echo", "value": 1}, {"name": "alien", "target": f"only_in_the_client_{strategy}"}]
+    steps = [
+        {"name": "ok", "target": "echo", "value": 1},
+        {"name": "alien", "target": f"only_in_the_client_{strategy}"},
+    ]
     result = redis_cluster.n3.dispatch({"name": "b", "strategy": strategy, "steps": steps}).get(timeout=WAIT)
     entry = next(r for r in result.results if r.task_id == "alien")
     assert entry.status == "failed"

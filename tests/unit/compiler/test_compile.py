@@ -19,9 +19,26 @@ STEPS = [{"name": "first", "target": "fetch", "query": "celery"}, {"target": "mo
 
 @pytest.fixture
 def app() -> Iterator[celery.Celery]:
-    app = celery.Celery("t", broker="memory://", backend="cache+memory://", set_as_current=False)
+    """An app with a Redis result backend (nothing connects: no signature is sent)."""
+    app = celery.Celery("t", broker="memory://", backend="redis://127.0.0.1:1/0", set_as_current=False)
     yield app
     app.close()
+
+
+@pytest.fixture
+def memory_app() -> Iterator[celery.Celery]:
+    app = celery.Celery("m", broker="memory://", backend="cache+memory://", set_as_current=False)
+    yield app
+    app.close()
+
+
+@pytest.mark.parametrize(("strategy", "fields"), [("all", {}), ("map_reduce", {"reduce_function": "sum"})])
+def test_without_a_native_chord_backend_all_and_map_reduce_use_the_counted_join(
+    memory_app: celery.Celery, strategy: str, fields: dict[str, Any]
+) -> None:
+    sig = compile_node(memory_app, node(strategy, **fields), "run-1", {})
+    assert isinstance(sig, canvas.group)
+    assert {task.args[0]["join"] for task in sig.tasks} == {"count"}
 
 
 def node(strategy: str, **fields: Any) -> PlanNode:
