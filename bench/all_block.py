@@ -5,7 +5,7 @@ Run from the repository root::
     python -m bench.all_block [--steps 1000] [--rounds 5] [--timeout 300]
 
 It flushes the benchmark Redis database, starts one worker (prefork, 2
-processes) as a subprocess, warms both variants up, then alternates them for
+processes) as a subprocess (``bench/worker.py``), warms both variants up, then alternates them for
 ``--rounds`` rounds and prints each round, the medians and their ratio. The
 worker is always stopped at the end. Exit status 1 when anything fails.
 """
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,22 +24,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
-import redis
 from celery import canvas
 
-from bench.app import BROKER_URL, QUEUE, RESULT_BACKEND, app, collect, n3, noop
+from bench.app import BROKER_URL, QUEUE, RESULT_BACKEND, collect, n3, noop
+from bench.worker import BenchmarkFailed, flush_benchmark_db, start_worker, stop_worker, wait_for_worker
 from namel3ss_celery import ParallelExecutionResult
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKER_NAME = f"bench@{socket.gethostname()}"
-WORKER_START_TIMEOUT = 30.0
-WORKER_STOP_TIMEOUT = 15.0
-
-
-class BenchmarkFailed(Exception):
-    """A variant returned the wrong thing, or the worker did not start."""
 
 
 @dataclass(frozen=True)
@@ -108,57 +96,6 @@ def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float
     return outcome[0]
 
 
-# --- the worker -----------------------------------------------------------------
-
-
-def flush_benchmark_db() -> None:
-    """Empty the Redis database(s) of the benchmark's broker and backend; refuse database 0."""
-    for url in sorted({BROKER_URL, RESULT_BACKEND}):
-        if not url.startswith("redis://"):
-            continue
-        if urlparse(url).path.strip("/") in ("", "0"):
-            raise BenchmarkFailed(f"refusing to flush Redis database 0 ({url}); give the benchmark its own database")
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        try:
-            client.flushdb()
-        finally:
-            client.close()
-
-
-def start_worker(log_path: Path) -> subprocess.Popen[bytes]:
-    """``celery -A bench.app worker`` in its own process group, logging to ``log_path``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    command = [
-        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork", "-c", "2",
-        "-Q", QUEUE, "-n", "bench@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
-    ]
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_for_worker(worker: subprocess.Popen[bytes], timeout: float) -> None:
-    """Return once the worker answers ``ping``; raise if it exits or stays silent for ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise BenchmarkFailed(f"the worker exited with status {worker.returncode} before answering ping")
-        if app.control.ping(destination=[WORKER_NAME], timeout=1.0):
-            return
-    raise BenchmarkFailed(f"the worker {WORKER_NAME} did not answer ping within {timeout:g}s")
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (warm shutdown), then SIGKILL to its whole process group if it lingers."""
-    if worker.poll() is not None:
-        return
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(WORKER_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(5)
-
-
 # --- running and reporting ---------------------------------------------------------
 
 
@@ -176,19 +113,24 @@ def benchmark(steps: int, rounds: int, timeout: float) -> dict[str, list[Sample]
 
 def report(samples: dict[str, list[Sample]]) -> None:
     """Per-round table, medians, and the ratio of the medians (end to end)."""
-    rows = list(zip(samples["plain"], samples["namel3ss"]))
-    rows.append(tuple(Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
-                      for runs in (samples["plain"], samples["namel3ss"])))  # type: ignore[arg-type]
+    plain, named = samples["plain"], samples["namel3ss"]
     print(f"\n{'round':>6} | {'plain s':>8} {'apply_async ms':>14} | {'namel3ss s':>10} {'dispatch ms':>11} | n3/plain")
-    for number, (p, n) in enumerate(rows, start=1):
-        label = "median" if number == len(rows) else str(number)
-        if number == len(rows):
-            print("-" * 70)
-        print(f"{label:>6} | {p.total:>8.3f} {p.returned * 1000:>14.1f} | {n.total:>10.3f} {n.returned * 1000:>11.1f} "
-              f"| {n.total / p.total:>8.2f}")
-    p, n = rows[-1]
+    for number, (p, n) in enumerate(zip(plain, named, strict=True), start=1):
+        print(table_row(str(number), p, n))
+    print("-" * 70)
+    p, n = median_sample(plain), median_sample(named)
+    print(table_row("median", p, n))
     print(f"\nratio namel3ss/plain of the median end-to-end times: {n.total / p.total:.2f}")
     print(f"ratio namel3ss dispatch / plain apply_async (medians): {n.returned / p.returned:.3f}")
+
+
+def median_sample(runs: list[Sample]) -> Sample:
+    return Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
+
+
+def table_row(label: str, p: Sample, n: Sample) -> str:
+    return (f"{label:>6} | {p.total:>8.3f} {p.returned * 1000:>14.1f} | {n.total:>10.3f} {n.returned * 1000:>11.1f} "
+            f"| {n.total / p.total:>8.2f}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -211,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flush_benchmark_db()
         worker = start_worker(log_path)
-        wait_for_worker(worker, WORKER_START_TIMEOUT)
+        wait_for_worker(worker)
         report(benchmark(args.steps, args.rounds, args.timeout))
     except Exception as exc:  # noqa: BLE001 - any failure ends the benchmark with status 1
-        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}\nworker log: {log_path}", file=sys.stderr)
+        print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if log_path.exists():
+            print(f"worker log: {log_path}", file=sys.stderr)
         return 1
     finally:
         if worker is not None:

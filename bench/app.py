@@ -46,12 +46,12 @@ app.conf.update(
 n3 = Namel3ssCelery(app)
 
 
-@app.task(name="bench.noop")
+@app.task(name="bench.noop")  # type: ignore[untyped-decorator]
 def noop() -> None:
     """Plain Celery: do nothing (the header task of the plain chord)."""
 
 
-@app.task(name="bench.collect")
+@app.task(name="bench.collect")  # type: ignore[untyped-decorator]
 def collect(results: list[Any]) -> int:
     """Plain Celery: the chord body; how many header results arrived."""
     return len(results)

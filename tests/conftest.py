@@ -104,6 +104,15 @@ def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def close_broker_pools() -> Iterator[None]:
+    """Close kombu's connection and producer pools (shared by every app of a URL) once, at the end."""
+    yield
+    import kombu.pools
+
+    kombu.pools.reset()
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No CELERY_* or NAMEL3SS_CELERY_* from the calling shell leaks into a test."""

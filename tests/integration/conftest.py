@@ -57,9 +57,7 @@ def stop_cluster(cluster: Cluster) -> None:
     cluster.worker.stop()
     gc.collect()  # AsyncResults of published steps unsubscribe from the backend as they go
     cluster.n3.close()
-    cluster.app.amqp.producer_pool.force_close_all()
-    cluster.app.pool.force_close_all()
-    cluster.app.close()
+    cluster.app.close()  # broker connection pools are kombu's, shared by URL: closed at session end
     cluster.app.backend.client.close()
 
 

@@ -89,4 +89,3 @@ def test_the_same_command_sends_work_to_a_redis_worker(redis_url: str, tmp_path:
     finally:
         worker.stop()
         n3.close()
-        n3.app.pool.force_close_all()

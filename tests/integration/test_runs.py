@@ -154,5 +154,4 @@ def test_the_default_app_runs_with_celery_dash_a(redis_url: str, tmp_path_factor
     finally:
         worker.stop()
         n3.close()
-        n3.app.pool.force_close_all()
         n3.app.backend.client.close()

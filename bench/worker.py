@@ -1,0 +1,77 @@
+"""The benchmark worker: flush its Redis database, start it as a subprocess, wait for it, stop it.
+
+Shared by the benchmark scripts, so every comparison runs on the same kind of
+worker: ``celery -A bench.app worker -P prefork -c 2 -Q <N3BENCH_QUEUE>``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from bench.app import BROKER_URL, QUEUE, RESULT_BACKEND, app
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_NAME = f"bench@{socket.gethostname()}"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class BenchmarkFailed(Exception):
+    """A run returned the wrong thing, or the worker did not start."""
+
+
+def flush_benchmark_db() -> None:
+    """Empty the Redis database(s) of the benchmark's broker and backend; refuse database 0."""
+    for url in sorted({BROKER_URL, RESULT_BACKEND}):
+        if not url.startswith("redis://"):
+            continue
+        if urlparse(url).path.strip("/") in ("", "0"):
+            raise BenchmarkFailed(f"refusing to flush Redis database 0 ({url}); give the benchmark its own database")
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def start_worker(log_path: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    """``celery -A bench.app worker`` in its own process group, logging to ``log_path``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [
+        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork", "-c", str(concurrency),
+        "-Q", QUEUE, "-n", "bench@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
+    ]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for_worker(worker: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
+    """Return once the worker answers ``ping``; raise if it exits or stays silent for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise BenchmarkFailed(f"the worker exited with status {worker.returncode} before answering ping")
+        if app.control.ping(destination=[WORKER_NAME], timeout=1.0):
+            return
+    raise BenchmarkFailed(f"the worker {WORKER_NAME} did not answer ping within {timeout:g}s")
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL to its whole process group if it lingers."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(5)
