@@ -22,22 +22,24 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from celery import canvas
 
 from bench.app import BROKER_URL, QUEUE, RESULT_BACKEND, collect, n3, noop
-from bench.worker import BenchmarkFailed, flush_benchmark_db, start_worker, stop_worker, wait_for_worker
+from bench.worker import BenchmarkFailed, cpu_seconds, flush_benchmark_db, start_worker, stop_worker, wait_for_worker
 from namel3ss_celery import ParallelExecutionResult
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One end-to-end run: seconds until the call returned, and until the result arrived."""
+    """One end-to-end run: seconds until the call returned and until the result arrived; CPU seconds used."""
 
     returned: float
     total: float
+    client_cpu: float = 0.0
+    worker_cpu: float = 0.0
 
 
 # --- the two variants ---------------------------------------------------------
@@ -70,12 +72,13 @@ def run_namel3ss(steps: int, timeout: float) -> Sample:
     return Sample(returned, total)
 
 
-def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float) -> Sample:
+def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float, worker_pid: int) -> Sample:
     """Run one variant in a new thread, then collect garbage, so no run inherits another's leftovers.
 
     Celery keeps one result backend per thread, with the AsyncResults that
     publishing a chord registered and their Redis pubsub subscriptions; in a
     shared thread the next ``get()`` would drain what the previous run left.
+    Also counts the CPU seconds this process and the worker used meanwhile.
     """
     outcome: list[Sample | Exception] = []
 
@@ -85,28 +88,30 @@ def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float
         except Exception as exc:  # noqa: BLE001 - handed to the caller below
             outcome.append(exc)
 
+    client_cpu, worker_cpu = time.process_time(), cpu_seconds(worker_pid)
     thread = threading.Thread(target=target, name="bench-run", daemon=True)
     thread.start()
     thread.join(timeout + 30)
+    client_cpu, worker_cpu = time.process_time() - client_cpu, cpu_seconds(worker_pid) - worker_cpu
     gc.collect()
     if not outcome:
         raise BenchmarkFailed(f"{variant.__name__} did not return within {timeout + 30:g}s")
     if isinstance(outcome[0], Exception):
         raise outcome[0]
-    return outcome[0]
+    return replace(outcome[0], client_cpu=client_cpu, worker_cpu=worker_cpu)
 
 
 # --- running and reporting ---------------------------------------------------------
 
 
-def benchmark(steps: int, rounds: int, timeout: float) -> dict[str, list[Sample]]:
+def benchmark(steps: int, rounds: int, timeout: float, worker_pid: int) -> dict[str, list[Sample]]:
     """One warm-up of each variant, then ``rounds`` rounds, plain then namel3ss."""
-    isolated(run_plain, steps, timeout)
-    isolated(run_namel3ss, steps, timeout)
+    isolated(run_plain, steps, timeout, worker_pid)
+    isolated(run_namel3ss, steps, timeout, worker_pid)
     samples: dict[str, list[Sample]] = {"plain": [], "namel3ss": []}
     for number in range(1, rounds + 1):
-        samples["plain"].append(isolated(run_plain, steps, timeout))
-        samples["namel3ss"].append(isolated(run_namel3ss, steps, timeout))
+        samples["plain"].append(isolated(run_plain, steps, timeout, worker_pid))
+        samples["namel3ss"].append(isolated(run_namel3ss, steps, timeout, worker_pid))
         print(f"  round {number}/{rounds} done", flush=True)
     return samples
 
@@ -122,10 +127,14 @@ def report(samples: dict[str, list[Sample]]) -> None:
     print(table_row("median", p, n))
     print(f"\nratio namel3ss/plain of the median end-to-end times: {n.total / p.total:.2f}")
     print(f"ratio namel3ss dispatch / plain apply_async (medians): {n.returned / p.returned:.3f}")
+    print("\nCPU seconds per run (medians; Redis not counted), less sensitive than wall time to other load:")
+    for name, m in (("plain", p), ("namel3ss", n)):
+        print(f"  {name:>8}: client {m.client_cpu:.3f} + worker {m.worker_cpu:.3f} = {m.client_cpu + m.worker_cpu:.3f}")
+    print(f"  ratio namel3ss/plain: {(n.client_cpu + n.worker_cpu) / (p.client_cpu + p.worker_cpu):.2f}")
 
 
 def median_sample(runs: list[Sample]) -> Sample:
-    return Sample(statistics.median(s.returned for s in runs), statistics.median(s.total for s in runs))
+    return Sample(*(statistics.median(getattr(s, f.name) for s in runs) for f in fields(Sample)))
 
 
 def table_row(label: str, p: Sample, n: Sample) -> str:
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_benchmark_db()
         worker = start_worker(log_path)
         wait_for_worker(worker)
-        report(benchmark(args.steps, args.rounds, args.timeout))
+        report(benchmark(args.steps, args.rounds, args.timeout, worker.pid))
     except Exception as exc:  # noqa: BLE001 - any failure ends the benchmark with status 1
         print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if log_path.exists():

@@ -75,3 +75,20 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its child processes; 0.0 without Linux ``/proc``."""
+    proc = Path("/proc")
+    children = proc / str(pid) / "task" / str(pid) / "children"
+    if not children.exists():
+        return 0.0
+    total = 0
+    for process in [str(pid), *children.read_text().split()]:
+        try:
+            stat = (proc / process / "stat").read_text()
+        except FileNotFoundError:  # a pool process that just exited
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")

@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Any
 
+from celery._state import _set_task_join_will_block
 from celery.worker import WorkController
 
 from .errors import ConfigurationError
@@ -68,7 +69,11 @@ class EmbeddedWorker:
             )
             thread = threading.Thread(target=controller.start, name="namel3ss-embedded-worker", daemon=True)
             thread.start()
-            if not controller.ready.wait(timeout):
+            ready = controller.ready.wait(timeout)
+            # Starting a worker marks the process as "inside a task", which would forbid
+            # AsyncResult.get() in the caller's own threads; undo it as celery.contrib.testing does.
+            _set_task_join_will_block(False)
+            if not ready:
                 raise ConfigurationError(
                     f"the embedded Celery worker did not start within {timeout:g}s", setting="broker_url"
                 )

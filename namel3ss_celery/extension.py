@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, signals
 
 from .compiler import check_plan
+from .compiler.support import check_program_supported
 from .embedded import EmbeddedWorker
 from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun, WaitTimeout
 from .registry import (
@@ -196,6 +197,8 @@ class Namel3ssCelery:
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
         loaded = load_any(spec if not isinstance(spec, Mapping) else to_data(spec))
+        if isinstance(loaded, ProgramSpec):
+            check_program_supported(loaded)
         try:
             plan = make_plan(loaded, workflow)
         except KeyError:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotSupportedYet
-from ..spec import ParallelBlockSpec, ParallelStrategy
+from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec
 
 SUPPORTED_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.COLLECT, ParallelStrategy.MAP_REDUCE)
 
@@ -39,3 +39,14 @@ def check_supported(block: ParallelBlockSpec, path: str) -> None:
         for name in STEP_NOT_YET:
             if getattr(step, name) is not None:
                 raise NotSupportedYet(f"{name} on a step is not supported yet", path=f"{path}.steps[{index}].{name}")
+
+
+# Program sections whose behaviour is not built yet: a program that declares them is refused.
+PROGRAM_NOT_YET = ("worker_pools", "task_queues", "distributed_configs", "event_triggers", "event_handlers")
+
+
+def check_program_supported(program: ProgramSpec) -> None:
+    """Raise ``NotSupportedYet`` for a program section this release would otherwise ignore."""
+    for name in PROGRAM_NOT_YET:
+        if getattr(program, name):
+            raise NotSupportedYet(f"{name} are not supported yet; remove them to run this program", path=name)

@@ -6,7 +6,6 @@ import asyncio
 import contextvars
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ SCHEMA_VERSION = 1
 _cancel_check: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
     "namel3ss_celery_cancel_check", default=None
 )
-_loops = threading.local()
 
 
 def cancelled() -> bool:
@@ -85,7 +83,7 @@ def call_step(definition: StepDef, payload: dict[str, Any], worker: str, task_id
     try:
         value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
         if asyncio.iscoroutine(value):
-            value = _event_loop().run_until_complete(value)
+            value = asyncio.run(value)
         result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
     except StepCancelled as exc:
         return StepOutcome(payload["key"], "cancelled", None, describe(exc), exc, start, time.time(), worker, task_id)
@@ -108,12 +106,3 @@ def to_json_data(value: Any, what: str) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from None
         raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from None
-
-
-def _event_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per worker thread, reused by every async step it runs."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _loops.loop = loop
-    return loop

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,15 +22,6 @@ from namel3ss_celery.worker.runner import (
     check_payload,
     to_json_data,
 )
-
-
-@pytest.fixture(autouse=True)
-def close_step_loop() -> Iterator[None]:
-    """The runner keeps one event loop per thread; close it so no test leaks an open loop."""
-    yield
-    loop = getattr(runner._loops, "loop", None)
-    if loop is not None and not loop.is_closed():
-        loop.close()
 
 
 def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""The embedded default: a real Celery worker thread over the in-memory transport, no server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from namel3ss_celery import (
+    ConfigurationError,
+    Namel3ssCelery,
+    NotSupportedYet,
+    Settings,
+    SpecError,
+    UnknownRun,
+    install,
+)
+
+
+@pytest.fixture(scope="module")
+def n3() -> Iterator[Namel3ssCelery]:
+    import tests.integration.steps  # noqa: F401 - module-level @step functions
+
+    embedded = Namel3ssCelery(settings=Settings.from_mapping({}))
+    yield embedded
+    embedded.close()
+
+
+def test_the_embedded_default_needs_no_server(n3: Namel3ssCelery) -> None:
+    assert n3.settings.embedded
+    assert str(n3.app.conf.broker_url).startswith("memory://")
+    steps = [{"name": "a", "target": "echo", "value": 1}, {"name": "b", "target": "async_double", "value": 2}]
+    result = n3.dispatch({"name": "b", "steps": steps}).get(timeout=30)
+    assert result.final_result == {"a": 1, "b": 4}
+    assert {r.metadata["executed_on"] for r in result.results} == {"celery"}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "extra", "status", "final"),
+    [
+        ("all", {}, "failed", {"ok": 3}),
+        ("collect", {}, "completed", None),
+        ("map_reduce", {"reduce_function": "sum"}, "failed", None),
+    ],
+)
+def test_strategies_settle_the_same_way_embedded(
+    n3: Namel3ssCelery, strategy: str, extra: dict[str, Any], status: str, final: Any
+) -> None:
+    steps = [{"name": "ok", "target": "echo", "value": 3}, {"name": "bad", "target": "fail"}]
+    result = n3.dispatch({"name": "b", "strategy": strategy, "steps": steps, **extra}).get(timeout=30)
+    assert result.overall_status == status
+    assert result.failed_tasks == 1
+    if final is not None:
+        assert result.final_result == final
+
+
+def test_a_large_block_finishes_embedded(n3: Namel3ssCelery) -> None:
+    result = n3.dispatch({"name": "big", "steps": [{"target": "echo", "value": i} for i in range(500)]}).get(60)
+    assert result.completed_tasks == 500
+    assert result.final_result["step_499"] == 499
+
+
+def test_context_must_be_json(n3: Namel3ssCelery) -> None:
+    with pytest.raises(SpecError) as info:
+        n3.dispatch({"name": "b", "steps": [{"target": "echo"}]}, context={"when": object()})
+    assert info.value.path == "context"
+
+
+def test_unknown_run(n3: Namel3ssCelery) -> None:
+    with pytest.raises(UnknownRun):
+        n3.run("nope").status()
+
+
+@pytest.mark.parametrize("section", ["worker_pools", "event_triggers"])
+def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
+    value = (
+        [{"name": "p", "queue_name": "q"}]
+        if section == "worker_pools"
+        else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
+    )
+    program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
+    with pytest.raises(NotSupportedYet) as info:
+        n3.dispatch(program)
+    assert info.value.path == section
+
+
+def test_an_rpc_backend_is_refused_naming_the_setting() -> None:
+    from celery import Celery
+
+    app = Celery("rpc", broker="memory://", backend="rpc://", set_as_current=False)
+    with pytest.raises(ConfigurationError) as info:
+        install(app)
+    assert info.value.setting == "result_backend"
+
+
+def test_install_twice_gives_the_same_instance() -> None:
+    from celery import Celery
+
+    app = Celery("twice", broker="memory://", backend="cache+memory://", set_as_current=False)
+    assert install(app) is install(app)
