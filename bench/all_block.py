@@ -5,9 +5,10 @@ Run from the repository root::
     python -m bench.all_block [--steps 1000] [--rounds 5] [--timeout 300]
 
 It flushes the benchmark Redis database, starts one worker (prefork, 2
-processes) as a subprocess (``bench/worker.py``), warms both variants up, then alternates them for
-``--rounds`` rounds and prints each round, the medians and their ratio. The
-worker is always stopped at the end. Exit status 1 when anything fails.
+processes) as a subprocess (``bench/worker.py``), warms both variants up,
+then alternates them for ``--rounds`` rounds and prints each round, the
+medians and their ratio, and the CPU each side used. The worker is always
+stopped at the end. Exit status 1 when anything fails.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from celery import Celery, signals
 
 from .compiler import check_plan
 from .compiler.support import check_program_supported
+from .conductor import Conductor
 from .embedded import EmbeddedWorker
 from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun, WaitTimeout
 from .registry import (
@@ -32,7 +33,7 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
 from .spec.load import to_data
-from .tasks import Conductor, register_adapter_tasks, register_step_task, step_task_class
+from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, final_result, make_plan
 from .worker.redis_store import RedisStore
 from .worker.runner import to_json_data

@@ -197,3 +197,4 @@ BUILTIN_REDUCERS: dict[str, ReducerFunction] = {"sum": _sum, "count": _count, "c
 LAUNCH_TASK = "n3.run.launch"
 SETTLE_CHORD_TASK = "n3.settle.chord"
 SETTLE_CHORD_FAILED_TASK = "n3.settle.chord_failed"
+SETTLE_DEADLINE_TASK = "n3.settle.deadline"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import canvas
@@ -14,33 +17,61 @@ from ..spec import ParallelBlockSpec, ParallelStrategy
 from ..worker.plan import Plan, PlanNode
 from ..worker.settle import resolve_reducer
 from . import all as all_strategy
-from . import collect, map_reduce
+from . import any_success, collect, map_reduce, race
+from .steps import step_payload, step_signatures
 from .support import check_supported
 
-Builder = Callable[[Any, ParallelBlockSpec, str, str, dict[str, Any]], canvas.Signature]
+Builder = Callable[[Any, ParallelBlockSpec, str, str, dict[str, Any], "float | None"], canvas.Signature]
 
 BUILDERS: dict[ParallelStrategy, Builder] = {
     ParallelStrategy.ALL: all_strategy.build,
     ParallelStrategy.COLLECT: collect.build,
     ParallelStrategy.MAP_REDUCE: map_reduce.build,
+    ParallelStrategy.RACE: race.build,
+    ParallelStrategy.ANY_SUCCESS: any_success.build,
 }
-
 
 CHORD_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.MAP_REDUCE)
 
 
-def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any]) -> canvas.Signature:
-    """The canvas that runs one node of a run (a block with at least one step).
+@dataclass
+class Launch:
+    """What starting a node publishes: a canvas now, the rest of a ``max_concurrency`` feed later.
+
+    ``feed`` holds the steps beyond the first ``max_concurrency``, as JSON items
+    (``task``, ``payload``, ``expires_at``); each finished step publishes the next.
+    ``deadline`` is the block's absolute deadline (``timeout_seconds``), if any.
+    """
+
+    canvas: canvas.Signature
+    feed: list[str] = field(default_factory=list)
+    deadline: float | None = None
+
+
+def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any]) -> Launch:
+    """What runs one node of a run (a block with at least one step).
 
     ``all`` and ``map_reduce`` are chords where the result backend joins them
     natively (Redis). Celery's key-value chord on other backends restores the
     whole group at every step (quadratic: 1000 steps take tens of seconds on the
-    embedded default), so there they use the counted join that ``collect`` uses.
+    embedded default), so there, and under ``max_concurrency`` (not every step is
+    in the group), they use the counted join that ``collect`` uses.
     """
-    strategy = node.block.strategy
+    block = node.block
+    deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
+    window = block.max_concurrency
+    if window is not None and window < len(block.steps):
+        first = step_signatures(app, block, run_id, node.name, context, "count", deadline, range(window), feed=True)
+        rest = [
+            json.dumps({"task": str(block.steps[i].target), "payload": payload, "expires_at": deadline})
+            for i in range(window, len(block.steps))
+            for payload in [step_payload(block, i, run_id, node.name, context, "count", True)]
+        ]
+        return Launch(canvas.group(first), rest, deadline)
+    strategy = block.strategy
     if strategy in CHORD_STRATEGIES and not joins_natively(app.backend):
-        return collect.build(app, node.block, run_id, node.name, context)
-    return BUILDERS[strategy](app, node.block, run_id, node.name, context)
+        return Launch(collect.build(app, block, run_id, node.name, context, deadline), [], deadline)
+    return Launch(BUILDERS[strategy](app, block, run_id, node.name, context, deadline), [], deadline)
 
 
 def joins_natively(backend: Any) -> bool:

@@ -11,8 +11,13 @@ from ..spec import ParallelBlockSpec
 from .steps import step_signatures
 
 
-def build(app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any]) -> canvas.Signature:
-    header = canvas.group(step_signatures(app, block, run_id, node, context, join="chord"))
+def build(
+    app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any], expires_at: float | None
+) -> canvas.Signature:
+    signatures = step_signatures(app, block, run_id, node, context, "chord", expires_at)
+    # A header given as a generator keeps Celery's Redis backend from building a GroupResult in
+    # apply_chord, which would subscribe this process to every step's result channel for good.
+    header = canvas.group(signature for signature in signatures)
     return canvas.chord(header, settle_body(app, run_id, node))
 
 

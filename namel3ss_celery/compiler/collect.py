@@ -10,5 +10,7 @@ from ..spec import ParallelBlockSpec
 from .steps import step_signatures
 
 
-def build(app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any]) -> canvas.Signature:
-    return canvas.group(step_signatures(app, block, run_id, node, context, join="count"))
+def build(
+    app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any], expires_at: float | None
+) -> canvas.Signature:
+    return canvas.group(step_signatures(app, block, run_id, node, context, "count", expires_at))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import canvas
@@ -12,9 +13,15 @@ from ..worker.runner import SCHEMA_VERSION
 
 
 def step_payload(
-    block: ParallelBlockSpec, index: int, run_id: str, node: str, context: dict[str, Any], join: str
+    block: ParallelBlockSpec, index: int, run_id: str, node: str, context: dict[str, Any], join: str, feed: bool
 ) -> dict[str, Any]:
-    """The message body a step task receives (schema version ``SCHEMA_VERSION``)."""
+    """The message body a step task receives (schema version ``SCHEMA_VERSION``).
+
+    Besides the step and its context it carries what the worker needs to settle
+    without reading the plan: the block's strategy, ``fail_fast``, how many
+    retries a failure gets, and whether a finished step publishes the next one
+    (``feed``, under ``max_concurrency``).
+    """
     step = block.steps[index]
     return {
         "v": SCHEMA_VERSION,
@@ -24,20 +31,38 @@ def step_payload(
         "n": len(block.steps),
         "key": step_key(step, index),
         "join": join,
+        "strategy": str(block.strategy),
+        "fail_fast": block.fail_fast,
+        "retries": block.max_retries if block.retry_failed else 0,
+        "feed": feed,
         "step": step.payload(),
         "context": context,
     }
 
 
+def step_signature(app: Any, target: str, payload: dict[str, Any], expires_at: float | None) -> canvas.Signature:
+    """One immutable signature; a block deadline makes its message expire, so it never starts late."""
+    options: dict[str, Any] = {}
+    if expires_at is not None:
+        options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
+    return app.signature(STEP_TASK_PREFIX + target, args=(payload,), immutable=True, **options)
+
+
 def step_signatures(
-    app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any], join: str
+    app: Any,
+    block: ParallelBlockSpec,
+    run_id: str,
+    node: str,
+    context: dict[str, Any],
+    join: str,
+    expires_at: float | None = None,
+    indexes: range | None = None,
+    feed: bool = False,
 ) -> list[canvas.Signature]:
-    """One immutable signature per step, named after its target."""
+    """The signatures of the steps at ``indexes`` (all by default), named after their targets."""
     return [
-        app.signature(
-            STEP_TASK_PREFIX + str(step.target),
-            args=(step_payload(block, index, run_id, node, context, join),),
-            immutable=True,
+        step_signature(
+            app, str(block.steps[i].target), step_payload(block, i, run_id, node, context, join, feed), expires_at
         )
-        for index, step in enumerate(block.steps)
+        for i in (indexes if indexes is not None else range(len(block.steps)))
     ]

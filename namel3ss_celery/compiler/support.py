@@ -8,15 +8,11 @@ from typing import Any
 from ..errors import NotSupportedYet
 from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec
 
-SUPPORTED_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.COLLECT, ParallelStrategy.MAP_REDUCE)
+SUPPORTED_STRATEGIES = tuple(ParallelStrategy)
 
 # Block fields whose behaviour is not built yet: refused when set to anything but the IR default.
 NOT_YET: dict[str, Callable[[Any], bool]] = {
-    "max_concurrency": lambda v: v is None,
-    "timeout_seconds": lambda v: v is None,
-    "retry_failed": lambda v: v is False,
     "output_key": lambda v: v is None,
-    "terminate_losers": lambda v: v is False,
     "required_permission_level": lambda v: v is None,
     "allowed_capabilities": lambda v: v == [],
 }

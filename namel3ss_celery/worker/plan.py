@@ -199,3 +199,29 @@ def final_result(record: Mapping[str, str]) -> ParallelExecutionResult | Workflo
     """The final result filed in a run record, if the run has ended."""
     raw = record.get("result")
     return result_from_dict(json.loads(raw)) if raw else None
+
+
+def refreshed_final(
+    store: CoordinationStore, run_id: str, plan: Plan
+) -> ParallelExecutionResult | WorkflowResult | None:
+    """The run's final result rebuilt from its nodes' (refreshed) results; ``None`` while the run goes on.
+
+    Its status and failed node stay as they were decided: only what losers did is new.
+    """
+    record = store.run_record(run_id) or {}
+    previous = final_result(record)
+    if previous is None:
+        return None
+    results = {
+        n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
+        for n in plan.nodes
+        if f"node:{n.name}:result" in record
+    }
+    outputs = {
+        name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
+    }
+    failed_node = previous.failed_node if isinstance(previous, WorkflowResult) else None
+    final = run_result(plan, run_id, record, results, outputs, failed_node)
+    if isinstance(final, WorkflowResult) and isinstance(previous, WorkflowResult):
+        final.end_time, final.total_duration_ms = previous.end_time, previous.total_duration_ms
+    return final

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 
-from .store import done_key, run_key, steps_key
+from .store import done_key, list_key, run_key, steps_key
 
 
 class RedisStore:
@@ -30,6 +30,12 @@ class RedisStore:
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
         self.client.hset(run_key(run_id), mapping=dict(fields))
 
+    def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
+        return list(self.client.hmget(run_key(run_id), list(fields)))
+
+    def incr(self, run_id: str, field: str, amount: int = 1) -> int:
+        return int(self.client.hincrby(run_key(run_id), field, amount))
+
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         return bool(self.client.hsetnx(run_key(run_id), field, value))
 
@@ -44,6 +50,18 @@ class RedisStore:
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         return {int(k): v for k, v in self.client.hgetall(steps_key(run_id, node)).items()}
+
+    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
+        if not items:
+            return
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(list_key(run_id, name), *items)
+            pipe.expire(list_key(run_id, name), ttl)
+            pipe.execute()
+
+    def pop_item(self, run_id: str, name: str) -> str | None:
+        item: str | None = self.client.lpop(list_key(run_id, name))
+        return item
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:

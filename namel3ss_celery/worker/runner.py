@@ -7,7 +7,7 @@ import contextvars
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,7 @@ class StepOutcome:
     end: float
     worker: str
     task_id: str
+    outcome: str | None = None  # for race losers and stopped steps: not_started, stopped, ran_to_end, won
 
     def envelope(self) -> str:
         """The JSON filed in the coordination store for settle to read."""
@@ -57,6 +58,7 @@ class StepOutcome:
                 "end": self.end,
                 "worker": self.worker,
                 "task_id": self.task_id,
+                "outcome": self.outcome,
             }
         )
 
@@ -77,19 +79,71 @@ def check_payload(payload: Any, definition: StepDef) -> dict[str, Any]:
     return payload
 
 
-def call_step(definition: StepDef, payload: dict[str, Any], worker: str, task_id: str) -> StepOutcome:
-    """Run the step function on ``(step, context)``; every exception becomes a failed outcome."""
+def call_step(
+    definition: StepDef,
+    payload: dict[str, Any],
+    worker: str,
+    task_id: str,
+    should_stop: Callable[[], bool] | None = None,
+) -> StepOutcome:
+    """Run the step function on ``(step, context)``; every exception becomes a failed outcome.
+
+    ``should_stop`` is asked (at most every ``CHECK_INTERVAL``) by ``cancelled()``
+    in sync steps, and by a watcher that cancels async steps.
+    """
     start = time.time()
+    check = throttled(should_stop) if should_stop is not None else None
+    token = _cancel_check.set(check)
     try:
         value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
         if asyncio.iscoroutine(value):
-            value = asyncio.run(value)
+            value = asyncio.run(_watched(value, check))
         result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
     except StepCancelled as exc:
-        return StepOutcome(payload["key"], "cancelled", None, describe(exc), exc, start, time.time(), worker, task_id)
+        end = time.time()
+        return StepOutcome(
+            payload["key"], "cancelled", None, describe(exc), exc, start, end, worker, task_id, "stopped"
+        )
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
         return StepOutcome(payload["key"], "failed", None, describe(exc), exc, start, time.time(), worker, task_id)
+    finally:
+        _cancel_check.reset(token)
     return StepOutcome(payload["key"], "completed", result, None, None, start, time.time(), worker, task_id)
+
+
+CHECK_INTERVAL = 0.05
+
+
+def throttled(should_stop: Callable[[], bool]) -> Callable[[], bool]:
+    """``should_stop`` asked at most every ``CHECK_INTERVAL`` seconds; once True, always True."""
+    state = {"at": 0.0, "stop": False}
+
+    def check() -> bool:
+        now = time.monotonic()
+        if not state["stop"] and now - state["at"] >= CHECK_INTERVAL:
+            state["at"] = now
+            state["stop"] = bool(should_stop())
+        return bool(state["stop"])
+
+    return check
+
+
+async def _watched(coro: Coroutine[Any, Any, Any], check: Callable[[], bool] | None) -> Any:
+    """Await ``coro``; cancel it and raise ``StepCancelled`` when ``check`` says stop."""
+    task = asyncio.ensure_future(coro)
+    if check is None:
+        return await task
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=CHECK_INTERVAL)
+        if done:
+            return task.result()
+        if check():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            raise StepCancelled("stopped: its block no longer needs it")
 
 
 def describe(exc: BaseException) -> str:

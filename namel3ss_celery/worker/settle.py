@@ -14,20 +14,51 @@ from typing import Any
 from ..registry import BUILTIN_REDUCERS, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
 from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
+from .control import Decision
+
+RACING = (ParallelStrategy.RACE, ParallelStrategy.ANY_SUCCESS)
 
 LOST = "no outcome was recorded for this step (its worker was lost, or its message was refused)"
 
 
-def task_results(block: ParallelBlockSpec, envelopes: Mapping[int, str]) -> list[ParallelTaskResult]:
-    """One ``ParallelTaskResult`` per step of ``block``, in step order."""
+def task_results(
+    block: ParallelBlockSpec,
+    envelopes: Mapping[int, str],
+    executed_on: str = "celery",
+    decision: Decision | None = None,
+    started: Mapping[int, Any] | None = None,
+) -> list[ParallelTaskResult]:
+    """One ``ParallelTaskResult`` per step of ``block``, in step order, each ``executed_on`` where its block ran.
+
+    Under a ``decision`` a step that has not reported is cancelled: ``not_started``
+    when it never began, ``stopping`` while it was asked to stop. Without one it is lost.
+    """
     results = []
+    started = started or {}
     for index, step in enumerate(block.steps):
         raw = envelopes.get(index)
         key = step_key(step, index)
+        metadata: dict[str, Any] = {"executed_on": executed_on, "target": step.target}
         if raw is None:
-            results.append(ParallelTaskResult(key, TaskStatus.FAILED, error=LOST, metadata={"executed_on": "celery"}))
+            if decision is None:
+                results.append(ParallelTaskResult(key, TaskStatus.FAILED, error=LOST, metadata=metadata))
+            else:
+                outcome = "stopping" if index in started else "not_started"
+                metadata["outcome"] = outcome
+                error = f"{outcome.replace('_', ' ')}: {decision.reason}"
+                results.append(ParallelTaskResult(key, TaskStatus.CANCELLED, error=error, metadata=metadata))
             continue
         env = json.loads(raw)
+        metadata.update(
+            executed_on=env.get("executed_on", executed_on), worker=env.get("worker"), celery_task_id=env.get("task_id")
+        )
+        outcome = env.get("outcome")
+        if decision is not None and decision.winner == index:
+            outcome = "won"
+        elif outcome is None and block.strategy in RACING:
+            outcome = "ran_to_end"
+        if outcome is not None:
+            metadata["outcome"] = outcome
         results.append(
             ParallelTaskResult(
                 task_id=key,
@@ -37,24 +68,38 @@ def task_results(block: ParallelBlockSpec, envelopes: Mapping[int, str]) -> list
                 start_time=env.get("start"),
                 end_time=env.get("end"),
                 duration_ms=_ms(env.get("start"), env.get("end")),
-                metadata={
-                    "executed_on": env.get("executed_on", "celery"),
-                    "worker": env.get("worker"),
-                    "celery_task_id": env.get("task_id"),
-                    "target": step.target,
-                },
+                metadata=metadata,
             )
         )
     return results
 
 
 def settle_block(
-    block: ParallelBlockSpec, envelopes: Mapping[int, str], reducers: Registry, *, executed_on: str = "celery"
+    block: ParallelBlockSpec,
+    envelopes: Mapping[int, str],
+    reducers: Registry,
+    *,
+    executed_on: str = "celery",
+    decision: Decision | None = None,
+    started: Mapping[int, Any] | None = None,
 ) -> ParallelExecutionResult:
-    """The block's result under its strategy; a strategy's own rule decides ``overall_status``."""
-    results = task_results(block, envelopes)
+    """The block's result under its strategy; a strategy's own rule decides ``overall_status``.
+
+    ``executed_on`` (``"celery"`` or ``"local"``) is reported in the block's and each step's ``metadata``.
+    A ``decision`` (race winner, fail_fast, deadline, cancel) fixes the status before every step reported.
+    """
+    results = task_results(block, envelopes, executed_on, decision, started)
     settle = SETTLERS[block.strategy]
-    status, final, error = settle(block, results, reducers)
+    status, final, error = settle(block, results, reducers, decision)
+    metadata: dict[str, Any] = {"executed_on": executed_on}
+    if decision is not None:
+        metadata["decided"] = decision.reason
+        if decision.winner is not None:
+            metadata["winner"] = results[decision.winner].task_id
+    if block.strategy in RACING:
+        losers = [r for i, r in enumerate(results) if decision is None or i != decision.winner]
+        metadata["loser_worker_seconds"] = round(sum((r.duration_ms or 0.0) for r in losers) / 1000, 3)
+        metadata["losers_pending"] = sum(r.metadata.get("outcome") == "stopping" for r in results)
     starts = [r.start_time for r in results if r.start_time is not None]
     ends = [r.end_time for r in results if r.end_time is not None]
     start, end = (min(starts), max(ends)) if starts and ends else (None, None)
@@ -75,7 +120,7 @@ def settle_block(
         error_message=error,
         max_concurrent=block.max_concurrency,
         actual_max_concurrent=peak_concurrency(results),
-        metadata={"executed_on": executed_on},
+        metadata=metadata,
     )
 
 
@@ -89,13 +134,19 @@ def _failures(results: list[ParallelTaskResult]) -> str | None:
     return f"{len(failed)} of {len(results)} steps failed: " + "; ".join(f"{r.task_id}: {r.error}" for r in failed)
 
 
-def _settle_all(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+def _settle_all(
+    block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry, decision: Decision | None
+) -> Settled:
     error = _failures(results)
     final = {r.task_id: r.result for r in results if r.status == TaskStatus.COMPLETED}
+    if decision is not None:
+        return decision.status, final, _decided_error(decision, error)
     return (RunStatus.FAILED if error else RunStatus.COMPLETED), final, error
 
 
-def _settle_collect(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+def _settle_collect(
+    block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry, decision: Decision | None
+) -> Settled:
     final: dict[str, Any] = {}
     for r in results:
         entry: dict[str, Any] = {"status": str(r.status), "duration_ms": r.duration_ms}
@@ -104,11 +155,17 @@ def _settle_collect(block: ParallelBlockSpec, results: list[ParallelTaskResult],
         else:
             entry["error"] = r.error
         final[r.task_id] = entry
+    if decision is not None:
+        return decision.status, final, decision.reason
     return RunStatus.COMPLETED, final, None
 
 
-def _settle_map_reduce(block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry) -> Settled:
+def _settle_map_reduce(
+    block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry, decision: Decision | None
+) -> Settled:
     error = _failures(results)
+    if decision is not None:
+        return decision.status, None, _decided_error(decision, error)
     if error:
         return RunStatus.FAILED, None, error
     name = block.reduce_function or ""
@@ -122,6 +179,25 @@ def _settle_map_reduce(block: ParallelBlockSpec, results: list[ParallelTaskResul
         return RunStatus.FAILED, None, f"reducer {name!r} failed: {type(exc).__name__}: {exc}"
 
 
+def _settle_racing(
+    block: ParallelBlockSpec, results: list[ParallelTaskResult], reducers: Registry, decision: Decision | None
+) -> Settled:
+    """race and any_success: the winner's result; all failed: every error."""
+    if decision is None:  # every step reported and none decided: cannot happen, but never hang on it
+        decision = Decision(RunStatus.FAILED, None, "no step decided the block")
+    if decision.winner is not None:
+        winner = results[decision.winner]
+        error = None if decision.status == RunStatus.COMPLETED else f"{winner.task_id}: {winner.error}"
+        return decision.status, winner.result, error
+    return decision.status, None, _decided_error(decision, _failures(results))
+
+
+def _decided_error(decision: Decision, failures: str | None) -> str | None:
+    if decision.status == RunStatus.COMPLETED:
+        return failures
+    return f"{decision.reason}; {failures}" if failures else decision.reason
+
+
 def resolve_reducer(name: str, reducers: Registry) -> Callable[[list[Any]], Any]:
     """A built-in reducer, or one registered with ``@reducer``; ``KeyError`` naming the choices otherwise."""
     function = BUILTIN_REDUCERS.get(name) or reducers.reducer(name)
@@ -132,10 +208,14 @@ def resolve_reducer(name: str, reducers: Registry) -> Callable[[list[Any]], Any]
     return function
 
 
-SETTLERS: dict[ParallelStrategy, Callable[[ParallelBlockSpec, list[ParallelTaskResult], Registry], Settled]] = {
+Settler = Callable[[ParallelBlockSpec, list[ParallelTaskResult], Registry, "Decision | None"], Settled]
+
+SETTLERS: dict[ParallelStrategy, Settler] = {
     ParallelStrategy.ALL: _settle_all,
     ParallelStrategy.COLLECT: _settle_collect,
     ParallelStrategy.MAP_REDUCE: _settle_map_reduce,
+    ParallelStrategy.RACE: _settle_racing,
+    ParallelStrategy.ANY_SUCCESS: _settle_racing,
 }
 
 

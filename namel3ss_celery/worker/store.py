@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 
@@ -20,6 +21,14 @@ class CoordinationStore(Protocol):
     def run_record(self, run_id: str) -> dict[str, str] | None: ...
 
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None: ...
+
+    def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
+        """The values of some fields of the run (``None`` where unset)."""
+        ...
+
+    def incr(self, run_id: str, field: str, amount: int = 1) -> int:
+        """Add ``amount`` to an integer field of the run (0 when unset) and return the new value."""
+        ...
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         """Set ``field`` on the run only if unset; True for the one caller that set it."""
@@ -33,6 +42,14 @@ class CoordinationStore(Protocol):
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         """Write the final fields and wake every waiter."""
+        ...
+
+    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
+        """Append to a named list of the run (a block's ``max_concurrency`` feed)."""
+        ...
+
+    def pop_item(self, run_id: str, name: str) -> str | None:
+        """Take the first item of a named list of the run, or ``None`` when it is empty."""
         ...
 
     def wait(self, run_id: str, timeout: float) -> bool:
@@ -50,6 +67,10 @@ def steps_key(run_id: str, node: str) -> str:
     return f"n3:run:{run_id}:steps:{node}"
 
 
+def list_key(run_id: str, name: str) -> str:
+    return f"n3:run:{run_id}:list:{name}"
+
+
 def done_key(run_id: str) -> str:
     return f"n3:run:{run_id}:done"
 
@@ -61,6 +82,7 @@ class MemoryStore:
         self._lock = threading.Condition()
         self._runs: dict[str, dict[str, str]] = {}
         self._steps: dict[tuple[str, str], dict[int, str]] = {}
+        self._lists: dict[tuple[str, str], deque[str]] = {}
         self._expires: dict[str, float] = {}
 
     def _live(self, run_id: str) -> dict[str, str] | None:
@@ -70,6 +92,8 @@ class MemoryStore:
             self._expires.pop(run_id, None)
             for key in [k for k in self._steps if k[0] == run_id]:
                 del self._steps[key]
+            for key in [k for k in self._lists if k[0] == run_id]:
+                del self._lists[key]
         return self._runs.get(run_id)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
@@ -85,6 +109,18 @@ class MemoryStore:
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
         with self._lock:
             self._runs.setdefault(run_id, {}).update(fields)
+
+    def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            record = self._runs.get(run_id, {})
+            return [record.get(f) for f in fields]
+
+    def incr(self, run_id: str, field: str, amount: int = 1) -> int:
+        with self._lock:
+            record = self._runs.setdefault(run_id, {})
+            value = int(record.get(field, "0")) + amount
+            record[field] = str(value)
+            return value
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         with self._lock:
@@ -103,6 +139,15 @@ class MemoryStore:
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         with self._lock:
             return dict(self._steps.get((run_id, node), {}))
+
+    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
+        with self._lock:
+            self._lists.setdefault((run_id, name), deque()).extend(items)
+
+    def pop_item(self, run_id: str, name: str) -> str | None:
+        with self._lock:
+            items = self._lists.get((run_id, name))
+            return items.popleft() if items else None
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self._lock:

@@ -155,3 +155,14 @@ def test_the_default_app_runs_with_celery_dash_a(redis_url: str, tmp_path_factor
         worker.stop()
         n3.close()
         n3.app.backend.client.close()
+
+
+def test_workers_do_not_stay_subscribed_to_step_results(redis_cluster: Cluster) -> None:
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    try:
+        before = len(client.pubsub_channels("celery-task-meta-*"))
+        for _ in range(2):
+            redis_cluster.n3.dispatch({"name": "b", "steps": [{"target": "echo", "value": 1}] * 50}).get(timeout=WAIT)
+        assert len(client.pubsub_channels("celery-task-meta-*")) - before < 10
+    finally:
+        client.close()

@@ -39,13 +39,13 @@ def test_all_runs_sync_and_async_steps(cluster: Cluster) -> None:
     assert celery_state(cluster, result, "b") == "SUCCESS"
 
 
-def test_all_fails_and_names_the_failed_steps(cluster: Cluster) -> None:
+def test_all_without_fail_fast_waits_and_names_every_failed_step(cluster: Cluster) -> None:
     steps = [
         {"name": "ok", "target": "echo", "value": 1},
         {"name": "bad", "target": "fail", "message": "bad input"},
         {"name": "worse", "target": "async_fail"},
     ]
-    result = cluster.n3.dispatch(block("all", steps)).get(timeout=WAIT)
+    result = cluster.n3.dispatch(block("all", steps, fail_fast=False)).get(timeout=WAIT)
     assert result.overall_status == "failed"
     assert result.failed_tasks == 2 and result.completed_tasks == 1
     assert "bad: ValueError: bad input" in result.error_message

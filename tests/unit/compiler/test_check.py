@@ -79,22 +79,23 @@ def test_a_missing_function_of_a_listed_module_is_unknown(registry: Registry) ->
         check_plan(plan_of([{"target": "examples.steps:nothing_here"}]), registry, ("examples.steps",))
 
 
-@pytest.mark.parametrize("strategy", ["race", "any_success"])
-def test_unsupported_strategies_are_refused(registry: Registry, strategy: str) -> None:
-    with pytest.raises(NotSupportedYet, match=f"strategy '{strategy}' is not supported yet") as info:
-        check_plan(plan_of(strategy=strategy), registry, ())
-    assert info.value.path == f"{PATH}.strategy"
-    assert "supported: all, collect, map_reduce" in str(info.value)
+@pytest.mark.parametrize("strategy", ["all", "collect", "race", "any_success"])
+def test_every_strategy_is_supported(registry: Registry, strategy: str) -> None:
+    check_plan(plan_of(strategy=strategy), registry, ())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_concurrency", 2), ("timeout_seconds", 5.0), ("retry_failed", True), ("terminate_losers", True)],
+)
+def test_block_control_fields_are_supported(registry: Registry, field: str, value: Any) -> None:
+    check_plan(plan_of(**{field: value}), registry, ())
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("max_concurrency", 2),
-        ("timeout_seconds", 5.0),
-        ("retry_failed", True),
         ("output_key", "out"),
-        ("terminate_losers", True),
         ("required_permission_level", "admin"),
         ("allowed_capabilities", ["gpu"]),
     ],
@@ -128,7 +129,7 @@ def test_a_registered_reducer_passes(registry: Registry) -> None:
 def test_paths_name_the_workflow_node(registry: Registry) -> None:
     program = load_program(
         {
-            "parallel_blocks": [{"name": "batch", "strategy": "race", "steps": [{"target": "fetch"}]}],
+            "parallel_blocks": [{"name": "batch", "output_key": "x", "steps": [{"target": "fetch"}]}],
             "workflows": [
                 {
                     "name": "w",
@@ -142,7 +143,7 @@ def test_paths_name_the_workflow_node(registry: Registry) -> None:
     )
     with pytest.raises(NotSupportedYet) as info:
         check_plan(make_plan(program), registry, ())
-    assert info.value.path == "workflow[w].second.strategy"
+    assert info.value.path == "workflow[w].second.output_key"
 
 
 def test_a_program_path_names_the_block(registry: Registry) -> None:

@@ -36,7 +36,7 @@ def memory_app() -> Iterator[celery.Celery]:
 def test_without_a_native_chord_backend_all_and_map_reduce_use_the_counted_join(
     memory_app: celery.Celery, strategy: str, fields: dict[str, Any]
 ) -> None:
-    sig = compile_node(memory_app, node(strategy, **fields), "run-1", {})
+    sig = compile_node(memory_app, node(strategy, **fields), "run-1", {}).canvas
     assert isinstance(sig, canvas.group)
     assert {task.args[0]["join"] for task in sig.tasks} == {"count"}
 
@@ -49,7 +49,7 @@ def node(strategy: str, **fields: Any) -> PlanNode:
 def test_all_and_map_reduce_are_a_chord_with_a_settle_body(
     app: celery.Celery, strategy: str, fields: dict[str, Any]
 ) -> None:
-    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada"})
+    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada"}).canvas
     assert isinstance(sig, canvas._chord)
     assert [task.task for task in sig.tasks] == ["n3.step.fetch", "n3.step.mod:func"]
     body = sig.body
@@ -61,7 +61,7 @@ def test_all_and_map_reduce_are_a_chord_with_a_settle_body(
 
 
 def test_collect_is_a_group_of_steps(app: celery.Celery) -> None:
-    sig = compile_node(app, node("collect"), "run-1", {})
+    sig = compile_node(app, node("collect"), "run-1", {}).canvas
     assert type(sig) is canvas.group
     assert [task.task for task in sig.tasks] == ["n3.step.fetch", "n3.step.mod:func"]
     assert all(task.args[0]["join"] == "count" for task in sig.tasks)
@@ -70,7 +70,7 @@ def test_collect_is_a_group_of_steps(app: celery.Celery) -> None:
 @pytest.mark.parametrize(("strategy", "join"), [("all", "chord"), ("collect", "count"), ("map_reduce", "chord")])
 def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str, join: str) -> None:
     fields = {"reduce_function": "concat"} if strategy == "map_reduce" else {}
-    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada", "outputs": {"fetch": [1]}})
+    sig = compile_node(app, node(strategy, **fields), "run-1", {"user": "ada", "outputs": {"fetch": [1]}}).canvas
     payloads = [task.args[0] for task in sig.tasks]
     assert all(task.immutable and len(task.args) == 1 and not task.kwargs for task in sig.tasks)
     assert payloads == [
@@ -82,6 +82,10 @@ def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str
             "n": 2,
             "key": "first",
             "join": join,
+            "strategy": strategy,
+            "fail_fast": True,
+            "retries": 0,
+            "feed": False,
             "step": {"name": "first", "target": "fetch", "kind": "tool", "query": "celery"},
             "context": {"user": "ada", "outputs": {"fetch": [1]}},
         },
@@ -93,6 +97,10 @@ def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str
             "n": 2,
             "key": "step_1",
             "join": join,
+            "strategy": strategy,
+            "fail_fast": True,
+            "retries": 0,
+            "feed": False,
             "step": {"target": "mod:func", "kind": "llm"},
             "context": {"user": "ada", "outputs": {"fetch": [1]}},
         },
@@ -101,7 +109,7 @@ def test_each_step_carries_a_versioned_payload(app: celery.Celery, strategy: str
 
 
 def test_signatures_are_bound_to_the_given_app(app: celery.Celery) -> None:
-    sig = compile_node(app, node("all"), "run-1", {})
+    sig = compile_node(app, node("all"), "run-1", {}).canvas
     assert all(task.app is app for task in sig.tasks)
     assert sig.body.app is app
 
@@ -110,7 +118,7 @@ def test_a_workflow_step_node_compiles_to_its_one_step(app: celery.Celery) -> No
     plan = make_plan(
         load_program({"workflows": [{"name": "w", "steps": [{"name": "fetch", "target": "fetch_sources", "q": 1}]}]})
     )
-    sig = compile_node(app, plan.nodes[0], "run-2", {})
+    sig = compile_node(app, plan.nodes[0], "run-2", {}).canvas
     assert isinstance(sig, canvas._chord)
     [task] = sig.tasks
     assert task.task == "n3.step.fetch_sources"

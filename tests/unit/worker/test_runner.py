@@ -173,6 +173,7 @@ def test_the_envelope_is_json_with_the_outcome() -> None:
         "end": outcome.end,
         "worker": "w@host",
         "task_id": "task-1",
+        "outcome": None,
     }
 
 

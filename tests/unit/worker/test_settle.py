@@ -86,7 +86,7 @@ def test_a_missing_envelope_is_a_failed_step(strategy: str) -> None:
     result = settle_block(block(strategy, names=("a", "b")), {0: envelope("a", result=1)}, Registry())
     lost = result.results[1]
     assert (lost.task_id, lost.status, lost.error) == ("b", TaskStatus.FAILED, LOST)
-    assert lost.metadata == {"executed_on": "celery"}
+    assert lost.metadata == {"executed_on": "celery", "target": "t"}
     assert (result.completed_tasks, result.failed_tasks) == (1, 1)
     expected = "failed" if strategy == "all" else "completed"
     assert result.overall_status == expected

@@ -1,0 +1,300 @@
+"""The conductor: what the adapter's Celery tasks do, on whichever worker runs them.
+
+It files step outcomes, decides and settles blocks, feeds ``max_concurrency``
+windows, enforces deadlines, stops losers, and launches the nodes a settled
+block unblocks. The dispatching process uses it too, to cancel a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from celery import states
+from celery.app.task import Context
+from celery.exceptions import Ignore, NotRegistered
+
+from .compiler import compile_node
+from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
+from .results import ParallelExecutionResult, RunStatus
+from .spec import ParallelStrategy
+from .worker.control import BlockControl, Decision, decide_after
+from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
+from .worker.runner import StepOutcome, call_step, check_payload, describe
+from .worker.settle import settle_block
+from .worker.store import CoordinationStore
+
+logger = logging.getLogger("namel3ss_celery")
+
+ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+
+
+def retry_delay(retries: int) -> float:
+    """Exponential backoff for a block's ``retry_failed``: 0.5 s, 1 s, 2 s, ... capped at 30 s."""
+    return float(min(RETRY_BASE_SECONDS * 2**retries, RETRY_MAX_SECONDS))
+
+
+def feed_name(node: str) -> str:
+    return f"feed:{node}"
+
+
+class Conductor:
+    """Moves runs forward. ``pool`` is ``"prefork"`` inside a prefork child (set at its start)."""
+
+    def __init__(self, app: Any, store: Callable[[], CoordinationStore], registry: Registry, ttl: int) -> None:
+        self.app = app
+        self._store = store
+        self.registry = registry
+        self.ttl = ttl
+        self.pool = "other"
+
+    @property
+    def store(self) -> CoordinationStore:
+        return self._store()
+
+    # --- steps ---------------------------------------------------------------
+
+    def run_step(self, task: Any, definition: StepDef, payload: Any) -> Any:
+        """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE."""
+        request = task.request
+        try:
+            payload = check_payload(payload, definition)
+        except Exception as exc:
+            if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
+                request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
+            raise
+        control = BlockControl(self.store, payload["run"], payload["node"])
+        if control.stop_requested():
+            self._skip(task, payload, control)
+        control.mark_started(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
+        outcome = call_step(
+            definition,
+            payload,
+            worker=request.hostname or "",
+            task_id=request.id or "",
+            should_stop=control.stop_requested,
+        )
+        retries = int(payload.get("retries", 0))
+        if outcome.status == "failed" and request.retries < retries and not control.stop_requested():
+            raise task.retry(exc=outcome.exception, countdown=retry_delay(request.retries), max_retries=retries)
+        # Follow-ups run in after_return, once Celery has stored this task's own state.
+        request.n3_after = self.file(payload, outcome)
+        if outcome.exception is not None:
+            raise outcome.exception
+        return outcome.result
+
+    def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:
+        """A step whose block is already decided (or run cancelled) never starts: REVOKED, not_started."""
+        request = task.request
+        now = time.time()
+        outcome = StepOutcome(
+            payload["key"],
+            "cancelled",
+            None,
+            "not started: its block was already decided",
+            None,
+            now,
+            now,
+            request.hostname or "",
+            request.id or "",
+            "not_started",
+        )
+        follow_up = self.file(payload, outcome)
+        task.backend.mark_as_revoked(request.id, "block already decided", request=request)
+        self.follow_up(follow_up)
+        raise Ignore()
+
+    def file(self, payload: dict[str, Any], outcome: StepOutcome) -> tuple[str, ...]:
+        """File an outcome and say what must follow: ``("settle"|"decided"|"refresh", run, node)`` or nothing."""
+        run_id, node, index = payload["run"], payload["node"], payload["i"]
+        control = BlockControl(self.store, run_id, node)
+        prior = control.decision()
+        if prior is not None and outcome.outcome is None:
+            outcome.outcome = "stopped" if outcome.status == "cancelled" else "ran_to_end"
+        filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl)
+        complete = filed >= payload["n"]
+        if prior is None:
+            strategy = ParallelStrategy(payload.get("strategy", "all"))
+            decision = decide_after(
+                strategy, bool(payload.get("fail_fast")), payload["n"], filed, index, payload["key"], outcome.status
+            )
+            if decision is not None and control.decide(decision):
+                return ("decided", run_id, node)
+            if decision is None and payload["join"] == "count" and complete:
+                return ("settle", run_id, node)
+            if payload.get("feed"):
+                self.feed_next(run_id, node)
+        return ("refresh", run_id, node) if complete and control.decision() is not None else ()
+
+    def follow_up(self, action: tuple[str, ...] | None) -> None:
+        """Do what ``file`` asked for, after Celery stored the step's own state."""
+        if not action:
+            return
+        kind, run_id, node = action
+        if kind == "refresh":
+            self.refresh_node(run_id, node)
+        else:
+            self.settle_node(run_id, node)
+
+    def feed_next(self, run_id: str, node: str) -> None:
+        """Publish the next step of a ``max_concurrency`` window, unless the block is decided."""
+        if BlockControl(self.store, run_id, node).stop_requested():
+            return
+        raw = self.store.pop_item(run_id, feed_name(node))
+        if raw is None:
+            return
+        item = json.loads(raw)
+        options: dict[str, Any] = {}
+        if item.get("expires_at") is not None:
+            options["expires"] = datetime.fromtimestamp(item["expires_at"], tz=timezone.utc)
+        self.app.signature(STEP_TASK_PREFIX + item["task"], args=(item["payload"],), immutable=True).apply_async(
+            **options
+        )
+
+    def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
+        """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
+        args, _kwargs, embed = message.decode()
+        payload = args[0] if args and isinstance(args[0], dict) else None
+        if payload is None or not set(payload) >= ROUTING_KEYS:
+            return
+        exc = NotRegistered(name)
+        error = (
+            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
+            "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
+        )
+        self.follow_up(self.file(payload, StepOutcome(payload["key"], "failed", None, error, exc, 0, 0, "", task_id)))
+        if payload["join"] == "chord" and embed.get("chord"):
+            headers = message.headers
+            request = Context(
+                id=task_id,
+                group=headers.get("group"),
+                group_index=headers.get("group_index"),
+                chord=embed["chord"],
+                errbacks=embed.get("errbacks"),
+                delivery_info={},
+            )
+            self.app.backend.on_chord_part_return(request, states.FAILURE, exc)
+
+    # --- blocks ----------------------------------------------------------------
+
+    def settle_node(self, run_id: str, node: str) -> None:
+        """Settle one node once (claimed), under its decision if it has one; then move the run on."""
+        if not self.store.claim(run_id, f"node:{node}:settled"):
+            return
+        record = self.store.run_record(run_id)
+        if record is None:
+            logger.warning("run %s expired before block %s settled", run_id, node)
+            return
+        plan = Plan.from_json(record["plan"])
+        control = BlockControl(self.store, run_id, node)
+        decision = control.decision()
+        if decision is not None:
+            self.stop_losers(plan.by_name[node], control, record)
+        result = self._settle(plan.by_name[node], run_id, record, decision)
+        self._advance(run_id, plan, record, node, result)
+
+    def _settle(
+        self, node: PlanNode, run_id: str, record: dict[str, str], decision: Decision | None
+    ) -> ParallelExecutionResult:
+        control = BlockControl(self.store, run_id, node.name)
+        envelopes = self.store.step_envelopes(run_id, node.name)
+        return settle_block(node.block, envelopes, self.registry, decision=decision, started=control.started(record))
+
+    def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
+        """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""
+        (settled,) = self.store.get_fields(run_id, [f"node:{node}:settled"])
+        if settled is None and BlockControl(self.store, run_id, node).decide(decision):
+            self.settle_node(run_id, node)
+
+    def refresh_node(self, run_id: str, node: str) -> None:
+        """Every step of a decided block has now reported: rewrite its result with what the losers did."""
+        record = self.store.run_record(run_id)
+        if record is None or f"node:{node}:result" not in record:
+            return
+        plan = Plan.from_json(record["plan"])
+        result = self._settle(plan.by_name[node], run_id, record, BlockControl(self.store, run_id, node).decision())
+        self.store.set_fields(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
+        final = refreshed_final(self.store, run_id, plan)
+        if final is not None:
+            self.store.set_fields(run_id, {"result": json.dumps(final.to_dict())})
+
+    def stop_losers(self, node: PlanNode, control: BlockControl, record: dict[str, str]) -> None:
+        """Running losers are asked to stop (they read the decision); prefork ones are terminated if allowed."""
+        if not node.block.terminate_losers:
+            return
+        envelopes = self.store.step_envelopes(control.run_id, node.name)
+        decision = control.decision()
+        for index, info in control.started(record).items():
+            if index in envelopes or (decision is not None and decision.winner == index):
+                continue
+            if info.get("pool") == "prefork" and info.get("task_id"):
+                self.app.control.revoke(info["task_id"], terminate=True, signal=signal.SIGTERM)
+
+    # --- runs ------------------------------------------------------------------
+
+    def launch_roots(self, run_id: str) -> None:
+        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker)."""
+        record = self.store.run_record(run_id)
+        if record is None:
+            logger.warning("run %s expired before it was launched", run_id)
+            return
+        plan = Plan.from_json(record["plan"])
+        roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
+        self.launch(run_id, plan, roots, record, {})
+
+    def launch(
+        self, run_id: str, plan: Plan, nodes: list[PlanNode], record: dict[str, str], outputs: dict[str, Any]
+    ) -> None:
+        """Publish each node's canvas (and its feed and deadline); a node with no steps settles at once."""
+        pending = deque(nodes)
+        while pending:
+            node = pending.popleft()
+            if node.block.steps:
+                launch = compile_node(self.app, node, run_id, node_context(record, outputs))
+                self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
+                if launch.deadline is not None:
+                    self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
+                        eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
+                    )
+                launch.canvas.apply_async()
+                continue
+            if self.store.claim(run_id, f"node:{node.name}:settled"):
+                result = settle_block(node.block, {}, self.registry)
+                advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
+                outputs = advance.outputs
+                pending.extend(advance.launch)
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
+        self.store.set_fields(run_id, {"cancelled": "1"})
+        record = self.store.run_record(run_id) or {}
+        plan = Plan.from_json(record["plan"])
+        for node in plan.nodes:
+            if f"node:{node.name}:launched" in record and f"node:{node.name}:settled" not in record:
+                self.decide_and_settle(run_id, node.name, Decision(RunStatus.CANCELLED, None, "run cancelled"))
+
+    def _advance(self, run_id: str, plan: Plan, record: dict[str, str], node: str, result: Any) -> None:
+        advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
+        if advance.final is not None:
+            logger.info("run %s ended %s", run_id, advance.final.overall_status)
+        if advance.launch:
+            self.launch(run_id, plan, advance.launch, record, advance.outputs)
+
+
+def node_context(record: dict[str, str], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The run's context with the outputs of the nodes finished so far under ``"outputs"``."""
+    context: dict[str, Any] = json.loads(record.get("context") or "{}")
+    return {**context, "outputs": {**context.get("outputs", {}), **outputs}}
+
+
+def _refused(payload: dict[str, Any], exc: BaseException, worker: str | None, task_id: str | None) -> StepOutcome:
+    return StepOutcome(payload["key"], "failed", None, describe(exc), exc, 0.0, 0.0, worker or "", task_id or "")

@@ -1,0 +1,88 @@
+"""Block control: who decides a block, and whether a step may start or must stop.
+
+A block is *decided* once: by its first finisher (race), its first success
+(any_success), its first failure under ``fail_fast``, its deadline, or a
+cancelled run. The decision is an atomic claim in the coordination store;
+steps read it before they start and while they run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ..results import RunStatus
+from ..spec import ParallelStrategy
+from .store import CoordinationStore
+
+RUN_CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a block ended before every step reported: its status, the winner (if any) and why."""
+
+    status: RunStatus
+    winner: int | None
+    reason: str
+
+    def to_json(self) -> str:
+        return json.dumps({"status": str(self.status), "winner": self.winner, "reason": self.reason})
+
+    @classmethod
+    def from_json(cls, text: str) -> Decision:
+        data = json.loads(text)
+        return cls(RunStatus(data["status"]), data["winner"], data["reason"])
+
+
+def decide_after(
+    strategy: ParallelStrategy, fail_fast: bool, total: int, filed: int, index: int, key: str, status: str
+) -> Decision | None:
+    """The decision one step's outcome makes, if any (``filed``: steps reported so far, this one included)."""
+    if strategy == ParallelStrategy.RACE:
+        won = status == "completed"
+        return Decision(RunStatus.COMPLETED if won else RunStatus.FAILED, index, f"step {key!r} finished first")
+    if strategy == ParallelStrategy.ANY_SUCCESS:
+        if status == "completed":
+            return Decision(RunStatus.COMPLETED, index, f"step {key!r} succeeded first")
+        if filed >= total:
+            return Decision(RunStatus.FAILED, None, "every step failed")
+        return None
+    if status != "completed" and fail_fast and strategy in (ParallelStrategy.ALL, ParallelStrategy.MAP_REDUCE):
+        return Decision(RunStatus.FAILED, None, f"step {key!r} failed (fail_fast)")
+    return None
+
+
+class BlockControl:
+    """The control fields of one block of one run."""
+
+    def __init__(self, store: CoordinationStore, run_id: str, node: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.node = node
+
+    @property
+    def _decided(self) -> str:
+        return f"node:{self.node}:decided"
+
+    def decide(self, decision: Decision) -> bool:
+        """Record ``decision`` unless another was recorded first; True for the one that won."""
+        return self.store.claim(self.run_id, self._decided, decision.to_json())
+
+    def decision(self) -> Decision | None:
+        (raw,) = self.store.get_fields(self.run_id, [self._decided])
+        return Decision.from_json(raw) if raw else None
+
+    def stop_requested(self) -> bool:
+        """True once the block is decided or the run cancelled: steps should not start, or should stop."""
+        decided, cancelled = self.store.get_fields(self.run_id, [self._decided, RUN_CANCELLED])
+        return bool(decided or cancelled)
+
+    def mark_started(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> None:
+        info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id})
+        self.store.set_fields(self.run_id, {f"node:{self.node}:started:{index}": info})
+
+    def started(self, record: dict[str, str]) -> dict[int, dict[str, object]]:
+        """Which steps started, from a run record: index -> worker, pool, pid, task_id."""
+        prefix = f"node:{self.node}:started:"
+        return {int(k[len(prefix) :]): json.loads(v) for k, v in record.items() if k.startswith(prefix)}
