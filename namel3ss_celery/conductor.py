@@ -24,7 +24,7 @@ from celery.exceptions import Ignore, NotRegistered
 from .compiler import compile_node
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
-from .spec import ParallelStrategy
+from .spec import ParallelStrategy, step_key
 from .worker.control import BlockControl, Decision, decide_after
 from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
 from .worker.runner import StepOutcome, call_step, check_payload, describe
@@ -72,7 +72,7 @@ class Conductor:
             if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
                 request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
             raise
-        control = BlockControl(self.store, payload["run"], payload["node"])
+        control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
         if control.stop_requested():
             self._skip(task, payload, control)
         control.mark_started(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
@@ -95,6 +95,8 @@ class Conductor:
     def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:
         """A step whose block is already decided (or run cancelled) never starts: REVOKED, not_started."""
         request = task.request
+        if control.decision() is None:  # the run was cancelled, or the deadline passed: the block ends so
+            control.decide(control.overdue() or Decision(RunStatus.CANCELLED, None, "run cancelled"))
         now = time.time()
         outcome = StepOutcome(
             payload["key"],
@@ -108,19 +110,27 @@ class Conductor:
             request.id or "",
             "not_started",
         )
-        follow_up = self.file(payload, outcome)
+        follow_up = self.file(payload, outcome, keep=True)
         task.backend.mark_as_revoked(request.id, "block already decided", request=request)
         self.follow_up(follow_up)
         raise Ignore()
 
-    def file(self, payload: dict[str, Any], outcome: StepOutcome) -> tuple[str, ...]:
+    def file(self, payload: dict[str, Any], outcome: StepOutcome, keep: bool = False) -> tuple[str, ...]:
         """File an outcome and say what must follow: ``("settle"|"decided"|"refresh", run, node)`` or nothing."""
         run_id, node, index = payload["run"], payload["node"], payload["i"]
-        control = BlockControl(self.store, run_id, node)
+        control = BlockControl(self.store, run_id, node, payload.get("deadline"))
         prior = control.decision()
+        overdue = control.overdue() if prior is None else None
+        if overdue is not None and control.decide(overdue):
+            # This step is the first to see the deadline passed: it ends the block as timed out.
+            if outcome.outcome is None:
+                outcome.outcome = "stopped" if outcome.status == "cancelled" else "ran_to_end"
+            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
+            return ("decided", run_id, node)
+        prior = prior or control.decision()
         if prior is not None and outcome.outcome is None:
             outcome.outcome = "stopped" if outcome.status == "cancelled" else "ran_to_end"
-        filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl)
+        filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
         complete = filed >= payload["n"]
         if prior is None:
             strategy = ParallelStrategy(payload.get("strategy", "all"))
@@ -133,7 +143,10 @@ class Conductor:
                 return ("settle", run_id, node)
             if payload.get("feed"):
                 self.feed_next(run_id, node)
-        return ("refresh", run_id, node) if complete and control.decision() is not None else ()
+        # A late step that ran (stopped, or ran to its end) rewrites the decided block's result;
+        # one that never started is already reported as not_started.
+        late = complete or outcome.outcome in ("stopped", "ran_to_end")
+        return ("refresh", run_id, node) if late and control.decision() is not None else ()
 
     def follow_up(self, action: tuple[str, ...] | None) -> None:
         """Do what ``file`` asked for, after Celery stored the step's own state."""
@@ -238,6 +251,23 @@ class Conductor:
                 continue
             if info.get("pool") == "prefork" and info.get("task_id"):
                 self.app.control.revoke(info["task_id"], terminate=True, signal=signal.SIGTERM)
+                # A terminated step files nothing itself; if it finishes first, its own envelope replaces this.
+                now = time.time()
+                key = step_key(node.block.steps[index], index)
+                reason = "terminated: its block no longer needed it (terminate_losers)"
+                outcome = StepOutcome(
+                    key,
+                    "cancelled",
+                    None,
+                    reason,
+                    None,
+                    float(info.get("start") or now),  # type: ignore[arg-type]
+                    now,
+                    str(info.get("worker", "")),
+                    str(info["task_id"]),
+                    "stopped",
+                )
+                self.store.record_step(control.run_id, node.name, index, outcome.envelope(), self.ttl, keep=True)
 
     # --- runs ------------------------------------------------------------------
 

@@ -102,6 +102,7 @@ class Namel3ssCelery:
         SHARED.listeners.append(listener)
         signals.import_modules.connect(self._on_import_modules)
         signals.task_unknown.connect(self._on_task_unknown)
+        signals.worker_process_init.connect(self._on_process_init)
         app.namel3ss = self  # type: ignore[attr-defined]
 
     # --- registration -------------------------------------------------------
@@ -138,6 +139,9 @@ class Namel3ssCelery:
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
             self.load_step_modules()
+
+    def _on_process_init(self, **_: Any) -> None:
+        self.conductor.pool = "prefork"  # only prefork children send worker_process_init
 
     def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
@@ -263,6 +267,16 @@ class RunHandle:
         if result is None:
             raise UnknownRun(self.id)
         return result
+
+    def cancel(self) -> None:
+        """Cancel the run from any process: its running blocks end as ``cancelled``.
+
+        Queued steps never start; running ones are asked to stop (``cancelled()``,
+        async steps are cancelled); the run's result keeps what had completed.
+        A run that already ended is left as it is.
+        """
+        if self._record().get("done") != "1":
+            self._n3.conductor.cancel(self.id)
 
     async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
         """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""

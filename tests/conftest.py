@@ -82,15 +82,9 @@ def _ensure_rabbitmq() -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis database for the tests (db 13, flushed once per session)."""
+    """A Redis database for the tests (db 13). Never flushed: every test run uses its own queues and run ids."""
     _ensure_redis()
-    import redis
-
-    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    return url
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any])
         rest = [
             json.dumps({"task": str(block.steps[i].target), "payload": payload, "expires_at": deadline})
             for i in range(window, len(block.steps))
-            for payload in [step_payload(block, i, run_id, node.name, context, "count", True)]
+            for payload in [step_payload(block, i, run_id, node.name, context, "count", True, deadline)]
         ]
         return Launch(canvas.group(first), rest, deadline)
     strategy = block.strategy

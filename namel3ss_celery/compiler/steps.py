@@ -13,14 +13,21 @@ from ..worker.runner import SCHEMA_VERSION
 
 
 def step_payload(
-    block: ParallelBlockSpec, index: int, run_id: str, node: str, context: dict[str, Any], join: str, feed: bool
+    block: ParallelBlockSpec,
+    index: int,
+    run_id: str,
+    node: str,
+    context: dict[str, Any],
+    join: str,
+    feed: bool,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """The message body a step task receives (schema version ``SCHEMA_VERSION``).
 
     Besides the step and its context it carries what the worker needs to settle
     without reading the plan: the block's strategy, ``fail_fast``, how many
-    retries a failure gets, and whether a finished step publishes the next one
-    (``feed``, under ``max_concurrency``).
+    retries a failure gets, whether a finished step publishes the next one
+    (``feed``, under ``max_concurrency``), and the block's absolute ``deadline``.
     """
     step = block.steps[index]
     return {
@@ -35,6 +42,7 @@ def step_payload(
         "fail_fast": block.fail_fast,
         "retries": block.max_retries if block.retry_failed else 0,
         "feed": feed,
+        "deadline": deadline,
         "step": step.payload(),
         "context": context,
     }
@@ -62,7 +70,10 @@ def step_signatures(
     """The signatures of the steps at ``indexes`` (all by default), named after their targets."""
     return [
         step_signature(
-            app, str(block.steps[i].target), step_payload(block, i, run_id, node, context, join, feed), expires_at
+            app,
+            str(block.steps[i].target),
+            step_payload(block, i, run_id, node, context, join, feed, expires_at),
+            expires_at,
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
     ]

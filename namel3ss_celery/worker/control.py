@@ -9,6 +9,7 @@ steps read it before they start and while they run.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from ..results import RunStatus
@@ -56,10 +57,11 @@ def decide_after(
 class BlockControl:
     """The control fields of one block of one run."""
 
-    def __init__(self, store: CoordinationStore, run_id: str, node: str) -> None:
+    def __init__(self, store: CoordinationStore, run_id: str, node: str, deadline: float | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.node = node
+        self.deadline = deadline
 
     @property
     def _decided(self) -> str:
@@ -74,12 +76,20 @@ class BlockControl:
         return Decision.from_json(raw) if raw else None
 
     def stop_requested(self) -> bool:
-        """True once the block is decided or the run cancelled: steps should not start, or should stop."""
+        """True once the block is decided, its deadline passed or the run cancelled: do not start, or stop."""
+        if self.overdue() is not None:
+            return True
         decided, cancelled = self.store.get_fields(self.run_id, [self._decided, RUN_CANCELLED])
         return bool(decided or cancelled)
 
+    def overdue(self) -> Decision | None:
+        """The timeout decision, once the block's deadline has passed."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return Decision(RunStatus.TIMEOUT, None, "the block's deadline (timeout_seconds) passed")
+        return None
+
     def mark_started(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> None:
-        info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id})
+        info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
         self.store.set_fields(self.run_id, {f"node:{self.node}:started:{index}": info})
 
     def started(self, record: dict[str, str]) -> dict[int, dict[str, object]]:

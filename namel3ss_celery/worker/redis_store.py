@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
 
 from .store import done_key, list_key, run_key, steps_key
+
+WAIT_SLICE = 2.0
 
 
 class RedisStore:
@@ -39,10 +42,13 @@ class RedisStore:
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         return bool(self.client.hsetnx(run_key(run_id), field, value))
 
-    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         key = steps_key(run_id, node)
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(key, str(index), envelope)
+            if keep:
+                pipe.hsetnx(key, str(index), envelope)
+            else:
+                pipe.hset(key, str(index), envelope)
             pipe.hlen(key)
             pipe.expire(key, ttl)
             _, count, _ = pipe.execute()
@@ -73,13 +79,17 @@ class RedisStore:
             pipe.execute()
 
     def wait(self, run_id: str, timeout: float) -> bool:
-        if self.client.hget(run_key(run_id), "done") == "1":
-            return True
-        if timeout <= 0:
-            return False
-        # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it.
-        moved = self.client.blmove(done_key(run_id), done_key(run_id), timeout, "RIGHT", "LEFT")
-        return moved is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.client.hget(run_key(run_id), "done") == "1":
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it.
+            # Each block stays under the client's socket timeout (5 s by default in redis-py).
+            if self.client.blmove(done_key(run_id), done_key(run_id), min(left, WAIT_SLICE), "RIGHT", "LEFT"):
+                return True
 
     def close(self) -> None:
         """Release the connection pool."""

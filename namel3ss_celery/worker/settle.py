@@ -99,6 +99,8 @@ def settle_block(
     if block.strategy in RACING:
         losers = [r for i, r in enumerate(results) if decision is None or i != decision.winner]
         metadata["loser_worker_seconds"] = round(sum((r.duration_ms or 0.0) for r in losers) / 1000, 3)
+    if decision is not None or block.strategy in RACING:
+        # Steps still running when the block was decided; the result is rewritten as they report.
         metadata["losers_pending"] = sum(r.metadata.get("outcome") == "stopping" for r in results)
     starts = [r.start_time for r in results if r.start_time is not None]
     ends = [r.end_time for r in results if r.end_time is not None]

@@ -34,8 +34,12 @@ class CoordinationStore(Protocol):
         """Set ``field`` on the run only if unset; True for the one caller that set it."""
         ...
 
-    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
-        """File one step's envelope under its index; return how many distinct steps are filed."""
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
+        """File one step's envelope under its index; return how many distinct steps are filed.
+
+        With ``keep`` an envelope already filed for that index stays (a duplicate delivery never
+        replaces what the step itself reported).
+        """
         ...
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
@@ -130,10 +134,11 @@ class MemoryStore:
             record[field] = value
             return True
 
-    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> int:
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         with self._lock:
             filed = self._steps.setdefault((run_id, node), {})
-            filed[index] = envelope
+            if not (keep and index in filed):
+                filed[index] = envelope
             return len(filed)
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:

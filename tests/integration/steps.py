@@ -74,3 +74,75 @@ def product(results: list[int]) -> int:
 def add_one(step: dict[str, Any], context: dict[str, Any]) -> int:
     """A plain module-level function: target ``tests.integration.steps:add_one``."""
     return int(step["value"]) + 1
+
+
+# --- steps for block control (race, deadlines, concurrency, retries) ---------------
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(os.environ.get("N3_TEST_BACKEND", "redis://127.0.0.1:6379/13"))
+
+
+PEAK_SCRIPT = (
+    "local m = redis.call('GET', KEYS[1]); "
+    "if (not m) or tonumber(m) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end"
+)
+
+
+@step("patient")
+def patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Sleeps ``seconds`` in small slices, stopping when asked (``cancelled()``); returns ``value``."""
+    from namel3ss_celery import StepCancelled, cancelled
+
+    deadline = time.monotonic() + float(step["seconds"])
+    while time.monotonic() < deadline:
+        if cancelled():
+            raise StepCancelled("asked to stop")
+        time.sleep(0.01)
+    if step.get("fail"):
+        raise RuntimeError(f"failed after {step['seconds']}s")
+    return step.get("value")
+
+
+@step("async_patient")
+async def async_patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Sleeps ``seconds`` with asyncio (the runner cancels it when its block is decided)."""
+    await asyncio.sleep(float(step["seconds"]))
+    return step.get("value")
+
+
+@step("stubborn")
+def stubborn(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Sleeps ``seconds`` and never checks whether it should stop."""
+    time.sleep(float(step["seconds"]))
+    return step.get("value")
+
+
+@step("measured")
+def measured(step: dict[str, Any], context: dict[str, Any]) -> float:
+    """Counts itself as running for ``seconds`` and records the peak under ``tag``."""
+    client = _redis()
+    running, peak = f"n3test:{step['tag']}:running", f"n3test:{step['tag']}:peak"
+    try:
+        now = client.incr(running)
+        client.eval(PEAK_SCRIPT, 1, peak, now)
+        time.sleep(float(step["seconds"]))
+        return float(step["seconds"])
+    finally:
+        client.decr(running)
+        client.close()
+
+
+@step("flaky")
+def flaky(step: dict[str, Any], context: dict[str, Any]) -> int:
+    """Fails its first ``failures`` calls (counted under ``tag``), then returns how many calls it took."""
+    client = _redis()
+    try:
+        calls = int(client.incr(f"n3test:{step['tag']}:calls"))
+    finally:
+        client.close()
+    if calls <= int(step["failures"]):
+        raise ConnectionError(f"flaky call {calls}")
+    return calls
