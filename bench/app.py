@@ -3,8 +3,15 @@
 One app holds both sides of the comparison, so both run on the same broker,
 the same result backend and the same worker process:
 
-- plain Celery: the tasks ``bench.noop`` and ``bench.collect``;
-- namel3ss-celery: the step ``noop`` (the Celery task ``n3.step.noop``).
+- plain Celery: the tasks ``bench.noop`` and ``bench.collect`` (``all_block``),
+  ``bench.sleep`` (``race``) and ``bench.tracked_sleep`` (``max_concurrency``);
+- namel3ss-celery: the step ``noop`` (the Celery task ``n3.step.noop``), the
+  steps ``sleep_async``, ``sleep_check``, ``sleep_nocheck`` and ``tracked_sleep``.
+
+The sleeping tasks and steps record what they did in the benchmark's Redis
+database (``probe``: start, end and pid of one call; ``counter``: how many
+calls of one block run at once, and the peak), so both sides are measured the
+same way, from inside the worker.
 
 Environment (defaults in brackets):
     N3BENCH_BROKER_URL      [redis://127.0.0.1:6379/14]
@@ -17,12 +24,20 @@ flushes it before it starts.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
+import redis
 from celery import Celery
 
-from namel3ss_celery import Namel3ssCelery
+from namel3ss_celery import Namel3ssCelery, StepCancelled, cancelled
 
 DEFAULT_URL = "redis://127.0.0.1:6379/14"
 
@@ -60,3 +75,133 @@ def collect(results: list[Any]) -> int:
 @n3.step("noop")
 def noop_step(step: dict[str, Any], context: dict[str, Any]) -> None:
     """namel3ss-celery: do nothing (the task ``n3.step.noop``)."""
+
+
+# --- what the sleeping tasks and steps record in Redis ----------------------------
+
+_clients: dict[int, redis.Redis[str]] = {}
+
+PEAK_SCRIPT = """
+local now = redis.call('INCR', KEYS[1])
+if now > tonumber(redis.call('GET', KEYS[2]) or '0') then redis.call('SET', KEYS[2], now) end
+return now
+"""
+
+
+def probe_client() -> redis.Redis[str]:
+    """This process's Redis client on the result backend's database (one per process: prefork forks)."""
+    client = _clients.get(os.getpid())
+    if client is None:
+        client = _clients[os.getpid()] = redis.Redis.from_url(RESULT_BACKEND, decode_responses=True)
+    return client
+
+
+@contextmanager
+def recorded(probe: str | None) -> Iterator[None]:
+    """Record ``start``, ``pid`` and ``end`` of the body in the hash ``probe``; ``end`` also when SIGTERM kills it.
+
+    The SIGTERM handler (prefork children only: a thread cannot set one) writes
+    ``end`` and ``killed``, then dies of SIGTERM as the process would have.
+    """
+    if not probe:
+        yield
+        return
+    client = probe_client()
+    client.hset(probe, mapping={"start": repr(time.time()), "pid": os.getpid()})
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            client.hset(probe, mapping={"end": repr(time.time()), "killed": "1"})
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        client.hset(probe, "end", repr(time.time()))
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def counted(counter: str) -> Iterator[None]:
+    """INCR ``counter`` (and raise ``<counter>:peak`` to it) for the body's duration, DECR after."""
+    client = probe_client()
+    client.eval(PEAK_SCRIPT, 2, counter, f"{counter}:peak")  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        client.decr(counter)
+
+
+def sliced_sleep(seconds: float, stop: Callable[[], bool]) -> None:
+    """Sleep in 10 ms slices; raise ``StepCancelled`` as soon as ``stop()`` says so."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if stop():
+            raise StepCancelled("stopped: cancelled() said so")
+        time.sleep(min(0.01, left))
+
+
+# --- race: the same sleeps as plain tasks and as namel3ss steps ----------------------
+
+
+@app.task(name="bench.sleep")  # type: ignore[untyped-decorator]
+def sleep(seconds: float, kind: str, probe: str) -> float:
+    """Plain Celery: sleep like the step of that kind (``async``, ``check``, ``nocheck``).
+
+    A plain task has nothing to check: ``check`` sleeps in the same 10 ms slices and never stops early.
+    """
+    with recorded(probe):
+        if kind == "async":
+            asyncio.run(asyncio.sleep(seconds))
+        elif kind == "check":
+            sliced_sleep(seconds, lambda: False)
+        else:
+            time.sleep(seconds)
+    return seconds
+
+
+@n3.step("sleep_async")
+async def sleep_async(step: dict[str, Any], context: dict[str, Any]) -> float:
+    """namel3ss-celery: ``await asyncio.sleep``; the runner cancels it when the block no longer needs it."""
+    with recorded(step.get("probe")):
+        await asyncio.sleep(step["seconds"])
+    return float(step["seconds"])
+
+
+@n3.step("sleep_check")
+def sleep_check(step: dict[str, Any], context: dict[str, Any]) -> float:
+    """namel3ss-celery: sleep in 10 ms slices, asking ``cancelled()`` before each."""
+    with recorded(step.get("probe")):
+        sliced_sleep(step["seconds"], cancelled)
+    return float(step["seconds"])
+
+
+@n3.step("sleep_nocheck")
+def sleep_nocheck(step: dict[str, Any], context: dict[str, Any]) -> float:
+    """namel3ss-celery: one ``time.sleep``, deaf to the block (only ``terminate_losers`` stops it)."""
+    with recorded(step.get("probe")):
+        time.sleep(step["seconds"])
+    return float(step["seconds"])
+
+
+# --- max_concurrency: sleeps that count how many of their block run at once ----------
+
+
+@app.task(name="bench.tracked_sleep")  # type: ignore[untyped-decorator]
+def tracked_sleep(seconds: float, counter: str) -> float:
+    """Plain Celery: sleep ``seconds`` inside ``counted(counter)``."""
+    with counted(counter):
+        time.sleep(seconds)
+    return seconds
+
+
+@n3.step("tracked_sleep")
+def tracked_sleep_step(step: dict[str, Any], context: dict[str, Any]) -> float:
+    """namel3ss-celery: sleep ``step["seconds"]`` inside ``counted(step["counter"])``."""
+    with counted(step["counter"]):
+        time.sleep(step["seconds"])
+    return float(step["seconds"])

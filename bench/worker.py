@@ -1,7 +1,8 @@
 """The benchmark worker: flush its Redis database, start it as a subprocess, wait for it, stop it.
 
 Shared by the benchmark scripts, so every comparison runs on the same kind of
-worker: ``celery -A bench.app worker -P prefork -c 2 -Q <N3BENCH_QUEUE>``.
+worker: ``celery -A bench.app worker -P prefork -c 2 -Q <N3BENCH_QUEUE>`` by
+default (``race`` also starts ``-P threads``, ``max_concurrency`` ``-c 4``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
 
 import redis
@@ -23,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_NAME = f"bench@{socket.gethostname()}"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+
+T = TypeVar("T")
 
 
 class BenchmarkFailed(Exception):
@@ -43,11 +49,11 @@ def flush_benchmark_db() -> None:
             client.close()
 
 
-def start_worker(log_path: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
-    """``celery -A bench.app worker`` in its own process group, logging to ``log_path``."""
+def start_worker(log_path: Path, concurrency: int = 2, pool: str = "prefork") -> subprocess.Popen[bytes]:
+    """``celery -A bench.app worker -P <pool> -c <concurrency>`` in its own process group, logging to ``log_path``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     command = [
-        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", "prefork", "-c", str(concurrency),
+        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", pool, "-c", str(concurrency),
         "-Q", QUEUE, "-n", "bench@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
     ]
     with log_path.open("wb") as log:
@@ -92,3 +98,27 @@ def cpu_seconds(pid: int) -> float:
         fields = stat.rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def in_fresh_thread(work: Callable[[], T], timeout: float) -> T:
+    """``work()`` in a new thread (Celery keeps one result backend, and its subscriptions, per thread).
+
+    Raises:
+        BenchmarkFailed: it did not return within ``timeout`` seconds.
+    """
+    outcome: list[T | Exception] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except Exception as exc:  # noqa: BLE001 - handed to the caller below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, name="bench-run", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        raise BenchmarkFailed(f"a run did not return within {timeout:g}s")
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]

@@ -14,6 +14,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,9 +23,10 @@ from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
 
 from .compiler import compile_node
+from .errors import SpecError
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
-from .spec import ParallelStrategy, step_key
+from .spec import ParallelBlockSpec, ParallelStrategy, expand_fan_out, step_key
 from .worker.control import BlockControl, Decision, decide_after
 from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
 from .worker.runner import StepOutcome, call_step, check_payload, describe
@@ -209,10 +211,14 @@ class Conductor:
             return
         plan = Plan.from_json(record["plan"])
         control = BlockControl(self.store, run_id, node)
-        decision = control.decision()
-        if decision is not None:
-            self.stop_losers(plan.by_name[node], control, record)
-        result = self._settle(plan.by_name[node], run_id, record, decision)
+        try:
+            decision = control.decision()
+            if decision is not None:
+                self.stop_losers(launched(plan, record, node), control, record)
+            result = self._settle(launched(plan, record, node), run_id, record, decision)
+        except Exception as exc:  # noqa: BLE001 - a block must end even when settling it breaks
+            logger.exception("settling block %s of run %s failed", node, run_id)
+            result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
         self._advance(run_id, plan, record, node, result)
 
     def _settle(
@@ -234,7 +240,8 @@ class Conductor:
         if record is None or f"node:{node}:result" not in record:
             return
         plan = Plan.from_json(record["plan"])
-        result = self._settle(plan.by_name[node], run_id, record, BlockControl(self.store, run_id, node).decision())
+        decision = BlockControl(self.store, run_id, node).decision()
+        result = self._settle(launched(plan, record, node), run_id, record, decision)
         self.store.set_fields(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
         final = refreshed_final(self.store, run_id, plan)
         if final is not None:
@@ -287,21 +294,35 @@ class Conductor:
         """Publish each node's canvas (and its feed and deadline); a node with no steps settles at once."""
         pending = deque(nodes)
         while pending:
-            node = pending.popleft()
-            if node.block.steps:
-                launch = compile_node(self.app, node, run_id, node_context(record, outputs))
-                self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
-                if launch.deadline is not None:
-                    self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
-                        eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
-                    )
-                launch.canvas.apply_async()
-                continue
+            node, context, failure = pending.popleft(), node_context(record, outputs), None
+            fanned = node.block.fan_out is not None
+            try:
+                node = with_fan_out(node, context)
+            except SpecError as exc:
+                failure = Decision(RunStatus.FAILED, None, str(exc))
+            if fanned and failure is None:
+                self.store.set_fields(run_id, {f"node:{node.name}:block": node.block.model_dump_json()})
+            if node.block.steps and failure is None:
+                try:
+                    self._publish(run_id, node, context)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
+                    logger.exception("launching block %s of run %s failed", node.name, run_id)
+                    failure = Decision(RunStatus.FAILED, None, f"launching the block failed: {describe(exc)}")
             if self.store.claim(run_id, f"node:{node.name}:settled"):
-                result = settle_block(node.block, {}, self.registry)
+                result = settle_block(node.block, {}, self.registry, decision=failure)
                 advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
                 outputs = advance.outputs
                 pending.extend(advance.launch)
+
+    def _publish(self, run_id: str, node: PlanNode, context: dict[str, Any]) -> None:
+        launch = compile_node(self.app, node, run_id, context)
+        self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
+        if launch.deadline is not None:
+            self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
+                eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
+            )
+        launch.canvas.apply_async()
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
@@ -318,6 +339,27 @@ class Conductor:
             logger.info("run %s ended %s", run_id, advance.final.overall_status)
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)
+
+
+def broken(node: PlanNode, reason: str, registry: Registry) -> ParallelExecutionResult:
+    """A failed result for a block the adapter itself could not start or settle."""
+    return settle_block(
+        node.block.model_copy(update={"steps": []}), {}, registry, decision=Decision(RunStatus.FAILED, None, reason)
+    )
+
+
+def with_fan_out(node: PlanNode, context: dict[str, Any]) -> PlanNode:
+    """The node with its fan-out expanded into steps over ``context`` (the node itself without one)."""
+    if node.block.fan_out is None:
+        return node
+    return replace(node, block=expand_fan_out(node.block, context))
+
+
+def launched(plan: Plan, record: dict[str, str], name: str) -> PlanNode:
+    """A node as it was launched: with the steps its fan-out made, filed in the run record."""
+    node = plan.by_name[name]
+    expanded = record.get(f"node:{name}:block")
+    return replace(node, block=ParallelBlockSpec.model_validate_json(expanded)) if expanded else node
 
 
 def node_context(record: dict[str, str], outputs: dict[str, Any]) -> dict[str, Any]:

@@ -204,12 +204,7 @@ class Namel3ssCelery:
         loaded = load_any(spec if not isinstance(spec, Mapping) else to_data(spec))
         if isinstance(loaded, ProgramSpec):
             check_program_supported(loaded)
-        try:
-            plan = make_plan(loaded, workflow)
-        except KeyError:
-            raise SpecError(f"no workflow named {workflow!r}", path="workflows") from None
-        except ValueError as exc:
-            raise SpecError(str(exc), path="workflows") from None
+        plan = make_plan(loaded, workflow)
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)
         return plan

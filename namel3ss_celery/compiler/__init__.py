@@ -90,6 +90,8 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
     for node in plan.nodes:
         path = f"{plan.kind}[{plan.name}].{node.name}"
         check_supported(node.block, path)
+        if node.block.fan_out is not None:
+            check_target(node.block.fan_out.target, registry, step_modules, f"{path}.fan_out.target")
         for index, step in enumerate(node.block.steps):
             step_path = f"{path}.steps[{index}]"
             if not step.target:

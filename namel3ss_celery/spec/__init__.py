@@ -18,7 +18,7 @@ from .infra import (
     WorkerPoolSpec,
 )
 from .load import load_any, load_model, load_program
-from .models import ParallelBlockSpec, StepSpec, step_key
+from .models import FanOutSpec, ParallelBlockSpec, StepSpec, expand_fan_out, step_key
 from .program import ProgramSpec, WorkflowNodeSpec, WorkflowSpec
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "EventHandlerSpec",
     "EventTriggerSpec",
     "ExecutionMode",
+    "FanOutSpec",
     "FailureMode",
     "ParallelBlockSpec",
     "ParallelStrategy",
@@ -40,6 +41,7 @@ __all__ = [
     "WorkerPoolSpec",
     "WorkflowNodeSpec",
     "WorkflowSpec",
+    "expand_fan_out",
     "load_any",
     "load_model",
     "load_program",

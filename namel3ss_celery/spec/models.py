@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..errors import SpecError
 from .enums import ParallelStrategy
 
 
@@ -54,11 +55,24 @@ class StepSpec(BaseModel):
 OPTIONAL_STEP_FIELDS = ("name", "target", "timeout_seconds", "worker_pool")
 
 
+class FanOutSpec(Spec):
+    """The Namel3ss ``FanOut``: one step per item of a context list (extension of ``ParallelBlockSpec``).
+
+    ``split_by`` names a context key, dotted for nested ones (``outputs.fetch``).
+    Each item reaches its step as ``step["item"]``; with ``batch_size``, each
+    batch as ``step["items"]``.
+    """
+
+    target: str = Field(min_length=1)
+    split_by: str = Field(min_length=1)
+    batch_size: int | None = Field(default=None, ge=1)
+
+
 class ParallelBlockSpec(Spec):
     """A block of steps run in parallel under one strategy (IR ``ParallelBlockSpec``)."""
 
     name: str = Field(min_length=1)
-    steps: list[StepSpec]
+    steps: list[StepSpec] = Field(default_factory=list)
     strategy: ParallelStrategy = ParallelStrategy.ALL
     max_concurrency: int | None = Field(default=None, ge=1)
     timeout_seconds: float | None = Field(default=None, gt=0)
@@ -72,6 +86,7 @@ class ParallelBlockSpec(Spec):
     allowed_capabilities: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     terminate_losers: bool = False  # extension
+    fan_out: FanOutSpec | None = None  # extension
 
     @field_validator("steps")
     @classmethod
@@ -85,6 +100,15 @@ class ParallelBlockSpec(Spec):
         return steps
 
     @model_validator(mode="after")
+    def _fan_out_fits(self) -> ParallelBlockSpec:
+        if self.fan_out is not None:
+            if self.strategy not in (ParallelStrategy.MAP_REDUCE, ParallelStrategy.COLLECT):
+                raise ValueError("fan_out works with strategy 'map_reduce' or 'collect'")
+            if self.steps:
+                raise ValueError("a block with fan_out makes its own steps; leave 'steps' empty")
+        return self
+
+    @model_validator(mode="after")
     def _reducer_needs_map_reduce(self) -> ParallelBlockSpec:
         if self.strategy == ParallelStrategy.MAP_REDUCE and not self.reduce_function:
             raise ValueError(
@@ -96,3 +120,31 @@ class ParallelBlockSpec(Spec):
 def step_key(step: StepSpec, index: int) -> str:
     """The name a step's result is filed under: its ``name``, or ``step_<index>``."""
     return step.name if step.name else f"step_{index}"
+
+
+def expand_fan_out(block: ParallelBlockSpec, context: dict[str, Any]) -> ParallelBlockSpec:
+    """The block with one step per item (or batch) of its fan-out list (and no ``fan_out`` left); the block
+    itself without one.
+
+    Raises:
+        SpecError: ``split_by`` names no context key, or not a list (path ``fan_out.split_by``).
+    """
+    fan = block.fan_out
+    if fan is None:
+        return block
+    value: Any = context
+    for part in fan.split_by.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise SpecError(f"context has no key {fan.split_by!r} to fan out over", path="fan_out.split_by")
+        value = value[part]
+    if not isinstance(value, list):
+        raise SpecError(f"context[{fan.split_by!r}] is {type(value).__name__}, not a list", path="fan_out.split_by")
+    if fan.batch_size is None:
+        steps = [StepSpec.model_validate({"target": fan.target, "item": item}) for item in value]
+    else:
+        size = fan.batch_size
+        steps = [
+            StepSpec.model_validate({"target": fan.target, "items": value[i : i + size]})
+            for i in range(0, len(value), size)
+        ]
+    return block.model_copy(update={"steps": steps, "fan_out": None})

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import SpecError
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
 from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, StepSpec, WorkflowSpec
 from ..spec.program import check_dag
@@ -77,8 +78,8 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     """The plan of a block, a workflow, or a program (its one workflow, or its blocks by ``depends_on``).
 
     Raises:
-        KeyError: ``workflow`` is not in the program.
-        ValueError: a program with several workflows and none chosen.
+        SpecError: ``workflow`` is not in the program; several workflows and none chosen; an empty
+            program; a workflow node naming a block it cannot see.
     """
     if isinstance(spec, ParallelBlockSpec):
         return Plan("block", spec.name, (PlanNode(spec.name, spec),))
@@ -88,11 +89,13 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:
             names = ", ".join(w.name for w in spec.workflows)
-            raise ValueError(f"the program has several workflows ({names}); choose one")
+            raise SpecError(f"the program has several workflows ({names}); choose one", path="workflows")
         chosen = next((w for w in spec.workflows if workflow in (None, w.name)), None)
         if chosen is None:
-            raise KeyError(workflow)
+            raise SpecError(f"no workflow named {workflow!r} in the program", path="workflows")
         return _workflow_plan(chosen, blocks)
+    if not spec.parallel_blocks:
+        raise SpecError("the program has no workflows and no parallel_blocks: nothing to run")
     order = check_dag({b.name: b.depends_on for b in spec.parallel_blocks}, "parallel block")
     nodes = tuple(PlanNode(name, blocks[name], tuple(blocks[name].depends_on)) for name in order)
     return Plan("program", spec.name or "program", nodes)
@@ -106,6 +109,12 @@ def _workflow_plan(workflow: WorkflowSpec, blocks: Mapping[str, ParallelBlockSpe
         node = by_name[name]
         deps = tuple(node.depends_on)
         if node.block is not None:
+            if node.block not in blocks:
+                raise SpecError(
+                    f"node {name!r} names block {node.block!r}, which this workflow cannot see; "
+                    "dispatch the program that declares it",
+                    path=f"workflows[{workflow.name}].{name}.block",
+                )
             nodes.append(PlanNode(name, blocks[node.block], deps))
         else:
             step = StepSpec.model_validate(node.model_dump(exclude={"block", "depends_on"}))

@@ -8,6 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,7 +98,7 @@ def call_step(
     try:
         value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
         if asyncio.iscoroutine(value):
-            value = asyncio.run(_watched(value, check))
+            value = run_coroutine(_watched(value, check))
         result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
     except StepCancelled as exc:
         end = time.time()
@@ -112,6 +113,17 @@ def call_step(
 
 
 CHECK_INTERVAL = 0.05
+
+
+def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run an async step to its end from sync code; in a thread of its own when this one has a loop running
+    (an eager dispatch from async code)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namel3ss-step") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def throttled(should_stop: Callable[[], bool]) -> Callable[[], bool]:

@@ -146,3 +146,9 @@ def flaky(step: dict[str, Any], context: dict[str, Any]) -> int:
     if calls <= int(step["failures"]):
         raise ConnectionError(f"flaky call {calls}")
     return calls
+
+
+@step("fanned")
+def fanned(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """A fan-out step: its item, or its batch of items."""
+    return step["items"] if "items" in step else step["item"]

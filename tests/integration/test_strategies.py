@@ -116,3 +116,26 @@ def test_a_result_json_cannot_carry_fails_the_step_clearly(cluster: Cluster) -> 
     assert entry["status"] == "failed"
     assert "JSON cannot carry" in entry["error"]
     assert celery_state(cluster, result, "odd") == "FAILURE"
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_fan_out_hands_each_item_or_batch_to_a_step(cluster: Cluster, batch_size: int | None) -> None:
+    fan_out: dict[str, Any] = {"target": "fanned", "split_by": "numbers"}
+    if batch_size:
+        fan_out["batch_size"] = batch_size
+    block = {"name": "fan", "strategy": "map_reduce", "reduce_function": "count", "fan_out": fan_out}
+    result = cluster.n3.dispatch(block, context={"numbers": [1, 2, 3, 4]}).get(timeout=WAIT)
+    assert result.overall_status == "completed"
+    if batch_size is None:
+        assert result.final_result == 4
+        assert sorted(r.result for r in result.results) == [1, 2, 3, 4]
+    else:
+        assert result.final_result == 2
+        assert [r.result for r in result.results] == [[1, 2], [3, 4]]
+
+
+def test_fan_out_over_a_missing_key_fails_the_block_clearly(cluster: Cluster) -> None:
+    block = {"name": "fan", "strategy": "collect", "fan_out": {"target": "fanned", "split_by": "outputs.nothing"}}
+    result = cluster.n3.dispatch(block).get(timeout=WAIT)
+    assert result.overall_status == "failed"
+    assert "context has no key 'outputs.nothing'" in (result.error_message or "")

@@ -198,7 +198,7 @@ def test_bad_enum_values_list_the_allowed_values(program: dict[str, Any], path: 
     ("program", "path"),
     [
         ({"parallel_blocks": [{"steps": []}]}, "parallel_blocks[0].name"),
-        ({"parallel_blocks": [{"name": "b"}]}, "parallel_blocks[0].steps"),
+        ({"parallel_blocks": [{"name": "b", "steps": "none"}]}, "parallel_blocks[0].steps"),
         ({"parallel_blocks": [{"name": "", "steps": []}]}, "parallel_blocks[0].name"),
         ({"parallel_blocks": [{"name": "b", "steps": [], "max_concurrency": 0}]}, "parallel_blocks[0].max_concurrency"),
         (

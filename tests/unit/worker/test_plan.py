@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from namel3ss_celery.errors import SpecError
 from namel3ss_celery.results import (
     ParallelExecutionResult,
     ParallelTaskResult,
@@ -129,7 +130,7 @@ def test_a_program_with_several_workflows_needs_a_choice() -> None:
     with pytest.raises(ValueError, match="several workflows \\(one, two\\)"):
         make_plan(program)
     assert make_plan(program, workflow="two").name == "two"
-    with pytest.raises(KeyError):
+    with pytest.raises(SpecError, match="no workflow named 'three'"):
         make_plan(program, workflow="three")
 
 
