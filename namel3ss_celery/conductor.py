@@ -75,9 +75,8 @@ class Conductor:
                 request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
             raise
         control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
-        if control.stop_requested():
+        if not control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or ""):
             self._skip(task, payload, control)
-        control.mark_started(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
         outcome = call_step(
             definition,
             payload,
@@ -203,19 +202,23 @@ class Conductor:
 
     def settle_node(self, run_id: str, node: str) -> None:
         """Settle one node once (claimed), under its decision if it has one; then move the run on."""
-        if not self.store.claim(run_id, f"node:{node}:settled"):
+        claimed, record, envelopes = self.store.claim_and_read(run_id, f"node:{node}:settled", node)
+        if not claimed:
             return
-        record = self.store.run_record(run_id)
-        if record is None:
+        if "plan" not in record:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
         plan = Plan.from_json(record["plan"])
         control = BlockControl(self.store, run_id, node)
         try:
-            decision = control.decision()
+            decision = control.decision_in(record)
+            block = launched(plan, record, node)
             if decision is not None:
-                self.stop_losers(launched(plan, record, node), control, record)
-            result = self._settle(launched(plan, record, node), run_id, record, decision)
+                self.stop_losers(block, control, record)
+                envelopes = self.store.step_envelopes(run_id, node)  # with any envelope stop_losers filed
+            result = settle_block(
+                block.block, envelopes, self.registry, decision=decision, started=control.started(record)
+            )
         except Exception as exc:  # noqa: BLE001 - a block must end even when settling it breaks
             logger.exception("settling block %s of run %s failed", node, run_id)
             result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
@@ -278,13 +281,14 @@ class Conductor:
 
     # --- runs ------------------------------------------------------------------
 
-    def launch_roots(self, run_id: str) -> None:
-        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker)."""
-        record = self.store.run_record(run_id)
+    def launch_roots(self, run_id: str, plan: Plan | None = None, record: dict[str, str] | None = None) -> None:
+        """Publish the nodes of a new run that depend on nothing (``n3.run.launch`` on a worker, or
+        ``dispatch`` itself for a small run, which passes the plan and record it has)."""
+        record = record if record is not None else self.store.run_record(run_id)
         if record is None:
             logger.warning("run %s expired before it was launched", run_id)
             return
-        plan = Plan.from_json(record["plan"])
+        plan = plan if plan is not None else Plan.from_json(record["plan"])
         roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
         self.launch(run_id, plan, roots, record, {})
 

@@ -43,6 +43,7 @@ SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] 
 RunResult = ParallelExecutionResult | WorkflowResult
 
 DEFAULT_WAIT = 300.0
+INLINE_STEPS = 8  # runs whose first blocks have at most this many steps are published by dispatch itself
 
 
 def make_app(settings: Settings) -> Celery:
@@ -195,8 +196,13 @@ class Namel3ssCelery:
             "created": repr(time.time()),
         }
         self.store.create_run(run_id, record, self.settings.result_expires)
-        # One small message; a worker publishes the block's steps, so a web request never waits for them.
-        self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
+        roots = [n.block for n in plan.nodes if not n.depends_on]
+        if sum(len(b.steps) for b in roots) <= INLINE_STEPS and not any(b.fan_out for b in roots):
+            # A small run: publishing its few steps here costs less than a hop through a worker.
+            self.conductor.launch_roots(run_id, plan, record)
+        else:
+            # One small message; a worker publishes the steps, so a web request never waits for them.
+            self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
         return RunHandle(self, run_id)
 
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
@@ -255,9 +261,8 @@ class RunHandle:
             WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
             UnknownRun: no such run.
         """
-        self._record()
         if not self._n3.store.wait(self.id, timeout):
-            raise WaitTimeout(self.id, timeout, str(self.status()))
+            raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
         result = final_result(self._record())
         if result is None:
             raise UnknownRun(self.id)

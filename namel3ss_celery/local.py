@@ -181,14 +181,13 @@ class _LocalRun:
             async with window:  # a step files before its slot goes to the next, as a worker feeds the next
                 attempt = 0
                 while True:
-                    if control.stop_requested():
+                    if not control.start(index, self.executor.worker, EXECUTED_ON, os.getpid(), ""):
                         if fed and attempt == 0:
                             return  # a fed step is never published once its block is decided
                         now, worker = time.time(), self.executor.worker
                         args = (payload["key"], "cancelled", None, NOT_STARTED, None, now, now, worker, "")
                         outcome = StepOutcome(*args, outcome="not_started")
                         break
-                    control.mark_started(index, self.executor.worker, EXECUTED_ON, os.getpid(), "")
                     outcome = await self.call(definition, payload, control)
                     if outcome.status != "failed" or attempt >= payload["retries"] or control.stop_requested():
                         break

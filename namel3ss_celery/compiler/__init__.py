@@ -32,6 +32,7 @@ BUILDERS: dict[ParallelStrategy, Builder] = {
 }
 
 CHORD_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.MAP_REDUCE)
+SMALL_BLOCK = 8  # up to this many steps, the counted join saves the chord body's extra hop
 
 
 @dataclass
@@ -54,8 +55,9 @@ def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any])
     ``all`` and ``map_reduce`` are chords where the result backend joins them
     natively (Redis). Celery's key-value chord on other backends restores the
     whole group at every step (quadratic: 1000 steps take tens of seconds on the
-    embedded default), so there, and under ``max_concurrency`` (not every step is
-    in the group), they use the counted join that ``collect`` uses.
+    embedded default), so there, under ``max_concurrency`` (not every step is in
+    the group), and for small blocks (where the chord body's extra task hop is
+    most of the time), they use the counted join that ``collect`` uses.
     """
     block = node.block
     deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
@@ -69,7 +71,7 @@ def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any])
         ]
         return Launch(canvas.group(first), rest, deadline)
     strategy = block.strategy
-    if strategy in CHORD_STRATEGIES and not joins_natively(app.backend):
+    if strategy in CHORD_STRATEGIES and (len(block.steps) <= SMALL_BLOCK or not joins_natively(app.backend)):
         return Launch(collect.build(app, block, run_id, node.name, context, deadline), [], deadline)
     return Launch(BUILDERS[strategy](app, block, run_id, node.name, context, deadline), [], deadline)
 

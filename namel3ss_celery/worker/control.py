@@ -88,9 +88,23 @@ class BlockControl:
             return Decision(RunStatus.TIMEOUT, None, "the block's deadline (timeout_seconds) passed")
         return None
 
-    def mark_started(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> None:
+    def start(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> bool:
+        """Mark a step started; True when it may run, False when its block is decided or the run cancelled.
+
+        One round trip. Marking first, then reading, means a decider that misses the mark is seen here.
+        """
+        if self.overdue() is not None:
+            return False
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
-        self.store.set_fields(self.run_id, {f"node:{self.node}:started:{index}": info})
+        decided, cancelled = self.store.set_and_get(
+            self.run_id, {f"node:{self.node}:started:{index}": info}, [self._decided, RUN_CANCELLED]
+        )
+        return not (decided or cancelled)
+
+    def decision_in(self, record: dict[str, str]) -> Decision | None:
+        """The block's decision as a run record holds it."""
+        raw = record.get(self._decided)
+        return Decision.from_json(raw) if raw else None
 
     def started(self, record: dict[str, str]) -> dict[int, dict[str, object]]:
         """Which steps started, from a run record: index -> worker, pool, pid, task_id."""

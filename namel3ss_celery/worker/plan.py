@@ -142,8 +142,7 @@ def node_settled(
 
     Idempotent under duplicate calls: launches and the end are claimed in the store.
     """
-    store.set_fields(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
-    record = store.run_record(run_id) or {}
+    record = store.set_and_read(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
     results = {
         n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
         for n in plan.nodes

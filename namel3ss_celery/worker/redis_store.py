@@ -39,6 +39,27 @@ class RedisStore:
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
         return int(self.client.hincrby(run_key(run_id), field, amount))
 
+    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(run_key(run_id), mapping=dict(fields))
+            pipe.hmget(run_key(run_id), list(read))
+            return list(pipe.execute()[1])
+
+    def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(run_key(run_id), mapping=dict(fields))
+            pipe.hgetall(run_key(run_id))
+            record: dict[str, str] = pipe.execute()[1]
+        return record
+
+    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(run_key(run_id), field, "1")
+            pipe.hgetall(run_key(run_id))
+            pipe.hgetall(steps_key(run_id, node))
+            claimed, record, envelopes = pipe.execute()
+        return bool(claimed), record, {int(k): v for k, v in envelopes.items()}
+
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         return bool(self.client.hsetnx(run_key(run_id), field, value))
 

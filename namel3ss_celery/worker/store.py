@@ -30,6 +30,18 @@ class CoordinationStore(Protocol):
         """Add ``amount`` to an integer field of the run (0 when unset) and return the new value."""
         ...
 
+    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
+        """Set some fields and read others, in one round trip."""
+        ...
+
+    def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
+        """Set some fields and read the whole record back, in one round trip."""
+        ...
+
+    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+        """``claim`` plus the run record and the block's envelopes, in one round trip."""
+        ...
+
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         """Set ``field`` on the run only if unset; True for the one caller that set it."""
         ...
@@ -83,7 +95,7 @@ class MemoryStore:
     """In-process store for the embedded default; keys expire like Redis's."""
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.RLock())
         self._runs: dict[str, dict[str, str]] = {}
         self._steps: dict[tuple[str, str], dict[int, str]] = {}
         self._lists: dict[tuple[str, str], deque[str]] = {}
@@ -125,6 +137,21 @@ class MemoryStore:
             value = int(record.get(field, "0")) + amount
             record[field] = str(value)
             return value
+
+    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
+        with self._lock:
+            self.set_fields(run_id, fields)
+            return self.get_fields(run_id, read)
+
+    def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
+        with self._lock:
+            self.set_fields(run_id, fields)
+            return dict(self._runs.get(run_id, {}))
+
+    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+        with self._lock:
+            claimed = self.claim(run_id, field)
+            return claimed, dict(self._runs.get(run_id, {})), self.step_envelopes(run_id, node)
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         with self._lock:

@@ -139,3 +139,25 @@ def test_fan_out_over_a_missing_key_fails_the_block_clearly(cluster: Cluster) ->
     result = cluster.n3.dispatch(block).get(timeout=WAIT)
     assert result.overall_status == "failed"
     assert "context has no key 'outputs.nothing'" in (result.error_message or "")
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_large_all_block_is_a_chord_and_settles_either_way(cluster: Cluster, fail: bool) -> None:
+    steps: list[dict[str, Any]] = [{"target": "echo", "value": i} for i in range(20)]
+    if fail:
+        steps[7] = {"name": "bad", "target": "fail"}
+    result = cluster.n3.dispatch(block("all", steps, fail_fast=False)).get(timeout=WAIT)
+    meta = cluster.app.backend.get_task_meta(result.results[0].metadata["celery_task_id"])
+    assert meta["status"] == "SUCCESS"
+    if fail:
+        assert result.overall_status == "failed" and result.failed_tasks == 1
+        assert "bad: ValueError" in (result.error_message or "")
+    else:
+        assert result.overall_status == "completed"
+        assert result.final_result == {f"step_{i}": i for i in range(20)}
+
+
+def test_a_large_map_reduce_block_is_a_chord(cluster: Cluster) -> None:
+    steps = [{"target": "echo", "value": i} for i in range(30)]
+    result = cluster.n3.dispatch(block("map_reduce", steps, reduce_function="sum")).get(timeout=WAIT)
+    assert result.final_result == sum(range(30))

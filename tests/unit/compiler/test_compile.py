@@ -9,12 +9,19 @@ import celery
 import pytest
 from celery import canvas
 
+from namel3ss_celery import compiler
 from namel3ss_celery.compiler import compile_node
 from namel3ss_celery.spec import ParallelBlockSpec, load_program
 from namel3ss_celery.worker.plan import PlanNode, make_plan
 from namel3ss_celery.worker.runner import SCHEMA_VERSION
 
 STEPS = [{"name": "first", "target": "fetch", "query": "celery"}, {"target": "mod:func", "kind": "llm"}]
+
+
+@pytest.fixture(autouse=True)
+def chords_for_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests use two-step blocks; build them as large blocks are built (small ones are counted)."""
+    monkeypatch.setattr(compiler, "SMALL_BLOCK", 0)
 
 
 @pytest.fixture
@@ -127,3 +134,10 @@ def test_a_workflow_step_node_compiles_to_its_one_step(app: celery.Celery) -> No
     assert task.args[0]["key"] == "fetch"
     assert task.args[0]["step"] == {"name": "fetch", "target": "fetch_sources", "kind": "tool", "q": 1}
     assert sig.body.args == ("run-2", "fetch")
+
+
+def test_a_small_all_block_uses_the_counted_join(app: celery.Celery, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiler, "SMALL_BLOCK", 8)
+    sig = compile_node(app, node("all"), "run-1", {}).canvas
+    assert isinstance(sig, canvas.group)
+    assert {task.args[0]["join"] for task in sig.tasks} == {"count"}
