@@ -152,3 +152,11 @@ def flaky(step: dict[str, Any], context: dict[str, Any]) -> int:
 def fanned(step: dict[str, Any], context: dict[str, Any]) -> Any:
     """A fan-out step: its item, or its batch of items."""
     return step["items"] if "items" in step else step["item"]
+
+
+async def runtime_task(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """A Namel3ss-style step executor: a module-level function, sent to workers as module:function."""
+    await asyncio.sleep(0.01)
+    if step.get("fail"):
+        raise ValueError(f"task {step.get('task')} failed")
+    return {"task": step.get("task"), "pid": os.getpid()}

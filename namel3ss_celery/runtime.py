@@ -1,0 +1,303 @@
+"""The Namel3ss runtime API on namel3ss-celery: the ``namel3ss.runtime`` names, with Celery underneath.
+
+Code written for Namel3ss runs after changing its import line::
+
+    from namel3ss_celery.runtime import execute_parallel_steps, create_distributed_executor
+
+``execute_parallel_steps`` and ``ParallelExecutor`` run in this process (the
+local executor, with exactly the workers' semantics); the distributed executor
+sends blocks to Celery workers. Its step executor must be something a worker can
+find: a registered step, or a module-level function of a module listed in
+``NAMEL3SS_CELERY_STEP_MODULES`` (sent as ``module:function``). Anything else
+is refused, unless the call asked for local fallback; every result says where
+it ran (``metadata["executed_on"]``). The Namel3ss defects are not carried
+over: a failed ``all`` block, and a race whose first finisher failed, are
+``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError, UnknownTarget
+from .extension import Namel3ssCelery
+from .local import LocalExecutor
+from .registry import SHARED, Registry
+from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus
+from .settings import Settings
+from .spec import ParallelBlockSpec, ParallelStrategy, load_model
+from .worker.plan import make_plan
+
+__all__ = [
+    "DistributedParallelExecutor",
+    "ParallelExecutionResult",
+    "ParallelExecutor",
+    "ParallelStrategy",
+    "ParallelTaskResult",
+    "create_distributed_executor",
+    "execute_distributed_parallel",
+    "execute_parallel_steps",
+]
+
+StepExecutor = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any] | Any]
+
+LOCAL_TARGET = "namel3ss.step_executor"  # the local registry's name for a call's step executor
+
+
+def _block(parallel_block: Any, max_concurrency: int | None, timeout: float | None) -> ParallelBlockSpec:
+    """A ``ParallelBlockSpec`` from the Namel3ss dict (or spec object), with the executor's defaults."""
+    block = load_model(ParallelBlockSpec, parallel_block)
+    defaults: dict[str, Any] = {}
+    if block.max_concurrency is None and max_concurrency is not None:
+        defaults["max_concurrency"] = max_concurrency
+    if block.timeout_seconds is None and timeout is not None:
+        defaults["timeout_seconds"] = timeout
+    return block.model_copy(update=defaults) if defaults else block
+
+
+def _targeted(block: ParallelBlockSpec, target: str) -> ParallelBlockSpec:
+    """Every step without a target of its own runs ``target`` (the Namel3ss step executor)."""
+    steps = [s if s.target else s.model_copy(update={"target": target}) for s in block.steps]
+    return block.model_copy(update={"steps": steps})
+
+
+class _Stats:
+    def __init__(self) -> None:
+        self.blocks = self.completed = self.failed = self.steps = 0
+        self.total_ms = 0.0
+        self.placement: dict[str, int] = {}
+
+    def add(self, result: ParallelExecutionResult) -> None:
+        self.blocks += 1
+        self.steps += result.total_tasks
+        self.completed += result.overall_status == RunStatus.COMPLETED
+        self.failed += result.overall_status != RunStatus.COMPLETED
+        self.total_ms += result.total_duration_ms or 0.0
+        where = str(result.metadata.get("executed_on", "?"))
+        self.placement[where] = self.placement.get(where, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total_blocks": self.blocks,
+            "completed_blocks": self.completed,
+            "failed_blocks": self.failed,
+            "total_steps": self.steps,
+            "average_duration_ms": self.total_ms / self.blocks if self.blocks else 0.0,
+            "executed_on": dict(self.placement),
+        }
+
+
+class ParallelExecutor:
+    """Runs parallel blocks in this process (Namel3ss ``ParallelExecutor``).
+
+    Args:
+        default_max_concurrency: for blocks that set none.
+        default_timeout: seconds, for blocks that set none.
+    """
+
+    def __init__(self, default_max_concurrency: int = 10, default_timeout: float = 300.0, **_: Any) -> None:
+        self.default_max_concurrency = default_max_concurrency
+        self.default_timeout = default_timeout
+        self._stats = _Stats()
+
+    async def execute_parallel_block(
+        self,
+        parallel_block: Any,
+        step_executor: StepExecutor,
+        context: Mapping[str, Any] | None = None,
+        security_context: Any = None,
+        parent_span_id: str | None = None,
+    ) -> ParallelExecutionResult:
+        """Run ``parallel_block`` (a dict with ``name``, ``steps``, ``strategy``, ... or a spec) here.
+
+        ``step_executor`` is called as ``await step_executor(step, context)`` (sync functions work
+        too) for every step without a ``target`` of its own.
+
+        Raises:
+            SpecError: the block is malformed (the field path is named).
+        """
+        block = _block(parallel_block, self.default_max_concurrency, self.default_timeout)
+        registry = Registry(parent=SHARED)
+        registry.add_step(LOCAL_TARGET, step_executor)
+        result = await LocalExecutor(registry).run(make_plan(_targeted(block, LOCAL_TARGET)), context)
+        assert isinstance(result, ParallelExecutionResult)
+        self._stats.add(result)
+        return result
+
+    def get_execution_stats(self) -> dict[str, Any]:
+        """Blocks run, completed and failed, steps, average duration, and where they ran."""
+        return self._stats.as_dict()
+
+
+async def execute_parallel_steps(
+    steps: list[dict[str, Any]],
+    step_executor: StepExecutor,
+    strategy: str | ParallelStrategy = "all",
+    max_concurrency: int = 10,
+    timeout_seconds: float | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> ParallelExecutionResult:
+    """Run ``steps`` in parallel in this process under ``strategy`` (Namel3ss ``execute_parallel_steps``)."""
+    block = {"name": "parallel_steps", "steps": steps, "strategy": str(strategy), "max_concurrency": max_concurrency}
+    if timeout_seconds is not None:
+        block["timeout_seconds"] = timeout_seconds
+    return await ParallelExecutor(max_concurrency).execute_parallel_block(block, step_executor, context)
+
+
+class DistributedParallelExecutor:
+    """Sends parallel blocks to Celery workers (Namel3ss ``DistributedParallelExecutor``).
+
+    Args:
+        n3: the namel3ss-celery installation to dispatch through.
+        fallback_to_local: run in this process when the step executor cannot be sent to workers
+            (off by default: a refusal is an error).
+        local_threshold: the Namel3ss coordinator's rule, as an explicit mode: blocks with fewer
+            steps run in this process. Off by default; always reported in ``metadata["placement"]``.
+        timeout: seconds to wait for a distributed block.
+    """
+
+    def __init__(
+        self,
+        n3: Namel3ssCelery,
+        *,
+        fallback_to_local: bool = False,
+        local_threshold: int | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        self.n3 = n3
+        self.fallback_to_local = fallback_to_local
+        self.local_threshold = local_threshold
+        self.timeout = timeout
+        self._stats = _Stats()
+
+    def target_of(self, step_executor: StepExecutor) -> str:
+        """The name workers know ``step_executor`` by.
+
+        Raises:
+            UnknownTarget: it is neither registered nor a module-level function of a listed module.
+        """
+        self.n3.load_step_modules()
+        for definition in self.n3.registry.steps():
+            if definition.function is step_executor:
+                return definition.target
+        module = getattr(step_executor, "__module__", None)
+        name = getattr(step_executor, "__qualname__", "")
+        listed = module in self.n3.settings.step_modules
+        if listed and "." not in name and getattr(sys.modules.get(module or ""), name, None) is step_executor:
+            return f"{module}:{name}"
+        what = "a lambda" if name == "<lambda>" else ("a nested function" if "." in name else repr(step_executor))
+        raise UnknownTarget(
+            f"step executor {what} cannot be sent to workers: register it with @step('name'), or make it a "
+            f"module-level function of a module in NAMEL3SS_CELERY_STEP_MODULES "
+            f"(listed: {', '.join(self.n3.settings.step_modules) or 'none'}; its module: {module})"
+        )
+
+    async def execute_parallel_block(
+        self,
+        parallel_block: Any,
+        step_executor: StepExecutor,
+        context: Mapping[str, Any] | None = None,
+        security_context: Any = None,
+        force_distribution: bool = False,
+        force_local: bool = False,
+    ) -> ParallelExecutionResult:
+        """Run the block on workers (or here, when asked); the result says where and why.
+
+        Raises:
+            UnknownTarget: the step executor cannot be sent to workers and no local fallback was asked.
+            WaitTimeout: the block did not end within the executor's ``timeout``.
+        """
+        block = _block(parallel_block, None, None)
+        placement = "distributed"
+        if force_local:
+            placement = "local (force_local)"
+        elif self.local_threshold is not None and not force_distribution and len(block.steps) < self.local_threshold:
+            placement = f"local (fewer than {self.local_threshold} steps)"
+        target = None
+        if not placement.startswith("local"):
+            try:
+                target = self.target_of(step_executor)
+            except UnknownTarget as exc:
+                if not self.fallback_to_local:
+                    raise
+                placement = f"local (fallback_to_local: {exc})"
+        if target is None:
+            result = await ParallelExecutor(default_timeout=self.timeout).execute_parallel_block(
+                block, step_executor, context
+            )
+        else:
+            handle = self.n3.dispatch(_targeted(block, target), context=context)
+            found = await handle.aget(timeout=self.timeout)
+            assert isinstance(found, ParallelExecutionResult)
+            result = found
+        result.metadata["placement"] = placement
+        self._stats.add(result)
+        return result
+
+    def get_execution_stats(self) -> dict[str, Any]:
+        """Blocks run, completed and failed, steps, average duration, and where they ran."""
+        return self._stats.as_dict()
+
+    async def cleanup(self) -> None:
+        """Close the connections this executor opened."""
+        self.n3.close()
+
+
+async def create_distributed_executor(
+    broker_type: str = "redis", broker_config: Mapping[str, Any] | None = None, **kwargs: Any
+) -> DistributedParallelExecutor:
+    """A distributed executor on ``broker_type`` ``redis``, ``rabbitmq`` or ``memory`` (embedded).
+
+    ``broker_config`` keys: ``redis_url`` (redis; also the result backend and coordination store
+    unless ``result_backend`` is given), ``amqp_url`` (rabbitmq, with ``redis_url`` for results).
+    Other keyword arguments go to ``DistributedParallelExecutor`` (``fallback_to_local``,
+    ``local_threshold``, ``timeout``). Step modules come from ``NAMEL3SS_CELERY_STEP_MODULES``.
+
+    Raises:
+        ConfigurationError: an unknown broker type, or a URL the broker type needs is missing.
+    """
+    config = dict(broker_config or {})
+    env = Settings.from_env()
+    redis_url = config.get("redis_url") or os.environ.get("CELERY_RESULT_BACKEND")
+    if broker_type == "redis":
+        broker = config.get("redis_url") or env.broker_url
+        if not broker:
+            raise ConfigurationError("broker_type 'redis' needs broker_config['redis_url']", setting="redis_url")
+    elif broker_type == "rabbitmq":
+        broker = config.get("amqp_url")
+        if not broker:
+            raise ConfigurationError("broker_type 'rabbitmq' needs broker_config['amqp_url']", setting="amqp_url")
+        if not (config.get("result_backend") or redis_url):
+            raise ConfigurationError(
+                "broker_type 'rabbitmq' needs a Redis for results: broker_config['redis_url']", setting="redis_url"
+            )
+    elif broker_type == "memory":
+        broker = None
+    else:
+        raise ConfigurationError(f"unknown broker_type {broker_type!r}; use redis, rabbitmq or memory", "broker_type")
+    settings = Settings(
+        broker_url=broker,
+        result_backend=(config.get("result_backend") or redis_url) if broker else None,
+        step_modules=env.step_modules,
+        coordination_url=env.coordination_url,
+    )
+    return DistributedParallelExecutor(Namel3ssCelery(settings=settings), **kwargs)
+
+
+async def execute_distributed_parallel(
+    parallel_block: Any, step_executor: StepExecutor, context: Mapping[str, Any] | None = None, **kwargs: Any
+) -> ParallelExecutionResult:
+    """Create a distributed executor (``kwargs`` as ``create_distributed_executor``), run one block, clean up."""
+    run_keys = {"force_distribution", "force_local", "security_context"}
+    executor = await create_distributed_executor(
+        **{k: v for k, v in kwargs.items() if k not in run_keys},
+    )
+    try:
+        return await executor.execute_parallel_block(
+            parallel_block, step_executor, context, **{k: v for k, v in kwargs.items() if k in run_keys}
+        )
+    finally:
+        await executor.cleanup()
