@@ -22,9 +22,10 @@ class AuditedTask(Task):  # type: ignore[misc]
     audited = True
 
 
-def make_app(broker: str, backend: str, queue: str) -> Celery:
+def make_app(broker: str, backend: str, queue: str, ignore_result: bool = False) -> Celery:
     app = Celery("their_project", broker=broker, backend=backend, task_cls=AuditedTask, set_as_current=False)
     app.conf.update(
+        task_ignore_result=ignore_result,
         task_default_queue=queue,
         task_queues=[Queue(queue), Queue(f"{queue}.reports")],
         task_routes={"their_project.report": {"queue": f"{queue}.reports"}},
@@ -40,7 +41,12 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
 
 
 def app_from_env() -> tuple[Celery, Any]:
-    app = make_app(os.environ["N3_TEST_BROKER"], os.environ["N3_TEST_BACKEND"], os.environ["N3_TEST_QUEUE"])
+    app = make_app(
+        os.environ["N3_TEST_BROKER"],
+        os.environ["N3_TEST_BACKEND"],
+        os.environ["N3_TEST_QUEUE"],
+        ignore_result=os.environ.get("N3_TEST_IGNORE_RESULT") == "1",
+    )
     return app, Namel3ssCelery(app)
 
 

@@ -30,7 +30,9 @@ class Cluster:
     env: dict[str, str]
 
 
-def start_cluster(broker: str, backend: str, pool: str, log_dir: Path, concurrency: int = 2) -> Cluster:
+def start_cluster(
+    broker: str, backend: str, pool: str, log_dir: Path, concurrency: int = 2, ignore_result: bool = False
+) -> Cluster:
     import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
 
     queue = f"n3test-{uuid.uuid4().hex[:8]}"
@@ -39,8 +41,9 @@ def start_cluster(broker: str, backend: str, pool: str, log_dir: Path, concurren
         "N3_TEST_BACKEND": backend,
         "N3_TEST_QUEUE": queue,
         "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
+        "N3_TEST_IGNORE_RESULT": "1" if ignore_result else "0",
     }
-    app = make_app(broker, backend, queue)
+    app = make_app(broker, backend, queue, ignore_result)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
     worker = WorkerProcess(
         "tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency, queues=[queue, f"{queue}.reports"]

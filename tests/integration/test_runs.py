@@ -166,3 +166,21 @@ def test_workers_do_not_stay_subscribed_to_step_results(redis_cluster: Cluster) 
         assert len(client.pubsub_channels("celery-task-meta-*")) - before < 10
     finally:
         client.close()
+
+
+def test_an_app_that_ignores_results_still_runs_every_strategy(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from .conftest import start_cluster, stop_cluster
+
+    cluster = start_cluster(redis_url, redis_url, "prefork", tmp_path_factory.mktemp("ignore"), ignore_result=True)
+    try:
+        assert cluster.app.conf.task_ignore_result is True
+        big = [{"target": "echo", "value": i} for i in range(20)]  # a chord: its join needs results
+        result = cluster.n3.dispatch({"name": "b", "strategy": "map_reduce", "reduce_function": "sum", "steps": big})
+        assert result.get(timeout=WAIT).final_result == sum(range(20))
+        small = [{"name": "x", "target": "echo", "value": 1}, {"name": "bad", "target": "fail"}]
+        collected = cluster.n3.dispatch({"name": "c", "strategy": "collect", "steps": small}).get(timeout=WAIT)
+        assert collected.final_result["bad"]["status"] == "failed"
+    finally:
+        stop_cluster(cluster)
