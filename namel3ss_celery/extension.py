@@ -37,7 +37,7 @@ from .spec.load import to_data
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, final_result, make_plan
 from .worker.redis_store import RedisStore
-from .worker.runner import run_coroutine, to_json_data
+from .worker.runner import install_log_ids, run_coroutine, to_json_data
 from .worker.store import CoordinationStore, MemoryStore
 
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
@@ -106,6 +106,7 @@ class Namel3ssCelery:
         signals.import_modules.connect(self._on_import_modules)
         signals.task_unknown.connect(self._on_task_unknown)
         signals.worker_process_init.connect(self._on_process_init)
+        install_log_ids()
         app.namel3ss = self  # type: ignore[attr-defined]
 
     # --- registration -------------------------------------------------------

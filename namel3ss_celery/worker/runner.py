@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
@@ -20,6 +21,30 @@ SCHEMA_VERSION = 1
 _cancel_check: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
     "namel3ss_celery_cancel_check", default=None
 )
+
+
+_step_ids: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar(
+    "namel3ss_celery_step_ids", default=None
+)
+
+
+def install_log_ids() -> None:
+    """Make every log record carry ``n3_run``, ``n3_block`` and ``n3_step`` (``None`` outside a step).
+
+    Wraps the logging record factory once per process, so formats such as
+    ``%(n3_run)s %(n3_step)s %(message)s`` work with any handler.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "namel3ss_ids", False):
+        return
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        record.n3_run, record.n3_block, record.n3_step = _step_ids.get() or (None, None, None)
+        return record
+
+    make_record.namel3ss_ids = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_record)
 
 
 def cancelled() -> bool:
@@ -95,6 +120,7 @@ def call_step(
     start = time.time()
     check = throttled(should_stop) if should_stop is not None else None
     token = _cancel_check.set(check)
+    ids = _step_ids.set((str(payload.get("run")), str(payload.get("node")), str(payload["key"])))
     try:
         value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
         if asyncio.iscoroutine(value):
@@ -109,6 +135,7 @@ def call_step(
         return StepOutcome(payload["key"], "failed", None, describe(exc), exc, start, time.time(), worker, task_id)
     finally:
         _cancel_check.reset(token)
+        _step_ids.reset(ids)
     return StepOutcome(payload["key"], "completed", result, None, None, start, time.time(), worker, task_id)
 
 

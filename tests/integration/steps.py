@@ -160,3 +160,25 @@ async def runtime_task(step: dict[str, Any], context: dict[str, Any]) -> Any:
     if step.get("fail"):
         raise ValueError(f"task {step.get('task')} failed")
     return {"task": step.get("task"), "pid": os.getpid()}
+
+
+@step("log_ids")
+def log_ids(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Logs one line and returns the run, block and step ids its log record carried."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("tests.integration.steps")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.warning("hello from a step")
+    finally:
+        logger.removeHandler(handler)
+    record = records[0]
+    return {"run": record.n3_run, "block": record.n3_block, "step": record.n3_step}  # type: ignore[attr-defined]

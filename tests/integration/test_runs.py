@@ -184,3 +184,9 @@ def test_an_app_that_ignores_results_still_runs_every_strategy(
         assert collected.final_result["bad"]["status"] == "failed"
     finally:
         stop_cluster(cluster)
+
+
+def test_log_records_carry_the_run_block_and_step_ids(redis_cluster: Cluster) -> None:
+    handle = redis_cluster.n3.dispatch({"name": "logged", "steps": [{"name": "speaker", "target": "log_ids"}]})
+    result = handle.get(timeout=WAIT)
+    assert result.final_result == {"speaker": {"run": handle.id, "block": "logged", "step": "speaker"}}
