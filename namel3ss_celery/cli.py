@@ -10,17 +10,20 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TextIO
 
-from .errors import CompileError, ConfigurationError, SpecError, WaitTimeout
-from .extension import Namel3ssCelery, RunResult
+from .errors import CompileError, ConfigurationError, SpecError, UnknownRun, WaitTimeout
+from .extension import Namel3ssCelery, NodeProgress, RunHandle, RunResult
+from .local import LocalExecutor
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import Settings, split_modules
 from .spec import ProgramSpec, load_program
 
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
+PROGRESS_EVERY = 0.25  # seconds between progress updates
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,8 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
     run.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for each run (default 600)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--local", action="store_true", help="run in this process with the local executor, no Celery")
     run.set_defaults(handler=_run)
+    status = commands.add_parser("status", help="show a run dispatched from anywhere (progress, then its result)")
+    status.add_argument("run_id")
+    status.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL)")
+    status.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
+    status.add_argument("--json", action="store_true", help="print the result (or progress) as JSON")
+    status.set_defaults(handler=_status)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env().with_step_modules(
+        tuple(m for v in getattr(args, "steps", []) for m in split_modules(v))
+    )
+    if args.broker:
+        settings = replace(settings, broker_url=args.broker)
+    if args.backend:
+        settings = replace(settings, result_backend=args.backend)
+    return settings
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -63,36 +84,99 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         context = json.loads(args.context)
     except json.JSONDecodeError as exc:
         raise SpecError(f"--context is not JSON: {exc}", path="context") from None
-    settings = Settings.from_env().with_step_modules(tuple(m for v in args.steps for m in split_modules(v)))
-    if args.broker:
-        settings = replace(settings, broker_url=args.broker)
-    if args.backend:
-        settings = replace(settings, result_backend=args.backend)
-    n3 = Namel3ssCelery(settings=settings)
+    n3 = Namel3ssCelery(settings=_settings(args))
     try:
         targets = _targets(program, args.workflow)
         plans = [n3.plan(program, workflow) for workflow in targets]  # check everything before publishing anything
         status = EXIT_OK
         results: list[dict[str, Any]] = []
-        for plan, workflow in zip(plans, targets, strict=False):
-            handle = n3.dispatch(program, context, workflow=workflow)
-            try:
-                result = handle.get(timeout=args.timeout)
-            except WaitTimeout as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_FAILED
+        for plan in plans:
+            if args.local:
+                run_id = "local"
+                executor = LocalExecutor(n3.registry, step_modules=n3.settings.step_modules)
+                result = executor.run_sync(plan, context)
+            else:
+                handle = n3.dispatch(program, context, workflow=plan.name if plan.kind == "workflow" else None)
+                run_id = handle.id
+                try:
+                    result = _wait(handle, args.timeout, sys.stderr)
+                except WaitTimeout as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return EXIT_FAILED
             if result.overall_status != RunStatus.COMPLETED:
                 status = EXIT_FAILED
             if args.json:
                 results.append(result.to_dict())
             else:
-                _print_result(handle.id, plan.kind, plan.name, result, out)
+                _print_result(run_id, plan.kind, plan.name, result, out)
         if args.json:
             json.dump(results, out, indent=2, default=str)
             out.write("\n")
         return status
     finally:
         n3.close()
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    n3 = Namel3ssCelery(settings=_settings(args))
+    try:
+        handle = n3.run(args.run_id)
+        status = handle.status()
+        if status.final:
+            result = handle.get(timeout=5)
+            if args.json:
+                json.dump(result.to_dict(), out, indent=2, default=str)
+                out.write("\n")
+            else:
+                record = n3.store.run_record(args.run_id) or {}
+                _print_result(args.run_id, record.get("kind", "run"), record.get("name", ""), result, out)
+            return EXIT_OK if status == RunStatus.COMPLETED else EXIT_FAILED
+        rows = handle.progress()
+        if args.json:
+            json.dump({"status": str(status), "progress": [r.__dict__ for r in rows]}, out, indent=2)
+            out.write("\n")
+        else:
+            out.write(f"run {args.run_id}: {status}\n")
+            for row in rows:
+                out.write(f"  {row.node:<24} {row.done}/{row.total} steps  {row.state}\n")
+        return EXIT_OK
+    except UnknownRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        n3.close()
+
+
+def _wait(handle: RunHandle, timeout: float, err: TextIO) -> RunResult:
+    """Wait for the run, showing progress on ``err``: a bar on a terminal, a line per change otherwise."""
+    tty = err.isatty()
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        try:
+            result = handle.get(timeout=min(PROGRESS_EVERY, max(deadline - time.monotonic(), 0.01)))
+        except WaitTimeout:
+            if time.monotonic() >= deadline:
+                raise
+            line = _progress_line(handle.progress(), bar=tty)
+            if line != shown:
+                err.write(("\r" + line) if tty else line + "\n")
+                err.flush()
+                shown = line
+            continue
+        if tty and shown:
+            err.write("\n")
+        return result
+
+
+def _progress_line(rows: list[NodeProgress], bar: bool) -> str:
+    done, total = sum(r.done for r in rows), sum(r.total for r in rows)
+    parts = "  ".join(f"{r.node} {r.done}/{r.total} {r.state}" for r in rows if r.state != "waiting")
+    if not bar:
+        return f"progress: {done}/{total} steps  {parts}"
+    width = 30
+    filled = int(width * done / total) if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {parts}"[:160]
 
 
 def _targets(program: ProgramSpec, workflow: str | None) -> list[str | None]:

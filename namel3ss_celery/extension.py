@@ -9,6 +9,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,16 @@ class Namel3ssCelery:
             self._store = None
 
 
+@dataclass(frozen=True)
+class NodeProgress:
+    """One node of a running run: ``done`` of ``total`` steps reported, and its ``state``."""
+
+    node: str
+    done: int
+    total: int
+    state: str
+
+
 class RunHandle:
     """A dispatched run, read back from the coordination store."""
 
@@ -287,6 +298,26 @@ class RunHandle:
         if result is None:
             raise UnknownRun(self.id)
         return result
+
+    def progress(self) -> list[NodeProgress]:
+        """Each node of the run, in plan order: steps reported of total, and its state.
+
+        A node's state is ``waiting`` (not launched), ``running``, or its final status.
+        """
+        record = self._record()
+        plan = Plan.from_json(record["plan"])
+        counts = self._n3.store.step_counts(self.id, [n.name for n in plan.nodes])
+        rows = []
+        for node in plan.nodes:
+            expanded = record.get(f"node:{node.name}:block")
+            total = len(json.loads(expanded)["steps"]) if expanded else len(node.block.steps)
+            state = "waiting"
+            if f"node:{node.name}:result" in record:
+                state = json.loads(record[f"node:{node.name}:result"])["overall_status"]
+            elif f"node:{node.name}:launched" in record:
+                state = "running"
+            rows.append(NodeProgress(node.name, min(counts.get(node.name, 0), total), total, state))
+        return rows
 
     def cancel(self) -> None:
         """Cancel the run from any process: its running blocks end as ``cancelled``.

@@ -90,6 +90,12 @@ class RedisStore:
         item: str | None = self.client.lpop(list_key(run_id, name))
         return item
 
+    def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.hlen(steps_key(run_id, node))
+            return {node: int(count) for node, count in zip(nodes, pipe.execute(), strict=True)}
+
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(run_key(run_id), mapping={**fields, "done": "1"})

@@ -56,6 +56,10 @@ class CoordinationStore(Protocol):
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
 
+    def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
+        """How many steps of each block have reported (for progress)."""
+        ...
+
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         """Write the final fields and wake every waiter."""
         ...
@@ -180,6 +184,10 @@ class MemoryStore:
         with self._lock:
             items = self._lists.get((run_id, name))
             return items.popleft() if items else None
+
+    def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            return {node: len(self._steps.get((run_id, node), {})) for node in nodes}
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,57 @@ def test_the_same_command_sends_work_to_a_redis_worker(redis_url: str, tmp_path:
         assert out.returncode == 0, out.stderr
         assert "program 'program': completed" in out.stdout
         assert worker.name in worker.log() and "n3.step.word_count" in worker.log()
+    finally:
+        worker.stop()
+        n3.close()
+
+
+def test_local_runs_in_this_process_with_the_same_outcome() -> None:
+    out = run_cli("run", "examples/pipeline.yaml", "--steps", "examples.steps", "--local")
+    assert out.returncode == 0, out.stderr
+    assert "block checks" in out.stdout and "1/2 steps ok" in out.stdout
+    assert "(run local)" in out.stdout
+
+
+@pytest.mark.integration
+def test_status_and_progress_of_a_run_dispatched_elsewhere(redis_url: str, tmp_path: Path) -> None:
+    env = {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+    }
+    n3 = Namel3ssCelery(settings=Settings.from_mapping(env))
+    worker = WorkerProcess("namel3ss_celery", env, tmp_path, concurrency=2)
+    try:
+        worker.wait_ready(n3.app)
+        import tests.integration.steps  # noqa: F401
+
+        steps = [{"target": "patient", "seconds": s} for s in (0.1, 2.5, 2.5)]
+        handle = n3.dispatch({"name": "slow", "strategy": "collect", "steps": steps})
+        time.sleep(0.8)
+        running = run_cli("status", handle.id, "--broker", redis_url, "--backend", redis_url)
+        assert running.returncode == 0, running.stderr
+        assert f"run {handle.id}: running" in running.stdout
+        assert "slow" in running.stdout and "1/3 steps  running" in running.stdout
+        handle.get(timeout=30)
+        done = run_cli("status", handle.id, "--broker", redis_url, "--backend", redis_url)
+        assert done.returncode == 0
+        assert "block 'slow': completed" in done.stdout and "3/3 steps ok" in done.stdout
+        program = tmp_path / "slow.yaml"
+        program.write_text("parallel_blocks:\n  - {name: slow, steps: [{target: patient, seconds: 1.2}]}\n")
+        ran = run_cli(
+            "run",
+            str(program),
+            "--steps",
+            "tests.integration.steps",
+            "--broker",
+            redis_url,
+            "--backend",
+            redis_url,
+            env={"PYTHONPATH": str(REPO)},
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "progress: 0/1 steps  slow 0/1 running" in ran.stderr  # plain lines when not on a terminal
     finally:
         worker.stop()
         n3.close()
