@@ -68,6 +68,10 @@ class StepCancelled(Namel3ssCeleryError):
     """Raised inside a step that was asked to stop."""
 
 
+class StepTimeout(Namel3ssCeleryError, TimeoutError):
+    """A step ran past its own ``timeout_seconds``."""
+
+
 class StepResultError(Namel3ssCeleryError, TypeError):
     """A step returned something JSON cannot carry."""
 

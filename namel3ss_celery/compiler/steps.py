@@ -48,11 +48,19 @@ def step_payload(
     }
 
 
+HARD_LIMIT_GRACE = 5.0  # seconds between a step's soft and hard time limits
+
+
 def step_signature(app: Any, target: str, payload: dict[str, Any], expires_at: float | None) -> canvas.Signature:
     """One immutable signature; a block deadline makes its message expire, so it never starts late."""
     options: dict[str, Any] = {}
     if expires_at is not None:
         options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
+    limit = payload["step"].get("timeout_seconds")
+    if limit:
+        # Celery's time limits (prefork): a soft one the step sees as a timeout, a hard one that kills it.
+        options["soft_time_limit"] = limit
+        options["time_limit"] = limit + HARD_LIMIT_GRACE
     return app.signature(STEP_TASK_PREFIX + target, args=(payload,), immutable=True, **options)
 
 

@@ -17,7 +17,7 @@ NOT_YET: dict[str, Callable[[Any], bool]] = {
     "allowed_capabilities": lambda v: v == [],
 }
 
-STEP_NOT_YET = ("worker_pool", "timeout_seconds")
+STEP_NOT_YET = ("worker_pool",)
 
 
 def check_supported(block: ParallelBlockSpec, path: str) -> None:

@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SchemaVersionError, StepCancelled, StepResultError, UnknownTarget
+from celery.exceptions import SoftTimeLimitExceeded
+
+from ..errors import SchemaVersionError, StepCancelled, StepResultError, StepTimeout, UnknownTarget
 from ..registry import StepDef
 
 SCHEMA_VERSION = 1
@@ -118,7 +120,10 @@ def call_step(
     in sync steps, and by a watcher that cancels async steps.
     """
     start = time.time()
-    check = throttled(should_stop) if should_stop is not None else None
+    limit = payload["step"].get("timeout_seconds")
+    overdue = (lambda: time.time() >= start + float(limit)) if limit else None
+    stops = [f for f in (should_stop, overdue) if f is not None]
+    check = throttled(lambda: any(f() for f in stops)) if stops else None
     token = _cancel_check.set(check)
     ids = _step_ids.set((str(payload.get("run")), str(payload.get("node")), str(payload["key"])))
     try:
@@ -126,8 +131,12 @@ def call_step(
         if asyncio.iscoroutine(value):
             value = run_coroutine(_watched(value, check))
         result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
-    except StepCancelled as exc:
+    except (StepCancelled, SoftTimeLimitExceeded) as exc:
         end = time.time()
+        timed_out = overdue is not None and overdue() and not (should_stop and should_stop())
+        if timed_out or isinstance(exc, SoftTimeLimitExceeded):  # Celery's soft limit is the step's own
+            late = StepTimeout(f"step {payload['key']!r} ran past its timeout_seconds ({limit}s)")
+            return StepOutcome(payload["key"], "failed", None, describe(late), late, start, end, worker, task_id)
         return StepOutcome(
             payload["key"], "cancelled", None, describe(exc), exc, start, end, worker, task_id, "stopped"
         )

@@ -286,3 +286,27 @@ def test_terminate_losers_on_prefork(redis_cluster: Cluster) -> None:
 
 def unused(_: Any) -> None:  # keeps the Any import honest for type checkers
     return None
+
+
+def test_a_step_timeout_fails_that_step(cluster: Cluster) -> None:
+    steps = [
+        {"name": "slow", "target": "patient", "seconds": 5, "timeout_seconds": 0.5},
+        {"name": "async_slow", "target": "async_patient", "seconds": 5, "timeout_seconds": 0.5},
+        {"name": "ok", "target": "echo", "value": 1, "timeout_seconds": 5},
+    ]
+    started = time.monotonic()
+    result = cluster.n3.dispatch({"name": "st", "strategy": "collect", "steps": steps}).get(timeout=WAIT)
+    assert time.monotonic() - started < 3
+    assert result.final_result["ok"]["result"] == 1
+    for name in ("slow", "async_slow"):
+        assert result.final_result[name]["status"] == "failed"
+        assert "StepTimeout" in result.final_result[name]["error"]
+
+
+def test_celery_time_limits_stop_a_step_that_never_checks_on_prefork(redis_cluster: Cluster) -> None:
+    steps = [{"name": "stubborn", "target": "stubborn", "seconds": 8, "timeout_seconds": 1}]
+    started = time.monotonic()
+    result = redis_cluster.n3.dispatch({"name": "st", "strategy": "collect", "steps": steps}).get(timeout=WAIT)
+    assert time.monotonic() - started < 5
+    assert result.final_result["stubborn"]["status"] == "failed"
+    assert "StepTimeout" in result.final_result["stubborn"]["error"]

@@ -107,7 +107,7 @@ def test_unsupported_block_fields_are_refused(registry: Registry, field: str, va
     assert isinstance(info.value, CompileError)
 
 
-@pytest.mark.parametrize(("field", "value"), [("worker_pool", "gpu"), ("timeout_seconds", 3.0)])
+@pytest.mark.parametrize(("field", "value"), [("worker_pool", "gpu")])
 def test_unsupported_step_fields_are_refused(registry: Registry, field: str, value: Any) -> None:
     with pytest.raises(NotSupportedYet, match=f"{field} on a step is not supported yet") as info:
         check_plan(plan_of([{"target": "fetch"}, {"target": "fetch", field: value}]), registry, ())

@@ -1,0 +1,160 @@
+"""A worker pool as ``celery worker`` options and an environment.
+
+A pool's ``min_workers``/``max_workers`` count worker processes (or
+threads): one ``celery worker`` runs them with ``--autoscale=max,min``, or
+``--concurrency`` when the pool does not scale or something else (KEDA)
+scales the worker instances. ``worker_config`` may hold ``pool`` (Celery's
+execution pool: prefork, threads, solo, gevent, eventlet), ``concurrency``
+(processes per worker instance), ``loglevel`` and ``max_tasks_per_child``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from ..errors import RoutingError
+from ..spec import ProgramSpec, WorkerPoolSpec
+from .policy import delivery_options, seconds_text
+from .queues import Broker, broker_kind, task_queue_of, visibility_timeout
+
+WORKER_CONFIG_KEYS = ("pool", "concurrency", "loglevel", "max_tasks_per_child")
+CELERY_POOLS = ("prefork", "processes", "threads", "solo", "gevent", "eventlet")
+PROCESS_POOLS = ("prefork", "processes")  # the pools that can grow, shrink and recycle child processes
+UNTIMED_POOLS = ("threads", "solo")  # the pools that enforce no time limits
+HARD_LIMIT_GRACE = 10.0  # seconds between the soft time limit (the step is asked to stop) and the hard one
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def find_pool(program: ProgramSpec, name: str) -> WorkerPoolSpec:
+    """The worker pool called ``name``.
+
+    Raises:
+        RoutingError: no pool has that name (the known ones are listed).
+    """
+    for pool in program.worker_pools:
+        if pool.name == name:
+            return pool
+    known = ", ".join(pool.name for pool in program.worker_pools) or "none"
+    raise RoutingError(f"no worker pool named {name!r}; known pools: {known}")
+
+
+def worker_argv(program: ProgramSpec, pool_name: str, broker: str, *, concurrency: int | None = None) -> list[str]:
+    """The options of ``celery -A APP worker`` for one pool (what follows ``worker``).
+
+    Args:
+        program: the program that declares the pool.
+        pool_name: the pool's ``name``.
+        broker: the broker URL or name (``redis``, ``rabbitmq``); on Redis the
+            hard time limit must be shorter than the visibility timeout.
+        concurrency: a fixed process count per worker instance, for when
+            instances are scaled from outside (Kubernetes); ``None`` follows
+            the pool (``--autoscale=max,min``, or ``--concurrency`` from
+            ``worker_config.concurrency`` or ``max_workers``).
+
+    Returns:
+        ``-Q <queue> -n <pool>@%h --prefetch-multiplier=1``, then the scaling,
+        memory and time-limit options the pool asks for.
+
+    Raises:
+        RoutingError: unknown pool; a ``worker_config`` key or pool Celery does
+            not have; autoscaling, ``max_memory_mb`` or a timeout on a pool that
+            cannot honour it; an ``exactly_once`` queue; on Redis, a time limit
+            not shorter than the visibility timeout.
+    """
+    pool = find_pool(program, pool_name)
+    config = _worker_config(pool)
+    queue = task_queue_of(program, pool)
+    acks_late = True if queue is None else delivery_options(queue)["acks_late"]
+    kind: str = config.get("pool", "prefork")
+    argv = ["-Q", pool.queue_name, "-n", f"{pool.name}@%h", "--prefetch-multiplier=1"]
+    if kind != "prefork":
+        argv.append(f"--pool={kind}")
+    if concurrency is not None:
+        _require(concurrency >= 1, pool, f"concurrency must be at least 1 (got {concurrency})")
+        argv.append(f"--concurrency={concurrency}")
+    elif pool.auto_scaling:
+        _require(kind in PROCESS_POOLS, pool, f"auto_scaling needs the prefork pool; the {kind} pool cannot grow")
+        _require(
+            "concurrency" not in config,
+            pool,
+            "worker_config.concurrency fixes the process count, auto_scaling asks for --autoscale: drop one",
+        )
+        argv.append(f"--autoscale={pool.max_workers},{pool.min_workers}")
+    else:
+        argv.append(f"--concurrency={config.get('concurrency', pool.max_workers)}")
+    if pool.max_memory_mb is not None:
+        _require(kind in PROCESS_POOLS, pool, f"max_memory_mb recycles child processes; the {kind} pool has none")
+        argv.append(f"--max-memory-per-child={pool.max_memory_mb * 1024}")
+    if "max_tasks_per_child" in config:
+        _require(kind in PROCESS_POOLS, pool, f"max_tasks_per_child needs the prefork pool, not {kind}")
+        argv.append(f"--max-tasks-per-child={config['max_tasks_per_child']}")
+    if pool.timeout_seconds is not None:
+        _require(kind not in UNTIMED_POOLS, pool, f"timeout_seconds needs time limits, which the {kind} pool lacks")
+        hard = pool.timeout_seconds + HARD_LIMIT_GRACE
+        if acks_late and broker_kind(broker) is Broker.REDIS:
+            _check_visibility(program, pool, hard)
+        argv += [f"--soft-time-limit={seconds_text(pool.timeout_seconds)}", f"--time-limit={seconds_text(hard)}"]
+    else:
+        broker_kind(broker)  # refuse an unknown broker even when nothing depends on it
+    if "loglevel" in config:
+        argv.append(f"--loglevel={config['loglevel']}")
+    return argv
+
+
+def worker_env(pool: WorkerPoolSpec) -> dict[str, str]:
+    """The environment a pool's workers run with: its ``environment_variables``.
+
+    Raises:
+        RoutingError: a variable name is not a shell identifier.
+    """
+    for name in pool.environment_variables:
+        _require(bool(ENV_NAME.match(name)), pool, f"environment variable name {name!r} is not a valid identifier")
+    return dict(pool.environment_variables)
+
+
+def instance_bounds(pool: WorkerPoolSpec) -> tuple[int, int, int]:
+    """``(processes per instance, min instances, max instances)`` when instances (pods) are scaled from outside.
+
+    Each instance runs ``worker_config.concurrency`` processes (default 1), so
+    the pool's ``min_workers``/``max_workers`` processes take that many fewer instances.
+    """
+    per_instance = int(_worker_config(pool).get("concurrency", 1))
+    return per_instance, math.ceil(pool.min_workers / per_instance), math.ceil(pool.max_workers / per_instance)
+
+
+def stop_timeout(pool: WorkerPoolSpec) -> float | None:
+    """Seconds a stopping worker should be given to finish its running steps, when the pool bounds them."""
+    if pool.timeout_seconds is None:
+        return None
+    return pool.timeout_seconds + 2 * HARD_LIMIT_GRACE
+
+
+def _worker_config(pool: WorkerPoolSpec) -> dict[str, Any]:
+    config = dict(pool.worker_config)
+    unknown = sorted(set(config) - set(WORKER_CONFIG_KEYS))
+    _require(not unknown, pool, f"unknown worker_config keys {unknown}; known: {', '.join(WORKER_CONFIG_KEYS)}")
+    kind = config.get("pool", "prefork")
+    _require(kind in CELERY_POOLS, pool, f"worker_config.pool {kind!r} is not one of {', '.join(CELERY_POOLS)}")
+    for key in ("concurrency", "max_tasks_per_child"):
+        value = config.get(key, 1)
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        _require(whole, pool, f"worker_config.{key} must be a whole number of at least 1 (got {value!r})")
+    return config
+
+
+def _check_visibility(program: ProgramSpec, pool: WorkerPoolSpec, hard_limit: float) -> None:
+    timeout = visibility_timeout(program)
+    _require(
+        hard_limit < timeout,
+        pool,
+        f"a step may run {seconds_text(hard_limit)}s (timeout_seconds plus {seconds_text(HARD_LIMIT_GRACE)}s to "
+        f"the hard time limit), not less than the Redis visibility timeout ({seconds_text(timeout)}s), so Redis "
+        f"would deliver a running step again; raise the task queues' visibility_timeout",
+    )
+
+
+def _require(condition: bool, pool: WorkerPoolSpec, message: str) -> None:
+    if not condition:
+        raise RoutingError(f"worker pool {pool.name!r}: {message}")
