@@ -61,6 +61,8 @@ def step_signature(app: Any, target: str, payload: dict[str, Any], expires_at: f
         # Celery's time limits (prefork): a soft one the step sees as a timeout, a hard one that kills it.
         options["soft_time_limit"] = limit
         options["time_limit"] = limit + HARD_LIMIT_GRACE
+    # A short argsrepr: what Flower and worker logs show, without Celery repr()-ing the whole payload.
+    options["argsrepr"] = f"(step {payload['key']!r} of block {payload['node']!r}, run {payload['run']})"
     return app.signature(STEP_TASK_PREFIX + target, args=(payload,), immutable=True, **options)
 
 

@@ -17,7 +17,7 @@ from .queues import (
     transport_options,
     visibility_timeout,
 )
-from .workers import find_pool, instance_bounds, stop_timeout, worker_argv, worker_env
+from .workers import find_pool, instance_concurrency, stop_timeout, worker_argv, worker_env
 
 __all__ = [
     # queues and priorities
@@ -38,7 +38,7 @@ __all__ = [
     "retry_policy",
     # workers
     "find_pool",
-    "instance_bounds",
+    "instance_concurrency",
     "stop_timeout",
     "worker_argv",
     "worker_env",

@@ -10,7 +10,6 @@ execution pool: prefork, threads, solo, gevent, eventlet), ``concurrency``
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -114,14 +113,16 @@ def worker_env(pool: WorkerPoolSpec) -> dict[str, str]:
     return dict(pool.environment_variables)
 
 
-def instance_bounds(pool: WorkerPoolSpec) -> tuple[int, int, int]:
-    """``(processes per instance, min instances, max instances)`` when instances (pods) are scaled from outside.
+def instance_concurrency(pool: WorkerPoolSpec) -> int:
+    """Processes (or threads) per worker instance when instances are scaled from outside (Kubernetes pods).
 
-    Each instance runs ``worker_config.concurrency`` processes (default 1), so
-    the pool's ``min_workers``/``max_workers`` processes take that many fewer instances.
+    ``worker_config.concurrency``, default 1: then one instance is one of the
+    pool's ``min_workers``..``max_workers``.
+
+    Raises:
+        RoutingError: ``worker_config`` is invalid.
     """
-    per_instance = int(_worker_config(pool).get("concurrency", 1))
-    return per_instance, math.ceil(pool.min_workers / per_instance), math.ceil(pool.max_workers / per_instance)
+    return int(_worker_config(pool).get("concurrency", 1))
 
 
 def stop_timeout(pool: WorkerPoolSpec) -> float | None:

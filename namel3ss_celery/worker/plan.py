@@ -142,7 +142,8 @@ def node_settled(
 
     Idempotent under duplicate calls: launches and the end are claimed in the store.
     """
-    record = store.set_and_read(run_id, {f"node:{node}:result": json.dumps(result.to_dict())})
+    filed = json.dumps(result.to_dict())
+    record = store.set_and_read(run_id, {f"node:{node}:result": filed})
     results = {
         n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
         for n in plan.nodes
@@ -157,7 +158,8 @@ def node_settled(
     if failed or len(outputs) == len(plan.nodes):
         final = run_result(plan, run_id, record, results, outputs, failed_node=node if failed else None)
         if store.claim(run_id, "final"):
-            store.finish(run_id, {"status": str(final.overall_status), "result": json.dumps(final.to_dict())}, ttl)
+            text = filed if plan.kind == "block" else json.dumps(final.to_dict())  # a block run: its block
+            store.finish(run_id, {"status": str(final.overall_status), "result": text}, ttl)
         return Advance([], outputs, final)
     launch = [
         n
