@@ -87,6 +87,12 @@ class Conductor:
         retries = int(payload.get("retries", 0))
         if outcome.status == "failed" and request.retries < retries and not control.stop_requested():
             raise task.retry(exc=outcome.exception, countdown=retry_delay(request.retries), max_retries=retries)
+        if outcome.status == "cancelled" and control.stop_requested():
+            # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
+            follow_up = self.file(payload, outcome)
+            task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
+            self.follow_up(follow_up)
+            raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self.file(payload, outcome)
         if outcome.exception is not None:
@@ -210,12 +216,10 @@ class Conductor:
             return
         plan = Plan.from_json(record["plan"])
         control = BlockControl(self.store, run_id, node)
+        decision = None
         try:
             decision = control.decision_in(record)
             block = launched(plan, record, node)
-            if decision is not None:
-                self.stop_losers(block, control, record)
-                envelopes = self.store.step_envelopes(run_id, node)  # with any envelope stop_losers filed
             result = settle_block(
                 block.block, envelopes, self.registry, decision=decision, started=control.started(record)
             )
@@ -223,6 +227,10 @@ class Conductor:
             logger.exception("settling block %s of run %s failed", node, run_id)
             result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
         self._advance(run_id, plan, record, node, result)
+        # Terminating losers comes after the result is out: a waiting client does not wait for it.
+        terminate = decision is not None and plan.by_name[node].block.terminate_losers
+        if terminate and self.stop_losers(launched(plan, record, node), control, record):
+            self.refresh_node(run_id, node)
 
     def _settle(
         self, node: PlanNode, run_id: str, record: dict[str, str], decision: Decision | None
@@ -250,16 +258,28 @@ class Conductor:
         if final is not None:
             self.store.set_fields(run_id, {"result": json.dumps(final.to_dict())})
 
-    def stop_losers(self, node: PlanNode, control: BlockControl, record: dict[str, str]) -> None:
-        """Running losers are asked to stop (they read the decision); prefork ones are terminated if allowed."""
-        if not node.block.terminate_losers:
-            return
+    def stop_losers(self, node: PlanNode, control: BlockControl, record: dict[str, str]) -> bool:
+        """Terminate running prefork losers (``terminate_losers``); True when any was.
+
+        Every running loser is already asked to stop (it reads the decision); on other pools a
+        loser that never checks runs to its end, and that is logged.
+        """
         envelopes = self.store.step_envelopes(control.run_id, node.name)
-        decision = control.decision()
+        decision = control.decision_in(record)
+        terminated = False
         for index, info in control.started(record).items():
             if index in envelopes or (decision is not None and decision.winner == index):
                 continue
-            if info.get("pool") == "prefork" and info.get("task_id"):
+            if info.get("pool") != "prefork":
+                logger.warning(
+                    "terminate_losers: step %s of block %s runs on a %s pool, which cannot terminate it",
+                    index,
+                    node.name,
+                    info.get("pool"),
+                )
+                continue
+            if info.get("task_id"):
+                terminated = True
                 self.app.control.revoke(info["task_id"], terminate=True, signal=signal.SIGTERM)
                 # A terminated step files nothing itself; if it finishes first, its own envelope replaces this.
                 now = time.time()
@@ -278,6 +298,7 @@ class Conductor:
                     "stopped",
                 )
                 self.store.record_step(control.run_id, node.name, index, outcome.envelope(), self.ttl, keep=True)
+        return terminated
 
     # --- runs ------------------------------------------------------------------
 

@@ -52,7 +52,11 @@ def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
         limits = _limits(pool)
         if limits:
             container["resources"] = {"limits": limits}
-        labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "worker", POOL_LABEL: short}
+        labels = {
+            "app.kubernetes.io/name": "namel3ss-celery",
+            "app.kubernetes.io/component": "worker",
+            POOL_LABEL: short,
+        }
         replicas = pool.min_workers if pool.auto_scaling else pool.max_workers
         files[f"worker-{short}-deployment.yaml"] = yaml_text(_deployment(name, labels, replicas, container, pool))
         if pool.auto_scaling:
@@ -86,7 +90,12 @@ def _deployment(
     if pool is None:
         spec["strategy"] = {"type": "Recreate"}  # never two beats at once
     spec["template"] = {"metadata": {"labels": dict(labels)}, "spec": pod}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": dict(labels)}, "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": spec,
+    }
 
 
 def _limits(pool: WorkerPoolSpec) -> dict[str, str]:

@@ -199,4 +199,3 @@ def _check_links(program: ProgramSpec) -> None:
                 f"task queue {queue.name!r} is consumed by no worker pool (pool queue names: "
                 f"{', '.join(sorted(consumed)) or 'none'}); a pool uses the task queue named like its queue_name"
             )
-

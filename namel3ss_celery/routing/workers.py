@@ -1,9 +1,10 @@
 """A worker pool as ``celery worker`` options and an environment.
 
-A pool's ``min_workers``/``max_workers`` count worker processes (or
-threads): one ``celery worker`` runs them with ``--autoscale=max,min``, or
-``--concurrency`` when the pool does not scale or something else (KEDA)
-scales the worker instances. ``worker_config`` may hold ``pool`` (Celery's
+On a host, one ``celery worker`` runs the pool's ``min_workers`` to
+``max_workers`` processes with ``--autoscale=max,min`` (``--concurrency``
+when the pool does not scale). Where instances are scaled from outside
+(Kubernetes pods under KEDA), each instance runs a fixed ``--concurrency``
+and the instances count as the workers. ``worker_config`` may hold ``pool`` (Celery's
 execution pool: prefork, threads, solo, gevent, eventlet), ``concurrency``
 (processes per worker instance), ``loglevel`` and ``max_tasks_per_child``.
 """

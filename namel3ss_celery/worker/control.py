@@ -91,15 +91,14 @@ class BlockControl:
     def start(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> bool:
         """Mark a step started; True when it may run, False when its block is decided or the run cancelled.
 
-        One round trip. Marking first, then reading, means a decider that misses the mark is seen here.
+        One atomic round trip: a step is marked started only if nothing decided its block first,
+        so a decider sees exactly the steps that will run.
         """
         if self.overdue() is not None:
             return False
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
-        decided, cancelled = self.store.set_and_get(
-            self.run_id, {f"node:{self.node}:started:{index}": info}, [self._decided, RUN_CANCELLED]
-        )
-        return not (decided or cancelled)
+        field = f"node:{self.node}:started:{index}"
+        return self.store.set_unless(self.run_id, field, info, [self._decided, RUN_CANCELLED])
 
     def decision_in(self, record: dict[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""

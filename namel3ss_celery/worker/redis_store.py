@@ -12,6 +12,15 @@ from .store import done_key, list_key, run_key, steps_key
 
 WAIT_SLICE = 2.0
 
+# HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[3..] is set; 1 when it was set.
+SET_UNLESS = """
+for i = 3, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 
 class RedisStore:
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
@@ -19,6 +28,7 @@ class RedisStore:
     def __init__(self, url: str, client: Any | None = None) -> None:
         self.url = url
         self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
+        self._set_unless = self.client.register_script(SET_UNLESS)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
@@ -51,6 +61,9 @@ class RedisStore:
             pipe.hgetall(run_key(run_id))
             record: dict[str, str] = pipe.execute()[1]
         return record
+
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+        return bool(self._set_unless(keys=[run_key(run_id)], args=[field, value, *guards]))
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
         with self.client.pipeline(transaction=True) as pipe:

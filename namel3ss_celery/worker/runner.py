@@ -157,7 +157,11 @@ def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        loop_running = False
+    else:
+        loop_running = True
+    if not loop_running:
+        return asyncio.run(coro)  # outside the except: a step's own error carries no unrelated context
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namel3ss-step") as pool:
         return pool.submit(asyncio.run, coro).result()
 

@@ -38,6 +38,10 @@ class CoordinationStore(Protocol):
         """Set some fields and read the whole record back, in one round trip."""
         ...
 
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+        """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set."""
+        ...
+
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
         """``claim`` plus the run record and the block's envelopes, in one round trip."""
         ...
@@ -151,6 +155,14 @@ class MemoryStore:
         with self._lock:
             self.set_fields(run_id, fields)
             return dict(self._runs.get(run_id, {}))
+
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+        with self._lock:
+            record = self._runs.setdefault(run_id, {})
+            if any(g in record for g in guards):
+                return False
+            record[field] = value
+            return True
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
         with self._lock:

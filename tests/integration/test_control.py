@@ -310,3 +310,16 @@ def test_celery_time_limits_stop_a_step_that_never_checks_on_prefork(redis_clust
     assert time.monotonic() - started < 5
     assert result.final_result["stubborn"]["status"] == "failed"
     assert "StepTimeout" in result.final_result["stubborn"]["error"]
+
+
+def test_a_loser_stopped_on_purpose_is_revoked_not_failed(redis_cluster: Cluster) -> None:
+    steps = [
+        {"name": "slow", "target": "patient", "seconds": 5},
+        {"name": "fast", "target": "echo", "value": 1},
+    ]
+    handle = redis_cluster.n3.dispatch({"name": "r", "strategy": "race", "steps": steps})
+    final = settled_losers(redis_cluster, handle.id)
+    slow = next(r for r in final.results if r.task_id == "slow")
+    assert slow.metadata["outcome"] == "stopped"
+    meta = redis_cluster.app.backend.get_task_meta(slow.metadata["celery_task_id"], cache=False)
+    assert meta["status"] == "REVOKED"
