@@ -21,6 +21,13 @@ class Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
 
+def target_from_type(cls: type, data: Any) -> Any:
+    """The Namel3ss runtime names a step's target ``type``: accept it as ``target``."""
+    if isinstance(data, dict) and data.get("target") is None and isinstance(data.get("type"), str):
+        return {**data, "target": data["type"]}
+    return data
+
+
 class StepSpec(BaseModel):
     """One step of a block; extra keys are its payload and are kept as given.
 
@@ -36,12 +43,7 @@ class StepSpec(BaseModel):
     timeout_seconds: float | None = Field(default=None, gt=0)  # extension
     worker_pool: str | None = None  # extension
 
-    @model_validator(mode="before")
-    @classmethod
-    def _target_from_type(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("target") is None and isinstance(data.get("type"), str):
-            return {**data, "target": data["type"]}
-        return data
+    _target_from_type = model_validator(mode="before")(target_from_type)
 
     def payload(self) -> dict[str, Any]:
         """The step as the step function receives it: every key it was given."""

@@ -14,7 +14,7 @@ from .infra import (
     TaskQueueSpec,
     WorkerPoolSpec,
 )
-from .models import ParallelBlockSpec, Spec
+from .models import ParallelBlockSpec, Spec, target_from_type
 
 
 class WorkflowNodeSpec(BaseModel):
@@ -30,12 +30,7 @@ class WorkflowNodeSpec(BaseModel):
     block: str | None = None
     depends_on: list[str] = Field(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _target_from_type(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("target") is None and isinstance(data.get("type"), str):
-            return {**data, "target": data["type"]}
-        return data
+    _target_from_type = model_validator(mode="before")(target_from_type)
 
     @model_validator(mode="after")
     def _one_kind(self) -> WorkflowNodeSpec:

@@ -135,6 +135,19 @@ class Advance:
     final: ParallelExecutionResult | WorkflowResult | None = None
 
 
+def node_results(plan: Plan, record: Mapping[str, str]) -> tuple[dict[str, ParallelExecutionResult], dict[str, Any]]:
+    """The results filed in a run record so far, and the outputs of the nodes that completed."""
+    results = {
+        n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
+        for n in plan.nodes
+        if f"node:{n.name}:result" in record
+    }
+    outputs = {
+        name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
+    }
+    return results, outputs
+
+
 def node_settled(
     store: CoordinationStore, run_id: str, plan: Plan, node: str, result: ParallelExecutionResult, ttl: int
 ) -> Advance:
@@ -144,14 +157,7 @@ def node_settled(
     """
     filed = json.dumps(result.to_dict())
     record = store.set_and_read(run_id, {f"node:{node}:result": filed})
-    results = {
-        n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
-        for n in plan.nodes
-        if f"node:{n.name}:result" in record
-    }
-    outputs = {
-        name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
-    }
+    results, outputs = node_results(plan, record)
     if "final" in record:  # the run already ended: nothing more starts
         return Advance([], outputs, final_result(record))
     failed = result.overall_status != RunStatus.COMPLETED
@@ -222,14 +228,7 @@ def refreshed_final(
     previous = final_result(record)
     if previous is None:
         return None
-    results = {
-        n.name: ParallelExecutionResult.from_dict(json.loads(record[f"node:{n.name}:result"]))
-        for n in plan.nodes
-        if f"node:{n.name}:result" in record
-    }
-    outputs = {
-        name: plan.by_name[name].output(r) for name, r in results.items() if r.overall_status == RunStatus.COMPLETED
-    }
+    results, outputs = node_results(plan, record)
     failed_node = previous.failed_node if isinstance(previous, WorkflowResult) else None
     final = run_result(plan, run_id, record, results, outputs, failed_node)
     if isinstance(final, WorkflowResult) and isinstance(previous, WorkflowResult):
