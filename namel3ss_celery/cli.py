@@ -13,12 +13,15 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import CompileError, ConfigurationError, SpecError, UnknownRun, WaitTimeout
+from .deploy import render
+from .errors import CompileError, ConfigurationError, RoutingError, SpecError, UnknownRun, WaitTimeout
 from .extension import Namel3ssCelery, NodeProgress, RunHandle, RunResult
 from .local import LocalExecutor
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .routing.workers import find_pool, worker_argv, worker_env
 from .settings import Settings, split_modules
 from .spec import ProgramSpec, load_program
 
@@ -29,7 +32,10 @@ PROGRESS_EVERY = 0.25  # seconds between progress updates
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``namel3ss-celery``."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "worker":  # only `worker` passes options on (to celery worker)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.celery_args = extra
     if args.command is None:
         parser.print_help()
         return EXIT_SPEC
@@ -37,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())  # like `celery -A`: the current directory is importable
     try:
         return int(args.handler(args, sys.stdout))
-    except (SpecError, CompileError, ConfigurationError) as exc:
+    except (SpecError, CompileError, ConfigurationError, RoutingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SPEC
 
@@ -64,6 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
     status.add_argument("--json", action="store_true", help="print the result (or progress) as JSON")
     status.set_defaults(handler=_status)
+    worker = commands.add_parser(
+        "worker", help="start a Celery worker for one worker pool (other options go to celery worker)"
+    )
+    worker.add_argument("--pool", required=True, help="the worker pool's name")
+    worker.add_argument("--program", help="program file (default: NAMEL3SS_CELERY_PROGRAM)")
+    worker.add_argument("--steps", action="append", default=[], metavar="MODULE", help="module of step functions")
+    worker.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL)")
+    worker.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
+    worker.add_argument("--app", default="namel3ss_celery", help="the Celery app to run (default: namel3ss_celery)")
+    worker.set_defaults(handler=_worker)
+    deploy = commands.add_parser("deploy", help="write systemd units, a compose file or Kubernetes manifests")
+    deploy.add_argument("file", help="program file (YAML or JSON)")
+    deploy.add_argument("--target", required=True, choices=["systemd", "compose", "kubernetes"])
+    deploy.add_argument("--out", help="directory to write into (default: deploy/<program>/<target>)")
+    deploy.add_argument("--app", default="namel3ss_celery", help="the Celery app the workers run")
+    deploy.add_argument("--broker", default="redis://redis:6379/0", help="broker URL the workers use")
+    deploy.set_defaults(handler=_deploy)
     return parser
 
 
@@ -177,6 +200,46 @@ def _progress_line(rows: list[NodeProgress], bar: bool) -> str:
     width = 30
     filled = int(width * done / total) if total else width
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {parts}"[:160]
+
+
+def _worker(args: argparse.Namespace, out: TextIO) -> int:
+    """Replace this process with ``celery -A APP worker`` for the pool, its queue, limits and environment."""
+    settings = _settings(args)
+    program_file = args.program or settings.program
+    if not program_file:
+        raise ConfigurationError("give --program (or NAMEL3SS_CELERY_PROGRAM)", setting="NAMEL3SS_CELERY_PROGRAM")
+    if settings.embedded:
+        raise ConfigurationError("a pool worker needs a broker: give --broker (or CELERY_BROKER_URL)", "broker_url")
+    program = load_program(program_file)
+    pool = find_pool(program, args.pool)
+    options = worker_argv(program, pool.name, str(settings.broker_url))
+    env = {
+        **os.environ,
+        **worker_env(pool),
+        "CELERY_BROKER_URL": str(settings.broker_url),
+        "NAMEL3SS_CELERY_PROGRAM": os.path.abspath(program_file),
+        "NAMEL3SS_CELERY_POOL": pool.name,
+        "NAMEL3SS_CELERY_STEP_MODULES": ",".join(settings.step_modules),
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    if settings.result_backend:
+        env["CELERY_RESULT_BACKEND"] = settings.result_backend
+    command = [sys.executable, "-m", "celery", "-A", args.app, "worker", *options, *args.celery_args]
+    print(" ".join(command), file=sys.stderr, flush=True)
+    os.execve(sys.executable, command, env)
+    return EXIT_FAILED  # pragma: no cover - execve does not return
+
+
+def _deploy(args: argparse.Namespace, out: TextIO) -> int:
+    program = load_program(args.file)
+    files = render(program, args.target, app=args.app, broker_url=args.broker)
+    folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
+    for name, text in sorted(files.items()):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        out.write(f"wrote {path}\n")
+    return EXIT_OK
 
 
 def _targets(program: ProgramSpec, workflow: str | None) -> list[str | None]:

@@ -23,7 +23,7 @@ from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
 
 from .compiler import compile_node
-from .errors import SpecError
+from .errors import RoutingError, SpecError
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
 from .spec import ParallelBlockSpec, ParallelStrategy, expand_fan_out, step_key
@@ -58,6 +58,8 @@ class Conductor:
         self.registry = registry
         self.ttl = ttl
         self.pool = "other"
+        self.allowed_tools: tuple[str, ...] = ()  # of the worker pool this process serves; empty: any
+        self.pool_name: str | None = None
 
     @property
     def store(self) -> CoordinationStore:
@@ -70,6 +72,11 @@ class Conductor:
         request = task.request
         try:
             payload = check_payload(payload, definition)
+            if self.allowed_tools and definition.target not in self.allowed_tools:
+                raise RoutingError(
+                    f"worker pool {self.pool_name!r} does not allow target {definition.target!r} "
+                    f"(allowed_tools: {', '.join(self.allowed_tools)})"
+                )
         except Exception as exc:
             if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
                 request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
@@ -173,7 +180,7 @@ class Conductor:
         if raw is None:
             return
         item = json.loads(raw)
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = {"queue": item["queue"]} if item.get("queue") else {}
         if item.get("expires_at") is not None:
             options["expires"] = datetime.fromtimestamp(item["expires_at"], tz=timezone.utc)
         self.app.signature(STEP_TASK_PREFIX + item["task"], args=(item["payload"],), immutable=True).apply_async(
@@ -329,7 +336,7 @@ class Conductor:
                 self.store.set_fields(run_id, {f"node:{node.name}:block": node.block.model_dump_json()})
             if node.block.steps and failure is None:
                 try:
-                    self._publish(run_id, node, context)
+                    self._publish(run_id, node, context, plan)
                     continue
                 except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
                     logger.exception("launching block %s of run %s failed", node.name, run_id)
@@ -340,8 +347,8 @@ class Conductor:
                 outputs = advance.outputs
                 pending.extend(advance.launch)
 
-    def _publish(self, run_id: str, node: PlanNode, context: dict[str, Any]) -> None:
-        launch = compile_node(self.app, node, run_id, context)
+    def _publish(self, run_id: str, node: PlanNode, context: dict[str, Any], plan: Plan) -> None:
+        launch = compile_node(self.app, node, run_id, context, plan.pools)
         self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
         if launch.deadline is not None:
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(

@@ -19,7 +19,7 @@ from .compiler import check_plan
 from .compiler.support import check_program_supported
 from .conductor import Conductor
 from .embedded import EmbeddedWorker
-from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun, WaitTimeout
+from .errors import ConfigurationError, RoutingError, SpecError, StepResultError, UnknownRun, WaitTimeout
 from .local import LocalExecutor
 from .registry import (
     LAUNCH_TASK,
@@ -32,8 +32,9 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .routing.workers import find_pool
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
-from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any, load_program
 from .spec.load import to_data
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, final_result, make_plan
@@ -108,6 +109,8 @@ class Namel3ssCelery:
         signals.task_unknown.connect(self._on_task_unknown)
         signals.worker_process_init.connect(self._on_process_init)
         install_log_ids()
+        if self.settings.pool:
+            self._serve_pool(self.settings.pool)
         app.namel3ss = self  # type: ignore[attr-defined]
 
     # --- registration -------------------------------------------------------
@@ -144,6 +147,23 @@ class Namel3ssCelery:
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
             self.load_step_modules()
+
+    def _serve_pool(self, name: str) -> None:
+        """This process is a worker of pool ``name`` (of ``NAMEL3SS_CELERY_PROGRAM``): enforce its allowed_tools.
+
+        Raises:
+            ConfigurationError: no program is set, or it has no such pool.
+        """
+        if not self.settings.program:
+            raise ConfigurationError(
+                "NAMEL3SS_CELERY_POOL is set but NAMEL3SS_CELERY_PROGRAM is not", setting="NAMEL3SS_CELERY_PROGRAM"
+            )
+        try:
+            pool = find_pool(load_program(self.settings.program), name)
+        except RoutingError as exc:
+            raise ConfigurationError(str(exc), setting="NAMEL3SS_CELERY_POOL") from exc
+        self.conductor.pool_name = pool.name
+        self.conductor.allowed_tools = tuple(pool.allowed_tools)
 
     def _on_process_init(self, **_: Any) -> None:
         self.conductor.pool = "prefork"  # only prefork children send worker_process_init

@@ -19,6 +19,7 @@ ENV_KEYS = {
     "step_modules": "NAMEL3SS_CELERY_STEP_MODULES",
     "program": "NAMEL3SS_CELERY_PROGRAM",
     "coordination_url": "NAMEL3SS_CELERY_COORDINATION_URL",
+    "pool": "NAMEL3SS_CELERY_POOL",
 }
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
@@ -34,6 +35,8 @@ class Settings:
         step_modules: modules imported at start-up; ``module:function`` targets resolve only among them.
         program: the program file that workers and beat load.
         coordination_url: Redis URL of the coordination store; ``None`` picks one (see ``coordination``).
+        pool: the worker pool this process serves (``namel3ss-celery worker --pool``): its
+            ``allowed_tools`` are enforced here.
         result_expires: seconds before run records and coordination keys expire.
     """
 
@@ -42,6 +45,7 @@ class Settings:
     step_modules: tuple[str, ...] = ()
     program: str | None = None
     coordination_url: str | None = None
+    pool: str | None = None
     result_expires: int = DEFAULT_EXPIRES
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -80,6 +84,7 @@ class Settings:
             step_modules=tuple(dict.fromkeys(from_conf.step_modules + env.step_modules)),
             program=from_conf.program or env.program,
             coordination_url=from_conf.coordination_url or env.coordination_url,
+            pool=from_conf.pool or env.pool,
             result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
         )
 

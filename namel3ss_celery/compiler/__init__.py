@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +14,17 @@ from celery.backends.redis import RedisBackend
 from ..errors import CompileError, UnknownTarget
 from ..registry import Registry
 from ..spec import ParallelBlockSpec, ParallelStrategy
-from ..worker.plan import Plan, PlanNode
+from ..worker.plan import Plan, PlanNode, PoolRoute
 from ..worker.settle import resolve_reducer
 from . import all as all_strategy
 from . import any_success, collect, map_reduce, race
-from .steps import step_payload, step_signatures
+from .steps import pool_queue, step_payload, step_signatures
 from .support import check_supported
 
-Builder = Callable[[Any, ParallelBlockSpec, str, str, dict[str, Any], "float | None"], canvas.Signature]
+Builder = Callable[
+    [Any, ParallelBlockSpec, str, str, dict[str, Any], "float | None", "Mapping[str, PoolRoute] | None"],
+    canvas.Signature,
+]
 
 BUILDERS: dict[ParallelStrategy, Builder] = {
     ParallelStrategy.ALL: all_strategy.build,
@@ -49,7 +52,9 @@ class Launch:
     deadline: float | None = None
 
 
-def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any]) -> Launch:
+def compile_node(
+    app: Any, node: PlanNode, run_id: str, context: dict[str, Any], pools: Mapping[str, PoolRoute] | None = None
+) -> Launch:
     """What runs one node of a run (a block with at least one step).
 
     ``all`` and ``map_reduce`` are chords where the result backend joins them
@@ -63,17 +68,26 @@ def compile_node(app: Any, node: PlanNode, run_id: str, context: dict[str, Any])
     deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
     window = block.max_concurrency
     if window is not None and window < len(block.steps):
-        first = step_signatures(app, block, run_id, node.name, context, "count", deadline, range(window), feed=True)
+        first = step_signatures(
+            app, block, run_id, node.name, context, "count", deadline, range(window), feed=True, pools=pools
+        )
         rest = [
-            json.dumps({"task": str(block.steps[i].target), "payload": payload, "expires_at": deadline})
+            json.dumps(
+                {
+                    "task": str(block.steps[i].target),
+                    "payload": payload,
+                    "expires_at": deadline,
+                    "queue": pool_queue(block.steps[i].worker_pool, pools),
+                }
+            )
             for i in range(window, len(block.steps))
             for payload in [step_payload(block, i, run_id, node.name, context, "count", True, deadline)]
         ]
         return Launch(canvas.group(first), rest, deadline)
     strategy = block.strategy
     if strategy in CHORD_STRATEGIES and (len(block.steps) <= SMALL_BLOCK or not joins_natively(app.backend)):
-        return Launch(collect.build(app, block, run_id, node.name, context, deadline), [], deadline)
-    return Launch(BUILDERS[strategy](app, block, run_id, node.name, context, deadline), [], deadline)
+        return Launch(collect.build(app, block, run_id, node.name, context, deadline, pools), [], deadline)
+    return Launch(BUILDERS[strategy](app, block, run_id, node.name, context, deadline, pools), [], deadline)
 
 
 def joins_natively(backend: Any) -> bool:
@@ -99,6 +113,8 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
             if not step.target:
                 raise CompileError("step has no target (give 'target' or 'type')", path=step_path)
             check_target(step.target, registry, step_modules, step_path)
+            if step.worker_pool is not None:
+                check_pool(step.target, step.worker_pool, plan.pools, f"{step_path}.worker_pool")
         if node.block.strategy == ParallelStrategy.MAP_REDUCE:
             try:
                 resolve_reducer(node.block.reduce_function or "", registry)
@@ -122,4 +138,16 @@ def check_target(target: str, registry: Registry, step_modules: tuple[str, ...],
             f"unknown target {target!r}; registered: {', '.join(known[:20]) or 'none'}"
             + (" ..." if len(known) > 20 else ""),
             path=path,
+        )
+
+
+def check_pool(target: str, pool: str, pools: Mapping[str, PoolRoute], path: str) -> None:
+    """A step's ``worker_pool`` names a pool of the program, and that pool allows its target."""
+    if pool not in pools:
+        known = ", ".join(sorted(pools)) or "none (only a program declares worker_pools)"
+        raise CompileError(f"worker_pool {pool!r} is not a pool of this program; pools: {known}", path=path)
+    allowed = pools[pool].allowed_tools
+    if allowed and target not in allowed:
+        raise CompileError(
+            f"pool {pool!r} does not allow target {target!r} (allowed_tools: {', '.join(allowed)})", path=path
         )

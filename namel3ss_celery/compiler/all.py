@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import canvas
 
 from ..registry import SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK
 from ..spec import ParallelBlockSpec
+from ..worker.plan import PoolRoute
 from .steps import step_signatures
 
 
 def build(
-    app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any], expires_at: float | None
+    app: Any,
+    block: ParallelBlockSpec,
+    run_id: str,
+    node: str,
+    context: dict[str, Any],
+    expires_at: float | None,
+    pools: Mapping[str, PoolRoute] | None = None,
 ) -> canvas.Signature:
-    signatures = step_signatures(app, block, run_id, node, context, "chord", expires_at)
+    signatures = step_signatures(app, block, run_id, node, context, "chord", expires_at, pools=pools)
     # A header given as a generator keeps Celery's Redis backend from building a GroupResult in
     # apply_chord, which would subscribe this process to every step's result channel for good.
     header = canvas.group(signature for signature in signatures)

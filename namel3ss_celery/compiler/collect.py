@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from celery import canvas
 
 from ..spec import ParallelBlockSpec
+from ..worker.plan import PoolRoute
 from .steps import step_signatures
 
 
 def build(
-    app: Any, block: ParallelBlockSpec, run_id: str, node: str, context: dict[str, Any], expires_at: float | None
+    app: Any,
+    block: ParallelBlockSpec,
+    run_id: str,
+    node: str,
+    context: dict[str, Any],
+    expires_at: float | None,
+    pools: Mapping[str, PoolRoute] | None = None,
 ) -> canvas.Signature:
-    return canvas.group(step_signatures(app, block, run_id, node, context, "count", expires_at))
+    return canvas.group(step_signatures(app, block, run_id, node, context, "count", expires_at, pools=pools))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,6 +10,7 @@ from celery import canvas
 
 from ..registry import STEP_TASK_PREFIX
 from ..spec import ParallelBlockSpec, step_key
+from ..worker.plan import PoolRoute
 from ..worker.runner import SCHEMA_VERSION
 
 
@@ -51,9 +53,16 @@ def step_payload(
 HARD_LIMIT_GRACE = 5.0  # seconds between a step's soft and hard time limits
 
 
-def step_signature(app: Any, target: str, payload: dict[str, Any], expires_at: float | None) -> canvas.Signature:
-    """One immutable signature; a block deadline makes its message expire, so it never starts late."""
+def step_signature(
+    app: Any, target: str, payload: dict[str, Any], expires_at: float | None, queue: str | None = None
+) -> canvas.Signature:
+    """One immutable signature; a block deadline makes its message expire, so it never starts late.
+
+    ``queue`` is the queue of the step's worker pool; without one, the app's own routes decide.
+    """
     options: dict[str, Any] = {}
+    if queue is not None:
+        options["queue"] = queue
     if expires_at is not None:
         options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
     limit = payload["step"].get("timeout_seconds")
@@ -76,6 +85,7 @@ def step_signatures(
     expires_at: float | None = None,
     indexes: range | None = None,
     feed: bool = False,
+    pools: Mapping[str, PoolRoute] | None = None,
 ) -> list[canvas.Signature]:
     """The signatures of the steps at ``indexes`` (all by default), named after their targets."""
     return [
@@ -84,6 +94,12 @@ def step_signatures(
             str(block.steps[i].target),
             step_payload(block, i, run_id, node, context, join, feed, expires_at),
             expires_at,
+            pool_queue(block.steps[i].worker_pool, pools),
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
     ]
+
+
+def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:
+    """The queue of a step's worker pool (``check_plan`` made sure the pool exists)."""
+    return (pools or {})[pool].queue if pool else None

@@ -17,7 +17,7 @@ NOT_YET: dict[str, Callable[[Any], bool]] = {
     "allowed_capabilities": lambda v: v == [],
 }
 
-STEP_NOT_YET = ("worker_pool",)
+STEP_NOT_YET: tuple[str, ...] = ()
 
 
 def check_supported(block: ParallelBlockSpec, path: str) -> None:
@@ -38,7 +38,7 @@ def check_supported(block: ParallelBlockSpec, path: str) -> None:
 
 
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
-PROGRAM_NOT_YET = ("worker_pools", "task_queues", "distributed_configs", "event_triggers", "event_handlers")
+PROGRAM_NOT_YET = ("task_queues", "distributed_configs", "event_triggers", "event_handlers")
 
 
 def check_program_supported(program: ProgramSpec) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import SpecError
@@ -32,12 +32,21 @@ class PlanNode:
 
 
 @dataclass(frozen=True)
+class PoolRoute:
+    """Where a pool's steps go: its Celery queue, and the targets it allows (empty: any)."""
+
+    queue: str
+    allowed_tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     """The nodes of one run, in topological order."""
 
     kind: str  # "block" | "workflow" | "program"
     name: str
     nodes: tuple[PlanNode, ...]
+    pools: dict[str, PoolRoute] = field(default_factory=dict)  # the program's worker pools, by name
     by_name: dict[str, PlanNode] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -57,6 +66,7 @@ class Plan:
                     }
                     for n in self.nodes
                 ],
+                "pools": {name: [route.queue, list(route.allowed_tools)] for name, route in self.pools.items()},
             }
         )
 
@@ -67,7 +77,8 @@ class Plan:
             PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
             for n in data["nodes"]
         )
-        return cls(data["kind"], data["name"], nodes)
+        pools = {name: PoolRoute(queue, tuple(tools)) for name, (queue, tools) in data.get("pools", {}).items()}
+        return cls(data["kind"], data["name"], nodes, pools)
 
     def sinks(self) -> list[str]:
         needed = {d for n in self.nodes for d in n.depends_on}
@@ -86,6 +97,7 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     if isinstance(spec, WorkflowSpec):
         return _workflow_plan(spec, {})
     blocks = {b.name: b for b in spec.parallel_blocks}
+    pools = {p.name: PoolRoute(p.queue_name, tuple(p.allowed_tools)) for p in spec.worker_pools}
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:
             names = ", ".join(w.name for w in spec.workflows)
@@ -93,12 +105,12 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
         chosen = next((w for w in spec.workflows if workflow in (None, w.name)), None)
         if chosen is None:
             raise SpecError(f"no workflow named {workflow!r} in the program", path="workflows")
-        return _workflow_plan(chosen, blocks)
+        return replace(_workflow_plan(chosen, blocks), pools=pools)
     if not spec.parallel_blocks:
         raise SpecError("the program has no workflows and no parallel_blocks: nothing to run")
     order = check_dag({b.name: b.depends_on for b in spec.parallel_blocks}, "parallel block")
     nodes = tuple(PlanNode(name, blocks[name], tuple(blocks[name].depends_on)) for name in order)
-    return Plan("program", spec.name or "program", nodes)
+    return Plan("program", spec.name or "program", nodes, pools)
 
 
 def _workflow_plan(workflow: WorkflowSpec, blocks: Mapping[str, ParallelBlockSpec]) -> Plan:

@@ -27,10 +27,12 @@ class WorkerProcess:
         concurrency: int = 2,
         queues: list[str] | None = None,
         extra_args: list[str] | None = None,
+        command: list[str] | None = None,
+        name: str | None = None,
     ) -> None:
-        self.name = f"n3test-{uuid.uuid4().hex[:8]}"
+        self.name = name or f"n3test-{uuid.uuid4().hex[:8]}"
         self.hostname = f"{self.name}@{os.uname().nodename}"
-        self.log_path = log_dir / f"{self.name}.log"
+        self.log_path = log_dir / f"{self.name}-{uuid.uuid4().hex[:4]}.log"
         args = [
             sys.executable,
             "-m",
@@ -52,6 +54,8 @@ class WorkerProcess:
         if queues:
             args += ["-Q", ",".join(queues)]
         args += extra_args or []
+        if command is not None:  # a command of its own (namel3ss-celery worker --pool ...)
+            args = command
         full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)

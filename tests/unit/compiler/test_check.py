@@ -107,11 +107,10 @@ def test_unsupported_block_fields_are_refused(registry: Registry, field: str, va
     assert isinstance(info.value, CompileError)
 
 
-@pytest.mark.parametrize(("field", "value"), [("worker_pool", "gpu")])
-def test_unsupported_step_fields_are_refused(registry: Registry, field: str, value: Any) -> None:
-    with pytest.raises(NotSupportedYet, match=f"{field} on a step is not supported yet") as info:
-        check_plan(plan_of([{"target": "fetch"}, {"target": "fetch", field: value}]), registry, ())
-    assert info.value.path == f"{PATH}.steps[1].{field}"
+def test_a_worker_pool_outside_a_program_is_refused(registry: Registry) -> None:
+    with pytest.raises(CompileError, match="worker_pool 'gpu' is not a pool of this program") as info:
+        check_plan(plan_of([{"target": "fetch", "worker_pool": "gpu"}]), registry, ())
+    assert info.value.path.endswith("steps[0].worker_pool")
 
 
 def test_an_unknown_reducer_is_refused(registry: Registry) -> None:

@@ -1,0 +1,167 @@
+"""Worker pools as Celery queues: steps routed to their pool's workers, allowed_tools enforced there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from namel3ss_celery import CompileError, Namel3ssCelery, Settings
+
+from .workers import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
+WAIT = 60
+
+
+@pytest.fixture(scope="module")
+def pools(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Two pools (alpha: prefork, beta: threads), each served by `namel3ss-celery worker --pool`."""
+    import tests.integration.steps  # noqa: F401 - the same steps the workers load
+
+    tag = uuid.uuid4().hex[:6]
+    folder = tmp_path_factory.mktemp("pools")
+    program = {
+        "worker_pools": [
+            {
+                "name": "alpha",
+                "queue_name": f"{tag}-alpha",
+                "auto_scaling": False,
+                "max_workers": 1,
+                "allowed_tools": ["whoami"],
+                "environment_variables": {"N3_POOL_MARK": "alpha"},
+            },
+            {
+                "name": "beta",
+                "queue_name": f"{tag}-beta",
+                "auto_scaling": False,
+                "max_workers": 2,
+                "worker_config": {"pool": "threads"},
+                "allowed_tools": ["whoami", "echo"],
+            },
+        ],
+        "parallel_blocks": [
+            {
+                "name": "spread",
+                "steps": [
+                    {"name": "a", "target": "whoami", "worker_pool": "alpha"},
+                    {"name": "b", "target": "whoami", "worker_pool": "beta"},
+                    {"name": "c", "target": "echo", "value": 3, "worker_pool": "beta"},
+                ],
+            },
+        ],
+    }
+    path = folder / "program.yaml"
+    path.write_text(yaml.safe_dump(program))
+    settings = {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+    }
+    n3 = Namel3ssCelery(settings=Settings.from_mapping(settings))
+    workers = []
+    try:
+        for pool in ("alpha", "beta"):
+            command = [
+                CLI,
+                "worker",
+                "--pool",
+                pool,
+                "--program",
+                str(path),
+                "--steps",
+                "tests.integration.steps",
+                "--broker",
+                redis_url,
+                "--backend",
+                redis_url,
+                "--without-mingle",
+                "--without-gossip",
+            ]
+            worker = WorkerProcess("namel3ss_celery", {}, folder, command=command, name=pool)
+            workers.append(worker)
+        for worker in workers:
+            worker.wait_ready(n3.app)
+        yield {"n3": n3, "program": str(path), "tag": tag, "workers": workers, "raw": program}
+    finally:
+        for worker in workers:
+            worker.stop()
+        n3.close()
+
+
+def test_each_step_runs_on_its_pools_queue_and_workers(pools: dict[str, Any]) -> None:
+    n3, tag = pools["n3"], pools["tag"]
+    result = n3.dispatch(pools["program"]).get(timeout=WAIT)
+    assert result.overall_status == "completed"
+    spread = result.blocks["spread"]
+    a, b = spread.final_result["a"], spread.final_result["b"]
+    assert a["queue"] == f"{tag}-alpha" and a["hostname"].startswith("alpha@")
+    assert b["queue"] == f"{tag}-beta" and b["hostname"].startswith("beta@")
+    assert spread.final_result["c"] == 3
+
+
+def test_a_target_the_pool_does_not_allow_is_refused_before_publishing(pools: dict[str, Any]) -> None:
+    program = dict(pools["raw"])
+    program["parallel_blocks"] = [{"name": "x", "steps": [{"target": "echo", "value": 1, "worker_pool": "alpha"}]}]
+    with pytest.raises(CompileError, match="pool 'alpha' does not allow target 'echo'"):
+        pools["n3"].dispatch(program)
+
+
+def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str, Any]) -> None:
+    n3, tag = pools["n3"], pools["tag"]
+    payload = {
+        "v": 1,
+        "run": "by-hand",
+        "node": "x",
+        "i": 0,
+        "n": 1,
+        "key": "s",
+        "join": "count",
+        "strategy": "all",
+        "fail_fast": True,
+        "retries": 0,
+        "feed": False,
+        "deadline": None,
+        "step": {"target": "echo", "kind": "tool", "value": 1},
+        "context": {},
+    }
+    sent = n3.app.send_task("n3.step.echo", args=(payload,), queue=f"{tag}-alpha")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        meta = n3.app.backend.get_task_meta(sent.id, cache=False)
+        if meta["status"] != "PENDING":
+            break
+        time.sleep(0.1)
+    assert meta["status"] == "FAILURE"
+    assert "worker pool 'alpha' does not allow target 'echo'" in str(meta["result"])
+
+
+def test_the_pool_worker_runs_with_the_pools_command_line(pools: dict[str, Any]) -> None:
+    alpha = pools["workers"][0]
+    log = alpha.log()
+    assert f"-Q {pools['tag']}-alpha" in log and "-n alpha@%h" in log
+    assert "--prefetch-multiplier=1" in log
+
+
+def test_deploy_writes_the_files(pools: dict[str, Any], tmp_path: Path) -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [CLI, "deploy", "--target", "systemd", pools["program"], "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    units = sorted(p.name for p in tmp_path.iterdir())
+    assert "namel3ss-celery-worker-alpha.service" in units and "namel3ss-celery-worker-beta.service" in units
