@@ -190,3 +190,16 @@ def test_log_records_carry_the_run_block_and_step_ids(redis_cluster: Cluster) ->
     handle = redis_cluster.n3.dispatch({"name": "logged", "steps": [{"name": "speaker", "target": "log_ids"}]})
     result = handle.get(timeout=WAIT)
     assert result.final_result == {"speaker": {"run": handle.id, "block": "logged", "step": "speaker"}}
+
+
+def test_run_records_and_coordination_keys_expire(redis_cluster: Cluster) -> None:
+    handle = redis_cluster.n3.dispatch({"name": "ttl", "strategy": "collect", "steps": [{"target": "echo"}]})
+    handle.get(timeout=WAIT)
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    try:
+        keys = [k.decode() for k in client.scan_iter(f"n3:run:{handle.id}*")]
+        assert f"n3:run:{handle.id}" in keys and len(keys) >= 2
+        expires = int(redis_cluster.app.conf.result_expires.total_seconds())
+        assert all(0 < client.ttl(k) <= expires for k in keys)
+    finally:
+        client.close()
