@@ -133,18 +133,23 @@ class Conductor:
         """File an outcome and say what must follow: ``("settle"|"decided"|"refresh", run, node)`` or nothing."""
         run_id, node, index = payload["run"], payload["node"], payload["i"]
         control = BlockControl(self.store, run_id, node, payload.get("deadline"))
-        prior = control.decision()
-        overdue = control.overdue() if prior is None else None
+        overdue = control.overdue()
         if overdue is not None and control.decide(overdue):
             # This step is the first to see the deadline passed: it ends the block as timed out.
             if outcome.outcome is None:
                 outcome.outcome = "stopped" if outcome.status == "cancelled" else "ran_to_end"
             self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
             return ("decided", run_id, node)
-        prior = prior or control.decision()
+        if keep:
+            filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=True)
+            prior = control.decision()
+        else:  # the common case: file and read the decision in one round trip
+            filed, raw = self.store.file_step(run_id, node, index, outcome.envelope(), self.ttl, control.decided_field)
+            prior = Decision.from_json(raw) if raw else None
         if prior is not None and outcome.outcome is None:
+            # A late step (its block was decided before it reported): file what it did.
             outcome.outcome = "stopped" if outcome.status == "cancelled" else "ran_to_end"
-        filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
+            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
         complete = filed >= payload["n"]
         if prior is None:
             strategy = ParallelStrategy(payload.get("strategy", "all"))

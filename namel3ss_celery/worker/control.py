@@ -64,8 +64,10 @@ class BlockControl:
         self.deadline = deadline
 
     @property
-    def _decided(self) -> str:
+    def decided_field(self) -> str:
         return f"node:{self.node}:decided"
+
+    _decided = decided_field
 
     def decide(self, decision: Decision) -> bool:
         """Record ``decision`` unless another was recorded first; True for the one that won."""

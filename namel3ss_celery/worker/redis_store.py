@@ -88,6 +88,18 @@ class RedisStore:
             _, count, _ = pipe.execute()
         return int(count)
 
+    def file_step(
+        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+    ) -> tuple[int, str | None]:
+        key = steps_key(run_id, node)
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, str(index), envelope)
+            pipe.hlen(key)
+            pipe.expire(key, ttl)
+            pipe.hget(run_key(run_id), read)
+            _, count, _, value = pipe.execute()
+        return int(count), value
+
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         return {int(k): v for k, v in self.client.hgetall(steps_key(run_id, node)).items()}
 

@@ -58,6 +58,12 @@ class CoordinationStore(Protocol):
         """
         ...
 
+    def file_step(
+        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+    ) -> tuple[int, str | None]:
+        """``record_step`` and read one run field (the block's decision) in the same round trip."""
+        ...
+
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
 
     def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
@@ -183,6 +189,12 @@ class MemoryStore:
             if not (keep and index in filed):
                 filed[index] = envelope
             return len(filed)
+
+    def file_step(
+        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+    ) -> tuple[int, str | None]:
+        with self._lock:
+            return self.record_step(run_id, node, index, envelope, ttl), self._runs.get(run_id, {}).get(read)
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         with self._lock:
