@@ -9,11 +9,12 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+import click
+from celery import Celery, bootsteps, signals
 
 from .compiler import check_plan
 from .compiler.support import check_program_supported
@@ -93,6 +94,7 @@ class Namel3ssCelery:
         self.registry = Registry(parent=SHARED)
         self._store: CoordinationStore | None = None
         self._eager_store = MemoryStore()
+        self.pool_queue: str | None = None
         self._store_lock = threading.Lock()
         self._registered: set[str] = set()
         self._modules_loaded = False
@@ -109,6 +111,7 @@ class Namel3ssCelery:
         signals.task_unknown.connect(self._on_task_unknown)
         signals.worker_process_init.connect(self._on_process_init)
         install_log_ids()
+        _add_pool_option(app, self)
         if self.settings.pool:
             self._serve_pool(self.settings.pool)
         app.namel3ss = self  # type: ignore[attr-defined]
@@ -164,6 +167,7 @@ class Namel3ssCelery:
             raise ConfigurationError(str(exc), setting="NAMEL3SS_CELERY_POOL") from exc
         self.conductor.pool_name = pool.name
         self.conductor.allowed_tools = tuple(pool.allowed_tools)
+        self.pool_queue = pool.queue_name
 
     def _on_process_init(self, **_: Any) -> None:
         self.conductor.pool = "prefork"  # only prefork children send worker_process_init
@@ -360,6 +364,28 @@ def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:
     if isinstance(existing, Namel3ssCelery):
         return existing
     return Namel3ssCelery(app, settings=settings)
+
+
+def _add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
+    """``celery -A APP worker --n3-pool NAME``: serve one worker pool of ``NAMEL3SS_CELERY_PROGRAM``.
+
+    The worker consumes that pool's queue (besides any ``-Q``) and enforces its ``allowed_tools``.
+    """
+
+    class ServePool(bootsteps.Step):  # type: ignore[misc]
+        name = "namel3ss_celery.ServePool"
+
+        def __init__(self, parent: Any, n3_pool: str | None = None, **kwargs: Any) -> None:
+            if n3_pool:
+                n3.settings = replace(n3.settings, pool=n3_pool)
+                n3._serve_pool(n3_pool)
+                parent.app.amqp.queues.select([n3.pool_queue])
+            super().__init__(parent, **kwargs)
+
+    app.user_options["worker"].add(
+        click.Option(["--n3-pool"], default=None, help="serve this namel3ss worker pool (NAMEL3SS_CELERY_PROGRAM)")
+    )
+    app.steps["worker"].add(ServePool)
 
 
 def _check_backend(app: Celery) -> None:

@@ -165,3 +165,39 @@ def test_deploy_writes_the_files(pools: dict[str, Any], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     units = sorted(p.name for p in tmp_path.iterdir())
     assert "namel3ss-celery-worker-alpha.service" in units and "namel3ss-celery-worker-beta.service" in units
+
+
+def test_a_users_own_app_serves_a_pool_with_n3_pool(redis_url: str, tmp_path: Path) -> None:
+    """`celery -A their_project worker --n3-pool NAME`: the pool's queue, its allowed_tools, the app's task class."""
+    from .app import make_app
+
+    tag = uuid.uuid4().hex[:6]
+    program = {
+        "worker_pools": [{"name": "gamma", "queue_name": f"{tag}-gamma", "allowed_tools": ["whoami"]}],
+        "parallel_blocks": [{"name": "b", "steps": [{"name": "me", "target": "whoami", "worker_pool": "gamma"}]}],
+    }
+    path = tmp_path / "program.yaml"
+    path.write_text(yaml.safe_dump(program))
+    queue = f"{tag}-default"
+    env = {
+        "N3_TEST_BROKER": redis_url,
+        "N3_TEST_BACKEND": redis_url,
+        "N3_TEST_QUEUE": queue,
+        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+        "NAMEL3SS_CELERY_PROGRAM": str(path),
+    }
+    app = make_app(redis_url, redis_url, queue)
+    n3 = Namel3ssCelery(
+        app, settings=Settings.from_mapping({**env, "CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url})
+    )
+    worker = WorkerProcess("tests.integration.app", env, tmp_path, extra_args=["--n3-pool", "gamma"])
+    try:
+        worker.wait_ready(app)
+        result = n3.dispatch(str(path)).get(timeout=WAIT)
+        me = result.blocks["b"].final_result["me"]
+        assert me["queue"] == f"{tag}-gamma" and me["hostname"] == worker.hostname
+        assert "AuditedTask" in me["task_classes"]
+    finally:
+        worker.stop()
+        n3.close()
+        app.close()
