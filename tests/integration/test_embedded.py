@@ -72,11 +72,11 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
         n3.run("nope").status()
 
 
-@pytest.mark.parametrize("section", ["worker_pools", "event_triggers"])
+@pytest.mark.parametrize("section", ["task_queues", "event_triggers"])
 def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
     value = (
-        [{"name": "p", "queue_name": "q"}]
-        if section == "worker_pools"
+        [{"name": "q"}]
+        if section == "task_queues"
         else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
     )
     program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
