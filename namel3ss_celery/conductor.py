@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -26,9 +26,10 @@ from .compiler import compile_node
 from .errors import RoutingError, SpecError
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
+from .routing.queues import declare_queue
 from .spec import ParallelBlockSpec, ParallelStrategy, expand_fan_out, step_key
 from .worker.control import BlockControl, Decision, decide_after
-from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
+from .worker.plan import Plan, PlanNode, PoolRoute, node_settled, refreshed_final
 from .worker.runner import StepOutcome, call_step, check_payload, describe
 from .worker.settle import settle_block
 from .worker.store import CoordinationStore
@@ -353,6 +354,7 @@ class Conductor:
                 pending.extend(advance.launch)
 
     def _publish(self, run_id: str, node: PlanNode, context: dict[str, Any], plan: Plan) -> None:
+        declare_pool_queues(self.app, plan.pools)
         launch = compile_node(self.app, node, run_id, context, plan.pools)
         self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
         if launch.deadline is not None:
@@ -376,6 +378,14 @@ class Conductor:
             logger.info("run %s ended %s", run_id, advance.final.overall_status)
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)
+
+
+def declare_pool_queues(app: Any, pools: Mapping[str, PoolRoute]) -> None:
+    """Make the app know each pool queue with its arguments (RabbitMQ's ``x-max-priority``) before publishing,
+    so the broker declares it as the pool's workers do."""
+    for route in pools.values():
+        if route.queue not in app.amqp.queues:
+            app.amqp.queues.add(declare_queue(route.queue, route.arguments))
 
 
 def broken(node: PlanNode, reason: str, registry: Registry) -> ParallelExecutionResult:

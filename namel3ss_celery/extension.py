@@ -33,6 +33,7 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues
 from .routing.workers import find_pool
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any, load_program
@@ -90,6 +91,7 @@ class Namel3ssCelery:
         self.app = app
         self.settings = settings or Settings.from_app(app)
         _check_backend(app)
+        _use_all_redis_priorities(app)
         self._coordination_url = self.settings.coordination()
         self.registry = Registry(parent=SHARED)
         self._store: CoordinationStore | None = None
@@ -162,9 +164,13 @@ class Namel3ssCelery:
                 "NAMEL3SS_CELERY_POOL is set but NAMEL3SS_CELERY_PROGRAM is not", setting="NAMEL3SS_CELERY_PROGRAM"
             )
         try:
-            pool = find_pool(load_program(self.settings.program), name)
+            program = load_program(self.settings.program)
+            pool = find_pool(program, name)
         except RoutingError as exc:
             raise ConfigurationError(str(exc), setting="NAMEL3SS_CELERY_POOL") from exc
+        for queue in pool_queues(program):  # declared with their arguments (priorities) before the worker consumes
+            if queue.name == pool.queue_name and queue.name not in self.app.amqp.queues:
+                self.app.amqp.queues.add(queue)
         self.conductor.pool_name = pool.name
         self.conductor.allowed_tools = tuple(pool.allowed_tools)
         self.pool_queue = pool.queue_name
@@ -386,6 +392,26 @@ def _add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
         click.Option(["--n3-pool"], default=None, help="serve this namel3ss worker pool (NAMEL3SS_CELERY_PROGRAM)")
     )
     app.steps["worker"].add(ServePool)
+
+
+def _use_all_redis_priorities(app: Celery) -> None:
+    """On Redis, steps' ``priority`` needs kombu's ten priority lists (kombu serves them in priority order).
+
+    Raises:
+        ConfigurationError: the app already sets other ``priority_steps``.
+    """
+    if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+        return
+    options = dict(app.conf.broker_transport_options or {})
+    steps = options.get("priority_steps")
+    if steps is not None and list(steps) != list(REDIS_PRIORITY_STEPS):
+        raise ConfigurationError(
+            f"broker_transport_options['priority_steps'] is {steps!r}; namel3ss-celery maps step priorities onto "
+            f"all ten Redis levels {list(REDIS_PRIORITY_STEPS)}: remove it or set that",
+            setting="broker_transport_options",
+        )
+    options.setdefault("priority_steps", list(REDIS_PRIORITY_STEPS))
+    app.conf.broker_transport_options = options
 
 
 def _check_backend(app: Celery) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from celery import canvas
 
 from ..registry import STEP_TASK_PREFIX
+from ..routing.queues import broker_priority
 from ..spec import ParallelBlockSpec, step_key
 from ..worker.plan import PoolRoute
 from ..worker.runner import SCHEMA_VERSION
@@ -63,6 +64,8 @@ def step_signature(
     options: dict[str, Any] = {}
     if queue is not None:
         options["queue"] = queue
+    if payload["step"].get("priority") is not None:
+        options["priority"] = message_priority(app, int(payload["step"]["priority"]))
     if expires_at is not None:
         options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
     limit = payload["step"].get("timeout_seconds")
@@ -103,3 +106,9 @@ def step_signatures(
 def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:
     """The queue of a step's worker pool (``check_plan`` made sure the pool exists)."""
     return (pools or {})[pool].queue if pool else None
+
+
+def message_priority(app: Any, priority: int) -> int:
+    """The broker's message priority for a step's ``priority`` (0 lowest .. 9 highest): kept on RabbitMQ,
+    inverted on Redis (kombu pops priority 0 first). The in-memory transport has no priorities."""
+    return broker_priority(priority, str(app.conf.broker_url or "memory://"))

@@ -99,8 +99,8 @@ def pool_queues(program: ProgramSpec) -> list[Queue]:
             dlq = spec.dead_letter_queue
             arguments["x-dead-letter-exchange"] = dlq
             arguments["x-dead-letter-routing-key"] = dlq
-            dead_letters.setdefault(dlq, _declare(dlq, {}))
-        queues[name] = _declare(name, arguments)
+            dead_letters.setdefault(dlq, declare_queue(dlq, {}))
+        queues[name] = declare_queue(name, arguments)
     return [*queues.values(), *dead_letters.values()]
 
 
@@ -177,7 +177,8 @@ def transport_options(program: ProgramSpec, broker: str) -> dict[str, Any]:
     }
 
 
-def _declare(name: str, arguments: dict[str, Any]) -> Queue:
+def declare_queue(name: str, arguments: dict[str, Any]) -> Queue:
+    """A durable queue on its own direct exchange, with ``arguments`` (``x-max-priority``, dead-lettering)."""
     exchange = Exchange(name, type="direct")  # type: ignore[no-untyped-call]
     queue: Queue = Queue(  # type: ignore[no-untyped-call]
         name, exchange, routing_key=name, durable=True, queue_arguments=arguments or None

@@ -42,6 +42,7 @@ class StepSpec(BaseModel):
     kind: str = "tool"
     timeout_seconds: float | None = Field(default=None, gt=0)  # extension
     worker_pool: str | None = None  # extension
+    priority: int | None = Field(default=None, ge=0, le=9)  # extension: 0 lowest .. 9 highest, on both brokers
 
     _target_from_type = model_validator(mode="before")(target_from_type)
 
@@ -54,7 +55,7 @@ class StepSpec(BaseModel):
         return data
 
 
-OPTIONAL_STEP_FIELDS = ("name", "target", "timeout_seconds", "worker_pool")
+OPTIONAL_STEP_FIELDS = ("name", "target", "timeout_seconds", "worker_pool", "priority")
 
 
 class FanOutSpec(Spec):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
+from ..routing.queues import pool_queues
 from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, StepSpec, WorkflowSpec
 from ..spec.program import check_dag
 from .store import CoordinationStore
@@ -37,6 +38,7 @@ class PoolRoute:
 
     queue: str
     allowed_tools: tuple[str, ...] = ()
+    arguments: dict[str, Any] = field(default_factory=dict, compare=False)  # the queue's declaration arguments
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class Plan:
                     }
                     for n in self.nodes
                 ],
-                "pools": {name: [route.queue, list(route.allowed_tools)] for name, route in self.pools.items()},
+                "pools": {
+                    name: [route.queue, list(route.allowed_tools), route.arguments]
+                    for name, route in self.pools.items()
+                },
             }
         )
 
@@ -77,7 +82,7 @@ class Plan:
             PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
             for n in data["nodes"]
         )
-        pools = {name: PoolRoute(queue, tuple(tools)) for name, (queue, tools) in data.get("pools", {}).items()}
+        pools = {name: PoolRoute(q, tuple(tools), args) for name, (q, tools, args) in data.get("pools", {}).items()}
         return cls(data["kind"], data["name"], nodes, pools)
 
     def sinks(self) -> list[str]:
@@ -97,7 +102,11 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     if isinstance(spec, WorkflowSpec):
         return _workflow_plan(spec, {})
     blocks = {b.name: b for b in spec.parallel_blocks}
-    pools = {p.name: PoolRoute(p.queue_name, tuple(p.allowed_tools)) for p in spec.worker_pools}
+    declared = {q.name: dict(getattr(q, "queue_arguments", None) or {}) for q in pool_queues(spec)}
+    pools = {
+        p.name: PoolRoute(p.queue_name, tuple(p.allowed_tools), declared.get(p.queue_name, {}))
+        for p in spec.worker_pools
+    }
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:
             names = ", ".join(w.name for w in spec.workflows)

@@ -75,9 +75,7 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
 @pytest.mark.parametrize("section", ["task_queues", "event_triggers"])
 def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
     value = (
-        [{"name": "q"}]
-        if section == "task_queues"
-        else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
+        [{"name": "q"}] if section == "task_queues" else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
     )
     program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
     with pytest.raises(NotSupportedYet) as info:

@@ -201,3 +201,64 @@ def test_a_users_own_app_serves_a_pool_with_n3_pool(redis_url: str, tmp_path: Pa
         worker.stop()
         n3.close()
         app.close()
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_priorities_run_highest_first_on_both_brokers(
+    broker: str, redis_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """One spec priority (0 lowest .. 9 highest), the same order of execution on Redis and on RabbitMQ."""
+    broker_url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else redis_url
+    tag = uuid.uuid4().hex[:6]
+    priorities = [1, 9, 4, 0, 7, 5]
+    program = {
+        "worker_pools": [{"name": "solo", "queue_name": f"{tag}-prio", "auto_scaling": False, "max_workers": 1}],
+        "parallel_blocks": [
+            {
+                "name": "p",
+                "strategy": "collect",
+                "steps": [
+                    {"name": f"p{p}", "target": "echo", "value": p, "priority": p, "worker_pool": "solo"}
+                    for p in priorities
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "program.yaml"
+    path.write_text(yaml.safe_dump(program))
+    n3 = Namel3ssCelery(
+        settings=Settings.from_mapping(
+            {
+                "CELERY_BROKER_URL": broker_url,
+                "CELERY_RESULT_BACKEND": redis_url,
+                "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+            }
+        )
+    )
+    handle = n3.dispatch(str(path))  # every step is queued before any worker runs
+    command = [
+        CLI,
+        "worker",
+        "--pool",
+        "solo",
+        "--program",
+        str(path),
+        "--steps",
+        "tests.integration.steps",
+        "--broker",
+        broker_url,
+        "--backend",
+        redis_url,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    worker = WorkerProcess("namel3ss_celery", {}, tmp_path, command=command, name="solo")
+    try:
+        worker.wait_ready(n3.app)
+        result = handle.get(timeout=WAIT)
+        ran = sorted(result.blocks["p"].results, key=lambda r: r.start_time or 0)
+        assert [r.result for r in ran] == sorted(priorities, reverse=True)
+    finally:
+        worker.stop()
+        n3.close()
+        n3.app.backend.client.close()
