@@ -83,6 +83,8 @@ class Conductor:
                 request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
             raise
         control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
+        if payload.get("deliveries"):
+            self._bound_redelivery(task, payload)
         if not control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or ""):
             self._skip(task, payload, control)
         outcome = call_step(
@@ -94,7 +96,9 @@ class Conductor:
         )
         retries = int(payload.get("retries", 0))
         if outcome.status == "failed" and request.retries < retries and not control.stop_requested():
-            raise task.retry(exc=outcome.exception, countdown=retry_delay(request.retries), max_retries=retries)
+            countdowns = payload.get("countdowns") or []  # the task queue's backoff, or the block's default
+            delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
+            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries)
         if outcome.status == "cancelled" and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.file(payload, outcome)
@@ -106,6 +110,19 @@ class Conductor:
         if outcome.exception is not None:
             raise outcome.exception
         return outcome.result
+
+    def _bound_redelivery(self, task: Any, payload: dict[str, Any]) -> None:
+        """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
+        request = task.request
+        field = f"node:{payload['node']}:deliveries:{payload['i']}:{request.retries}"
+        delivered = self.store.incr(payload["run"], field)
+        if delivered > int(payload["deliveries"]):
+            error = RoutingError(
+                f"step {payload['key']!r} was delivered {delivered} times without finishing (its worker was lost "
+                f"each time); at_least_once gives up after {payload['deliveries']}"
+            )
+            request.n3_after = self.file(payload, _refused(payload, error, request.hostname, request.id))
+            raise error
 
     def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:
         """A step whose block is already decided (or run cancelled) never starts: REVOKED, not_started."""

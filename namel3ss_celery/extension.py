@@ -33,7 +33,8 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
-from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues
+from .routing.policy import delivery_options
+from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
 from .routing.workers import find_pool
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any, load_program
@@ -171,6 +172,21 @@ class Namel3ssCelery:
         for queue in pool_queues(program):  # declared with their arguments (priorities) before the worker consumes
             if queue.name == pool.queue_name and queue.name not in self.app.amqp.queues:
                 self.app.amqp.queues.add(queue)
+        contract = task_queue_of(program, pool)
+        if contract is not None:  # the queue's delivery contract, for this worker's tasks
+            delivery = delivery_options(contract)
+            self.app.conf.task_acks_late = delivery["acks_late"]
+            self.app.conf.task_reject_on_worker_lost = delivery["reject_on_worker_lost"]
+        broker = str(self.app.conf.broker_url or "")
+        if broker.startswith(("redis://", "rediss://")):  # one visibility timeout for this Redis broker
+            options = dict(self.app.conf.broker_transport_options or {})
+            visibility = float(transport_options(program, broker)["visibility_timeout"])
+            options["visibility_timeout"] = visibility
+            # kombu looks for lost (unacknowledged) messages every interval x throttle seconds (100 s by
+            # default); look every third of the visibility timeout, at most every 10 s, so they come back soon.
+            options.setdefault("unacked_restore_interval", max(1, min(10, int(visibility / 3))))
+            options.setdefault("unacked_restore_throttle", 1)
+            self.app.conf.broker_transport_options = options
         self.conductor.pool_name = pool.name
         self.conductor.allowed_tools = tuple(pool.allowed_tools)
         self.pool_queue = pool.queue_name

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from celery import canvas
 
+from ..errors import CompileError
 from ..registry import STEP_TASK_PREFIX
 from ..routing.queues import broker_priority
 from ..spec import ParallelBlockSpec, step_key
@@ -95,12 +97,49 @@ def step_signatures(
         step_signature(
             app,
             str(block.steps[i].target),
-            step_payload(block, i, run_id, node, context, join, feed, expires_at),
+            routed_payload(block, i, run_id, node, context, join, feed, expires_at, pools),
             expires_at,
             pool_queue(block.steps[i].worker_pool, pools),
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
     ]
+
+
+def routed_payload(
+    block: ParallelBlockSpec,
+    index: int,
+    run_id: str,
+    node: str,
+    context: dict[str, Any],
+    join: str,
+    feed: bool,
+    deadline: float | None,
+    pools: Mapping[str, PoolRoute] | None,
+) -> dict[str, Any]:
+    """``step_payload`` plus what the step's pool and task queue ask: retry delays, bounded redelivery.
+
+    Raises:
+        CompileError: the message is larger than its task queue's ``max_message_size``.
+    """
+    payload = step_payload(block, index, run_id, node, context, join, feed, deadline)
+    pool = block.steps[index].worker_pool
+    route = (pools or {}).get(pool) if pool else None
+    if route is None:
+        return payload
+    if route.countdowns is not None:
+        payload["retries"] = len(route.countdowns)
+        payload["countdowns"] = list(route.countdowns)
+    if route.at_least_once:
+        payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
+    if route.max_message_size is not None:
+        size = len(json.dumps(payload).encode())
+        if size > route.max_message_size:
+            raise CompileError(
+                f"step {payload['key']!r} makes a {size}-byte message, over the max_message_size "
+                f"({route.max_message_size}) of queue {route.queue!r}",
+                path=f"{node}.steps[{index}]",
+            )
+    return payload
 
 
 def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:

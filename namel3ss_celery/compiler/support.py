@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NotSupportedYet
+from ..routing.policy import delivery_options
 from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec
 
 SUPPORTED_STRATEGIES = tuple(ParallelStrategy)
@@ -38,7 +39,18 @@ def check_supported(block: ParallelBlockSpec, path: str) -> None:
 
 
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
-PROGRAM_NOT_YET = ("task_queues", "distributed_configs", "event_triggers", "event_handlers")
+PROGRAM_NOT_YET = ("distributed_configs", "event_triggers", "event_handlers")
+
+# Task queue fields whose behaviour is not built yet: refused when set to anything but the IR default.
+QUEUE_NOT_YET: dict[str, Callable[[Any], bool]] = {
+    "dead_letter_queue": lambda v: v is None,
+    "message_retention": lambda v: v == 86400.0,
+    "redis_config": lambda v: v == {},
+    "rabbitmq_config": lambda v: v == {},
+    "external_config": lambda v: v == {},
+    "enable_metrics": lambda v: v is True,
+    "metric_tags": lambda v: v == {},
+}
 
 
 def check_program_supported(program: ProgramSpec) -> None:
@@ -46,3 +58,10 @@ def check_program_supported(program: ProgramSpec) -> None:
     for name in PROGRAM_NOT_YET:
         if getattr(program, name):
             raise NotSupportedYet(f"{name} are not supported yet; remove them to run this program", path=name)
+    for index, queue in enumerate(program.task_queues):
+        for name, is_default in QUEUE_NOT_YET.items():
+            if not is_default(getattr(queue, name)):
+                raise NotSupportedYet(
+                    f"{name} is not supported yet; leave it unset", path=f"task_queues[{index}].{name}"
+                )
+        delivery_options(queue)  # exactly_once is refused, saying why and what to use

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..errors import SpecError
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
-from ..routing.queues import pool_queues
+from ..routing.policy import delivery_options, retry_policy
+from ..routing.queues import pool_queues, task_queue_of
 from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, StepSpec, WorkflowSpec
 from ..spec.program import check_dag
 from .store import CoordinationStore
@@ -39,6 +40,21 @@ class PoolRoute:
     queue: str
     allowed_tools: tuple[str, ...] = ()
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)  # the queue's declaration arguments
+    countdowns: tuple[float, ...] | None = None  # retry delays of its task queue; None: the block's own retries
+    at_least_once: bool = False
+    max_message_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolRoute:
+        countdowns = data.get("countdowns")
+        return cls(
+            data["queue"],
+            tuple(data.get("allowed_tools", ())),
+            data.get("arguments") or {},
+            tuple(countdowns) if countdowns is not None else None,
+            bool(data.get("at_least_once")),
+            data.get("max_message_size"),
+        )
 
 
 @dataclass(frozen=True)
@@ -68,10 +84,7 @@ class Plan:
                     }
                     for n in self.nodes
                 ],
-                "pools": {
-                    name: [route.queue, list(route.allowed_tools), route.arguments]
-                    for name, route in self.pools.items()
-                },
+                "pools": {name: asdict(route) for name, route in self.pools.items()},
             }
         )
 
@@ -82,7 +95,7 @@ class Plan:
             PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
             for n in data["nodes"]
         )
-        pools = {name: PoolRoute(q, tuple(tools), args) for name, (q, tools, args) in data.get("pools", {}).items()}
+        pools = {name: PoolRoute.from_dict(route) for name, route in data.get("pools", {}).items()}
         return cls(data["kind"], data["name"], nodes, pools)
 
     def sinks(self) -> list[str]:
@@ -103,10 +116,17 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
         return _workflow_plan(spec, {})
     blocks = {b.name: b for b in spec.parallel_blocks}
     declared = {q.name: dict(getattr(q, "queue_arguments", None) or {}) for q in pool_queues(spec)}
-    pools = {
-        p.name: PoolRoute(p.queue_name, tuple(p.allowed_tools), declared.get(p.queue_name, {}))
-        for p in spec.worker_pools
-    }
+    pools = {}
+    for pool in spec.worker_pools:
+        queue = task_queue_of(spec, pool)
+        pools[pool.name] = PoolRoute(
+            pool.queue_name,
+            tuple(pool.allowed_tools),
+            declared.get(pool.queue_name, {}),
+            tuple(retry_policy(queue)["countdowns"]) if queue is not None else None,
+            queue is not None and delivery_options(queue)["acks_late"],
+            queue.max_message_size if queue is not None else None,
+        )
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:
             names = ", ".join(w.name for w in spec.workflows)

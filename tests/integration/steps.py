@@ -182,3 +182,31 @@ def log_ids(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         logger.removeHandler(handler)
     record = records[0]
     return {"run": record.n3_run, "block": record.n3_block, "step": record.n3_step}  # type: ignore[attr-defined]
+
+
+@step("timed_flaky")
+def timed_flaky(step: dict[str, Any], context: dict[str, Any]) -> int:
+    """Records the time of each call under ``tag``; fails the first ``failures`` calls."""
+    client = _redis()
+    try:
+        client.rpush(f"n3test:{step['tag']}:times", time.time())
+        calls = int(client.llen(f"n3test:{step['tag']}:times"))
+    finally:
+        client.close()
+    if calls <= int(step["failures"]):
+        raise ConnectionError(f"timed_flaky call {calls}")
+    return calls
+
+
+@step("slow_first_time")
+def slow_first_time(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``seconds`` on its first delivery (long enough to kill its worker), returns at once after."""
+    client = _redis()
+    try:
+        delivery = int(client.incr(f"n3test:{step['tag']}:deliveries"))
+    finally:
+        client.close()
+    if delivery == 1:
+        time.sleep(float(step["seconds"]))
+    task = current_task._get_current_object()
+    return {"delivery": delivery, "acks_late": bool(task.acks_late)}
