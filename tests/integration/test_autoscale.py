@@ -187,3 +187,26 @@ def test_broker_depth_counts_ready_messages_on_both_brokers(
                 client.close()
         finally:
             queue.bind(connection.default_channel).delete()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_without_its_pool_refuses_to_start(redis10: str, tmp_path: Path, clean_env: None) -> None:
+    """No NAMEL3SS_CELERY_POOL: the worker stops at start-up, naming it, instead of using Celery's own rule."""
+    program = tmp_path / "program.yaml"
+    program.write_text(yaml.safe_dump({"worker_pools": [{**POOL, "queue_name": "unused"}]}))
+    env = {
+        "N3_AUTOSCALE_BROKER": redis10,
+        "N3_AUTOSCALE_BACKEND": redis10,
+        "N3_AUTOSCALE_QUEUE": f"n3autoscale-{uuid.uuid4().hex[:8]}",
+        "NAMEL3SS_CELERY_PROGRAM": str(program),
+    }
+    worker = WorkerProcess(
+        "tests.integration.autoscale_app", env, tmp_path, concurrency=1, extra_args=["--autoscale=4,1"]
+    )
+    try:
+        code = worker.process.wait(45)
+    finally:
+        worker.stop()
+    assert code != 0
+    assert "ConfigurationError" in worker.log_path.read_text()
+    assert "NAMEL3SS_CELERY_POOL is not set" in worker.log_path.read_text()
