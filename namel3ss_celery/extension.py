@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import uuid
@@ -33,11 +34,12 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .routing.autoscale import autoscaler_setting
 from .routing.policy import delivery_options
 from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
 from .routing.workers import find_pool
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
-from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any, load_program
+from .spec import ParallelBlockSpec, ProgramSpec, ScalingMetric, WorkflowSpec, load_any, load_program
 from .spec.load import to_data
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, final_result, make_plan
@@ -172,6 +174,11 @@ class Namel3ssCelery:
         for queue in pool_queues(program):  # declared with their arguments (priorities) before the worker consumes
             if queue.name == pool.queue_name and queue.name not in self.app.amqp.queues:
                 self.app.amqp.queues.add(queue)
+        if pool.auto_scaling and pool.scaling_metric == ScalingMetric.QUEUE_DEPTH:
+            # With --autoscale, grow and shrink by the depth of the pool's queue, not Celery's own rule.
+            self.app.conf.worker_autoscaler = autoscaler_setting()
+            os.environ.setdefault("NAMEL3SS_CELERY_POOL", pool.name)
+            os.environ.setdefault("NAMEL3SS_CELERY_PROGRAM", os.path.abspath(self.settings.program))
         contract = task_queue_of(program, pool)
         if contract is not None:  # the queue's delivery contract, for this worker's tasks
             delivery = delivery_options(contract)

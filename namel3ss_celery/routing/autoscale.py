@@ -27,8 +27,8 @@ The rule, with ``depth`` the waiting messages and ``p`` the current processes:
 Celery calls the rule on every task message and every ``keepalive`` seconds
 (``AUTOSCALE_KEEPALIVE``, default 30, read when the autoscaler is built);
 the broker is asked at most once a second (a message received in between
-schedules one more check for when that second is up). When the broker cannot be read,
-the autoscaler logs it and keeps the pool as it is for that round.
+schedules one more check for when that second is up). When the broker
+cannot be read, the autoscaler logs it and keeps the pool as it is.
 """
 
 from __future__ import annotations

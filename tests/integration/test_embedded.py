@@ -75,7 +75,9 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
 @pytest.mark.parametrize("section", ["distributed_configs", "event_triggers"])
 def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
     value = (
-        [{"worker_pool": "p"}] if section == "distributed_configs" else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
+        [{"worker_pool": "p"}]
+        if section == "distributed_configs"
+        else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
     )
     program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
     with pytest.raises(NotSupportedYet) as info:

@@ -262,3 +262,58 @@ def test_priorities_run_highest_first_on_both_brokers(
         worker.stop()
         n3.close()
         n3.app.backend.client.close()
+
+
+def test_an_autoscaled_pool_scales_on_its_queue_depth(redis_url: str, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:6]
+    program = {
+        "worker_pools": [
+            {
+                "name": "elastic",
+                "queue_name": f"{tag}-elastic",
+                "min_workers": 1,
+                "max_workers": 3,
+                "auto_scaling": True,
+                "target_value": 2,
+            }
+        ],
+        "parallel_blocks": [{"name": "b", "steps": [{"target": "echo", "value": 1, "worker_pool": "elastic"}]}],
+    }
+    path = tmp_path / "program.yaml"
+    path.write_text(yaml.safe_dump(program))
+    n3 = Namel3ssCelery(
+        settings=Settings.from_mapping(
+            {
+                "CELERY_BROKER_URL": redis_url,
+                "CELERY_RESULT_BACKEND": redis_url,
+                "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+            }
+        )
+    )
+    command = [
+        CLI,
+        "worker",
+        "--pool",
+        "elastic",
+        "--program",
+        str(path),
+        "--steps",
+        "tests.integration.steps",
+        "--broker",
+        redis_url,
+        "--backend",
+        redis_url,
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    worker = WorkerProcess("namel3ss_celery", {}, tmp_path, command=command, name="elastic")
+    try:
+        worker.wait_ready(n3.app)
+        assert "--autoscale=3,1" in worker.log()
+        stats = n3.app.control.inspect([worker.hostname], timeout=5).stats() or {}
+        assert stats[worker.hostname]["autoscaler"]["metric"] == "queue_depth"
+        assert n3.dispatch(str(path)).get(timeout=WAIT).overall_status == "completed"
+    finally:
+        worker.stop()
+        n3.close()
+        n3.app.backend.client.close()
