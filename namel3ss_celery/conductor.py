@@ -18,12 +18,12 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import states
+from celery import canvas, states
 from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
 
 from .compiler import compile_node
-from .errors import RoutingError, SpecError
+from .errors import RoutingError, SpecError, UnknownRun
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
 from .routing.queues import declare_queue
@@ -85,7 +85,12 @@ class Conductor:
         control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
         if payload.get("deliveries"):
             self._bound_redelivery(task, payload)
-        if not control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or ""):
+        try:
+            may_run = control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
+        except UnknownRun:
+            logger.warning("step %s of run %s dropped: the run's record expired", payload["key"], payload["run"])
+            raise Ignore() from None
+        if not may_run:
             self._skip(task, payload, control)
         outcome = call_step(
             definition,
@@ -127,8 +132,9 @@ class Conductor:
     def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:
         """A step whose block is already decided (or run cancelled) never starts: REVOKED, not_started."""
         request = task.request
-        if control.decision() is None:  # the run was cancelled, or the deadline passed: the block ends so
-            control.decide(control.overdue() or Decision(RunStatus.CANCELLED, None, "run cancelled"))
+        decided_here = control.decision() is None and control.decide(
+            control.overdue() or Decision(RunStatus.CANCELLED, None, "run cancelled")
+        )  # the run was cancelled, or the deadline passed: the block ends so, and this step settles it
         now = time.time()
         outcome = StepOutcome(
             payload["key"],
@@ -144,7 +150,7 @@ class Conductor:
         )
         follow_up = self.file(payload, outcome, keep=True)
         task.backend.mark_as_revoked(request.id, "block already decided", request=request)
-        self.follow_up(follow_up)
+        self.follow_up(("decided", payload["run"], payload["node"]) if decided_here else follow_up)
         raise Ignore()
 
     def file(self, payload: dict[str, Any], outcome: StepOutcome, keep: bool = False) -> tuple[str, ...]:
@@ -194,6 +200,16 @@ class Conductor:
             self.refresh_node(run_id, node)
         else:
             self.settle_node(run_id, node)
+
+    def file_lost(self, payload: Any, task_id: str, reason: str, outcome: str | None = None) -> None:
+        """A step that ended without filing its outcome (worker lost, hard time limit, revoked, expired):
+        file one for it, unless it filed its own, so its block still ends."""
+        if not isinstance(payload, dict) or not set(payload) >= ROUTING_KEYS:
+            return
+        now = time.time()
+        status = "failed" if outcome is None else "cancelled"
+        lost = StepOutcome(payload["key"], status, None, reason, None, now, now, "", task_id, outcome)
+        self.follow_up(self.file(payload, lost, keep=True))
 
     def feed_next(self, run_id: str, node: str) -> None:
         """Publish the next step of a ``max_concurrency`` window, unless the block is decided."""
@@ -272,8 +288,9 @@ class Conductor:
     def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
         """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""
         (settled,) = self.store.get_fields(run_id, [f"node:{node}:settled"])
-        if settled is None and BlockControl(self.store, run_id, node).decide(decision):
-            self.settle_node(run_id, node)
+        if settled is None:
+            BlockControl(self.store, run_id, node).decide(decision)
+            self.settle_node(run_id, node)  # claimed: settles once, under whichever decision came first
 
     def refresh_node(self, run_id: str, node: str) -> None:
         """Every step of a decided block has now reported: rewrite its result with what the losers did."""
@@ -357,6 +374,9 @@ class Conductor:
                 failure = Decision(RunStatus.FAILED, None, str(exc))
             if fanned and failure is None:
                 self.store.set_fields(run_id, {f"node:{node.name}:block": node.block.model_dump_json()})
+            if failure is None and self.store.get_fields(run_id, ["cancelled"])[0]:
+                failure = Decision(RunStatus.CANCELLED, None, "run cancelled")
+                BlockControl(self.store, run_id, node.name).decide(failure)
             if node.block.steps and failure is None:
                 try:
                     self._publish(run_id, node, context, plan)
@@ -378,7 +398,13 @@ class Conductor:
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
                 eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
             )
-        launch.canvas.apply_async()
+        if isinstance(launch.canvas, canvas.group):
+            # Message by message: group.apply_async() would subscribe this process to every step's result.
+            with self.app.producer_or_acquire() as producer:
+                for signature in launch.canvas.tasks:
+                    signature.apply_async(producer=producer, add_to_parent=False)
+        else:
+            launch.canvas.apply_async()
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from billiard.exceptions import WorkerLostError
 from celery import Celery, bootsteps, signals
+from celery.exceptions import TimeLimitExceeded
 
 from .compiler import check_plan
 from .compiler.support import check_program_supported
@@ -115,6 +117,8 @@ class Namel3ssCelery:
         signals.import_modules.connect(self._on_import_modules)
         signals.task_unknown.connect(self._on_task_unknown)
         signals.worker_process_init.connect(self._on_process_init)
+        signals.task_failure.connect(self._on_task_failure)
+        signals.task_revoked.connect(self._on_task_revoked)
         install_log_ids()
         _add_pool_option(app, self)
         if self.settings.pool:
@@ -200,6 +204,27 @@ class Namel3ssCelery:
 
     def _on_process_init(self, **_: Any) -> None:
         self.conductor.pool = "prefork"  # only prefork children send worker_process_init
+
+    def _ours(self, sender: Any) -> bool:
+        return getattr(sender, "app", None) is self.app and str(getattr(sender, "name", "")).startswith(
+            STEP_TASK_PREFIX
+        )
+
+    def _on_task_failure(self, sender: Any = None, task_id: str = "", exception: Any = None, **kw: Any) -> None:
+        # Sent by the worker's main process when a step's process was lost or hit its hard time limit:
+        # the step never filed an outcome.
+        if self._ours(sender) and isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
+            args = kw.get("args") or ()
+            reason = f"{type(exception).__name__}: {exception}"
+            self.conductor.file_lost(args[0] if args else None, task_id, reason)
+
+    def _on_task_revoked(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
+        # Revoked by hand (Flower, control.revoke), or expired at a block deadline, before or while running.
+        if self._ours(sender) and request is not None:
+            args = getattr(request, "args", None) or ()
+            how = "expired" if kw.get("expired") else ("terminated" if kw.get("terminated") else "revoked")
+            started = "stopped" if kw.get("terminated") else "not_started"
+            self.conductor.file_lost(args[0] if args else None, str(request.id), f"{how} before it finished", started)
 
     def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
@@ -287,6 +312,14 @@ class Namel3ssCelery:
         plan = make_plan(loaded, workflow)
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)
+        for node in plan.nodes:
+            for index, step in enumerate(node.block.steps):
+                try:
+                    to_json_data(step.payload(), f"step {index} of {node.name!r}")
+                except StepResultError as exc:
+                    raise SpecError(
+                        str(exc).replace("returned", "carries"), path=f"{node.name}.steps[{index}]"
+                    ) from None
         return plan
 
     def run(self, run_id: str) -> RunHandle:

@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .compiler import check_plan
@@ -101,6 +102,8 @@ class _LocalRun:
         self.store.create_run(self.run_id, self.record, executor.ttl)
         self.nodes: dict[asyncio.Task[ParallelExecutionResult], PlanNode] = {}
         self.background: set[asyncio.Task[Any]] = set()  # steps (and refreshes) that outlive their node's settle
+        # Sync steps run here; the run does not wait for ones it gave up on (losers, timed-out steps).
+        self.threads = ThreadPoolExecutor(thread_name_prefix="namel3ss-local")
 
     async def go(self) -> RunResult:
         order = {n.name: i for i, n in enumerate(self.plan.nodes)}
@@ -124,6 +127,7 @@ class _LocalRun:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            self.threads.shutdown(wait=False, cancel_futures=True)
         return run_result(self.plan, self.run_id, self.record, {}, {}, failed_node=None)  # a plan of no nodes
 
     def launch(self, nodes: list[PlanNode], outputs: dict[str, Any]) -> None:
@@ -202,7 +206,7 @@ class _LocalRun:
         """``call_step``: a sync step in a thread; an ``async def`` step awaited here and handed to it."""
         if not definition.is_async:
             args = (definition, payload, self.executor.worker, "", control.stop_requested)
-            return await asyncio.to_thread(call_step, *args)
+            return await asyncio.get_running_loop().run_in_executor(self.threads, call_step, *args)
         check = throttled(control.stop_requested)
         token, start = _cancel_check.set(check), time.time()
         try:

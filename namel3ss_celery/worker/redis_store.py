@@ -8,12 +8,15 @@ from typing import Any
 
 import redis
 
+from ..errors import UnknownRun
 from .store import done_key, list_key, run_key, steps_key
 
 WAIT_SLICE = 2.0
 
-# HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[3..] is set; 1 when it was set.
+# HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[3..] is set; 1 when it was set,
+# -1 when the run's record is gone (expired): nothing is written then.
 SET_UNLESS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 for i = 3, #ARGV do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
 end
@@ -63,7 +66,10 @@ class RedisStore:
         return record
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
-        return bool(self._set_unless(keys=[run_key(run_id)], args=[field, value, *guards]))
+        outcome = int(self._set_unless(keys=[run_key(run_id)], args=[field, value, *guards]))
+        if outcome < 0:
+            raise UnknownRun(run_id)
+        return outcome == 1
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
         with self.client.pipeline(transaction=True) as pipe:

@@ -130,6 +130,8 @@ def call_step(
         value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
         if asyncio.iscoroutine(value):
             value = run_coroutine(_watched(value, check))
+        if overdue is not None and overdue():  # a step that never checks ran past its timeout: it failed
+            raise StepTimeout(f"step {payload['key']!r} ran past its timeout_seconds ({limit}s)")
         result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
     except (StepCancelled, SoftTimeLimitExceeded) as exc:
         end = time.time()

@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from ..errors import UnknownRun
+
 
 class CoordinationStore(Protocol):
     """Where workers and clients meet. Every key a run creates expires after ``ttl`` seconds."""
@@ -39,7 +41,11 @@ class CoordinationStore(Protocol):
         ...
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
-        """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set."""
+        """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired); nothing was written.
+        """
         ...
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
@@ -128,6 +134,8 @@ class MemoryStore:
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self._lock:
+            for expired in [r for r, at in self._expires.items() if at < time.monotonic()]:
+                self._live(expired)  # drops it
             self._runs[run_id] = dict(fields)
             self._expires[run_id] = time.monotonic() + ttl
 
@@ -164,7 +172,9 @@ class MemoryStore:
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
         with self._lock:
-            record = self._runs.setdefault(run_id, {})
+            record = self._live(run_id)
+            if record is None:
+                raise UnknownRun(run_id)
             if any(g in record for g in guards):
                 return False
             record[field] = value

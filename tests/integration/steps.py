@@ -210,3 +210,9 @@ def slow_first_time(step: dict[str, Any], context: dict[str, Any]) -> dict[str, 
         time.sleep(float(step["seconds"]))
     task = current_task._get_current_object()
     return {"delivery": delivery, "acks_late": bool(task.acks_late)}
+
+
+@step("die")
+def die(step: dict[str, Any], context: dict[str, Any]) -> None:
+    """Kills its own worker process: the step never files an outcome."""
+    os._exit(1)

@@ -323,3 +323,23 @@ def test_a_loser_stopped_on_purpose_is_revoked_not_failed(redis_cluster: Cluster
     assert slow.metadata["outcome"] == "stopped"
     meta = redis_cluster.app.backend.get_task_meta(slow.metadata["celery_task_id"], cache=False)
     assert meta["status"] == "REVOKED"
+
+
+def test_a_cancel_before_any_worker_ran_still_ends_the_run(redis_cluster: Cluster) -> None:
+    redis_cluster.worker.process.send_signal(19)  # SIGSTOP: nothing is consumed yet
+    try:
+        steps = [{"target": "echo", "value": i} for i in range(10)]
+        handle = redis_cluster.n3.dispatch({"name": "c", "strategy": "collect", "steps": steps})
+        handle.cancel()
+    finally:
+        redis_cluster.worker.process.send_signal(18)  # SIGCONT
+    result = handle.get(timeout=WAIT)
+    assert result.overall_status == "cancelled"
+
+
+def test_a_step_whose_worker_process_dies_fails_and_its_block_ends(redis_cluster: Cluster) -> None:
+    steps = [{"name": "ok", "target": "echo", "value": 1}, {"name": "dead", "target": "die"}]
+    result = redis_cluster.n3.dispatch({"name": "lost", "strategy": "collect", "steps": steps}).get(timeout=WAIT)
+    assert result.overall_status == "completed"
+    assert result.final_result["dead"]["status"] == "failed"
+    assert "WorkerLostError" in result.final_result["dead"]["error"]
