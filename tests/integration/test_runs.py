@@ -161,8 +161,11 @@ def test_workers_do_not_stay_subscribed_to_step_results(redis_cluster: Cluster) 
     client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
     try:
         before = len(client.pubsub_channels("celery-task-meta-*"))
-        for _ in range(2):
+        for _ in range(2):  # published by a worker (the launch task), as a chord
             redis_cluster.n3.dispatch({"name": "b", "steps": [{"target": "echo", "value": 1}] * 50}).get(timeout=WAIT)
+        for _ in range(20):  # small runs: published by this process, as a group
+            small = {"name": "s", "strategy": "collect", "steps": [{"target": "echo", "value": 1}] * 5}
+            redis_cluster.n3.dispatch(small).get(timeout=WAIT)
         assert len(client.pubsub_channels("celery-task-meta-*")) - before < 10
     finally:
         client.close()
