@@ -17,9 +17,10 @@ from .errors import (
     UnknownTarget,
     WaitTimeout,
 )
-from .extension import Namel3ssCelery, RunHandle, install
+from .extension import Namel3ssCelery, install
 from .registry import reducer, step
 from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus, WorkflowResult
+from .runs import RunHandle
 from .settings import Settings
 from .spec import load_program
 from .worker.runner import cancelled

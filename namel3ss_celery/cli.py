@@ -18,10 +18,11 @@ from typing import Any, TextIO
 
 from .deploy import render
 from .errors import CompileError, ConfigurationError, RoutingError, SpecError, UnknownRun, WaitTimeout
-from .extension import Namel3ssCelery, NodeProgress, RunHandle, RunResult
+from .extension import Namel3ssCelery
 from .local import LocalExecutor
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .routing.workers import find_pool, worker_argv, worker_env
+from .runs import NodeProgress, RunHandle, RunResult
 from .settings import Settings, split_modules
 from .spec import ProgramSpec, load_program
 

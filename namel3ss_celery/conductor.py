@@ -13,8 +13,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,10 +25,18 @@ from .compiler import compile_node
 from .errors import RoutingError, SpecError, UnknownRun
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
-from .routing.queues import declare_queue
-from .spec import ParallelBlockSpec, ParallelStrategy, expand_fan_out, step_key
+from .spec import ParallelStrategy, step_key
 from .worker.control import BlockControl, Decision, decide_after
-from .worker.plan import Plan, PlanNode, PoolRoute, node_settled, refreshed_final
+from .worker.nodes import (
+    broken,
+    declare_pool_queues,
+    feed_name,
+    launched,
+    node_context,
+    retry_delay,
+    with_fan_out,
+)
+from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
 from .worker.runner import StepOutcome, call_step, check_payload, describe
 from .worker.settle import settle_block
 from .worker.store import CoordinationStore
@@ -37,17 +44,6 @@ from .worker.store import CoordinationStore
 logger = logging.getLogger("namel3ss_celery")
 
 ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
-RETRY_BASE_SECONDS = 0.5
-RETRY_MAX_SECONDS = 30.0
-
-
-def retry_delay(retries: int) -> float:
-    """Exponential backoff for a block's ``retry_failed``: 0.5 s, 1 s, 2 s, ... capped at 30 s."""
-    return float(min(RETRY_BASE_SECONDS * 2**retries, RETRY_MAX_SECONDS))
-
-
-def feed_name(node: str) -> str:
-    return f"feed:{node}"
 
 
 class Conductor:
@@ -421,41 +417,6 @@ class Conductor:
             logger.info("run %s ended %s", run_id, advance.final.overall_status)
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)
-
-
-def declare_pool_queues(app: Any, pools: Mapping[str, PoolRoute]) -> None:
-    """Make the app know each pool queue with its arguments (RabbitMQ's ``x-max-priority``) before publishing,
-    so the broker declares it as the pool's workers do."""
-    for route in pools.values():
-        if route.queue not in app.amqp.queues:
-            app.amqp.queues.add(declare_queue(route.queue, route.arguments))
-
-
-def broken(node: PlanNode, reason: str, registry: Registry) -> ParallelExecutionResult:
-    """A failed result for a block the adapter itself could not start or settle."""
-    return settle_block(
-        node.block.model_copy(update={"steps": []}), {}, registry, decision=Decision(RunStatus.FAILED, None, reason)
-    )
-
-
-def with_fan_out(node: PlanNode, context: dict[str, Any]) -> PlanNode:
-    """The node with its fan-out expanded into steps over ``context`` (the node itself without one)."""
-    if node.block.fan_out is None:
-        return node
-    return replace(node, block=expand_fan_out(node.block, context))
-
-
-def launched(plan: Plan, record: dict[str, str], name: str) -> PlanNode:
-    """A node as it was launched: with the steps its fan-out made, filed in the run record."""
-    node = plan.by_name[name]
-    expanded = record.get(f"node:{name}:block")
-    return replace(node, block=ParallelBlockSpec.model_validate_json(expanded)) if expanded else node
-
-
-def node_context(record: dict[str, str], outputs: dict[str, Any]) -> dict[str, Any]:
-    """The run's context with the outputs of the nodes finished so far under ``"outputs"``."""
-    context: dict[str, Any] = json.loads(record.get("context") or "{}")
-    return {**context, "outputs": {**context.get("outputs", {}), **outputs}}
 
 
 def _refused(payload: dict[str, Any], exc: BaseException, worker: str | None, task_id: str | None) -> StepOutcome:

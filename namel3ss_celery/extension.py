@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import click
 from billiard.exceptions import WorkerLostError
-from celery import Celery, bootsteps, signals
+from celery import Celery, signals
 from celery.exceptions import TimeLimitExceeded
 
 from .compiler import check_plan
 from .compiler.support import check_program_supported
 from .conductor import Conductor
 from .embedded import EmbeddedWorker
-from .errors import ConfigurationError, RoutingError, SpecError, StepResultError, UnknownRun, WaitTimeout
+from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun
 from .local import LocalExecutor
+from .pools import add_pool_option, serve_pool, use_all_redis_priorities
 from .registry import (
     LAUNCH_TASK,
     SHARED,
@@ -36,15 +33,12 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
-from .routing.autoscale import autoscaler_setting
-from .routing.policy import delivery_options
-from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
-from .routing.workers import find_pool
+from .runs import RunHandle
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
-from .spec import ParallelBlockSpec, ProgramSpec, ScalingMetric, WorkflowSpec, load_any, load_program
+from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
 from .spec.load import to_data
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
-from .worker.plan import Plan, final_result, make_plan
+from .worker.plan import Plan, make_plan
 from .worker.redis_store import RedisStore
 from .worker.runner import install_log_ids, run_coroutine, to_json_data
 from .worker.store import CoordinationStore, MemoryStore
@@ -52,7 +46,6 @@ from .worker.store import CoordinationStore, MemoryStore
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
 
-DEFAULT_WAIT = 300.0
 INLINE_STEPS = 8  # runs whose first blocks have at most this many steps are published by dispatch itself
 
 
@@ -96,7 +89,7 @@ class Namel3ssCelery:
         self.app = app
         self.settings = settings or Settings.from_app(app)
         _check_backend(app)
-        _use_all_redis_priorities(app)
+        use_all_redis_priorities(app)
         self._coordination_url = self.settings.coordination()
         self.registry = Registry(parent=SHARED)
         self._store: CoordinationStore | None = None
@@ -120,7 +113,7 @@ class Namel3ssCelery:
         signals.task_failure.connect(self._on_task_failure)
         signals.task_revoked.connect(self._on_task_revoked)
         install_log_ids()
-        _add_pool_option(app, self)
+        add_pool_option(app, self)
         if self.settings.pool:
             self._serve_pool(self.settings.pool)
         app.namel3ss = self  # type: ignore[attr-defined]
@@ -161,46 +154,8 @@ class Namel3ssCelery:
             self.load_step_modules()
 
     def _serve_pool(self, name: str) -> None:
-        """This process is a worker of pool ``name`` (of ``NAMEL3SS_CELERY_PROGRAM``): enforce its allowed_tools.
-
-        Raises:
-            ConfigurationError: no program is set, or it has no such pool.
-        """
-        if not self.settings.program:
-            raise ConfigurationError(
-                "NAMEL3SS_CELERY_POOL is set but NAMEL3SS_CELERY_PROGRAM is not", setting="NAMEL3SS_CELERY_PROGRAM"
-            )
-        try:
-            program = load_program(self.settings.program)
-            pool = find_pool(program, name)
-        except RoutingError as exc:
-            raise ConfigurationError(str(exc), setting="NAMEL3SS_CELERY_POOL") from exc
-        for queue in pool_queues(program):  # declared with their arguments (priorities) before the worker consumes
-            if queue.name == pool.queue_name and queue.name not in self.app.amqp.queues:
-                self.app.amqp.queues.add(queue)
-        if pool.auto_scaling and pool.scaling_metric == ScalingMetric.QUEUE_DEPTH:
-            # With --autoscale, grow and shrink by the depth of the pool's queue, not Celery's own rule.
-            self.app.conf.worker_autoscaler = autoscaler_setting()
-            os.environ.setdefault("NAMEL3SS_CELERY_POOL", pool.name)
-            os.environ.setdefault("NAMEL3SS_CELERY_PROGRAM", os.path.abspath(self.settings.program))
-        contract = task_queue_of(program, pool)
-        if contract is not None:  # the queue's delivery contract, for this worker's tasks
-            delivery = delivery_options(contract)
-            self.app.conf.task_acks_late = delivery["acks_late"]
-            self.app.conf.task_reject_on_worker_lost = delivery["reject_on_worker_lost"]
-        broker = str(self.app.conf.broker_url or "")
-        if broker.startswith(("redis://", "rediss://")):  # one visibility timeout for this Redis broker
-            options = dict(self.app.conf.broker_transport_options or {})
-            visibility = float(transport_options(program, broker)["visibility_timeout"])
-            options["visibility_timeout"] = visibility
-            # kombu looks for lost (unacknowledged) messages every interval x throttle seconds (100 s by
-            # default); look every third of the visibility timeout, at most every 10 s, so they come back soon.
-            options.setdefault("unacked_restore_interval", max(1, min(10, int(visibility / 3))))
-            options.setdefault("unacked_restore_throttle", 1)
-            self.app.conf.broker_transport_options = options
-        self.conductor.pool_name = pool.name
-        self.conductor.allowed_tools = tuple(pool.allowed_tools)
-        self.pool_queue = pool.queue_name
+        """This process is a worker of pool ``name`` (see ``pools.serve_pool``)."""
+        self.pool_queue = serve_pool(self.app, self.conductor, self.settings.program, name)
 
     def _on_process_init(self, **_: Any) -> None:
         self.conductor.pool = "prefork"  # only prefork children send worker_process_init
@@ -341,133 +296,12 @@ class Namel3ssCelery:
             self._store = None
 
 
-@dataclass(frozen=True)
-class NodeProgress:
-    """One node of a running run: ``done`` of ``total`` steps reported, and its ``state``."""
-
-    node: str
-    done: int
-    total: int
-    state: str
-
-
-class RunHandle:
-    """A dispatched run, read back from the coordination store."""
-
-    def __init__(self, n3: Namel3ssCelery, run_id: str) -> None:
-        self._n3 = n3
-        self.id = run_id
-
-    def __repr__(self) -> str:
-        return f"<RunHandle {self.id}>"
-
-    def _record(self) -> dict[str, str]:
-        record = self._n3.store.run_record(self.id)
-        if record is None:
-            raise UnknownRun(self.id)
-        return record
-
-    def status(self) -> RunStatus:
-        """``running`` until the run ends, then its final status."""
-        return RunStatus(self._record()["status"])
-
-    def get(self, timeout: float = DEFAULT_WAIT) -> RunResult:
-        """Wait for the run to end and return its result, whatever its final status.
-
-        Raises:
-            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
-            UnknownRun: no such run.
-        """
-        if not self._n3.store.wait(self.id, timeout):
-            raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
-        result = final_result(self._record())
-        if result is None:
-            raise UnknownRun(self.id)
-        return result
-
-    def progress(self) -> list[NodeProgress]:
-        """Each node of the run, in plan order: steps reported of total, and its state.
-
-        A node's state is ``waiting`` (not launched), ``running``, or its final status.
-        """
-        record = self._record()
-        plan = Plan.from_json(record["plan"])
-        counts = self._n3.store.step_counts(self.id, [n.name for n in plan.nodes])
-        rows = []
-        for node in plan.nodes:
-            expanded = record.get(f"node:{node.name}:block")
-            total = len(json.loads(expanded)["steps"]) if expanded else len(node.block.steps)
-            state = "waiting"
-            if f"node:{node.name}:result" in record:
-                state = json.loads(record[f"node:{node.name}:result"])["overall_status"]
-            elif f"node:{node.name}:launched" in record:
-                state = "running"
-            rows.append(NodeProgress(node.name, min(counts.get(node.name, 0), total), total, state))
-        return rows
-
-    def cancel(self) -> None:
-        """Cancel the run from any process: its running blocks end as ``cancelled``.
-
-        Queued steps never start; running ones are asked to stop (``cancelled()``,
-        async steps are cancelled); the run's result keeps what had completed.
-        A run that already ended is left as it is.
-        """
-        if self._record().get("done") != "1":
-            self._n3.conductor.cancel(self.id)
-
-    async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
-        """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""
-        return await asyncio.to_thread(self.get, timeout)
-
-
 def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:
     """Install namel3ss-celery on ``app`` (the same as ``Namel3ssCelery(app)``); returns the existing one if any."""
     existing = getattr(app, "namel3ss", None)
     if isinstance(existing, Namel3ssCelery):
         return existing
     return Namel3ssCelery(app, settings=settings)
-
-
-def _add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
-    """``celery -A APP worker --n3-pool NAME``: serve one worker pool of ``NAMEL3SS_CELERY_PROGRAM``.
-
-    The worker consumes that pool's queue (besides any ``-Q``) and enforces its ``allowed_tools``.
-    """
-
-    class ServePool(bootsteps.Step):  # type: ignore[misc]
-        name = "namel3ss_celery.ServePool"
-
-        def __init__(self, parent: Any, n3_pool: str | None = None, **kwargs: Any) -> None:
-            if n3_pool:
-                n3.settings = replace(n3.settings, pool=n3_pool)
-                n3._serve_pool(n3_pool)
-                parent.app.amqp.queues.select([n3.pool_queue])
-            super().__init__(parent, **kwargs)
-
-    app.user_options["worker"].add(
-        click.Option(["--n3-pool"], default=None, help="serve this namel3ss worker pool (NAMEL3SS_CELERY_PROGRAM)")
-    )
-    app.steps["worker"].add(ServePool)
-
-
-def _use_all_redis_priorities(app: Celery) -> None:
-    """On Redis, steps' ``priority`` needs kombu's ten priority lists (kombu serves them in priority order).
-
-    Raises:
-        ConfigurationError: the app already sets other ``priority_steps``.
-    """
-    if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
-        return
-    options = dict(app.conf.broker_transport_options or {})
-    steps = options.get("priority_steps")
-    if steps is not None and list(steps) != list(REDIS_PRIORITY_STEPS):
-        raise ConfigurationError(
-            f"broker_transport_options['priority_steps'] is {steps!r}; namel3ss-celery maps step priorities onto "
-            f"all ten Redis levels {list(REDIS_PRIORITY_STEPS)}: remove it or set that",
-            setting="broker_transport_options",
-        )
-    options.setdefault("priority_steps", list(REDIS_PRIORITY_STEPS))
-    app.conf.broker_transport_options = options
 
 
 def _check_backend(app: Celery) -> None:

@@ -23,12 +23,12 @@ from typing import Any
 
 from .compiler import check_plan
 from .compiler.steps import step_payload
-from .conductor import node_context, retry_delay, with_fan_out
 from .errors import SpecError, StepResultError, UnknownTarget
 from .registry import Registry, StepDef, StepFunction
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import DEFAULT_EXPIRES
 from .worker.control import BlockControl, Decision, decide_after
+from .worker.nodes import node_context, retry_delay, with_fan_out
 from .worker.plan import Plan, PlanNode, node_settled, run_result
 from .worker.runner import StepOutcome, _cancel_check, _watched, call_step, throttled, to_json_data
 from .worker.settle import settle_block

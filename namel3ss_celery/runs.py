@@ -1,0 +1,98 @@
+"""Run handles: a dispatched run, read back from the coordination store from any process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import UnknownRun, WaitTimeout
+from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .worker.plan import Plan, final_result
+
+if TYPE_CHECKING:
+    from .extension import Namel3ssCelery
+
+RunResult = ParallelExecutionResult | WorkflowResult
+
+DEFAULT_WAIT = 300.0
+
+
+@dataclass(frozen=True)
+class NodeProgress:
+    """One node of a running run: ``done`` of ``total`` steps reported, and its ``state``."""
+
+    node: str
+    done: int
+    total: int
+    state: str
+
+
+class RunHandle:
+    """A dispatched run, read back from the coordination store."""
+
+    def __init__(self, n3: Namel3ssCelery, run_id: str) -> None:
+        self._n3 = n3
+        self.id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id}>"
+
+    def _record(self) -> dict[str, str]:
+        record = self._n3.store.run_record(self.id)
+        if record is None:
+            raise UnknownRun(self.id)
+        return record
+
+    def status(self) -> RunStatus:
+        """``running`` until the run ends, then its final status."""
+        return RunStatus(self._record()["status"])
+
+    def get(self, timeout: float = DEFAULT_WAIT) -> RunResult:
+        """Wait for the run to end and return its result, whatever its final status.
+
+        Raises:
+            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
+            UnknownRun: no such run.
+        """
+        if not self._n3.store.wait(self.id, timeout):
+            raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
+        result = final_result(self._record())
+        if result is None:
+            raise UnknownRun(self.id)
+        return result
+
+    def progress(self) -> list[NodeProgress]:
+        """Each node of the run, in plan order: steps reported of total, and its state.
+
+        A node's state is ``waiting`` (not launched), ``running``, or its final status.
+        """
+        record = self._record()
+        plan = Plan.from_json(record["plan"])
+        counts = self._n3.store.step_counts(self.id, [n.name for n in plan.nodes])
+        rows = []
+        for node in plan.nodes:
+            expanded = record.get(f"node:{node.name}:block")
+            total = len(json.loads(expanded)["steps"]) if expanded else len(node.block.steps)
+            state = "waiting"
+            if f"node:{node.name}:result" in record:
+                state = json.loads(record[f"node:{node.name}:result"])["overall_status"]
+            elif f"node:{node.name}:launched" in record:
+                state = "running"
+            rows.append(NodeProgress(node.name, min(counts.get(node.name, 0), total), total, state))
+        return rows
+
+    def cancel(self) -> None:
+        """Cancel the run from any process: its running blocks end as ``cancelled``.
+
+        Queued steps never start; running ones are asked to stop (``cancelled()``,
+        async steps are cancelled); the run's result keeps what had completed.
+        A run that already ended is left as it is.
+        """
+        if self._record().get("done") != "1":
+            self._n3.conductor.cancel(self.id)
+
+    async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
+        """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""
+        return await asyncio.to_thread(self.get, timeout)
