@@ -315,7 +315,7 @@ def test_celery_time_limits_stop_a_step_that_never_checks_on_prefork(redis_clust
 def test_a_loser_stopped_on_purpose_is_revoked_not_failed(redis_cluster: Cluster) -> None:
     steps = [
         {"name": "slow", "target": "patient", "seconds": 5},
-        {"name": "fast", "target": "echo", "value": 1},
+        {"name": "fast", "target": "patient", "seconds": 0.5, "value": 1},  # long enough for slow to start
     ]
     handle = redis_cluster.n3.dispatch({"name": "r", "strategy": "race", "steps": steps})
     final = settled_losers(redis_cluster, handle.id)

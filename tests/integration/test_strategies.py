@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -20,8 +21,14 @@ def block(strategy: str, steps: list[dict[str, Any]], **extra: Any) -> dict[str,
 
 
 def celery_state(cluster: Cluster, result: Any, step_name: str) -> str:
+    """The step's Celery state as the result backend has it (a final one, waited for a few seconds at most)."""
     entry = next(r for r in result.results if r.task_id == step_name)
-    return str(cluster.app.backend.get_task_meta(entry.metadata["celery_task_id"])["status"])
+    deadline = time.monotonic() + 5
+    while True:
+        state = str(cluster.app.backend.get_task_meta(entry.metadata["celery_task_id"], cache=False)["status"])
+        if state not in ("PENDING", "STARTED") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
 
 
 def test_all_runs_sync_and_async_steps(cluster: Cluster) -> None:
