@@ -14,6 +14,7 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery import Celery, signals
 from celery.exceptions import TimeLimitExceeded
+from pydantic_core import PydanticSerializationError
 
 from .compiler import check_plan
 from .compiler.support import check_program_supported
@@ -36,7 +37,6 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .runs import RunHandle
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
-from .spec.load import to_data
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, make_plan
 from .worker.redis_store import RedisStore
@@ -261,20 +261,20 @@ class Namel3ssCelery:
 
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
-        loaded = load_any(spec if not isinstance(spec, Mapping) else to_data(spec))
+        loaded = load_any(spec)
         if isinstance(loaded, ProgramSpec):
             check_program_supported(loaded)
         plan = make_plan(loaded, workflow)
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)
-        for node in plan.nodes:
-            for index, step in enumerate(node.block.steps):
-                try:
-                    to_json_data(step.payload(), f"step {index} of {node.name!r}")
-                except StepResultError as exc:
-                    raise SpecError(
-                        str(exc).replace("returned", "carries"), path=f"{node.name}.steps[{index}]"
-                    ) from None
+        try:
+            # A step's own keys (its payload) must be JSON data: no NaN, no objects, no bytes.
+            json.dumps([step.model_extra for n in plan.nodes for step in n.block.steps], allow_nan=False)
+            plan.to_json()  # what dispatch stores; computed once
+        except (TypeError, ValueError, PydanticSerializationError):
+            for node in plan.nodes:  # name the step that carries what JSON cannot
+                check_json_steps(node.name, [step.payload() for step in node.block.steps])
+            raise
         return plan
 
     def run(self, run_id: str) -> RunHandle:
@@ -294,6 +294,19 @@ class Namel3ssCelery:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def check_json_steps(node: str, payloads: list[dict[str, Any]]) -> None:
+    """Every step's keys are JSON data; the first one that is not is named.
+
+    Raises:
+        SpecError: a step carries a value JSON cannot carry (path ``<node>.steps[<i>]``).
+    """
+    for index, payload in enumerate(payloads):
+        try:
+            to_json_data(payload, f"step {index} of {node!r}")
+        except StepResultError as exc:
+            raise SpecError(str(exc).replace("returned", "carries"), path=f"{node}.steps[{index}]") from None
 
 
 def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:

@@ -36,7 +36,10 @@ def load_model(model: type[M], source: Source) -> M:
     """Validate ``source`` as ``model``; every problem becomes a ``SpecError`` naming its field path."""
     if isinstance(source, model):
         return source
-    data = to_data(source)
+    return _validate(model, to_data(source))
+
+
+def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -54,13 +57,13 @@ def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
         return source
     if isinstance(source, (str, Path)):
         return load_program(source)
-    data = to_data(source)
+    data = to_data(source)  # converted once, then validated as the model it is
     if PROGRAM_KEYS & set(data):
-        return load_model(ProgramSpec, data)
+        return _validate(ProgramSpec, data)
     steps = data.get("steps")
     if isinstance(steps, list) and any(isinstance(s, Mapping) and ("block" in s or "depends_on" in s) for s in steps):
-        return load_model(WorkflowSpec, data)
-    return load_model(ParallelBlockSpec, data)
+        return _validate(WorkflowSpec, data)
+    return _validate(ParallelBlockSpec, data)
 
 
 def to_data(source: Source) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from ..errors import SpecError
@@ -71,6 +72,11 @@ class Plan:
         self.by_name.update({n.name: n for n in self.nodes})
 
     def to_json(self) -> str:
+        """The plan as JSON (computed once); ``TypeError``/``ValueError`` when a step carries non-JSON data."""
+        return self.json_text
+
+    @cached_property
+    def json_text(self) -> str:
         return json.dumps(
             {
                 "kind": self.kind,
@@ -85,7 +91,8 @@ class Plan:
                     for n in self.nodes
                 ],
                 "pools": {name: asdict(route) for name, route in self.pools.items()},
-            }
+            },
+            allow_nan=False,
         )
 
     @classmethod

@@ -99,3 +99,10 @@ def test_install_twice_gives_the_same_instance() -> None:
 
     app = Celery("twice", broker="memory://", backend="cache+memory://", set_as_current=False)
     assert install(app) is install(app)
+
+
+@pytest.mark.parametrize("bad", [object(), float("nan"), b"bytes"])
+def test_a_step_carrying_what_json_cannot_is_refused_at_dispatch(n3: Namel3ssCelery, bad: Any) -> None:
+    with pytest.raises(SpecError, match="JSON cannot carry") as info:
+        n3.dispatch({"name": "b", "steps": [{"target": "echo"}, {"target": "echo", "value": bad}]})
+    assert info.value.path == "b.steps[1]"
