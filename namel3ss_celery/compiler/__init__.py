@@ -18,7 +18,7 @@ from ..worker.plan import Plan, PlanNode, PoolRoute
 from ..worker.settle import resolve_reducer
 from . import all as all_strategy
 from . import any_success, collect, map_reduce, race
-from .steps import pool_queue, routed_payload, step_signatures
+from .steps import pool_queue, step_payload, step_signatures
 from .support import check_supported
 
 Builder = Callable[
@@ -81,7 +81,7 @@ def compile_node(
                 }
             )
             for i in range(window, len(block.steps))
-            for payload in [routed_payload(block, i, run_id, node.name, context, "count", True, deadline, pools)]
+            for payload in [step_payload(block, i, run_id, node.name, context, "count", True, deadline, pools)]
         ]
         return Launch(canvas.group(first), rest, deadline)
     strategy = block.strategy

@@ -26,6 +26,7 @@ def step_payload(
     join: str,
     feed: bool,
     deadline: float | None = None,
+    pools: Mapping[str, PoolRoute] | None = None,
 ) -> dict[str, Any]:
     """The message body a step task receives (schema version ``SCHEMA_VERSION``).
 
@@ -33,9 +34,14 @@ def step_payload(
     without reading the plan: the block's strategy, ``fail_fast``, how many
     retries a failure gets, whether a finished step publishes the next one
     (``feed``, under ``max_concurrency``), and the block's absolute ``deadline``.
+    A step routed to a pool (``pools``) also carries its task queue's retry
+    delays and, under at_least_once, how many deliveries it may take.
+
+    Raises:
+        CompileError: the message is larger than its task queue's ``max_message_size``.
     """
     step = block.steps[index]
-    return {
+    payload = {
         "v": SCHEMA_VERSION,
         "run": run_id,
         "node": node,
@@ -51,6 +57,23 @@ def step_payload(
         "step": step.payload(),
         "context": context,
     }
+    route = (pools or {}).get(step.worker_pool) if step.worker_pool else None
+    if route is None:
+        return payload
+    if route.countdowns is not None:
+        payload["retries"] = len(route.countdowns)
+        payload["countdowns"] = list(route.countdowns)
+    if route.at_least_once:
+        payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
+    if route.max_message_size is not None:
+        size = len(json.dumps(payload).encode())
+        if size > route.max_message_size:
+            raise CompileError(
+                f"step {payload['key']!r} makes a {size}-byte message, over the max_message_size "
+                f"({route.max_message_size}) of queue {route.queue!r}",
+                path=f"{node}.steps[{index}]",
+            )
+    return payload
 
 
 HARD_LIMIT_GRACE = 5.0  # seconds between a step's soft and hard time limits
@@ -97,49 +120,12 @@ def step_signatures(
         step_signature(
             app,
             str(block.steps[i].target),
-            routed_payload(block, i, run_id, node, context, join, feed, expires_at, pools),
+            step_payload(block, i, run_id, node, context, join, feed, expires_at, pools),
             expires_at,
             pool_queue(block.steps[i].worker_pool, pools),
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
     ]
-
-
-def routed_payload(
-    block: ParallelBlockSpec,
-    index: int,
-    run_id: str,
-    node: str,
-    context: dict[str, Any],
-    join: str,
-    feed: bool,
-    deadline: float | None,
-    pools: Mapping[str, PoolRoute] | None,
-) -> dict[str, Any]:
-    """``step_payload`` plus what the step's pool and task queue ask: retry delays, bounded redelivery.
-
-    Raises:
-        CompileError: the message is larger than its task queue's ``max_message_size``.
-    """
-    payload = step_payload(block, index, run_id, node, context, join, feed, deadline)
-    pool = block.steps[index].worker_pool
-    route = (pools or {}).get(pool) if pool else None
-    if route is None:
-        return payload
-    if route.countdowns is not None:
-        payload["retries"] = len(route.countdowns)
-        payload["countdowns"] = list(route.countdowns)
-    if route.at_least_once:
-        payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
-    if route.max_message_size is not None:
-        size = len(json.dumps(payload).encode())
-        if size > route.max_message_size:
-            raise CompileError(
-                f"step {payload['key']!r} makes a {size}-byte message, over the max_message_size "
-                f"({route.max_message_size}) of queue {route.queue!r}",
-                path=f"{node}.steps[{index}]",
-            )
-    return payload
 
 
 def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:

@@ -7,9 +7,7 @@ from typing import Any
 
 from ..errors import NotSupportedYet
 from ..routing.policy import delivery_options
-from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec
-
-SUPPORTED_STRATEGIES = tuple(ParallelStrategy)
+from ..spec import ParallelBlockSpec, ProgramSpec
 
 # Block fields whose behaviour is not built yet: refused when set to anything but the IR default.
 NOT_YET: dict[str, Callable[[Any], bool]] = {
@@ -18,24 +16,17 @@ NOT_YET: dict[str, Callable[[Any], bool]] = {
     "allowed_capabilities": lambda v: v == [],
 }
 
-STEP_NOT_YET: tuple[str, ...] = ()
-
 
 def check_supported(block: ParallelBlockSpec, path: str) -> None:
     """Raise ``NotSupportedYet`` naming the first field this release cannot honour."""
-    if block.strategy not in SUPPORTED_STRATEGIES:
-        raise NotSupportedYet(
-            f"strategy {str(block.strategy)!r} is not supported yet (supported: "
-            f"{', '.join(str(s) for s in SUPPORTED_STRATEGIES)})",
-            path=f"{path}.strategy",
-        )
-    for name, is_default in NOT_YET.items():
-        if not is_default(getattr(block, name)):
+    refuse_non_defaults(block, NOT_YET, path)
+
+
+def refuse_non_defaults(spec: Any, fields: dict[str, Callable[[Any], bool]], path: str) -> None:
+    """Raise ``NotSupportedYet`` for the first of ``fields`` whose value is not its IR default."""
+    for name, is_default in fields.items():
+        if not is_default(getattr(spec, name)):
             raise NotSupportedYet(f"{name} is not supported yet; leave it unset", path=f"{path}.{name}")
-    for index, step in enumerate(block.steps):
-        for name in STEP_NOT_YET:
-            if getattr(step, name) is not None:
-                raise NotSupportedYet(f"{name} on a step is not supported yet", path=f"{path}.steps[{index}].{name}")
 
 
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
@@ -59,9 +50,5 @@ def check_program_supported(program: ProgramSpec) -> None:
         if getattr(program, name):
             raise NotSupportedYet(f"{name} are not supported yet; remove them to run this program", path=name)
     for index, queue in enumerate(program.task_queues):
-        for name, is_default in QUEUE_NOT_YET.items():
-            if not is_default(getattr(queue, name)):
-                raise NotSupportedYet(
-                    f"{name} is not supported yet; leave it unset", path=f"task_queues[{index}].{name}"
-                )
+        refuse_non_defaults(queue, QUEUE_NOT_YET, f"task_queues[{index}]")
         delivery_options(queue)  # exactly_once is refused, saying why and what to use

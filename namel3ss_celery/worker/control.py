@@ -67,21 +67,19 @@ class BlockControl:
     def decided_field(self) -> str:
         return f"node:{self.node}:decided"
 
-    _decided = decided_field
-
     def decide(self, decision: Decision) -> bool:
         """Record ``decision`` unless another was recorded first; True for the one that won."""
-        return self.store.claim(self.run_id, self._decided, decision.to_json())
+        return self.store.claim(self.run_id, self.decided_field, decision.to_json())
 
     def decision(self) -> Decision | None:
-        (raw,) = self.store.get_fields(self.run_id, [self._decided])
+        (raw,) = self.store.get_fields(self.run_id, [self.decided_field])
         return Decision.from_json(raw) if raw else None
 
     def stop_requested(self) -> bool:
         """True once the block is decided, its deadline passed or the run cancelled: do not start, or stop."""
         if self.overdue() is not None:
             return True
-        decided, cancelled = self.store.get_fields(self.run_id, [self._decided, RUN_CANCELLED])
+        decided, cancelled = self.store.get_fields(self.run_id, [self.decided_field, RUN_CANCELLED])
         return bool(decided or cancelled)
 
     def overdue(self) -> Decision | None:
@@ -100,11 +98,11 @@ class BlockControl:
             return False
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
         field = f"node:{self.node}:started:{index}"
-        return self.store.set_unless(self.run_id, field, info, [self._decided, RUN_CANCELLED])
+        return self.store.set_unless(self.run_id, field, info, [self.decided_field, RUN_CANCELLED])
 
     def decision_in(self, record: dict[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""
-        raw = record.get(self._decided)
+        raw = record.get(self.decided_field)
         return Decision.from_json(raw) if raw else None
 
     def started(self, record: dict[str, str]) -> dict[int, dict[str, object]]:

@@ -52,12 +52,6 @@ class RedisStore:
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
         return int(self.client.hincrby(run_key(run_id), field, amount))
 
-    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(run_key(run_id), mapping=dict(fields))
-            pipe.hmget(run_key(run_id), list(read))
-            return list(pipe.execute()[1])
-
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(run_key(run_id), mapping=dict(fields))

@@ -32,10 +32,6 @@ class CoordinationStore(Protocol):
         """Add ``amount`` to an integer field of the run (0 when unset) and return the new value."""
         ...
 
-    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
-        """Set some fields and read others, in one round trip."""
-        ...
-
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
         """Set some fields and read the whole record back, in one round trip."""
         ...
@@ -159,11 +155,6 @@ class MemoryStore:
             value = int(record.get(field, "0")) + amount
             record[field] = str(value)
             return value
-
-    def set_and_get(self, run_id: str, fields: Mapping[str, str], read: Sequence[str]) -> list[str | None]:
-        with self._lock:
-            self.set_fields(run_id, fields)
-            return self.get_fields(run_id, read)
 
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
         with self._lock:
