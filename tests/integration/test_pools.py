@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,11 +13,10 @@ import yaml
 
 from namel3ss_celery import CompileError, Namel3ssCelery, Settings
 
-from .workers import WorkerProcess
+from .workers import CLI, WorkerProcess, client, pool_worker
 
 pytestmark = pytest.mark.integration
 
-CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
 WAIT = 60
 
 
@@ -63,32 +59,11 @@ def pools(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     }
     path = folder / "program.yaml"
     path.write_text(yaml.safe_dump(program))
-    settings = {
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
-    }
-    n3 = Namel3ssCelery(settings=Settings.from_mapping(settings))
+    n3 = client(redis_url, redis_url)
     workers = []
     try:
         for pool in ("alpha", "beta"):
-            command = [
-                CLI,
-                "worker",
-                "--pool",
-                pool,
-                "--program",
-                str(path),
-                "--steps",
-                "tests.integration.steps",
-                "--broker",
-                redis_url,
-                "--backend",
-                redis_url,
-                "--without-mingle",
-                "--without-gossip",
-            ]
-            worker = WorkerProcess("namel3ss_celery", {}, folder, command=command, name=pool)
+            worker = pool_worker(pool, path, redis_url, redis_url, folder)
             workers.append(worker)
         for worker in workers:
             worker.wait_ready(n3.app)
@@ -226,33 +201,9 @@ def test_priorities_run_highest_first_on_both_brokers(
     }
     path = tmp_path / "program.yaml"
     path.write_text(yaml.safe_dump(program))
-    n3 = Namel3ssCelery(
-        settings=Settings.from_mapping(
-            {
-                "CELERY_BROKER_URL": broker_url,
-                "CELERY_RESULT_BACKEND": redis_url,
-                "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
-            }
-        )
-    )
+    n3 = client(broker_url, redis_url)
     handle = n3.dispatch(str(path))  # every step is queued before any worker runs
-    command = [
-        CLI,
-        "worker",
-        "--pool",
-        "solo",
-        "--program",
-        str(path),
-        "--steps",
-        "tests.integration.steps",
-        "--broker",
-        broker_url,
-        "--backend",
-        redis_url,
-        "--without-mingle",
-        "--without-gossip",
-    ]
-    worker = WorkerProcess("namel3ss_celery", {}, tmp_path, command=command, name="solo")
+    worker = pool_worker("solo", path, broker_url, redis_url, tmp_path)
     try:
         worker.wait_ready(n3.app)
         result = handle.get(timeout=WAIT)
@@ -281,32 +232,8 @@ def test_an_autoscaled_pool_scales_on_its_queue_depth(redis_url: str, tmp_path: 
     }
     path = tmp_path / "program.yaml"
     path.write_text(yaml.safe_dump(program))
-    n3 = Namel3ssCelery(
-        settings=Settings.from_mapping(
-            {
-                "CELERY_BROKER_URL": redis_url,
-                "CELERY_RESULT_BACKEND": redis_url,
-                "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
-            }
-        )
-    )
-    command = [
-        CLI,
-        "worker",
-        "--pool",
-        "elastic",
-        "--program",
-        str(path),
-        "--steps",
-        "tests.integration.steps",
-        "--broker",
-        redis_url,
-        "--backend",
-        redis_url,
-        "--without-mingle",
-        "--without-gossip",
-    ]
-    worker = WorkerProcess("namel3ss_celery", {}, tmp_path, command=command, name="elastic")
+    n3 = client(redis_url, redis_url)
+    worker = pool_worker("elastic", path, redis_url, redis_url, tmp_path)
     try:
         worker.wait_ready(n3.app)
         assert "--autoscale=3,1" in worker.log()

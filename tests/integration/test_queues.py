@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,13 +12,12 @@ import pytest
 import redis
 import yaml
 
-from namel3ss_celery import Namel3ssCelery, NotSupportedYet, RoutingError, Settings
+from namel3ss_celery import NotSupportedYet, RoutingError
 
-from .workers import WorkerProcess
+from .workers import client, pool_worker
 
 pytestmark = pytest.mark.integration
 
-CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
 WAIT = 60
 
 
@@ -30,41 +26,6 @@ def program_file(tmp_path: Path, queue: dict[str, Any], steps: list[dict[str, An
     path = tmp_path / "program.yaml"
     path.write_text(yaml.safe_dump(program))
     return path
-
-
-def client(broker: str, backend: str) -> Namel3ssCelery:
-    import tests.integration.steps  # noqa: F401
-
-    return Namel3ssCelery(
-        settings=Settings.from_mapping(
-            {
-                "CELERY_BROKER_URL": broker,
-                "CELERY_RESULT_BACKEND": backend,
-                "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
-            }
-        )
-    )
-
-
-def pool_worker(path: Path, broker: str, backend: str, tmp_path: Path, *extra: str) -> WorkerProcess:
-    command = [
-        CLI,
-        "worker",
-        "--pool",
-        "p",
-        "--program",
-        str(path),
-        "--steps",
-        "tests.integration.steps",
-        "--broker",
-        broker,
-        "--backend",
-        backend,
-        "--without-mingle",
-        "--without-gossip",
-        *extra,
-    ]
-    return WorkerProcess("namel3ss_celery", {}, tmp_path, command=command, name="p")  # worker_argv names it p@%h
 
 
 def test_a_failing_step_retries_with_its_queues_backoff(redis_url: str, tmp_path: Path) -> None:
@@ -81,7 +42,7 @@ def test_a_failing_step_retries_with_its_queues_backoff(redis_url: str, tmp_path
     pool = {"name": "p", "queue_name": name, "auto_scaling": False, "max_workers": 1}
     path = program_file(tmp_path, queue, steps, pool)
     n3 = client(redis_url, redis_url)
-    worker = pool_worker(path, redis_url, redis_url, tmp_path)
+    worker = pool_worker("p", path, redis_url, redis_url, tmp_path)
     try:
         worker.wait_ready(n3.app)
         result = n3.dispatch(str(path)).get(timeout=WAIT)
@@ -116,7 +77,7 @@ def test_at_least_once_redelivers_a_step_whose_worker_was_killed(
     }
     path = program_file(tmp_path, queue, steps, pool)
     n3 = client(broker_url, redis_url)
-    first = pool_worker(path, broker_url, redis_url, tmp_path)
+    first = pool_worker("p", path, broker_url, redis_url, tmp_path)
     second = None
     try:
         first.wait_ready(n3.app)
@@ -127,7 +88,7 @@ def test_at_least_once_redelivers_a_step_whose_worker_was_killed(
             time.sleep(0.05)
         first.process.send_signal(signal.SIGKILL)  # mid-step: the message was never acknowledged
         first.process.wait(10)
-        second = pool_worker(path, broker_url, redis_url, tmp_path)
+        second = pool_worker("p", path, broker_url, redis_url, tmp_path)
         second.wait_ready(n3.app)
         result = handle.get(timeout=WAIT)
         store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
 
 
 class WorkerProcess:
@@ -83,3 +85,38 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
+
+
+def pool_worker(pool: str, program: Path, broker: str, backend: str, log_dir: Path, *extra: str) -> WorkerProcess:
+    """``namel3ss-celery worker --pool POOL`` for the test steps (named ``<pool>@host``, as worker_argv names it)."""
+    command = [
+        CLI,
+        "worker",
+        "--pool",
+        pool,
+        "--program",
+        str(program),
+        "--steps",
+        "tests.integration.steps",
+        "--broker",
+        broker,
+        "--backend",
+        backend,
+        "--without-mingle",
+        "--without-gossip",
+        *extra,
+    ]
+    return WorkerProcess("namel3ss_celery", {}, log_dir, command=command, name=pool)
+
+
+def client(broker: str, backend: str) -> Any:
+    """A ``Namel3ssCelery`` on the default app that knows the test steps."""
+    import tests.integration.steps  # noqa: F401 - the same steps the workers load
+    from namel3ss_celery import Namel3ssCelery, Settings
+
+    env = {
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": backend,
+        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+    }
+    return Namel3ssCelery(settings=Settings.from_mapping(env))
