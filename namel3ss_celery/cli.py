@@ -12,10 +12,11 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from .dead_letters import dead_letter_sources, list_dead_letters, requeue_dead_letters
 from .deploy import render
 from .errors import CompileError, ConfigurationError, RoutingError, SpecError, UnknownRun, WaitTimeout
 from .extension import Namel3ssCelery
@@ -24,7 +25,7 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .routing.workers import find_pool, worker_argv, worker_env
 from .runs import NodeProgress, RunHandle, RunResult
 from .settings import Settings, split_modules
-from .spec import ProgramSpec, load_program
+from .spec import ProgramSpec, TaskQueueSpec, load_program
 
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 PROGRESS_EVERY = 0.25  # seconds between progress updates
@@ -81,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
     worker.add_argument("--app", default="namel3ss_celery", help="the Celery app to run (default: namel3ss_celery)")
     worker.set_defaults(handler=_worker)
+    dlq = commands.add_parser("dlq", help="list the steps in dead-letter queues, or requeue them")
+    dlq.add_argument("action", choices=["list", "requeue"])
+    dlq.add_argument("--program", help="program file (default: NAMEL3SS_CELERY_PROGRAM); its dead_letter_queues")
+    dlq.add_argument("--queue", action="append", default=[], help="a dead-letter queue (default: the program's)")
+    dlq.add_argument("--limit", type=int, default=100, help="at most this many messages per queue (default 100)")
+    dlq.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL)")
+    dlq.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
+    dlq.add_argument("--json", action="store_true", help="print JSON")
+    dlq.set_defaults(handler=_dlq)
     deploy = commands.add_parser("deploy", help="write systemd units, a compose file or Kubernetes manifests")
     deploy.add_argument("file", help="program file (YAML or JSON)")
     deploy.add_argument("--target", required=True, choices=["systemd", "compose", "kubernetes"])
@@ -229,6 +239,52 @@ def _worker(args: argparse.Namespace, out: TextIO) -> int:
     print(" ".join(command), file=sys.stderr, flush=True)
     os.execve(sys.executable, command, env)
     return EXIT_FAILED  # pragma: no cover - execve does not return
+
+
+def _dlq(args: argparse.Namespace, out: TextIO) -> int:
+    """``dlq list``: what is in each dead-letter queue, with its error; ``dlq requeue``: run those steps again."""
+    settings = _settings(args)
+    if settings.embedded:
+        raise ConfigurationError(
+            "dead-letter queues live on a broker: give --broker (or CELERY_BROKER_URL)", "broker_url"
+        )
+    program_file = args.program or settings.program
+    sources = dead_letter_sources(load_program(program_file)) if program_file else {}
+    queues = args.queue or sorted(sources)
+    if not queues:
+        raise ConfigurationError(
+            "no dead-letter queue to read: give --queue NAME, or a --program whose task queues set dead_letter_queue",
+            setting="NAMEL3SS_CELERY_PROGRAM",
+        )
+    default_max = int(TaskQueueSpec.model_fields["max_dead_letter_retries"].default)
+    n3 = Namel3ssCelery(settings=settings)
+    report: dict[str, list[dict[str, Any]]] = {}
+    try:
+        for queue in queues:
+            if args.action == "list":
+                report[queue] = [asdict(letter) for letter in list_dead_letters(n3.app, queue, args.limit)]
+            else:
+                limit = sources[queue].max_dead_letter_retries if queue in sources else default_max
+                report[queue] = [asdict(r) for r in requeue_dead_letters(n3.app, queue, limit, args.limit)]
+    finally:
+        n3.close()
+    if args.json:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    for queue, rows in report.items():
+        out.write(f"{queue}: {len(rows)} {'dead letters' if args.action == 'list' else 'requeued or kept'}\n")
+        for row in rows:
+            letter = row.get("dead_letter", row)
+            out.write(
+                f"  {letter['task_id']}  {letter['task']}  run {letter['run']} block {letter['node']} "
+                f"step {letter['step']}  from {letter['queue']}  requeued {letter['requeues']}x\n"
+                f"    error: {letter['error']}\n"
+            )
+            if "task_id" in row and row is not letter:
+                done = f"requeued as {row['task_id']}" if row["task_id"] else f"kept: {row['kept_because']}"
+                out.write(f"    {done}\n")
+    return EXIT_OK
 
 
 def _deploy(args: argparse.Namespace, out: TextIO) -> int:

@@ -22,6 +22,7 @@ from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
 
 from .compiler import compile_node
+from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .errors import RoutingError, SpecError, UnknownRun
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
@@ -76,8 +77,12 @@ class Conductor:
                 )
         except Exception as exc:
             if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
-                request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
+                if not payload.get("requeued_from"):
+                    request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
+                self._dead_letter(task, payload, describe(exc))
             raise
+        if payload.get("requeued_from"):
+            return self._run_again(task, definition, payload)
         control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
         if payload.get("deliveries"):
             self._bound_redelivery(task, payload)
@@ -95,11 +100,7 @@ class Conductor:
             task_id=request.id or "",
             should_stop=control.stop_requested,
         )
-        retries = int(payload.get("retries", 0))
-        if outcome.status == "failed" and request.retries < retries and not control.stop_requested():
-            countdowns = payload.get("countdowns") or []  # the task queue's backoff, or the block's default
-            delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
-            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries)
+        self._retry_if_due(task, payload, outcome, stopping=control.stop_requested)
         if outcome.status == "cancelled" and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.file(payload, outcome)
@@ -109,8 +110,36 @@ class Conductor:
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self.file(payload, outcome)
         if outcome.exception is not None:
+            self._dead_letter(task, payload, outcome.error or describe(outcome.exception))
             raise outcome.exception
         return outcome.result
+
+    def _run_again(self, task: Any, definition: StepDef, payload: dict[str, Any]) -> Any:
+        """A step requeued from a dead-letter queue: it runs on its own (its block ended long ago) and its
+        result is this task's; it retries as before and, failing for good, is dead-lettered again."""
+        request = task.request
+        outcome = call_step(definition, payload, worker=request.hostname or "", task_id=request.id or "")
+        self._retry_if_due(task, payload, outcome)
+        if outcome.exception is not None:
+            self._dead_letter(task, payload, outcome.error or describe(outcome.exception))
+            raise outcome.exception
+        return outcome.result
+
+    def _retry_if_due(
+        self, task: Any, payload: dict[str, Any], outcome: StepOutcome, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Raise Celery's ``Retry`` when a failed step has retries left (its task queue's backoff, or the block's)
+        and its block is not ``stopping``."""
+        request, retries = task.request, int(payload.get("retries", 0))
+        if outcome.status == "failed" and request.retries < retries and not stopping():
+            countdowns = payload.get("countdowns") or []
+            delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
+            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries)
+
+    def _dead_letter(self, task: Any, payload: dict[str, Any], error: str) -> None:
+        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""
+        if payload.get("dlq") and not broker_dead_letters_itself(self.app, bool(task.acks_late)):
+            publish_dead_letter(self.app, task.request, task.name, payload, error)
 
     def _bound_redelivery(self, task: Any, payload: dict[str, Any]) -> None:
         """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
@@ -123,6 +152,7 @@ class Conductor:
                 f"each time); at_least_once gives up after {payload['deliveries']}"
             )
             request.n3_after = self.file(payload, _refused(payload, error, request.hostname, request.id))
+            self._dead_letter(task, payload, describe(error))
             raise error
 
     def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:

@@ -54,10 +54,16 @@ def step_task_class(app: Any, conductor: Conductor) -> type:
 
 
 def register_step_task(app: Any, conductor: Conductor, base: type, definition: StepDef) -> None:
-    """Register ``n3.step.<target>`` on ``app``; results are always kept (a chord needs them)."""
+    """Register ``n3.step.<target>`` on ``app``; results are always kept (a chord needs them).
+
+    A step that fails under late ack is rejected rather than acknowledged (``acks_on_failure=False``): with
+    no dead-letter exchange that is the same (the message is dropped); with one, RabbitMQ dead-letters it.
+    """
 
     def run(task: Any, payload: Any) -> Any:
         return conductor.run_step(task, definition, payload)
 
     run.__doc__ = definition.function.__doc__
-    app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False)(run)
+    app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False, acks_on_failure=False)(
+        run
+    )

@@ -35,7 +35,8 @@ def step_payload(
     retries a failure gets, whether a finished step publishes the next one
     (``feed``, under ``max_concurrency``), and the block's absolute ``deadline``.
     A step routed to a pool (``pools``) also carries its task queue's retry
-    delays and, under at_least_once, how many deliveries it may take.
+    delays, its dead-letter queue and, under at_least_once, how many
+    deliveries it may take.
 
     Raises:
         CompileError: the message is larger than its task queue's ``max_message_size``.
@@ -63,6 +64,8 @@ def step_payload(
     if route.countdowns is not None:
         payload["retries"] = len(route.countdowns)
         payload["countdowns"] = list(route.countdowns)
+    if route.dead_letter:
+        payload["dlq"] = route.dead_letter  # where it goes when it has failed for good
     if route.at_least_once:
         payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
     if route.max_message_size is not None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from ..registry import Registry
 from ..results import ParallelExecutionResult, RunStatus
@@ -28,12 +29,27 @@ def feed_name(node: str) -> str:
     return f"feed:{node}"
 
 
+_DECLARED_DEAD_LETTERS: WeakKeyDictionary[Any, set[str]] = WeakKeyDictionary()  # per app, once per process
+
+
 def declare_pool_queues(app: Any, pools: Mapping[str, PoolRoute]) -> None:
     """Make the app know each pool queue with its arguments (RabbitMQ's ``x-max-priority``) before publishing,
-    so the broker declares it as the pool's workers do."""
+    so the broker declares it as the pool's workers do; declare each dead-letter queue on the broker now.
+
+    A dead-letter queue must exist before a step can fail: RabbitMQ drops a message dead-lettered to an
+    exchange with no queue bound. It is declared, not added to ``app.amqp.queues``, so that no worker
+    started later in this process consumes it.
+    """
     for route in pools.values():
         if route.queue not in app.amqp.queues:
             app.amqp.queues.add(declare_queue(route.queue, route.arguments))
+    declared = _DECLARED_DEAD_LETTERS.setdefault(app, set())
+    missing = sorted({r.dead_letter for r in pools.values() if r.dead_letter} - declared)
+    if missing:
+        with app.connection_for_write() as connection:
+            for name in missing:
+                declare_queue(name, {})(connection.default_channel).declare()  # type: ignore[no-untyped-call]
+        declared.update(missing)
 
 
 def broken(node: PlanNode, reason: str, registry: Registry) -> ParallelExecutionResult:

@@ -44,6 +44,7 @@ class PoolRoute:
     countdowns: tuple[float, ...] | None = None  # retry delays of its task queue; None: the block's own retries
     at_least_once: bool = False
     max_message_size: int | None = None
+    dead_letter: str | None = None  # the dead-letter queue of its task queue
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolRoute:
@@ -55,6 +56,7 @@ class PoolRoute:
             tuple(countdowns) if countdowns is not None else None,
             bool(data.get("at_least_once")),
             data.get("max_message_size"),
+            data.get("dead_letter"),
         )
 
 
@@ -133,6 +135,7 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
             tuple(retry_policy(queue)["countdowns"]) if queue is not None else None,
             queue is not None and delivery_options(queue)["acks_late"],
             queue.max_message_size if queue is not None else None,
+            queue.dead_letter_queue if queue is not None else None,
         )
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:

@@ -106,7 +106,7 @@ def test_at_least_once_redelivers_a_step_whose_worker_was_killed(
     ("queue", "error", "message"),
     [
         ({"reliability": "exactly_once"}, RoutingError, "exactly_once, which Celery cannot give"),
-        ({"dead_letter_queue": "dead"}, NotSupportedYet, "dead_letter_queue is not supported yet"),
+        ({"external_config": {"kind": "sqs"}}, NotSupportedYet, "external_config is not supported yet"),
     ],
 )
 def test_queue_contracts_not_given_are_refused(

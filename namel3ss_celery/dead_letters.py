@@ -1,0 +1,215 @@
+"""Dead letters: steps that failed for good on a task queue with a ``dead_letter_queue``.
+
+How a step gets there depends on the broker:
+
+- RabbitMQ, at_least_once (late ack): the failed message is rejected without
+  requeue (step tasks set Celery's ``acks_on_failure=False``) and RabbitMQ
+  moves it through the queue's ``x-dead-letter-exchange``, adding its
+  ``x-death`` header. The error is the task's FAILURE in the result backend.
+- Redis, and at_most_once on RabbitMQ (the message was acknowledged when the
+  step started): the worker publishes a copy of the message to the
+  dead-letter queue (on Redis, the list of that name), with the error in its
+  ``n3_dead_letter`` header.
+
+``namel3ss-celery dlq list`` reads them without taking them off the queue;
+``dlq requeue`` publishes each one again to the queue it died on, as a new
+task marked ``requeued_from`` (it runs outside its block, which had already
+ended; its result is the new task's), at most ``max_dead_letter_retries``
+times per message.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.message import Message
+
+from .errors import RoutingError
+from .registry import STEP_TASK_PREFIX
+from .routing.queues import Broker, broker_kind, declare_queue
+from .spec import ProgramSpec, TaskQueueSpec
+
+HEADER = "n3_dead_letter"
+FETCH_TIMEOUT = 1.0  # seconds to wait for the next message before a queue counts as drained
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One message in a dead-letter queue, as ``dlq list`` shows it."""
+
+    task_id: str
+    task: str  # n3.step.<target>
+    queue: str  # the queue it died on
+    run: str | None
+    node: str | None
+    step: str | None
+    error: str | None
+    requeues: int  # how many times it was requeued from a dead-letter queue before
+    dead_lettered_at: float | None  # seconds since the epoch, when known
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What ``dlq requeue`` did with one dead letter: ``task_id`` is the new task (None when it was kept)."""
+
+    dead_letter: DeadLetter
+    task_id: str | None
+    kept_because: str | None = None
+
+
+def dead_letter_sources(program: ProgramSpec) -> dict[str, TaskQueueSpec]:
+    """Each dead-letter queue of the program, with the task queue that dead-letters into it.
+
+    Raises:
+        RoutingError: two task queues share one dead-letter queue with different ``max_dead_letter_retries``.
+    """
+    sources: dict[str, TaskQueueSpec] = {}
+    for queue in program.task_queues:
+        if not queue.dead_letter_queue:
+            continue
+        seen = sources.setdefault(queue.dead_letter_queue, queue)
+        if seen.max_dead_letter_retries != queue.max_dead_letter_retries:
+            raise RoutingError(
+                f"task queues {seen.name!r} and {queue.name!r} share dead-letter queue {queue.dead_letter_queue!r} "
+                f"but differ in max_dead_letter_retries; give them the same value"
+            )
+    return sources
+
+
+def publish_dead_letter(app: Any, request: Any, task_name: str, payload: dict[str, Any], error: str) -> None:
+    """Worker side: put a copy of a failed step's message on its dead-letter queue (``payload["dlq"]``).
+
+    Not needed (and not called) where RabbitMQ dead-letters the rejected message itself.
+    """
+    queue = declare_queue(payload["dlq"], {})
+    delivery = getattr(request, "delivery_info", None) or {}
+    header = {"queue": delivery.get("routing_key") or "", "error": error, "at": time.time()}
+    app.send_task(
+        task_name,
+        args=(payload,),
+        task_id=request.id,
+        queue=queue,
+        headers={HEADER: header},
+        argsrepr=getattr(request, "argsrepr", None),
+        add_to_parent=False,
+        ignore_result=True,
+    )
+
+
+def broker_dead_letters_itself(app: Any, acks_late: bool) -> bool:
+    """True where the broker moves a rejected step to its dead-letter queue (RabbitMQ, late ack)."""
+    return acks_late and broker_kind(str(app.conf.broker_url or "memory://")) is Broker.RABBITMQ
+
+
+def list_dead_letters(app: Any, queue: str, limit: int = 100) -> list[DeadLetter]:
+    """Up to ``limit`` messages of dead-letter queue ``queue``, left on the queue."""
+    with _fetched(app, queue, limit) as messages:
+        return [_describe(app, message) for message in messages]  # unacknowledged: they go back on close
+
+
+def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 100) -> list[Requeued]:
+    """Publish up to ``limit`` dead letters of ``queue`` again to the queues they died on.
+
+    Each becomes a new task (new id) whose payload says ``requeued_from``; the
+    dead letter is removed once that is published. A message already requeued
+    ``max_requeues`` times stays on the dead-letter queue.
+    """
+    done: list[Requeued] = []
+    with _fetched(app, queue, limit) as messages:
+        for message in messages:
+            letter = _describe(app, message)
+            if letter.requeues >= max_requeues:
+                reason = f"requeued {letter.requeues} times already (max_dead_letter_retries {max_requeues})"
+                done.append(Requeued(letter, None, reason))
+                continue
+            if not letter.queue or not letter.task.startswith(STEP_TASK_PREFIX):
+                done.append(Requeued(letter, None, "not a namel3ss step with a known queue"))
+                continue
+            args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
+            payload = {**args[0], "requeued_from": letter.task_id, "requeues": letter.requeues + 1}
+            new_id = str(uuid.uuid4())
+            # Not declared again: the queue exists (the message died on it) with arguments only the program knows.
+            target = declare_queue(letter.queue, {})
+            app.send_task(letter.task, args=(payload,), task_id=new_id, queue=target, declare=[], add_to_parent=False)
+            message.ack()  # type: ignore[no-untyped-call]
+            done.append(Requeued(letter, new_id))
+    return done
+
+
+@contextmanager
+def _fetched(app: Any, queue: str, limit: int) -> Iterator[list[Message]]:
+    """Take up to ``limit`` messages off ``queue`` unacknowledged; whatever is not acked returns on exit."""
+    if limit < 1:
+        raise RoutingError(f"limit must be at least 1 (got {limit})")
+    connection: Connection = app.connection_for_read()
+    try:
+        channel = connection.channel()  # type: ignore[no-untyped-call]
+        bound = declare_queue(queue, {})(channel)
+        bound.declare()  # type: ignore[no-untyped-call]
+        channel.basic_qos(0, limit, False)
+        messages: list[Message] = []
+        deadline = time.monotonic() + FETCH_TIMEOUT
+        while len(messages) < limit and time.monotonic() < deadline:
+            message = bound.get(no_ack=False)  # type: ignore[no-untyped-call]
+            if message is None:
+                time.sleep(0.05)
+                continue
+            messages.append(message)
+            deadline = time.monotonic() + FETCH_TIMEOUT
+        yield messages
+        channel.close()  # unacknowledged messages go back to the queue
+    finally:
+        connection.release()  # type: ignore[no-untyped-call]
+
+
+def _describe(app: Any, message: Message) -> DeadLetter:
+    headers = message.headers or {}
+    args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
+    payload = args[0] if args and isinstance(args[0], dict) else {}
+    task_id = str(headers.get("id") or "")
+    ours = headers.get(HEADER) or {}
+    deaths = headers.get("x-death") or []
+    queue = ours.get("queue") or (deaths[0].get("queue") if deaths else "") or ""
+    at = ours.get("at")
+    if at is None and deaths and deaths[0].get("time") is not None:
+        at = _epoch(deaths[0]["time"])
+    error = ours.get("error") or _backend_error(app, task_id)
+    return DeadLetter(
+        task_id=task_id,
+        task=str(headers.get("task") or ""),
+        queue=str(queue),
+        run=payload.get("run"),
+        node=payload.get("node"),
+        step=payload.get("key"),
+        error=error,
+        requeues=int(payload.get("requeues", 0)),
+        dead_lettered_at=at,
+    )
+
+
+def _backend_error(app: Any, task_id: str) -> str | None:
+    """The error the result backend holds for a failed task (RabbitMQ dead letters carry none of their own)."""
+    if not task_id:
+        return None
+    meta = app.backend.get_task_meta(task_id)
+    if meta.get("status") != "FAILURE":
+        return None
+    result = meta.get("result")
+    if isinstance(result, BaseException):
+        return f"{type(result).__name__}: {result}"
+    return str(result) if result is not None else None
+
+
+def _epoch(value: Any) -> float | None:
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
