@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,10 +22,13 @@ from typing import Any
 from celery import canvas, states
 from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
+from celery.utils.nodenames import worker_direct
 
 from .compiler import compile_node
+from .compiler.steps import step_payload
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .errors import RoutingError, SpecError, UnknownRun
+from .placement import fallback_steps
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
 from .results import ParallelExecutionResult, RunStatus
 from .spec import ParallelStrategy, step_key
@@ -45,6 +50,8 @@ from .worker.store import CoordinationStore
 logger = logging.getLogger("namel3ss_celery")
 
 ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
+PING_TIMEOUT = 1.0  # seconds a sticky key's worker has to answer before another worker takes the key
+ALIVE_FOR = 10.0  # seconds a worker's answer is trusted
 
 
 class Conductor:
@@ -58,6 +65,7 @@ class Conductor:
         self.pool = "other"
         self.allowed_tools: tuple[str, ...] = ()  # of the worker pool this process serves; empty: any
         self.pool_name: str | None = None
+        self._answered: dict[str, float] = {}  # worker node -> until when its last ping answer counts
 
     @property
     def store(self) -> CoordinationStore:
@@ -83,6 +91,8 @@ class Conductor:
             raise
         if payload.get("requeued_from"):
             return self._run_again(task, definition, payload)
+        if payload.get("sticky") and self._forwarded(task, payload["sticky"]):
+            raise Ignore()  # its key belongs to another worker, which now has it
         control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
         if payload.get("deliveries"):
             self._bound_redelivery(task, payload)
@@ -101,6 +111,18 @@ class Conductor:
             should_stop=control.stop_requested,
         )
         self._retry_if_due(task, payload, outcome, stopping=control.stop_requested)
+        if outcome.status == "failed" and payload.get("retry_local") and not control.stop_requested():
+            # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
+            logger.info(
+                "step %s of run %s failed on every retry; trying it once more here", payload["key"], payload["run"]
+            )
+            outcome = call_step(
+                definition,
+                payload,
+                worker=request.hostname or "",
+                task_id=request.id or "",
+                should_stop=control.stop_requested,
+            )
         if outcome.status == "cancelled" and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.file(payload, outcome)
@@ -140,6 +162,36 @@ class Conductor:
         """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""
         if payload.get("dlq") and not broker_dead_letters_itself(self.app, bool(task.acks_late)):
             publish_dead_letter(self.app, task.request, task.name, payload, error)
+
+    def _forwarded(self, task: Any, sticky: dict[str, str]) -> bool:
+        """distribution_policy sticky: the first worker to take a key keeps it. True when this step was sent on
+        to the key's worker (its direct queue); a key whose worker no longer answers is taken over here."""
+        me = task.request.hostname or ""
+        owner = self.store.stick(sticky["pool"], sticky["key"], me, self.ttl)
+        if owner == me:
+            return False
+        if not self._alive(owner):
+            logger.warning(
+                "sticky key %r of pool %s: worker %s does not answer; %s takes it",
+                sticky["key"],
+                sticky["pool"],
+                owner,
+                me,
+            )
+            self.store.stick(sticky["pool"], sticky["key"], me, self.ttl, take_over=True)
+            return False
+        task.signature_from_request(task.request, queue=worker_direct(owner)).apply_async()
+        return True
+
+    def _alive(self, node: str) -> bool:
+        """Whether worker ``node`` answers a ping (a yes is remembered for ``ALIVE_FOR`` seconds)."""
+        now = time.monotonic()
+        if self._answered.get(node, 0.0) > now:
+            return True
+        if self.app.control.ping(destination=[node], timeout=PING_TIMEOUT):
+            self._answered[node] = now + ALIVE_FOR
+            return True
+        return False
 
     def _bound_redelivery(self, task: Any, payload: dict[str, Any]) -> None:
         """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
@@ -246,8 +298,12 @@ class Conductor:
             return
         item = json.loads(raw)
         options: dict[str, Any] = {"queue": item["queue"]} if item.get("queue") else {}
-        if item.get("expires_at") is not None:
-            options["expires"] = datetime.fromtimestamp(item["expires_at"], tz=timezone.utc)
+        expires_at = item.get("expires_at")
+        if item["payload"].get("max_wait") is not None:  # it starts waiting now
+            limit = time.time() + float(item["payload"]["max_wait"])
+            expires_at = min(expires_at, limit) if expires_at is not None else limit
+        if expires_at is not None:
+            options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
         self.app.signature(STEP_TASK_PREFIX + item["task"], args=(item["payload"],), immutable=True).apply_async(
             **options
         )
@@ -418,7 +474,14 @@ class Conductor:
 
     def _publish(self, run_id: str, node: PlanNode, context: dict[str, Any], plan: Plan) -> None:
         declare_pool_queues(self.app, plan.pools)
-        launch = compile_node(self.app, node, run_id, context, plan.pools)
+        local = fallback_steps(self.app, node.block, plan.pools)
+        launch = compile_node(self.app, node, run_id, context, plan.pools, skip=local)
+        if local:
+            logger.warning(
+                "no worker consumes the queue of steps %s of block %s: running them here", sorted(local), node.name
+            )
+            args = (run_id, node, context, sorted(local), plan, launch.deadline)
+            threading.Thread(target=self._run_here, args=args, name=f"n3-local-{node.name}", daemon=True).start()
         self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
         if launch.deadline is not None:
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
@@ -431,6 +494,41 @@ class Conductor:
                     signature.apply_async(producer=producer, add_to_parent=False)
         else:
             launch.canvas.apply_async()
+
+    def _run_here(
+        self,
+        run_id: str,
+        node: PlanNode,
+        context: dict[str, Any],
+        indexes: list[int],
+        plan: Plan,
+        deadline: float | None,
+    ) -> None:
+        """fallback_to_local: run steps in this process, one after another, and file them as a worker would."""
+        where = f"local@{socket.gethostname()}"
+        for index in indexes:
+            payload = step_payload(node.block, index, run_id, node.name, context, "count", False, deadline, plan.pools)
+            control = BlockControl(self.store, run_id, node.name, deadline)
+            definition = self.registry.step(str(node.block.steps[index].target))
+            if definition is None or not control.start(index, where, "local", os.getpid(), ""):
+                now = time.time()
+                reason = "not started: its block was already decided" if definition else "target not registered here"
+                outcome = StepOutcome(
+                    payload["key"],
+                    "cancelled" if definition else "failed",
+                    None,
+                    reason,
+                    None,
+                    now,
+                    now,
+                    where,
+                    "",
+                    "not_started" if definition else None,
+                )
+            else:
+                outcome = call_step(definition, payload, worker=where, task_id="", should_stop=control.stop_requested)
+            outcome.executed_on = "local"
+            self.follow_up(self.file(payload, outcome, keep=outcome.outcome == "not_started"))
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""

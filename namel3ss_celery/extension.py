@@ -177,9 +177,15 @@ class Namel3ssCelery:
         # Revoked by hand (Flower, control.revoke), or expired at a block deadline, before or while running.
         if self._ours(sender) and request is not None:
             args = getattr(request, "args", None) or ()
+            payload = args[0] if args else None
             how = "expired" if kw.get("expired") else ("terminated" if kw.get("terminated") else "revoked")
-            started = "stopped" if kw.get("terminated") else "not_started"
-            self.conductor.file_lost(args[0] if args else None, str(request.id), f"{how} before it finished", started)
+            started: str | None = "stopped" if kw.get("terminated") else "not_started"
+            reason = f"{how} before it finished"
+            waited = waited_too_long(payload) if kw.get("expired") else None
+            if waited is not None:
+                started = None  # a failure, not a cancellation: no worker of its queue took it in time
+                reason = f"waited longer than max_wait_seconds ({waited}s) for a worker of its queue"
+            self.conductor.file_lost(payload, str(request.id), reason, started)
 
     def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
@@ -336,3 +342,11 @@ def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:
             target._register(definition)
 
     return listener
+
+
+def waited_too_long(payload: Any) -> float | None:
+    """The ``max_wait_seconds`` an expired step message expired for; ``None`` when it was its block's deadline."""
+    if not isinstance(payload, dict) or payload.get("max_wait") is None:
+        return None
+    deadline = payload.get("deadline")
+    return float(payload["max_wait"]) if deadline is None or time.time() < float(deadline) else None

@@ -11,7 +11,7 @@ from typing import Any
 from celery import canvas
 from celery.backends.redis import RedisBackend
 
-from ..errors import CompileError, UnknownTarget
+from ..errors import CompileError, NotSupportedYet, UnknownTarget
 from ..registry import Registry
 from ..spec import ParallelBlockSpec, ParallelStrategy
 from ..worker.plan import Plan, PlanNode, PoolRoute
@@ -53,7 +53,12 @@ class Launch:
 
 
 def compile_node(
-    app: Any, node: PlanNode, run_id: str, context: dict[str, Any], pools: Mapping[str, PoolRoute] | None = None
+    app: Any,
+    node: PlanNode,
+    run_id: str,
+    context: dict[str, Any],
+    pools: Mapping[str, PoolRoute] | None = None,
+    skip: frozenset[int] = frozenset(),
 ) -> Launch:
     """What runs one node of a run (a block with at least one step).
 
@@ -63,9 +68,14 @@ def compile_node(
     embedded default), so there, under ``max_concurrency`` (not every step is in
     the group), and for small blocks (where the chord body's extra task hop is
     most of the time), they use the counted join that ``collect`` uses.
+    The steps at ``skip`` are left out: the publisher runs them itself and files their outcomes.
     """
     block = node.block
     deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
+    if skip:  # steps its publisher runs itself (fallback_to_local): the rest file too, under the counted join
+        indexes = [i for i in range(len(block.steps)) if i not in skip]
+        group = step_signatures(app, block, run_id, node.name, context, "count", deadline, indexes, pools=pools)
+        return Launch(canvas.group(group), [], deadline)
     window = block.max_concurrency
     if window is not None and window < len(block.steps):
         first = step_signatures(
@@ -115,6 +125,12 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
             check_target(step.target, registry, step_modules, step_path)
             if step.worker_pool is not None:
                 check_pool(step.target, step.worker_pool, plan.pools, f"{step_path}.worker_pool")
+                if plan.pools[step.worker_pool].fallback_to_local and node.block.max_concurrency is not None:
+                    raise NotSupportedYet(
+                        f"pool {step.worker_pool!r} has fallback_to_local, which a block with max_concurrency "
+                        f"does not support yet (its window would not count steps run in the publishing process)",
+                        path=f"{path}.max_concurrency",
+                    )
         if node.block.strategy == ParallelStrategy.MAP_REDUCE:
             try:
                 resolve_reducer(node.block.reduce_function or "", registry)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ from celery import canvas
 
 from ..errors import CompileError
 from ..registry import STEP_TASK_PREFIX
+from ..routing.distribution import STICKY_KEY_FIELD
 from ..routing.queues import broker_priority
 from ..spec import ParallelBlockSpec, step_key
 from ..worker.plan import PoolRoute
@@ -66,6 +68,13 @@ def step_payload(
         payload["countdowns"] = list(route.countdowns)
     if route.dead_letter:
         payload["dlq"] = route.dead_letter  # where it goes when it has failed for good
+    if route.sticky:  # the worker that first takes a key keeps it (worker side: conductor.place_sticky)
+        key = step.payload().get(STICKY_KEY_FIELD) or step.target
+        payload["sticky"] = {"pool": step.worker_pool, "key": str(key)}
+    if route.retry_local:
+        payload["retry_local"] = True
+    if route.max_wait is not None:
+        payload["max_wait"] = route.max_wait
     if route.at_least_once:
         payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
     if route.max_message_size is not None:
@@ -114,21 +123,32 @@ def step_signatures(
     context: dict[str, Any],
     join: str,
     expires_at: float | None = None,
-    indexes: range | None = None,
+    indexes: Sequence[int] | None = None,
     feed: bool = False,
     pools: Mapping[str, PoolRoute] | None = None,
 ) -> list[canvas.Signature]:
     """The signatures of the steps at ``indexes`` (all by default), named after their targets."""
+    now = time.time()
     return [
         step_signature(
             app,
             str(block.steps[i].target),
             step_payload(block, i, run_id, node, context, join, feed, expires_at, pools),
-            expires_at,
+            wait_limit(expires_at, block.steps[i].worker_pool, pools, now),
             pool_queue(block.steps[i].worker_pool, pools),
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
     ]
+
+
+def wait_limit(
+    deadline: float | None, pool: str | None, pools: Mapping[str, PoolRoute] | None, now: float
+) -> float | None:
+    """When a step's message expires: at the block's deadline, or sooner by its pool's ``max_wait_seconds``."""
+    route = (pools or {}).get(pool) if pool else None
+    if route is None or route.max_wait is None:
+        return deadline
+    return min(deadline, now + route.max_wait) if deadline is not None else now + route.max_wait
 
 
 def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:

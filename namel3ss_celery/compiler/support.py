@@ -30,7 +30,7 @@ def refuse_non_defaults(spec: Any, fields: dict[str, Callable[[Any], bool]], pat
 
 
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
-PROGRAM_NOT_YET = ("distributed_configs", "event_triggers", "event_handlers")
+PROGRAM_NOT_YET = ("event_triggers", "event_handlers")
 
 # Task queue fields whose behaviour is not built yet: refused when set to anything but the IR default.
 QUEUE_NOT_YET: dict[str, Callable[[Any], bool]] = {

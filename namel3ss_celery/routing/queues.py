@@ -16,6 +16,7 @@ from kombu.entity import Exchange, Queue
 from ..errors import RoutingError
 from ..spec import ProgramSpec, TaskQueueSpec, WorkerPoolSpec
 from ..spec.enums import StrEnum
+from .distribution import region_queue, regions_of
 from .policy import retry_policy, seconds_text
 
 MIN_PRIORITY = 0  # the spec's lowest priority
@@ -71,7 +72,7 @@ def task_queue_of(program: ProgramSpec, pool: WorkerPoolSpec) -> TaskQueueSpec |
 
 
 def pool_queues(program: ProgramSpec) -> list[Queue]:
-    """The kombu queues of a program: one per pool queue, then one per dead-letter queue.
+    """The kombu queues of a program: one per pool queue (and region queue), then one per dead-letter queue.
 
     Each pool queue is durable, bound to a direct exchange of its own name,
     and declared with ``x-max-priority`` (RabbitMQ priorities); when its task
@@ -101,6 +102,8 @@ def pool_queues(program: ProgramSpec) -> list[Queue]:
             arguments["x-dead-letter-routing-key"] = dlq
             dead_letters.setdefault(dlq, declare_queue(dlq, {}))
         queues[name] = declare_queue(name, arguments)
+        for region in regions_of(program, pool.name):  # a region's queue: the pool's queue, for some workers
+            queues.setdefault(region_queue(name, region), declare_queue(region_queue(name, region), arguments))
     return [*queues.values(), *dead_letters.values()]
 
 

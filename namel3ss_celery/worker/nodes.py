@@ -8,6 +8,8 @@ from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
+from celery.utils.nodenames import worker_direct
+
 from ..registry import Registry
 from ..results import ParallelExecutionResult, RunStatus
 from ..routing.queues import declare_queue
@@ -42,7 +44,8 @@ def declare_pool_queues(app: Any, pools: Mapping[str, PoolRoute]) -> None:
     """
     for route in pools.values():
         if route.queue not in app.amqp.queues:
-            app.amqp.queues.add(declare_queue(route.queue, route.arguments))
+            queue = worker_direct(route.affinity) if route.affinity else declare_queue(route.queue, route.arguments)
+            app.amqp.queues.add(queue)
     declared = _DECLARED_DEAD_LETTERS.setdefault(app, set())
     missing = sorted({r.dead_letter for r in pools.values() if r.dead_letter} - declared)
     if missing:

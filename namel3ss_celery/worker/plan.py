@@ -9,11 +9,23 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from celery.utils.nodenames import worker_direct
+
 from ..errors import SpecError
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
+from ..routing.distribution import check_distribution, distribution_of, step_queue
 from ..routing.policy import delivery_options, retry_policy
 from ..routing.queues import pool_queues, task_queue_of
-from ..spec import ParallelBlockSpec, ParallelStrategy, ProgramSpec, StepSpec, WorkflowSpec
+from ..spec import (
+    DistributionPolicy,
+    FailureMode,
+    ParallelBlockSpec,
+    ParallelStrategy,
+    ProgramSpec,
+    StepSpec,
+    WorkerPoolSpec,
+    WorkflowSpec,
+)
 from ..spec.program import check_dag
 from .store import CoordinationStore
 
@@ -36,7 +48,8 @@ class PlanNode:
 
 @dataclass(frozen=True)
 class PoolRoute:
-    """Where a pool's steps go: its Celery queue, and the targets it allows (empty: any)."""
+    """Where a pool's steps go and how: its queue (a region's queue under locality_aware), the targets it
+    allows (empty: any), its task queue's delivery contract and its distributed config."""
 
     queue: str
     allowed_tools: tuple[str, ...] = ()
@@ -45,19 +58,20 @@ class PoolRoute:
     at_least_once: bool = False
     max_message_size: int | None = None
     dead_letter: str | None = None  # the dead-letter queue of its task queue
+    sticky: bool = False  # same sticky key, same worker (distribution_policy sticky)
+    affinity: str | None = None  # the one worker (node name) its steps go to
+    retry_local: bool = False  # failure_mode retry_local: one more try in the process that saw the last failure
+    max_wait: float | None = None  # seconds a step may wait in the queue (max_wait_seconds)
+    fallback_to_local: bool = False  # run in the publishing process when no worker consumes the queue
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolRoute:
-        countdowns = data.get("countdowns")
-        return cls(
-            data["queue"],
-            tuple(data.get("allowed_tools", ())),
-            data.get("arguments") or {},
-            tuple(countdowns) if countdowns is not None else None,
-            bool(data.get("at_least_once")),
-            data.get("max_message_size"),
-            data.get("dead_letter"),
-        )
+        values = dict(data)
+        values["allowed_tools"] = tuple(values.get("allowed_tools", ()))
+        if values.get("countdowns") is not None:
+            values["countdowns"] = tuple(values["countdowns"])
+        values["arguments"] = values.get("arguments") or {}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -125,18 +139,8 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
         return _workflow_plan(spec, {})
     blocks = {b.name: b for b in spec.parallel_blocks}
     declared = {q.name: dict(getattr(q, "queue_arguments", None) or {}) for q in pool_queues(spec)}
-    pools = {}
-    for pool in spec.worker_pools:
-        queue = task_queue_of(spec, pool)
-        pools[pool.name] = PoolRoute(
-            pool.queue_name,
-            tuple(pool.allowed_tools),
-            declared.get(pool.queue_name, {}),
-            tuple(retry_policy(queue)["countdowns"]) if queue is not None else None,
-            queue is not None and delivery_options(queue)["acks_late"],
-            queue.max_message_size if queue is not None else None,
-            queue.dead_letter_queue if queue is not None else None,
-        )
+    check_distribution(spec)
+    pools = {pool.name: pool_route(spec, pool, declared) for pool in spec.worker_pools}
     if spec.workflows:
         if workflow is None and len(spec.workflows) > 1:
             names = ", ".join(w.name for w in spec.workflows)
@@ -150,6 +154,32 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     order = check_dag({b.name: b.depends_on for b in spec.parallel_blocks}, "parallel block")
     nodes = tuple(PlanNode(name, blocks[name], tuple(blocks[name].depends_on)) for name in order)
     return Plan("program", spec.name or "program", nodes, pools)
+
+
+def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, dict[str, Any]]) -> PoolRoute:
+    """How steps reach ``pool``: from its task queue (the one named like its queue) and its distributed config."""
+    queue = task_queue_of(spec, pool)
+    config = distribution_of(spec, pool.name)
+    countdowns = tuple(retry_policy(queue)["countdowns"]) if queue is not None else None
+    if config is not None and config.failure_mode == FailureMode.FAIL_FAST:
+        countdowns = ()  # a failure is final: no retry, remote or local
+    target = step_queue(config, pool)
+    if config is not None and config.worker_affinity:
+        target = worker_direct(config.worker_affinity).name  # that worker's own queue (Celery's worker_direct)
+    return PoolRoute(
+        target,
+        tuple(pool.allowed_tools),
+        declared.get(target, {}),
+        countdowns,
+        queue is not None and delivery_options(queue)["acks_late"],
+        queue.max_message_size if queue is not None else None,
+        queue.dead_letter_queue if queue is not None else None,
+        sticky=config is not None and config.distribution_policy == DistributionPolicy.STICKY,
+        affinity=config.worker_affinity if config is not None else None,
+        retry_local=config is not None and config.failure_mode == FailureMode.RETRY_LOCAL,
+        max_wait=config.max_wait_seconds if config is not None else None,
+        fallback_to_local=config is not None and config.fallback_to_local,
+    )
 
 
 def _workflow_plan(workflow: WorkflowSpec, blocks: Mapping[str, ParallelBlockSpec]) -> Plan:

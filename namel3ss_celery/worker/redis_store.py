@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from ..errors import UnknownRun
-from .store import done_key, list_key, run_key, steps_key
+from .store import done_key, list_key, run_key, steps_key, sticky_key
 
 WAIT_SLICE = 2.0
 
@@ -75,6 +75,14 @@ class RedisStore:
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         return bool(self.client.hsetnx(run_key(run_id), field, value))
+
+    def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
+        with self.client.pipeline(transaction=True) as pipe:
+            (pipe.hset if take_over else pipe.hsetnx)(sticky_key(scope), key, owner)
+            pipe.hget(sticky_key(scope), key)
+            pipe.expire(sticky_key(scope), ttl)
+            current: str = pipe.execute()[1]
+        return current
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         key = steps_key(run_id, node)

@@ -73,6 +73,7 @@ class StepOutcome:
     worker: str
     task_id: str
     outcome: str | None = None  # for race losers and stopped steps: not_started, stopped, ran_to_end, won
+    executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
 
     def envelope(self) -> str:
         """The JSON filed in the coordination store for settle to read."""
@@ -87,6 +88,7 @@ class StepOutcome:
                 "worker": self.worker,
                 "task_id": self.task_id,
                 "outcome": self.outcome,
+                **({"executed_on": self.executed_on} if self.executed_on else {}),
             }
         )
 

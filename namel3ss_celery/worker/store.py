@@ -88,7 +88,16 @@ class CoordinationStore(Protocol):
         """Block until the run is finished or ``timeout`` passes; True when finished."""
         ...
 
+    def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
+        """The owner of ``key`` in ``scope`` (a sticky pool): ``owner`` when the key had none, or always with
+        ``take_over``; the scope expires ``ttl`` seconds after its last change."""
+        ...
+
     def close(self) -> None: ...
+
+
+def sticky_key(scope: str) -> str:
+    return f"n3:sticky:{scope}"
 
 
 def run_key(run_id: str) -> str:
@@ -116,6 +125,7 @@ class MemoryStore:
         self._steps: dict[tuple[str, str], dict[int, str]] = {}
         self._lists: dict[tuple[str, str], deque[str]] = {}
         self._expires: dict[str, float] = {}
+        self._sticky: dict[str, dict[str, str]] = {}
 
     def _live(self, run_id: str) -> dict[str, str] | None:
         expires = self._expires.get(run_id)
@@ -183,6 +193,13 @@ class MemoryStore:
                 return False
             record[field] = value
             return True
+
+    def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
+        with self._lock:
+            owners = self._sticky.setdefault(scope, {})
+            if take_over or key not in owners:
+                owners[key] = owner
+            return owners[key]
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         with self._lock:

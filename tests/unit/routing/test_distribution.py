@@ -1,0 +1,93 @@
+"""Distributed configs: checked against their pools, and what they make of a pool's route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from namel3ss_celery.errors import RoutingError
+from namel3ss_celery.routing import pool_queues
+from namel3ss_celery.routing.distribution import avoided, check_distribution, distribution_of, regions_of
+from namel3ss_celery.spec import load_program
+from namel3ss_celery.worker.plan import make_plan
+
+POOL = {"name": "gpu", "queue_name": "gpu", "capabilities": ["cuda"], "max_memory_mb": 2048, "max_cpu_cores": 4}
+
+
+def program(config: dict[str, Any], pool: dict[str, Any] | None = None, queue: dict[str, Any] | None = None) -> Any:
+    return load_program(
+        {
+            "worker_pools": [pool or POOL],
+            "task_queues": [queue] if queue else [],
+            "distributed_configs": [{"worker_pool": "gpu", **config}],
+            "parallel_blocks": [{"name": "b", "steps": [{"target": "t", "worker_pool": "gpu"}]}],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"worker_pool": "cpu"}, "no such worker pool; pools: gpu"),
+        ({"queue_name": "other"}, "queue_name 'other' is not the pool's queue 'gpu'"),
+        ({"required_capabilities": ["cuda", "fp8"]}, "requires capabilities ['fp8'] that the pool does not list"),
+        ({"required_memory_mb": 4096}, "requires 4096 MB but the pool's max_memory_mb is 2048"),
+        ({"required_cpu_cores": 8}, "requires 8.0 CPU cores but the pool's max_cpu_cores is 4"),
+        ({"distribution_policy": "locality_aware"}, "locality_aware needs locality_preference"),
+        ({"locality_preference": "eu"}, "locality_preference is set but distribution_policy is round_robin"),
+        ({"distribution_policy": "sticky", "worker_affinity": "gpu@a"}, "choose one"),
+        ({"worker_affinity": "gpu@old-1", "avoid_workers": ["gpu@old-*"]}, "is also in avoid_workers"),
+    ],
+)
+def test_a_config_asking_what_its_pool_cannot_give_is_refused(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(RoutingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        make_plan(program(config))  # before anything is published
+
+
+def test_a_pool_takes_one_config() -> None:
+    spec = program({})
+    twice = spec.model_copy(update={"distributed_configs": [*spec.distributed_configs, *spec.distributed_configs]})
+    with pytest.raises(RoutingError, match="a pool takes one distributed config"):
+        check_distribution(twice)
+
+
+def test_a_config_the_pool_satisfies_passes() -> None:
+    config = {"required_capabilities": ["cuda"], "required_memory_mb": 1024, "required_cpu_cores": 2}
+    route = make_plan(program(config)).pools["gpu"]
+    assert route.queue == "gpu" and not route.sticky and route.affinity is None
+
+
+def test_locality_aware_sends_steps_to_the_regions_queue_declared_like_the_pools() -> None:
+    spec = program({"distribution_policy": "locality_aware", "locality_preference": "eu"})
+    assert make_plan(spec).pools["gpu"].queue == "gpu.eu" and regions_of(spec, "gpu") == ["eu"]
+    queues = {q.name: q for q in pool_queues(spec)}
+    assert queues["gpu.eu"].queue_arguments == queues["gpu"].queue_arguments
+
+
+def test_worker_affinity_sends_steps_to_that_workers_direct_queue() -> None:
+    assert make_plan(program({"worker_affinity": "gpu@host1"})).pools["gpu"].queue == "gpu@host1.dq2"
+
+
+@pytest.mark.parametrize(
+    ("mode", "countdowns", "retry_local"),
+    [("retry_remote", (1.0, 2.0), False), ("fail_fast", (), False), ("retry_local", (1.0, 2.0), True)],
+)
+def test_failure_modes(mode: str, countdowns: tuple[float, ...], retry_local: bool) -> None:
+    queue = {"name": "gpu", "max_retries": 2, "initial_retry_delay": 1.0}
+    route = make_plan(program({"failure_mode": mode}, queue=queue)).pools["gpu"]
+    assert route.countdowns == countdowns and route.retry_local is retry_local
+
+
+def test_sticky_max_wait_and_fallback_reach_the_route() -> None:
+    config = {"distribution_policy": "sticky", "max_wait_seconds": 5, "fallback_to_local": True}
+    route = make_plan(program(config)).pools["gpu"]
+    assert route.sticky and route.max_wait == 5 and route.fallback_to_local
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("gpu@old-3", "gpu@old-*"), ("gpu@new-1", None), ("gpu@spare", "gpu@spare")]
+)
+def test_avoid_workers_matches_names_and_patterns(name: str, expected: str | None) -> None:
+    config = distribution_of(program({"avoid_workers": ["gpu@old-*", "gpu@spare"]}), "gpu")
+    assert avoided(config, name) == expected
