@@ -8,6 +8,7 @@ import pytest
 
 from namel3ss_celery.errors import RoutingError
 from namel3ss_celery.routing import find_pool, instance_concurrency, stop_timeout, worker_argv, worker_env
+from namel3ss_celery.routing.workers import WorkerOptions, drop_given_options, worker_options
 from namel3ss_celery.spec import ProgramSpec, load_program
 
 BASE = ["-Q", "q", "-n", "p@%h", "--prefetch-multiplier=1"]
@@ -40,6 +41,90 @@ def program(queues: list[dict[str, Any]] | None = None, **pool: Any) -> ProgramS
 )
 def test_worker_argv_says_what_the_pool_says(pool: dict[str, Any], extra: list[str]) -> None:
     assert worker_argv(program(**pool), "p", "redis://h/0") == BASE + extra
+
+
+@pytest.mark.parametrize(
+    ("pool", "options"),
+    [
+        ({}, {"prefetch_multiplier": 1, "pool": "prefork", "autoscale": (10, 1)}),
+        ({"auto_scaling": False, "max_workers": 6}, {"prefetch_multiplier": 1, "pool": "prefork", "concurrency": 6}),
+        (
+            {"min_workers": 2, "max_workers": 4, "max_memory_mb": 512, "timeout_seconds": 2.5},
+            {
+                "prefetch_multiplier": 1,
+                "pool": "prefork",
+                "autoscale": (4, 2),
+                "max_memory_per_child": 524288,
+                "soft_time_limit": 2.5,
+                "time_limit": 12.5,
+            },
+        ),
+        (
+            {"auto_scaling": False, "worker_config": {"pool": "threads", "concurrency": 20, "loglevel": "INFO"}},
+            {"prefetch_multiplier": 1, "pool": "threads", "concurrency": 20, "loglevel": "INFO"},
+        ),
+        (
+            {"worker_config": {"max_tasks_per_child": 100}, "timeout_seconds": 60},
+            {
+                "prefetch_multiplier": 1,
+                "pool": "prefork",
+                "autoscale": (10, 1),
+                "max_tasks_per_child": 100,
+                "soft_time_limit": 60.0,
+                "time_limit": 70.0,
+            },
+        ),
+    ],
+)
+def test_worker_options_are_the_pools_settings_by_celery_worker_parameter(
+    pool: dict[str, Any], options: WorkerOptions
+) -> None:
+    assert worker_options(program(**pool), "p", "redis://h/0") == options
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        {},
+        {"auto_scaling": False, "worker_config": {"pool": "threads", "concurrency": 20, "loglevel": "INFO"}},
+        {"max_memory_mb": 64, "timeout_seconds": 2.5, "worker_config": {"max_tasks_per_child": 3}},
+    ],
+)
+def test_worker_argv_writes_worker_options_as_flags(pool: dict[str, Any]) -> None:
+    spec = program(**pool)
+    flags = [
+        f"--{key.replace('_', '-')}" for key, value in worker_options(spec, "p", "redis").items() if value != "prefork"
+    ]
+    written = [option.split("=")[0] for option in worker_argv(spec, "p", "redis")[4:]]
+    assert written == flags
+
+
+def test_worker_options_refuse_what_worker_argv_refuses() -> None:
+    with pytest.raises(RoutingError, match="worker pool 'p': auto_scaling needs the prefork pool"):
+        worker_options(program(worker_config={"pool": "threads"}), "p", "redis")
+    with pytest.raises(RoutingError, match=r"may run 105s .* visibility timeout \(100s\)"):
+        worker_options(program([{"name": "q", "visibility_timeout": 100}], timeout_seconds=95), "p", "redis")
+    assert worker_options(program(worker_config={"pool": "threads"}), "p", "redis", concurrency=4)["concurrency"] == 4
+
+
+SIZED = WorkerOptions(prefetch_multiplier=1, pool="prefork", autoscale=(3, 1), soft_time_limit=2.0, time_limit=12.0)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ((), ["prefetch_multiplier", "pool", "autoscale", "soft_time_limit", "time_limit"]),
+        (("concurrency",), ["prefetch_multiplier", "pool", "soft_time_limit", "time_limit"]),
+        (("autoscale", "soft_time_limit"), ["prefetch_multiplier", "pool", "time_limit"]),
+        (("pool", "prefetch_multiplier", "queues", "hostname"), ["autoscale", "soft_time_limit", "time_limit"]),
+    ],
+)
+def test_options_given_on_the_command_line_are_dropped(given: tuple[str, ...], kept: list[str]) -> None:
+    left = drop_given_options(SIZED, given)
+    assert list(left) == kept
+    assert all(value == dict(SIZED)[key] for key, value in left.items())
+    fixed = WorkerOptions(prefetch_multiplier=1, pool="prefork", concurrency=4)
+    assert "concurrency" not in drop_given_options(fixed, ["autoscale"])  # one choice: either drops both
 
 
 def test_a_fixed_concurrency_replaces_the_pools_own_scaling() -> None:
