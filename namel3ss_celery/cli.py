@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--pool", required=True, help="the worker pool's name")
     worker.add_argument("--program", help="program file (default: NAMEL3SS_CELERY_PROGRAM)")
+    worker.add_argument("--region", help="also consume this region's queue of the pool (locality_aware)")
     worker.add_argument("--steps", action="append", default=[], metavar="MODULE", help="module of step functions")
     worker.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL)")
     worker.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")
@@ -235,6 +236,8 @@ def _worker(args: argparse.Namespace, out: TextIO) -> int:
     }
     if settings.result_backend:
         env["CELERY_RESULT_BACKEND"] = settings.result_backend
+    if args.region:
+        env["NAMEL3SS_CELERY_REGION"] = args.region
     command = [sys.executable, "-m", "celery", "-A", args.app, "worker", *options, *args.celery_args]
     print(" ".join(command), file=sys.stderr, flush=True)
     os.execve(sys.executable, command, env)

@@ -22,7 +22,7 @@ from .conductor import Conductor
 from .embedded import EmbeddedWorker
 from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun
 from .local import LocalExecutor
-from .pools import add_pool_option, serve_pool, use_all_redis_priorities
+from .pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .registry import (
     LAUNCH_TASK,
     SHARED,
@@ -94,7 +94,7 @@ class Namel3ssCelery:
         self.registry = Registry(parent=SHARED)
         self._store: CoordinationStore | None = None
         self._eager_store = MemoryStore()
-        self.pool_queue: str | None = None
+        self.pool_service: PoolService | None = None  # what this process consumes as a pool worker
         self._store_lock = threading.Lock()
         self._registered: set[str] = set()
         self._modules_loaded = False
@@ -114,6 +114,7 @@ class Namel3ssCelery:
         signals.task_revoked.connect(self._on_task_revoked)
         install_log_ids()
         add_pool_option(app, self)
+        serve_placement(app, self)
         if self.settings.pool:
             self._serve_pool(self.settings.pool)
         app.namel3ss = self  # type: ignore[attr-defined]
@@ -155,7 +156,7 @@ class Namel3ssCelery:
 
     def _serve_pool(self, name: str) -> None:
         """This process is a worker of pool ``name`` (see ``pools.serve_pool``)."""
-        self.pool_queue = serve_pool(self.app, self.conductor, self.settings.program, name)
+        self.pool_service = serve_pool(self.app, self.conductor, self.settings.program, name, self.settings.region)
 
     def _on_process_init(self, **_: Any) -> None:
         self.conductor.pool = "prefork"  # only prefork children send worker_process_init

@@ -5,35 +5,51 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Collection
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import click
 from celery import Celery, bootsteps, signals
 from celery.utils.log import mlevel
+from celery.utils.nodenames import worker_direct
 from celery.worker.components import GREEN_POOLS
 from click.core import ParameterSource
+from kombu.entity import Queue
 
 from .conductor import Conductor
 from .errors import ConfigurationError, RoutingError
 from .routing.autoscale import autoscaler_setting
+from .routing.distribution import distribution_of, region_queue, regions_of
 from .routing.policy import delivery_options
 from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
 from .routing.workers import drop_given_options, find_pool, worker_env, worker_options
-from .spec import ScalingMetric, load_program
+from .spec import DistributionPolicy, ProgramSpec, ScalingMetric, load_program
 
 if TYPE_CHECKING:
     from .extension import Namel3ssCelery
 
 
-def serve_pool(app: Celery, conductor: Conductor, program_file: str | None, name: str) -> str:
+@dataclass(frozen=True)
+class PoolService:
+    """What a pool worker consumes besides its pool's queue, and the names it must not run under."""
+
+    queue: str  # the pool's queue
+    regions: tuple[Queue, ...] = ()  # its region's queue (locality_aware), when started with a region
+    direct: bool = False  # its own direct queue (sticky keys, worker_affinity)
+    avoid_workers: tuple[str, ...] = ()  # node names or patterns that must not serve the pool
+
+
+def serve_pool(
+    app: Celery, conductor: Conductor, program_file: str | None, name: str, region: str | None = None
+) -> PoolService:
     """Make this process a worker of pool ``name``: its queue, delivery contract, autoscaler, allowed_tools.
 
     Returns:
-        The pool's queue name.
+        The pool's queue and what else the worker consumes (see ``serve_placement``).
 
     Raises:
-        ConfigurationError: no program is set, or it has no such pool.
+        ConfigurationError: no program is set, it has no such pool, or ``region`` is not a region of its steps.
     """
     if not program_file:
         raise ConfigurationError(
@@ -69,7 +85,55 @@ def serve_pool(app: Celery, conductor: Conductor, program_file: str | None, name
         app.conf.broker_transport_options = options
     conductor.pool_name = pool.name
     conductor.allowed_tools = tuple(pool.allowed_tools)
-    return pool.queue_name
+    config = distribution_of(program, name)
+    return PoolService(
+        pool.queue_name,
+        _region_queues(program, pool.queue_name, name, region),
+        config is not None
+        and (config.distribution_policy == DistributionPolicy.STICKY or bool(config.worker_affinity)),
+        tuple(config.avoid_workers) if config is not None else (),
+    )
+
+
+def _region_queues(program: ProgramSpec, queue: str, pool: str, region: str | None) -> tuple[Queue, ...]:
+    if region is None:
+        return ()
+    regions = regions_of(program, pool)
+    if region not in regions:
+        raise ConfigurationError(
+            f"worker pool {pool!r} sends no steps to region {region!r} (its regions: {', '.join(regions) or 'none'}; "
+            f"a locality_aware distributed config with locality_preference names one)",
+            setting="NAMEL3SS_CELERY_REGION",
+        )
+    wanted = region_queue(queue, region)
+    return tuple(q for q in pool_queues(program) if q.name == wanted)
+
+
+def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
+    """A bootstep for pool workers: refuse a node name the pool's ``avoid_workers`` names; consume the
+    region's queue and the worker's own direct queue where the pool's distributed config sends steps there."""
+
+    class ServePlacement(bootsteps.Step):  # type: ignore[misc]
+        name = "namel3ss_celery.ServePlacement"
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            service = n3.pool_service
+            if service is not None:
+                avoided = next((p for p in service.avoid_workers if fnmatchcase(parent.hostname, p)), None)
+                if avoided is not None:
+                    raise ConfigurationError(
+                        f"worker {parent.hostname!r} may not serve pool {n3.settings.pool!r}: its distributed "
+                        f"config avoids {avoided!r} (avoid_workers); start it under another name (-n)",
+                        setting="avoid_workers",
+                    )
+                queues = parent.app.amqp.queues
+                for queue in service.regions:
+                    queues.select_add(queue)
+                if service.direct:  # Celery's worker_direct queue, <node>.dq2, where sticky keys are forwarded
+                    queues.select_add(worker_direct(parent.hostname))
+            super().__init__(parent, **kwargs)
+
+    app.steps["worker"].add(ServePlacement)
 
 
 def add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
@@ -140,6 +204,20 @@ def add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
             help="serve this namel3ss worker pool of NAMEL3SS_CELERY_PROGRAM, with its scaling and limits",
         )
     )
+
+    def set_region(_ctx: click.Context, _param: click.Parameter, region: str | None) -> str | None:
+        if region:
+            n3.settings = replace(n3.settings, region=region)
+        return region
+
+    app.user_options["worker"].add(
+        click.Option(
+            ["--n3-region"],
+            default=None,
+            callback=set_region,
+            help="with --n3-pool: also consume the queue of this region of the pool (locality_aware)",
+        )
+    )
     app.steps["worker"].add(ServePool)
 
 
@@ -183,10 +261,11 @@ def serve_worker(worker: Any, n3: Namel3ssCelery, name: str, given: Collection[s
     n3.settings = replace(n3.settings, pool=name)
     n3._serve_pool(name)
     queues = worker.app.amqp.queues
+    queue = n3.pool_service.queue if n3.pool_service is not None else ""
     if "queues" in given:  # -Q: the pool's queue besides those
-        queues.select_add(queues[n3.pool_queue])
+        queues.select_add(queues[queue])
     else:
-        queues.select([n3.pool_queue])
+        queues.select([queue])
     with worker.app.connection_for_read() as connection:  # the broker this worker reads, even if broker_url is unset
         broker = connection.as_uri()
     try:

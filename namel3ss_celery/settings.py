@@ -20,6 +20,7 @@ ENV_KEYS = {
     "program": "NAMEL3SS_CELERY_PROGRAM",
     "coordination_url": "NAMEL3SS_CELERY_COORDINATION_URL",
     "pool": "NAMEL3SS_CELERY_POOL",
+    "region": "NAMEL3SS_CELERY_REGION",
 }
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
@@ -37,6 +38,7 @@ class Settings:
         coordination_url: Redis URL of the coordination store; ``None`` picks one (see ``coordination``).
         pool: the worker pool this process serves (``namel3ss-celery worker --pool``): its
             ``allowed_tools`` are enforced here.
+        region: the region this pool worker serves besides its pool's queue (``locality_aware``).
         result_expires: seconds before run records and coordination keys expire.
     """
 
@@ -46,6 +48,7 @@ class Settings:
     program: str | None = None
     coordination_url: str | None = None
     pool: str | None = None
+    region: str | None = None
     result_expires: int = DEFAULT_EXPIRES
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -85,6 +88,7 @@ class Settings:
             program=from_conf.program or env.program,
             coordination_url=from_conf.coordination_url or env.coordination_url,
             pool=from_conf.pool or env.pool,
+            region=from_conf.region or env.region,
             result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
         )
 

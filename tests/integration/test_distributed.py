@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -114,5 +115,108 @@ def test_a_step_that_waits_past_max_wait_seconds_fails_saying_so(redis_url: str,
         assert late.status == "failed" and "waited longer than max_wait_seconds (1.0s)" in (late.error or "")
     finally:
         worker.stop()
+        n3.close()
+        n3.app.backend.client.close()
+
+
+def workers_of(block: Any) -> list[str]:
+    return [r.metadata["worker"] for r in block.results]
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_locality_aware_steps_run_only_on_workers_of_their_region(
+    broker: str, redis_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    broker_url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else redis_url
+    steps = [{"name": f"s{i}", "target": "sleep", "seconds": 0.2} for i in range(6)]
+    config = {"distribution_policy": "locality_aware", "locality_preference": "eu"}
+    path, queue = write_program(tmp_path, steps, config)
+    n3 = client(broker_url, redis_url)
+    home = pool_worker("p", path, broker_url, redis_url, tmp_path, node="home")
+    eu = pool_worker("p", path, broker_url, redis_url, tmp_path, "--region", "eu", node="eu")
+    try:
+        home.wait_ready(n3.app)
+        eu.wait_ready(n3.app)
+        block = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"]
+        assert block.overall_status == "completed"
+        assert set(workers_of(block)) == {eu.hostname}  # the home worker is idle but not in the region
+        consumed = n3.app.control.inspect(destination=[eu.hostname], timeout=5).active_queues()[eu.hostname]
+        assert {q["name"] for q in consumed} == {queue, f"{queue}.eu"}
+    finally:
+        home.stop()
+        eu.stop()
+        n3.close()
+        n3.app.backend.client.close()
+
+
+def test_a_region_the_pool_does_not_send_steps_to_stops_the_worker(redis_url: str, tmp_path: Path) -> None:
+    path, _queue = write_program(tmp_path, [{"target": "echo"}], {})
+    worker = pool_worker("p", path, redis_url, redis_url, tmp_path, "--region", "mars", node="mars")
+    try:
+        assert worker.process.wait(WAIT) != 0
+        assert "sends no steps to region 'mars'" in worker.log()
+    finally:
+        worker.stop()
+
+
+def test_sticky_steps_with_one_key_run_on_one_worker_in_every_run(redis_url: str, tmp_path: Path) -> None:
+    prefix = uuid.uuid4().hex[:6]
+    keys = [f"{prefix}-{k}" for k in range(4)]
+    # Eight steps, so that dispatch publishes them itself (pool workers do not consume the default queue).
+    steps = [{"name": f"s{i}", "target": "sleep", "seconds": 0.1, "sticky_key": keys[i % len(keys)]} for i in range(8)]
+    path, _queue = write_program(tmp_path, steps, {"distribution_policy": "sticky"}, pool={"max_workers": 2})
+    n3 = client(redis_url, redis_url)
+    first = pool_worker("p", path, redis_url, redis_url, tmp_path, node="first")
+    second = pool_worker("p", path, redis_url, redis_url, tmp_path, node="second")
+    try:
+        first.wait_ready(n3.app)
+        second.wait_ready(n3.app)
+        owners: dict[str, set[str]] = {key: set() for key in keys}
+        for _ in range(2):
+            block = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"]
+            assert block.overall_status == "completed"
+            for index, worker in enumerate(workers_of(block)):
+                owners[keys[index % len(keys)]].add(worker)
+        assert all(len(workers) == 1 for workers in owners.values()), owners
+        assert set().union(*owners.values()) == {first.hostname, second.hostname}  # both took keys
+    finally:
+        first.stop()
+        second.stop()
+        n3.close()
+        n3.app.backend.client.close()
+
+
+def test_worker_affinity_pins_steps_to_one_worker(redis_url: str, tmp_path: Path) -> None:
+    steps = [{"name": f"s{i}", "target": "sleep", "seconds": 0.1} for i in range(6)]
+    node = os.uname().nodename
+    path, _queue = write_program(tmp_path, steps, {"worker_affinity": f"chosen@{node}"})
+    n3 = client(redis_url, redis_url)
+    other = pool_worker("p", path, redis_url, redis_url, tmp_path, node="other")
+    chosen = pool_worker("p", path, redis_url, redis_url, tmp_path, node="chosen")
+    try:
+        other.wait_ready(n3.app)
+        chosen.wait_ready(n3.app)
+        block = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"]
+        assert block.overall_status == "completed" and set(workers_of(block)) == {chosen.hostname}
+    finally:
+        other.stop()
+        chosen.stop()
+        n3.close()
+        n3.app.backend.client.close()
+
+
+def test_a_worker_named_in_avoid_workers_refuses_to_serve_the_pool(redis_url: str, tmp_path: Path) -> None:
+    path, _queue = write_program(tmp_path, [{"target": "echo"}], {"avoid_workers": ["old-*@*"]})
+    n3 = client(redis_url, redis_url)
+    old = pool_worker("p", path, redis_url, redis_url, tmp_path, node="old-1")
+    new = pool_worker("p", path, redis_url, redis_url, tmp_path, node="new-1")
+    try:
+        assert old.process.wait(WAIT) != 0
+        assert "may not serve pool 'p'" in old.log() and "avoids 'old-*@*'" in old.log()
+        new.wait_ready(n3.app)
+        assert n3.dispatch(str(path)).get(timeout=WAIT).overall_status == "completed"
+    finally:
+        old.stop()
+        new.stop()
         n3.close()
         n3.app.backend.client.close()

@@ -87,8 +87,11 @@ class WorkerProcess:
         self._log.close()
 
 
-def pool_worker(pool: str, program: Path, broker: str, backend: str, log_dir: Path, *extra: str) -> WorkerProcess:
-    """``namel3ss-celery worker --pool POOL`` for the test steps (named ``<pool>@host``, as worker_argv names it)."""
+def pool_worker(
+    pool: str, program: Path, broker: str, backend: str, log_dir: Path, *extra: str, node: str | None = None
+) -> WorkerProcess:
+    """``namel3ss-celery worker --pool POOL`` for the test steps, named ``<pool>@host`` as worker_argv names
+    it, or ``<node>@host`` (a later ``-n`` wins)."""
     command = [
         CLI,
         "worker",
@@ -105,8 +108,9 @@ def pool_worker(pool: str, program: Path, broker: str, backend: str, log_dir: Pa
         "--without-mingle",
         "--without-gossip",
         *extra,
+        *(["-n", f"{node}@%h"] if node else []),
     ]
-    return WorkerProcess("namel3ss_celery", {}, log_dir, command=command, name=pool)
+    return WorkerProcess("namel3ss_celery", {}, log_dir, command=command, name=node or pool)
 
 
 def client(broker: str, backend: str) -> Any:
