@@ -139,8 +139,10 @@ def median_sample(runs: list[Sample]) -> Sample:
 
 
 def table_row(label: str, p: Sample, n: Sample) -> str:
-    return (f"{label:>6} | {p.total:>8.3f} {p.returned * 1000:>14.1f} | {n.total:>10.3f} {n.returned * 1000:>11.1f} "
-            f"| {n.total / p.total:>8.2f}")
+    return (
+        f"{label:>6} | {p.total:>8.3f} {p.returned * 1000:>14.1f} | {n.total:>10.3f} {n.returned * 1000:>11.1f} "
+        f"| {n.total / p.total:>8.2f}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -156,8 +158,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"all block of {args.steps} noop steps, {args.rounds} rounds; broker {BROKER_URL}, backend {RESULT_BACKEND}, "
-          f"queue {QUEUE}, worker prefork -c 2; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"all block of {args.steps} noop steps, {args.rounds} rounds; broker {BROKER_URL}, backend {RESULT_BACKEND}, "
+        f"queue {QUEUE}, worker prefork -c 2; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     log_path = Path(tempfile.gettempdir()) / f"n3bench-worker-{os.getpid()}.log"
     worker: subprocess.Popen[bytes] | None = None
     try:

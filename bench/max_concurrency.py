@@ -82,8 +82,9 @@ def peak_of(counter: str) -> int:
 
 def run_namel3ss(durations: list[float], timeout: float) -> Sample:
     counter = f"conc:{uuid.uuid4().hex}"
-    steps = [{"name": f"s{i}", "target": "tracked_sleep", "seconds": d, "counter": counter}
-             for i, d in enumerate(durations)]
+    steps = [
+        {"name": f"s{i}", "target": "tracked_sleep", "seconds": d, "counter": counter} for i, d in enumerate(durations)
+    ]
     spec = {"name": "window", "strategy": "all", "max_concurrency": WINDOW, "steps": steps}
     start = time.perf_counter()
     handle = n3.dispatch(spec)
@@ -126,23 +127,37 @@ def report(durations: list[float], samples: dict[str, list[Sample]]) -> list[str
     ideal = greedy_makespan(durations, WINDOW)
     lanes = max(sum(durations[lane::WINDOW]) for lane in range(WINDOW))
     plain, named = samples["plain"], samples["namel3ss"]
-    print(f"\n{len(durations)} steps, {sum(durations):.3f} s of sleep; ideal greedy schedule on {WINDOW} slots: "
-          f"{ideal:.3f} s; the 2 static chains' own ideal (longest chain): {lanes:.3f} s")
-    print(f"\n{'round':>6} | {'plain 2 chains s':>16} {'peak':>4} {'/ideal':>6} | {'namel3ss s':>10} {'span s':>7} "
-          f"{'peak':>4} {'reported':>8} {'/ideal':>6}")
+    print(
+        f"\n{len(durations)} steps, {sum(durations):.3f} s of sleep; ideal greedy schedule on {WINDOW} slots: "
+        f"{ideal:.3f} s; the 2 static chains' own ideal (longest chain): {lanes:.3f} s"
+    )
+    print(
+        f"\n{'round':>6} | {'plain 2 chains s':>16} {'peak':>4} {'/ideal':>6} | {'namel3ss s':>10} {'span s':>7} "
+        f"{'peak':>4} {'reported':>8} {'/ideal':>6}"
+    )
     for number, (p, n) in enumerate(zip(plain, named, strict=True), start=1):
-        print(f"{number:>6} | {p.total:>16.3f} {p.peak:>4} {p.total / ideal:>6.3f} | {n.total:>10.3f} "
-              f"{n.span or 0.0:>7.3f} {n.peak:>4} {n.reported_peak!s:>8} {n.total / ideal:>6.3f}")
+        print(
+            f"{number:>6} | {p.total:>16.3f} {p.peak:>4} {p.total / ideal:>6.3f} | {n.total:>10.3f} "
+            f"{n.span or 0.0:>7.3f} {n.peak:>4} {n.reported_peak!s:>8} {n.total / ideal:>6.3f}"
+        )
     p_total, n_total = statistics.median(s.total for s in plain), statistics.median(s.total for s in named)
     n_span = statistics.median(s.span or 0.0 for s in named)
     p_peak, n_peak = max(s.peak for s in plain), max(s.peak for s in named)
     print("-" * 86)
-    print(f"{'median':>6} | {p_total:>16.3f} {p_peak:>4} {p_total / ideal:>6.3f} | {n_total:>10.3f} {n_span:>7.3f} "
-          f"{n_peak:>4} {max(s.reported_peak or 0 for s in named):>8} {n_total / ideal:>6.3f}")
-    print(f"\n(peak columns: the highest of any round.) namel3ss total/ideal {n_total / ideal:.3f} (target <= "
-          f"{TARGET_RATIO}); plain 2 chains total/ideal {p_total / ideal:.3f}; namel3ss/plain {n_total / p_total:.3f}")
-    problems = [f"{name}: {s.peak} steps ran at once (max_concurrency {WINDOW})"
-                for name, runs in samples.items() for s in runs if s.peak > WINDOW]
+    print(
+        f"{'median':>6} | {p_total:>16.3f} {p_peak:>4} {p_total / ideal:>6.3f} | {n_total:>10.3f} {n_span:>7.3f} "
+        f"{n_peak:>4} {max(s.reported_peak or 0 for s in named):>8} {n_total / ideal:>6.3f}"
+    )
+    print(
+        f"\n(peak columns: the highest of any round.) namel3ss total/ideal {n_total / ideal:.3f} (target <= "
+        f"{TARGET_RATIO}); plain 2 chains total/ideal {p_total / ideal:.3f}; namel3ss/plain {n_total / p_total:.3f}"
+    )
+    problems = [
+        f"{name}: {s.peak} steps ran at once (max_concurrency {WINDOW})"
+        for name, runs in samples.items()
+        for s in runs
+        if s.peak > WINDOW
+    ]
     if n_total / ideal > TARGET_RATIO:
         problems.append(f"namel3ss total/ideal {n_total / ideal:.3f} is above the target {TARGET_RATIO}")
     return problems
@@ -163,9 +178,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     durations = seeded_durations(args.steps, args.seed)
-    print(f"max_concurrency {WINDOW}, {args.steps} steps (seed {args.seed}), {args.rounds} rounds; broker {BROKER_URL}, "
-          f"queue {QUEUE}, worker prefork -c {WORKER_PROCESSES}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"max_concurrency {WINDOW}, {args.steps} steps (seed {args.seed}), {args.rounds} rounds; broker {BROKER_URL}, "
+        f"queue {QUEUE}, worker prefork -c {WORKER_PROCESSES}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     log_path = Path(tempfile.gettempdir()) / f"n3bench-window-{os.getpid()}.log"
     worker: subprocess.Popen[bytes] | None = None
     try:

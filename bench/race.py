@@ -89,8 +89,10 @@ def read_probes(tag: str, deadline: float) -> dict[int, dict[str, float]]:
 
 def run_namel3ss(variant: Variant, timeout: float) -> Sample:
     tag = uuid.uuid4().hex
-    steps = [{"name": f"s{i}", "target": STEPS[variant.kind], "seconds": d, "probe": f"probe:{tag}:{i}"}
-             for i, d in enumerate(DURATIONS)]
+    steps = [
+        {"name": f"s{i}", "target": STEPS[variant.kind], "seconds": d, "probe": f"probe:{tag}:{i}"}
+        for i, d in enumerate(DURATIONS)
+    ]
     spec = {"name": "race", "strategy": "race", "steps": steps, "terminate_losers": variant.side.endswith("terminate")}
     deadline = time.monotonic() + timeout
     handle = n3.dispatch(spec)
@@ -112,8 +114,12 @@ def run_namel3ss(variant: Variant, timeout: float) -> Sample:
     late = {i for i, r in losers if r in ran and (r.start_time or 0.0) >= winner_end}
     late |= {i for i, p in probes.items() if i != winner and p["start"] >= winner_end}
     return Sample(
-        DURATIONS[winner], (got - winner_end) * 1000, len(late), len(losers) - len(ran),
-        tuple((r.end_time or 0.0) - winner_end for r in ran), float(result.metadata["loser_worker_seconds"]),
+        DURATIONS[winner],
+        (got - winner_end) * 1000,
+        len(late),
+        len(losers) - len(ran),
+        tuple((r.end_time or 0.0) - winner_end for r in ran),
+        float(result.metadata["loser_worker_seconds"]),
         sum(p["end"] - p["start"] for i, p in probes.items() if i != winner),
         ", ".join(sorted({str(r.metadata.get("outcome")) for r in ran})),
     )
@@ -135,8 +141,9 @@ def run_plain(variant: Variant, timeout: float) -> Sample:
     if children[first].state != states.SUCCESS:
         raise BenchmarkFailed(f"plain group {group.id}: child {first} ended {children[first].state}")
     losers = [child.id for i, child in enumerate(children) if i != first]
-    replies = app.control.revoke(losers, terminate=True, signal="SIGTERM", reply=True, timeout=1.0,
-                                 destination=[WORKER_NAME])
+    replies = app.control.revoke(
+        losers, terminate=True, signal="SIGTERM", reply=True, timeout=1.0, destination=[WORKER_NAME]
+    )
     errors = [answer["error"] for reply in replies or [] for answer in reply.values() if "error" in answer]
     while not all(child.ready() for child in children):
         if time.monotonic() > deadline:
@@ -147,8 +154,13 @@ def run_plain(variant: Variant, timeout: float) -> Sample:
     ran = {i: p for i, p in probes.items() if i != first}
     measured = sum(p["end"] - p["start"] for p in ran.values())
     return Sample(
-        DURATIONS[first], (got - first_end) * 1000, sum(p["start"] >= first_end for p in ran.values()),
-        len(DURATIONS) - 1 - len(ran), tuple(p["end"] - first_end for p in ran.values()), measured, measured,
+        DURATIONS[first],
+        (got - first_end) * 1000,
+        sum(p["start"] >= first_end for p in ran.values()),
+        len(DURATIONS) - 1 - len(ran),
+        tuple(p["end"] - first_end for p in ran.values()),
+        measured,
+        measured,
         f"revoke error: {errors[0]}" if errors else ("killed" if any("killed" in p for p in ran.values()) else ""),
     )
 
@@ -174,8 +186,10 @@ def benchmark(pool: str, rounds: int, timeout: float) -> dict[Variant, list[Samp
 
 def report(samples: dict[Variant, list[Sample]]) -> list[str]:
     """Print the table of medians; return what broke the rules."""
-    print(f"\n{'pool':<8} {'kind':<8} {'side':<19}|{'winner s':>9}|{'latency ms med/max':>19}|{'queued':>7}"
-          f"|{'not st.':>8}|{'loser stop s med/max':>21}|{'loser s rep/meas':>17}| note")
+    print(
+        f"\n{'pool':<8} {'kind':<8} {'side':<19}|{'winner s':>9}|{'latency ms med/max':>19}|{'queued':>7}"
+        f"|{'not st.':>8}|{'loser stop s med/max':>21}|{'loser s rep/meas':>17}| note"
+    )
     problems: list[str] = []
     footnotes: list[str] = []
     for v, runs in samples.items():
@@ -183,16 +197,20 @@ def report(samples: dict[Variant, list[Sample]]) -> list[str]:
         latency = [run.latency_ms for run in runs]
         stop = f"{statistics.median(stops):.3f} / {max(stops):.3f}" if stops else "-"
         winners = "/".join(sorted({f"{run.winner:g}" for run in runs}))
-        seconds = (f"{statistics.median(r.loser_seconds for r in runs):.2f} / "
-                   f"{statistics.median(r.measured_seconds for r in runs):.2f}")
+        seconds = (
+            f"{statistics.median(r.loser_seconds for r in runs):.2f} / "
+            f"{statistics.median(r.measured_seconds for r in runs):.2f}"
+        )
         notes = sorted({run.note for run in runs if run.note})
         for i, note in enumerate(notes):
             if len(note) > 20:
                 footnotes += [] if note in footnotes else [note]
                 notes[i] = f"[{footnotes.index(note) + 1}]"
-        print(f"{v.pool:<8} {v.kind:<8} {v.side:<19}|{winners:>9}|"
-              f"{statistics.median(latency):>9.1f} / {max(latency):>7.1f}|{sum(r.queued_started for r in runs):>7}|"
-              f"{statistics.median(r.not_started for r in runs):>8g}|{stop:>21}|{seconds:>17}| {', '.join(notes)}")
+        print(
+            f"{v.pool:<8} {v.kind:<8} {v.side:<19}|{winners:>9}|"
+            f"{statistics.median(latency):>9.1f} / {max(latency):>7.1f}|{sum(r.queued_started for r in runs):>7}|"
+            f"{statistics.median(r.not_started for r in runs):>8g}|{stop:>21}|{seconds:>17}| {', '.join(notes)}"
+        )
         if v.side != "plain" and any(r.queued_started for r in runs):
             problems.append(f"{v}: a queued loser started")
         if v.side != "plain" and v.kind != "nocheck" and stops and max(stops) >= COOPERATIVE_LIMIT:
@@ -214,8 +232,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"race of {len(DURATIONS)} sleeps {DURATIONS} s, {args.rounds} rounds; broker {BROKER_URL}, queue {QUEUE}, "
-          f"workers -c 2; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"race of {len(DURATIONS)} sleeps {DURATIONS} s, {args.rounds} rounds; broker {BROKER_URL}, queue {QUEUE}, "
+        f"workers -c 2; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     samples: dict[Variant, list[Sample]] = {}
     logs = {pool: Path(tempfile.gettempdir()) / f"n3bench-race-{pool}-{os.getpid()}.log" for pool in POOLS}
     try:

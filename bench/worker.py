@@ -53,11 +53,29 @@ def start_worker(log_path: Path, concurrency: int = 2, pool: str = "prefork") ->
     """``celery -A bench.app worker -P <pool> -c <concurrency>`` in its own process group, logging to ``log_path``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
     command = [
-        sys.executable, "-m", "celery", "-A", "bench.app", "worker", "-P", pool, "-c", str(concurrency),
-        "-Q", QUEUE, "-n", "bench@%h", "--without-mingle", "--without-gossip", "-l", "WARNING",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.app",
+        "worker",
+        "-P",
+        pool,
+        "-c",
+        str(concurrency),
+        "-Q",
+        QUEUE,
+        "-n",
+        "bench@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "WARNING",
     ]
     with log_path.open("wb") as log:
-        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def wait_for_worker(worker: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:

@@ -11,6 +11,7 @@ from namel3ss_celery import (
     ConfigurationError,
     Namel3ssCelery,
     NotSupportedYet,
+    RoutingError,
     Settings,
     SpecError,
     UnknownRun,
@@ -72,17 +73,26 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
         n3.run("nope").status()
 
 
-@pytest.mark.parametrize("section", ["distributed_configs", "event_triggers"])
+@pytest.mark.parametrize("section", ["event_triggers", "event_handlers"])
 def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
     value = (
-        [{"worker_pool": "p"}]
-        if section == "distributed_configs"
+        [{"name": "h", "event_types": ["custom"]}]
+        if section == "event_handlers"
         else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
     )
     program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
     with pytest.raises(NotSupportedYet) as info:
         n3.dispatch(program)
     assert info.value.path == section
+
+
+def test_a_distributed_config_for_a_pool_the_program_lacks_is_refused(n3: Namel3ssCelery) -> None:
+    program = {
+        "parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}],
+        "distributed_configs": [{"worker_pool": "p"}],
+    }
+    with pytest.raises(RoutingError, match="no such worker pool"):
+        n3.dispatch(program)
 
 
 def test_an_rpc_backend_is_refused_naming_the_setting() -> None:
