@@ -19,17 +19,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import canvas, states
-from celery.app.task import Context
-from celery.exceptions import Ignore, NotRegistered
-from celery.utils.nodenames import worker_direct
+from celery import canvas
 
 from .compiler import compile_node
 from .compiler.steps import step_payload
-from .dead_letters import broker_dead_letters_itself, publish_dead_letter
-from .errors import RoutingError, SpecError, UnknownRun
+from .errors import SpecError
 from .placement import fallback_steps
-from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry, StepDef
+from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry
 from .results import ParallelExecutionResult, RunStatus
 from .spec import ParallelStrategy, step_key
 from .worker.control import BlockControl, Decision, decide_after
@@ -39,198 +35,32 @@ from .worker.nodes import (
     feed_name,
     launched,
     node_context,
-    retry_delay,
     with_fan_out,
 )
 from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
-from .worker.runner import StepOutcome, call_step, check_payload, describe
+from .worker.runner import StepOutcome, call_step, describe
 from .worker.settle import settle_block
 from .worker.store import CoordinationStore
 
 logger = logging.getLogger("namel3ss_celery")
 
 ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
-PING_TIMEOUT = 1.0  # seconds a sticky key's worker has to answer before another worker takes the key
-ALIVE_FOR = 10.0  # seconds a worker's answer is trusted
 
 
 class Conductor:
-    """Moves runs forward. ``pool`` is ``"prefork"`` inside a prefork child (set at its start)."""
+    """Moves runs forward: files step outcomes and does what follows (``step_task.StepHandler`` runs the steps)."""
 
     def __init__(self, app: Any, store: Callable[[], CoordinationStore], registry: Registry, ttl: int) -> None:
         self.app = app
         self._store = store
         self.registry = registry
         self.ttl = ttl
-        self.pool = "other"
-        self.allowed_tools: tuple[str, ...] = ()  # of the worker pool this process serves; empty: any
-        self.pool_name: str | None = None
-        self._answered: dict[str, float] = {}  # worker node -> until when its last ping answer counts
 
     @property
     def store(self) -> CoordinationStore:
         return self._store()
 
     # --- steps ---------------------------------------------------------------
-
-    def run_step(self, task: Any, definition: StepDef, payload: Any) -> Any:
-        """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE."""
-        request = task.request
-        try:
-            payload = check_payload(payload, definition)
-            if self.allowed_tools and definition.target not in self.allowed_tools:
-                raise RoutingError(
-                    f"worker pool {self.pool_name!r} does not allow target {definition.target!r} "
-                    f"(allowed_tools: {', '.join(self.allowed_tools)})"
-                )
-        except Exception as exc:
-            if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
-                if not payload.get("requeued_from"):
-                    request.n3_after = self.file(payload, _refused(payload, exc, request.hostname, request.id))
-                self._dead_letter(task, payload, describe(exc))
-            raise
-        if payload.get("requeued_from"):
-            return self._run_again(task, definition, payload)
-        if payload.get("sticky") and self._forwarded(task, payload["sticky"]):
-            raise Ignore()  # its key belongs to another worker, which now has it
-        control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
-        if payload.get("deliveries"):
-            self._bound_redelivery(task, payload)
-        try:
-            may_run = control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
-        except UnknownRun:
-            logger.warning("step %s of run %s dropped: the run's record expired", payload["key"], payload["run"])
-            raise Ignore() from None
-        if not may_run:
-            self._skip(task, payload, control)
-        outcome = call_step(
-            definition,
-            payload,
-            worker=request.hostname or "",
-            task_id=request.id or "",
-            should_stop=control.stop_requested,
-        )
-        self._retry_if_due(task, payload, outcome, stopping=control.stop_requested)
-        if outcome.status == "failed" and payload.get("retry_local") and not control.stop_requested():
-            # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
-            logger.info(
-                "step %s of run %s failed on every retry; trying it once more here", payload["key"], payload["run"]
-            )
-            outcome = call_step(
-                definition,
-                payload,
-                worker=request.hostname or "",
-                task_id=request.id or "",
-                should_stop=control.stop_requested,
-            )
-        if outcome.status == "cancelled" and control.stop_requested():
-            # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
-            follow_up = self.file(payload, outcome)
-            task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
-            self.follow_up(follow_up)
-            raise Ignore()
-        # Follow-ups run in after_return, once Celery has stored this task's own state.
-        request.n3_after = self.file(payload, outcome)
-        if outcome.exception is not None:
-            self._dead_letter(task, payload, outcome.error or describe(outcome.exception))
-            raise outcome.exception
-        return outcome.result
-
-    def _run_again(self, task: Any, definition: StepDef, payload: dict[str, Any]) -> Any:
-        """A step requeued from a dead-letter queue: it runs on its own (its block ended long ago) and its
-        result is this task's; it retries as before and, failing for good, is dead-lettered again."""
-        request = task.request
-        outcome = call_step(definition, payload, worker=request.hostname or "", task_id=request.id or "")
-        self._retry_if_due(task, payload, outcome)
-        if outcome.exception is not None:
-            self._dead_letter(task, payload, outcome.error or describe(outcome.exception))
-            raise outcome.exception
-        return outcome.result
-
-    def _retry_if_due(
-        self, task: Any, payload: dict[str, Any], outcome: StepOutcome, stopping: Callable[[], bool] = lambda: False
-    ) -> None:
-        """Raise Celery's ``Retry`` when a failed step has retries left (its task queue's backoff, or the block's)
-        and its block is not ``stopping``."""
-        request, retries = task.request, int(payload.get("retries", 0))
-        if outcome.status == "failed" and request.retries < retries and not stopping():
-            countdowns = payload.get("countdowns") or []
-            delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
-            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries)
-
-    def _dead_letter(self, task: Any, payload: dict[str, Any], error: str) -> None:
-        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""
-        if payload.get("dlq") and not broker_dead_letters_itself(self.app, bool(task.acks_late)):
-            publish_dead_letter(self.app, task.request, task.name, payload, error)
-
-    def _forwarded(self, task: Any, sticky: dict[str, str]) -> bool:
-        """distribution_policy sticky: the first worker to take a key keeps it. True when this step was sent on
-        to the key's worker (its direct queue); a key whose worker no longer answers is taken over here."""
-        me = task.request.hostname or ""
-        owner = self.store.stick(sticky["pool"], sticky["key"], me, self.ttl)
-        if owner == me:
-            return False
-        if not self._alive(owner):
-            logger.warning(
-                "sticky key %r of pool %s: worker %s does not answer; %s takes it",
-                sticky["key"],
-                sticky["pool"],
-                owner,
-                me,
-            )
-            self.store.stick(sticky["pool"], sticky["key"], me, self.ttl, take_over=True)
-            return False
-        task.signature_from_request(task.request, queue=worker_direct(owner)).apply_async()
-        return True
-
-    def _alive(self, node: str) -> bool:
-        """Whether worker ``node`` answers a ping (a yes is remembered for ``ALIVE_FOR`` seconds)."""
-        now = time.monotonic()
-        if self._answered.get(node, 0.0) > now:
-            return True
-        if self.app.control.ping(destination=[node], timeout=PING_TIMEOUT):
-            self._answered[node] = now + ALIVE_FOR
-            return True
-        return False
-
-    def _bound_redelivery(self, task: Any, payload: dict[str, Any]) -> None:
-        """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
-        request = task.request
-        field = f"node:{payload['node']}:deliveries:{payload['i']}:{request.retries}"
-        delivered = self.store.incr(payload["run"], field)
-        if delivered > int(payload["deliveries"]):
-            error = RoutingError(
-                f"step {payload['key']!r} was delivered {delivered} times without finishing (its worker was lost "
-                f"each time); at_least_once gives up after {payload['deliveries']}"
-            )
-            request.n3_after = self.file(payload, _refused(payload, error, request.hostname, request.id))
-            self._dead_letter(task, payload, describe(error))
-            raise error
-
-    def _skip(self, task: Any, payload: dict[str, Any], control: BlockControl) -> None:
-        """A step whose block is already decided (or run cancelled) never starts: REVOKED, not_started."""
-        request = task.request
-        decided_here = control.decision() is None and control.decide(
-            control.overdue() or Decision(RunStatus.CANCELLED, None, "run cancelled")
-        )  # the run was cancelled, or the deadline passed: the block ends so, and this step settles it
-        now = time.time()
-        outcome = StepOutcome(
-            payload["key"],
-            "cancelled",
-            None,
-            "not started: its block was already decided",
-            None,
-            now,
-            now,
-            request.hostname or "",
-            request.id or "",
-            "not_started",
-        )
-        follow_up = self.file(payload, outcome, keep=True)
-        task.backend.mark_as_revoked(request.id, "block already decided", request=request)
-        self.follow_up(("decided", payload["run"], payload["node"]) if decided_here else follow_up)
-        raise Ignore()
-
     def file(self, payload: dict[str, Any], outcome: StepOutcome, keep: bool = False) -> tuple[str, ...]:
         """File an outcome and say what must follow: ``("settle"|"decided"|"refresh", run, node)`` or nothing."""
         run_id, node, index = payload["run"], payload["node"], payload["i"]
@@ -307,30 +137,6 @@ class Conductor:
         self.app.signature(STEP_TASK_PREFIX + item["task"], args=(item["payload"],), immutable=True).apply_async(
             **options
         )
-
-    def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
-        """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
-        args, _kwargs, embed = message.decode()
-        payload = args[0] if args and isinstance(args[0], dict) else None
-        if payload is None or not set(payload) >= ROUTING_KEYS:
-            return
-        exc = NotRegistered(name)
-        error = (
-            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
-            "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
-        )
-        self.follow_up(self.file(payload, StepOutcome(payload["key"], "failed", None, error, exc, 0, 0, "", task_id)))
-        if payload["join"] == "chord" and embed.get("chord"):
-            headers = message.headers
-            request = Context(
-                id=task_id,
-                group=headers.get("group"),
-                group_index=headers.get("group_index"),
-                chord=embed["chord"],
-                errbacks=embed.get("errbacks"),
-                delivery_info={},
-            )
-            self.app.backend.on_chord_part_return(request, states.FAILURE, exc)
 
     # --- blocks ----------------------------------------------------------------
 
@@ -545,7 +351,3 @@ class Conductor:
             logger.info("run %s ended %s", run_id, advance.final.overall_status)
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)
-
-
-def _refused(payload: dict[str, Any], exc: BaseException, worker: str | None, task_id: str | None) -> StepOutcome:
-    return StepOutcome(payload["key"], "failed", None, describe(exc), exc, 0.0, 0.0, worker or "", task_id or "")

@@ -37,6 +37,7 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .runs import RunHandle
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .step_task import StepHandler
 from .tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.plan import Plan, make_plan
 from .worker.redis_store import RedisStore
@@ -100,6 +101,7 @@ class Namel3ssCelery:
         self._modules_loaded = False
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
         self.conductor = Conductor(app, lambda: self.store, self.registry, self.settings.result_expires)
+        self.steps = StepHandler(self.conductor)
         register_adapter_tasks(app, self.conductor)
         self._step_base = step_task_class(app, self.conductor)
         for definition in self.registry.steps():
@@ -148,7 +150,7 @@ class Namel3ssCelery:
     def _register(self, definition: StepDef) -> None:
         if definition.task_name not in self._registered:
             self._registered.add(definition.task_name)
-            register_step_task(self.app, self.conductor, self._step_base, definition)
+            register_step_task(self.app, self.steps, self._step_base, definition)
 
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
@@ -156,10 +158,10 @@ class Namel3ssCelery:
 
     def _serve_pool(self, name: str) -> None:
         """This process is a worker of pool ``name`` (see ``pools.serve_pool``)."""
-        self.pool_service = serve_pool(self.app, self.conductor, self.settings.program, name, self.settings.region)
+        self.pool_service = serve_pool(self.app, self.steps, self.settings.program, name, self.settings.region)
 
     def _on_process_init(self, **_: Any) -> None:
-        self.conductor.pool = "prefork"  # only prefork children send worker_process_init
+        self.steps.pool = "prefork"  # only prefork children send worker_process_init
 
     def _ours(self, sender: Any) -> bool:
         return getattr(sender, "app", None) is self.app and str(getattr(sender, "name", "")).startswith(
@@ -190,7 +192,7 @@ class Namel3ssCelery:
 
     def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
-            self.conductor.refuse_unknown(name, id, message)
+            self.steps.refuse_unknown(name, id, message)
 
     # --- the coordination store -----------------------------------------------
 

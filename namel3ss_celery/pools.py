@@ -17,7 +17,6 @@ from celery.worker.components import GREEN_POOLS
 from click.core import ParameterSource
 from kombu.entity import Queue
 
-from .conductor import Conductor
 from .errors import ConfigurationError, RoutingError
 from .routing.autoscale import autoscaler_setting
 from .routing.distribution import distribution_of, region_queue, regions_of
@@ -25,6 +24,7 @@ from .routing.policy import delivery_options
 from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
 from .routing.workers import drop_given_options, find_pool, worker_env, worker_options
 from .spec import DistributionPolicy, ProgramSpec, ScalingMetric, load_program
+from .step_task import StepHandler
 
 if TYPE_CHECKING:
     from .extension import Namel3ssCelery
@@ -41,7 +41,7 @@ class PoolService:
 
 
 def serve_pool(
-    app: Celery, conductor: Conductor, program_file: str | None, name: str, region: str | None = None
+    app: Celery, steps: StepHandler, program_file: str | None, name: str, region: str | None = None
 ) -> PoolService:
     """Make this process a worker of pool ``name``: its queue, delivery contract, autoscaler, allowed_tools.
 
@@ -83,8 +83,8 @@ def serve_pool(
         options.setdefault("unacked_restore_interval", max(1, min(10, int(visibility / 3))))
         options.setdefault("unacked_restore_throttle", 1)
         app.conf.broker_transport_options = options
-    conductor.pool_name = pool.name
-    conductor.allowed_tools = tuple(pool.allowed_tools)
+    steps.pool_name = pool.name
+    steps.allowed_tools = tuple(pool.allowed_tools)
     config = distribution_of(program, name)
     return PoolService(
         pool.queue_name,

@@ -1,6 +1,7 @@
 """The adapter's Celery tasks: the step task of each target, the launch, chord settle and its errback, deadlines.
 
-Each task is a thin shell around ``Conductor`` (``conductor.py``), which does the work.
+Each task is a thin shell around ``Conductor`` (``conductor.py``) or, for steps, ``StepHandler``
+(``step_task.py``), which do the work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .registry import (
     StepDef,
 )
 from .results import RunStatus
+from .step_task import StepHandler
 from .worker.control import Decision
 
 
@@ -53,7 +55,7 @@ def step_task_class(app: Any, conductor: Conductor) -> type:
     return Namel3ssStepTask
 
 
-def register_step_task(app: Any, conductor: Conductor, base: type, definition: StepDef) -> None:
+def register_step_task(app: Any, steps: StepHandler, base: type, definition: StepDef) -> None:
     """Register ``n3.step.<target>`` on ``app``; results are always kept (a chord needs them).
 
     A step that fails under late ack is rejected rather than acknowledged (``acks_on_failure=False``): with
@@ -61,7 +63,7 @@ def register_step_task(app: Any, conductor: Conductor, base: type, definition: S
     """
 
     def run(task: Any, payload: Any) -> Any:
-        return conductor.run_step(task, definition, payload)
+        return steps.run(task, definition, payload)
 
     run.__doc__ = definition.function.__doc__
     app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False, acks_on_failure=False)(
