@@ -85,6 +85,7 @@ def serve_pool(
         app.conf.broker_transport_options = options
     steps.pool_name = pool.name
     steps.allowed_tools = tuple(pool.allowed_tools)
+    steps.allowed_agents = tuple(pool.allowed_agents)
     config = distribution_of(program, name)
     return PoolService(
         pool.queue_name,

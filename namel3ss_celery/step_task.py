@@ -1,6 +1,6 @@
 """What ``n3.step.<target>`` does on a worker: check the message, start (or not), run, retry, file, decide.
 
-Around the step itself: the pool's ``allowed_tools``, at_least_once's bound on
+Around the step itself: the pool's ``allowed_tools`` and ``allowed_agents``, at_least_once's bound on
 redelivery, sticky keys forwarded to their worker, ``retry_local``, dead
 letters, and steps requeued from a dead-letter queue. Filing an outcome and
 what follows it (settling, feeding, launching) is the conductor's.
@@ -24,6 +24,7 @@ from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .errors import RoutingError, UnknownRun
 from .registry import STEP_TASK_PREFIX, StepDef
 from .results import RunStatus
+from .routing.allowed import refusal
 from .worker.control import BlockControl, Decision
 from .worker.nodes import retry_delay
 from .worker.runner import StepOutcome, call_step, check_payload, describe
@@ -36,12 +37,13 @@ ALIVE_FOR = 10.0  # seconds a worker's answer is trusted
 
 class StepHandler:
     """Runs steps for one worker process. ``pool`` is ``"prefork"`` inside a prefork child (set at its start);
-    ``pool_name`` and ``allowed_tools`` are those of the worker pool it serves, if any."""
+    ``pool_name``, ``allowed_tools`` and ``allowed_agents`` are those of the worker pool it serves, if any."""
 
     def __init__(self, conductor: Conductor) -> None:
         self.conductor = conductor
         self.pool = "other"
         self.allowed_tools: tuple[str, ...] = ()  # empty: any target
+        self.allowed_agents: tuple[str, ...] = ()
         self.pool_name: str | None = None
         self._answered: dict[str, float] = {}  # worker node -> until when its last ping answer counts
 
@@ -50,11 +52,10 @@ class StepHandler:
         request = task.request
         try:
             payload = check_payload(payload, definition)
-            if self.allowed_tools and definition.target not in self.allowed_tools:
-                raise RoutingError(
-                    f"worker pool {self.pool_name!r} does not allow target {definition.target!r} "
-                    f"(allowed_tools: {', '.join(self.allowed_tools)})"
-                )
+            kind = str(payload["step"].get("kind", "tool"))
+            refused = refusal(str(self.pool_name), kind, definition.target, self.allowed_tools, self.allowed_agents)
+            if refused is not None:
+                raise RoutingError(refused)
         except Exception as exc:
             if isinstance(payload, dict) and set(payload) >= ROUTING_KEYS:
                 if not payload.get("requeued_from"):

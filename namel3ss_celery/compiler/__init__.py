@@ -13,6 +13,7 @@ from celery.backends.redis import RedisBackend
 
 from ..errors import CompileError, NotSupportedYet, UnknownTarget
 from ..registry import Registry
+from ..routing.allowed import refusal
 from ..spec import ParallelBlockSpec, ParallelStrategy
 from ..worker.plan import Plan, PlanNode, PoolRoute
 from ..worker.settle import resolve_reducer
@@ -124,7 +125,7 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
                 raise CompileError("step has no target (give 'target' or 'type')", path=step_path)
             check_target(step.target, registry, step_modules, step_path)
             if step.worker_pool is not None:
-                check_pool(step.target, step.worker_pool, plan.pools, f"{step_path}.worker_pool")
+                check_pool(step.target, step.worker_pool, plan.pools, f"{step_path}.worker_pool", step.kind)
                 if plan.pools[step.worker_pool].fallback_to_local and node.block.max_concurrency is not None:
                     raise NotSupportedYet(
                         f"pool {step.worker_pool!r} has fallback_to_local, which a block with max_concurrency "
@@ -157,13 +158,12 @@ def check_target(target: str, registry: Registry, step_modules: tuple[str, ...],
         )
 
 
-def check_pool(target: str, pool: str, pools: Mapping[str, PoolRoute], path: str) -> None:
-    """A step's ``worker_pool`` names a pool of the program, and that pool allows its target."""
+def check_pool(target: str, pool: str, pools: Mapping[str, PoolRoute], path: str, kind: str = "tool") -> None:
+    """A step's ``worker_pool`` names a pool of the program, and that pool allows its target (``routing.allowed``)."""
     if pool not in pools:
         known = ", ".join(sorted(pools)) or "none (only a program declares worker_pools)"
         raise CompileError(f"worker_pool {pool!r} is not a pool of this program; pools: {known}", path=path)
-    allowed = pools[pool].allowed_tools
-    if allowed and target not in allowed:
-        raise CompileError(
-            f"pool {pool!r} does not allow target {target!r} (allowed_tools: {', '.join(allowed)})", path=path
-        )
+    route = pools[pool]
+    refused = refusal(pool, kind, target, route.allowed_tools, route.allowed_agents)
+    if refused is not None:
+        raise CompileError(refused, path=path)

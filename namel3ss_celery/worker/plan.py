@@ -53,6 +53,7 @@ class PoolRoute:
 
     queue: str
     allowed_tools: tuple[str, ...] = ()
+    allowed_agents: tuple[str, ...] = ()
     arguments: dict[str, Any] = field(default_factory=dict, compare=False)  # the queue's declaration arguments
     countdowns: tuple[float, ...] | None = None  # retry delays of its task queue; None: the block's own retries
     at_least_once: bool = False
@@ -68,6 +69,7 @@ class PoolRoute:
     def from_dict(cls, data: dict[str, Any]) -> PoolRoute:
         values = dict(data)
         values["allowed_tools"] = tuple(values.get("allowed_tools", ()))
+        values["allowed_agents"] = tuple(values.get("allowed_agents", ()))
         if values.get("countdowns") is not None:
             values["countdowns"] = tuple(values["countdowns"])
         values["arguments"] = values.get("arguments") or {}
@@ -169,6 +171,7 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
     return PoolRoute(
         target,
         tuple(pool.allowed_tools),
+        tuple(pool.allowed_agents),
         declared.get(target, {}),
         countdowns,
         queue is not None and delivery_options(queue)["acks_late"],

@@ -35,6 +35,7 @@ def pools(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "auto_scaling": False,
                 "max_workers": 1,
                 "allowed_tools": ["whoami"],
+                "allowed_agents": ["whoami"],
                 "environment_variables": {"N3_POOL_MARK": "alpha"},
             },
             {
@@ -85,14 +86,28 @@ def test_each_step_runs_on_its_pools_queue_and_workers(pools: dict[str, Any]) ->
     assert spread.final_result["c"] == 3
 
 
-def test_a_target_the_pool_does_not_allow_is_refused_before_publishing(pools: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("kind", "field"), [("tool", "allowed_tools"), ("agent", "allowed_agents")])
+def test_a_target_the_pool_does_not_allow_is_refused_before_publishing(
+    pools: dict[str, Any], kind: str, field: str
+) -> None:
     program = dict(pools["raw"])
-    program["parallel_blocks"] = [{"name": "x", "steps": [{"target": "echo", "value": 1, "worker_pool": "alpha"}]}]
-    with pytest.raises(CompileError, match="pool 'alpha' does not allow target 'echo'"):
+    step = {"target": "echo", "kind": kind, "value": 1, "worker_pool": "alpha"}
+    program["parallel_blocks"] = [{"name": "x", "steps": [step]}]
+    with pytest.raises(CompileError, match=rf"pool 'alpha' does not allow {kind} target 'echo' \({field}: whoami\)"):
         pools["n3"].dispatch(program)
 
 
-def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str, Any]) -> None:
+def test_an_agent_step_the_pool_allows_runs_there(pools: dict[str, Any]) -> None:
+    program = dict(pools["raw"])
+    program["parallel_blocks"] = [
+        {"name": "x", "steps": [{"target": "whoami", "kind": "agent", "worker_pool": "alpha"}]}
+    ]
+    result = pools["n3"].dispatch(program).get(timeout=WAIT).blocks["x"]
+    assert result.overall_status == "completed" and result.results[0].result["hostname"].startswith("alpha@")
+
+
+@pytest.mark.parametrize("kind", ["tool", "agent"])
+def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str, Any], kind: str) -> None:
     n3, tag = pools["n3"], pools["tag"]
     payload = {
         "v": 1,
@@ -107,7 +122,7 @@ def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str
         "retries": 0,
         "feed": False,
         "deadline": None,
-        "step": {"target": "echo", "kind": "tool", "value": 1},
+        "step": {"target": "echo", "kind": kind, "value": 1},
         "context": {},
     }
     sent = n3.app.send_task("n3.step.echo", args=(payload,), queue=f"{tag}-alpha")
@@ -118,7 +133,7 @@ def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str
             break
         time.sleep(0.1)
     assert meta["status"] == "FAILURE"
-    assert "worker pool 'alpha' does not allow target 'echo'" in str(meta["result"])
+    assert f"worker pool 'alpha' does not allow {kind} target 'echo'" in str(meta["result"])
 
 
 def test_the_pool_worker_runs_with_the_pools_command_line(pools: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from namel3ss_celery.errors import RoutingError
 from namel3ss_celery.routing import pool_queues
+from namel3ss_celery.routing.allowed import refusal
 from namel3ss_celery.routing.distribution import avoided, check_distribution, distribution_of, regions_of
 from namel3ss_celery.spec import load_program
 from namel3ss_celery.worker.plan import make_plan
@@ -91,3 +92,24 @@ def test_sticky_max_wait_and_fallback_reach_the_route() -> None:
 def test_avoid_workers_matches_names_and_patterns(name: str, expected: str | None) -> None:
     config = distribution_of(program({"avoid_workers": ["gpu@old-*", "gpu@spare"]}), "gpu")
     assert avoided(config, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "expected"),
+    [
+        ("tool", "fetch", None),
+        ("tool", "plan", "does not allow tool target 'plan' (allowed_tools: fetch)"),
+        ("agent", "plan", None),
+        ("agent", "fetch", "does not allow agent target 'fetch' (allowed_agents: plan)"),
+        ("prompt", "fetch", None),  # every kind but agent is checked against allowed_tools
+    ],
+)
+def test_agents_are_checked_against_allowed_agents_and_the_rest_against_allowed_tools(
+    kind: str, target: str, expected: str | None
+) -> None:
+    refused = refusal("p", kind, target, ["fetch"], ["plan"])
+    assert refused == (None if expected is None else f"worker pool 'p' {expected}")
+
+
+def test_an_empty_list_allows_any_target_of_its_kind() -> None:
+    assert refusal("p", "agent", "anything", ["fetch"], []) is None
