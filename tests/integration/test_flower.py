@@ -1,0 +1,129 @@
+"""Flower, started for real on the same app: it shows each step as its own task, a failing step as FAILURE."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Cluster, start_cluster, stop_cluster
+from .workers import REPO
+
+pytestmark = pytest.mark.integration
+
+AUTH = "admin:change-me"
+WAIT = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(url: str, auth: str | None = AUTH) -> Any:
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def flower(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
+    """A worker sending task events (-E) and Flower with basic auth, both on the test app."""
+    folder = tmp_path_factory.mktemp("flower")
+    cluster = start_cluster(redis_url, redis_url, "prefork", folder)
+    port = free_port()
+    log = open(folder / "flower.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.integration.app",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+            f"--basic-auth={AUTH}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **cluster.env, "PYTHONPATH": str(REPO)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                get(f"{url}/api/workers?refresh=1")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"Flower did not start:\n{(folder / 'flower.log').read_text()[-3000:]}")
+                time.sleep(0.3)
+        cluster.app.control.enable_events()  # the worker sends task events from now on (as -E would)
+        yield cluster, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        log.close()
+        stop_cluster(cluster)
+
+
+def tasks_by_name(url: str, run_id: str) -> dict[str, dict[str, Any]]:
+    tasks = get(f"{url}/api/tasks")
+    return {t["name"]: t for t in tasks.values() if run_id in str(t.get("args"))}
+
+
+def test_flower_shows_each_step_as_its_own_task_and_a_failed_step_as_failure(flower: tuple[Cluster, str]) -> None:
+    cluster, url = flower
+    block = {
+        "name": "watched",
+        "strategy": "collect",
+        "steps": [
+            {"name": "fine", "target": "echo", "value": 1},
+            {"name": "broken", "target": "fail", "message": "boom"},
+        ],
+    }
+    run = cluster.n3.dispatch(block)
+    assert run.get(timeout=WAIT).overall_status == "completed"  # collect keeps the failure in its result
+    deadline = time.monotonic() + WAIT
+    seen: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        seen = tasks_by_name(url, run.id)
+        if (
+            seen.get("n3.step.fail", {}).get("state") == "FAILURE"
+            and seen.get("n3.step.echo", {}).get("state") == "SUCCESS"
+        ):
+            break
+        time.sleep(0.3)
+    assert seen["n3.step.echo"]["state"] == "SUCCESS", seen
+    assert seen["n3.step.fail"]["state"] == "FAILURE" and "boom" in seen["n3.step.fail"]["exception"]
+    # Flower lists a step by block and step name (the message's argsrepr), not by its whole payload.
+    assert seen["n3.step.echo"]["args"] == f"(step 'fine' of block 'watched', run {run.id})"
+
+
+def test_flower_refuses_its_api_without_the_password(flower: tuple[Cluster, str]) -> None:
+    _cluster, url = flower
+    with pytest.raises(urllib.error.HTTPError) as info:
+        get(f"{url}/api/tasks", auth=None)
+    info.value.close()  # the error holds the response open
+    assert info.value.code == 401
