@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +72,9 @@ def flower(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 break
             except (urllib.error.URLError, ConnectionError):
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"Flower did not start:\n{(folder / 'flower.log').read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"Flower did not start:\n{(folder / 'flower.log').read_text()[-3000:]}"
+                    ) from None
                 time.sleep(0.3)
         cluster.app.control.enable_events()  # the worker sends task events from now on (as -E would)
         yield cluster, url
