@@ -28,7 +28,8 @@ def rendered() -> dict[Path, str]:
     for name, source in PROGRAMS.items():
         program = load_program(source)
         for target in Target:
-            for file_name, text in render(program, target.value).items():
+            path = str(source.relative_to(ROOT))  # the workers run from the project root
+            for file_name, text in render(program, target.value, program_path=path).items():
                 files[Path(name) / target.value / file_name] = text
     return files
 

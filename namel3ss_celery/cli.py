@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--out", help="directory to write into (default: deploy/<program>/<target>)")
     deploy.add_argument("--app", default="namel3ss_celery", help="the Celery app the workers run")
     deploy.add_argument("--broker", default="redis://redis:6379/0", help="broker URL the workers use")
+    deploy.add_argument("--program-path", help="where the workers find the program file (default: FILE as given)")
     deploy.set_defaults(handler=_deploy)
     return parser
 
@@ -292,7 +293,9 @@ def _dlq(args: argparse.Namespace, out: TextIO) -> int:
 
 def _deploy(args: argparse.Namespace, out: TextIO) -> int:
     program = load_program(args.file)
-    files = render(program, args.target, app=args.app, broker_url=args.broker)
+    files = render(
+        program, args.target, app=args.app, broker_url=args.broker, program_path=args.program_path or args.file
+    )
     folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
     for name, text in sorted(files.items()):
         path = folder / name

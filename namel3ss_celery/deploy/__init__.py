@@ -16,6 +16,7 @@ from . import compose, kubernetes, systemd
 
 DEFAULT_APP = "namel3ss_celery"
 DEFAULT_BROKER_URL = "redis://redis:6379/0"
+DEFAULT_PROGRAM_PATH = "program.yaml"  # the program file, where the workers run
 
 
 class Target(StrEnum):
@@ -26,7 +27,7 @@ class Target(StrEnum):
     KUBERNETES = "kubernetes"
 
 
-Renderer = Callable[[ProgramSpec, str, str], dict[str, str]]
+Renderer = Callable[[ProgramSpec, str, str, str], dict[str, str]]
 
 RENDERERS: dict[Target, Renderer] = {
     Target.SYSTEMD: systemd.render,
@@ -36,7 +37,11 @@ RENDERERS: dict[Target, Renderer] = {
 
 
 def render(
-    program: ProgramSpec, target: str, app: str = DEFAULT_APP, broker_url: str = DEFAULT_BROKER_URL
+    program: ProgramSpec,
+    target: str,
+    app: str = DEFAULT_APP,
+    broker_url: str = DEFAULT_BROKER_URL,
+    program_path: str = DEFAULT_PROGRAM_PATH,
 ) -> dict[str, str]:
     """The deployment files of ``program`` for ``target``, by file name.
 
@@ -45,6 +50,8 @@ def render(
         target: ``systemd``, ``compose`` or ``kubernetes``.
         app: the Celery app for ``celery -A`` (the user's project, or the default app).
         broker_url: the broker every service uses (Redis or RabbitMQ, never memory).
+        program_path: where the workers find the program file (``NAMEL3SS_CELERY_PROGRAM``), relative
+            to their working directory or absolute.
 
     Returns:
         ``{file name: text}``, in a stable order.
@@ -67,7 +74,7 @@ def render(
         )
     pool_queues(program)  # refuses task queues no pool reads, and dead-letter loops
     transport_options(program, broker_url)  # refuses visibility timeouts that disagree
-    return RENDERERS[chosen](program, app, broker_url)
+    return RENDERERS[chosen](program, app, broker_url, program_path)
 
 
-__all__ = ["DEFAULT_APP", "DEFAULT_BROKER_URL", "RENDERERS", "Target", "render"]
+__all__ = ["DEFAULT_APP", "DEFAULT_BROKER_URL", "DEFAULT_PROGRAM_PATH", "RENDERERS", "Target", "render"]

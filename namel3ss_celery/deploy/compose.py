@@ -17,7 +17,7 @@ FLOWER_PORT = 5555
 FLOWER_AUTH = "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH to user:password to start Flower}"
 
 
-def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
+def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
     """``{"compose.yaml": text}``.
 
     A ``redis`` service always runs (result backend and coordination store);
@@ -33,7 +33,7 @@ def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
         brokers["rabbitmq"] = _healthy(RABBITMQ_IMAGE, ["CMD", "rabbitmq-diagnostics", "-q", "ping"])
     services: dict[str, Any] = dict(brokers)
     for pool in deployable_pools(program):
-        service = _celery_service(brokers, worker_environment(pool, broker_url))
+        service = _celery_service(brokers, worker_environment(program, pool, broker_url, program_path))
         service["command"] = worker_command(program, pool, app, broker_url)
         stop = stop_timeout(pool)
         if stop is not None:

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import RoutingError
 from ..routing import Broker, broker_kind, instance_concurrency, redis_priority_lists, stop_timeout
+from ..routing.distribution import distribution_of, step_queue
 from ..spec import ProgramSpec, ScalingMetric, WorkerPoolSpec
 from .common import BROKER_ENV, IMAGE, beat_command, deployable_pools, worker_command, worker_environment, yaml_text
 
@@ -24,7 +25,7 @@ DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?\Z")  # short enough 
 POOL_LABEL = "namel3ss-celery/pool"
 
 
-def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
+def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
     """The manifests, by file name (``worker-<pool>-deployment.yaml``, ``worker-<pool>-scaledobject.yaml``, ...).
 
     Raises:
@@ -42,7 +43,7 @@ def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
         seen[short] = pool.name
         name = f"namel3ss-celery-worker-{short}"
         per_pod = instance_concurrency(pool)
-        env = {**worker_environment(pool, broker_url), **_redis_credentials(broker_url)}
+        env = {**worker_environment(program, pool, broker_url, program_path), **_redis_credentials(broker_url)}
         container: dict[str, Any] = {
             "name": "worker",
             "image": IMAGE,
@@ -68,7 +69,7 @@ def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
                     "scaleTargetRef": {"name": name},
                     "minReplicaCount": pool.min_workers,
                     "maxReplicaCount": pool.max_workers,
-                    "triggers": _triggers(pool, broker_url),
+                    "triggers": _triggers(program, pool, broker_url),
                 },
             }
             files[f"worker-{short}-scaledobject.yaml"] = yaml_text(scaled)
@@ -107,7 +108,7 @@ def _limits(pool: WorkerPoolSpec) -> dict[str, str]:
     return limits
 
 
-def _triggers(pool: WorkerPoolSpec, broker_url: str) -> list[dict[str, Any]]:
+def _triggers(program: ProgramSpec, pool: WorkerPoolSpec, broker_url: str) -> list[dict[str, Any]]:
     if pool.target_value <= 0:
         raise RoutingError(f"worker pool {pool.name!r}: target_value must be above 0 (got {pool.target_value})")
     target = str(math.ceil(pool.target_value))
@@ -121,16 +122,17 @@ def _triggers(pool: WorkerPoolSpec, broker_url: str) -> list[dict[str, Any]]:
                 f"and min_workers of at least 1 (a {metric} trigger cannot wake a pool from zero)"
             )
         return [{"type": metric, "metricType": "Utilization", "metadata": {"value": target}}]
+    queue = step_queue(distribution_of(program, pool.name), pool)  # under locality_aware, the region's queue
     if broker_kind(broker_url) is Broker.RABBITMQ:
         if urlsplit(broker_url).scheme not in ("amqp", "amqps"):
             raise RoutingError(f"KEDA's rabbitmq scaler reads amqp:// or amqps:// URLs, not {broker_url!r}")
-        metadata = {"protocol": "amqp", "queueName": pool.queue_name, "mode": "QueueLength", "value": target}
+        metadata = {"protocol": "amqp", "queueName": queue, "mode": "QueueLength", "value": target}
         return [{"type": "rabbitmq", "metadata": {**metadata, "hostFromEnv": BROKER_ENV}}]
     address = _redis_address(broker_url)
     # kombu keeps priority n > 0 in its own list; HPA scales on the longest of them (not their sum).
     return [
         {"type": "redis", "metadata": {**address, "listName": name, "listLength": target}}
-        for name in redis_priority_lists(pool.queue_name)
+        for name in redis_priority_lists(queue)
     ]
 
 

@@ -16,7 +16,7 @@ USER = "celery"
 NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
 
-def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
+def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
     """The unit files, by file name.
 
     Raises:
@@ -27,7 +27,7 @@ def render(program: ProgramSpec, app: str, broker_url: str) -> dict[str, str]:
     for pool in deployable_pools(program):
         files[f"namel3ss-celery-worker-{pool.name}.service"] = _unit(
             f"Namel3ss Celery worker, pool {pool.name} (queue {pool.queue_name})",
-            worker_environment(pool, broker_url),
+            worker_environment(program, pool, broker_url, program_path),
             worker_command(program, pool, app, broker_url),
             pool,
         )

@@ -49,6 +49,8 @@ def test_kubernetes_manifests_on_redis() -> None:
     assert container["resources"] == {"limits": {"cpu": "1500m", "memory": "512Mi"}}
     assert container["env"] == [
         {"name": "CELERY_BROKER_URL", "value": "redis://redis.infra:6380/3"},
+        {"name": "NAMEL3SS_CELERY_POOL", "value": "cpu"},  # the worker applies the pool's contract and targets
+        {"name": "NAMEL3SS_CELERY_PROGRAM", "value": "program.yaml"},
         {"name": "OMP_NUM_THREADS", "value": "1"},
         {"name": "PRICE", "value": "5$ 100%"},
     ]

@@ -109,6 +109,8 @@ def test_systemd_units() -> None:
     assert "-n cpu@%%h" in values(service, "ExecStart")[0]  # %h is Celery's, not systemd's
     assert values(service, "Environment") == [
         '"CELERY_BROKER_URL=redis://cache:6379/2"',
+        '"NAMEL3SS_CELERY_POOL=cpu"',
+        '"NAMEL3SS_CELERY_PROGRAM=program.yaml"',
         '"OMP_NUM_THREADS=1"',
         '"PRICE=5$ 100%%"',
     ]
@@ -167,6 +169,8 @@ def test_compose_file() -> None:
     ]
     assert cpu["environment"] == {
         "CELERY_BROKER_URL": "redis://redis:6379/0",
+        "NAMEL3SS_CELERY_POOL": "cpu",
+        "NAMEL3SS_CELERY_PROGRAM": "program.yaml",
         "OMP_NUM_THREADS": "1",
         "PRICE": "5$$ 100%",  # compose would interpolate a single $
         "CELERY_RESULT_BACKEND": "redis://redis:6379/1",
@@ -210,3 +214,28 @@ def test_pool_names_must_be_usable_in_file_names(target: str) -> None:
 def test_a_pool_cannot_pick_its_own_broker(target: str) -> None:
     with pytest.raises(RoutingError, match="sets CELERY_BROKER_URL"):
         render(program({**CPU, "environment_variables": {"CELERY_BROKER_URL": "redis://other"}}), target)
+
+
+def test_a_locality_aware_pool_runs_in_its_region_and_scales_on_the_regions_queue() -> None:
+    spec = load_program(
+        {
+            "worker_pools": [{"name": "gpu", "queue_name": "gpu", "min_workers": 0, "max_workers": 3}],
+            "distributed_configs": [
+                {"worker_pool": "gpu", "distribution_policy": "locality_aware", "locality_preference": "eu"}
+            ],
+        }
+    )
+    files = render(spec, "kubernetes", program_path="/app/program.yaml")
+    deployment = yaml.safe_load(files["worker-gpu-deployment.yaml"])
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NAMEL3SS_CELERY_REGION"] == "eu" and env["NAMEL3SS_CELERY_PROGRAM"] == "/app/program.yaml"
+    triggers = yaml.safe_load(files["worker-gpu-scaledobject.yaml"])["spec"]["triggers"]
+    assert triggers[0]["metadata"]["listName"] == "gpu.eu"
+
+
+def test_a_pool_may_not_set_what_deploy_sets() -> None:
+    spec = load_program(
+        {"worker_pools": [{"name": "gpu", "queue_name": "gpu", "environment_variables": {"NAMEL3SS_CELERY_POOL": "x"}}]}
+    )
+    with pytest.raises(RoutingError, match="sets NAMEL3SS_CELERY_POOL in environment_variables"):
+        render(spec, "systemd")
