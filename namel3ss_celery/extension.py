@@ -227,16 +227,32 @@ class Namel3ssCelery:
             SpecError: the spec or the context is invalid (nothing was published).
             CompileError: a target is unknown or a field is not supported (nothing was published).
         """
-        plan = self.plan(spec, workflow)
-        try:
-            initial = to_json_data(dict(context or {}), "context")
-        except StepResultError as exc:
-            raise SpecError(str(exc), path="context") from None
+        return self.publish(self.plan(spec, workflow), context)
+
+    def publish(self, plan: Plan, context: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> RunHandle:
+        """Record and publish a plan made by ``plan()``: the second half of ``dispatch``.
+
+        For callers that check a spec at once and publish it later under an id they
+        reserved (``integrations.django.dispatch_on_commit`` publishes when the
+        transaction commits).
+
+        Args:
+            plan: what ``plan()`` returned.
+            context: JSON data every step receives as its ``context``.
+            run_id: the run's id, new and unique (``uuid.uuid4().hex``); ``None`` makes one.
+
+        Returns:
+            The run's handle.
+
+        Raises:
+            SpecError: the context is not JSON data (nothing was published).
+        """
+        initial = check_context(context)
+        run_id = run_id or uuid.uuid4().hex
         if self.app.conf.task_always_eager:
-            return self._run_eagerly(plan, initial)
+            return self._run_eagerly(plan, initial, run_id)
         if self.embedded_worker is not None:
             self.embedded_worker.start()
-        run_id = uuid.uuid4().hex
         record = {
             "kind": plan.kind,
             "name": plan.name,
@@ -255,13 +271,12 @@ class Namel3ssCelery:
             self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
         return RunHandle(self, run_id)
 
-    def _run_eagerly(self, plan: Plan, context: dict[str, Any]) -> RunHandle:
+    def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:
         """``task_always_eager`` (a user's test suite): run in this process, as Celery runs eager tasks."""
         executor = LocalExecutor(
             self.registry, step_modules=self.settings.step_modules, ttl=self.settings.result_expires
         )
         result = run_coroutine(executor.run(plan, context))
-        run_id = uuid.uuid4().hex
         record = {"kind": plan.kind, "name": plan.name, "status": str(RunStatus.RUNNING), "created": repr(time.time())}
         self.store.create_run(run_id, record, self.settings.result_expires)
         final = {"status": str(result.overall_status), "result": json.dumps(result.to_dict())}
@@ -303,6 +318,19 @@ class Namel3ssCelery:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def check_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's context as JSON data (a copy): what its steps receive.
+
+    Raises:
+        SpecError: the context carries a value JSON cannot carry (path ``context``).
+    """
+    try:
+        checked: dict[str, Any] = to_json_data(dict(context or {}), "context")
+    except StepResultError as exc:
+        raise SpecError(str(exc), path="context") from None
+    return checked
 
 
 def check_json_steps(node: str, payloads: list[dict[str, Any]]) -> None:

@@ -75,11 +75,13 @@ class Settings:
     def from_app(cls, app: Any, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings for an existing Celery app: its broker, backend and expiry, plus the environment.
 
-        ``app.conf.namel3ss_celery`` (a mapping; Django's ``NAMEL3SS_CELERY``) wins over the environment.
+        ``app.conf.namel3ss_celery`` (a mapping) wins over the environment. With
+        ``config_from_object(source, namespace="CELERY")`` (Django), the namespace keeps only
+        ``CELERY_*`` keys in ``app.conf``: the source's own ``NAMEL3SS_CELERY`` is read instead.
         """
         conf = app.conf
         env = cls.from_env(environ)
-        own = conf.get("namel3ss_celery") or {}
+        own = conf.get("namel3ss_celery") or _namespaced_source_settings(app) or {}
         from_conf = cls.from_mapping(own)
         return cls(
             broker_url=str(conf.broker_url) if conf.broker_url else None,
@@ -118,6 +120,13 @@ class Settings:
 
     def with_step_modules(self, modules: tuple[str, ...]) -> Settings:
         return replace(self, step_modules=tuple(dict.fromkeys(self.step_modules + modules)))
+
+
+def _namespaced_source_settings(app: Any) -> Any:
+    """``NAMEL3SS_CELERY`` of the object a namespaced ``config_from_object`` loaded (Django's settings)."""
+    if not getattr(app, "namespace", None):
+        return None
+    return app.loader.conf.get("NAMEL3SS_CELERY")
 
 
 def split_modules(value: Any) -> tuple[str, ...]:

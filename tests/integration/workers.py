@@ -18,7 +18,11 @@ CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "
 
 
 class WorkerProcess:
-    """``python -m celery -A <app> worker`` in a subprocess, logging to a file."""
+    """``python -m celery -A <app> worker`` in a subprocess, logging to a file.
+
+    ``cwd`` is where it starts (the repository by default); ``celery -A`` imports the app from there,
+    as from a project's own directory.
+    """
 
     def __init__(
         self,
@@ -31,6 +35,7 @@ class WorkerProcess:
         extra_args: list[str] | None = None,
         command: list[str] | None = None,
         name: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name or f"n3test-{uuid.uuid4().hex[:8]}"
         self.hostname = f"{self.name}@{os.uname().nodename}"
@@ -60,7 +65,7 @@ class WorkerProcess:
             args = command
         full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, cwd=cwd or REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, app: Any, timeout: float = 45.0) -> None:
         """Wait until the worker answers a ping; fail with its log when it does not."""
