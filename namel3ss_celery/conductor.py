@@ -19,8 +19,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from celery import canvas
-
 from .compiler import compile_node
 from .compiler.steps import step_payload
 from .errors import SpecError
@@ -38,6 +36,7 @@ from .worker.nodes import (
     with_fan_out,
 )
 from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
+from .worker.publish import publish_canvas
 from .worker.runner import StepOutcome, call_step, describe
 from .worker.settle import settle_block
 from .worker.store import CoordinationStore
@@ -293,13 +292,7 @@ class Conductor:
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
                 eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
             )
-        if isinstance(launch.canvas, canvas.group):
-            # Message by message: group.apply_async() would subscribe this process to every step's result.
-            with self.app.producer_or_acquire() as producer:
-                for signature in launch.canvas.tasks:
-                    signature.apply_async(producer=producer, add_to_parent=False)
-        else:
-            launch.canvas.apply_async()
+        publish_canvas(self.app, launch.canvas)
 
     def _run_here(
         self,
