@@ -148,15 +148,18 @@ class RedisStore:
     def wait(self, run_id: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
+            # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it,
+            # and it returns at once for a run already finished (``finish`` writes the list and the record
+            # together). Each block stays under the client's socket timeout (5 s by default in redis-py).
+            left = deadline - time.monotonic()
+            if left > 0 and self.client.blmove(
+                done_key(run_id), done_key(run_id), min(left, WAIT_SLICE), "RIGHT", "LEFT"
+            ):
+                return True
             if self.client.hget(run_key(run_id), "done") == "1":
                 return True
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline - time.monotonic() <= 0:
                 return False
-            # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it.
-            # Each block stays under the client's socket timeout (5 s by default in redis-py).
-            if self.client.blmove(done_key(run_id), done_key(run_id), min(left, WAIT_SLICE), "RIGHT", "LEFT"):
-                return True
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -29,3 +31,27 @@ def test_file_step_counts_distinct_steps_and_reads_one_run_field(store: RedisSto
     assert store.file_step(run_id, "b", 3, '{"k": 3}', 60, "node:b:decided") == (2, "yes")
     assert store.step_envelopes(run_id, "b") == {0: '{"k": "again"}', 3: '{"k": 3}'}
     assert 0 < store.client.ttl(steps_key(run_id, "b")) <= 60
+
+
+def test_wait_returns_for_a_finished_run_and_times_out_for_a_running_one(store: RedisStore) -> None:
+    running, finished = uuid.uuid4().hex, uuid.uuid4().hex
+    for run_id in (running, finished):
+        store.create_run(run_id, {"status": "running"}, 60)
+    store.finish(finished, {"status": "completed"}, 60)
+    assert store.wait(finished, 5.0)
+    assert store.wait(finished, 0)
+    assert not store.wait(running, 0)
+    started = time.monotonic()
+    assert not store.wait(running, 0.3)
+    assert time.monotonic() - started >= 0.3
+
+
+def test_wait_wakes_when_the_run_finishes(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, {"status": "running"}, 60)
+    timer = threading.Timer(0.2, store.finish, args=(run_id, {"status": "completed"}, 60))
+    timer.start()
+    try:
+        assert store.wait(run_id, 10.0)
+    finally:
+        timer.join()
