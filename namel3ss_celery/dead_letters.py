@@ -37,6 +37,7 @@ from .spec import ProgramSpec, TaskQueueSpec
 
 HEADER = "n3_dead_letter"
 FETCH_TIMEOUT = 1.0  # seconds to wait for the next message before a queue counts as drained
+SCAN_FACTOR = 10  # dlq requeue reads up to this many times its limit, past dead letters it keeps
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,16 @@ def dead_letter_sources(program: ProgramSpec) -> dict[str, TaskQueueSpec]:
     return sources
 
 
-def publish_dead_letter(app: Any, request: Any, task_name: str, payload: dict[str, Any], error: str) -> None:
+def publish_dead_letter(
+    app: Any, request: Any, task_name: str, payload: dict[str, Any], error: str, came_from: str
+) -> None:
     """Worker side: put a copy of a failed step's message on its dead-letter queue (``payload["dlq"]``).
 
-    Not needed (and not called) where RabbitMQ dead-letters the rejected message itself.
+    ``came_from`` is the queue ``dlq requeue`` sends it back to. Not needed (and not called) where
+    RabbitMQ dead-letters the rejected message itself.
     """
     queue = declare_queue(payload["dlq"], {})
-    delivery = getattr(request, "delivery_info", None) or {}
-    header = {"queue": delivery.get("routing_key") or "", "error": error, "at": time.time()}
+    header = {"queue": came_from, "error": error, "at": time.time()}
     app.send_task(
         task_name,
         args=(payload,),
@@ -109,19 +112,23 @@ def broker_dead_letters_itself(app: Any, acks_late: bool) -> bool:
 
 def list_dead_letters(app: Any, queue: str, limit: int = 100) -> list[DeadLetter]:
     """Up to ``limit`` messages of dead-letter queue ``queue``, left on the queue."""
-    with _fetched(app, queue, limit) as messages:
+    with _reading(app, queue, limit) as messages:
         return [_describe(app, message) for message in messages]  # unacknowledged: they go back on close
 
 
 def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 100) -> list[Requeued]:
     """Publish up to ``limit`` dead letters of ``queue`` again to the queues they died on.
 
-    Each becomes a new task (new id) whose payload says ``requeued_from``; the
-    dead letter is removed once that is published. A message already requeued
-    ``max_requeues`` times stays on the dead-letter queue.
+    Each becomes a new task (new id) whose payload says ``requeued_from``, with
+    the message's time limits and priority; the dead letter is removed once
+    that is published. A message already requeued ``max_requeues`` times stays
+    on the dead-letter queue and does not count towards ``limit``, so newer
+    dead letters behind it are still reached (at most ``SCAN_FACTOR`` x
+    ``limit`` messages are read).
     """
     done: list[Requeued] = []
-    with _fetched(app, queue, limit) as messages:
+    requeued = 0
+    with _reading(app, queue, limit * SCAN_FACTOR) as messages:
         for message in messages:
             letter = _describe(app, message)
             if letter.requeues >= max_requeues:
@@ -134,35 +141,52 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
             args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
             payload = {**args[0], "requeued_from": letter.task_id, "requeues": letter.requeues + 1}
             new_id = str(uuid.uuid4())
+            hard, soft = (message.headers or {}).get("timelimit") or (None, None)
+            priority = message.properties.get("priority")
             # Not declared again: the queue exists (the message died on it) with arguments only the program knows.
             target = declare_queue(letter.queue, {})
-            app.send_task(letter.task, args=(payload,), task_id=new_id, queue=target, declare=[], add_to_parent=False)
+            app.send_task(
+                letter.task,
+                args=(payload,),
+                task_id=new_id,
+                queue=target,
+                declare=[],
+                time_limit=hard,
+                soft_time_limit=soft,
+                priority=priority,
+                add_to_parent=False,
+            )
             message.ack()  # type: ignore[no-untyped-call]
             done.append(Requeued(letter, new_id))
+            requeued += 1
+            if requeued >= limit:
+                break
     return done
 
 
 @contextmanager
-def _fetched(app: Any, queue: str, limit: int) -> Iterator[list[Message]]:
-    """Take up to ``limit`` messages off ``queue`` unacknowledged; whatever is not acked returns on exit."""
-    if limit < 1:
-        raise RoutingError(f"limit must be at least 1 (got {limit})")
+def _reading(app: Any, queue: str, most: int) -> Iterator[Iterator[Message]]:
+    """The messages of ``queue``, taken one by one unacknowledged (at most ``most``); whatever is not
+    acknowledged goes back to the queue when the block ends."""
+    if most < 1:
+        raise RoutingError(f"limit must be at least 1 (got {most})")
     connection: Connection = app.connection_for_read()
     try:
         channel = connection.channel()  # type: ignore[no-untyped-call]
         bound = declare_queue(queue, {})(channel)
         bound.declare()  # type: ignore[no-untyped-call]
-        channel.basic_qos(0, limit, False)
-        messages: list[Message] = []
-        deadline = time.monotonic() + FETCH_TIMEOUT
-        while len(messages) < limit and time.monotonic() < deadline:
-            message = bound.get(no_ack=False)  # type: ignore[no-untyped-call]
-            if message is None:
-                time.sleep(0.05)
-                continue
-            messages.append(message)
-            deadline = time.monotonic() + FETCH_TIMEOUT
-        yield messages
+
+        def messages() -> Iterator[Message]:
+            taken, deadline = 0, time.monotonic() + FETCH_TIMEOUT
+            while taken < most and time.monotonic() < deadline:
+                message = bound.get(no_ack=False)  # type: ignore[no-untyped-call]
+                if message is None:
+                    time.sleep(0.05)
+                    continue
+                taken, deadline = taken + 1, time.monotonic() + FETCH_TIMEOUT
+                yield message
+
+        yield messages()
         channel.close()  # unacknowledged messages go back to the queue
     finally:
         connection.release()  # type: ignore[no-untyped-call]

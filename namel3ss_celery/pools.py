@@ -6,7 +6,6 @@ import os
 import weakref
 from collections.abc import Collection
 from dataclasses import dataclass, replace
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -18,10 +17,11 @@ from click.core import ParameterSource
 from kombu.entity import Queue
 
 from .errors import ConfigurationError, RoutingError
+from .registry import STEP_TASK_PREFIX
 from .routing.autoscale import autoscaler_setting
-from .routing.distribution import distribution_of, region_queue, regions_of
+from .routing.distribution import distribution_of, matching, region_queue, regions_of
 from .routing.policy import delivery_options
-from .routing.queues import REDIS_PRIORITY_STEPS, pool_queues, task_queue_of, transport_options
+from .routing.queues import REDIS_PRIORITY_STEPS, Broker, broker_kind, pool_queues, task_queue_of, transport_options
 from .routing.workers import drop_given_options, find_pool, worker_env, worker_options
 from .spec import DistributionPolicy, ProgramSpec, ScalingMetric, load_program
 from .step_task import StepHandler
@@ -73,8 +73,14 @@ def serve_pool(
         delivery = delivery_options(contract)
         app.conf.task_acks_late = delivery["acks_late"]
         app.conf.task_reject_on_worker_lost = delivery["reject_on_worker_lost"]
+        # Tasks already bound (a worker finalizes the app before worker_init, where --n3-pool serves the
+        # pool) copied the old values: set them on the step tasks too.
+        for task in list(app.tasks.values()):
+            if task.name.startswith(STEP_TASK_PREFIX):
+                task.acks_late = delivery["acks_late"]
+                task.reject_on_worker_lost = delivery["reject_on_worker_lost"]
     broker = str(app.conf.broker_url or "")
-    if broker.startswith(("redis://", "rediss://")):  # one visibility timeout for this Redis broker
+    if broker_kind(broker or "memory://") is Broker.REDIS:  # one visibility timeout for this Redis broker
         options = dict(app.conf.broker_transport_options or {})
         visibility = float(transport_options(program, broker)["visibility_timeout"])
         options["visibility_timeout"] = visibility
@@ -84,6 +90,7 @@ def serve_pool(
         options.setdefault("unacked_restore_throttle", 1)
         app.conf.broker_transport_options = options
     steps.pool_name = pool.name
+    steps.queue = pool.queue_name
     steps.allowed_tools = tuple(pool.allowed_tools)
     steps.allowed_agents = tuple(pool.allowed_agents)
     config = distribution_of(program, name)
@@ -120,7 +127,7 @@ def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             service = n3.pool_service
             if service is not None:
-                avoided = next((p for p in service.avoid_workers if fnmatchcase(parent.hostname, p)), None)
+                avoided = matching(service.avoid_workers, parent.hostname)
                 if avoided is not None:
                     raise ConfigurationError(
                         f"worker {parent.hostname!r} may not serve pool {n3.settings.pool!r}: its distributed "
@@ -132,6 +139,7 @@ def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
                     queues.select_add(queue)
                 if service.direct:  # Celery's worker_direct queue, <node>.dq2, where sticky keys are forwarded
                     queues.select_add(worker_direct(parent.hostname))
+                    n3.steps.direct = True  # only a worker that reads its direct queue may keep sticky keys
             super().__init__(parent, **kwargs)
 
     app.steps["worker"].add(ServePlacement)
@@ -303,7 +311,7 @@ def use_all_redis_priorities(app: Celery) -> None:
     Raises:
         ConfigurationError: the app already sets other ``priority_steps``.
     """
-    if not str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+    if broker_kind(str(app.conf.broker_url or "memory://")) is not Broker.REDIS:
         return
     options = dict(app.conf.broker_transport_options or {})
     steps = options.get("priority_steps")

@@ -12,12 +12,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from celery import states
 from celery.app.task import Context
 from celery.exceptions import Ignore, NotRegistered
-from celery.utils.nodenames import worker_direct
+from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
+from kombu.messaging import Producer
 
 from .conductor import ROUTING_KEYS, Conductor
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
@@ -33,6 +35,7 @@ logger = logging.getLogger("namel3ss_celery")
 
 PING_TIMEOUT = 1.0  # seconds a sticky key's worker has to answer before another worker takes the key
 ALIVE_FOR = 10.0  # seconds a worker's answer is trusted
+DRAIN_LIMIT = 10_000  # steps moved out of a dead worker's direct queue at one take-over
 
 
 class StepHandler:
@@ -44,6 +47,8 @@ class StepHandler:
         self.pool = "other"
         self.allowed_tools: tuple[str, ...] = ()  # empty: any target
         self.allowed_agents: tuple[str, ...] = ()
+        self.queue: str | None = None  # the pool's queue
+        self.direct = False  # this worker consumes its own direct queue (where sticky keys are forwarded)
         self.pool_name: str | None = None
         self._answered: dict[str, float] = {}  # worker node -> until when its last ping answer counts
 
@@ -131,17 +136,45 @@ class StepHandler:
         if outcome.status == "failed" and request.retries < retries and not stopping():
             countdowns = payload.get("countdowns") or []
             delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
-            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries)
+            options: dict[str, Any] = {}
+            if payload.get("max_wait") is not None:  # the retry may wait max_wait_seconds again, after its delay
+                limit = time.time() + delay + float(payload["max_wait"])
+                if payload.get("deadline") is not None:
+                    limit = min(limit, float(payload["deadline"]))
+                options["expires"] = datetime.fromtimestamp(limit, tz=timezone.utc)
+            raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries, **options)
 
     def _dead_letter(self, task: Any, payload: dict[str, Any], error: str) -> None:
-        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""
-        if payload.get("dlq") and not broker_dead_letters_itself(self.conductor.app, bool(task.acks_late)):
-            publish_dead_letter(self.conductor.app, task.request, task.name, payload, error)
+        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``.
+
+        A message that came through a worker's direct queue (sticky, worker_affinity) has no dead-letter
+        exchange, so it is always copied; it is requeued to its pool's queue (sticky) or to that same
+        direct queue (worker_affinity).
+        """
+        if not payload.get("dlq"):
+            return
+        delivery = task.request.delivery_info or {}
+        came_from = str(delivery.get("routing_key") or "")
+        own = worker_direct(task.request.hostname or "").name
+        # Celery sends to a direct queue through the default exchange, with the queue's name as routing key.
+        direct = delivery.get("exchange") == WORKER_DIRECT_EXCHANGE.name or came_from == own
+        if direct or not broker_dead_letters_itself(self.conductor.app, bool(task.acks_late)):
+            if direct:
+                came_from = (self.queue or own) if payload.get("sticky") else own
+            publish_dead_letter(self.conductor.app, task.request, task.name, payload, error, came_from)
 
     def _forwarded(self, task: Any, sticky: dict[str, str]) -> bool:
         """distribution_policy sticky: the first worker to take a key keeps it. True when this step was sent on
         to the key's worker (its direct queue); a key whose worker no longer answers is taken over here."""
         me = task.request.hostname or ""
+        if not self.direct:
+            logger.warning(
+                "sticky step %s of run %s runs here: this worker does not consume its direct queue, so it keeps "
+                "no sticky keys (start it with --n3-pool or namel3ss-celery worker --pool)",
+                task.request.id,
+                sticky["pool"],
+            )
+            return False
         owner = self.conductor.store.stick(sticky["pool"], sticky["key"], me, self.conductor.ttl)
         if owner == me:
             return False
@@ -154,9 +187,42 @@ class StepHandler:
                 me,
             )
             self.conductor.store.stick(sticky["pool"], sticky["key"], me, self.conductor.ttl, take_over=True)
+            self._drain(owner)
             return False
         task.signature_from_request(task.request, queue=worker_direct(owner)).apply_async()
         return True
+
+    def _drain(self, dead: str) -> None:
+        """Move the steps waiting in a dead worker's direct queue back to this pool's queue, where other
+        workers take them (a step the dead worker had already taken comes back only when a worker with
+        its node name starts again, or its block's timeout_seconds ends the block)."""
+        if self.queue is None:
+            return
+        app = self.conductor.app
+        with app.connection_for_write() as connection:
+            channel = connection.channel()
+            producer = Producer(channel)  # type: ignore[no-untyped-call]
+            moved = 0
+            try:
+                source = worker_direct(dead)(channel)
+                while moved < DRAIN_LIMIT and (message := source.get(no_ack=False)) is not None:
+                    producer.publish(  # type: ignore[no-untyped-call]
+                        message.body,
+                        exchange="",
+                        routing_key=self.queue,
+                        headers=message.headers,
+                        content_type=message.content_type,
+                        content_encoding=message.content_encoding,
+                        priority=message.properties.get("priority"),
+                    )
+                    message.ack()
+                    moved += 1
+            except connection.channel_errors:  # its direct queue is gone: nothing waits there
+                pass
+            finally:
+                channel.close()
+        if moved:
+            logger.warning("moved %d steps from %s's direct queue back to %s", moved, dead, self.queue)
 
     def _alive(self, node: str) -> bool:
         """Whether worker ``node`` answers a ping (a yes is remembered for ``ALIVE_FOR`` seconds)."""

@@ -35,6 +35,7 @@ field becomes:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from ..errors import RoutingError
@@ -91,9 +92,12 @@ def regions_of(program: ProgramSpec, pool: str) -> list[str]:
 
 def avoided(config: DistributedExecutionSpec | None, nodename: str) -> str | None:
     """The ``avoid_workers`` entry that ``nodename`` matches (a name or a shell pattern), or ``None``."""
-    if config is None:
-        return None
-    return next((p for p in config.avoid_workers if fnmatchcase(nodename, p)), None)
+    return matching(config.avoid_workers, nodename) if config is not None else None
+
+
+def matching(patterns: Sequence[str], nodename: str) -> str | None:
+    """The first of ``patterns`` (node names or shell patterns) that ``nodename`` matches, or ``None``."""
+    return next((p for p in patterns if fnmatchcase(nodename, p)), None)
 
 
 def _problems(config: DistributedExecutionSpec, pool: WorkerPoolSpec) -> list[str]:

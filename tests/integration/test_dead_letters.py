@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,31 @@ def test_dlq_without_a_dead_letter_queue_is_an_error(redis_url: str, tmp_path: P
     path.write_text(yaml.safe_dump({"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}]}))
     done = run_cli("dlq", "list", "--program", str(path), "--broker", redis_url)
     assert done.returncode == 2 and "no dead-letter queue to read" in done.stderr
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_a_step_pinned_to_one_worker_is_dead_lettered_and_requeued_to_that_worker(
+    broker: str, redis_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # worker_affinity steps come through the worker's direct queue, which has no dead-letter exchange.
+    broker_url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else redis_url
+    path, queue, dead, _tag = write_program(tmp_path, "at_least_once")
+    program = yaml.safe_load(path.read_text())
+    node = f"p@{os.uname().nodename}"
+    program["distributed_configs"] = [{"worker_pool": "p", "worker_affinity": node}]
+    path.write_text(yaml.safe_dump(program))
+    n3 = client(broker_url, redis_url)
+    worker = pool_worker("p", path, broker_url, redis_url, tmp_path)
+    try:
+        worker.wait_ready(n3.app)
+        assert n3.dispatch(str(path)).get(timeout=WAIT).overall_status == "failed"
+        (letter,) = dlq("list", path, broker_url, redis_url)[dead]
+        assert letter["queue"] == f"{node}.dq2" and "flaky call 2" in letter["error"]
+        (requeued,) = dlq("requeue", path, broker_url, redis_url)[dead]
+        assert n3.app.AsyncResult(requeued["task_id"]).get(timeout=WAIT) == 3
+        assert n3.app.AsyncResult(requeued["task_id"]).state == "SUCCESS"
+    finally:
+        worker.stop()
+        delete_queues(n3.app, queue, dead)
+        n3.close()
+        n3.app.backend.client.close()

@@ -220,3 +220,51 @@ def test_a_worker_named_in_avoid_workers_refuses_to_serve_the_pool(redis_url: st
         new.stop()
         n3.close()
         n3.app.backend.client.close()
+
+
+def test_a_retry_may_wait_max_wait_seconds_again_after_its_delay(redis_url: str, tmp_path: Path) -> None:
+    # The retry waits 2 s, longer than max_wait_seconds (1 s): it must not count as waiting too long.
+    tag = uuid.uuid4().hex
+    steps = [{"name": "s", "target": "flaky", "failures": 1, "tag": tag}]
+    queue = {"max_retries": 1, "retry_backoff": "fixed", "initial_retry_delay": 2}
+    path, _queue = write_program(tmp_path, steps, {"max_wait_seconds": 1}, queue)
+    n3 = client(redis_url, redis_url)
+    worker = pool_worker("p", path, redis_url, redis_url, tmp_path)
+    try:
+        worker.wait_ready(n3.app)
+        block = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"]
+        assert block.overall_status == "completed", block.error_message
+        assert calls(tag, redis_url) == 2
+    finally:
+        worker.stop()
+        n3.close()
+        n3.app.backend.client.close()
+
+
+def test_fallback_to_local_carries_a_workflow_from_node_to_node(redis_url: str, tmp_path: Path) -> None:
+    name = f"q{uuid.uuid4().hex[:6]}"
+    program = {
+        "worker_pools": [{"name": "p", "queue_name": name}],
+        "distributed_configs": [{"worker_pool": "p", "fallback_to_local": True}],
+        "workflows": [
+            {
+                "name": "w",
+                "steps": [
+                    {"name": "first", "target": "echo", "value": 1, "worker_pool": "p"},
+                    {"name": "second", "target": "echo", "value": 2, "worker_pool": "p", "depends_on": ["first"]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "workflow.yaml"
+    path.write_text(yaml.safe_dump(program))
+    n3 = client(redis_url, redis_url)
+    try:
+        result = n3.dispatch(str(path)).get(timeout=WAIT)
+        assert result.overall_status == "completed"
+        assert result.outputs == {"first": 1, "second": 2}
+        for block in result.blocks.values():
+            assert block.results[0].metadata["executed_on"] == "local"
+    finally:
+        n3.close()
+        n3.app.backend.client.close()

@@ -71,22 +71,27 @@ def start(redis_url: str, tmp_path: Path) -> Iterator[Start]:
     assert MARK not in os.environ
     started: list[Served] = []
 
-    def run(changes: dict[str, Any], *extra: str, wait: bool = True) -> Served:
+    def run(
+        changes: dict[str, Any],
+        *extra: str,
+        wait: bool = True,
+        task_queue: dict[str, Any] | None = None,
+        steps: list[dict[str, Any]] | None = None,
+    ) -> Served:
         tag = uuid.uuid4().hex[:6]
         pool = sized_pool(tag, **changes)
-        program = {
+        steps = steps or [
+            {"name": "env", "target": ENVIRON, "variable": MARK},
+            {"name": "late", "target": "stubborn", "seconds": 30},
+        ]
+        program: dict[str, Any] = {
             "worker_pools": [pool],
             "parallel_blocks": [
-                {
-                    "name": "b",
-                    "strategy": "collect",
-                    "steps": [
-                        {"name": "env", "target": ENVIRON, "variable": MARK, "worker_pool": "sized"},
-                        {"name": "late", "target": "stubborn", "seconds": 30, "worker_pool": "sized"},
-                    ],
-                }
+                {"name": "b", "strategy": "collect", "steps": [{**step, "worker_pool": "sized"} for step in steps]}
             ],
         }
+        if task_queue is not None:
+            program["task_queues"] = [{"name": pool["queue_name"], **task_queue}]
         path = tmp_path / f"program-{tag}.yaml"
         path.write_text(yaml.safe_dump(program))
         default_queue = f"{tag}-default"
@@ -186,3 +191,13 @@ def test_a_pool_that_cannot_run_as_specified_stops_the_worker_start(
     assert served.worker.process.returncode != 0, log
     assert f"ConfigurationError: celery worker --n3-pool sized: {message}" in log
     assert "ready." not in log
+
+
+@pytest.mark.parametrize(("reliability", "acks_late"), [("at_least_once", True), ("at_most_once", False)])
+def test_the_worker_keeps_the_task_queues_delivery_contract(start: Start, reliability: str, acks_late: bool) -> None:
+    # The worker binds its tasks before --n3-pool serves the pool: the contract must still reach them.
+    tag = uuid.uuid4().hex
+    step = {"name": "s", "target": "slow_first_time", "seconds": 0, "tag": tag}
+    served = start({}, task_queue={"reliability": reliability}, steps=[step])
+    block = served.n3.dispatch(str(served.program)).get(timeout=WAIT).blocks["b"]
+    assert block.results[0].result == {"delivery": 1, "acks_late": acks_late}
