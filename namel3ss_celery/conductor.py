@@ -21,10 +21,11 @@ from typing import Any
 
 from .compiler import compile_node
 from .compiler.steps import step_payload
-from .errors import SpecError
+from .errors import RoutingError, SpecError, UnknownTarget
 from .placement import fallback_steps
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry
 from .results import ParallelExecutionResult, RunStatus
+from .routing.allowed import refusal
 from .spec import ParallelStrategy, step_key
 from .worker.control import BlockControl, Decision, decide_after
 from .worker.nodes import (
@@ -35,7 +36,7 @@ from .worker.nodes import (
     node_context,
     with_fan_out,
 )
-from .worker.plan import Plan, PlanNode, node_settled, refreshed_final
+from .worker.plan import Plan, PlanNode, PoolRoute, node_settled, refreshed_final
 from .worker.publish import publish_canvas
 from .worker.runner import StepOutcome, call_step, describe
 from .worker.settle import settle_block
@@ -303,31 +304,59 @@ class Conductor:
         plan: Plan,
         deadline: float | None,
     ) -> None:
-        """fallback_to_local: run steps in this process, one after another, and file them as a worker would."""
+        """fallback_to_local: run steps in this process, one after another, and file them as a worker would.
+
+        Whatever goes wrong with one step (its message, its target, the store) fails that step, so its
+        block still ends; the pool's allowed targets apply as on its workers.
+        """
         where = f"local@{socket.gethostname()}"
         for index in indexes:
-            payload = step_payload(node.block, index, run_id, node.name, context, "count", False, deadline, plan.pools)
-            control = BlockControl(self.store, run_id, node.name, deadline)
-            definition = self.registry.step(str(node.block.steps[index].target))
-            if definition is None or not control.start(index, where, "local", os.getpid(), ""):
-                now = time.time()
-                reason = "not started: its block was already decided" if definition else "target not registered here"
-                outcome = StepOutcome(
-                    payload["key"],
-                    "cancelled" if definition else "failed",
-                    None,
-                    reason,
-                    None,
-                    now,
-                    now,
-                    where,
-                    "",
-                    "not_started" if definition else None,
+            step = node.block.steps[index]
+            payload: dict[str, Any] = {  # enough to file a failure, should the full message not be made
+                "run": run_id,
+                "node": node.name,
+                "i": index,
+                "n": len(node.block.steps),
+                "key": step_key(step, index),
+                "join": "count",
+                "strategy": str(node.block.strategy),
+                "fail_fast": node.block.fail_fast,
+                "deadline": deadline,
+            }
+            try:
+                payload = step_payload(
+                    node.block, index, run_id, node.name, context, "count", False, deadline, plan.pools
                 )
-            else:
-                outcome = call_step(definition, payload, worker=where, task_id="", should_stop=control.stop_requested)
+                outcome = self._run_one_here(payload, step.worker_pool, plan.pools.get(step.worker_pool or ""), where)
+            except Exception as exc:  # noqa: BLE001 - a step that cannot run here fails, and its block goes on
+                logger.exception("step %s of block %s could not run here", payload["key"], node.name)
+                now = time.time()
+                outcome = StepOutcome(payload["key"], "failed", None, describe(exc), exc, now, now, where, "")
             outcome.executed_on = "local"
-            self.follow_up(self.file(payload, outcome, keep=outcome.outcome == "not_started"))
+            try:
+                self.follow_up(self.file(payload, outcome, keep=outcome.outcome == "not_started"))
+            except Exception:  # noqa: BLE001 - the store is gone: nothing else can be filed either
+                logger.exception("step %s of block %s ran here but could not be filed", payload["key"], node.name)
+
+    def _run_one_here(
+        self, payload: dict[str, Any], pool: str | None, route: PoolRoute | None, where: str
+    ) -> StepOutcome:
+        target = str(payload["step"]["target"])
+        definition = self.registry.step(target)
+        if definition is None:
+            raise UnknownTarget(f"target {target!r} is not registered in this process")
+        if route is not None:
+            refused = refusal(
+                str(pool), str(payload["step"].get("kind", "tool")), target, route.allowed_tools, route.allowed_agents
+            )
+            if refused is not None:
+                raise RoutingError(refused)
+        control = BlockControl(self.store, payload["run"], payload["node"], payload.get("deadline"))
+        if not control.start(payload["i"], where, "local", os.getpid(), ""):
+            now = time.time()
+            reason = "not started: its block was already decided"
+            return StepOutcome(payload["key"], "cancelled", None, reason, None, now, now, where, "", "not_started")
+        return call_step(definition, payload, worker=where, task_id="", should_stop=control.stop_requested)
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
