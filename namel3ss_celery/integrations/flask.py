@@ -53,8 +53,8 @@ class FlaskState:
     Attributes:
         n3: namel3ss-celery installed on the app's Celery app.
         celery: that Celery app (also ``app.extensions["celery"]``).
-        context: pushes the app context around namel3ss tasks of a Celery app you passed in;
-            ``None`` when ``init_app`` built the Celery app (its task class does that).
+        context: pushes the app context around namel3ss tasks (``after_return`` included, where
+            blocks settle), whether ``init_app`` built the Celery app or you passed yours.
     """
 
     n3: Namel3ssCelery
@@ -121,11 +121,11 @@ class Namel3ssFlask:
                 'build one from app.config["CELERY"]',
                 setting="init_app",
             )
-        context: StepAppContext | None = None
         if celery is None:
             celery = celery_init_app(app)
-        else:
-            context = StepAppContext(app, celery)
+        # Around the whole task, after_return included, where namel3ss settles blocks (custom reducers
+        # may use current_app): FlaskTask.__call__ alone would not cover it.
+        context = StepAppContext(app, celery)
         n3 = Namel3ssCelery(celery, settings=settings_from_config(app.config, celery))
         app.extensions.setdefault("celery", celery)
         app.extensions[EXTENSION_KEY] = FlaskState(n3, celery, context)
@@ -213,9 +213,9 @@ def settings_from_config(
 
 
 class StepAppContext:
-    """Runs the namel3ss tasks (``n3.*``) of a Celery app you passed in inside the Flask app context.
+    """Runs the namel3ss tasks (``n3.*``) of a Celery app inside the Flask app context.
 
-    Your Celery app keeps its own task class; this pushes ``app.app_context()`` on
+    The Celery app keeps its own task class; this pushes ``app.app_context()`` on
     ``task_prerun`` and pops it on ``task_postrun``, in the thread that runs the task.
     """
 
