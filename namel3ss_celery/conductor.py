@@ -27,7 +27,7 @@ from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry
 from .results import ParallelExecutionResult, RunStatus
 from .routing.allowed import refusal
 from .spec import ParallelStrategy, step_key
-from .worker.control import BlockControl, Decision, decide_after
+from .worker.control import RUN_CANCELLED, BlockControl, Decision, decide_after
 from .worker.nodes import (
     broken,
     declare_pool_queues,
@@ -245,14 +245,32 @@ class Conductor:
             logger.warning("run %s expired before it was launched", run_id)
             return
         plan = plan if plan is not None else Plan.from_json(record["plan"])
-        roots = [n for n in plan.nodes if not n.depends_on and self.store.claim(run_id, f"node:{n.name}:launched")]
-        self.launch(run_id, plan, roots, record, {})
+        roots: list[PlanNode] = []
+        cancelled: dict[str, str | None] = {}
+        for node in plan.nodes:
+            if not node.depends_on:
+                # Whether the run was cancelled, read with the claim: a cancel that comes later sees the claim.
+                claimed, cancelled[node.name] = self.store.claim_and_get(
+                    run_id, f"node:{node.name}:launched", RUN_CANCELLED
+                )
+                if claimed:
+                    roots.append(node)
+        self.launch(run_id, plan, roots, record, {}, cancelled)
 
     def launch(
-        self, run_id: str, plan: Plan, nodes: list[PlanNode], record: dict[str, str], outputs: dict[str, Any]
+        self,
+        run_id: str,
+        plan: Plan,
+        nodes: list[PlanNode],
+        record: dict[str, str],
+        outputs: dict[str, Any],
+        cancelled: dict[str, str | None] | None = None,
     ) -> None:
-        """Publish each node's canvas (and its feed and deadline); a node with no steps settles at once."""
-        pending = deque(nodes)
+        """Publish each node's canvas (and its feed and deadline); a node with no steps settles at once.
+
+        ``cancelled``: the run's cancelled field as read when a node was claimed (otherwise it is read here).
+        """
+        pending, cancelled = deque(nodes), cancelled or {}
         while pending:
             node, context, failure = pending.popleft(), node_context(record, outputs), None
             fanned = node.block.fan_out is not None
@@ -262,7 +280,9 @@ class Conductor:
                 failure = Decision(RunStatus.FAILED, None, str(exc))
             if fanned and failure is None:
                 self.store.set_fields(run_id, {f"node:{node.name}:block": node.block.model_dump_json()})
-            if failure is None and self.store.get_fields(run_id, ["cancelled"])[0]:
+            if failure is None and (
+                cancelled[node.name] if node.name in cancelled else self.store.get_fields(run_id, [RUN_CANCELLED])[0]
+            ):
                 failure = Decision(RunStatus.CANCELLED, None, "run cancelled")
                 BlockControl(self.store, run_id, node.name).decide(failure)
             if node.block.steps and failure is None:

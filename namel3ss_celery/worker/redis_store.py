@@ -86,6 +86,13 @@ class RedisStore:
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         return bool(self.client.hsetnx(run_key(run_id), field, value))
 
+    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(run_key(run_id), field, "1")
+            pipe.hget(run_key(run_id), read)
+            claimed, value = pipe.execute()
+        return bool(claimed), value
+
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         with self.client.pipeline(transaction=True) as pipe:
             (pipe.hset if take_over else pipe.hsetnx)(sticky_key(scope), key, owner)

@@ -52,6 +52,10 @@ class CoordinationStore(Protocol):
         """Set ``field`` on the run only if unset; True for the one caller that set it."""
         ...
 
+    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
+        """``claim`` and read another field of the run (``None`` where unset), in one round trip."""
+        ...
+
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         """File one step's envelope under its index; return how many distinct steps are filed.
 
@@ -193,6 +197,10 @@ class MemoryStore:
                 return False
             record[field] = value
             return True
+
+    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
+        with self._lock:
+            return self.claim(run_id, field), self._runs.get(run_id, {}).get(read)
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         with self._lock:

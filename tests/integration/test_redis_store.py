@@ -55,3 +55,12 @@ def test_wait_wakes_when_the_run_finishes(store: RedisStore) -> None:
         assert store.wait(run_id, 10.0)
     finally:
         timer.join()
+
+
+def test_claim_and_get_claims_once_and_reads_another_field(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, {"plan": "{}"}, 60)
+    assert store.claim_and_get(run_id, "node:b:launched", "cancelled") == (True, None)
+    store.set_fields(run_id, {"cancelled": "1"})
+    assert store.claim_and_get(run_id, "node:b:launched", "cancelled") == (False, "1")
+    assert store.run_record(run_id) == {"plan": "{}", "node:b:launched": "1", "cancelled": "1"}

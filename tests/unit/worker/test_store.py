@@ -36,6 +36,15 @@ def test_a_claim_is_won_once() -> None:
     assert store.run_record("r") == {"final": "1", "other": "x"}
 
 
+def test_claim_and_get_claims_once_and_reads_another_field() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    assert store.claim_and_get("r", "node:b:launched", "cancelled") == (True, None)
+    store.set_fields("r", {"cancelled": "1"})
+    assert store.claim_and_get("r", "node:b:launched", "cancelled") == (False, "1")
+    assert store.claim_and_get("r", "node:c:launched", "cancelled") == (True, "1")
+
+
 def test_a_claim_has_one_winner_among_threads() -> None:
     store = MemoryStore()
     wins: list[bool] = []
