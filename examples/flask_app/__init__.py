@@ -4,7 +4,7 @@
     celery -A examples.flask_app worker -l INFO        # a worker (module-level ``celery_app`` below)
 
     curl -X POST localhost:5000/runs -H 'Content-Type: application/json' \\
-         -d '{"spec": {"name": "count", "steps": [{"target": "word_count", "text": "one two"}]}}'
+         -d '{"spec": {"name": "count", "steps": [{"target": "count_words", "text": "one two"}]}}'
     curl localhost:5000/runs/<run_id>
 
 Configuration comes from ``FLASK_*`` environment variables (Flask's

@@ -11,8 +11,8 @@ from flask import current_app
 from namel3ss_celery import step
 
 
-@step("word_count")
-def word_count(step: dict[str, Any], context: dict[str, Any]) -> int:
+@step("count_words")  # examples/steps.py has its own word_count: targets are one namespace
+def count_words(step: dict[str, Any], context: dict[str, Any]) -> int:
     """Words in ``step["text"]``; ``delay`` seconds of pretend work first."""
     time.sleep(float(step.get("delay", 0)))
     return len(str(step.get("text", "")).split())

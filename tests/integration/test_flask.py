@@ -93,7 +93,7 @@ def test_a_posted_workflow_runs_on_the_worker_inside_its_flask_app_context(flask
     spec = {
         "name": "welcome",
         "steps": [
-            {"name": "count", "target": "word_count", "text": "one two three"},
+            {"name": "count", "target": "count_words", "text": "one two three"},
             {"name": "hello", "target": "greet", "who": "Ada", "depends_on": ["count"]},
             {"name": "info", "target": "app_info", "depends_on": ["count"]},
         ],
@@ -114,7 +114,7 @@ def test_a_posted_workflow_runs_on_the_worker_inside_its_flask_app_context(flask
 
 
 def test_post_answers_at_once_and_get_shows_progress_until_the_result(flask_cluster: FlaskCluster) -> None:
-    spec = {"name": "slow", "steps": [{"name": "slow", "target": "word_count", "text": "a b", "delay": 2}]}
+    spec = {"name": "slow", "steps": [{"name": "slow", "target": "count_words", "text": "a b", "delay": 2}]}
     started = time.monotonic()
     run_id = post_run(flask_cluster, spec)
     assert time.monotonic() - started < 2  # the step takes 2 seconds; the request did not wait for it
