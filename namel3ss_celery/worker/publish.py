@@ -9,7 +9,9 @@ the longest part of its launch. Here each step is still sent with its own
 ``Signature.apply_async`` (routes, signals, parent and root ids as Celery
 sets them), and a chord keeps Celery's protocol: every header message carries
 the group id, its index and the body, and the group's size is stored before
-the last one is sent.
+the last one is sent. A batch the broker does not take is not sent again
+(kombu cannot tell which of its messages arrived): the launch fails and the
+block ends as failed, as when a single message cannot be published.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def publish_canvas(app: Any, signature: canvas.Signature) -> None:
     """Publish a node's ``group`` or ``chord`` of step signatures (any other canvas: ``apply_async``)."""
     if isinstance(signature, canvas.group):
         publish_steps(app, list(signature.tasks))
-    elif isinstance(signature, canvas._chord):
+    elif isinstance(signature, canvas.chord):
         header = signature.tasks.tasks if isinstance(signature.tasks, canvas.group) else signature.tasks
         publish_chord(app, list(header), signature.body)
     else:
