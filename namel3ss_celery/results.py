@@ -6,7 +6,7 @@ Field names follow the Namel3ss runtime (``ParallelTaskResult``,
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import RunCancelled, RunFailed, RunTimedOut
@@ -48,7 +48,8 @@ class ParallelTaskResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The fields as a dict, for JSON; values are shared with this result, not copied."""
+        data = _fields(self)
         data["status"] = str(self.status)
         return data
 
@@ -95,7 +96,8 @@ class ParallelExecutionResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The fields as a dict, for JSON; values are shared with this result, not copied."""
+        data = _fields(self)
         data["overall_status"] = str(self.overall_status)
         data["results"] = [r.to_dict() for r in self.results]
         return data
@@ -132,7 +134,8 @@ class WorkflowResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The fields as a dict, for JSON; values are shared with this result, not copied."""
+        data = _fields(self)
         data["overall_status"] = str(self.overall_status)
         data["blocks"] = {k: b.to_dict() for k, b in self.blocks.items()}
         return data
@@ -169,3 +172,8 @@ def _raise_for(status: RunStatus, what: str, message: str | None, errors: list[s
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+def _fields(result: Any) -> dict[str, Any]:
+    """A dataclass's fields, one level deep (``dataclasses.asdict`` deep-copies every step result)."""
+    return {f.name: getattr(result, f.name) for f in fields(result)}
