@@ -74,9 +74,9 @@ class StepHandler:
         if payload.get("sticky") and self._forwarded(task, payload["sticky"]):
             raise Ignore()  # its key belongs to another worker, which now has it
         control = BlockControl(self.conductor.store, payload["run"], payload["node"], payload.get("deadline"))
-        if payload.get("deliveries"):
-            self._bound_redelivery(task, payload)
         try:
+            if payload.get("deliveries"):
+                self._bound_redelivery(task, payload)
             may_run = control.start(payload["i"], request.hostname or "", self.pool, os.getpid(), request.id or "")
         except UnknownRun:
             logger.warning("step %s of run %s dropped: the run's record expired", payload["key"], payload["run"])

@@ -34,6 +34,13 @@ return {filed, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
 
+# HINCRBY KEYS[1] ARGV[1] ARGV[2] only when the run's record exists; nil when it is gone.
+INCR_EXISTING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
 class RedisStore:
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
 
@@ -41,6 +48,7 @@ class RedisStore:
         self.url = url
         self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
         self._set_unless = self.client.register_script(SET_UNLESS)
+        self._incr_existing = self.client.register_script(INCR_EXISTING)
         self._file_step = self.client.register_script(FILE_STEP)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
@@ -60,7 +68,10 @@ class RedisStore:
         return list(self.client.hmget(run_key(run_id), list(fields)))
 
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
-        return int(self.client.hincrby(run_key(run_id), field, amount))
+        value = self._incr_existing(keys=[run_key(run_id)], args=[field, amount])
+        if value is None:
+            raise UnknownRun(run_id)  # HINCRBY alone would make a new record, with no expiry
+        return int(value)
 
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
         with self.client.pipeline(transaction=True) as pipe:
@@ -94,10 +105,11 @@ class RedisStore:
         return bool(claimed), value
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
+        name = sticky_key(scope, key)
         with self.client.pipeline(transaction=True) as pipe:
-            (pipe.hset if take_over else pipe.hsetnx)(sticky_key(scope), key, owner)
-            pipe.hget(sticky_key(scope), key)
-            pipe.expire(sticky_key(scope), ttl)
+            pipe.set(name, owner, ex=ttl, nx=not take_over)
+            pipe.get(name)
+            pipe.expire(name, ttl)  # a key in use stays with its worker
             current: str = pipe.execute()[1]
         return current
 

@@ -29,7 +29,11 @@ class CoordinationStore(Protocol):
         ...
 
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
-        """Add ``amount`` to an integer field of the run (0 when unset) and return the new value."""
+        """Add ``amount`` to an integer field of the run (0 when unset) and return the new value.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired); nothing was written.
+        """
         ...
 
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
@@ -94,14 +98,14 @@ class CoordinationStore(Protocol):
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         """The owner of ``key`` in ``scope`` (a sticky pool): ``owner`` when the key had none, or always with
-        ``take_over``; the scope expires ``ttl`` seconds after its last change."""
+        ``take_over``; each key is forgotten ``ttl`` seconds after it was last used."""
         ...
 
     def close(self) -> None: ...
 
 
-def sticky_key(scope: str) -> str:
-    return f"n3:sticky:{scope}"
+def sticky_key(scope: str, key: str) -> str:
+    return f"n3:sticky:{scope}:{key}"
 
 
 def run_key(run_id: str) -> str:
@@ -129,7 +133,7 @@ class MemoryStore:
         self._steps: dict[tuple[str, str], dict[int, str]] = {}
         self._lists: dict[tuple[str, str], deque[str]] = {}
         self._expires: dict[str, float] = {}
-        self._sticky: dict[str, dict[str, str]] = {}
+        self._sticky: dict[str, tuple[str, float]] = {}  # sticky key -> (owner, when it is forgotten)
 
     def _live(self, run_id: str) -> dict[str, str] | None:
         expires = self._expires.get(run_id)
@@ -165,7 +169,9 @@ class MemoryStore:
 
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
         with self._lock:
-            record = self._runs.setdefault(run_id, {})
+            record = self._live(run_id)
+            if record is None:
+                raise UnknownRun(run_id)
             value = int(record.get(field, "0")) + amount
             record[field] = str(value)
             return value
@@ -204,10 +210,13 @@ class MemoryStore:
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         with self._lock:
-            owners = self._sticky.setdefault(scope, {})
-            if take_over or key not in owners:
-                owners[key] = owner
-            return owners[key]
+            now = time.monotonic()
+            name = sticky_key(scope, key)
+            current = self._sticky.get(name)
+            if take_over or current is None or current[1] < now:
+                current = (owner, 0.0)
+            self._sticky[name] = (current[0], now + ttl)
+            return current[0]
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         with self._lock:

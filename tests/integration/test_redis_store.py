@@ -64,3 +64,24 @@ def test_claim_and_get_claims_once_and_reads_another_field(store: RedisStore) ->
     store.set_fields(run_id, {"cancelled": "1"})
     assert store.claim_and_get(run_id, "node:b:launched", "cancelled") == (False, "1")
     assert store.run_record(run_id) == {"plan": "{}", "node:b:launched": "1", "cancelled": "1"}
+
+
+def test_a_sticky_key_keeps_its_first_owner_until_taken_over_and_expires_on_its_own(store: RedisStore) -> None:
+    scope, key = f"pool-{uuid.uuid4().hex[:6]}", "customer-7"
+    assert store.stick(scope, key, "a@h", 60) == "a@h"
+    assert store.stick(scope, key, "b@h", 60) == "a@h"
+    assert store.stick(scope, key, "b@h", 60, take_over=True) == "b@h"
+    assert store.stick(scope, "other", "c@h", 60) == "c@h"  # each key on its own
+    assert 0 < store.client.ttl(f"n3:sticky:{scope}:{key}") <= 60
+
+
+def test_incr_counts_in_a_live_run_and_refuses_a_gone_one(store: RedisStore) -> None:
+    from namel3ss_celery.errors import UnknownRun
+
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, {"plan": "{}"}, 60)
+    assert [store.incr(run_id, "n") for _ in range(2)] == [1, 2]
+    gone = uuid.uuid4().hex
+    with pytest.raises(UnknownRun):
+        store.incr(gone, "n")
+    assert not store.client.exists(f"n3:run:{gone}")  # no record without an expiry left behind

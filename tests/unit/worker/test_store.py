@@ -124,3 +124,22 @@ def test_finish_wakes_a_waiter() -> None:
     finally:
         timer.join(timeout=5)
     assert store.run_record("r")["status"] == "failed"  # type: ignore[index]
+
+
+def test_a_sticky_key_keeps_its_first_owner_until_taken_over_or_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = MemoryStore()
+    assert store.stick("pool", "k", "a@h", 10) == "a@h"
+    assert store.stick("pool", "k", "b@h", 10) == "a@h"
+    assert store.stick("pool", "k", "b@h", 10, take_over=True) == "b@h"
+    later = time.monotonic() + 11
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert store.stick("pool", "k", "c@h", 10) == "c@h"  # unused for longer than its ttl: forgotten
+
+
+def test_incr_refuses_a_run_that_is_gone() -> None:
+    from namel3ss_celery.errors import UnknownRun
+
+    store = MemoryStore()
+    with pytest.raises(UnknownRun):
+        store.incr("gone", "n")
+    assert store.run_record("gone") is None
