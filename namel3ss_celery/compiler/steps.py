@@ -66,6 +66,8 @@ def step_payload(
     if route.countdowns is not None:
         payload["retries"] = len(route.countdowns)
         payload["countdowns"] = list(route.countdowns)
+    if route.fail_fast:
+        payload["retries"] = 0  # no retry, remote or local
     if route.dead_letter:
         payload["dlq"] = route.dead_letter  # where it goes when it has failed for good
     if route.sticky:  # the worker that first takes a key keeps it (worker side: conductor.place_sticky)

@@ -62,6 +62,7 @@ class PoolRoute:
     sticky: bool = False  # same sticky key, same worker (distribution_policy sticky)
     affinity: str | None = None  # the one worker (node name) its steps go to
     retry_local: bool = False  # failure_mode retry_local: one more try in the process that saw the last failure
+    fail_fast: bool = False  # failure_mode fail_fast: a failure is final (a lost worker still redelivers)
     max_wait: float | None = None  # seconds a step may wait in the queue (max_wait_seconds)
     fallback_to_local: bool = False  # run in the publishing process when no worker consumes the queue
 
@@ -163,8 +164,6 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
     queue = task_queue_of(spec, pool)
     config = distribution_of(spec, pool.name)
     countdowns = tuple(retry_policy(queue)["countdowns"]) if queue is not None else None
-    if config is not None and config.failure_mode == FailureMode.FAIL_FAST:
-        countdowns = ()  # a failure is final: no retry, remote or local
     target = step_queue(config, pool)
     if config is not None and config.worker_affinity:
         target = worker_direct(config.worker_affinity).name  # that worker's own queue (Celery's worker_direct)
@@ -180,6 +179,7 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
         sticky=config is not None and config.distribution_policy == DistributionPolicy.STICKY,
         affinity=config.worker_affinity if config is not None else None,
         retry_local=config is not None and config.failure_mode == FailureMode.RETRY_LOCAL,
+        fail_fast=config is not None and config.failure_mode == FailureMode.FAIL_FAST,
         max_wait=config.max_wait_seconds if config is not None else None,
         fallback_to_local=config is not None and config.fallback_to_local,
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from namel3ss_celery.compiler.steps import step_payload
 from namel3ss_celery.errors import RoutingError
 from namel3ss_celery.routing import pool_queues
 from namel3ss_celery.routing.allowed import refusal
@@ -71,13 +72,16 @@ def test_worker_affinity_sends_steps_to_that_workers_direct_queue() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "countdowns", "retry_local"),
-    [("retry_remote", (1.0, 2.0), False), ("fail_fast", (), False), ("retry_local", (1.0, 2.0), True)],
+    ("mode", "retries", "retry_local"), [("retry_remote", 2, False), ("fail_fast", 0, False), ("retry_local", 2, True)]
 )
-def test_failure_modes(mode: str, countdowns: tuple[float, ...], retry_local: bool) -> None:
+def test_failure_modes(mode: str, retries: int, retry_local: bool) -> None:
     queue = {"name": "gpu", "max_retries": 2, "initial_retry_delay": 1.0}
-    route = make_plan(program({"failure_mode": mode}, queue=queue)).pools["gpu"]
-    assert route.countdowns == countdowns and route.retry_local is retry_local
+    plan = make_plan(program({"failure_mode": mode}, queue=queue))
+    route = plan.pools["gpu"]
+    assert route.retry_local is retry_local
+    payload = step_payload(plan.nodes[0].block, 0, "run1", "b", {}, "count", False, pools=plan.pools)
+    assert payload["retries"] == retries
+    assert payload.get("deliveries") == 3  # at_least_once: a lost worker redelivers, whatever the failure mode
 
 
 def test_sticky_max_wait_and_fallback_reach_the_route() -> None:
