@@ -31,7 +31,7 @@ from typing import Any
 
 from django.db import transaction  # type: ignore[import-untyped]  # Django ships no types: Any from here
 
-from ..errors import UnknownRun
+from ..errors import ConfigurationError, UnknownRun
 from ..extension import Namel3ssCelery, SpecSource, check_context
 from ..runs import DEFAULT_WAIT, RunHandle, RunResult
 from ..worker.plan import Plan
@@ -58,8 +58,11 @@ class PendingRun(RunHandle):
     unknown for good. ``publication`` says which, read in any thread.
     """
 
-    def __init__(self, n3: Namel3ssCelery, run_id: str, plan: Plan, context: dict[str, Any], connection: Any) -> None:
+    def __init__(
+        self, n3: Namel3ssCelery, run_id: str, plan: Plan, context: dict[str, Any], connection: Any, using: Any = None
+    ) -> None:
         super().__init__(n3, run_id)
+        self._using = using
         self._plan = plan
         self._context = context
         self._connection = connection
@@ -92,10 +95,19 @@ class PendingRun(RunHandle):
 
         Raises:
             UnknownRun: the transaction rolled back, or publishing failed: there is no run.
+            ConfigurationError: called in the thread whose transaction must commit first (at once,
+                rather than after ``timeout``).
             WaitTimeout: the run did not end within ``timeout`` seconds.
         """
-        if self.publication in (Publication.DISCARDED, Publication.FAILED):
+        publication = self.publication
+        if publication in (Publication.DISCARDED, Publication.FAILED):
             raise UnknownRun(self.id)
+        if publication is Publication.PENDING and self._connection is transaction.get_connection(self._using):
+            raise ConfigurationError(
+                f"run {self.id} is published when this thread's transaction commits: wait for it after the "
+                "atomic block ends",
+                setting="dispatch_on_commit",
+            )
         return super().get(timeout)
 
     def _queued(self) -> bool:
@@ -152,6 +164,6 @@ def dispatch_on_commit(
     """
     plan = n3.plan(spec, workflow)
     checked = check_context(context)
-    run = PendingRun(n3, uuid.uuid4().hex, plan, checked, transaction.get_connection(using))
+    run = PendingRun(n3, uuid.uuid4().hex, plan, checked, transaction.get_connection(using), using)
     transaction.on_commit(run._publish, using=using, robust=robust)
     return run

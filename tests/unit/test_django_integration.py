@@ -71,6 +71,8 @@ def test_nothing_is_published_before_the_commit(n3: Namel3ssCelery) -> None:
             n3.run(run.id)
         with pytest.raises(UnknownRun):
             run.status()
+        with pytest.raises(ConfigurationError, match="wait for it after the atomic block"):
+            run.get(timeout=60)  # at once: waiting here could only time out
     assert run.publication is Publication.PUBLISHED and run.published
     assert n3.run(run.id).get(timeout=10).final_result == {"echo": 7}
     assert run.get(timeout=10).overall_status == "completed"
