@@ -114,16 +114,20 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
         UnknownTarget: a step's target is neither registered nor a ``module:function`` of a listed module.
         CompileError: a step has no target, or map_reduce names an unknown reducer.
     """
+    known: set[str] = set()  # targets checked already: a large block repeats a few
     for node in plan.nodes:
         path = f"{plan.kind}[{plan.name}].{node.name}"
         check_supported(node.block, path)
         if node.block.fan_out is not None:
             check_target(node.block.fan_out.target, registry, step_modules, f"{path}.fan_out.target")
         for index, step in enumerate(node.block.steps):
+            if step.target in known and step.worker_pool is None:
+                continue
             step_path = f"{path}.steps[{index}]"
             if not step.target:
                 raise CompileError("step has no target (give 'target' or 'type')", path=step_path)
             check_target(step.target, registry, step_modules, step_path)
+            known.add(step.target)
             if step.worker_pool is not None:
                 check_pool(step.target, step.worker_pool, plan.pools, f"{step_path}.worker_pool", step.kind)
                 if plan.pools[step.worker_pool].fallback_to_local and node.block.max_concurrency is not None:

@@ -96,8 +96,31 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # exact types: an enum member is none of them
+
+
 def _plain(value: Any) -> Any:
     """Enum members (as Namel3ss dataclasses hold them) become their values."""
+    if type(value) in _SCALARS:  # most of a large spec, and the cheapest test
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    enum_value = getattr(value, "value", None)
+    if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
+        return enum_value
+    return value
+    if isinstance(value, dict):
+        plain = {k: _plain(v) for k, v in value.items()}
+        return value if all(plain[k] is v for k, v in value.items()) else plain
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return value if isinstance(value, list) and all(a is b for a, b in zip(items, value)) else items
+    enum_value = getattr(value, "value", None)
+    if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
+        return enum_value
+    return value
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
