@@ -111,24 +111,6 @@ def _plain(value: Any) -> Any:
     if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
         return enum_value
     return value
-    if isinstance(value, dict):
-        plain = {k: _plain(v) for k, v in value.items()}
-        return value if all(plain[k] is v for k, v in value.items()) else plain
-    if isinstance(value, (list, tuple)):
-        items = [_plain(v) for v in value]
-        return value if isinstance(value, list) and all(a is b for a, b in zip(items, value)) else items
-    enum_value = getattr(value, "value", None)
-    if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
-        return enum_value
-    return value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    enum_value = getattr(value, "value", None)
-    if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
-        return enum_value
-    return value
 
 
 def spec_error(exc: ValidationError, model_name: str) -> SpecError:
