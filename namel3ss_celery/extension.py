@@ -187,7 +187,7 @@ class Namel3ssCelery:
             waited = waited_too_long(payload) if kw.get("expired") else None
             if waited is not None:
                 started = None  # a failure, not a cancellation: no worker of its queue took it in time
-                reason = f"waited longer than max_wait_seconds ({waited}s) for a worker of its queue"
+                reason = f"waited longer than {waited} for a worker of its queue"
             self.conductor.file_lost(payload, str(request.id), reason, started)
 
     def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
@@ -375,9 +375,12 @@ def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:
     return listener
 
 
-def waited_too_long(payload: Any) -> float | None:
-    """The ``max_wait_seconds`` an expired step message expired for; ``None`` when it was its block's deadline."""
+def waited_too_long(payload: Any) -> str | None:
+    """The wait an expired step message expired for (``"max_wait_seconds (1.0s)"``, or its task queue's
+    ``message_retention``); ``None`` when it was its block's deadline."""
     if not isinstance(payload, dict) or payload.get("max_wait") is None:
         return None
     deadline = payload.get("deadline")
-    return float(payload["max_wait"]) if deadline is None or time.time() < float(deadline) else None
+    if deadline is not None and time.time() >= float(deadline):
+        return None
+    return f"{payload.get('max_wait_field', 'max_wait_seconds')} ({float(payload['max_wait'])}s)"

@@ -77,6 +77,7 @@ def step_payload(
         payload["retry_local"] = True
     if route.max_wait is not None:
         payload["max_wait"] = route.max_wait
+        payload["max_wait_field"] = route.max_wait_field
     if route.at_least_once:
         payload["deliveries"] = len(route.countdowns or ()) + 1  # a poison step cannot come back forever
     if route.max_message_size is not None:
@@ -146,7 +147,8 @@ def step_signatures(
 def wait_limit(
     deadline: float | None, pool: str | None, pools: Mapping[str, PoolRoute] | None, now: float
 ) -> float | None:
-    """When a step's message expires: at the block's deadline, or sooner by its pool's ``max_wait_seconds``."""
+    """When a step's message expires: at the block's deadline, or sooner by its pool's ``max_wait_seconds`` or
+    its task queue's ``message_retention``."""
     route = (pools or {}).get(pool) if pool else None
     if route is None or route.max_wait is None:
         return deadline

@@ -34,7 +34,6 @@ PROGRAM_NOT_YET = ("event_triggers", "event_handlers")
 
 # Task queue fields whose behaviour is not built yet: refused when set to anything but the IR default.
 QUEUE_NOT_YET: dict[str, Callable[[Any], bool]] = {
-    "message_retention": lambda v: v == 86400.0,
     "redis_config": lambda v: v == {},
     "rabbitmq_config": lambda v: v == {},
     "external_config": lambda v: v == {},

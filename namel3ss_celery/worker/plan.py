@@ -63,7 +63,8 @@ class PoolRoute:
     affinity: str | None = None  # the one worker (node name) its steps go to
     retry_local: bool = False  # failure_mode retry_local: one more try in the process that saw the last failure
     fail_fast: bool = False  # failure_mode fail_fast: a failure is final (a lost worker still redelivers)
-    max_wait: float | None = None  # seconds a step may wait in the queue (max_wait_seconds)
+    max_wait: float | None = None  # seconds a step may wait in the queue: the lower of the two fields below
+    max_wait_field: str = "max_wait_seconds"  # or "message_retention", its task queue's
     fallback_to_local: bool = False  # run in the publishing process when no worker consumes the queue
 
     @classmethod
@@ -165,6 +166,10 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
     config = distribution_of(spec, pool.name)
     countdowns = tuple(retry_policy(queue)["countdowns"]) if queue is not None else None
     target = step_queue(config, pool)
+    limits = [(queue.message_retention, "message_retention")] if queue is not None else []
+    if config is not None and config.max_wait_seconds is not None:
+        limits.append((config.max_wait_seconds, "max_wait_seconds"))
+    wait = min(limits) if limits else None
     if config is not None and config.worker_affinity:
         target = worker_direct(config.worker_affinity).name  # that worker's own queue (Celery's worker_direct)
     return PoolRoute(
@@ -180,7 +185,8 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
         affinity=config.worker_affinity if config is not None else None,
         retry_local=config is not None and config.failure_mode == FailureMode.RETRY_LOCAL,
         fail_fast=config is not None and config.failure_mode == FailureMode.FAIL_FAST,
-        max_wait=config.max_wait_seconds if config is not None else None,
+        max_wait=wait[0] if wait else None,
+        max_wait_field=wait[1] if wait else "max_wait_seconds",
         fallback_to_local=config is not None and config.fallback_to_local,
     )
 

@@ -268,3 +268,19 @@ def test_fallback_to_local_carries_a_workflow_from_node_to_node(redis_url: str, 
     finally:
         n3.close()
         n3.app.backend.client.close()
+
+
+def test_a_step_older_than_its_queues_message_retention_fails_saying_so(redis_url: str, tmp_path: Path) -> None:
+    steps = [{"name": "slow", "target": "sleep", "seconds": 3}, {"name": "late", "target": "echo", "value": 1}]
+    path, _queue = write_program(tmp_path, steps, {}, {"message_retention": 1}, strategy="collect")
+    n3 = client(redis_url, redis_url)
+    worker = pool_worker("p", path, redis_url, redis_url, tmp_path)
+    try:
+        worker.wait_ready(n3.app)
+        slow, late = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"].results
+        assert slow.status == "completed"
+        assert late.status == "failed" and "waited longer than message_retention (1.0s)" in (late.error or "")
+    finally:
+        worker.stop()
+        n3.close()
+        n3.app.backend.client.close()

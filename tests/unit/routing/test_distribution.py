@@ -117,3 +117,19 @@ def test_agents_are_checked_against_allowed_agents_and_the_rest_against_allowed_
 
 def test_an_empty_list_allows_any_target_of_its_kind() -> None:
     assert refusal("p", "agent", "anything", ["fetch"], []) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "queue", "expected"),
+    [
+        ({}, {"name": "gpu"}, (86400.0, "message_retention")),  # the IR default applies
+        ({"max_wait_seconds": 5}, {"name": "gpu", "message_retention": 60}, (5.0, "max_wait_seconds")),
+        ({"max_wait_seconds": 90}, {"name": "gpu", "message_retention": 60}, (60.0, "message_retention")),
+        ({"max_wait_seconds": 5}, None, (5.0, "max_wait_seconds")),
+    ],
+)
+def test_a_step_waits_at_most_the_lower_of_max_wait_seconds_and_message_retention(
+    config: dict[str, Any], queue: dict[str, Any] | None, expected: tuple[float, str]
+) -> None:
+    route = make_plan(program(config, queue=queue)).pools["gpu"]
+    assert (route.max_wait, route.max_wait_field) == expected
