@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .compiler import compile_node
-from .compiler.steps import step_payload
+from .compiler.steps import message_expiry, step_payload
 from .errors import RoutingError, SpecError, UnknownTarget
 from .placement import fallback_steps
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry
@@ -128,10 +128,7 @@ class Conductor:
             return
         item = json.loads(raw)
         options: dict[str, Any] = {"queue": item["queue"]} if item.get("queue") else {}
-        expires_at = item.get("expires_at")
-        if item["payload"].get("max_wait") is not None:  # it starts waiting now
-            limit = time.time() + float(item["payload"]["max_wait"])
-            expires_at = min(expires_at, limit) if expires_at is not None else limit
+        expires_at = message_expiry(item["payload"], time.time())  # it starts waiting now
         if expires_at is not None:
             options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
         self.app.signature(STEP_TASK_PREFIX + item["task"], args=(item["payload"],), immutable=True).apply_async(

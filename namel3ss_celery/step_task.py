@@ -21,6 +21,7 @@ from celery.exceptions import Ignore, NotRegistered
 from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 from kombu.messaging import Producer
 
+from .compiler.steps import message_expiry
 from .conductor import ROUTING_KEYS, Conductor
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .errors import RoutingError, UnknownRun
@@ -83,26 +84,15 @@ class StepHandler:
             raise Ignore() from None
         if not may_run:
             self._skip(task, payload, control)
-        outcome = call_step(
-            definition,
-            payload,
-            worker=request.hostname or "",
-            task_id=request.id or "",
-            should_stop=control.stop_requested,
-        )
+        worker, task_id = request.hostname or "", request.id or ""
+        outcome = call_step(definition, payload, worker=worker, task_id=task_id, should_stop=control.stop_requested)
         self._retry_if_due(task, payload, outcome, stopping=control.stop_requested)
         if outcome.status == "failed" and payload.get("retry_local") and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info(
                 "step %s of run %s failed on every retry; trying it once more here", payload["key"], payload["run"]
             )
-            outcome = call_step(
-                definition,
-                payload,
-                worker=request.hostname or "",
-                task_id=request.id or "",
-                should_stop=control.stop_requested,
-            )
+            outcome = call_step(definition, payload, worker=worker, task_id=task_id, should_stop=control.stop_requested)
         if outcome.status == "cancelled" and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.conductor.file(payload, outcome)
@@ -137,11 +127,9 @@ class StepHandler:
             countdowns = payload.get("countdowns") or []
             delay = countdowns[request.retries] if request.retries < len(countdowns) else retry_delay(request.retries)
             options: dict[str, Any] = {}
-            if payload.get("max_wait") is not None:  # the retry may wait max_wait_seconds again, after its delay
-                limit = time.time() + delay + float(payload["max_wait"])
-                if payload.get("deadline") is not None:
-                    limit = min(limit, float(payload["deadline"]))
-                options["expires"] = datetime.fromtimestamp(limit, tz=timezone.utc)
+            expires = message_expiry(payload, time.time() + delay)  # it may wait as long again, after its delay
+            if expires is not None:
+                options["expires"] = datetime.fromtimestamp(expires, tz=timezone.utc)
             raise task.retry(exc=outcome.exception, countdown=delay, max_retries=retries, **options)
 
     def _dead_letter(self, task: Any, payload: dict[str, Any], error: str) -> None:

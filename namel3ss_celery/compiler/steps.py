@@ -136,23 +136,23 @@ def step_signatures(
         step_signature(
             app,
             str(block.steps[i].target),
-            step_payload(block, i, run_id, node, context, join, feed, expires_at, pools),
-            wait_limit(expires_at, block.steps[i].worker_pool, pools, now),
+            payload,
+            message_expiry(payload, now),
             pool_queue(block.steps[i].worker_pool, pools),
         )
         for i in (indexes if indexes is not None else range(len(block.steps)))
+        for payload in [step_payload(block, i, run_id, node, context, join, feed, expires_at, pools)]
     ]
 
 
-def wait_limit(
-    deadline: float | None, pool: str | None, pools: Mapping[str, PoolRoute] | None, now: float
-) -> float | None:
-    """When a step's message expires: at the block's deadline, or sooner by its pool's ``max_wait_seconds`` or
-    its task queue's ``message_retention``."""
-    route = (pools or {}).get(pool) if pool else None
-    if route is None or route.max_wait is None:
+def message_expiry(payload: dict[str, Any], queued_at: float) -> float | None:
+    """When the message of a step queued at ``queued_at`` expires: at its block's deadline, or sooner by the
+    wait it allows (``max_wait``: its pool's ``max_wait_seconds`` or its task queue's ``message_retention``)."""
+    deadline = payload.get("deadline")
+    if payload.get("max_wait") is None:
         return deadline
-    return min(deadline, now + route.max_wait) if deadline is not None else now + route.max_wait
+    limit = queued_at + float(payload["max_wait"])
+    return min(float(deadline), limit) if deadline is not None else limit
 
 
 def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str | None:
