@@ -34,6 +34,7 @@ from .errors import RoutingError
 from .registry import STEP_TASK_PREFIX
 from .routing.queues import Broker, broker_kind, declare_queue
 from .spec import ProgramSpec, TaskQueueSpec
+from .worker.runner import describe
 
 HEADER = "n3_dead_letter"
 FETCH_TIMEOUT = 1.0  # seconds to wait for the next message before a queue counts as drained
@@ -226,7 +227,7 @@ def _backend_error(app: Any, task_id: str) -> str | None:
         return None
     result = meta.get("result")
     if isinstance(result, BaseException):
-        return f"{type(result).__name__}: {result}"
+        return describe(result)
     return str(result) if result is not None else None
 
 
