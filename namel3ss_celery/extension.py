@@ -21,6 +21,7 @@ from .compiler.support import check_program_supported
 from .conductor import Conductor
 from .embedded import EmbeddedWorker
 from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun
+from .gc_pause import collection_paused
 from .local import LocalExecutor
 from .pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .registry import (
@@ -227,7 +228,8 @@ class Namel3ssCelery:
             SpecError: the spec or the context is invalid (nothing was published).
             CompileError: a target is unknown or a field is not supported (nothing was published).
         """
-        return self.publish(self.plan(spec, workflow), context)
+        with collection_paused():  # a large plan is many short-lived objects: see gc_pause.py
+            return self.publish(self.plan(spec, workflow), context)
 
     def publish(self, plan: Plan, context: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> RunHandle:
         """Record and publish a plan made by ``plan()``: the second half of ``dispatch``.
@@ -292,13 +294,13 @@ class Namel3ssCelery:
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)
         try:
-            # A step's own keys (its payload) must be JSON data: no NaN, no objects, no bytes.
-            json.dumps([step.model_extra for n in plan.nodes for step in n.block.steps], allow_nan=False)
-            plan.to_json()  # what dispatch stores; computed once
-        except (TypeError, ValueError, PydanticSerializationError):
+            # What dispatch stores, computed once; it fails when a step's own keys (its payload)
+            # are not JSON data: no NaN, no objects, no bytes.
+            plan.to_json()
+        except (TypeError, ValueError, PydanticSerializationError) as exc:
             for node in plan.nodes:  # name the step that carries what JSON cannot
                 check_json_steps(node.name, [step.payload() for step in node.block.steps])
-            raise
+            raise SpecError(f"the spec carries a value JSON cannot carry (in a block's metadata?): {exc}") from None
         return plan
 
     def run(self, run_id: str) -> RunHandle:

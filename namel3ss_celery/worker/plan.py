@@ -104,7 +104,9 @@ class Plan:
                 "nodes": [
                     {
                         "name": n.name,
-                        "block": n.block.model_dump(mode="json", exclude_defaults=True),
+                        # Python mode: a value JSON cannot carry (bytes, a datetime, NaN) stays as it is,
+                        # for json.dumps to refuse, where "json" mode would quietly turn it into a string.
+                        "block": n.block.model_dump(exclude_defaults=True),
                         "depends_on": list(n.depends_on),
                         "single": n.single,
                     }

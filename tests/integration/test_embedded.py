@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import datetime
+import gc
 from collections.abc import Iterator
+from enum import Enum, StrEnum
 from typing import Any
 
 import pytest
@@ -116,3 +120,58 @@ def test_a_step_carrying_what_json_cannot_is_refused_at_dispatch(n3: Namel3ssCel
     with pytest.raises(SpecError, match="JSON cannot carry") as info:
         n3.dispatch({"name": "b", "steps": [{"target": "echo"}, {"target": "echo", "value": bad}]})
     assert info.value.path == "b.steps[1]"
+
+
+class Colour(StrEnum):
+    RED = "red"
+
+
+class Shape(Enum):
+    ROUND = 1
+
+
+def test_a_str_enum_in_a_step_reaches_the_worker_as_its_value(n3: Namel3ssCelery) -> None:
+    result = n3.dispatch({"name": "b", "steps": [{"name": "a", "target": "echo", "value": Colour.RED}]}).get(timeout=30)
+    assert result.final_result == {"a": "red"}
+    assert type(result.final_result["a"]) is str
+
+
+def test_a_plain_enum_in_a_step_is_refused_naming_the_step(n3: Namel3ssCelery) -> None:
+    with pytest.raises(SpecError, match="JSON cannot carry") as info:
+        n3.dispatch({"name": "b", "steps": [{"target": "echo", "value": Shape.ROUND}]})
+    assert info.value.path == "b.steps[0]"
+
+
+def test_block_metadata_json_cannot_carry_is_refused(n3: Namel3ssCelery) -> None:
+    with pytest.raises(SpecError, match="JSON cannot carry"):
+        n3.dispatch({"name": "b", "steps": [{"target": "echo"}], "metadata": {"when": datetime.date(2026, 1, 1)}})
+
+
+def test_dispatch_leaves_the_callers_spec_as_it_was(n3: Namel3ssCelery) -> None:
+    steps = [{"type": "echo", "value": [1, 2]}, {"target": "echo", "priority": "3"}]
+    spec = {"name": "b", "steps": steps}
+    before = copy.deepcopy(spec)
+    n3.dispatch(spec).get(timeout=30)
+    assert spec == before
+    assert spec["steps"] is steps
+
+
+def test_dispatching_a_large_block_starts_no_garbage_collection(n3: Namel3ssCelery) -> None:
+    # Without the pause (gc_pause.py) these 5000 steps start dozens of collections, and one
+    # call in a few pays for a full one.
+    collections: list[int] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    spec = {"name": "big", "steps": [{"target": "echo", "value": {"i": i}} for i in range(5000)]}
+    gc.callbacks.append(record)
+    try:
+        handle = n3.dispatch(spec)
+    finally:
+        gc.callbacks.remove(record)
+    assert collections == []
+    assert gc.isenabled()
+    result = handle.get(timeout=120)
+    assert result.completed_tasks == 5000
