@@ -47,9 +47,9 @@ class Sample:
 
 
 def run_plain(steps: int, timeout: float) -> Sample:
-    """Hand-written Celery: ``chord(group(noop x steps), collect)``."""
+    """Hand-written Celery: ``chord(group(noop(i) for each step i), collect)``."""
     start = time.perf_counter()
-    result = canvas.chord(canvas.group(noop.si() for _ in range(steps)), collect.s()).apply_async()
+    result = canvas.chord(canvas.group(noop.si(i) for i in range(steps)), collect.s()).apply_async()
     returned = time.perf_counter() - start
     count = result.get(follow_parents=False, timeout=timeout)
     total = time.perf_counter() - start
@@ -59,8 +59,8 @@ def run_plain(steps: int, timeout: float) -> Sample:
 
 
 def run_namel3ss(steps: int, timeout: float) -> Sample:
-    """namel3ss-celery: an ``all`` block of ``steps`` noop steps."""
-    spec = {"name": "bench", "strategy": "all", "steps": [{"target": "noop"}] * steps}
+    """namel3ss-celery: an ``all`` block of ``steps`` noop steps, each with its own ``index``."""
+    spec = {"name": "bench", "strategy": "all", "steps": [{"target": "noop", "index": i} for i in range(steps)]}
     start = time.perf_counter()
     handle = n3.dispatch(spec)
     returned = time.perf_counter() - start
