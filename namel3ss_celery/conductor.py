@@ -127,7 +127,9 @@ class Conductor:
         if raw is None:
             return
         item = json.loads(raw)
-        options: dict[str, Any] = {"queue": item["queue"]} if item.get("queue") else {}
+        options: dict[str, Any] = {"ignore_result": True}  # a counted join: see step_signature
+        if item.get("queue"):
+            options["queue"] = item["queue"]
         expires_at = message_expiry(item["payload"], time.time())  # it starts waiting now
         if expires_at is not None:
             options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
@@ -234,14 +236,15 @@ class Conductor:
 
     # --- runs ------------------------------------------------------------------
 
-    def launch_roots(self, run_id: str, plan: Plan | None = None, record: dict[str, str] | None = None) -> None:
-        """Publish the nodes of a new run that depend on nothing (``n3.run.launch`` on a worker, or
-        ``dispatch`` itself for a small run, which passes the plan and record it has)."""
-        record = record if record is not None else self.store.run_record(run_id)
+    def launch_roots(self, run_id: str) -> None:
+        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker).
+
+        ``dispatch`` launches a small run itself, with ``launch``."""
+        record = self.store.run_record(run_id)
         if record is None:
             logger.warning("run %s expired before it was launched", run_id)
             return
-        plan = plan if plan is not None else Plan.from_json(record["plan"])
+        plan = Plan.from_json(record["plan"])
         roots: list[PlanNode] = []
         cancelled: dict[str, str | None] = {}
         for node in plan.nodes:

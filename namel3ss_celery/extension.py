@@ -263,13 +263,16 @@ class Namel3ssCelery:
             "status": str(RunStatus.RUNNING),
             "created": repr(time.time()),
         }
-        self.store.create_run(run_id, record, self.settings.result_expires)
-        roots = [n.block for n in plan.nodes if not n.depends_on]
-        if sum(len(b.steps) for b in roots) <= INLINE_STEPS and not any(b.fan_out for b in roots):
-            # A small run: publishing its few steps here costs less than a hop through a worker.
-            self.conductor.launch_roots(run_id, plan, record)
+        roots = [n for n in plan.nodes if not n.depends_on]
+        if sum(len(n.block.steps) for n in roots) <= INLINE_STEPS and not any(n.block.fan_out for n in roots):
+            # A small run: publishing its few steps here costs less than a hop through a worker. Nobody
+            # else knows the run yet, so its roots are claimed (and not cancelled) as the record is written.
+            record.update({f"node:{n.name}:launched": "1" for n in roots})
+            self.store.create_run(run_id, record, self.settings.result_expires)
+            self.conductor.launch(run_id, plan, roots, record, {}, cancelled={n.name: None for n in roots})
         else:
             # One small message; a worker publishes the steps, so a web request never waits for them.
+            self.store.create_run(run_id, record, self.settings.result_expires)
             self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
         return RunHandle(self, run_id)
 

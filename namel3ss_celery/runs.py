@@ -56,9 +56,10 @@ class RunHandle:
             WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
             UnknownRun: no such run.
         """
-        if not self._n3.store.wait(self.id, timeout):
+        filed = self._n3.store.wait(self.id, timeout)
+        if filed is None:
             raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
-        result = final_result(self._record())
+        result = final_result({"result": filed})
         if result is None:
             raise UnknownRun(self.id)
         return result

@@ -255,9 +255,8 @@ def node_settled(
     failed = result.overall_status != RunStatus.COMPLETED
     if failed or len(outputs) == len(plan.nodes):
         final = run_result(plan, run_id, record, results, outputs, failed_node=node if failed else None)
-        if store.claim(run_id, "final"):
-            text = filed if plan.kind == "block" else json.dumps(final.to_dict())  # a block run: its block
-            store.finish(run_id, {"status": str(final.overall_status), "result": text}, ttl)
+        text = filed if plan.kind == "block" else json.dumps(final.to_dict())  # a block run: its block
+        store.finish(run_id, {"status": str(final.overall_status), "result": text}, ttl, claim="final")
         return Advance([], outputs, final)
     launch = [
         n

@@ -40,6 +40,19 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 """
 
+# End a run: write the fields ARGV[3..] (pairs) and done=1 on KEYS[1], then replace the done list KEYS[2] by
+# one item, which wakes every waiter; both expire in ARGV[1] seconds. With a field name in ARGV[2], only the
+# first caller to set that field does it (1; later ones get 0 and write nothing).
+FINISH = """
+if ARGV[2] ~= '' and redis.call('HSETNX', KEYS[1], ARGV[2], '1') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'done', '1', unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
 
 class RedisStore:
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
@@ -50,6 +63,7 @@ class RedisStore:
         self._set_unless = self.client.register_script(SET_UNLESS)
         self._incr_existing = self.client.register_script(INCR_EXISTING)
         self._file_step = self.client.register_script(FILE_STEP)
+        self._finish = self.client.register_script(FINISH)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
@@ -155,30 +169,28 @@ class RedisStore:
                 pipe.hlen(steps_key(run_id, node))
             return {node: int(count) for node, count in zip(nodes, pipe.execute(), strict=True)}
 
-    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(run_key(run_id), mapping={**fields, "done": "1"})
-            pipe.expire(run_key(run_id), ttl)
-            pipe.delete(done_key(run_id))
-            pipe.rpush(done_key(run_id), "1")
-            pipe.expire(done_key(run_id), ttl)
-            pipe.execute()
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
+        pairs = [part for item in fields.items() for part in item]
+        return bool(self._finish(keys=[run_key(run_id), done_key(run_id)], args=[ttl, claim or "", *pairs]))
 
-    def wait(self, run_id: str, timeout: float) -> bool:
+    def wait(self, run_id: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         while True:
             # BLMOVE from the list to itself hands the one item back: every waiter wakes, none consumes it,
             # and it returns at once for a run already finished (``finish`` writes the list and the record
             # together). Each block stays under the client's socket timeout (5 s by default in redis-py).
+            # The HMGET is pipelined behind it: Redis runs it once the BLMOVE returns, so a finished run's
+            # result comes back in the same round trip.
             left = deadline - time.monotonic()
-            if left > 0 and self.client.blmove(
-                done_key(run_id), done_key(run_id), min(left, WAIT_SLICE), "RIGHT", "LEFT"
-            ):
-                return True
-            if self.client.hget(run_key(run_id), "done") == "1":
-                return True
+            with self.client.pipeline(transaction=False) as pipe:
+                if left > 0:
+                    pipe.blmove(done_key(run_id), done_key(run_id), min(left, WAIT_SLICE), "RIGHT", "LEFT")
+                pipe.hmget(run_key(run_id), ["done", "result"])
+                done, result = pipe.execute()[-1]
+            if done == "1":
+                return result or ""
             if deadline - time.monotonic() <= 0:
-                return False
+                return None
 
     def close(self) -> None:
         """Release the connection pool."""

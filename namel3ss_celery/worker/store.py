@@ -80,8 +80,11 @@ class CoordinationStore(Protocol):
         """How many steps of each block have reported (for progress)."""
         ...
 
-    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
-        """Write the final fields and wake every waiter."""
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
+        """Write the final fields and wake every waiter; True when written.
+
+        With ``claim``, only the first caller to set that field of the run writes anything (one step).
+        """
         ...
 
     def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
@@ -92,8 +95,13 @@ class CoordinationStore(Protocol):
         """Take the first item of a named list of the run, or ``None`` when it is empty."""
         ...
 
-    def wait(self, run_id: str, timeout: float) -> bool:
-        """Block until the run is finished or ``timeout`` passes; True when finished."""
+    def wait(self, run_id: str, timeout: float) -> str | None:
+        """Block until the run is finished or ``timeout`` passes.
+
+        Returns:
+            The run's ``result`` field once it is finished (``""`` if it has none); ``None`` when
+            ``timeout`` passed first.
+        """
         ...
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
@@ -248,23 +256,26 @@ class MemoryStore:
         with self._lock:
             return {node: len(self._steps.get((run_id, node), {})) for node in nodes}
 
-    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
         with self._lock:
+            if claim is not None and not self.claim(run_id, claim):
+                return False
             self._runs.setdefault(run_id, {}).update(fields)
             self._runs[run_id]["done"] = "1"
             self._expires[run_id] = time.monotonic() + ttl
             self._lock.notify_all()
+            return True
 
-    def wait(self, run_id: str, timeout: float) -> bool:
+    def wait(self, run_id: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
                 record = self._live(run_id)
                 if record is not None and record.get("done") == "1":
-                    return True
+                    return record.get("result", "")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    return None
                 self._lock.wait(left)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from namel3ss_celery.worker.redis_store import RedisStore
-from namel3ss_celery.worker.store import steps_key
+from namel3ss_celery.worker.store import done_key, run_key, steps_key
 
 pytestmark = pytest.mark.integration
 
@@ -33,28 +33,39 @@ def test_file_step_counts_distinct_steps_and_reads_one_run_field(store: RedisSto
     assert 0 < store.client.ttl(steps_key(run_id, "b")) <= 60
 
 
-def test_wait_returns_for_a_finished_run_and_times_out_for_a_running_one(store: RedisStore) -> None:
+def test_wait_returns_the_result_of_a_finished_run_and_times_out_for_a_running_one(store: RedisStore) -> None:
     running, finished = uuid.uuid4().hex, uuid.uuid4().hex
     for run_id in (running, finished):
         store.create_run(run_id, {"status": "running"}, 60)
-    store.finish(finished, {"status": "completed"}, 60)
-    assert store.wait(finished, 5.0)
-    assert store.wait(finished, 0)
-    assert not store.wait(running, 0)
+    store.finish(finished, {"status": "completed", "result": '{"x": 1}'}, 60)
+    assert store.wait(finished, 5.0) == '{"x": 1}'
+    assert store.wait(finished, 0) == '{"x": 1}'
+    assert store.wait(running, 0) is None
     started = time.monotonic()
-    assert not store.wait(running, 0.3)
+    assert store.wait(running, 0.3) is None
     assert time.monotonic() - started >= 0.3
 
 
 def test_wait_wakes_when_the_run_finishes(store: RedisStore) -> None:
     run_id = uuid.uuid4().hex
     store.create_run(run_id, {"status": "running"}, 60)
-    timer = threading.Timer(0.2, store.finish, args=(run_id, {"status": "completed"}, 60))
+    timer = threading.Timer(0.2, store.finish, args=(run_id, {"status": "completed", "result": "{}"}, 60))
     timer.start()
     try:
-        assert store.wait(run_id, 10.0)
+        assert store.wait(run_id, 10.0) == "{}"
     finally:
         timer.join()
+
+
+def test_finish_with_a_claim_writes_once_and_wakes_waiters(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, {"status": "running"}, 60)
+    assert store.finish(run_id, {"status": "completed", "result": "first"}, 60, claim="final") is True
+    assert store.finish(run_id, {"status": "failed", "result": "second"}, 60, claim="final") is False
+    assert store.run_record(run_id) == {"status": "completed", "result": "first", "final": "1", "done": "1"}
+    assert store.client.lrange(done_key(run_id), 0, -1) == ["1"]
+    assert 0 < store.client.ttl(done_key(run_id)) <= 60
+    assert 0 < store.client.ttl(run_key(run_id)) <= 60
 
 
 def test_claim_and_get_claims_once_and_reads_another_field(store: RedisStore) -> None:

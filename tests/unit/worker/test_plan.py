@@ -56,9 +56,10 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.finished = 0
 
-    def finish(self, run_id: str, fields: Any, ttl: int) -> None:
-        self.finished += 1
-        super().finish(run_id, fields, ttl)
+    def finish(self, run_id: str, fields: Any, ttl: int, claim: str | None = None) -> bool:
+        written = super().finish(run_id, fields, ttl, claim)
+        self.finished += written
+        return written
 
 
 RESEARCH = {
@@ -171,7 +172,7 @@ def test_a_workflow_launches_each_node_once_its_dependencies_completed() -> None
     assert set(final.blocks) == {"analyse"}
     assert final.metadata["nodes"] == {"fetch": "completed", "analyse": "completed", "report": "completed"}
     assert final.start_time == 1000.0
-    assert store.wait("r", 0) is True
+    assert store.wait("r", 0) == json.dumps(final.to_dict())
     record = store.run_record("r")
     assert record is not None and record["status"] == "completed"
     assert final_result(record) == final
@@ -207,7 +208,7 @@ def test_the_first_failure_ends_the_run() -> None:
     assert isinstance(final, WorkflowResult)
     assert (final.overall_status, final.failed_node, final.final_result) == ("failed", "a", None)
     assert final.error_message == "node 'a': 1 of 1 steps failed: s: ValueError: x"
-    assert store.wait("r", 0) is True
+    assert store.wait("r", 0) == json.dumps(final.to_dict())
     record = store.run_record("r")
     assert record is not None and record["status"] == "failed"
     assert final_result(record).failed_node == "a"  # type: ignore[union-attr]

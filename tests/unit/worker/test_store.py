@@ -96,30 +96,44 @@ def test_finish_marks_the_run_done_and_renews_its_expiry(monkeypatch: pytest.Mon
     assert store.run_record("r") == {"status": "completed", "result": "{}", "done": "1"}
 
 
-def test_wait_times_out_and_returns_false() -> None:
+def test_wait_times_out_and_returns_none() -> None:
     store = MemoryStore()
     store.create_run("r", {}, ttl=60)
     started = time.monotonic()
-    assert store.wait("r", 0.1) is False
+    assert store.wait("r", 0.1) is None
     assert time.monotonic() - started >= 0.09
-    assert store.wait("unknown", 0) is False
+    assert store.wait("unknown", 0) is None
 
 
-def test_wait_returns_true_once_finished() -> None:
+def test_wait_returns_the_result_once_finished() -> None:
     store = MemoryStore()
     store.create_run("r", {}, ttl=60)
+    store.finish("r", {"status": "completed", "result": '{"x": 1}'}, ttl=60)
+    assert store.wait("r", 0) == '{"x": 1}'
+
+
+def test_a_finished_run_without_a_result_field_waits_as_empty() -> None:
+    store = MemoryStore()
     store.finish("r", {"status": "completed"}, ttl=60)
-    assert store.wait("r", 0) is True
+    assert store.wait("r", 0) == ""
+
+
+def test_finish_with_a_claim_writes_once() -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=60)
+    assert store.finish("r", {"result": "first"}, 60, claim="final") is True
+    assert store.finish("r", {"result": "second"}, 60, claim="final") is False
+    assert store.run_record("r") == {"final": "1", "result": "first", "done": "1"}
 
 
 def test_finish_wakes_a_waiter() -> None:
     store = MemoryStore()
     store.create_run("r", {}, ttl=60)
-    timer = threading.Timer(0.05, store.finish, args=("r", {"status": "failed"}, 60))
+    timer = threading.Timer(0.05, store.finish, args=("r", {"status": "failed", "result": "{}"}, 60))
     timer.start()
     try:
         started = time.monotonic()
-        assert store.wait("r", 10) is True
+        assert store.wait("r", 10) == "{}"
         assert time.monotonic() - started < 5
     finally:
         timer.join(timeout=5)
