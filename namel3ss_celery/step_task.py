@@ -52,6 +52,7 @@ class StepHandler:
         self.direct = False  # this worker consumes its own direct queue (where sticky keys are forwarded)
         self.pool_name: str | None = None
         self._answered: dict[str, float] = {}  # worker node -> until when its last ping answer counts
+        self._unsticky: set[str] = set()  # sticky pools this process has warned it cannot keep keys for
 
     def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE."""
@@ -156,12 +157,13 @@ class StepHandler:
         to the key's worker (its direct queue); a key whose worker no longer answers is taken over here."""
         me = task.request.hostname or ""
         if not self.direct:
-            logger.warning(
-                "sticky step %s of run %s runs here: this worker does not consume its direct queue, so it keeps "
-                "no sticky keys (start it with --n3-pool or namel3ss-celery worker --pool)",
-                task.request.id,
-                sticky["pool"],
-            )
+            if sticky["pool"] not in self._unsticky:  # once per pool and process, not once per step
+                self._unsticky.add(sticky["pool"])
+                logger.warning(
+                    "sticky steps of pool %s run here without keeping their keys: this worker does not consume "
+                    "its direct queue (start it with --n3-pool or namel3ss-celery worker --pool)",
+                    sticky["pool"],
+                )
             return False
         owner = self.conductor.store.stick(sticky["pool"], sticky["key"], me, self.conductor.ttl)
         if owner == me:
