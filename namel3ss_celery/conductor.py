@@ -127,9 +127,7 @@ class Conductor:
         if raw is None:
             return
         item = json.loads(raw)
-        options: dict[str, Any] = {"ignore_result": True}  # a counted join: see step_signature
-        if item.get("queue"):
-            options["queue"] = item["queue"]
+        options: dict[str, Any] = {"queue": item["queue"]} if item.get("queue") else {}
         expires_at = message_expiry(item["payload"], time.time())  # it starts waiting now
         if expires_at is not None:
             options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)

@@ -6,41 +6,34 @@ by reference counting: none of them is part of a cycle. While they are alive,
 every 700 allocations start a young collection, which moves them to older
 generations; enough of them there start a full collection, which walks every
 object of the process. In a process the size of a Celery client that walk
-takes 30 to 45 ms on a 2-core machine, a pause the caller of ``dispatch``
-would wait for one call in three.
+took 30 to 45 ms on a 2-core machine, a pause the caller of ``dispatch``
+waited for one call in three.
 
 ``collection_paused()`` turns automatic collection off for the block it wraps
-and back on when the last thread inside such a block leaves it. Nothing is
-lost: cyclic garbage made meanwhile, by this thread or another, is collected
-by the first collection after. It is left off when the application had turned
-it off itself.
+and back on when that block ends, if it was on when the block began. Collection
+is never off for longer than one such block: when two threads overlap, the one
+that turned it off turns it on again as it leaves, even while the other is still
+inside (which then only loses some of the benefit). Nothing is lost: cyclic
+garbage made meanwhile, by any thread, is collected by the next collection.
+Wrap only work of the library's own that is short and bounded (never user code,
+such as an eagerly run step).
 """
 
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-_lock = threading.Lock()
-_inside = 0  # threads inside collection_paused() now
-_resume = False  # whether the first of them found collection on
 
 
 @contextmanager
 def collection_paused() -> Iterator[None]:
-    """No automatic cyclic garbage collection while the block runs (re-entrant, thread-safe)."""
-    global _inside, _resume
-    with _lock:
-        if _inside == 0:
-            _resume = gc.isenabled()
-            gc.disable()
-        _inside += 1
+    """No automatic cyclic garbage collection while the block runs, unless the application turned it off."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         yield
     finally:
-        with _lock:
-            _inside -= 1
-            if _inside == 0 and _resume:
-                gc.enable()
+        if paused:
+            gc.enable()

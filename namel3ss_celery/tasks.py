@@ -56,11 +56,10 @@ def step_task_class(app: Any, conductor: Conductor) -> type:
 
 
 def register_step_task(app: Any, steps: StepHandler, base: type, definition: StepDef) -> None:
-    """Register ``n3.step.<target>`` on ``app``.
+    """Register ``n3.step.<target>`` on ``app``; results are always kept.
 
-    Its result is kept (a chord's join reads it) unless the message says ``ignore_result``, as the
-    steps of a counted join do; a failure is kept either way (``store_errors_even_if_ignored``), so
-    the task's state in the result backend shows it.
+    A chord's join reads them; and after a lost worker process Celery looks for a stored success
+    before it calls the step failed (or, under late ack, delivers it again).
 
     A step that fails under late ack is rejected rather than acknowledged (``acks_on_failure=False``): with
     no dead-letter exchange that is the same (the message is dropped); with one, RabbitMQ dead-letters it.
@@ -70,12 +69,6 @@ def register_step_task(app: Any, steps: StepHandler, base: type, definition: Ste
         return steps.run(task, definition, payload)
 
     run.__doc__ = definition.function.__doc__
-    app.task(
-        name=definition.task_name,
-        base=base,
-        bind=True,
-        shared=False,
-        ignore_result=False,
-        store_errors_even_if_ignored=True,
-        acks_on_failure=False,
-    )(run)
+    app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False, acks_on_failure=False)(
+        run
+    )

@@ -10,12 +10,14 @@ from typing import Any
 
 from celery import canvas
 from celery.backends.redis import RedisBackend
+from pydantic_core import PydanticSerializationError
 
-from ..errors import CompileError, NotSupportedYet, UnknownTarget
+from ..errors import CompileError, NotSupportedYet, SpecError, StepResultError, UnknownTarget
 from ..registry import Registry
 from ..routing.allowed import refusal
 from ..spec import ParallelBlockSpec, ParallelStrategy
 from ..worker.plan import Plan, PlanNode, PoolRoute
+from ..worker.runner import to_json_data
 from ..worker.settle import resolve_reducer
 from . import all as all_strategy
 from . import any_success, collect, map_reduce, race
@@ -141,6 +143,36 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
                 resolve_reducer(node.block.reduce_function or "", registry)
             except KeyError as exc:
                 raise CompileError(str(exc.args[0]), path=f"{path}.reduce_function") from None
+    check_json(plan)
+
+
+def check_json(plan: Plan) -> None:
+    """The plan is JSON data: no step payload (its own keys) carries NaN, an object or bytes.
+
+    Computes the plan's JSON (``plan.to_json()``, kept), which is what ``dispatch`` stores.
+
+    Raises:
+        SpecError: naming the first step that carries what JSON cannot (path ``<node>.steps[<i>]``).
+    """
+    try:
+        plan.to_json()
+    except (TypeError, ValueError, PydanticSerializationError) as exc:
+        for node in plan.nodes:
+            check_json_steps(node.name, [step.payload() for step in node.block.steps])
+        raise SpecError(f"the spec carries a value JSON cannot carry: {exc}") from None
+
+
+def check_json_steps(node: str, payloads: list[dict[str, Any]]) -> None:
+    """Every step's keys are JSON data; the first one that is not is named.
+
+    Raises:
+        SpecError: a step carries a value JSON cannot carry (path ``<node>.steps[<i>]``).
+    """
+    for index, payload in enumerate(payloads):
+        try:
+            to_json_data(payload, f"step {index} of {node!r}")
+        except StepResultError as exc:
+            raise SpecError(str(exc).replace("returned", "carries"), path=f"{node}.steps[{index}]") from None
 
 
 def check_target(target: str, registry: Registry, step_modules: tuple[str, ...], path: str) -> None:

@@ -113,10 +113,6 @@ def step_signature(
         # Celery's time limits (prefork): a soft one the step sees as a timeout, a hard one that kills it.
         options["soft_time_limit"] = limit
         options["time_limit"] = limit + HARD_LIMIT_GRACE
-    if payload["join"] != "chord":
-        # The step files its outcome in the coordination store; only a chord's join reads Celery's result.
-        # A failure is still stored (store_errors_even_if_ignored on step tasks).
-        options["ignore_result"] = True
     # A short argsrepr: what Flower and worker logs show, without Celery repr()-ing the whole payload.
     options["argsrepr"] = f"(step {payload['key']!r} of block {payload['node']!r}, run {payload['run']})"
     return app.signature(STEP_TASK_PREFIX + target, args=(payload,), immutable=True, **options)

@@ -102,14 +102,7 @@ class Plan:
                 "kind": self.kind,
                 "name": self.name,
                 "nodes": [
-                    {
-                        "name": n.name,
-                        # Python mode: a value JSON cannot carry (bytes, a datetime, NaN) stays as it is,
-                        # for json.dumps to refuse, where "json" mode would quietly turn it into a string.
-                        "block": n.block.model_dump(exclude_defaults=True),
-                        "depends_on": list(n.depends_on),
-                        "single": n.single,
-                    }
+                    {"name": n.name, "block": block_data(n.block), "depends_on": list(n.depends_on), "single": n.single}
                     for n in self.nodes
                 ],
                 "pools": {name: asdict(route) for name, route in self.pools.items()},
@@ -130,6 +123,20 @@ class Plan:
     def sinks(self) -> list[str]:
         needed = {d for n in self.nodes for d in n.depends_on}
         return [n.name for n in self.nodes if n.name not in needed]
+
+
+def block_data(block: ParallelBlockSpec) -> dict[str, Any]:
+    """A block as plain data for the plan's JSON, non-default fields only.
+
+    Its steps are dumped in Python mode: a payload value JSON cannot carry (bytes, a datetime, NaN)
+    stays as it is, for ``json.dumps`` to refuse, where "json" mode would quietly turn it into a
+    string. Its ``metadata`` (the IR's, which Namel3ss fills with what it likes) is dumped in
+    "json" mode, as it always was.
+    """
+    data = block.model_dump(exclude_defaults=True, exclude={"metadata"})
+    if block.metadata:
+        data["metadata"] = block.model_dump(mode="json", include={"metadata"})["metadata"]
+    return data
 
 
 def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: str | None = None) -> Plan:

@@ -106,6 +106,8 @@ def test_a_duplicate_delivery_of_the_winner_changes_nothing(redis_cluster: Clust
     first = settled_losers(redis_cluster, handle.id)
     winner = next(r for r in first.results if r.metadata.get("outcome") == "won")
     # Deliver the winner's message again, as a broker would after a lost ack.
+    meta = redis_cluster.app.backend.get_task_meta(winner.metadata["celery_task_id"], cache=False)
+    assert meta["status"] == "SUCCESS"
     record = redis_cluster.n3.store.run_record(handle.id) or {}
     payload = {
         "v": 1,

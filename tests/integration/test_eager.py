@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -46,3 +47,13 @@ def test_an_eager_failure_is_reported_the_same_way(eager: Namel3ssCelery) -> Non
     result = eager.dispatch({"name": "b", "strategy": "collect", "steps": steps}).get(timeout=5)
     assert result.overall_status == "completed"
     assert result.final_result["bad"]["error"] == "ValueError: step failed on purpose"
+
+
+def test_eager_steps_run_with_the_garbage_collector_on(eager: Namel3ssCelery) -> None:
+    @eager.step("collector_state")
+    def collector_state(step: dict[str, object], context: dict[str, object]) -> bool:
+        return gc.isenabled()
+
+    assert gc.isenabled()
+    result = eager.dispatch({"name": "b", "steps": [{"name": "s", "target": "collector_state"}]}).get(timeout=5)
+    assert result.final_result == {"s": True}

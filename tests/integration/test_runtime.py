@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from namel3ss_celery import UnknownTarget
+from namel3ss_celery import SpecError, UnknownTarget
 from namel3ss_celery.runtime import (
     ParallelExecutor,
     ParallelStrategy,
@@ -69,6 +71,16 @@ def test_the_namel3ss_defects_are_not_carried_over() -> None:
     failed_all, failed_race = asyncio.run(main())
     assert failed_all.overall_status == "failed"
     assert failed_race.overall_status == "failed"
+
+
+def test_a_step_json_cannot_carry_is_refused_at_once_naming_it() -> None:
+    # It used to wait for the block's timeout (300 s by default), then raise a bare TypeError.
+    block = {"name": "b", "steps": [{"name": "ok", "x": 1}, {"name": "when", "at": datetime.date(2026, 1, 1)}]}
+    started = time.monotonic()
+    with pytest.raises(SpecError, match="JSON cannot carry") as info:
+        asyncio.run(ParallelExecutor().execute_parallel_block(block, double))
+    assert info.value.path == "b.steps[1]"
+    assert time.monotonic() - started < 5
 
 
 def test_collect_keeps_partial_results_at_a_timeout() -> None:

@@ -43,6 +43,7 @@ def test_all_runs_sync_and_async_steps(cluster: Cluster) -> None:
     assert result.completed_tasks == 3 and result.failed_tasks == 0
     assert {r.metadata["executed_on"] for r in result.results} == {"celery"}
     assert {r.metadata["worker"] for r in result.results} == {cluster.worker.hostname}
+    assert celery_state(cluster, result, "b") == "SUCCESS"
 
 
 def test_all_without_fail_fast_waits_and_names_every_failed_step(cluster: Cluster) -> None:

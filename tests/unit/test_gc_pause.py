@@ -49,24 +49,28 @@ def test_an_application_that_turned_collection_off_keeps_it_off() -> None:
     assert not gc.isenabled()
 
 
-def test_overlapping_threads_turn_it_on_when_the_last_one_leaves() -> None:
+def test_the_thread_that_turned_it_off_turns_it_on_as_it_leaves_even_while_another_is_inside() -> None:
+    # So overlapping dispatches of a threaded web server cannot keep collection off for good.
     first_inside = threading.Event()
-    release_first = threading.Event()
+    second_inside = threading.Event()
+    first_left = threading.Event()
     seen: list[bool] = []
 
-    def first() -> None:
-        with collection_paused():
-            first_inside.set()
-            assert release_first.wait(10)
-        seen.append(gc.isenabled())  # the main thread is still inside
+    def second() -> None:
+        assert first_inside.wait(10)
+        with collection_paused():  # finds it off: leaves it as it finds it
+            second_inside.set()
+            assert first_left.wait(10)
+            seen.append(gc.isenabled())
+        seen.append(gc.isenabled())
 
-    thread = threading.Thread(target=first)
+    thread = threading.Thread(target=second)
     thread.start()
-    assert first_inside.wait(10)
     with collection_paused():
-        release_first.set()
-        thread.join(10)
-        assert not thread.is_alive()
-        assert not gc.isenabled()
-    assert seen == [False]
+        first_inside.set()
+        assert second_inside.wait(10)
+    first_left.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert seen == [True, True]
     assert gc.isenabled()
