@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .compiler import compile_node
-from .compiler.steps import message_expiry, step_payload
+from .compiler.steps import adapter_queue, message_expiry, step_payload
 from .errors import RoutingError, SpecError, UnknownTarget
 from .placement import fallback_steps
 from .registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX, Registry
@@ -308,8 +308,11 @@ class Conductor:
             threading.Thread(target=self._run_here, args=args, name=f"n3-local-{node.name}", daemon=True).start()
         self.store.push_items(run_id, feed_name(node.name), launch.feed, self.ttl)
         if launch.deadline is not None:
+            queue = None if local else adapter_queue(node.block, plan.pools)
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
-                eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc), ignore_result=True
+                eta=datetime.fromtimestamp(launch.deadline, tz=timezone.utc),
+                ignore_result=True,
+                **({"queue": queue} if queue else {}),
             )
         publish_canvas(self.app, launch.canvas)
 

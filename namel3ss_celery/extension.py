@@ -16,6 +16,7 @@ from celery import Celery, signals
 from celery.exceptions import TimeLimitExceeded
 
 from .compiler import check_plan
+from .compiler.steps import adapter_queue
 from .compiler.support import check_program_supported
 from .conductor import Conductor
 from .embedded import EmbeddedWorker
@@ -274,7 +275,10 @@ class Namel3ssCelery:
         else:
             # One small message; a worker publishes the steps, so a web request never waits for them.
             self.store.create_run(run_id, record, self.settings.result_expires)
-            self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(ignore_result=True)
+            queue = adapter_queue(roots[0].block, plan.pools)  # pool workers take it where nobody else runs
+            self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(
+                ignore_result=True, **({"queue": queue} if queue else {})
+            )
         return RunHandle(self, run_id)
 
     def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:

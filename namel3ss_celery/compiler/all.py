@@ -10,7 +10,7 @@ from celery import canvas
 from ..registry import SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK
 from ..spec import ParallelBlockSpec
 from ..worker.plan import PoolRoute
-from .steps import step_signatures
+from .steps import adapter_queue, step_signatures
 
 
 def build(
@@ -26,12 +26,14 @@ def build(
     # A header given as a generator keeps Celery's Redis backend from building a GroupResult in
     # apply_chord, which would subscribe this process to every step's result channel for good.
     header = canvas.group(signature for signature in signatures)
-    return canvas.chord(header, settle_body(app, run_id, node))
+    return canvas.chord(header, settle_body(app, run_id, node, adapter_queue(block, pools)))
 
 
-def settle_body(app: Any, run_id: str, node: str) -> canvas.Signature:
-    """The chord body, ignoring the header's results (settle reads the envelopes), with its errback."""
-    errback = app.signature(SETTLE_CHORD_FAILED_TASK, kwargs={"run_id": run_id, "node": node})
-    body = app.signature(SETTLE_CHORD_TASK, args=(run_id, node), immutable=True)
+def settle_body(app: Any, run_id: str, node: str, queue: str | None = None) -> canvas.Signature:
+    """The chord body, ignoring the header's results (settle reads the envelopes), with its errback;
+    on ``queue`` when given (``adapter_queue``), else where the app routes them."""
+    options = {"queue": queue} if queue else {}
+    errback = app.signature(SETTLE_CHORD_FAILED_TASK, kwargs={"run_id": run_id, "node": node}, **options)
+    body = app.signature(SETTLE_CHORD_TASK, args=(run_id, node), immutable=True, **options)
     body.set(link_error=[errback])
     return body

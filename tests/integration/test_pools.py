@@ -44,7 +44,7 @@ def pools(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "auto_scaling": False,
                 "max_workers": 2,
                 "worker_config": {"pool": "threads"},
-                "allowed_tools": ["whoami", "echo"],
+                "allowed_tools": ["whoami", "echo", "sleep", "fail"],
             },
         ],
         "parallel_blocks": [
@@ -84,6 +84,41 @@ def test_each_step_runs_on_its_pools_queue_and_workers(pools: dict[str, Any]) ->
     assert a["queue"] == f"{tag}-alpha" and a["hostname"].startswith("alpha@")
     assert b["queue"] == f"{tag}-beta" and b["hostname"].startswith("beta@")
     assert spread.final_result["c"] == 3
+
+
+def on_beta(pools: dict[str, Any], block: dict[str, Any]) -> Any:
+    """``block`` run as the program's only block, every step on pool beta; its result."""
+    program = dict(pools["raw"])
+    steps = [{**step, "worker_pool": "beta"} for step in block["steps"]]
+    program["parallel_blocks"] = [{**block, "steps": steps}]
+    return pools["n3"].dispatch(program).get(timeout=WAIT).blocks[block["name"]]
+
+
+# Only pool workers run here: nobody consumes the app's default queue. The adapter's own tasks of a block
+# whose every step names a pool go to that pool's queue: the launch of a run too large for dispatch to
+# publish itself, the chord body (and its errback), the deadline.
+
+
+def test_pool_workers_alone_launch_a_large_run_and_join_its_chord(pools: dict[str, Any]) -> None:
+    steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(12)]  # over 8: launched by a worker
+    result = on_beta(pools, {"name": "big", "strategy": "all", "steps": steps})
+    assert result.overall_status == "completed"
+    assert result.final_result == {f"s{i}": i for i in range(12)}
+
+
+def test_pool_workers_alone_settle_a_failed_chord(pools: dict[str, Any]) -> None:
+    steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(11)] + [{"name": "bad", "target": "fail"}]
+    result = on_beta(pools, {"name": "broken", "strategy": "all", "fail_fast": False, "steps": steps})
+    assert result.overall_status == "failed"
+    assert "bad" in (result.error_message or "")
+
+
+def test_pool_workers_alone_end_a_block_at_its_deadline(pools: dict[str, Any]) -> None:
+    steps = [{"name": "slow", "target": "sleep", "seconds": 10}]  # never looks at its deadline
+    started = time.monotonic()
+    result = on_beta(pools, {"name": "late", "strategy": "collect", "timeout_seconds": 1.5, "steps": steps})
+    assert result.overall_status == "timeout"
+    assert time.monotonic() - started < 8  # the deadline task ended it, not the step's end
 
 
 @pytest.mark.parametrize(("kind", "field"), [("tool", "allowed_tools"), ("agent", "allowed_agents")])

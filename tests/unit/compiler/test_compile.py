@@ -11,8 +11,9 @@ from celery import canvas
 
 from namel3ss_celery import compiler
 from namel3ss_celery.compiler import compile_node
+from namel3ss_celery.compiler.steps import adapter_queue
 from namel3ss_celery.spec import ParallelBlockSpec, load_program
-from namel3ss_celery.worker.plan import PlanNode, make_plan
+from namel3ss_celery.worker.plan import PlanNode, PoolRoute, make_plan
 from namel3ss_celery.worker.runner import SCHEMA_VERSION
 
 STEPS = [{"name": "first", "target": "fetch", "query": "celery"}, {"target": "mod:func", "kind": "llm"}]
@@ -141,3 +142,38 @@ def test_a_small_all_block_uses_the_counted_join(app: celery.Celery, monkeypatch
     sig = compile_node(app, node("all"), "run-1", {}).canvas
     assert isinstance(sig, canvas.group)
     assert {task.args[0]["join"] for task in sig.tasks} == {"count"}
+
+
+def pooled(*pools: str | None) -> ParallelBlockSpec:
+    return ParallelBlockSpec(name="blk", steps=[{"target": "fetch", "worker_pool": pool} for pool in pools])
+
+
+ROUTES = {
+    "gpu": PoolRoute(queue="gpu-q"),
+    "cpu": PoolRoute(queue="cpu-q"),
+    "edge": PoolRoute(queue="edge-q", fallback_to_local=True),
+}
+
+
+@pytest.mark.parametrize(
+    ("pools", "queue"),
+    [
+        (("gpu", "gpu"), "gpu-q"),
+        (("cpu", "gpu"), "cpu-q"),  # every step has a pool: the first step's
+        (("gpu", None), None),  # a step on the default queue: someone consumes it
+        (("edge", "edge"), None),  # fallback_to_local: its queue may have no worker at all
+        ((), None),
+    ],
+)
+def test_the_adapters_tasks_follow_steps_that_all_name_a_pool(pools: tuple[str | None, ...], queue: str | None) -> None:
+    assert adapter_queue(pooled(*pools), ROUTES) == queue
+
+
+def test_a_chord_of_pool_steps_has_its_body_and_errback_on_the_pools_queue(app: celery.Celery) -> None:
+    plan_node = PlanNode("blk", pooled("gpu", "gpu"))
+    sig = compile_node(app, plan_node, "run-1", {}, ROUTES).canvas
+    assert isinstance(sig, canvas._chord)
+    assert sig.body.options["queue"] == "gpu-q"
+    assert [e.options["queue"] for e in sig.body.options["link_error"]] == ["gpu-q"]
+    default = compile_node(app, PlanNode("blk", pooled("gpu", None)), "run-1", {}, ROUTES).canvas
+    assert "queue" not in default.body.options
