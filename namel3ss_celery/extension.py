@@ -8,6 +8,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -228,9 +229,9 @@ class Namel3ssCelery:
             SpecError: the spec or the context is invalid (nothing was published).
             CompileError: a target is unknown or a field is not supported (nothing was published).
         """
-        if self.app.conf.task_always_eager:  # the steps run here: the collector stays on for them
-            return self.publish(self.plan(spec, workflow), context)
-        with collection_paused():  # a large plan is many short-lived objects: see gc_pause.py
+        # A large plan is many short-lived objects (see gc_pause.py); an eager dispatch runs the steps here,
+        # and they keep the collector on.
+        with nullcontext() if self.app.conf.task_always_eager else collection_paused():
             return self.publish(self.plan(spec, workflow), context)
 
     def publish(self, plan: Plan, context: Mapping[str, Any] | None = None, *, run_id: str | None = None) -> RunHandle:

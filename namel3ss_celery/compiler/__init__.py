@@ -115,6 +115,7 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
         NotSupportedYet: a field asks for behaviour this release does not have.
         UnknownTarget: a step's target is neither registered nor a ``module:function`` of a listed module.
         CompileError: a step has no target, or map_reduce names an unknown reducer.
+        SpecError: a step carries a value JSON cannot carry (``check_json``).
     """
     known: set[str] = set()  # targets checked already: a large block repeats a few
     for node in plan.nodes:

@@ -101,22 +101,29 @@ def test_failure_modes_behave_as_named(
         n3.app.backend.client.close()
 
 
-def test_a_step_that_waits_past_max_wait_seconds_fails_saying_so(redis_url: str, tmp_path: Path) -> None:
-    # One worker process: the second step waits for the first (3 s), longer than max_wait_seconds (1 s).
+def slow_then_late(
+    redis_url: str, tmp_path: Path, config: dict[str, Any], queue: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """On one worker process, a 3-second step then a step that waits for it: both their results."""
     steps = [{"name": "slow", "target": "sleep", "seconds": 3}, {"name": "late", "target": "echo", "value": 1}]
-    path, _queue = write_program(tmp_path, steps, {"max_wait_seconds": 1}, strategy="collect")
+    path, _queue = write_program(tmp_path, steps, config, queue, strategy="collect")
     n3 = client(redis_url, redis_url)
     worker = pool_worker("p", path, redis_url, redis_url, tmp_path)
     try:
         worker.wait_ready(n3.app)
-        block = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"]
-        slow, late = block.results
-        assert slow.status == "completed"
-        assert late.status == "failed" and "waited longer than max_wait_seconds (1.0s)" in (late.error or "")
+        slow, late = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"].results
+        return slow, late
     finally:
         worker.stop()
         n3.close()
         n3.app.backend.client.close()
+
+
+def test_a_step_that_waits_past_max_wait_seconds_fails_saying_so(redis_url: str, tmp_path: Path) -> None:
+    # The second step waits for the first (3 s), longer than max_wait_seconds (1 s).
+    slow, late = slow_then_late(redis_url, tmp_path, {"max_wait_seconds": 1})
+    assert slow.status == "completed"
+    assert late.status == "failed" and "waited longer than max_wait_seconds (1.0s)" in (late.error or "")
 
 
 def workers_of(block: Any) -> list[str]:
@@ -271,16 +278,6 @@ def test_fallback_to_local_carries_a_workflow_from_node_to_node(redis_url: str, 
 
 
 def test_a_step_older_than_its_queues_message_retention_fails_saying_so(redis_url: str, tmp_path: Path) -> None:
-    steps = [{"name": "slow", "target": "sleep", "seconds": 3}, {"name": "late", "target": "echo", "value": 1}]
-    path, _queue = write_program(tmp_path, steps, {}, {"message_retention": 1}, strategy="collect")
-    n3 = client(redis_url, redis_url)
-    worker = pool_worker("p", path, redis_url, redis_url, tmp_path)
-    try:
-        worker.wait_ready(n3.app)
-        slow, late = n3.dispatch(str(path)).get(timeout=WAIT).blocks["b"].results
-        assert slow.status == "completed"
-        assert late.status == "failed" and "waited longer than message_retention (1.0s)" in (late.error or "")
-    finally:
-        worker.stop()
-        n3.close()
-        n3.app.backend.client.close()
+    slow, late = slow_then_late(redis_url, tmp_path, {}, {"message_retention": 1})
+    assert slow.status == "completed"
+    assert late.status == "failed" and "waited longer than message_retention (1.0s)" in (late.error or "")

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -95,13 +96,18 @@ def counter(redis_url: str, tag: str) -> tuple[int, bool]:
     return int(runs or 0), died is not None
 
 
-def test_a_child_lost_after_its_step_succeeded_does_not_fail_the_block(
-    early_ack: Cluster, redis_url: str, tag: str
-) -> None:
-    steps = [
+def dying_and_sibling(tag: str) -> list[dict[str, Any]]:
+    """The step whose pool child dies after it succeeded, and a sibling that outlives that child."""
+    return [
         {"name": "dies", "target": TARGET, "tag": tag},
         {"name": "sibling", "target": "outlives_lost_child", "tag": tag, "seconds": SIBLING, "value": "sibling"},
     ]
+
+
+def test_a_child_lost_after_its_step_succeeded_does_not_fail_the_block(
+    early_ack: Cluster, redis_url: str, tag: str
+) -> None:
+    steps = dying_and_sibling(tag)
     block = {"name": "lost_after_success", "strategy": "all", "fail_fast": True, "steps": steps}
     result = early_ack.n3.dispatch(block).get(timeout=WAIT)
     assert counter(redis_url, tag) == (1, True), early_ack.worker.log()  # it ran once, and its child died
@@ -116,10 +122,7 @@ def test_a_child_lost_after_its_step_succeeded_does_not_fail_the_block(
 def test_late_ack_does_not_deliver_again_a_step_that_succeeded_before_its_child_was_lost(
     late_ack: Cluster, redis_url: str, tag: str
 ) -> None:
-    steps = [
-        {"name": "dies", "target": TARGET, "tag": tag},
-        {"name": "sibling", "target": "outlives_lost_child", "tag": tag, "seconds": SIBLING, "value": "sibling"},
-    ]
+    steps = dying_and_sibling(tag)
     block = {"name": "lost_after_success", "strategy": "collect", "steps": steps}
     result = late_ack.n3.dispatch(block).get(timeout=WAIT)
     assert result.overall_status == "completed", f"{result.error_message}\n{late_ack.worker.log()}"
