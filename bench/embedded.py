@@ -22,7 +22,7 @@ import time
 from celery import Celery, canvas
 
 from namel3ss_celery import Namel3ssCelery, Settings
-from namel3ss_celery.embedded import EmbeddedWorker
+from namel3ss_celery.worker.embedded import EmbeddedWorker
 
 
 def plain_app(polling_interval: float | None) -> Celery:

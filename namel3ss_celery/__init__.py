@@ -1,5 +1,6 @@
 """namel3ss-celery: run Namel3ss parallel blocks, workflows and programs on Celery."""
 
+from .engine.runner import cancelled
 from .errors import (
     CompileError,
     ConfigurationError,
@@ -12,6 +13,7 @@ from .errors import (
     ScheduleError,
     SpecError,
     StepCancelled,
+    StepLost,
     StepResultError,
     UnknownRun,
     UnknownTarget,
@@ -23,7 +25,6 @@ from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus, Tas
 from .runs import RunHandle
 from .settings import Settings
 from .spec import load_program
-from .worker.runner import cancelled
 
 __version__ = "0.1.0"
 
@@ -56,6 +57,7 @@ __all__ = [
     "UnknownRun",
     "WaitTimeout",
     "StepCancelled",
+    "StepLost",
     "StepResultError",
     "RunFailed",
     "RunTimedOut",

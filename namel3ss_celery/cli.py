@@ -16,7 +16,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from .dead_letters import dead_letter_sources, list_dead_letters, requeue_dead_letters
 from .deploy import render
 from .errors import CompileError, ConfigurationError, RoutingError, SpecError, UnknownRun, WaitTimeout
 from .extension import Namel3ssCelery
@@ -26,6 +25,7 @@ from .routing.workers import find_pool, worker_argv, worker_env
 from .runs import NodeProgress, RunHandle, RunResult
 from .settings import Settings, split_modules
 from .spec import ProgramSpec, TaskQueueSpec, load_program
+from .worker.dead_letters import dead_letter_sources, list_dead_letters, requeue_dead_letters
 
 EXIT_OK, EXIT_FAILED, EXIT_SPEC = 0, 1, 2
 PROGRESS_EVERY = 0.25  # seconds between progress updates
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     try:
         context = json.loads(args.context)
     except json.JSONDecodeError as exc:
-        raise SpecError(f"--context is not JSON: {exc}", path="context") from None
+        raise SpecError(f"--context is not JSON: {exc}", path="context") from exc
     n3 = Namel3ssCelery(settings=_settings(args))
     try:
         targets = _targets(program, args.workflow)

@@ -72,6 +72,10 @@ class StepTimeout(Namel3ssCeleryError, TimeoutError):
     """A step ran past its own ``timeout_seconds``."""
 
 
+class StepLost(Namel3ssCeleryError):
+    """A step's worker was lost (or its message redelivered) more times than its delivery contract allows."""
+
+
 class StepResultError(Namel3ssCeleryError, TypeError):
     """A step returned something JSON cannot carry."""
 
@@ -80,7 +84,11 @@ class UnknownTarget(CompileError):
     """A step names a target that is neither registered nor an allowed ``module:function``."""
 
 
-class SchemaVersionError(Namel3ssCeleryError):
+class DecodeError(Namel3ssCeleryError, ValueError):
+    """A message or a stored record is not what this version reads; the message names what is wrong."""
+
+
+class SchemaVersionError(DecodeError):
     """A message was written with a schema version this worker does not know."""
 
 

@@ -9,26 +9,28 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from billiard.exceptions import WorkerLostError
 from celery import Celery, signals
-from celery.exceptions import TimeLimitExceeded
 
-from .compiler import check_plan
+from .compiler import SMALL_BLOCK, check_plan
+from .compiler.planning import make_plan
+from .compiler.publisher import CeleryPublisher
 from .compiler.steps import adapter_queue
 from .compiler.support import check_program_supported
-from .conductor import Conductor
-from .embedded import EmbeddedWorker
+from .engine.conductor import Conductor
+from .engine.ports import CoordinationStore
+from .engine.runner import install_log_ids, run_coroutine, to_json_data
 from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun
 from .gc_pause import collection_paused
 from .local import LocalExecutor
-from .pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
+from .plan import fields
+from .plan.model import Plan
 from .registry import (
     LAUNCH_TASK,
     SHARED,
-    STEP_TASK_PREFIX,
     ReducerFunction,
     Registry,
     StepDef,
@@ -39,17 +41,16 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .runs import RunHandle
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
-from .step_task import StepHandler
-from .tasks import register_adapter_tasks, register_step_task, step_task_class
-from .worker.plan import Plan, make_plan
+from .worker.embedded import EmbeddedWorker
+from .worker.pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .worker.redis_store import RedisStore
-from .worker.runner import install_log_ids, run_coroutine, to_json_data
-from .worker.store import CoordinationStore, MemoryStore
+from .worker.signals import connect_step_signals
+from .worker.step_task import StepHandler
+from .worker.store import MemoryStore
+from .worker.tasks import register_adapter_tasks, register_step_task, step_task_class
 
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
-
-INLINE_STEPS = 8  # runs whose first blocks have at most this many steps are published by dispatch itself
 
 
 def make_app(settings: Settings) -> Celery:
@@ -102,8 +103,9 @@ class Namel3ssCelery:
         self._registered: set[str] = set()
         self._modules_loaded = False
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
-        self.conductor = Conductor(app, lambda: self.store, self.registry, self.settings.result_expires)
-        self.steps = StepHandler(self.conductor)
+        self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
+        self.conductor.connect(CeleryPublisher(app, self.conductor))
+        self.steps = StepHandler(app, self.conductor)
         register_adapter_tasks(app, self.conductor)
         self._step_base = step_task_class(app, self.conductor)
         for definition in self.registry.steps():
@@ -112,15 +114,12 @@ class Namel3ssCelery:
         self.registry.listeners.append(listener)
         SHARED.listeners.append(listener)
         signals.import_modules.connect(self._on_import_modules)
-        signals.task_unknown.connect(self._on_task_unknown)
-        signals.worker_process_init.connect(self._on_process_init)
-        signals.task_failure.connect(self._on_task_failure)
-        signals.task_revoked.connect(self._on_task_revoked)
+        self._signal_handlers = connect_step_signals(app, self.conductor, self.steps)
         install_log_ids()
         add_pool_option(app, self)
         serve_placement(app, self)
         if self.settings.pool:
-            self._serve_pool(self.settings.pool)
+            self.serve(pool=self.settings.pool)
         app.namel3ss = self  # type: ignore[attr-defined]
 
     # --- registration -------------------------------------------------------
@@ -158,43 +157,24 @@ class Namel3ssCelery:
         if sender is self.app:
             self.load_step_modules()
 
-    def _serve_pool(self, name: str) -> None:
-        """This process is a worker of pool ``name`` (see ``pools.serve_pool``)."""
-        self.pool_service = serve_pool(self.app, self.steps, self.settings.program, name, self.settings.region)
+    @property
+    def program_file(self) -> str | None:
+        """The program file pool workers load (``NAMEL3SS_CELERY_PROGRAM``)."""
+        return self.settings.program
 
-    def _on_process_init(self, **_: Any) -> None:
-        self.steps.pool = "prefork"  # only prefork children send worker_process_init
+    @property
+    def pool_name(self) -> str | None:
+        """The worker pool this process serves, if any."""
+        return self.settings.pool
 
-    def _ours(self, sender: Any) -> bool:
-        return getattr(sender, "app", None) is self.app and str(getattr(sender, "name", "")).startswith(
-            STEP_TASK_PREFIX
-        )
-
-    def _on_task_failure(self, sender: Any = None, task_id: str = "", exception: Any = None, **kw: Any) -> None:
-        # Sent by the worker's main process when a step's process was lost or hit its hard time limit:
-        # the step never filed an outcome.
-        if self._ours(sender) and isinstance(exception, (WorkerLostError, TimeLimitExceeded)):
-            args = kw.get("args") or ()
-            reason = f"{type(exception).__name__}: {exception}"
-            self.conductor.file_lost(args[0] if args else None, task_id, reason)
-
-    def _on_task_revoked(self, sender: Any = None, request: Any = None, **kw: Any) -> None:
-        # Revoked by hand (Flower, control.revoke), or expired at a block deadline, before or while running.
-        if self._ours(sender) and request is not None:
-            args = getattr(request, "args", None) or ()
-            payload = args[0] if args else None
-            how = "expired" if kw.get("expired") else ("terminated" if kw.get("terminated") else "revoked")
-            started: str | None = "stopped" if kw.get("terminated") else "not_started"
-            reason = f"{how} before it finished"
-            waited = waited_too_long(payload) if kw.get("expired") else None
-            if waited is not None:
-                started = None  # a failure, not a cancellation: no worker of its queue took it in time
-                reason = f"waited longer than {waited} for a worker of its queue"
-            self.conductor.file_lost(payload, str(request.id), reason, started)
-
-    def _on_task_unknown(self, sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is self.app and name.startswith(STEP_TASK_PREFIX) and message is not None:
-            self.steps.refuse_unknown(name, id, message)
+    def serve(self, pool: str | None = None, region: str | None = None) -> None:
+        """Serve worker pool ``pool`` in this process (see ``worker.pools.serve_pool``); ``region``: the region
+        whose queue it also consumes (given before the pool, as ``--n3-region`` is)."""
+        if region is not None:
+            self.settings = replace(self.settings, region=region)
+        if pool is not None:
+            self.settings = replace(self.settings, pool=pool)
+            self.pool_service = serve_pool(self.app, self.steps, self.settings.program, pool, self.settings.region)
 
     # --- the coordination store -----------------------------------------------
 
@@ -259,18 +239,19 @@ class Namel3ssCelery:
         if self.embedded_worker is not None:
             self.embedded_worker.start()
         record = {
-            "kind": plan.kind,
-            "name": plan.name,
-            "plan": plan.to_json(),
-            "context": json.dumps(initial),
-            "status": str(RunStatus.RUNNING),
-            "created": repr(time.time()),
+            fields.KIND: plan.kind,
+            fields.NAME: plan.name,
+            fields.PLAN: plan.to_json(),
+            fields.CONTEXT: json.dumps(initial),
+            fields.STATUS: str(RunStatus.RUNNING),
+            fields.CREATED: repr(time.time()),
         }
         roots = [n for n in plan.nodes if not n.depends_on]
-        if sum(len(n.block.steps) for n in roots) <= INLINE_STEPS and not any(n.block.fan_out for n in roots):
-            # A small run: publishing its few steps here costs less than a hop through a worker. Nobody
+        if sum(len(n.block.steps) for n in roots) <= SMALL_BLOCK and not any(n.block.fan_out for n in roots):
+            # A small run (its first blocks have at most SMALL_BLOCK steps): publishing its few steps here
+            # costs less than a hop through a worker. Nobody
             # else knows the run yet, so its roots are claimed (and not cancelled) as the record is written.
-            record.update({f"node:{n.name}:launched": "1" for n in roots})
+            record.update({fields.launched(n.name): "1" for n in roots})
             self.store.create_run(run_id, record, self.settings.result_expires)
             self.conductor.launch(run_id, plan, roots, record, {}, cancelled={n.name: None for n in roots})
         else:
@@ -280,7 +261,7 @@ class Namel3ssCelery:
             self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(
                 ignore_result=True, **({"queue": queue} if queue else {})
             )
-        return RunHandle(self, run_id)
+        return self._handle(run_id)
 
     def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:
         """``task_always_eager`` (a user's test suite): run in this process, as Celery runs eager tasks."""
@@ -288,11 +269,16 @@ class Namel3ssCelery:
             self.registry, step_modules=self.settings.step_modules, ttl=self.settings.result_expires
         )
         result = run_coroutine(executor.run(plan, context))
-        record = {"kind": plan.kind, "name": plan.name, "status": str(RunStatus.RUNNING), "created": repr(time.time())}
+        record = {
+            fields.KIND: plan.kind,
+            fields.NAME: plan.name,
+            fields.STATUS: str(RunStatus.RUNNING),
+            fields.CREATED: repr(time.time()),
+        }
         self.store.create_run(run_id, record, self.settings.result_expires)
-        final = {"status": str(result.overall_status), "result": json.dumps(result.to_dict())}
+        final = {fields.STATUS: str(result.overall_status), fields.RESULT: json.dumps(result.to_dict())}
         self.store.finish(run_id, final, self.settings.result_expires)
-        return RunHandle(self, run_id)
+        return self._handle(run_id)
 
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
@@ -312,7 +298,10 @@ class Namel3ssCelery:
         """
         if self.store.run_record(run_id) is None:
             raise UnknownRun(run_id)
-        return RunHandle(self, run_id)
+        return self._handle(run_id)
+
+    def _handle(self, run_id: str) -> RunHandle:
+        return RunHandle(lambda: self.store, self.conductor.cancel, run_id)
 
     def close(self) -> None:
         """Stop the embedded worker, if one was started, and close the coordination store's connections."""
@@ -332,7 +321,7 @@ def check_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
     try:
         checked: dict[str, Any] = to_json_data(dict(context or {}), "context")
     except StepResultError as exc:
-        raise SpecError(str(exc), path="context") from None
+        raise SpecError(str(exc), path="context") from exc
     return checked
 
 
@@ -363,14 +352,3 @@ def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:
             target._register(definition)
 
     return listener
-
-
-def waited_too_long(payload: Any) -> str | None:
-    """The wait an expired step message expired for (``"max_wait_seconds (1.0s)"``, or its task queue's
-    ``message_retention``); ``None`` when it was its block's deadline."""
-    if not isinstance(payload, dict) or payload.get("max_wait") is None:
-        return None
-    deadline = payload.get("deadline")
-    if deadline is not None and time.time() >= float(deadline):
-        return None
-    return f"{payload.get('max_wait_field', 'max_wait_seconds')} ({float(payload['max_wait'])}s)"

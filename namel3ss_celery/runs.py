@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from .engine.advance import final_result
+from .engine.ports import CoordinationStore
 from .errors import UnknownRun, WaitTimeout
+from .plan import fields
+from .plan.model import Plan
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
-from .worker.plan import Plan, final_result
-
-if TYPE_CHECKING:
-    from .extension import Namel3ssCelery
 
 RunResult = ParallelExecutionResult | WorkflowResult
 
@@ -30,24 +30,31 @@ class NodeProgress:
 
 
 class RunHandle:
-    """A dispatched run, read back from the coordination store."""
+    """A dispatched run, read back from the coordination store.
 
-    def __init__(self, n3: Namel3ssCelery, run_id: str) -> None:
-        self._n3 = n3
+    Args:
+        store: the coordination store (made on first use).
+        cancel: what cancels a run by its id (the engine's ``Conductor.cancel``).
+        run_id: the run's id.
+    """
+
+    def __init__(self, store: Callable[[], CoordinationStore], cancel: Callable[[str], None], run_id: str) -> None:
+        self._store = store
+        self._cancel = cancel
         self.id = run_id
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id}>"
 
     def _record(self) -> dict[str, str]:
-        record = self._n3.store.run_record(self.id)
+        record = self._store().run_record(self.id)
         if record is None:
             raise UnknownRun(self.id)
         return record
 
     def status(self) -> RunStatus:
         """``running`` until the run ends, then its final status."""
-        return RunStatus(self._record()["status"])
+        return RunStatus(self._record()[fields.STATUS])
 
     def get(self, timeout: float = DEFAULT_WAIT) -> RunResult:
         """Wait for the run to end and return its result, whatever its final status.
@@ -56,10 +63,10 @@ class RunHandle:
             WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
             UnknownRun: no such run.
         """
-        filed = self._n3.store.wait(self.id, timeout)
+        filed = self._store().wait(self.id, timeout)
         if filed is None:
             raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
-        result = final_result({"result": filed})
+        result = final_result({fields.RESULT: filed})
         if result is None:
             raise UnknownRun(self.id)
         return result
@@ -70,16 +77,16 @@ class RunHandle:
         A node's state is ``waiting`` (not launched), ``running``, or its final status.
         """
         record = self._record()
-        plan = Plan.from_json(record["plan"])
-        counts = self._n3.store.step_counts(self.id, [n.name for n in plan.nodes])
+        plan = Plan.from_json(record[fields.PLAN])
+        counts = self._store().step_counts(self.id, [n.name for n in plan.nodes])
         rows = []
         for node in plan.nodes:
-            expanded = record.get(f"node:{node.name}:block")
+            expanded = record.get(fields.expanded_block(node.name))
             total = len(json.loads(expanded)["steps"]) if expanded else len(node.block.steps)
             state = "waiting"
-            if f"node:{node.name}:result" in record:
-                state = json.loads(record[f"node:{node.name}:result"])["overall_status"]
-            elif f"node:{node.name}:launched" in record:
+            if fields.node_result(node.name) in record:
+                state = json.loads(record[fields.node_result(node.name)])["overall_status"]
+            elif fields.launched(node.name) in record:
                 state = "running"
             rows.append(NodeProgress(node.name, min(counts.get(node.name, 0), total), total, state))
         return rows
@@ -91,8 +98,8 @@ class RunHandle:
         async steps are cancelled); the run's result keeps what had completed.
         A run that already ended is left as it is.
         """
-        if self._record().get("done") != "1":
-            self._n3.conductor.cancel(self.id)
+        if self._record().get(fields.DONE) != "1":
+            self._cancel(self.id)
 
     async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
         """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .compiler.planning import make_plan
 from .errors import ConfigurationError, UnknownTarget
 from .extension import Namel3ssCelery
 from .local import LocalExecutor
@@ -29,7 +30,6 @@ from .registry import SHARED, Registry
 from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus
 from .settings import Settings
 from .spec import ParallelBlockSpec, ParallelStrategy, load_model
-from .worker.plan import make_plan
 
 __all__ = [
     "DistributedParallelExecutor",

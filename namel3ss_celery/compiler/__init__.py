@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -12,16 +11,18 @@ from celery import canvas
 from celery.backends.redis import RedisBackend
 from pydantic_core import PydanticSerializationError
 
+from ..engine.runner import to_json_data
+from ..engine.settle import resolve_reducer
 from ..errors import CompileError, NotSupportedYet, SpecError, StepResultError, UnknownTarget
+from ..plan.kinds import Join
+from ..plan.message import FedStep
+from ..plan.model import Plan, PlanNode, PoolRoute
 from ..registry import Registry
 from ..routing.allowed import refusal
 from ..spec import ParallelBlockSpec, ParallelStrategy
-from ..worker.plan import Plan, PlanNode, PoolRoute
-from ..worker.runner import to_json_data
-from ..worker.settle import resolve_reducer
 from . import all as all_strategy
 from . import any_success, collect, map_reduce, race
-from .steps import pool_queue, step_payload, step_signatures
+from .steps import pool_queue, step_message, step_signatures
 from .support import check_supported
 
 Builder = Callable[
@@ -38,15 +39,16 @@ BUILDERS: dict[ParallelStrategy, Builder] = {
 }
 
 CHORD_STRATEGIES = (ParallelStrategy.ALL, ParallelStrategy.MAP_REDUCE)
-SMALL_BLOCK = 8  # up to this many steps, the counted join saves the chord body's extra hop
+SMALL_BLOCK = 8  # up to this many steps: the counted join saves the chord body's hop, and dispatch publishes a run
+# whose first blocks are this small itself, saving the launch task's hop
 
 
 @dataclass
 class Launch:
     """What starting a node publishes: a canvas now, the rest of a ``max_concurrency`` feed later.
 
-    ``feed`` holds the steps beyond the first ``max_concurrency``, as JSON items
-    (``task``, ``payload``, ``expires_at``); each finished step publishes the next.
+    ``feed`` holds the steps beyond the first ``max_concurrency``, as encoded ``FedStep`` items;
+    each finished step publishes the next.
     ``deadline`` is the block's absolute deadline (``timeout_seconds``), if any.
     """
 
@@ -77,24 +79,30 @@ def compile_node(
     deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
     if skip:  # steps its publisher runs itself (fallback_to_local): the rest file too, under the counted join
         indexes = [i for i in range(len(block.steps)) if i not in skip]
-        group = step_signatures(app, block, run_id, node.name, context, "count", deadline, indexes, pools=pools)
+        group = step_signatures(app, block, run_id, node.name, context, Join.COUNT, deadline, indexes, pools=pools)
         return Launch(canvas.group(group), [], deadline)
     window = block.max_concurrency
     if window is not None and window < len(block.steps):
         first = step_signatures(
-            app, block, run_id, node.name, context, "count", deadline, range(window), feed=True, pools=pools
+            app, block, run_id, node.name, context, Join.COUNT, deadline, range(window), feed=True, pools=pools
         )
         rest = [
-            json.dumps(
-                {
-                    "task": str(block.steps[i].target),
-                    "payload": payload,
-                    "expires_at": deadline,
-                    "queue": pool_queue(block.steps[i].worker_pool, pools),
-                }
-            )
+            FedStep(
+                str(block.steps[i].target),
+                step_message(
+                    block,
+                    i,
+                    run_id=run_id,
+                    node=node.name,
+                    context=context,
+                    join=Join.COUNT,
+                    feed=True,
+                    deadline=deadline,
+                    pools=pools,
+                ),
+                pool_queue(block.steps[i].worker_pool, pools),
+            ).encode()
             for i in range(window, len(block.steps))
-            for payload in [step_payload(block, i, run_id, node.name, context, "count", True, deadline, pools)]
         ]
         return Launch(canvas.group(first), rest, deadline)
     strategy = block.strategy
@@ -143,7 +151,7 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
             try:
                 resolve_reducer(node.block.reduce_function or "", registry)
             except KeyError as exc:
-                raise CompileError(str(exc.args[0]), path=f"{path}.reduce_function") from None
+                raise CompileError(str(exc.args[0]), path=f"{path}.reduce_function") from exc
     check_json(plan)
 
 
@@ -160,7 +168,7 @@ def check_json(plan: Plan) -> None:
     except (TypeError, ValueError, PydanticSerializationError) as exc:
         for node in plan.nodes:
             check_json_steps(node.name, [step.payload() for step in node.block.steps])
-        raise SpecError(f"the spec carries a value JSON cannot carry: {exc}") from None
+        raise SpecError(f"the spec carries a value JSON cannot carry: {exc}") from exc
 
 
 def check_json_steps(node: str, payloads: list[dict[str, Any]]) -> None:
@@ -173,7 +181,7 @@ def check_json_steps(node: str, payloads: list[dict[str, Any]]) -> None:
         try:
             to_json_data(payload, f"step {index} of {node!r}")
         except StepResultError as exc:
-            raise SpecError(str(exc).replace("returned", "carries"), path=f"{node}.steps[{index}]") from None
+            raise SpecError(str(exc).replace("returned", "carries"), path=f"{node}.steps[{index}]") from exc
 
 
 def check_target(target: str, registry: Registry, step_modules: tuple[str, ...], path: str) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 
 from celery import canvas
 
+from ..plan.kinds import Join
+from ..plan.model import PoolRoute
 from ..registry import SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK
 from ..spec import ParallelBlockSpec
-from ..worker.plan import PoolRoute
 from .steps import adapter_queue, step_signatures
 
 
@@ -22,7 +23,7 @@ def build(
     expires_at: float | None,
     pools: Mapping[str, PoolRoute] | None = None,
 ) -> canvas.Signature:
-    signatures = step_signatures(app, block, run_id, node, context, "chord", expires_at, pools=pools)
+    signatures = step_signatures(app, block, run_id, node, context, Join.CHORD, expires_at, pools=pools)
     # A header given as a generator keeps Celery's Redis backend from building a GroupResult in
     # apply_chord, which would subscribe this process to every step's result channel for good.
     header = canvas.group(signature for signature in signatures)

@@ -7,8 +7,9 @@ from typing import Any
 
 from celery import canvas
 
+from ..plan.kinds import Join
+from ..plan.model import PoolRoute
 from ..spec import ParallelBlockSpec
-from ..worker.plan import PoolRoute
 from .steps import step_signatures
 
 
@@ -21,4 +22,4 @@ def build(
     expires_at: float | None,
     pools: Mapping[str, PoolRoute] | None = None,
 ) -> canvas.Signature:
-    return canvas.group(step_signatures(app, block, run_id, node, context, "count", expires_at, pools=pools))
+    return canvas.group(step_signatures(app, block, run_id, node, context, Join.COUNT, expires_at, pools=pools))

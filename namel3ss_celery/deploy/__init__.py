@@ -64,9 +64,9 @@ def render(
     """
     try:
         chosen = Target(target)
-    except ValueError:
+    except ValueError as exc:
         choices = ", ".join(t.value for t in Target)
-        raise ConfigurationError(f"unknown deploy target {target!r}; choose one of: {choices}", "target") from None
+        raise ConfigurationError(f"unknown deploy target {target!r}; choose one of: {choices}", "target") from exc
     if broker_kind(broker_url) is Broker.MEMORY:
         raise ConfigurationError(
             f"broker {broker_url!r} lives inside one process; deployed workers need a redis:// or amqp:// broker",

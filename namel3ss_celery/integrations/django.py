@@ -33,8 +33,9 @@ from django.db import transaction  # type: ignore[import-untyped]  # Django ship
 
 from ..errors import ConfigurationError, UnknownRun
 from ..extension import Namel3ssCelery, SpecSource, check_context
+from ..plan.model import Plan
 from ..runs import DEFAULT_WAIT, RunHandle, RunResult
-from ..worker.plan import Plan
+from ..worker.compat import on_commit_pending
 
 __all__ = ["Publication", "PendingRun", "dispatch_on_commit"]
 
@@ -61,7 +62,8 @@ class PendingRun(RunHandle):
     def __init__(
         self, n3: Namel3ssCelery, run_id: str, plan: Plan, context: dict[str, Any], connection: Any, using: Any = None
     ) -> None:
-        super().__init__(n3, run_id)
+        super().__init__(lambda: n3.store, n3.conductor.cancel, run_id)
+        self._n3 = n3
         self._using = using
         self._plan = plan
         self._context = context
@@ -111,8 +113,7 @@ class PendingRun(RunHandle):
         return super().get(timeout)
 
     def _queued(self) -> bool:
-        # Django keeps (savepoint ids, callback, robust) per pending callback; a rollback drops ours.
-        return any(entry[1] == self._publish for entry in getattr(self._connection, "run_on_commit", ()))
+        return on_commit_pending(self._connection, self._publish)
 
     def _publish(self) -> None:
         with self._lock:

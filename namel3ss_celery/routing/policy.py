@@ -9,6 +9,10 @@ from ..spec import Reliability, RetryBackoff, TaskQueueSpec
 
 MAX_DOUBLINGS = 64  # exponential backoff stops growing here (the cap applies long before)
 
+HARD_LIMIT_GRACE = (
+    10.0  # seconds between a step's soft time limit (it is asked to stop) and the hard one (it is killed)
+)
+
 
 def retry_countdown(queue: TaskQueueSpec, retries: int) -> float:
     """Seconds to wait before the next attempt, after ``retries`` retries so far (Celery's ``request.retries``).

@@ -19,14 +19,13 @@ from typing import Any, TypedDict, cast
 
 from ..errors import RoutingError
 from ..spec import ProgramSpec, WorkerPoolSpec
-from .policy import delivery_options, seconds_text
+from .policy import HARD_LIMIT_GRACE, delivery_options, seconds_text
 from .queues import Broker, broker_kind, task_queue_of, visibility_timeout
 
 WORKER_CONFIG_KEYS = ("pool", "concurrency", "loglevel", "max_tasks_per_child")
 CELERY_POOLS = ("prefork", "processes", "threads", "solo", "gevent", "eventlet")
 PROCESS_POOLS = ("prefork", "processes")  # the pools that can grow, shrink and recycle child processes
 UNTIMED_POOLS = ("threads", "solo")  # the pools that enforce no time limits
-HARD_LIMIT_GRACE = 10.0  # seconds between the soft time limit (the step is asked to stop) and the hard one
 SCALING_OPTIONS = frozenset({"concurrency", "autoscale"})  # one choice: a fixed process count, or bounds to scale in
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -43,7 +43,7 @@ def _validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise spec_error(exc, model.__name__) from None
+        raise spec_error(exc, model.__name__) from exc
 
 
 def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:

@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from ..errors import UnknownRun
-from .store import done_key, list_key, run_key, steps_key, sticky_key
+from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
 
 WAIT_SLICE = 2.0
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from namel3ss_celery import SpecError, StepCancelled, UnknownTarget, cancelled
+from namel3ss_celery.compiler.planning import make_plan
 from namel3ss_celery.local import LocalExecutor
+from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.registry import Registry
 from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
 from namel3ss_celery.spec import load_any
-from namel3ss_celery.worker.plan import Plan, make_plan
 
 CALLED: list[str] = []
 CALLS: Counter[str] = Counter()

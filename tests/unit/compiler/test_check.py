@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from namel3ss_celery.compiler import check_plan
+from namel3ss_celery.compiler.planning import make_plan
 from namel3ss_celery.errors import CompileError, NotSupportedYet, UnknownTarget
+from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.registry import Registry, import_step_modules
 from namel3ss_celery.spec import ParallelBlockSpec, load_program
-from namel3ss_celery.worker.plan import Plan, make_plan
 
 PATH = "block[b].b"
 

@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.compiler.steps import step_payload
+from namel3ss_celery.compiler.planning import make_plan
+from namel3ss_celery.compiler.steps import step_message
 from namel3ss_celery.errors import RoutingError
+from namel3ss_celery.plan.kinds import Join
 from namel3ss_celery.routing import pool_queues
 from namel3ss_celery.routing.allowed import refusal
 from namel3ss_celery.routing.distribution import avoided, check_distribution, distribution_of, regions_of
 from namel3ss_celery.spec import load_program
-from namel3ss_celery.worker.plan import make_plan
 
 POOL = {"name": "gpu", "queue_name": "gpu", "capabilities": ["cuda"], "max_memory_mb": 2048, "max_cpu_cores": 4}
 
@@ -79,7 +80,9 @@ def test_failure_modes(mode: str, retries: int, retry_local: bool) -> None:
     plan = make_plan(program({"failure_mode": mode}, queue=queue))
     route = plan.pools["gpu"]
     assert route.retry_local is retry_local
-    payload = step_payload(plan.nodes[0].block, 0, "run1", "b", {}, "count", False, pools=plan.pools)
+    payload = step_message(
+        plan.nodes[0].block, 0, run_id="run1", node="b", context={}, join=Join.COUNT, pools=plan.pools
+    ).encode()
     assert payload["retries"] == retries
     assert payload.get("deliveries") == 3  # at_least_once: a lost worker redelivers, whatever the failure mode
 

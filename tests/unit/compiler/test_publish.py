@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from celery import Celery, canvas
 
-from namel3ss_celery.worker.publish import publish_canvas
+from namel3ss_celery.compiler.publish import publish_canvas
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The adapter's Celery tasks: the step task of each target, the launch, chord settle and its errback, deadlines.
 
-Each task is a thin shell around ``Conductor`` (``conductor.py``) or, for steps, ``StepHandler``
+Each task is a thin shell around the engine's ``Conductor`` or, for steps, ``StepHandler``
 (``step_task.py``), which do the work.
 """
 
@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conductor import Conductor
-from .registry import (
+from ..engine.conductor import Conductor
+from ..engine.decide import TIMED_OUT
+from ..registry import (
     LAUNCH_TASK,
     SETTLE_CHORD_FAILED_TASK,
     SETTLE_CHORD_TASK,
     SETTLE_DEADLINE_TASK,
     StepDef,
 )
-from .results import RunStatus
 from .step_task import StepHandler
-from .worker.control import Decision
 
 
 def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
@@ -38,8 +37,7 @@ def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
 
     @app.task(name=SETTLE_DEADLINE_TASK, shared=False, ignore_result=True)
     def settle_deadline(run_id: str, node: str) -> None:
-        reason = "the block's deadline (timeout_seconds) passed"
-        conductor.decide_and_settle(run_id, node, Decision(RunStatus.TIMEOUT, None, reason))
+        conductor.decide_and_settle(run_id, node, TIMED_OUT)
 
 
 def step_task_class(app: Any, conductor: Conductor) -> type:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .routing.queues import Broker, broker_kind
-from .spec import ParallelBlockSpec
-from .worker.plan import PoolRoute
+from ..plan.model import PoolRoute
+from ..spec import ParallelBlockSpec
+from .queues import Broker, broker_kind
 
 INSPECT_TIMEOUT = 1.0  # seconds Redis workers have to say which queues they consume
 

@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.compiler.steps import step_payload
-from namel3ss_celery.dead_letters import dead_letter_sources
+from namel3ss_celery.compiler.planning import make_plan
+from namel3ss_celery.compiler.steps import step_message
 from namel3ss_celery.errors import RoutingError
+from namel3ss_celery.plan.kinds import Join
+from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.spec import load_program
-from namel3ss_celery.worker.plan import Plan, make_plan
+from namel3ss_celery.worker.dead_letters import dead_letter_sources
 
 
 def program(*queues: dict[str, Any]) -> Any:
@@ -42,5 +44,7 @@ def test_queues_sharing_a_dead_letter_queue_must_agree_on_its_requeue_limit() ->
 def test_a_step_message_names_its_dead_letter_queue(queue: dict[str, Any], expected: str | None) -> None:
     plan = Plan.from_json(make_plan(program({"name": "cpu", **queue})).to_json())  # as a worker reads it
     assert plan.pools["cpu"].dead_letter == expected
-    payload = step_payload(plan.nodes[0].block, 0, "run1", "b", {}, "chord", False, pools=plan.pools)
+    payload = step_message(
+        plan.nodes[0].block, 0, run_id="run1", node="b", context={}, join=Join.CHORD, pools=plan.pools
+    ).encode()
     assert payload.get("dlq") == expected

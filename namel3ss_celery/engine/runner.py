@@ -1,4 +1,4 @@
-"""The step runner: call a step function, time it, check its result is JSON, file its envelope."""
+"""The step runner: call a step function, time it, check its result is JSON, say what happened."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from ..errors import SchemaVersionError, StepCancelled, StepResultError, StepTimeout, UnknownTarget
-from ..registry import StepDef
+from ..errors import StepCancelled, StepResultError, StepTimeout
+from ..plan.kinds import Outcome
+from ..plan.message import Envelope, StepMessage
+from ..registry import StepDef, StepFunction
+from ..results import TaskStatus
 
-SCHEMA_VERSION = 1
+CHECK_INTERVAL = 0.05
 
 _cancel_check: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
     "namel3ss_celery_cancel_check", default=None
@@ -61,57 +64,63 @@ def cancelled() -> bool:
 
 @dataclass
 class StepOutcome:
-    """What one call of a step function produced."""
+    """What one call of a step function produced (filed as its ``Envelope``)."""
 
     key: str
-    status: str  # "completed" | "failed" | "cancelled"
-    result: Any
-    error: str | None
-    exception: BaseException | None
+    status: TaskStatus  # completed, failed or cancelled
     start: float
     end: float
-    worker: str
-    task_id: str
-    outcome: str | None = None  # for race losers and stopped steps: not_started, stopped, ran_to_end, won
+    worker: str = ""
+    task_id: str = ""
+    result: Any = None
+    error: str | None = None
+    exception: BaseException | None = None
+    outcome: Outcome | None = None  # for race losers and stopped steps
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
+
+    @classmethod
+    def failure(
+        cls, key: str, exc: BaseException, *, worker: str = "", task_id: str = "", error: str | None = None
+    ) -> StepOutcome:
+        """A step that failed without running to its end: refused, lost, unknown to its worker."""
+        now = time.time()
+        return cls(key, TaskStatus.FAILED, now, now, worker, task_id, error=error or describe(exc), exception=exc)
+
+    @classmethod
+    def stopped(
+        cls,
+        key: str,
+        reason: str,
+        outcome: Outcome,
+        *,
+        worker: str = "",
+        task_id: str = "",
+        start: float | None = None,
+    ) -> StepOutcome:
+        """A step that was stopped (``outcome`` stopped) or never began (``not_started``)."""
+        now = time.time()
+        begun = now if start is None else start
+        return cls(key, TaskStatus.CANCELLED, begun, now, worker, task_id, error=reason, outcome=outcome)
 
     def envelope(self) -> str:
         """The JSON filed in the coordination store for settle to read."""
-        return json.dumps(
-            {
-                "key": self.key,
-                "status": self.status,
-                "result": self.result,
-                "error": self.error,
-                "start": self.start,
-                "end": self.end,
-                "worker": self.worker,
-                "task_id": self.task_id,
-                "outcome": self.outcome,
-                **({"executed_on": self.executed_on} if self.executed_on else {}),
-            }
-        )
-
-
-def check_payload(payload: Any, definition: StepDef) -> dict[str, Any]:
-    """Refuse a message of an unknown schema version or one addressed to another target."""
-    if not isinstance(payload, dict):
-        raise SchemaVersionError(f"a step message carries a mapping, not {type(payload).__name__}")
-    version = payload.get("v")
-    if version != SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})"
-        )
-    step = payload.get("step")
-    target = step.get("target") if isinstance(step, dict) else None
-    if target != definition.target:
-        raise UnknownTarget(f"message for target {target!r} reached the task of {definition.target!r}")
-    return payload
+        return Envelope(
+            key=self.key,
+            status=self.status,
+            result=self.result,
+            error=self.error,
+            start=self.start,
+            end=self.end,
+            worker=self.worker,
+            task_id=self.task_id,
+            outcome=self.outcome,
+            executed_on=self.executed_on,
+        ).encode()
 
 
 def call_step(
     definition: StepDef,
-    payload: dict[str, Any],
+    message: StepMessage,
     worker: str,
     task_id: str,
     should_stop: Callable[[], bool] | None = None,
@@ -122,37 +131,65 @@ def call_step(
     in sync steps, and by a watcher that cancels async steps.
     """
     start = time.time()
-    limit = payload["step"].get("timeout_seconds")
+    limit = message.timeout_seconds
     overdue = (lambda: time.time() >= start + float(limit)) if limit else None
     stops = [f for f in (should_stop, overdue) if f is not None]
     check = throttled(lambda: any(f() for f in stops)) if stops else None
+    key = message.key
+
+    def ended(status: TaskStatus, **fields: Any) -> StepOutcome:
+        return StepOutcome(key, status, start, time.time(), worker, task_id, **fields)
+
     token = _cancel_check.set(check)
-    ids = _step_ids.set((str(payload.get("run")), str(payload.get("node")), str(payload["key"])))
+    ids = _step_ids.set((message.run, message.node, key))
     try:
-        value = definition.function(dict(payload["step"]), dict(payload.get("context") or {}))
+        value = definition.function(dict(message.step), dict(message.context))
         if asyncio.iscoroutine(value):
-            value = run_coroutine(_watched(value, check))
+            value = run_coroutine(watched(value, check))
         if overdue is not None and overdue():  # a step that never checks ran past its timeout: it failed
-            raise StepTimeout(f"step {payload['key']!r} ran past its timeout_seconds ({limit}s)")
-        result = to_json_data(value, f"step {payload['key']!r} ({definition.target})")
+            raise StepTimeout(f"step {key!r} ran past its timeout_seconds ({limit}s)")
+        result = to_json_data(value, f"step {key!r} ({definition.target})")
     except (StepCancelled, SoftTimeLimitExceeded) as exc:
-        end = time.time()
         timed_out = overdue is not None and overdue() and not (should_stop and should_stop())
         if timed_out or isinstance(exc, SoftTimeLimitExceeded):  # Celery's soft limit is the step's own
-            late = StepTimeout(f"step {payload['key']!r} ran past its timeout_seconds ({limit}s)")
-            return StepOutcome(payload["key"], "failed", None, describe(late), late, start, end, worker, task_id)
-        return StepOutcome(
-            payload["key"], "cancelled", None, describe(exc), exc, start, end, worker, task_id, "stopped"
-        )
+            late = StepTimeout(f"step {key!r} ran past its timeout_seconds ({limit}s)")
+            return ended(TaskStatus.FAILED, error=describe(late), exception=late)
+        return ended(TaskStatus.CANCELLED, error=describe(exc), exception=exc, outcome=Outcome.STOPPED)
     except Exception as exc:  # noqa: BLE001 - any failure of user code is the step's failure
-        return StepOutcome(payload["key"], "failed", None, describe(exc), exc, start, time.time(), worker, task_id)
+        return ended(TaskStatus.FAILED, error=describe(exc), exception=exc)
     finally:
         _cancel_check.reset(token)
         _step_ids.reset(ids)
-    return StepOutcome(payload["key"], "completed", result, None, None, start, time.time(), worker, task_id)
+    return ended(TaskStatus.COMPLETED, result=result)
 
 
-CHECK_INTERVAL = 0.05
+async def call_async_step(
+    definition: StepDef, message: StepMessage, worker: str, should_stop: Callable[[], bool]
+) -> StepOutcome:
+    """``call_step`` for an ``async def`` step, awaited on the running event loop (the local executor)."""
+    check = throttled(should_stop)
+    token, start = _cancel_check.set(check), time.time()
+    try:
+        value = await watched(definition.function(dict(message.step), dict(message.context)), check)
+        replay = _returning(value)
+    except Exception as exc:  # noqa: BLE001 - handed to call_step, which makes it the step's failure
+        replay = _raising(exc)
+    finally:
+        _cancel_check.reset(token)
+    outcome = call_step(StepDef(definition.target, replay), message, worker, "")
+    outcome.start = start
+    return outcome
+
+
+def _returning(value: Any) -> StepFunction:
+    return lambda step, context: value
+
+
+def _raising(exc: Exception) -> StepFunction:
+    def replay(step: dict[str, Any], context: dict[str, Any]) -> Any:
+        raise exc
+
+    return replay
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -184,7 +221,7 @@ def throttled(should_stop: Callable[[], bool]) -> Callable[[], bool]:
     return check
 
 
-async def _watched(coro: Coroutine[Any, Any, Any], check: Callable[[], bool] | None) -> Any:
+async def watched(coro: Coroutine[Any, Any, Any], check: Callable[[], bool] | None) -> Any:
     """Await ``coro``; cancel it and raise ``StepCancelled`` when ``check`` says stop."""
     task = asyncio.ensure_future(coro)
     if check is None:
@@ -198,7 +235,7 @@ async def _watched(coro: Coroutine[Any, Any, Any], check: Callable[[], bool] | N
             try:
                 await task
             except asyncio.CancelledError:
-                pass
+                pass  # the cancellation asked for just above
             raise StepCancelled("stopped: its block no longer needs it")
 
 
@@ -214,5 +251,5 @@ def to_json_data(value: Any, what: str) -> Any:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         if isinstance(value, float) and not math.isfinite(value):
-            raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from None
-        raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from None
+            raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from exc
+        raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from exc

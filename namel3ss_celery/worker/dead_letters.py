@@ -30,11 +30,12 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.message import Message
 
-from .errors import RoutingError
-from .registry import STEP_TASK_PREFIX
-from .routing.queues import Broker, broker_kind, declare_queue
-from .spec import ProgramSpec, TaskQueueSpec
-from .worker.runner import describe
+from ..engine.runner import describe
+from ..errors import RoutingError
+from ..plan.message import StepMessage
+from ..registry import STEP_TASK_PREFIX
+from ..routing.queues import Broker, broker_kind, declare_queue
+from ..spec import ProgramSpec, TaskQueueSpec
 
 HEADER = "n3_dead_letter"
 FETCH_TIMEOUT = 1.0  # seconds to wait for the next message before a queue counts as drained
@@ -85,18 +86,18 @@ def dead_letter_sources(program: ProgramSpec) -> dict[str, TaskQueueSpec]:
 
 
 def publish_dead_letter(
-    app: Any, request: Any, task_name: str, payload: dict[str, Any], error: str, came_from: str
+    app: Any, request: Any, task_name: str, message: StepMessage, error: str, came_from: str
 ) -> None:
-    """Worker side: put a copy of a failed step's message on its dead-letter queue (``payload["dlq"]``).
+    """Worker side: put a copy of a failed step's message on its dead-letter queue (``message.dlq``).
 
     ``came_from`` is the queue ``dlq requeue`` sends it back to. Not needed (and not called) where
     RabbitMQ dead-letters the rejected message itself.
     """
-    queue = declare_queue(payload["dlq"], {})
+    queue = declare_queue(str(message.dlq), {})
     header = {"queue": came_from, "error": error, "at": time.time()}
     app.send_task(
         task_name,
-        args=(payload,),
+        args=(message.encode(),),
         task_id=request.id,
         queue=queue,
         headers={HEADER: header},
@@ -140,7 +141,10 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
                 done.append(Requeued(letter, None, "not a namel3ss step with a known queue"))
                 continue
             args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
-            payload = {**args[0], "requeued_from": letter.task_id, "requeues": letter.requeues + 1}
+            step = StepMessage.routing(args[0] if args else None)
+            if step is None:
+                done.append(Requeued(letter, None, "its message is not a step message this version reads"))
+                continue
             new_id = str(uuid.uuid4())
             hard, soft = (message.headers or {}).get("timelimit") or (None, None)
             priority = message.properties.get("priority")
@@ -148,7 +152,7 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
             target = declare_queue(letter.queue, {})
             app.send_task(
                 letter.task,
-                args=(payload,),
+                args=(step.requeued(letter.task_id).encode(),),
                 task_id=new_id,
                 queue=target,
                 declare=[],
@@ -196,7 +200,7 @@ def _reading(app: Any, queue: str, most: int) -> Iterator[Iterator[Message]]:
 def _describe(app: Any, message: Message) -> DeadLetter:
     headers = message.headers or {}
     args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
-    payload = args[0] if args and isinstance(args[0], dict) else {}
+    step = StepMessage.routing(args[0] if args else None)
     task_id = str(headers.get("id") or "")
     ours = headers.get(HEADER) or {}
     deaths = headers.get("x-death") or []
@@ -209,11 +213,11 @@ def _describe(app: Any, message: Message) -> DeadLetter:
         task_id=task_id,
         task=str(headers.get("task") or ""),
         queue=str(queue),
-        run=payload.get("run"),
-        node=payload.get("node"),
-        step=payload.get("key"),
+        run=step.run if step else None,
+        node=step.node if step else None,
+        step=step.key if step else None,
         error=error,
-        requeues=int(payload.get("requeues", 0)),
+        requeues=step.requeues if step else 0,
         dead_lettered_at=at,
     )
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from namel3ss_celery.engine.settle import LOST, settle_block
 from namel3ss_celery.registry import Registry
 from namel3ss_celery.results import RunStatus, TaskStatus
 from namel3ss_celery.spec import ParallelBlockSpec
-from namel3ss_celery.worker.settle import LOST, settle_block
 
 
 def envelope(

@@ -1,20 +1,20 @@
 """Settle a block: turn the filed step envelopes into a ``ParallelExecutionResult``.
 
-Pure functions of the block spec and the envelopes; the Celery tasks that call
-them (chord bodies, errbacks, the last step of a counted join) live in
-``namel3ss_celery.tasks``.
+Pure functions of the block spec and the envelopes; the conductor calls them
+when a block's chord body, errback, last step, deadline or cancel settles it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..plan.kinds import Outcome
+from ..plan.message import Envelope
 from ..registry import BUILTIN_REDUCERS, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
 from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
-from .control import Decision
+from .decide import Decision
 
 RACING = (ParallelStrategy.RACE, ParallelStrategy.ANY_SUCCESS)
 
@@ -43,31 +43,29 @@ def task_results(
             if decision is None:
                 results.append(ParallelTaskResult(key, TaskStatus.FAILED, error=LOST, metadata=metadata))
             else:
-                outcome = "stopping" if index in started else "not_started"
-                metadata["outcome"] = outcome
-                error = f"{outcome.replace('_', ' ')}: {decision.reason}"
+                pending = Outcome.STOPPING if index in started else Outcome.NOT_STARTED
+                metadata["outcome"] = str(pending)
+                error = f"{str(pending).replace('_', ' ')}: {decision.reason}"
                 results.append(ParallelTaskResult(key, TaskStatus.CANCELLED, error=error, metadata=metadata))
             continue
-        env = json.loads(raw)
-        metadata.update(
-            executed_on=env.get("executed_on", executed_on), worker=env.get("worker"), celery_task_id=env.get("task_id")
-        )
-        outcome = env.get("outcome")
+        env = Envelope.decode(raw)
+        metadata.update(executed_on=env.executed_on or executed_on, worker=env.worker, celery_task_id=env.task_id)
+        outcome = env.outcome
         if decision is not None and decision.winner == index:
-            outcome = "won"
+            outcome = Outcome.WON
         elif outcome is None and block.strategy in RACING:
-            outcome = "ran_to_end"
+            outcome = Outcome.RAN_TO_END
         if outcome is not None:
-            metadata["outcome"] = outcome
+            metadata["outcome"] = str(outcome)
         results.append(
             ParallelTaskResult(
                 task_id=key,
-                status=TaskStatus(env["status"]),
-                result=env.get("result"),
-                error=env.get("error"),
-                start_time=env.get("start"),
-                end_time=env.get("end"),
-                duration_ms=_ms(env.get("start"), env.get("end")),
+                status=env.status,
+                result=env.result,
+                error=env.error,
+                start_time=env.start,
+                end_time=env.end,
+                duration_ms=_ms(env.start, env.end),
                 metadata=metadata,
             )
         )
@@ -101,7 +99,7 @@ def settle_block(
         metadata["loser_worker_seconds"] = round(sum((r.duration_ms or 0.0) for r in losers) / 1000, 3)
     if decision is not None or block.strategy in RACING:
         # Steps still running when the block was decided; the result is rewritten as they report.
-        metadata["losers_pending"] = sum(r.metadata.get("outcome") == "stopping" for r in results)
+        metadata["losers_pending"] = sum(r.metadata.get("outcome") == Outcome.STOPPING for r in results)
     starts = [r.start_time for r in results if r.start_time is not None]
     ends = [r.end_time for r in results if r.end_time is not None]
     start, end = (min(starts), max(ends)) if starts and ends else (None, None)

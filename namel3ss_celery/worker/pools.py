@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Collection
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import click
 from celery import Celery, bootsteps, signals
@@ -16,18 +16,32 @@ from celery.worker.components import GREEN_POOLS
 from click.core import ParameterSource
 from kombu.entity import Queue
 
-from .errors import ConfigurationError, RoutingError
-from .registry import STEP_TASK_PREFIX
-from .routing.autoscale import autoscaler_setting
-from .routing.distribution import distribution_of, matching, region_queue, regions_of
-from .routing.policy import delivery_options
-from .routing.queues import REDIS_PRIORITY_STEPS, Broker, broker_kind, pool_queues, task_queue_of, transport_options
-from .routing.workers import drop_given_options, find_pool, worker_env, worker_options
-from .spec import DistributionPolicy, ProgramSpec, ScalingMetric, load_program
+from ..errors import ConfigurationError, RoutingError
+from ..registry import STEP_TASK_PREFIX
+from ..routing.autoscale import autoscaler_setting
+from ..routing.distribution import distribution_of, matching, region_queue, regions_of
+from ..routing.policy import delivery_options
+from ..routing.queues import REDIS_PRIORITY_STEPS, Broker, broker_kind, pool_queues, task_queue_of, transport_options
+from ..routing.workers import drop_given_options, find_pool, worker_env, worker_options
+from ..spec import DistributionPolicy, ProgramSpec, ScalingMetric, load_program
 from .step_task import StepHandler
 
-if TYPE_CHECKING:
-    from .extension import Namel3ssCelery
+
+class PoolHost(Protocol):
+    """What a pool worker needs of the extension installed on its app (``Namel3ssCelery``)."""
+
+    steps: StepHandler
+    pool_service: PoolService | None
+
+    @property
+    def program_file(self) -> str | None: ...
+
+    @property
+    def pool_name(self) -> str | None: ...
+
+    def serve(self, pool: str | None = None, region: str | None = None) -> None:
+        """Serve ``pool`` (and its ``region``'s queue) in this process."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ def serve_pool(
         options.setdefault("unacked_restore_throttle", 1)
         app.conf.broker_transport_options = options
     steps.pool_name = pool.name
-    steps.queue = pool.queue_name
+    steps.sticky.queue = pool.queue_name
     steps.allowed_tools = tuple(pool.allowed_tools)
     steps.allowed_agents = tuple(pool.allowed_agents)
     config = distribution_of(program, name)
@@ -117,7 +131,7 @@ def _region_queues(program: ProgramSpec, queue: str, pool: str, region: str | No
     return tuple(q for q in pool_queues(program) if q.name == wanted)
 
 
-def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
+def serve_placement(app: Celery, n3: PoolHost) -> None:
     """A bootstep for pool workers: refuse a node name the pool's ``avoid_workers`` names; consume the
     region's queue and the worker's own direct queue where the pool's distributed config sends steps there."""
 
@@ -130,7 +144,7 @@ def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
                 avoided = matching(service.avoid_workers, parent.hostname)
                 if avoided is not None:
                     raise ConfigurationError(
-                        f"worker {parent.hostname!r} may not serve pool {n3.settings.pool!r}: its distributed "
+                        f"worker {parent.hostname!r} may not serve pool {n3.pool_name!r}: its distributed "
                         f"config avoids {avoided!r} (avoid_workers); start it under another name (-n)",
                         setting="avoid_workers",
                     )
@@ -139,13 +153,13 @@ def serve_placement(app: Celery, n3: Namel3ssCelery) -> None:
                     queues.select_add(queue)
                 if service.direct:  # Celery's worker_direct queue, <node>.dq2, where sticky keys are forwarded
                     queues.select_add(worker_direct(parent.hostname))
-                    n3.steps.direct = True  # only a worker that reads its direct queue may keep sticky keys
+                    n3.steps.sticky.direct = True  # only a worker that reads its direct queue may keep sticky keys
             super().__init__(parent, **kwargs)
 
     app.steps["worker"].add(ServePlacement)
 
 
-def add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
+def add_pool_option(app: Celery, n3: PoolHost) -> None:
     """``celery -A APP worker --n3-pool NAME``: serve one worker pool of ``NAMEL3SS_CELERY_PROGRAM``.
 
     The worker consumes that pool's queue (besides any ``-Q``), enforces its
@@ -216,7 +230,7 @@ def add_pool_option(app: Celery, n3: Namel3ssCelery) -> None:
 
     def set_region(_ctx: click.Context, _param: click.Parameter, region: str | None) -> str | None:
         if region:
-            n3.settings = replace(n3.settings, region=region)
+            n3.serve(region=region)
         return region
 
     app.user_options["worker"].add(
@@ -249,7 +263,7 @@ def given_options(ctx: click.Context) -> frozenset[str]:
     )
 
 
-def serve_worker(worker: Any, n3: Namel3ssCelery, name: str, given: Collection[str]) -> None:
+def serve_worker(worker: Any, n3: PoolHost, name: str, given: Collection[str]) -> None:
     """Make a starting ``celery worker`` a worker of pool ``name``, at ``worker_init`` (see ``add_pool_option``).
 
     Args:
@@ -267,8 +281,7 @@ def serve_worker(worker: Any, n3: Namel3ssCelery, name: str, given: Collection[s
             it loads the app). The message names the pool.
         SpecError: the program file is not a valid program.
     """
-    n3.settings = replace(n3.settings, pool=name)
-    n3._serve_pool(name)
+    n3.serve(pool=name)
     queues = worker.app.amqp.queues
     queue = n3.pool_service.queue if n3.pool_service is not None else ""
     if "queues" in given:  # -Q: the pool's queue besides those
@@ -278,7 +291,7 @@ def serve_worker(worker: Any, n3: Namel3ssCelery, name: str, given: Collection[s
     with worker.app.connection_for_read() as connection:  # the broker this worker reads, even if broker_url is unset
         broker = connection.as_uri()
     try:
-        program = load_program(str(n3.settings.program))
+        program = load_program(str(n3.program_file))
         options = worker_options(program, name, broker)
         environment = worker_env(find_pool(program, name))
     except RoutingError as exc:

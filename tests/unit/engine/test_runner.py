@@ -8,20 +8,11 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.errors import (
-    SchemaVersionError,
-    StepCancelled,
-    StepResultError,
-    UnknownTarget,
-)
+from namel3ss_celery.engine import runner
+from namel3ss_celery.engine.runner import call_step, to_json_data
+from namel3ss_celery.errors import StepCancelled, StepResultError
+from namel3ss_celery.plan.message import SCHEMA_VERSION, StepMessage
 from namel3ss_celery.registry import StepDef
-from namel3ss_celery.worker import runner
-from namel3ss_celery.worker.runner import (
-    SCHEMA_VERSION,
-    call_step,
-    check_payload,
-    to_json_data,
-)
 
 
 def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
@@ -39,7 +30,8 @@ def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
 
 
 def run(function: Any, message: dict[str, Any] | None = None) -> runner.StepOutcome:
-    return call_step(StepDef("t", function), message or payload(), worker="w@host", task_id="task-1")
+    decoded = StepMessage.decode(message or payload())
+    return call_step(StepDef("t", function), decoded, worker="w@host", task_id="task-1")
 
 
 def test_a_sync_step_gets_its_step_and_context() -> None:
@@ -62,15 +54,15 @@ def test_a_sync_step_gets_its_step_and_context() -> None:
 
 
 def test_a_step_cannot_change_the_message() -> None:
-    message = payload(query="celery")
+    message = StepMessage.decode(payload(query="celery"))
 
     def mutate(step: dict[str, Any], context: dict[str, Any]) -> None:
         step["query"] = "changed"
         context["user"] = "changed"
 
-    assert run(mutate, message).status == "completed"
-    assert message["step"]["query"] == "celery"
-    assert message["context"]["user"] == "ada"
+    assert call_step(StepDef("t", mutate), message, worker="w", task_id="t").status == "completed"
+    assert message.step["query"] == "celery"
+    assert message.context["user"] == "ada"
 
 
 def test_an_async_step_runs_to_its_result() -> None:
@@ -175,33 +167,3 @@ def test_the_envelope_is_json_with_the_outcome() -> None:
         "task_id": "task-1",
         "outcome": None,
     }
-
-
-def test_check_payload_accepts_its_own_target() -> None:
-    message = payload("t")
-    assert check_payload(message, StepDef("t", print)) is message
-
-
-@pytest.mark.parametrize("version", [None, 0, 2, "1", 1.5])
-def test_check_payload_refuses_an_unknown_schema_version(version: Any) -> None:
-    message = {**payload(), "v": version}
-    with pytest.raises(SchemaVersionError, match=f"schema version {version!r} is not known"):
-        check_payload(message, StepDef("t", print))
-
-
-def test_check_payload_refuses_a_message_without_a_version() -> None:
-    message = payload()
-    del message["v"]
-    with pytest.raises(SchemaVersionError):
-        check_payload(message, StepDef("t", print))
-
-
-@pytest.mark.parametrize("message", [None, "text", [1], 3])
-def test_check_payload_refuses_a_non_mapping(message: Any) -> None:
-    with pytest.raises(SchemaVersionError, match="carries a mapping"):
-        check_payload(message, StepDef("t", print))
-
-
-def test_check_payload_refuses_a_message_for_another_target() -> None:
-    with pytest.raises(UnknownTarget, match="message for target 'other' reached the task of 't'"):
-        check_payload(payload("other"), StepDef("t", print))

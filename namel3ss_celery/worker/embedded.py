@@ -7,10 +7,10 @@ import socket
 import threading
 from typing import Any
 
-from celery._state import _set_task_join_will_block
 from celery.worker import WorkController
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
+from .compat import allow_join_in_thread
 
 
 class _Controller(WorkController):  # type: ignore[misc]
@@ -72,7 +72,7 @@ class EmbeddedWorker:
             ready = controller.ready.wait(timeout)
             # Starting a worker marks the process as "inside a task", which would forbid
             # AsyncResult.get() in the caller's own threads; undo it as celery.contrib.testing does.
-            _set_task_join_will_block(False)
+            allow_join_in_thread()
             if not ready:
                 raise ConfigurationError(
                     f"the embedded Celery worker did not start within {timeout:g}s", setting="broker_url"

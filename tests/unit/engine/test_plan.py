@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+from namel3ss_celery.compiler.planning import make_plan
+from namel3ss_celery.engine.advance import final_result, node_settled
 from namel3ss_celery.errors import SpecError
+from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.results import (
     ParallelExecutionResult,
     ParallelTaskResult,
@@ -16,7 +19,6 @@ from namel3ss_celery.results import (
     WorkflowResult,
 )
 from namel3ss_celery.spec import ParallelBlockSpec, ParallelStrategy, load_program
-from namel3ss_celery.worker.plan import Plan, final_result, make_plan, node_settled
 from namel3ss_celery.worker.store import MemoryStore
 
 TTL = 60

@@ -1,0 +1,184 @@
+"""The Celery publisher: the engine's port to Celery. It compiles a node into canvas and sends it.
+
+``Conductor`` decides what to publish; this module knows how: the pool queues
+and dead-letter queues to declare first, the steps a ``fallback_to_local``
+pool runs in this process because no worker consumes its queue, the block's
+deadline as an ETA task, and the canvas itself (``publish.publish_canvas``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from celery import canvas
+from celery.utils.nodenames import worker_direct
+
+from ..engine.conductor import Conductor
+from ..engine.runner import StepOutcome, call_step
+from ..errors import RoutingError, UnknownTarget
+from ..plan.kinds import Join
+from ..plan.message import FedStep, StepMessage
+from ..plan.model import Plan, PlanNode, PoolRoute
+from ..registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX
+from ..routing.allowed import refusal
+from ..routing.fallback import fallback_steps
+from ..routing.queues import declare_queue
+from ..spec import step_key
+from . import compile_node
+from .publish import publish_canvas
+from .steps import adapter_queue, step_message
+
+logger = logging.getLogger("namel3ss_celery")
+
+
+@dataclass
+class PreparedCanvas:
+    """A node compiled for Celery: its canvas, its feed, its deadline, and the steps this process runs."""
+
+    canvas: canvas.Signature
+    feed: list[str]
+    deadline: float | None
+    context: dict[str, Any]
+    local: frozenset[int]  # fallback_to_local steps no worker would take
+
+
+class CeleryPublisher:
+    """``Publisher`` on a Celery app."""
+
+    def __init__(self, app: Any, conductor: Conductor) -> None:
+        self.app = app
+        self.conductor = conductor
+
+    def prepare_node(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> PreparedCanvas:
+        declare_pool_queues(self.app, plan.pools)
+        local = fallback_steps(self.app, node.block, plan.pools)
+        launch = compile_node(self.app, node, run_id, context, plan.pools, skip=local)
+        return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, context, local)
+
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas) -> None:
+        if prepared.local:
+            logger.warning(
+                "no worker consumes the queue of steps %s of block %s: running them here",
+                sorted(prepared.local),
+                node.name,
+            )
+            args = (run_id, node, prepared.context, sorted(prepared.local), plan, prepared.deadline)
+            threading.Thread(target=self.run_here, args=args, name=f"n3-local-{node.name}", daemon=True).start()
+        if prepared.deadline is not None:
+            queue = None if prepared.local else adapter_queue(node.block, plan.pools)
+            self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
+                eta=datetime.fromtimestamp(prepared.deadline, tz=timezone.utc),
+                ignore_result=True,
+                **({"queue": queue} if queue else {}),
+            )
+        publish_canvas(self.app, prepared.canvas)
+
+    def send_fed(self, item: FedStep) -> None:
+        options: dict[str, Any] = {"queue": item.queue} if item.queue else {}
+        expires_at = item.message.expires(time.time())  # it starts waiting now
+        if expires_at is not None:
+            options["expires"] = datetime.fromtimestamp(expires_at, tz=timezone.utc)
+        self.app.signature(STEP_TASK_PREFIX + item.target, args=(item.message.encode(),), immutable=True).apply_async(
+            **options
+        )
+
+    def terminate(self, task_id: str) -> None:
+        self.app.control.revoke(task_id, terminate=True, signal=signal.SIGTERM)
+
+    def run_here(
+        self,
+        run_id: str,
+        node: PlanNode,
+        context: dict[str, Any],
+        indexes: list[int],
+        plan: Plan,
+        deadline: float | None,
+    ) -> None:
+        """fallback_to_local: run steps in this process, one after another, and file them as a worker would.
+
+        Whatever goes wrong with one step (its message, its target, the store) fails that step, so its
+        block still ends; the pool's allowed targets apply as on its workers.
+        """
+        where = f"local@{socket.gethostname()}"
+        for index in indexes:
+            step = node.block.steps[index]
+            message = StepMessage(  # enough to file a failure, should the full message not be made
+                run=run_id,
+                node=node.name,
+                index=index,
+                total=len(node.block.steps),
+                key=step_key(step, index),
+                join=Join.COUNT,
+                strategy=node.block.strategy,
+                step={},
+                context={},
+                fail_fast=node.block.fail_fast,
+                deadline=deadline,
+            )
+            try:
+                message = step_message(
+                    node.block,
+                    index,
+                    run_id=run_id,
+                    node=node.name,
+                    context=context,
+                    join=Join.COUNT,
+                    deadline=deadline,
+                    pools=plan.pools,
+                )
+                self._run_one_here(message, step.worker_pool, plan.pools.get(step.worker_pool or ""), where)
+            except Exception as exc:  # noqa: BLE001 - a step that cannot run here fails, and its block goes on
+                logger.exception("step %s of block %s could not run here", message.key, node.name)
+                outcome = StepOutcome.failure(message.key, exc, worker=where)
+                outcome.executed_on = "local"
+                self.conductor.follow_up(self.conductor.file(message, outcome))
+
+    def _run_one_here(self, message: StepMessage, pool: str | None, route: PoolRoute | None, where: str) -> None:
+        definition = self.conductor.registry.step(message.target)
+        if definition is None:
+            raise UnknownTarget(f"target {message.target!r} is not registered in this process")
+        if route is not None:
+            refused = refusal(str(pool), message.kind, message.target, route.allowed_tools, route.allowed_agents)
+            if refused is not None:
+                raise RoutingError(refused)
+        control = self.conductor.control(message)
+        if not control.start(message.index, where, "local", os.getpid(), ""):
+            self.conductor.follow_up(self.conductor.skip(message, where, ""))
+            return
+        outcome = call_step(definition, message, worker=where, task_id="", should_stop=control.stop_requested)
+        outcome.executed_on = "local"
+        self.conductor.follow_up(self.conductor.file(message, outcome))
+
+
+_DECLARED_DEAD_LETTERS: WeakKeyDictionary[Any, set[str]] = WeakKeyDictionary()  # per app, once per process
+
+
+def declare_pool_queues(app: Any, pools: Mapping[str, PoolRoute]) -> None:
+    """Make the app know each pool queue with its arguments (RabbitMQ's ``x-max-priority``) before publishing,
+    so the broker declares it as the pool's workers do; declare each dead-letter queue on the broker now.
+
+    A dead-letter queue must exist before a step can fail: RabbitMQ drops a message dead-lettered to an
+    exchange with no queue bound. It is declared, not added to ``app.amqp.queues``, so that no worker
+    started later in this process consumes it.
+    """
+    for route in pools.values():
+        if route.queue not in app.amqp.queues:
+            queue = worker_direct(route.affinity) if route.affinity else declare_queue(route.queue, route.arguments)
+            app.amqp.queues.add(queue)
+    declared = _DECLARED_DEAD_LETTERS.setdefault(app, set())
+    missing = sorted({r.dead_letter for r in pools.values() if r.dead_letter} - declared)
+    if missing:
+        with app.connection_for_write() as connection:
+            for name in missing:
+                declare_queue(name, {})(connection.default_channel).declare()  # type: ignore[no-untyped-call]
+        declared.update(missing)

@@ -1,0 +1,362 @@
+"""The conductor: the rules of a run, in one place, working through a store and a publisher.
+
+It files step outcomes and decides blocks, settles them, feeds
+``max_concurrency`` windows, enforces deadlines, stops losers, launches the
+nodes a settled block unblocks, and cancels runs. On the Celery path the
+store is Redis (or memory, embedded) and the publisher sends Celery messages;
+in the local executor the store is memory and the publisher runs steps on
+asyncio. Nothing here knows which.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import SpecError
+from ..plan import fields
+from ..plan.kinds import Join, Outcome
+from ..plan.message import FedStep, StepMessage
+from ..plan.model import Plan, PlanNode
+from ..registry import Registry
+from ..results import ParallelExecutionResult, RunStatus, TaskStatus
+from ..spec import step_key
+from .advance import node_settled, refreshed_final
+from .control import BlockControl
+from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
+from .nodes import broken, launched, node_context, with_fan_out
+from .ports import CoordinationStore, Publisher
+from .runner import StepOutcome, describe
+from .settle import settle_block
+
+logger = logging.getLogger("namel3ss_celery")
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What filing an outcome asks for next: settle the block (``refresh``: rewrite its result)."""
+
+    run_id: str
+    node: str
+    refresh: bool = False
+
+
+class Conductor:
+    """Moves runs forward: files step outcomes and does what follows.
+
+    Args:
+        store: where runs live (the coordination store), made on first use.
+        publisher: how steps are sent (set later with ``connect`` when it needs this conductor).
+        registry: where reducers are found when blocks settle.
+        ttl: seconds a run's keys live (renewed when it ends).
+        executed_on: what a block's result reports as where it ran (``celery`` or ``local``).
+    """
+
+    def __init__(
+        self,
+        store: Callable[[], CoordinationStore],
+        publisher: Publisher[Any] | None,
+        registry: Registry,
+        ttl: int,
+        executed_on: str = "celery",
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self.registry = registry
+        self.ttl = ttl
+        self.executed_on = executed_on
+
+    def connect(self, publisher: Publisher[Any]) -> None:
+        """Use ``publisher`` to send steps."""
+        self._publisher = publisher
+
+    @property
+    def store(self) -> CoordinationStore:
+        return self._store()
+
+    @property
+    def publisher(self) -> Publisher[Any]:
+        if self._publisher is None:
+            raise LookupError("this conductor has no publisher yet (connect one)")
+        return self._publisher
+
+    def control(self, message: StepMessage) -> BlockControl:
+        return BlockControl(self.store, message.run, message.node, message.deadline)
+
+    # --- steps ---------------------------------------------------------------
+    def file(self, message: StepMessage, outcome: StepOutcome, keep: bool = False) -> FollowUp | None:
+        """File an outcome, decide the block if this outcome decides it, and say what must follow.
+
+        With ``keep`` an outcome the step already filed stays (a lost or duplicate step never replaces
+        what the step itself reported).
+        """
+        run_id, node, index = message.run, message.node, message.index
+        control = self.control(message)
+        overdue = control.overdue()
+        if overdue is not None and control.decide(overdue):
+            # This step is the first to see the deadline passed: it ends the block as timed out.
+            if outcome.outcome is None:
+                outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
+            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
+            return FollowUp(run_id, node)
+        if keep:
+            filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=True)
+            prior = control.decision()
+        else:  # the common case: file and read the decision in one round trip
+            filed, raw = self.store.file_step(run_id, node, index, outcome.envelope(), self.ttl, control.decided_field)
+            prior = Decision.from_json(raw) if raw else None
+        if prior is not None and outcome.outcome is None:
+            # A late step (its block was decided before it reported): file what it did.
+            outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
+            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
+        complete = filed >= message.total
+        if prior is None:
+            decision = decide_after(
+                message.strategy,
+                fail_fast=message.fail_fast,
+                total=message.total,
+                filed=filed,
+                index=index,
+                key=message.key,
+                status=outcome.status,
+            )
+            if decision is not None and control.decide(decision):
+                return FollowUp(run_id, node)
+            if decision is None and message.join == Join.COUNT and complete:
+                return FollowUp(run_id, node)
+            if message.feed:
+                self.feed_next(run_id, node)
+        # A late step that ran (stopped, or ran to its end) rewrites the decided block's result;
+        # one that never started is already reported as not_started.
+        late = complete or outcome.outcome in (Outcome.STOPPED, Outcome.RAN_TO_END)
+        return FollowUp(run_id, node, refresh=True) if late and control.decision() is not None else None
+
+    def follow_up(self, action: FollowUp | None) -> None:
+        """Do what ``file`` asked for (on a worker: after Celery stored the step's own state)."""
+        if action is None:
+            return
+        if action.refresh:
+            self.refresh_node(action.run_id, action.node)
+        else:
+            self.settle_node(action.run_id, action.node)
+
+    def skip(self, message: StepMessage, worker: str, task_id: str) -> FollowUp | None:
+        """A step the start guard refused: file it as ``not_started``.
+
+        When nothing decided its block yet (the run was cancelled, or its deadline passed), this step
+        decides it so, and its block settles.
+        """
+        control = self.control(message)
+        decided_here = control.decision() is None and control.decide(control.overdue() or CANCELLED)
+        outcome = StepOutcome.stopped(message.key, NOT_STARTED, Outcome.NOT_STARTED, worker=worker, task_id=task_id)
+        follow_up = self.file(message, outcome, keep=True)
+        return FollowUp(message.run, message.node) if decided_here else follow_up
+
+    def file_lost(self, payload: Any, task_id: str, reason: str, outcome: Outcome | None = None) -> None:
+        """A step that ended without filing its outcome (worker lost, hard time limit, revoked, expired):
+        file one for it, unless it filed its own, so its block still ends. ``outcome`` set: it was
+        cancelled (not_started, stopped), not failed."""
+        message = StepMessage.routing(payload)
+        if message is None:
+            return
+        if outcome is None:
+            now = time.time()
+            lost = StepOutcome(message.key, TaskStatus.FAILED, now, now, task_id=task_id, error=reason)
+        else:
+            lost = StepOutcome.stopped(message.key, reason, outcome, task_id=task_id)
+        self.follow_up(self.file(message, lost, keep=True))
+
+    def feed_next(self, run_id: str, node: str) -> None:
+        """Send the next step of a ``max_concurrency`` window, unless the block is decided."""
+        if BlockControl(self.store, run_id, node).stop_requested():
+            return
+        raw = self.store.pop_item(run_id, fields.feed(node))
+        if raw is not None:
+            self.publisher.send_fed(FedStep.decode(raw))
+
+    # --- blocks ----------------------------------------------------------------
+
+    def settle_node(self, run_id: str, node: str) -> None:
+        """Settle one node once (claimed), under its decision if it has one; then move the run on."""
+        claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node)
+        if not claimed:
+            return
+        if fields.PLAN not in record:
+            logger.warning("run %s expired before block %s settled", run_id, node)
+            return
+        plan = Plan.from_json(record[fields.PLAN])
+        control = BlockControl(self.store, run_id, node)
+        decision = None
+        try:
+            decision = control.decision_in(record)
+            block = launched(plan.by_name[node], record)
+            result = settle_block(
+                block.block,
+                envelopes,
+                self.registry,
+                executed_on=self.executed_on,
+                decision=decision,
+                started=control.started(record),
+            )
+        except Exception as exc:  # noqa: BLE001 - a block must end even when settling it breaks
+            logger.exception("settling block %s of run %s failed", node, run_id)
+            result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
+        self._advance(run_id, plan, record, node, result)
+        # Terminating losers comes after the result is out: a waiting client does not wait for it.
+        terminate = decision is not None and plan.by_name[node].block.terminate_losers
+        if terminate and self.stop_losers(launched(plan.by_name[node], record), control, record):
+            self.refresh_node(run_id, node)
+
+    def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
+        """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""
+        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
+        if settled is None:
+            BlockControl(self.store, run_id, node).decide(decision)
+            self.settle_node(run_id, node)  # claimed: settles once, under whichever decision came first
+
+    def refresh_node(self, run_id: str, node: str) -> None:
+        """Every step of a decided block has now reported: rewrite its result with what the losers did."""
+        record = self.store.run_record(run_id)
+        if record is None or fields.node_result(node) not in record:
+            return
+        plan = Plan.from_json(record[fields.PLAN])
+        control = BlockControl(self.store, run_id, node)
+        result = settle_block(
+            launched(plan.by_name[node], record).block,
+            self.store.step_envelopes(run_id, node),
+            self.registry,
+            executed_on=self.executed_on,
+            decision=control.decision(),
+            started=control.started(record),
+        )
+        self.store.set_fields(run_id, {fields.node_result(node): json.dumps(result.to_dict())})
+        final = refreshed_final(self.store, run_id, plan)
+        if final is not None:
+            self.store.set_fields(run_id, {fields.RESULT: json.dumps(final.to_dict())})
+
+    def stop_losers(self, node: PlanNode, control: BlockControl, record: Mapping[str, str]) -> bool:
+        """Terminate running prefork losers (``terminate_losers``); True when any was.
+
+        Every running loser is already asked to stop (it reads the decision); on other pools a
+        loser that never checks runs to its end, and that is logged.
+        """
+        envelopes = self.store.step_envelopes(control.run_id, node.name)
+        decision = control.decision_in(record)
+        terminated = False
+        for index, info in control.started(record).items():
+            if index in envelopes or (decision is not None and decision.winner == index):
+                continue
+            if info.get("pool") != "prefork":
+                logger.warning(
+                    "terminate_losers: step %s of block %s runs on a %s pool, which cannot terminate it",
+                    index,
+                    node.name,
+                    info.get("pool"),
+                )
+                continue
+            if info.get("task_id"):
+                terminated = True
+                self.publisher.terminate(str(info["task_id"]))
+                # A terminated step files nothing itself; if it finishes first, its own envelope replaces this.
+                outcome = StepOutcome.stopped(
+                    step_key(node.block.steps[index], index),
+                    "terminated: its block no longer needed it (terminate_losers)",
+                    Outcome.STOPPED,
+                    worker=str(info.get("worker", "")),
+                    task_id=str(info["task_id"]),
+                    start=float(info["start"]) if info.get("start") else None,  # type: ignore[arg-type]
+                )
+                self.store.record_step(control.run_id, node.name, index, outcome.envelope(), self.ttl, keep=True)
+        return terminated
+
+    # --- runs ------------------------------------------------------------------
+
+    def launch_roots(self, run_id: str) -> None:
+        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker).
+
+        ``dispatch`` launches a small run itself, with ``launch``."""
+        record = self.store.run_record(run_id)
+        if record is None:
+            logger.warning("run %s expired before it was launched", run_id)
+            return
+        plan = Plan.from_json(record[fields.PLAN])
+        roots: list[PlanNode] = []
+        cancelled: dict[str, str | None] = {}
+        for node in plan.nodes:
+            if not node.depends_on:
+                # Whether the run was cancelled, read with the claim: a cancel that comes later sees the claim.
+                claimed, cancelled[node.name] = self.store.claim_and_get(
+                    run_id, fields.launched(node.name), fields.CANCELLED
+                )
+                if claimed:
+                    roots.append(node)
+        self.launch(run_id, plan, roots, record, {}, cancelled)
+
+    def launch(
+        self,
+        run_id: str,
+        plan: Plan,
+        nodes: list[PlanNode],
+        record: Mapping[str, str],
+        outputs: dict[str, Any],
+        cancelled: Mapping[str, str | None] | None = None,
+    ) -> None:
+        """Publish each node's steps (and its feed and deadline); a node with no steps settles at once.
+
+        ``cancelled``: the run's cancelled field as read when a node was claimed (otherwise it is read here).
+        """
+        pending, cancelled = deque(nodes), cancelled or {}
+        while pending:
+            node, context, failure = pending.popleft(), node_context(record, outputs), None
+            fanned = node.block.fan_out is not None
+            try:
+                node = with_fan_out(node, context)
+            except SpecError as exc:
+                failure = Decision(RunStatus.FAILED, None, str(exc))
+            if fanned and failure is None:
+                self.store.set_fields(run_id, {fields.expanded_block(node.name): node.block.model_dump_json()})
+            if failure is None and (
+                cancelled[node.name] if node.name in cancelled else self.store.get_fields(run_id, [fields.CANCELLED])[0]
+            ):
+                failure = CANCELLED
+                BlockControl(self.store, run_id, node.name).decide(failure)
+            if node.block.steps and failure is None:
+                try:
+                    self._publish(run_id, plan, node, context)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
+                    logger.exception("launching block %s of run %s failed", node.name, run_id)
+                    failure = Decision(RunStatus.FAILED, None, f"launching the block failed: {describe(exc)}")
+            if self.store.claim(run_id, fields.settled(node.name)):
+                result = settle_block(node.block, {}, self.registry, executed_on=self.executed_on, decision=failure)
+                advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
+                outputs = advance.outputs
+                pending.extend(advance.launch)
+
+    def _publish(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> None:
+        prepared = self.publisher.prepare_node(run_id, plan, node, context)
+        self.store.push_items(run_id, fields.feed(node.name), prepared.feed, self.ttl)
+        self.publisher.send_node(run_id, plan, node, prepared)
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
+        self.store.set_fields(run_id, {fields.CANCELLED: "1"})
+        record = self.store.run_record(run_id) or {}
+        plan = Plan.from_json(record[fields.PLAN])
+        for node in plan.nodes:
+            if fields.launched(node.name) in record and fields.settled(node.name) not in record:
+                self.decide_and_settle(run_id, node.name, CANCELLED)
+
+    def _advance(
+        self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
+    ) -> None:
+        advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
+        if advance.final is not None:
+            logger.info("run %s ended %s", run_id, advance.final.overall_status)
+        if advance.launch:
+            self.launch(run_id, plan, advance.launch, record, advance.outputs)

@@ -1,0 +1,76 @@
+"""Block control: record a block's decision, and whether a step may start or must stop.
+
+The decision is an atomic claim in the coordination store; steps read it
+before they start (the start guard) and while they run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+
+from ..plan import fields
+from .decide import TIMED_OUT, Decision
+from .ports import CoordinationStore
+
+
+class BlockControl:
+    """The control fields of one block of one run."""
+
+    def __init__(self, store: CoordinationStore, run_id: str, node: str, deadline: float | None = None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.node = node
+        self.deadline = deadline
+
+    @property
+    def decided_field(self) -> str:
+        return fields.decided(self.node)
+
+    def decide(self, decision: Decision) -> bool:
+        """Record ``decision`` unless another was recorded first; True for the one that won."""
+        return self.store.claim(self.run_id, self.decided_field, decision.to_json())
+
+    def decision(self) -> Decision | None:
+        (raw,) = self.store.get_fields(self.run_id, [self.decided_field])
+        return Decision.from_json(raw) if raw else None
+
+    def stop_requested(self) -> bool:
+        """True once the block is decided, its deadline passed or the run cancelled: do not start, or stop."""
+        if self.overdue() is not None:
+            return True
+        decided, cancelled = self.store.get_fields(self.run_id, [self.decided_field, fields.CANCELLED])
+        return bool(decided or cancelled)
+
+    def overdue(self) -> Decision | None:
+        """The timeout decision, once the block's deadline has passed."""
+        if self.deadline is not None and time.time() >= self.deadline:
+            return TIMED_OUT
+        return None
+
+    def start(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> bool:
+        """The start guard: mark a step started; True when it may run, False when its block is decided or
+        the run cancelled.
+
+        One atomic round trip: a step is marked started only if nothing decided its block first,
+        so a decider sees exactly the steps that will run.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired).
+        """
+        if self.overdue() is not None:
+            return False
+        info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
+        field = fields.started(self.node, index)
+        return self.store.set_unless(self.run_id, field, info, [self.decided_field, fields.CANCELLED])
+
+    def decision_in(self, record: Mapping[str, str]) -> Decision | None:
+        """The block's decision as a run record holds it."""
+        raw = record.get(self.decided_field)
+        return Decision.from_json(raw) if raw else None
+
+    def started(self, record: Mapping[str, str]) -> dict[int, dict[str, object]]:
+        """Which steps started, from a run record: index -> worker, pool, pid, task_id."""
+        prefix = fields.started_prefix(self.node)
+        return {int(k[len(prefix) :]): json.loads(v) for k, v in record.items() if k.startswith(prefix)}

@@ -1,0 +1,141 @@
+"""The engine's two ports: where a run's state lives (a store) and how its steps get run (a publisher).
+
+The Celery path plugs in the Redis store and a Celery publisher; the local
+executor plugs in the memory store and an asyncio publisher. The engine knows
+nothing else of either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from ..plan.message import FedStep
+from ..plan.model import Plan, PlanNode
+
+
+class CoordinationStore(Protocol):
+    """Where workers and clients meet. Every key a run creates expires after ``ttl`` seconds."""
+
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None: ...
+
+    def run_record(self, run_id: str) -> dict[str, str] | None: ...
+
+    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None: ...
+
+    def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
+        """The values of some fields of the run (``None`` where unset)."""
+        ...
+
+    def incr(self, run_id: str, field: str, amount: int = 1) -> int:
+        """Add ``amount`` to an integer field of the run (0 when unset) and return the new value.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired); nothing was written.
+        """
+        ...
+
+    def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
+        """Set some fields and read the whole record back, in one round trip."""
+        ...
+
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+        """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired); nothing was written.
+        """
+        ...
+
+    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+        """``claim`` plus the run record and the block's envelopes, in one round trip."""
+        ...
+
+    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
+        """Set ``field`` on the run only if unset; True for the one caller that set it."""
+        ...
+
+    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
+        """``claim`` and read another field of the run (``None`` where unset), in one round trip."""
+        ...
+
+    def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
+        """File one step's envelope under its index; return how many distinct steps are filed.
+
+        With ``keep`` an envelope already filed for that index stays (a duplicate delivery never
+        replaces what the step itself reported).
+        """
+        ...
+
+    def file_step(
+        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+    ) -> tuple[int, str | None]:
+        """``record_step`` and read one run field (the block's decision) in the same round trip."""
+        ...
+
+    def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
+
+    def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
+        """How many steps of each block have reported (for progress)."""
+        ...
+
+    def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
+        """Write the final fields and wake every waiter; True when written.
+
+        With ``claim``, only the first caller to set that field of the run writes anything (one step).
+        """
+        ...
+
+    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
+        """Append to a named list of the run (a block's ``max_concurrency`` feed)."""
+        ...
+
+    def pop_item(self, run_id: str, name: str) -> str | None:
+        """Take the first item of a named list of the run, or ``None`` when it is empty."""
+        ...
+
+    def wait(self, run_id: str, timeout: float) -> str | None:
+        """Block until the run is finished or ``timeout`` passes.
+
+        Returns:
+            The run's ``result`` field once it is finished (``""`` if it has none); ``None`` when
+            ``timeout`` passed first.
+        """
+        ...
+
+    def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
+        """The owner of ``key`` in ``scope`` (a sticky pool): ``owner`` when the key had none, or always with
+        ``take_over``; each key is forgotten ``ttl`` seconds after it was last used."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PreparedNode(Protocol):
+    """A node its publisher made ready: the feed of its ``max_concurrency`` window and its deadline."""
+
+    feed: list[str]  # encoded ``FedStep`` items, published one by one as steps finish
+    deadline: float | None  # the block's absolute deadline (``timeout_seconds``), if any
+
+
+Prepared = TypeVar("Prepared", bound=PreparedNode)
+
+
+class Publisher(Protocol[Prepared]):
+    """How a run's steps reach whatever runs them; ``Prepared`` is what it makes of a node before sending."""
+
+    def prepare_node(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> Prepared:
+        """Build the node's step messages (nothing is sent yet)."""
+        ...
+
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared) -> None:
+        """Send the node's first steps and arm its deadline (the feed is in the store by now)."""
+        ...
+
+    def send_fed(self, item: FedStep) -> None:
+        """Send the next step of a ``max_concurrency`` window."""
+        ...
+
+    def terminate(self, task_id: str) -> None:
+        """Terminate a running step (``terminate_losers``, on pools that can)."""
+        ...

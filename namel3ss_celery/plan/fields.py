@@ -1,0 +1,89 @@
+"""Every key and field name a run has in the coordination store, in one place.
+
+A run is one hash (``run_key``) holding its record and control fields, one hash
+of step envelopes per block (``steps_key``), named lists (``list_key``: a
+block's ``max_concurrency`` feed) and a one-item list that wakes waiters
+(``done_key``). Field names are built here and nowhere else.
+"""
+
+from __future__ import annotations
+
+# --- keys ----------------------------------------------------------------------
+
+
+def run_key(run_id: str) -> str:
+    return f"n3:run:{run_id}"
+
+
+def steps_key(run_id: str, node: str) -> str:
+    return f"n3:run:{run_id}:steps:{node}"
+
+
+def list_key(run_id: str, name: str) -> str:
+    return f"n3:run:{run_id}:list:{name}"
+
+
+def done_key(run_id: str) -> str:
+    return f"n3:run:{run_id}:done"
+
+
+def sticky_key(scope: str, key: str) -> str:
+    return f"n3:sticky:{scope}:{key}"
+
+
+# --- fields of the run's record ----------------------------------------------------
+
+KIND = "kind"  # "block" | "workflow" | "program"
+NAME = "name"
+PLAN = "plan"  # the plan's JSON
+CONTEXT = "context"  # the run's initial context, JSON
+STATUS = "status"  # a RunStatus
+CREATED = "created"  # when it was dispatched (epoch seconds, repr of a float)
+RESULT = "result"  # the final result's JSON, once it ended
+DONE = "done"  # "1" once it ended
+FINAL = "final"  # claimed by the one caller that ends the run
+CANCELLED = "cancelled"  # "1" once cancel() was called
+
+
+def launched(node: str) -> str:
+    """Claimed by the one caller that launches ``node``."""
+    return f"node:{node}:launched"
+
+
+def settled(node: str) -> str:
+    """Claimed by the one caller that settles ``node``."""
+    return f"node:{node}:settled"
+
+
+def decided(node: str) -> str:
+    """The block's ``Decision`` (JSON), claimed by whatever decided it first."""
+    return f"node:{node}:decided"
+
+
+def node_result(node: str) -> str:
+    """The block's ``ParallelExecutionResult`` (JSON), once settled."""
+    return f"node:{node}:result"
+
+
+def expanded_block(node: str) -> str:
+    """The block as launched, with the steps its fan-out made (JSON)."""
+    return f"node:{node}:block"
+
+
+def started_prefix(node: str) -> str:
+    return f"node:{node}:started:"
+
+
+def started(node: str, index: int) -> str:
+    """Set by the start guard when step ``index`` began: where it runs (JSON)."""
+    return f"{started_prefix(node)}{index}"
+
+
+def deliveries(node: str, index: int, retries: int) -> str:
+    """How many times one attempt of a step was delivered (at_least_once's bound)."""
+    return f"node:{node}:deliveries:{index}:{retries}"
+
+
+def feed(node: str) -> str:
+    """The name of a block's ``max_concurrency`` feed list (``list_key``)."""
+    return f"feed:{node}"

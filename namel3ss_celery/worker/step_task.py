@@ -1,0 +1,189 @@
+"""What ``n3.step.<target>`` does on a worker: read the message, start (or not), run, retry, file, decide.
+
+Around the step itself: the pool's ``allowed_tools`` and ``allowed_agents``, at_least_once's bound on
+redelivery, sticky keys forwarded to their worker, ``retry_local``, dead letters, and steps requeued
+from a dead-letter queue. Filing an outcome and what follows it (settling, feeding, launching) is the
+engine's (``engine.conductor``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from celery.exceptions import Ignore, NotRegistered
+from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
+
+from ..engine.conductor import Conductor
+from ..engine.retry import retry_countdown
+from ..engine.runner import StepOutcome, call_step, describe
+from ..errors import RoutingError, StepLost, UnknownRun, UnknownTarget
+from ..plan import fields
+from ..plan.kinds import Join
+from ..plan.message import StepMessage
+from ..registry import STEP_TASK_PREFIX, StepDef
+from ..results import TaskStatus
+from ..routing.allowed import refusal
+from .compat import fail_chord_part
+from .dead_letters import broker_dead_letters_itself, publish_dead_letter
+from .sticky import StickyKeys
+
+logger = logging.getLogger("namel3ss_celery")
+
+
+class StepHandler:
+    """Runs steps for one worker process. ``pool`` is ``"prefork"`` inside a prefork child (set at its start);
+    ``pool_name``, ``allowed_tools`` and ``allowed_agents`` are those of the worker pool it serves, if any."""
+
+    def __init__(self, app: Any, conductor: Conductor) -> None:
+        self.app = app
+        self.conductor = conductor
+        self.sticky = StickyKeys(app, lambda: conductor.store, conductor.ttl)
+        self.pool = "other"
+        self.allowed_tools: tuple[str, ...] = ()  # empty: any target
+        self.allowed_agents: tuple[str, ...] = ()
+        self.pool_name: str | None = None
+
+    def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
+        """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE."""
+        request = task.request
+        worker, task_id = request.hostname or "", request.id or ""
+        message = self._read(task, definition, payload)
+        if message.requeued_from:
+            return self._run_again(task, definition, message)
+        if message.sticky is not None and self.sticky.forwarded(task, message.sticky):
+            raise Ignore()  # its key belongs to another worker, which now has it
+        control = self.conductor.control(message)
+        try:
+            if message.deliveries is not None:
+                self._bound_redelivery(task, message)
+            may_run = control.start(message.index, worker, self.pool, os.getpid(), task_id)
+        except UnknownRun:
+            logger.warning("step %s of run %s dropped: the run's record expired", message.key, message.run)
+            raise Ignore() from None
+        if not may_run:
+            follow_up = self.conductor.skip(message, worker, task_id)
+            task.backend.mark_as_revoked(request.id, "block already decided", request=request)
+            self.conductor.follow_up(follow_up)
+            raise Ignore()
+        outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.stop_requested)
+        self._retry_if_due(task, message, outcome, stopping=control.stop_requested)
+        if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
+            # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
+            logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
+            outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.stop_requested)
+        if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
+            # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
+            follow_up = self.conductor.file(message, outcome)
+            task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
+            self.conductor.follow_up(follow_up)
+            raise Ignore()
+        # Follow-ups run in after_return, once Celery has stored this task's own state.
+        request.n3_after = self.conductor.file(message, outcome)
+        if outcome.exception is not None:
+            self._dead_letter(task, message, outcome.error or describe(outcome.exception))
+            raise outcome.exception
+        return outcome.result
+
+    def _read(self, task: Any, definition: StepDef, payload: Any) -> StepMessage:
+        """The step message, checked against this worker: its target, its pool's allowed targets.
+
+        A message that names its run and block but is refused fails that step (so its block still ends)
+        and is dead-lettered; the error is raised for Celery to record.
+        """
+        request = task.request
+        try:
+            message = StepMessage.decode(payload)
+            if message.target != definition.target:
+                raise UnknownTarget(f"message for target {message.target!r} reached the task of {definition.target!r}")
+            refused = refusal(
+                str(self.pool_name), message.kind, definition.target, self.allowed_tools, self.allowed_agents
+            )
+            if refused is not None:
+                raise RoutingError(refused)
+        except Exception as exc:
+            routed = StepMessage.routing(payload)
+            if routed is not None:
+                if not routed.requeued_from:
+                    refusal_outcome = StepOutcome.failure(routed.key, exc, worker=request.hostname, task_id=request.id)
+                    request.n3_after = self.conductor.file(routed, refusal_outcome)
+                self._dead_letter(task, routed, describe(exc))
+            raise
+        return message
+
+    def _run_again(self, task: Any, definition: StepDef, message: StepMessage) -> Any:
+        """A step requeued from a dead-letter queue: it runs on its own (its block ended long ago) and its
+        result is this task's; it retries as before and, failing for good, is dead-lettered again."""
+        request = task.request
+        outcome = call_step(definition, message, worker=request.hostname or "", task_id=request.id or "")
+        self._retry_if_due(task, message, outcome, stopping=lambda: False)
+        if outcome.exception is not None:
+            self._dead_letter(task, message, outcome.error or describe(outcome.exception))
+            raise outcome.exception
+        return outcome.result
+
+    def _retry_if_due(self, task: Any, message: StepMessage, outcome: StepOutcome, stopping: Any) -> None:
+        """Raise Celery's ``Retry`` when a failed step has retries left and its block is not ``stopping``."""
+        retries = task.request.retries
+        delay = retry_countdown(message, outcome.status, retries, stopping)
+        if delay is None:
+            return
+        options: dict[str, Any] = {}
+        expires = message.expires(time.time() + delay)  # it may wait as long again, after its delay
+        if expires is not None:
+            options["expires"] = datetime.fromtimestamp(expires, tz=timezone.utc)
+        raise task.retry(exc=outcome.exception, countdown=delay, max_retries=message.retries, **options)
+
+    def _dead_letter(self, task: Any, message: StepMessage, error: str) -> None:
+        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``.
+
+        A message that came through a worker's direct queue (sticky, worker_affinity) has no dead-letter
+        exchange, so it is always copied; it is requeued to its pool's queue (sticky) or to that same
+        direct queue (worker_affinity).
+        """
+        if not message.dlq:
+            return
+        delivery = task.request.delivery_info or {}
+        came_from = str(delivery.get("routing_key") or "")
+        own = worker_direct(task.request.hostname or "").name
+        # Celery sends to a direct queue through the default exchange, with the queue's name as routing key.
+        direct = delivery.get("exchange") == WORKER_DIRECT_EXCHANGE.name or came_from == own
+        if direct or not broker_dead_letters_itself(self.app, bool(task.acks_late)):
+            if direct:
+                came_from = (self.sticky.queue or own) if message.sticky is not None else own
+            publish_dead_letter(self.app, task.request, task.name, message, error, came_from)
+
+    def _bound_redelivery(self, task: Any, message: StepMessage) -> None:
+        """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
+        request = task.request
+        field = fields.deliveries(message.node, message.index, request.retries)
+        delivered = self.conductor.store.incr(message.run, field)
+        if delivered > int(message.deliveries or 0):
+            error = StepLost(
+                f"step {message.key!r} was delivered {delivered} times without finishing (its worker was lost "
+                f"each time); at_least_once gives up after {message.deliveries}"
+            )
+            outcome = StepOutcome.failure(message.key, error, worker=request.hostname or "", task_id=request.id or "")
+            request.n3_after = self.conductor.file(message, outcome)
+            self._dead_letter(task, message, describe(error))
+            raise error
+
+    def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
+        """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
+        args, _kwargs, embed = message.decode()
+        step = StepMessage.routing(args[0] if args else None)
+        if step is None:
+            return
+        exc = NotRegistered(name)
+        error = (
+            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
+            "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
+        )
+        self.conductor.follow_up(
+            self.conductor.file(step, StepOutcome.failure(step.key, exc, task_id=task_id, error=error))
+        )
+        if step.join == Join.CHORD and embed.get("chord"):
+            fail_chord_part(self.app, task_id, message.headers, embed, exc)

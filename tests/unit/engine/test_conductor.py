@@ -1,0 +1,228 @@
+"""The conductor on the memory store, with a publisher that records what it is asked to send."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from namel3ss_celery.compiler.planning import make_plan
+from namel3ss_celery.compiler.steps import step_message
+from namel3ss_celery.engine.advance import final_result
+from namel3ss_celery.engine.conductor import Conductor
+from namel3ss_celery.engine.decide import TIMED_OUT
+from namel3ss_celery.engine.runner import StepOutcome
+from namel3ss_celery.plan import fields
+from namel3ss_celery.plan.kinds import Join, Outcome
+from namel3ss_celery.plan.message import FedStep, StepMessage
+from namel3ss_celery.plan.model import Plan, PlanNode
+from namel3ss_celery.registry import Registry
+from namel3ss_celery.results import ParallelExecutionResult, RunStatus, TaskStatus, WorkflowResult
+from namel3ss_celery.spec import load_any
+from namel3ss_celery.worker.store import MemoryStore
+
+TTL = 60
+
+
+@dataclass
+class Prepared:
+    first: list[StepMessage]
+    feed: list[str]
+    deadline: float | None
+
+
+@dataclass
+class Recorder:
+    """A publisher that sends nothing: it keeps each step message, in order."""
+
+    sent: list[StepMessage] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+
+    def prepare_node(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> Prepared:
+        block = node.block
+        window = block.max_concurrency or len(block.steps)
+        fed = window < len(block.steps)
+        deadline = time.time() + block.timeout_seconds if block.timeout_seconds else None
+        messages = [
+            step_message(
+                block, i, run_id=run_id, node=node.name, context=context, join=Join.COUNT, feed=fed, deadline=deadline
+            )
+            for i in range(len(block.steps))
+        ]
+        feed = [FedStep(m.target, m).encode() for m in messages[window:]]
+        return Prepared(messages[:window], feed, deadline)
+
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared) -> None:
+        self.sent.extend(prepared.first)
+
+    def send_fed(self, item: FedStep) -> None:
+        self.sent.append(item.message)
+
+    def terminate(self, task_id: str) -> None:
+        self.terminated.append(task_id)
+
+
+def start(spec: dict[str, Any], context: dict[str, Any] | None = None) -> tuple[Conductor, Recorder, str]:
+    store, recorder = MemoryStore(), Recorder()
+    conductor = Conductor(lambda: store, recorder, Registry(), TTL)
+    plan = make_plan(load_any(spec))
+    run_id = "run-1"
+    record = {
+        fields.KIND: plan.kind,
+        fields.NAME: plan.name,
+        fields.PLAN: plan.to_json(),
+        fields.CONTEXT: json.dumps(context or {}),
+        fields.STATUS: "running",
+        fields.CREATED: repr(time.time()),
+    }
+    store.create_run(run_id, record, TTL)
+    conductor.launch_roots(run_id)
+    return conductor, recorder, run_id
+
+
+def report(conductor: Conductor, message: StepMessage, status: TaskStatus, result: Any = None) -> None:
+    """A step that ran, as the step task files it."""
+    control = conductor.control(message)
+    if not control.start(message.index, "w", "prefork", 1, f"task-{message.index}"):
+        conductor.follow_up(conductor.skip(message, "w", f"task-{message.index}"))
+        return
+    now = time.time()
+    outcome = StepOutcome(message.key, status, now, now, "w", f"task-{message.index}", result=result)
+    if status == TaskStatus.FAILED:
+        outcome.error = "ValueError: boom"
+    conductor.follow_up(conductor.file(message, outcome))
+
+
+def result_of(conductor: Conductor, run_id: str) -> ParallelExecutionResult | WorkflowResult | None:
+    return final_result(conductor.store.run_record(run_id) or {})
+
+
+def block(strategy: str, n: int, **more: Any) -> dict[str, Any]:
+    return {"name": "b", "strategy": strategy, "steps": [{"target": "t", "name": f"s{i}"} for i in range(n)], **more}
+
+
+def test_a_collect_block_ends_when_its_last_step_reports() -> None:
+    conductor, recorder, run_id = start(block("collect", 3))
+    assert [m.index for m in recorder.sent] == [0, 1, 2]
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 1)
+    report(conductor, recorder.sent[1], TaskStatus.FAILED)
+    assert result_of(conductor, run_id) is None  # one step still to report
+    report(conductor, recorder.sent[2], TaskStatus.COMPLETED, 3)
+    result = result_of(conductor, run_id)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == RunStatus.COMPLETED
+    assert (result.completed_tasks, result.failed_tasks) == (2, 1)
+    assert conductor.store.get_fields(run_id, [fields.STATUS, fields.DONE]) == ["completed", "1"]
+
+
+def test_a_race_is_decided_by_its_first_finisher_and_rewritten_as_losers_report() -> None:
+    conductor, recorder, run_id = start(block("race", 3))
+    report(conductor, recorder.sent[1], TaskStatus.COMPLETED, "fast")
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED
+    assert result.final_result == "fast"
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, "slow")  # never started: its block was decided
+    report(conductor, recorder.sent[2], TaskStatus.COMPLETED, "late")
+    outcomes = [r.metadata["outcome"] for r in result_of(conductor, run_id).results]  # type: ignore[union-attr]
+    assert outcomes == [Outcome.NOT_STARTED, Outcome.WON, Outcome.NOT_STARTED]
+
+
+def test_a_loser_that_ran_to_its_end_is_reported_so() -> None:
+    conductor, recorder, run_id = start(block("race", 2))
+    first, second = recorder.sent
+    conductor.control(second).start(1, "w", "prefork", 1, "task-1")  # it started before the block was decided
+    report(conductor, first, TaskStatus.COMPLETED, "won")
+    now = time.time()
+    conductor.follow_up(conductor.file(second, StepOutcome(second.key, TaskStatus.COMPLETED, now, now, result="x")))
+    outcomes = [r.metadata["outcome"] for r in result_of(conductor, run_id).results]  # type: ignore[union-attr]
+    assert outcomes == [Outcome.WON, Outcome.RAN_TO_END]
+
+
+def test_fail_fast_ends_an_all_block_at_its_first_failure() -> None:
+    conductor, recorder, run_id = start(block("all", 3, fail_fast=True))
+    report(conductor, recorder.sent[2], TaskStatus.FAILED)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.FAILED
+    assert "failed (fail_fast)" in (result.error_message or "")
+
+
+def test_max_concurrency_feeds_one_step_per_finished_step() -> None:
+    conductor, recorder, run_id = start(block("all", 4, max_concurrency=2))
+    assert [m.index for m in recorder.sent] == [0, 1]
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    assert [m.index for m in recorder.sent] == [0, 1, 2]
+    for message in list(recorder.sent[1:]):
+        report(conductor, message, TaskStatus.COMPLETED, message.index)
+    report(conductor, recorder.sent[3], TaskStatus.COMPLETED, 3)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED
+    assert result.final_result == {"s0": 0, "s1": 1, "s2": 2, "s3": 3}
+
+
+def test_a_deadline_ends_the_block_as_timeout_and_later_steps_never_start() -> None:
+    conductor, recorder, run_id = start(block("all", 2, timeout_seconds=30))
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    conductor.decide_and_settle(run_id, "b", TIMED_OUT)
+    report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.TIMEOUT
+    assert [r.metadata.get("outcome") for r in result.results] == [None, Outcome.NOT_STARTED]
+    assert result.final_result == {"s0": 0}  # partial results are kept
+
+
+def test_cancel_ends_the_running_block_and_nothing_after_it_runs() -> None:
+    spec = {
+        "parallel_blocks": [block("all", 1), {**block("all", 1), "name": "after", "depends_on": ["b"]}],
+    }
+    conductor, recorder, run_id = start(spec)
+    conductor.cancel(run_id)
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    result = result_of(conductor, run_id)
+    assert isinstance(result, WorkflowResult) and result.overall_status == RunStatus.CANCELLED
+    assert [m.node for m in recorder.sent] == ["b"]
+
+
+def test_a_workflow_hands_each_nodes_output_to_the_next() -> None:
+    spec = {
+        "workflows": [
+            {
+                "name": "w",
+                "steps": [
+                    {"name": "fetch", "target": "t"},
+                    {"name": "report", "target": "t", "depends_on": ["fetch"]},
+                ],
+            }
+        ]
+    }
+    conductor, recorder, run_id = start(spec, {"user": "ada"})
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, {"pages": 3})
+    assert recorder.sent[1].node == "report"
+    assert recorder.sent[1].context == {"user": "ada", "outputs": {"fetch": {"pages": 3}}}
+    report(conductor, recorder.sent[1], TaskStatus.COMPLETED, "done")
+    result = result_of(conductor, run_id)
+    assert isinstance(result, WorkflowResult)
+    assert (result.overall_status, result.final_result) == (RunStatus.COMPLETED, "done")
+
+
+def test_a_fan_out_over_nothing_settles_at_once() -> None:
+    spec = {
+        "name": "b",
+        "strategy": "collect",
+        "steps": [],
+        "fan_out": {"target": "t", "split_by": "items"},
+    }
+    conductor, recorder, run_id = start(spec, {"items": []})
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED
+    assert recorder.sent == []
+
+
+def test_a_duplicate_outcome_counts_once_and_settles_once() -> None:
+    conductor, recorder, run_id = start(block("collect", 2))
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)  # delivered twice
+    assert result_of(conductor, run_id) is None
+    report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.total_tasks == 2 and result.completed_tasks == 2

@@ -1,0 +1,154 @@
+"""The step message and the envelope: one encode, one decode, errors that name what is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from namel3ss_celery.errors import DecodeError, SchemaVersionError
+from namel3ss_celery.plan.kinds import Join, Outcome
+from namel3ss_celery.plan.message import SCHEMA_VERSION, Envelope, FedStep, StepMessage, Sticky
+from namel3ss_celery.results import TaskStatus
+from namel3ss_celery.spec import ParallelStrategy
+
+
+def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "run": "r",
+        "node": "b",
+        "i": 0,
+        "n": 1,
+        "key": key,
+        "join": "chord",
+        "step": {"target": target, **step},
+        "context": {"user": "ada"},
+    }
+
+
+def full() -> StepMessage:
+    return StepMessage(
+        run="r",
+        node="b",
+        index=2,
+        total=5,
+        key="s",
+        join=Join.COUNT,
+        strategy=ParallelStrategy.RACE,
+        step={"target": "t", "q": 1},
+        context={"user": "ada"},
+        fail_fast=True,
+        retries=3,
+        feed=True,
+        deadline=1700000000.5,
+        countdowns=(0.5, 1.0, 2.0),
+        dlq="dead",
+        sticky=Sticky("pool", "k"),
+        retry_local=True,
+        max_wait=30.0,
+        max_wait_field="message_retention",
+        deliveries=4,
+        requeued_from="task-0",
+        requeues=1,
+    )
+
+
+def test_a_message_survives_encode_json_and_decode() -> None:
+    message = full()
+    assert StepMessage.decode(json.loads(json.dumps(message.encode()))) == message
+
+
+def test_a_minimal_message_decodes_with_the_defaults() -> None:
+    message = StepMessage.decode(payload())
+    assert (message.run, message.node, message.index, message.total, message.join) == ("r", "b", 0, 1, Join.CHORD)
+    assert (message.retries, message.deadline, message.sticky, message.deliveries) == (0, None, None, None)
+    assert message.encode() == {
+        **payload(),
+        "strategy": "all",
+        "fail_fast": False,
+        "retries": 0,
+        "feed": False,
+        "deadline": None,
+    }
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1", 1.5])
+def test_decode_refuses_an_unknown_schema_version(version: Any) -> None:
+    with pytest.raises(SchemaVersionError, match=f"schema version {version!r} is not known"):
+        StepMessage.decode({**payload(), "v": version})
+
+
+def test_decode_refuses_a_message_without_a_version() -> None:
+    message = payload()
+    del message["v"]
+    with pytest.raises(SchemaVersionError):
+        StepMessage.decode(message)
+
+
+@pytest.mark.parametrize("message", [None, "text", [1], 3])
+def test_decode_refuses_a_non_mapping(message: Any) -> None:
+    with pytest.raises(SchemaVersionError, match="carries a mapping"):
+        StepMessage.decode(message)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"run": None}, "'run'"),
+        ({"run": ""}, "'run'"),
+        ({"i": -1}, "'i'"),
+        ({"i": "0"}, "'i'"),
+        ({"n": True}, "'n'"),
+        ({"join": "other"}, "wrong type"),
+        ({"step": [1]}, "'step'"),
+        ({"context": "abc"}, "'context'"),
+        ({"deadline": "soon"}, "'deadline'"),
+        ({"strategy": "fastest"}, "wrong type"),
+    ],
+)
+def test_decode_names_the_field_that_is_wrong(change: dict[str, Any], named: str) -> None:
+    with pytest.raises(DecodeError, match=named):
+        StepMessage.decode({**payload(), **change})
+
+
+@pytest.mark.parametrize("missing", ["run", "node", "i", "n", "key", "join", "step"])
+def test_decode_names_a_missing_field(missing: str) -> None:
+    message = payload()
+    del message[missing]
+    with pytest.raises(DecodeError, match=f"no {missing!r}"):
+        StepMessage.decode(message)
+
+
+def test_routing_reads_only_our_messages() -> None:
+    assert StepMessage.routing(payload()) == StepMessage.decode(payload())
+    assert StepMessage.routing({"run": "r"}) is None
+    assert StepMessage.routing({**payload(), "i": "x"}) is None
+    assert StepMessage.routing([1, 2]) is None
+
+
+def test_expires_at_the_deadline_or_sooner_by_its_wait() -> None:
+    message = full()
+    assert message.expires(1699999990.0) == 1700000000.5  # the deadline comes first
+    assert message.expires(1699999900.0) == 1699999930.0  # its wait comes first
+    assert StepMessage.decode(payload()).expires(5.0) is None
+
+
+def test_requeued_counts_its_requeues() -> None:
+    again = full().requeued("task-9")
+    assert (again.requeued_from, again.requeues) == ("task-9", 2)
+
+
+def test_a_feed_item_survives_encode_and_decode() -> None:
+    item = FedStep("t", full(), "q1")
+    assert FedStep.decode(item.encode()) == item
+    with pytest.raises(DecodeError):
+        FedStep.decode('{"task": "t"}')
+
+
+def test_an_envelope_survives_encode_and_decode() -> None:
+    envelope = Envelope("s", TaskStatus.CANCELLED, None, "stopped", 1.0, 2.0, "w", "id", Outcome.STOPPED, "local")
+    assert Envelope.decode(envelope.encode()) == envelope
+    with pytest.raises(DecodeError):
+        Envelope.decode('{"key": "s", "status": "sideways"}')
