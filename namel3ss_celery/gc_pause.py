@@ -15,15 +15,18 @@ is never off for longer than one such block: when two threads overlap, the one
 that turned it off turns it on again as it leaves, even while the other is still
 inside (which then only loses some of the benefit). Nothing is lost: cyclic
 garbage made meanwhile, by any thread, is collected by the next collection.
-Wrap only work of the library's own that is short and bounded (never user code,
-such as an eagerly run step).
+Wrap only work of the library's own that is short and bounded; user code inside
+such a block (a ``fallback_to_local`` step) runs under ``collection_resumed()``.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_state = threading.local()  # .paused: this thread turned collection off
 
 
 @contextmanager
@@ -32,8 +35,24 @@ def collection_paused() -> Iterator[None]:
     paused = gc.isenabled()
     if paused:
         gc.disable()
+        _state.paused = True
     try:
         yield
     finally:
         if paused:
+            _state.paused = False
             gc.enable()
+
+
+@contextmanager
+def collection_resumed() -> Iterator[None]:
+    """User code inside a paused block (a step ``fallback_to_local`` runs while ``dispatch`` publishes): collection
+    is on again while it runs, if this thread's ``collection_paused`` turned it off."""
+    resumed = getattr(_state, "paused", False) and not gc.isenabled()
+    if resumed:
+        gc.enable()
+    try:
+        yield
+    finally:
+        if resumed:
+            gc.disable()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 import uuid
@@ -26,14 +25,14 @@ from .compiler.steps import step_message
 from .engine.advance import final_result, run_result
 from .engine.conductor import Conductor
 from .engine.decide import TIMED_OUT
-from .engine.retry import retry_countdown
-from .engine.runner import StepOutcome, call_async_step, call_step, to_json_data
-from .errors import SpecError, StepResultError, UnknownTarget
+from .engine.local_steps import LocalSteps
+from .engine.runner import to_json_data
+from .errors import SpecError, StepResultError
 from .plan import fields
 from .plan.kinds import Join
 from .plan.message import FedStep, StepMessage
 from .plan.model import Plan, PlanNode
-from .registry import Registry, StepDef
+from .registry import Registry
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import DEFAULT_EXPIRES
 from .worker.store import MemoryStore
@@ -120,6 +119,7 @@ class _LocalRun:
         self.fault: BaseException | None = None
         # Sync steps run here; the run does not wait for ones it gave up on (losers, timed-out steps).
         self.threads = ThreadPoolExecutor(thread_name_prefix="namel3ss-local")
+        self.steps = LocalSteps(self.conductor, executor.worker, EXECUTED_ON, self.threads, self.look)
 
     async def go(self) -> RunResult:
         if not self.plan.nodes:
@@ -145,6 +145,10 @@ class _LocalRun:
     def engine(self, call: Callable[..., None], *args: Any) -> None:
         """Call into the engine, then see whether the run ended."""
         call(*args)
+        self.look()
+
+    def look(self) -> None:
+        """End the wait once the run is done."""
         (done,) = self.store.get_fields(self.run_id, [fields.DONE])
         if done == "1":
             self.ended.set()
@@ -211,37 +215,8 @@ class _LocalRun:
             self.ended.set()
 
     async def run_step(self, message: StepMessage) -> None:
-        """One step as a worker runs it: the start guard, its retries (the workers' rule), then filed."""
         try:
-            definition = _definition(self.executor.registry, message.target)
-            control = self.conductor.control(message)
-            worker, attempt = self.executor.worker, 0
-            while True:
-                if not control.start(message.index, worker, EXECUTED_ON, os.getpid(), ""):
-                    self.engine(lambda: self.conductor.follow_up(self.conductor.skip(message, worker, "")))
-                    return
-                outcome = await self.call(definition, message, control.stop_requested)
-                delay = retry_countdown(message, outcome.status, attempt, control.stop_requested)
-                if delay is None:
-                    break
-                await asyncio.sleep(delay)
-                attempt += 1
-            self.engine(lambda: self.conductor.follow_up(self.conductor.file(message, outcome)))
+            await self.steps.run(message)
         except Exception as exc:  # noqa: BLE001 - a fault of the executor itself: go() raises it, never waits
             self.fault = exc
             self.ended.set()
-
-    async def call(self, definition: StepDef, message: StepMessage, should_stop: Callable[[], bool]) -> StepOutcome:
-        """A sync step in a thread; an ``async def`` step awaited here."""
-        worker = self.executor.worker
-        if definition.is_async:
-            return await call_async_step(definition, message, worker, should_stop)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, call_step, definition, message, worker, "", should_stop)
-
-
-def _definition(registry: Registry, target: str | None) -> StepDef:
-    definition = registry.step(target or "")
-    if definition is None:  # check_plan refused it already, unless the registry changed since
-        raise UnknownTarget(f"unknown target {target!r}")
-    return definition

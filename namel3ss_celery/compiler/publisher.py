@@ -1,20 +1,21 @@
 """The Celery publisher: the engine's port to Celery. It compiles a node into canvas and sends it.
 
 ``Conductor`` decides what to publish; this module knows how: the pool queues
-and dead-letter queues to declare first, the steps a ``fallback_to_local``
-pool runs in this process because no worker consumes its queue, the block's
-deadline as an ETA task, and the canvas itself (``publish.publish_canvas``).
+and dead-letter queues to declare first, the block's deadline as an ETA task,
+the canvas itself (``publish.publish_canvas``), and the steps a
+``fallback_to_local`` pool runs in this process because no worker consumes its
+queue (through the engine, as the local executor runs steps: ``LocalSteps``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -24,8 +25,10 @@ from celery import canvas
 from celery.utils.nodenames import worker_direct
 
 from ..engine.conductor import Conductor
-from ..engine.runner import StepOutcome, call_step
+from ..engine.local_steps import LocalSteps
+from ..engine.runner import StepOutcome, run_coroutine
 from ..errors import RoutingError, UnknownTarget
+from ..gc_pause import collection_resumed
 from ..plan.kinds import Join
 from ..plan.message import FedStep, StepMessage
 from ..plan.model import Plan, PlanNode, PoolRoute
@@ -66,14 +69,6 @@ class CeleryPublisher:
         return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, context, local)
 
     def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas) -> None:
-        if prepared.local:
-            logger.warning(
-                "no worker consumes the queue of steps %s of block %s: running them here",
-                sorted(prepared.local),
-                node.name,
-            )
-            args = (run_id, node, prepared.context, sorted(prepared.local), plan, prepared.deadline)
-            threading.Thread(target=self.run_here, args=args, name=f"n3-local-{node.name}", daemon=True).start()
         if prepared.deadline is not None:
             queue = None if prepared.local else adapter_queue(node.block, plan.pools)
             self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
@@ -82,6 +77,13 @@ class CeleryPublisher:
                 **({"queue": queue} if queue else {}),
             )
         publish_canvas(self.app, prepared.canvas)
+        if prepared.local:
+            logger.warning(
+                "no worker consumes the queue of steps %s of block %s: running them here",
+                sorted(prepared.local),
+                node.name,
+            )
+            self.run_here(run_id, node, prepared.context, sorted(prepared.local), plan, prepared.deadline)
 
     def send_fed(self, item: FedStep) -> None:
         options: dict[str, Any] = {"queue": item.queue} if item.queue else {}
@@ -104,27 +106,16 @@ class CeleryPublisher:
         plan: Plan,
         deadline: float | None,
     ) -> None:
-        """fallback_to_local: run steps in this process, one after another, and file them as a worker would.
+        """fallback_to_local: run steps in this process, through the engine as the local executor runs them,
+        each bounded by its time limit; return once each is filed.
 
-        Whatever goes wrong with one step (its message, its target, the store) fails that step, so its
-        block still ends; the pool's allowed targets apply as on its workers.
+        Whatever goes wrong with one step (its message, its target, the pool's allowed targets) fails that
+        step, so its block still ends.
         """
         where = f"local@{socket.gethostname()}"
+        runnable: list[StepMessage] = []
         for index in indexes:
             step = node.block.steps[index]
-            message = StepMessage(  # enough to file a failure, should the full message not be made
-                run=run_id,
-                node=node.name,
-                index=index,
-                total=len(node.block.steps),
-                key=step_key(step, index),
-                join=Join.COUNT,
-                strategy=node.block.strategy,
-                step={},
-                context={},
-                fail_fast=node.block.fail_fast,
-                deadline=deadline,
-            )
             try:
                 message = step_message(
                     node.block,
@@ -136,26 +127,57 @@ class CeleryPublisher:
                     deadline=deadline,
                     pools=plan.pools,
                 )
-                self._run_one_here(message, step.worker_pool, plan.pools.get(step.worker_pool or ""), where)
+                self._check_here(message, step.worker_pool, plan.pools.get(step.worker_pool or ""))
             except Exception as exc:  # noqa: BLE001 - a step that cannot run here fails, and its block goes on
-                logger.exception("step %s of block %s could not run here", message.key, node.name)
-                outcome = StepOutcome.failure(message.key, exc, worker=where)
-                outcome.executed_on = "local"
-                self.conductor.follow_up(self.conductor.file(message, outcome))
+                logger.exception("step %s of block %s cannot run here", step_key(step, index), node.name)
+                self._fail_here(run_id, node, index, deadline, exc, where)
+                continue
+            runnable.append(message)
+        if runnable:
+            with collection_resumed():  # user code: the collector runs, even while dispatch publishes
+                run_coroutine(self._run_here(runnable, where))
 
-    def _run_one_here(self, message: StepMessage, pool: str | None, route: PoolRoute | None, where: str) -> None:
-        definition = self.conductor.registry.step(message.target)
-        if definition is None:
+    async def _run_here(self, messages: list[StepMessage], where: str) -> None:
+        threads = ThreadPoolExecutor(thread_name_prefix="namel3ss-fallback")
+        steps = LocalSteps(self.conductor, where, "local", threads)
+        try:
+            outcomes = await asyncio.gather(*(steps.run(m) for m in messages), return_exceptions=True)
+        finally:
+            threads.shutdown(wait=False, cancel_futures=True)
+        for message, outcome in zip(messages, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # it could not run here (its target is gone): it fails
+                logger.error("step %s of block %s could not run here: %s", message.key, message.node, outcome)
+                steps.file(message, StepOutcome.failure(message.key, outcome, worker=where))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    def _check_here(self, message: StepMessage, pool: str | None, route: PoolRoute | None) -> None:
+        """What a worker of the pool would refuse, refused here too."""
+        if self.conductor.registry.step(message.target) is None:
             raise UnknownTarget(f"target {message.target!r} is not registered in this process")
         if route is not None:
             refused = refusal(str(pool), message.kind, message.target, route.allowed_tools, route.allowed_agents)
             if refused is not None:
                 raise RoutingError(refused)
-        control = self.conductor.control(message)
-        if not control.start(message.index, where, "local", os.getpid(), ""):
-            self.conductor.follow_up(self.conductor.skip(message, where, ""))
-            return
-        outcome = call_step(definition, message, worker=where, task_id="", should_stop=control.stop_requested)
+
+    def _fail_here(
+        self, run_id: str, node: PlanNode, index: int, deadline: float | None, exc: BaseException, where: str
+    ) -> None:
+        step = node.block.steps[index]
+        message = StepMessage(  # enough to file a failure, when the full message could not be made
+            run=run_id,
+            node=node.name,
+            index=index,
+            total=len(node.block.steps),
+            key=step_key(step, index),
+            join=Join.COUNT,
+            strategy=node.block.strategy,
+            step={"target": step.target},
+            context={},
+            fail_fast=node.block.fail_fast,
+            deadline=deadline,
+        )
+        outcome = StepOutcome.failure(message.key, exc, worker=where)
         outcome.executed_on = "local"
         self.conductor.follow_up(self.conductor.file(message, outcome))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from namel3ss_celery.gc_pause import collection_paused
+from namel3ss_celery.gc_pause import collection_paused, collection_resumed
 
 
 @pytest.fixture(autouse=True)
@@ -74,3 +74,17 @@ def test_the_thread_that_turned_it_off_turns_it_on_as_it_leaves_even_while_anoth
     assert not thread.is_alive()
     assert seen == [True, True]
     assert gc.isenabled()
+
+
+def test_collection_is_on_again_for_user_code_inside_a_pause() -> None:
+    with collection_paused():
+        with collection_resumed():
+            assert gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_resuming_outside_a_pause_leaves_the_applications_choice() -> None:
+    gc.disable()
+    with collection_resumed():
+        assert not gc.isenabled()  # the application turned it off, not this library
