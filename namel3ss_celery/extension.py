@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from .compiler import SMALL_BLOCK, check_plan
+from .compiler import SMALL_BLOCK, check_plan, check_visibility
 from .compiler.planning import make_plan
 from .compiler.publisher import CeleryPublisher
 from .compiler.steps import adapter_queue
@@ -288,6 +288,7 @@ class Namel3ssCelery:
         plan = make_plan(loaded, workflow)
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)  # computes the plan's JSON, which dispatch stores
+        check_visibility(plan, str(self.app.conf.broker_url or ""))
         return plan
 
     def run(self, run_id: str) -> RunHandle:

@@ -19,7 +19,9 @@ from ..plan.message import FedStep
 from ..plan.model import Plan, PlanNode, PoolRoute
 from ..registry import Registry
 from ..routing.allowed import refusal
-from ..spec import ParallelBlockSpec, ParallelStrategy
+from ..routing.policy import HARD_LIMIT_GRACE
+from ..routing.queues import Broker, broker_kind
+from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
 from . import all as all_strategy
 from . import any_success, collect, map_reduce, race
 from .steps import pool_queue, step_message, step_signatures
@@ -153,6 +155,31 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
             except KeyError as exc:
                 raise CompileError(str(exc.args[0]), path=f"{path}.reduce_function") from exc
     check_json(plan)
+
+
+def check_visibility(plan: Plan, broker_url: str) -> None:
+    """On Redis, a step of an at_least_once queue must end (killed at its hard limit at the latest) before the
+    broker's visibility timeout, or Redis delivers it again while it runs, and again.
+
+    Raises:
+        CompileError: a step's ``timeout_seconds`` plus the hard limit's grace is not below the visibility
+            timeout of its queue (path ``<node>.steps[<i>].timeout_seconds``).
+    """
+    if broker_kind(broker_url or "memory://") is not Broker.REDIS:
+        return
+    for node in plan.nodes:
+        for index, step in enumerate(node.block.steps):
+            route = plan.pools.get(step.worker_pool) if step.worker_pool else None
+            if route is None or route.visibility_timeout is None or step.timeout_seconds is None:
+                continue
+            if step.timeout_seconds + HARD_LIMIT_GRACE >= route.visibility_timeout:
+                raise CompileError(
+                    f"step {step_key(step, index)!r} may run {step.timeout_seconds:g}s (killed "
+                    f"{HARD_LIMIT_GRACE:g}s later), not less than the Redis visibility timeout "
+                    f"({route.visibility_timeout:g}s) of its at_least_once queue {route.queue!r}: Redis would "
+                    "deliver it again while it runs; raise the task queue's visibility_timeout or lower timeout_seconds",
+                    path=f"{plan.kind}[{plan.name}].{node.name}.steps[{index}].timeout_seconds",
+                )
 
 
 def check_json(plan: Plan) -> None:

@@ -12,7 +12,7 @@ from ..errors import SpecError
 from ..plan.model import Plan, PlanNode, PoolRoute
 from ..routing.distribution import check_distribution, distribution_of, step_queue
 from ..routing.policy import delivery_options, retry_policy
-from ..routing.queues import pool_queues, task_queue_of
+from ..routing.queues import pool_queues, task_queue_of, visibility_timeout
 from ..spec import (
     DistributionPolicy,
     FailureMode,
@@ -60,6 +60,7 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
     """How steps reach ``pool``: from its task queue (the one named like its queue) and its distributed config."""
     queue = task_queue_of(spec, pool)
     config = distribution_of(spec, pool.name)
+    visibility = visibility_timeout(spec)
     countdowns = tuple(retry_policy(queue)["countdowns"]) if queue is not None else None
     target = step_queue(config, pool)
     limits = [(queue.message_retention, "message_retention")] if queue is not None else []
@@ -84,6 +85,7 @@ def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, d
         max_wait=wait[0] if wait else None,
         max_wait_field=wait[1] if wait else "max_wait_seconds",
         fallback_to_local=config is not None and config.fallback_to_local,
+        visibility_timeout=visibility if queue is not None and delivery_options(queue)["acks_late"] else None,
     )
 
 

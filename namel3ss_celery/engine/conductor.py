@@ -46,6 +46,14 @@ class FollowUp:
     refresh: bool = False
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A step that did not start: what follows, and whether it was filed (``not_started``) at all."""
+
+    follow_up: FollowUp | None
+    filed: bool
+
+
 class Conductor:
     """Moves runs forward: files step outcomes and does what follows.
 
@@ -145,17 +153,23 @@ class Conductor:
         else:
             self.settle_node(action.run_id, action.node)
 
-    def skip(self, message: StepMessage, worker: str, task_id: str) -> FollowUp | None:
-        """A step the start guard refused: file it as ``not_started``.
+    def skip(self, message: StepMessage, worker: str, task_id: str) -> Skipped:
+        """A step the start guard refused: file it as ``not_started``, unless its block already ended.
 
         When nothing decided its block yet (the run was cancelled, or its deadline passed), this step
-        decides it so, and its block settles.
+        decides it so, and its block settles. A step of a block that ended with every step reported
+        is a duplicate delivery: nothing is filed.
         """
+        settled, decided = self.store.get_fields(
+            message.run, [fields.settled(message.node), fields.decided(message.node)]
+        )
+        if settled and not decided:
+            return Skipped(None, filed=False)
         control = self.control(message)
-        decided_here = control.decision() is None and control.decide(control.overdue() or CANCELLED)
+        decided_here = decided is None and control.decide(control.overdue() or CANCELLED)
         outcome = StepOutcome.stopped(message.key, NOT_STARTED, Outcome.NOT_STARTED, worker=worker, task_id=task_id)
         follow_up = self.file(message, outcome, keep=True)
-        return FollowUp(message.run, message.node) if decided_here else follow_up
+        return Skipped(FollowUp(message.run, message.node) if decided_here else follow_up, filed=True)
 
     def file_lost(self, payload: Any, task_id: str, reason: str, outcome: Outcome | None = None) -> None:
         """A step that ended without filing its outcome (worker lost, hard time limit, revoked, expired):

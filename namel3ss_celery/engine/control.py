@@ -51,7 +51,7 @@ class BlockControl:
 
     def start(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> bool:
         """The start guard: mark a step started; True when it may run, False when its block is decided or
-        the run cancelled.
+        ended, or the run cancelled.
 
         One atomic round trip: a step is marked started only if nothing decided its block first,
         so a decider sees exactly the steps that will run.
@@ -63,7 +63,8 @@ class BlockControl:
             return False
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
         field = fields.started(self.node, index)
-        return self.store.set_unless(self.run_id, field, info, [self.decided_field, fields.CANCELLED])
+        guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
+        return self.store.set_unless(self.run_id, field, info, guards)
 
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""

@@ -60,7 +60,7 @@ class LocalSteps:
         attempt = 0
         while True:
             if not control.start(message.index, self.worker, self.executed_on, os.getpid(), ""):
-                self.conductor.follow_up(self.conductor.skip(message, self.worker, ""))
+                self.conductor.follow_up(self.conductor.skip(message, self.worker, "").follow_up)
                 self.after()
                 return
             outcome = await self.call(definition, message, control.stop_requested)

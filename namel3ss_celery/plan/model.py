@@ -52,6 +52,7 @@ class PoolRoute:
     max_wait: float | None = None  # seconds a step may wait in the queue: the lower of the two fields below
     max_wait_field: str = "max_wait_seconds"  # or "message_retention", its task queue's
     fallback_to_local: bool = False  # run in the publishing process when no worker consumes the queue
+    visibility_timeout: float | None = None  # at_least_once on Redis: how long a step may run unacknowledged
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolRoute:

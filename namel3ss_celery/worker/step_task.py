@@ -65,9 +65,10 @@ class StepHandler:
             logger.warning("step %s of run %s dropped: the run's record expired", message.key, message.run)
             raise Ignore() from None
         if not may_run:
-            follow_up = self.conductor.skip(message, worker, task_id)
-            task.backend.mark_as_revoked(request.id, "block already decided", request=request)
-            self.conductor.follow_up(follow_up)
+            skipped = self.conductor.skip(message, worker, task_id)
+            if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started
+                task.backend.mark_as_revoked(request.id, "block already decided", request=request)
+            self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.stop_requested)
         self._retry_if_due(task, message, outcome, stopping=control.stop_requested)

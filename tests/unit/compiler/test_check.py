@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.compiler import check_plan
+from namel3ss_celery.compiler import check_plan, check_visibility
 from namel3ss_celery.compiler.planning import make_plan
 from namel3ss_celery.errors import CompileError, NotSupportedYet, UnknownTarget
 from namel3ss_celery.plan.model import Plan
@@ -159,3 +159,40 @@ def test_a_program_path_names_the_block(registry: Registry) -> None:
     with pytest.raises(UnknownTarget) as info:
         check_plan(make_plan(program), registry, ())
     assert info.value.path == "program[p].bad.steps[0]"
+
+
+def visibility_program(reliability: str, timeout: float) -> Plan:
+    return make_plan(
+        load_program(
+            {
+                "worker_pools": [{"name": "p", "queue_name": "q"}],
+                "task_queues": [{"name": "q", "reliability": reliability, "visibility_timeout": 60}],
+                "parallel_blocks": [
+                    {
+                        "name": "b",
+                        "steps": [{"name": "s", "target": "fetch", "worker_pool": "p", "timeout_seconds": timeout}],
+                    }
+                ],
+            }
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("reliability", "timeout", "broker"),
+    [
+        ("at_least_once", 49.0, "redis://h/0"),
+        ("at_least_once", 55.0, "amqp://h//"),
+        ("at_most_once", 55.0, "redis://h/0"),
+    ],
+)
+def test_a_step_that_ends_within_the_visibility_timeout_passes(reliability: str, timeout: float, broker: str) -> None:
+    check_visibility(visibility_program(reliability, timeout), broker)
+
+
+def test_an_at_least_once_step_longer_than_the_redis_visibility_timeout_is_refused() -> None:
+    with pytest.raises(
+        CompileError, match=r"may run 55s \(killed 10s later\), not less than the Redis visibility timeout \(60s\)"
+    ) as caught:
+        check_visibility(visibility_program("at_least_once", 55.0), "redis://h/0")
+    assert caught.value.path == "program[program].b.steps[0].timeout_seconds"

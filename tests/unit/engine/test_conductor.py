@@ -85,7 +85,7 @@ def report(conductor: Conductor, message: StepMessage, status: TaskStatus, resul
     """A step that ran, as the step task files it."""
     control = conductor.control(message)
     if not control.start(message.index, "w", "prefork", 1, f"task-{message.index}"):
-        conductor.follow_up(conductor.skip(message, "w", f"task-{message.index}"))
+        conductor.follow_up(conductor.skip(message, "w", f"task-{message.index}").follow_up)
         return
     now = time.time()
     outcome = StepOutcome(message.key, status, now, now, "w", f"task-{message.index}", result=result)
@@ -226,3 +226,15 @@ def test_a_duplicate_outcome_counts_once_and_settles_once() -> None:
     report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
     result = result_of(conductor, run_id)
     assert result is not None and result.total_tasks == 2 and result.completed_tasks == 2
+
+
+def test_a_step_delivered_again_after_its_block_ended_never_starts_and_changes_nothing() -> None:
+    conductor, recorder, run_id = start(block("collect", 2))
+    for message in recorder.sent:
+        report(conductor, message, TaskStatus.COMPLETED, message.index)
+    before = conductor.store.run_record(run_id)
+    again = recorder.sent[0]
+    assert conductor.control(again).start(0, "w2", "prefork", 2, "task-0") is False
+    skipped = conductor.skip(again, "w2", "task-0")
+    assert (skipped.filed, skipped.follow_up) == (False, None)
+    assert conductor.store.run_record(run_id) == before
