@@ -48,6 +48,7 @@ from .worker.signals import connect_step_signals
 from .worker.step_task import StepHandler
 from .worker.store import MemoryStore
 from .worker.tasks import register_adapter_tasks, register_step_task, step_task_class
+from .worker.watchdog import add_watchdog
 
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
@@ -117,6 +118,7 @@ class Namel3ssCelery:
         self._signal_handlers = connect_step_signals(app, self.conductor, self.steps)
         install_log_ids()
         add_pool_option(app, self)
+        add_watchdog(app, self.conductor)
         serve_placement(app, self)
         if self.settings.pool:
             self.serve(pool=self.settings.pool)

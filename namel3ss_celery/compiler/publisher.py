@@ -1,8 +1,7 @@
 """The Celery publisher: the engine's port to Celery. It compiles a node into canvas and sends it.
 
 ``Conductor`` decides what to publish; this module knows how: the pool queues
-and dead-letter queues to declare first, the block's deadline as an ETA task,
-the canvas itself (``publish.publish_canvas``), and the steps a
+and dead-letter queues to declare first, the canvas itself (``publish.publish_canvas``), and the steps a
 ``fallback_to_local`` pool runs in this process because no worker consumes its
 queue (through the engine, as the local executor runs steps: ``LocalSteps``).
 """
@@ -32,14 +31,14 @@ from ..gc_pause import collection_resumed
 from ..plan.kinds import Join
 from ..plan.message import FedStep, StepMessage
 from ..plan.model import Plan, PlanNode, PoolRoute
-from ..registry import SETTLE_DEADLINE_TASK, STEP_TASK_PREFIX
+from ..registry import STEP_TASK_PREFIX
 from ..routing.allowed import refusal
 from ..routing.fallback import fallback_steps
 from ..routing.queues import declare_queue
 from ..spec import step_key
 from . import compile_node
 from .publish import publish_canvas
-from .steps import adapter_queue, step_message
+from .steps import step_message
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -69,13 +68,6 @@ class CeleryPublisher:
         return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, context, local)
 
     def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas) -> None:
-        if prepared.deadline is not None:
-            queue = None if prepared.local else adapter_queue(node.block, plan.pools)
-            self.app.signature(SETTLE_DEADLINE_TASK, args=(run_id, node.name)).apply_async(
-                eta=datetime.fromtimestamp(prepared.deadline, tz=timezone.utc),
-                ignore_result=True,
-                **({"queue": queue} if queue else {}),
-            )
         publish_canvas(self.app, prepared.canvas)
         if prepared.local:
             logger.warning(

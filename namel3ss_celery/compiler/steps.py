@@ -145,7 +145,7 @@ def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str |
 
 def adapter_queue(block: ParallelBlockSpec, pools: Mapping[str, PoolRoute] | None) -> str | None:
     """Where the adapter's own tasks for ``block`` go: the launch of a run that starts with it, its chord body
-    and errback, its deadline.
+    and errback.
 
     When every step names a pool, the queue of the first step's pool: a deployment may run pool workers
     only, and those workers, which run the block's steps, also run these tasks. Otherwise (a step on the

@@ -28,7 +28,7 @@ from ..results import ParallelExecutionResult, RunStatus, TaskStatus
 from ..spec import step_key
 from .advance import node_settled, refreshed_final
 from .control import BlockControl
-from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
+from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
 from .nodes import broken, launched, node_context, with_fan_out
 from .ports import CoordinationStore, Publisher
 from .runner import StepOutcome, describe
@@ -355,7 +355,26 @@ class Conductor:
     def _publish(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> None:
         prepared = self.publisher.prepare_node(run_id, plan, node, context)
         self.store.push_items(run_id, fields.feed(node.name), prepared.feed, self.ttl)
+        if prepared.deadline is not None:  # enforce_deadlines decides it then, whichever process looks
+            self.store.add_deadline(run_id, node.name, prepared.deadline, self.ttl)
         self.publisher.send_node(run_id, plan, node, prepared)
+
+    def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
+        """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``
+        and the watchdog of every worker call this): a deadline fires whatever became of the processes that
+        launched or run its block. Returns how many deadlines were due.
+
+        Idempotent: a block settles once (claimed), under whichever decision came first.
+        """
+        due = self.store.due_deadlines(time.time() if now is None else now, limit)
+        for run_id, node in due:
+            try:
+                self.decide_and_settle(run_id, node, TIMED_OUT)
+            except Exception:  # noqa: BLE001 - the next look tries it again; the others go on meanwhile
+                logger.exception("enforcing the deadline of block %s of run %s failed", node, run_id)
+                continue
+            self.store.drop_deadline(run_id, node)
+        return len(due)
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""

@@ -108,6 +108,19 @@ class CoordinationStore(Protocol):
         ``take_over``; each key is forgotten ``ttl`` seconds after it was last used."""
         ...
 
+    def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
+        """Remember that block ``node`` of the run must be decided by ``at`` (epoch seconds); the index of
+        deadlines lives ``ttl`` seconds after its last addition."""
+        ...
+
+    def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (run, node) pairs whose deadline is at or before ``now``, earliest first."""
+        ...
+
+    def drop_deadline(self, run_id: str, node: str) -> None:
+        """Forget a block's deadline (it was enforced, or the run is gone)."""
+        ...
+
     def close(self) -> None: ...
 
 

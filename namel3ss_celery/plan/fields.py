@@ -27,6 +27,13 @@ def done_key(run_id: str) -> str:
     return f"n3:run:{run_id}:done"
 
 
+DEADLINES_KEY = "n3:deadlines"  # every pending block deadline: run and node, scored by when
+
+
+def deadline_member(run_id: str, node: str) -> str:
+    return f"{run_id}\n{node}"
+
+
 def sticky_key(scope: str, key: str) -> str:
     return f"n3:sticky:{scope}:{key}"
 

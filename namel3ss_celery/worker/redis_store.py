@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from ..errors import UnknownRun
-from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
+from ..plan.fields import DEADLINES_KEY, deadline_member, done_key, list_key, run_key, steps_key, sticky_key
 
 WAIT_SLICE = 2.0
 
@@ -191,6 +191,19 @@ class RedisStore:
                 return result or ""
             if deadline - time.monotonic() <= 0:
                 return None
+
+    def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(DEADLINES_KEY, {deadline_member(run_id, node): at})
+            pipe.expire(DEADLINES_KEY, ttl)
+            pipe.execute()
+
+    def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
+        members = self.client.zrangebyscore(DEADLINES_KEY, "-inf", now, start=0, num=limit)
+        return [tuple(member.split("\n", 1)) for member in members]  # type: ignore[misc]
+
+    def drop_deadline(self, run_id: str, node: str) -> None:
+        self.client.zrem(DEADLINES_KEY, deadline_member(run_id, node))
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -26,6 +26,7 @@ class MemoryStore:
         self._lists: dict[tuple[str, str], deque[str]] = {}
         self._expires: dict[str, float] = {}
         self._sticky: dict[str, tuple[str, float]] = {}  # sticky key -> (owner, when it is forgotten)
+        self._deadlines: dict[tuple[str, str], float] = {}  # (run, node) -> when its block must be decided
 
     def _live(self, run_id: str) -> dict[str, str] | None:
         expires = self._expires.get(run_id)
@@ -161,6 +162,19 @@ class MemoryStore:
                 if left <= 0:
                     return None
                 self._lock.wait(left)
+
+    def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
+        with self._lock:
+            self._deadlines[(run_id, node)] = at
+
+    def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            due = sorted((at, key) for key, at in self._deadlines.items() if at <= now)
+            return [key for _at, key in due[:limit]]
+
+    def drop_deadline(self, run_id: str, node: str) -> None:
+        with self._lock:
+            self._deadlines.pop((run_id, node), None)
 
     def close(self) -> None:
         """Nothing to release: the memory is the process's."""

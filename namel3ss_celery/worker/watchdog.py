@@ -1,0 +1,72 @@
+"""The watchdog every worker runs: it enforces block deadlines from the coordination store.
+
+A block's deadline is recorded in the store when the block is launched. Each
+worker looks every ``WATCH_INTERVAL`` seconds for deadlines that have passed and
+decides those blocks as ``timeout`` (``Conductor.enforce_deadlines``; claims make
+it idempotent across workers). So a deadline fires on time whatever became of
+the process that launched the block or of the workers that run its steps,
+which an ETA message a dead worker had prefetched could not promise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import bootsteps
+
+from ..engine.conductor import Conductor
+
+logger = logging.getLogger("namel3ss_celery")
+
+WATCH_INTERVAL = 1.0  # seconds between two looks
+QUIET_FOR = 30.0  # seconds between two log lines about the same trouble (a store that does not answer)
+
+
+class Watch:
+    """The loop of one worker's watchdog thread."""
+
+    def __init__(self, conductor: Conductor, interval: float = WATCH_INTERVAL) -> None:
+        self.conductor = conductor
+        self.interval = interval
+        self.stopping = threading.Event()
+        self._complained = 0.0
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.look()
+
+    def look(self) -> None:
+        """Enforce what is due; trouble (the store is away) is logged, and the next look tries again."""
+        try:
+            self.conductor.enforce_deadlines()
+        except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
+            now = time.monotonic()
+            if now - self._complained >= QUIET_FOR:
+                self._complained = now
+                logger.warning("the watchdog cannot enforce block deadlines now (it tries again): %s", exc)
+
+
+def add_watchdog(app: Any, conductor: Conductor) -> None:
+    """Run a watchdog thread in every worker of ``app`` (its main process), from start to shutdown."""
+
+    class Watchdog(bootsteps.StartStopStep):  # type: ignore[misc]
+        name = "namel3ss_celery.Watchdog"
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            self.watch = Watch(conductor)
+            self.thread: threading.Thread | None = None
+            super().__init__(parent, **kwargs)
+
+        def start(self, parent: Any) -> None:
+            self.thread = threading.Thread(target=self.watch.run, name="namel3ss-watchdog", daemon=True)
+            self.thread.start()
+
+        def stop(self, parent: Any) -> None:
+            self.watch.stopping.set()
+            if self.thread is not None:
+                self.thread.join(timeout=self.watch.interval * 2)
+
+    app.steps["worker"].add(Watchdog)
