@@ -10,6 +10,7 @@ from typing import Any
 from celery import current_task
 
 from namel3ss_celery import reducer, step
+from tests.services import REDIS_URL
 
 
 @step("echo")
@@ -80,9 +81,10 @@ def add_one(step: dict[str, Any], context: dict[str, Any]) -> int:
 
 
 def _redis() -> Any:
+    """The result backend's Redis (N3_TEST_BACKEND); else the tests' database (tests/services.py)."""
     import redis
 
-    return redis.Redis.from_url(os.environ.get("N3_TEST_BACKEND", "redis://127.0.0.1:6379/13"))
+    return redis.Redis.from_url(os.environ.get("N3_TEST_BACKEND", REDIS_URL))
 
 
 PEAK_SCRIPT = (
