@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from kombu import Connection, Exchange, Queue
 
 from namel3ss_celery.routing import redis_priority_lists
 from namel3ss_celery.routing.autoscale import broker_depth
+from tests.waiting import poll
 
 from .autoscale_app import make_app
 from .workers import WorkerProcess
@@ -79,16 +80,6 @@ class Elastic:
     def publish(self, count: int) -> None:
         for _ in range(count):
             self.app.send_task("autoscale.sleep", args=(SLEEP,), queue=self.queue, ignore_result=True)
-
-
-def poll(what: Callable[[], bool], seconds: float, every: float = 0.5) -> float | None:
-    """Seconds until ``what()`` held, or None if it did not within ``seconds``."""
-    began = time.monotonic()
-    while time.monotonic() - began < seconds:
-        if what():
-            return time.monotonic() - began
-        time.sleep(every)
-    return None
 
 
 @pytest.fixture
