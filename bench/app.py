@@ -14,9 +14,12 @@ calls of one block run at once, and the peak), so both sides are measured the
 same way, from inside the worker.
 
 Environment (defaults in brackets):
-    N3BENCH_BROKER_URL      [redis://127.0.0.1:6379/14]
-    N3BENCH_RESULT_BACKEND  [redis://127.0.0.1:6379/14]
+    N3BENCH_BROKER_URL      [database 14 of the tests' Redis server: redis://127.0.0.1:6379/14]
+    N3BENCH_RESULT_BACKEND  [the same]
     N3BENCH_QUEUE           [n3bench]
+
+The default comes from tests/services.py (``BENCH_REDIS_URL``): the server of
+``N3_TEST_REDIS_URL``, database ``BENCH_REDIS_DB``.
 
 The Redis database of these URLs belongs to the benchmark: ``bench.all_block``
 flushes it before it starts.
@@ -38,8 +41,9 @@ import redis
 from celery import Celery
 
 from namel3ss_celery import Namel3ssCelery, StepCancelled, cancelled
+from tests.services import BENCH_REDIS_URL
 
-DEFAULT_URL = "redis://127.0.0.1:6379/14"
+DEFAULT_URL = BENCH_REDIS_URL
 
 BROKER_URL = os.environ.get("N3BENCH_BROKER_URL", DEFAULT_URL)
 RESULT_BACKEND = os.environ.get("N3BENCH_RESULT_BACKEND", DEFAULT_URL)

@@ -1,8 +1,10 @@
 """Shared fixtures: the real brokers on this machine, and real Celery worker processes.
 
 Redis and RabbitMQ are used where they run; where they do not, they are
-started when their binaries exist. Outside CI, with neither possible, the
-tests that need them are skipped with the reason; with CI=true they fail.
+started when their binaries exist, on the host and port of their URLs
+(tests/services.py, set from N3_TEST_* variables). Outside CI, with neither
+possible, the tests that need them are skipped with the reason; with CI=true
+they fail.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
+from tests import services
+from tests.services import AMQP_HOST, AMQP_PORT, REDIS_HOST, REDIS_PORT
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -71,26 +74,37 @@ def _ensure_redis() -> None:
 
 
 def _ensure_rabbitmq() -> None:
-    if _port_open(RABBIT_HOST, RABBIT_PORT):
+    if _port_open(AMQP_HOST, AMQP_PORT):
         return
     if shutil.which("rabbitmq-server") is None:
-        _unavailable(f"RabbitMQ is not running on {RABBIT_HOST}:{RABBIT_PORT} and rabbitmq-server is not installed")
-    subprocess.run(["rabbitmq-server", "-detached"], check=False, timeout=60)
-    if not _wait_port(RABBIT_HOST, RABBIT_PORT, 90):
+        _unavailable(f"RabbitMQ is not running on {AMQP_HOST}:{AMQP_PORT} and rabbitmq-server is not installed")
+    listen = {"RABBITMQ_NODE_IP_ADDRESS": AMQP_HOST, "RABBITMQ_NODE_PORT": str(AMQP_PORT)}
+    subprocess.run(["rabbitmq-server", "-detached"], env={**os.environ, **listen}, check=False, timeout=60)
+    if not _wait_port(AMQP_HOST, AMQP_PORT, 90):
         _unavailable("rabbitmq-server was started but does not answer")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """A Redis database for the tests (db 13). Never flushed: every test run uses its own queues and run ids."""
+    """The tests' Redis database (N3_TEST_REDIS_URL, db 13 by default).
+
+    Never flushed: every test run uses its own queues and run ids.
+    """
     _ensure_redis()
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/13"
+    return services.REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_aux_url(redis_url: str) -> str:
+    """A second database on the same Redis server (N3_TEST_REDIS_AUX_DB, db 10 by default)."""
+    return services.REDIS_AUX_URL
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
+    """RabbitMQ (N3_TEST_AMQP_URL, guest on 127.0.0.1:5672 by default)."""
     _ensure_rabbitmq()
-    return f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}//"
+    return services.AMQP_URL
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from typing import Any
 from celery import current_task
 
 from namel3ss_celery import reducer, step
+from tests.services import REDIS_URL
 
 
 @step("echo")
@@ -80,9 +81,10 @@ def add_one(step: dict[str, Any], context: dict[str, Any]) -> int:
 
 
 def _redis() -> Any:
+    """The result backend's Redis (N3_TEST_BACKEND); else the tests' database (tests/services.py)."""
     import redis
 
-    return redis.Redis.from_url(os.environ.get("N3_TEST_BACKEND", "redis://127.0.0.1:6379/13"))
+    return redis.Redis.from_url(os.environ.get("N3_TEST_BACKEND", REDIS_URL))
 
 
 PEAK_SCRIPT = (
@@ -91,11 +93,39 @@ PEAK_SCRIPT = (
 )
 
 
+MARKER_TTL = 3600  # seconds the start markers and gates of a test stay in Redis
+
+
+def started_key(tag: str) -> str:
+    """The Redis list a step with ``tag`` pushes its process id onto as it starts."""
+    return f"n3test:{tag}:started"
+
+
+def gate_key(gate: str) -> str:
+    """The Redis key a ``gated`` step waits for; the test sets it to let the step finish."""
+    return f"n3test:{gate}:open"
+
+
+def _mark_started(step: dict[str, Any]) -> None:
+    if "tag" not in step:
+        return
+    client = _redis()
+    try:
+        client.rpush(started_key(step["tag"]), os.getpid())
+        client.expire(started_key(step["tag"]), MARKER_TTL)
+    finally:
+        client.close()
+
+
 @step("patient")
 def patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
-    """Sleeps ``seconds`` in small slices, stopping when asked (``cancelled()``); returns ``value``."""
+    """Sleeps ``seconds`` in small slices, stopping when asked (``cancelled()``); returns ``value``.
+
+    With ``tag``, it first marks its start (``started_key(tag)``).
+    """
     from namel3ss_celery import StepCancelled, cancelled
 
+    _mark_started(step)
     deadline = time.monotonic() + float(step["seconds"])
     while time.monotonic() < deadline:
         if cancelled():
@@ -115,8 +145,34 @@ async def async_patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
 
 @step("stubborn")
 def stubborn(step: dict[str, Any], context: dict[str, Any]) -> Any:
-    """Sleeps ``seconds`` and never checks whether it should stop."""
+    """Sleeps ``seconds`` and never checks whether it should stop; with ``tag``, marks its start first."""
+    _mark_started(step)
     time.sleep(float(step["seconds"]))
+    return step.get("value")
+
+
+@step("gated")
+def gated(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Runs until the test opens the gate ``gate`` (``gate_key``), then returns ``value``.
+
+    It stops when asked (``cancelled()``), and fails after ``seconds`` (60 by default) with the gate
+    still shut, so a test that never opens it cannot hold a worker for ever.
+    """
+    from namel3ss_celery import StepCancelled, cancelled
+
+    _mark_started(step)
+    limit = float(step.get("seconds", 60))
+    deadline = time.monotonic() + limit
+    client = _redis()
+    try:
+        while not client.exists(gate_key(step["gate"])):
+            if cancelled():
+                raise StepCancelled("asked to stop")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gate {step['gate']} still shut after {limit:g}s")
+            time.sleep(0.01)
+    finally:
+        client.close()
     return step.get("value")
 
 

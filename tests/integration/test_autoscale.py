@@ -2,14 +2,15 @@
 
 The worker runs ``--autoscale=4,1`` with a pool of target_value 2, scale up
 above 3 waiting messages per process, scale down below 1, and a 2 s
-keep-alive. The broker reads are also checked on RabbitMQ.
+keep-alive, on the tests' second Redis database (``redis_aux_url``). The broker
+reads are also checked on RabbitMQ.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from kombu import Connection, Exchange, Queue
 
 from namel3ss_celery.routing import redis_priority_lists
 from namel3ss_celery.routing.autoscale import broker_depth
+from tests.waiting import poll
 
 from .autoscale_app import make_app
 from .workers import WorkerProcess
@@ -38,12 +40,6 @@ POOL = {
     "scale_up_threshold": 3,
     "scale_down_threshold": 1,
 }
-
-
-@pytest.fixture
-def redis10(redis_url: str) -> str:
-    """Redis database 10 (the fixture makes sure Redis runs)."""
-    return redis_url.rsplit("/", 1)[0] + "/10"
 
 
 @dataclass
@@ -86,34 +82,24 @@ class Elastic:
             self.app.send_task("autoscale.sleep", args=(SLEEP,), queue=self.queue, ignore_result=True)
 
 
-def poll(what: Callable[[], bool], seconds: float, every: float = 0.5) -> float | None:
-    """Seconds until ``what()`` held, or None if it did not within ``seconds``."""
-    began = time.monotonic()
-    while time.monotonic() - began < seconds:
-        if what():
-            return time.monotonic() - began
-        time.sleep(every)
-    return None
-
-
 @pytest.fixture
-def elastic(redis10: str, tmp_path: Path) -> Iterator[Elastic]:
+def elastic(redis_aux_url: str, tmp_path: Path) -> Iterator[Elastic]:
     queue = f"n3autoscale-{uuid.uuid4().hex[:8]}"
     program = tmp_path / "program.yaml"
     program.write_text(yaml.safe_dump({"worker_pools": [{**POOL, "queue_name": queue}]}))
     env = {
-        "N3_AUTOSCALE_BROKER": redis10,
-        "N3_AUTOSCALE_BACKEND": redis10,
+        "N3_AUTOSCALE_BROKER": redis_aux_url,
+        "N3_AUTOSCALE_BACKEND": redis_aux_url,
         "N3_AUTOSCALE_QUEUE": queue,
         "NAMEL3SS_CELERY_PROGRAM": str(program),
         "NAMEL3SS_CELERY_POOL": "elastic",
         "AUTOSCALE_KEEPALIVE": str(KEEPALIVE),
     }
-    app = make_app(redis10, redis10, queue)
+    app = make_app(redis_aux_url, redis_aux_url, queue)
     worker = WorkerProcess(
         "tests.integration.autoscale_app", env, tmp_path, concurrency=1, queues=[queue], extra_args=["--autoscale=4,1"]
     )
-    broker = redis.Redis.from_url(redis10)
+    broker = redis.Redis.from_url(redis_aux_url)
     try:
         worker.wait_ready(app)
         yield Elastic(app, queue, worker, broker)
@@ -164,9 +150,9 @@ def test_the_pool_follows_the_queue_depth_up_and_back_down(elastic: Elastic) -> 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_broker_depth_counts_ready_messages_on_both_brokers(
-    broker: str, redis10: str, request: pytest.FixtureRequest
+    broker: str, redis_aux_url: str, request: pytest.FixtureRequest
 ) -> None:
-    url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else redis10
+    url = request.getfixturevalue("amqp_url") if broker == "rabbitmq" else redis_aux_url
     name = f"n3depth-{uuid.uuid4().hex[:8]}"
     queue = Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments={"x-max-priority": 10})
     options = {"priority_steps": list(range(10)), "queue_order_strategy": "priority", "confirm_publish": True}
@@ -182,7 +168,7 @@ def test_broker_depth_counts_ready_messages_on_both_brokers(
             assert counted is not None, broker_depth(connection, [name])
             assert broker_depth(connection, [name, f"{name}-missing"]) == 5
             if broker == "redis":  # the count did come from the priority lists
-                client = redis.Redis.from_url(redis10)
+                client = redis.Redis.from_url(redis_aux_url)
                 assert [int(client.llen(key)) for key in redis_priority_lists(name)] == [2, 0, 0, 1, 0, 1, 0, 0, 0, 1]
                 client.close()
         finally:
@@ -190,13 +176,13 @@ def test_broker_depth_counts_ready_messages_on_both_brokers(
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_without_its_pool_refuses_to_start(redis10: str, tmp_path: Path, clean_env: None) -> None:
+def test_a_worker_without_its_pool_refuses_to_start(redis_aux_url: str, tmp_path: Path, clean_env: None) -> None:
     """No NAMEL3SS_CELERY_POOL: the worker stops at start-up, naming it, instead of using Celery's own rule."""
     program = tmp_path / "program.yaml"
     program.write_text(yaml.safe_dump({"worker_pools": [{**POOL, "queue_name": "unused"}]}))
     env = {
-        "N3_AUTOSCALE_BROKER": redis10,
-        "N3_AUTOSCALE_BACKEND": redis10,
+        "N3_AUTOSCALE_BROKER": redis_aux_url,
+        "N3_AUTOSCALE_BACKEND": redis_aux_url,
         "N3_AUTOSCALE_QUEUE": f"n3autoscale-{uuid.uuid4().hex[:8]}",
         "NAMEL3SS_CELERY_PROGRAM": str(program),
     }

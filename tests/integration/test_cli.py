@@ -6,13 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from namel3ss_celery import Namel3ssCelery, Settings
+from tests.waiting import wait_until
 
+from .steps import MARKER_TTL, gate_key
 from .workers import REPO, WorkerProcess
 
 CLI = shutil.which("namel3ss-celery", path=os.path.dirname(sys.executable)) or "namel3ss-celery"
@@ -107,18 +110,28 @@ def test_status_and_progress_of_a_run_dispatched_elsewhere(redis_url: str, tmp_p
         "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
     }
     n3 = Namel3ssCelery(settings=Settings.from_mapping(env))
-    worker = WorkerProcess("namel3ss_celery", env, tmp_path, concurrency=2)
+    worker = WorkerProcess("namel3ss_celery", {**env, "N3_TEST_BACKEND": redis_url}, tmp_path, concurrency=2)
+    gate = uuid.uuid4().hex
+    store = redis.Redis.from_url(redis_url)
     try:
         worker.wait_ready(n3.app)
         import tests.integration.steps  # noqa: F401
 
-        steps = [{"target": "patient", "seconds": s} for s in (0.1, 2.5, 2.5)]
+        # One step reports at once; the two others run until the gate opens, so the status below
+        # sees the run midway however long the machine takes to start the command.
+        gated = {"target": "gated", "gate": gate}
+        steps = [{"target": "patient", "seconds": 0.1}, gated, gated]
         handle = n3.dispatch({"name": "slow", "strategy": "collect", "steps": steps})
-        time.sleep(0.8)
+        wait_until(
+            lambda: handle.progress()[0].done == 1,
+            30,
+            lambda: f"the first step never reported: {handle.progress()}\n{worker.log()}",
+        )
         running = run_cli("status", handle.id, "--broker", redis_url, "--backend", redis_url)
         assert running.returncode == 0, running.stderr
         assert f"run {handle.id}: running" in running.stdout
         assert "slow" in running.stdout and "1/3 steps  running" in running.stdout
+        store.set(gate_key(gate), 1, ex=MARKER_TTL)
         handle.get(timeout=30)
         done = run_cli("status", handle.id, "--broker", redis_url, "--backend", redis_url)
         assert done.returncode == 0
@@ -139,5 +152,7 @@ def test_status_and_progress_of_a_run_dispatched_elsewhere(redis_url: str, tmp_p
         assert ran.returncode == 0, ran.stderr
         assert "progress: 0/1 steps  slow 0/1 running" in ran.stderr  # plain lines when not on a terminal
     finally:
+        store.set(gate_key(gate), 1, ex=MARKER_TTL)  # a failed check above leaves no step waiting
+        store.close()
         worker.stop()
         n3.close()

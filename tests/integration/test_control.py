@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from celery import states
 
 from namel3ss_celery import ParallelExecutionResult
+from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
+from .steps import MARKER_TTL, gate_key, started_key
 from .workers import REPO
 
 pytestmark = pytest.mark.integration
@@ -24,6 +29,28 @@ WAIT = 60
 
 def outcomes(result: ParallelExecutionResult) -> dict[str, str]:
     return {r.task_id: r.metadata.get("outcome", "") for r in result.results}
+
+
+def started_steps(cluster: Cluster, tag: str) -> int:
+    """How many steps with ``tag`` have started (each marks its start in Redis)."""
+    client = redis.Redis.from_url(cluster.env["N3_TEST_BACKEND"])
+    try:
+        return int(client.llen(started_key(tag)))
+    finally:
+        client.close()
+
+
+def alive(pid: int) -> bool:
+    """``pid`` runs; a zombie (dead, not yet reaped by its pool) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # reaped just now; or no /proc (not Linux), where os.kill has said it all
+        return not Path("/proc/self").exists()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def settled_losers(cluster: Cluster, run_id: str, timeout: float = 20.0) -> ParallelExecutionResult:
@@ -125,8 +152,15 @@ def test_a_duplicate_delivery_of_the_winner_changes_nothing(redis_cluster: Clust
         "context": {"outputs": {}},
     }
     assert record
-    redis_cluster.app.send_task("n3.step.echo", args=(payload,), ignore_result=True)
-    time.sleep(1.0)
+    duplicate = redis_cluster.app.send_task("n3.step.echo", args=(payload,), ignore_result=True)
+    # Handled once its state is stored: a step of a decided block is marked REVOKED and never starts.
+    backend = redis_cluster.app.backend
+    wait_until(
+        lambda: backend.get_task_meta(duplicate.id, cache=False)["status"] in states.READY_STATES,
+        30,
+        lambda: f"the duplicate {duplicate.id} has no final state\n{redis_cluster.worker.log()}",
+    )
+    assert backend.get_task_meta(duplicate.id, cache=False)["status"] == states.REVOKED
     again = redis_cluster.n3.run(handle.id).get(timeout=WAIT)
     assert again.final_result == first.final_result
     assert again.metadata["winner"] == first.metadata["winner"]
@@ -186,14 +220,20 @@ def test_retries_give_up_after_max_retries(redis_cluster: Cluster) -> None:
 
 
 def test_cancel_stops_a_running_workflow(redis_cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex
     program = {
         "parallel_blocks": [
-            {"name": "work", "strategy": "all", "steps": [{"target": "patient", "seconds": 10}] * 3},
+            {"name": "work", "strategy": "all", "steps": [{"target": "patient", "seconds": 10, "tag": tag}] * 3},
             {"name": "after", "depends_on": ["work"], "steps": [{"target": "echo", "value": 1}]},
         ]
     }
     handle = redis_cluster.n3.dispatch(program)
-    time.sleep(0.8)
+    # Cancel once the worker's two processes both run a step; the third waits in the queue.
+    wait_until(
+        lambda: started_steps(redis_cluster, tag) == 2,
+        30,
+        lambda: f"{started_steps(redis_cluster, tag)} of 2 steps started\n{redis_cluster.worker.log()}",
+    )
     started = time.monotonic()
     handle.cancel()
     result = handle.get(timeout=WAIT)
@@ -212,7 +252,8 @@ def test_cancel_stops_a_running_workflow(redis_cluster: Cluster) -> None:
             break
         time.sleep(0.1)
     assert final is not None
-    assert {r.metadata.get("outcome") for r in final.blocks["work"].results} <= {"stopped", "not_started"}  # type: ignore[union-attr]
+    work = final.blocks["work"]
+    assert sorted(r.metadata.get("outcome", "") for r in work.results) == ["not_started", "stopped", "stopped"]  # type: ignore[union-attr]
 
 
 def test_the_run_goes_on_when_the_dispatching_process_dies(redis_cluster: Cluster) -> None:
@@ -271,17 +312,32 @@ def test_max_concurrency_caps_the_block_across_the_cluster(wide_cluster: Cluster
 
 
 def test_terminate_losers_on_prefork(redis_cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex
     steps = [
-        {"name": "stubborn", "target": "stubborn", "seconds": 6},
-        {"name": "fast", "target": "echo", "value": "done"},
+        {"name": "stubborn", "target": "stubborn", "seconds": 6, "tag": tag},
+        {"name": "fast", "target": "gated", "gate": tag, "value": "done"},
     ]
     handle = redis_cluster.n3.dispatch({"name": "t", "strategy": "race", "terminate_losers": True, "steps": steps})
-    time.sleep(0.3)
+    # The winner finishes only once the loser runs, so there is a running process to terminate.
+    wait_until(
+        lambda: started_steps(redis_cluster, tag) == 1,
+        30,
+        lambda: f"the stubborn step never started\n{redis_cluster.worker.log()}",
+    )
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    try:
+        (pid,) = (int(p) for p in client.lrange(started_key(tag), 0, -1))
+        client.set(gate_key(tag), 1, ex=MARKER_TTL)
+    finally:
+        client.close()
     result = handle.get(timeout=WAIT)
     assert result.final_result == "done"
     final = settled_losers(redis_cluster, handle.id)
     entry = next(r for r in final.results if r.task_id == "stubborn")
-    assert entry.metadata["outcome"] in ("stopped", "not_started")
+    assert entry.metadata["outcome"] == "stopped"
+    # Stopped by termination: the pool process running it is gone, well before its 6 s sleep ends
+    # (a pool process that finishes a step lives on).
+    wait_until(lambda: not alive(pid), 5, f"the pool process {pid} running the loser is still alive")
 
 
 def unused(_: Any) -> None:  # keeps the Any import honest for type checkers

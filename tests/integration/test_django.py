@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from celery import Celery
+from celery.signals import before_task_publish
 
 from namel3ss_celery import Namel3ssCelery, UnknownRun
 from namel3ss_celery.integrations.django import Publication, dispatch_on_commit
@@ -88,15 +89,31 @@ def test_a_run_dispatched_in_a_transaction_is_published_at_commit_and_reads_the_
     from reports.workflows import REPORT_WORKFLOW
 
     title = f"committed-{uuid.uuid4().hex[:6]}"
-    with transaction.atomic():
-        report = Report.objects.create(title=title, body="alpha beta gamma delta")
-        run = dispatch_on_commit(site.n3, REPORT_WORKFLOW, context={"report_id": report.pk})
-        time.sleep(0.5)  # time enough for a worker to run a step published too early (it would miss the row)
-        assert run.publication is Publication.PENDING
-        assert site.n3.store.run_record(run.id) is None
-        with pytest.raises(UnknownRun):
-            site.n3.run(run.id)
-    assert run.publication is Publication.PUBLISHED
+    published: list[str] = []  # the body of every task message this process publishes, as it goes out
+
+    def record(body: Any = None, **_: Any) -> None:
+        published.append(repr(body))
+
+    def of_run() -> list[str]:
+        return [body for body in published if run.id in body]
+
+    before_task_publish.connect(record, weak=False)
+    try:
+        with transaction.atomic():
+            report = Report.objects.create(title=title, body="alpha beta gamma delta")
+            run = dispatch_on_commit(site.n3, REPORT_WORKFLOW, context={"report_id": report.pk})
+            # A step published now would reach a worker that misses the uncommitted row. Rather than
+            # give a worker time to run it, check that nothing of the run was published at all: a
+            # publication is seen here as it happens, whatever the worker's speed.
+            assert of_run() == []
+            assert run.publication is Publication.PENDING
+            assert site.n3.store.run_record(run.id) is None
+            with pytest.raises(UnknownRun):
+                site.n3.run(run.id)
+        assert run.publication is Publication.PUBLISHED
+        assert of_run(), "the commit published the run, but this check saw none of its messages"
+    finally:
+        before_task_publish.disconnect(record)
     result = site.n3.run(run.id).get(timeout=60)
     assert result.overall_status == "completed", (result.error_message, site.worker.log())
     counted = result.outputs["count"]

@@ -1,22 +1,25 @@
 """``Namel3ssFlask``: state per Flask app, Celery built the Flask way or passed in, settings from the Flask
-config. No broker: unreachable URLs prove nothing connects; runs use the embedded in-process worker."""
+config. No broker: unreachable URLs, and the connections counted (tests/sockets.py), prove nothing connects;
+runs use the embedded in-process worker."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery import Celery
 from flask import Flask, current_app
+from kombu.exceptions import OperationalError
 
 from namel3ss_celery import Namel3ssCelery
 from namel3ss_celery.errors import ConfigurationError
 from namel3ss_celery.integrations.flask import Namel3ssFlask, settings_from_config
 from namel3ss_celery.results import ParallelExecutionResult
+from tests.sockets import connects
 
 UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1: any connection attempt would fail
+UNREACHABLE_ADDRESS = ("127.0.0.1", 1)
 
 
 def flask_app(name: str = "shop", **config: Any) -> Flask:
@@ -41,11 +44,14 @@ def closing() -> Iterator[list[Namel3ssCelery]]:
 
 def test_init_app_builds_a_celery_app_from_the_flask_config_without_connecting() -> None:
     app = flask_app(CELERY={"broker_url": UNREACHABLE, "result_backend": UNREACHABLE, "task_ignore_result": True})
-    started = time.monotonic()
-    n3 = Namel3ssFlask().init_app(app)
-    assert time.monotonic() - started < 2  # no connection attempt (it would fail, or retry)
+    with connects() as attempted:
+        n3 = Namel3ssFlask().init_app(app)
+    assert UNREACHABLE_ADDRESS not in attempted  # no connection attempt, counted rather than timed
 
     celery = app.extensions["celery"]
+    with connects() as attempted, pytest.raises(OperationalError), celery.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=0)
+    assert attempted.count(UNREACHABLE_ADDRESS) == 1  # the count above would have seen the app's attempt
     assert n3.app is celery
     assert app.extensions["namel3ss_celery"].n3 is n3
     assert celery.main == "shop"

@@ -1,8 +1,13 @@
-"""The local executor on its own: concurrency, block control, stopping at a failed node, refusals. No broker."""
+"""The local executor on its own: concurrency, block control, stopping at a failed node, refusals. No broker.
+
+Nothing here is timed: steps that must run at the same time meet (each waits until all of its
+meeting run), and steps that must be stopped say so themselves. bench/local.py prints the times.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -16,34 +21,84 @@ from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.registry import Registry
 from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
 from namel3ss_celery.spec import load_any
+from tests.waiting import wait_until
 
-CALLED: list[str] = []
+CALLED: list[str] = []  # steps that started
+FINISHED: list[str] = []  # steps that ran to their end
+STOPPED: list[str] = []  # steps that stopped when asked (or were cancelled)
 CALLS: Counter[str] = Counter()
+ARRIVED: Counter[str] = Counter()  # steps arrived at each meeting
+ARRIVED_LOCK = threading.Lock()
+MEET_LIMIT = 20.0  # seconds a step waits for the rest of its meeting: reached only when they cannot run at once
+
+
+def _arrived(step: dict[str, Any], since: float) -> bool:
+    """Whether every one of the ``parties`` steps of this step's ``meeting`` has started."""
+    with ARRIVED_LOCK:
+        arrived = ARRIVED[step["meeting"]]
+    if arrived >= int(step["parties"]):
+        return True
+    if time.monotonic() - since > MEET_LIMIT:
+        raise TimeoutError(f"only {arrived} of {step['parties']} steps of meeting {step['meeting']} ran at once")
+    return False
+
+
+def _arrive(step: dict[str, Any]) -> float:
+    CALLED.append(step["name"])
+    if "meeting" in step:
+        with ARRIVED_LOCK:
+            ARRIVED[step["meeting"]] += 1
+    return time.monotonic()
+
+
+def meet(step: dict[str, Any]) -> None:
+    """Mark the step started; with a ``meeting``, return only once all its ``parties`` steps have started."""
+    since = _arrive(step)
+    while "meeting" in step and not _arrived(step, since):
+        time.sleep(0.005)
+
+
+async def ameet(step: dict[str, Any]) -> None:
+    """``meet`` on the event loop."""
+    since = _arrive(step)
+    while "meeting" in step and not _arrived(step, since):
+        await asyncio.sleep(0.005)
 
 
 def sync_sleep(step: dict[str, Any], context: dict[str, Any]) -> str:
-    CALLED.append(step["name"])
+    meet(step)
     time.sleep(float(step.get("seconds", 0)))
+    FINISHED.append(step["name"])
     return str(step["name"])
 
 
 async def async_sleep(step: dict[str, Any], context: dict[str, Any]) -> str:
-    CALLED.append(step["name"])
-    await asyncio.sleep(float(step.get("seconds", 0)))
+    await ameet(step)
+    try:
+        await asyncio.sleep(float(step.get("seconds", 0)))
+    except asyncio.CancelledError:
+        STOPPED.append(step["name"])
+        raise
+    FINISHED.append(step["name"])
     return str(step["name"])
 
 
 def patient(step: dict[str, Any], context: dict[str, Any]) -> str:
     """Sleeps in slices, stopping when asked."""
+    meet(step)
     deadline = time.monotonic() + float(step["seconds"])
     while time.monotonic() < deadline:
         if cancelled():
+            STOPPED.append(step["name"])
             raise StepCancelled("asked to stop")
         time.sleep(0.01)
+    FINISHED.append(step["name"])
     return str(step["name"])
 
 
 def fail(step: dict[str, Any], context: dict[str, Any]) -> None:
+    if "meeting" in step:
+        meet(step)
     raise ValueError("on purpose")
 
 
@@ -73,8 +128,8 @@ STEPS = (sync_sleep, async_sleep, patient, fail, flaky, async_cancelled, async_n
 
 @pytest.fixture
 def executor() -> LocalExecutor:
-    CALLED.clear()
-    CALLS.clear()
+    for record in (CALLED, FINISHED, STOPPED, CALLS, ARRIVED):
+        record.clear()
     registry = Registry()
     for function in STEPS:
         registry.add_step(function.__name__, function)
@@ -91,21 +146,45 @@ def run_block(executor: LocalExecutor, **block: Any) -> ParallelExecutionResult:
     return result
 
 
-def sleeps(prefix: str, seconds: float) -> list[dict[str, Any]]:
+def meeting(prefix: str, seconds: float = 0.0) -> list[dict[str, Any]]:
+    """Six steps, three sync and three async, each of which goes on only once all six have started."""
     targets = ["sync_sleep"] * 3 + ["async_sleep"] * 3
-    return [{"name": f"{prefix}{i}", "target": t, "seconds": seconds} for i, t in enumerate(targets)]
+    return [
+        {"name": f"{prefix}{i}", "target": t, "meeting": prefix, "parties": 6, "seconds": seconds}
+        for i, t in enumerate(targets)
+    ]
+
+
+def all_at_once(results: list[Any]) -> bool:
+    """Some moment lies inside every step's reported start and end."""
+    return max(r.start_time for r in results) < min(r.end_time for r in results)
 
 
 def outcomes(result: ParallelExecutionResult) -> dict[str, tuple[str, str | None]]:
     return {r.task_id: (str(r.status), r.metadata.get("outcome")) for r in result.results}
 
 
+def assert_stopped(result: ParallelExecutionResult, *names: str) -> None:
+    """The block was decided before these steps ended: its result did not wait for them, and they stop.
+
+    A sync step whose thread had not begun when its run ended never begins; one that had, stops.
+    """
+    assert all(outcomes(result)[name] == ("cancelled", "stopping") for name in names), outcomes(result)
+    assert result.metadata["losers_pending"] == len(names)
+    wait_until(
+        lambda: all(name in STOPPED for name in names if name in CALLED),
+        10,
+        lambda: f"{names} were asked to stop; started: {CALLED}, stopped: {STOPPED}",
+    )
+    assert not set(names) & set(FINISHED)
+
+
 def test_a_blocks_sync_and_async_steps_run_at_once(executor: LocalExecutor) -> None:
-    started = time.monotonic()
-    result = run_block(executor, steps=sleeps("s", 0.3))
-    assert time.monotonic() - started < 1.0  # one after another: 1.8s
+    result = run_block(executor, steps=meeting("s", 0.3))
+    assert result.error_message is None  # one after another, the first would wait for the others, and fail
     assert result.final_result == {f"s{i}": f"s{i}" for i in range(6)}
     assert result.actual_max_concurrent == 6
+    assert all_at_once(result.results)
     assert all(r.duration_ms is not None and r.duration_ms >= 300 for r in result.results)
     assert {r.metadata["executed_on"] for r in result.results} == {"local"} == {result.metadata["executed_on"]}
 
@@ -113,14 +192,15 @@ def test_a_blocks_sync_and_async_steps_run_at_once(executor: LocalExecutor) -> N
 def test_independent_nodes_run_at_once_and_pass_their_outputs_on(executor: LocalExecutor) -> None:
     program = {
         "parallel_blocks": [
-            {"name": "a", "steps": [{"name": "a", "target": "async_sleep", "seconds": 0.4}]},
-            {"name": "b", "steps": [{"name": "b", "target": "sync_sleep", "seconds": 0.4}]},
+            {"name": "a", "steps": [{"name": "a", "target": "async_sleep", "meeting": "ab", "parties": 2}]},
+            {"name": "b", "steps": [{"name": "b", "target": "sync_sleep", "meeting": "ab", "parties": 2}]},
             {"name": "c", "depends_on": ["a", "b"], "steps": [{"name": "seen", "target": "outputs"}]},
         ]
     }
-    started = time.monotonic()
     result = executor.run_sync(plan(program), {"outputs": {"given": 1}})
-    assert time.monotonic() - started < 0.75
+    assert isinstance(result, WorkflowResult)
+    assert result.overall_status == "completed", result.error_message  # a and b met: they ran at once
+    assert all_at_once([result.blocks["a"], result.blocks["b"]])
     assert result.final_result == {"seen": {"given": 1, "a": {"a": "a"}, "b": {"b": "b"}}}
 
 
@@ -132,9 +212,7 @@ def test_a_failed_node_ends_the_run_and_nothing_after_it_starts(executor: LocalE
             {"name": "after", "depends_on": ["bad"], "steps": [{"name": "after", "target": "async_sleep"}]},
         ]
     }
-    started = time.monotonic()
     result = executor.run_sync(plan(program))
-    assert time.monotonic() - started < 5
     assert isinstance(result, WorkflowResult)
     assert (result.overall_status, result.failed_node) == ("failed", "bad")
     assert (
@@ -142,21 +220,23 @@ def test_a_failed_node_ends_the_run_and_nothing_after_it_starts(executor: LocalE
         == "node 'bad': step 'x' failed (fail_fast); 1 of 1 steps failed: x: ValueError: on purpose"
     )
     assert "after" not in CALLED
+    # The run did not wait for the 30 s node: it had started, and was cancelled as the run ended.
+    assert ("slow" in CALLED, "slow" in FINISHED, "slow" in STOPPED) == (True, False, True)
 
 
 def test_fail_fast_decides_at_the_first_failure_and_stops_the_rest(executor: LocalExecutor) -> None:
+    together = {"meeting": "m", "parties": 3}  # 'bad' fails once the two others run
     steps = [
-        {"name": "bad", "target": "fail"},
-        {"name": "slow", "target": "patient", "seconds": 30},
-        {"name": "slower", "target": "async_sleep", "seconds": 30},
+        {"name": "bad", "target": "fail", **together},
+        {"name": "slow", "target": "patient", "seconds": 30, **together},
+        {"name": "slower", "target": "async_sleep", "seconds": 30, **together},
     ]
-    started = time.monotonic()
     result = run_block(executor, steps=steps)
-    assert time.monotonic() - started < 5
     assert result.overall_status == "failed"
     assert result.metadata["decided"] == "step 'bad' failed (fail_fast)"
     assert outcomes(result)["bad"] == ("failed", None)
-    assert {outcomes(result)[k][0] for k in ("slow", "slower")} == {"cancelled"}
+    assert_stopped(result, "slow", "slower")
+    assert sorted(STOPPED) == ["slow", "slower"]
 
 
 def test_without_fail_fast_every_step_reports(executor: LocalExecutor) -> None:
@@ -168,17 +248,17 @@ def test_without_fail_fast_every_step_reports(executor: LocalExecutor) -> None:
 
 @pytest.mark.parametrize("strategy", ["race", "any_success"])
 def test_the_first_success_wins_and_the_losers_are_stopped(executor: LocalExecutor, strategy: str) -> None:
+    together = {"meeting": "m", "parties": 3}  # 'fast' ends once the two others run
     steps = [
-        {"name": "slow", "target": "patient", "seconds": 30},
-        {"name": "fast", "target": "async_sleep", "seconds": 0.1},
-        {"name": "slower", "target": "async_sleep", "seconds": 30},
+        {"name": "slow", "target": "patient", "seconds": 30, **together},
+        {"name": "fast", "target": "async_sleep", "seconds": 0.1, **together},
+        {"name": "slower", "target": "async_sleep", "seconds": 30, **together},
     ]
-    started = time.monotonic()
     result = run_block(executor, strategy=strategy, steps=steps)
-    assert time.monotonic() - started < 5
     assert (result.overall_status, result.final_result, result.metadata["winner"]) == ("completed", "fast", "fast")
     assert outcomes(result)["fast"] == ("completed", "won")
-    assert {outcomes(result)[k][0] for k in ("slow", "slower")} == {"cancelled"}
+    assert_stopped(result, "slow", "slower")
+    assert sorted(STOPPED) == ["slow", "slower"]
 
 
 def test_any_success_fails_only_when_every_step_failed(executor: LocalExecutor) -> None:
@@ -191,12 +271,11 @@ def test_any_success_fails_only_when_every_step_failed(executor: LocalExecutor) 
 
 def test_a_deadline_ends_the_block_as_timeout_with_its_partial_results(executor: LocalExecutor) -> None:
     steps = [{"name": "quick", "target": "sync_sleep"}, {"name": "slow", "target": "patient", "seconds": 30}]
-    started = time.monotonic()
     result = run_block(executor, strategy="collect", steps=steps, timeout_seconds=0.3)
-    assert time.monotonic() - started < 5
     assert result.overall_status == "timeout"
     assert result.final_result["quick"]["result"] == "quick"
     assert result.final_result["slow"]["status"] == "cancelled"
+    assert_stopped(result, "slow")
 
 
 def test_max_concurrency_bounds_the_steps_running_at_once(executor: LocalExecutor) -> None:
@@ -234,14 +313,18 @@ def test_async_steps_are_judged_as_on_a_worker(executor: LocalExecutor) -> None:
 
 
 def test_runs_share_one_event_loop(executor: LocalExecutor) -> None:
-    async def main() -> list[Any]:
-        runs = [executor.run(plan({"name": f"b{i}", "steps": sleeps(f"r{i}", 0.3)})) for i in range(3)]
-        return await asyncio.gather(*runs)
+    def steps(run: int) -> list[dict[str, Any]]:  # each meets the same kind of step of the two other runs
+        return [
+            {"name": f"r{run}-sync", "target": "sync_sleep", "meeting": "sync", "parties": 3},
+            {"name": f"r{run}-async", "target": "async_sleep", "meeting": "async", "parties": 3},
+        ]
 
-    started = time.monotonic()
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(executor.run(plan({"name": f"b{i}", "steps": steps(i)})) for i in range(3)))
+
     results = asyncio.run(main())
-    assert time.monotonic() - started < 1.5
-    assert [r.overall_status for r in results] == ["completed"] * 3
+    assert [(r.overall_status, r.error_message) for r in results] == [("completed", None)] * 3
+    assert all_at_once([step for r in results for step in r.results])
 
 
 def test_refusals_come_before_any_step_runs(executor: LocalExecutor) -> None:
