@@ -26,6 +26,7 @@ from .engine.advance import final_result, run_result
 from .engine.conductor import Conductor
 from .engine.decide import TIMED_OUT
 from .engine.local_steps import LocalSteps
+from .engine.ports import Launching
 from .engine.runner import to_json_data
 from .errors import SpecError, StepResultError
 from .plan import fields
@@ -142,7 +143,7 @@ class _LocalRun:
             await asyncio.gather(*pending, return_exceptions=True)
             self.threads.shutdown(wait=False, cancel_futures=True)
 
-    def engine(self, call: Callable[..., None], *args: Any) -> None:
+    def engine(self, call: Callable[..., object], *args: Any) -> None:
         """Call into the engine, then see whether the run ended."""
         call(*args)
         self.look()
@@ -182,7 +183,7 @@ class _LocalRun:
         ]
         return prepared
 
-    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: _LocalNode) -> None:
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: _LocalNode, launching: Launching) -> None:
         if prepared.deadline is not None:
             delay = max(0.0, prepared.deadline - time.time())
             loop = asyncio.get_running_loop()
@@ -206,7 +207,7 @@ class _LocalRun:
     def on_deadline(self, node: str) -> None:
         self.guarded(self.conductor.decide_and_settle, self.run_id, node, TIMED_OUT)
 
-    def guarded(self, call: Callable[..., None], *args: Any) -> None:
+    def guarded(self, call: Callable[..., object], *args: Any) -> None:
         """``engine``, where a fault of the engine itself ends the run with it rather than a hang."""
         try:
             self.engine(call, *args)

@@ -18,16 +18,28 @@ from __future__ import annotations
 from typing import Any
 
 from celery import canvas
+from celery.utils import uuid
 
+from ..engine.ports import Launching
 from ..worker.compat import publish_chord, publish_steps
 
 
-def publish_canvas(app: Any, signature: canvas.Signature) -> None:
-    """Publish a node's ``group`` or ``chord`` of step signatures (any other canvas: ``apply_async``)."""
+def publish_canvas(app: Any, signature: canvas.Signature, launching: Launching | None = None) -> None:
+    """Publish a node's ``group`` or ``chord`` of step signatures (any other canvas: ``apply_async``).
+
+    ``launching`` says where to start (a resumed launch) and hears of the progress; a chord's group id is
+    reported to it before its first header message is sent, so a resumed launch sends the rest in the
+    same group.
+    """
+    launching = launching or Launching()
     if isinstance(signature, canvas.group):
-        publish_steps(app, list(signature.tasks))
+        publish_steps(app, list(signature.tasks), launching.start, launching.sent)
     elif isinstance(signature, canvas.chord):
         header = signature.tasks.tasks if isinstance(signature.tasks, canvas.group) else signature.tasks
-        publish_chord(app, list(header), signature.body)
+        group_id = launching.group_id
+        if group_id is None:
+            group_id = uuid()
+            launching.remember_group(group_id)
+        publish_chord(app, list(header), signature.body, group_id, launching.start, launching.sent)
     else:
         signature.apply_async()

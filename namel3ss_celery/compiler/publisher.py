@@ -25,6 +25,7 @@ from celery.utils.nodenames import worker_direct
 
 from ..engine.conductor import Conductor
 from ..engine.local_steps import LocalSteps
+from ..engine.ports import Launching
 from ..engine.runner import StepOutcome, run_coroutine
 from ..errors import RoutingError, UnknownTarget
 from ..gc_pause import collection_resumed
@@ -67,8 +68,10 @@ class CeleryPublisher:
         launch = compile_node(self.app, node, run_id, context, plan.pools, skip=local)
         return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, context, local)
 
-    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas) -> None:
-        publish_canvas(self.app, prepared.canvas)
+    def send_node(
+        self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas, launching: Launching
+    ) -> None:
+        publish_canvas(self.app, prepared.canvas, launching)
         if prepared.local:
             logger.warning(
                 "no worker consumes the queue of steps %s of block %s: running them here",

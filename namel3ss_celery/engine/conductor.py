@@ -29,8 +29,10 @@ from ..spec import step_key
 from .advance import node_settled, refreshed_final
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
+from .launching import Unfinished, begin, unfinished
+from .launching import tracked as track
 from .nodes import broken, launched, node_context, with_fan_out
-from .ports import CoordinationStore, Publisher
+from .ports import CoordinationStore, Launching, Publisher
 from .runner import StepOutcome, describe
 from .settle import settle_block
 
@@ -290,26 +292,54 @@ class Conductor:
 
     # --- runs ------------------------------------------------------------------
 
-    def launch_roots(self, run_id: str) -> None:
+    def launch_roots(self, run_id: str) -> float | None:
         """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker).
 
-        ``dispatch`` launches a small run itself, with ``launch``."""
+        Delivered again after its worker died while publishing, it sends what was not sent yet
+        (``launching``). Returns ``None`` when done, or the seconds after which to look again, when
+        another process may still be publishing a node. ``dispatch`` launches a small run itself,
+        with ``launch``.
+        """
         record = self.store.run_record(run_id)
         if record is None:
             logger.warning("run %s expired before it was launched", run_id)
-            return
+            return None
         plan = Plan.from_json(record[fields.PLAN])
         roots: list[PlanNode] = []
         cancelled: dict[str, str | None] = {}
+        wait: float | None = None
         for node in plan.nodes:
-            if not node.depends_on:
-                # Whether the run was cancelled, read with the claim: a cancel that comes later sees the claim.
-                claimed, cancelled[node.name] = self.store.claim_and_get(
-                    run_id, fields.launched(node.name), fields.CANCELLED
-                )
-                if claimed:
-                    roots.append(node)
-        self.launch(run_id, plan, roots, record, {}, cancelled)
+            if node.depends_on:
+                continue
+            # Whether the run was cancelled, read with the claim: a cancel that comes later sees the claim.
+            claimed, cancelled[node.name] = self.store.claim_and_get(
+                run_id, fields.launched(node.name), fields.CANCELLED
+            )
+            if claimed:
+                roots.append(node)
+                continue
+            total = len(launched(node, record).block.steps)
+            left = unfinished(record, node.name, total, time.time())
+            if left is None:
+                continue
+            if left.wait > 0:
+                wait = left.wait if wait is None else min(wait, left.wait)
+            elif self.store.claim(run_id, fields.resumed(node.name, left.start)):
+                logger.warning("resuming the launch of block %s of run %s at step %d", node.name, run_id, left.start)
+                self._resume(run_id, plan, launched(node, record), record, left)
+        self.launch(run_id, plan, roots, record, {}, cancelled, tracked=True)
+        return wait
+
+    def _resume(self, run_id: str, plan: Plan, node: PlanNode, record: Mapping[str, str], left: Unfinished) -> None:
+        try:
+            launching = track(self.store, run_id, node.name, left.start, left.group_id)
+            self._publish(run_id, plan, node, node_context(record, {}), launching, fresh=False)
+        except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
+            logger.exception("resuming the launch of block %s of run %s failed", node.name, run_id)
+            if BlockControl(self.store, run_id, node.name).decide(
+                Decision(RunStatus.FAILED, None, f"launching the block failed: {describe(exc)}")
+            ):
+                self.settle_node(run_id, node.name)
 
     def launch(
         self,
@@ -319,10 +349,13 @@ class Conductor:
         record: Mapping[str, str],
         outputs: dict[str, Any],
         cancelled: Mapping[str, str | None] | None = None,
+        tracked: bool = False,
     ) -> None:
         """Publish each node's steps (and its feed and deadline); a node with no steps settles at once.
 
         ``cancelled``: the run's cancelled field as read when a node was claimed (otherwise it is read here).
+        ``tracked``: keep the progress of publishing ``nodes`` in the run's record, so a launch delivered
+        again resumes it (``launch_roots``).
         """
         pending, cancelled = deque(nodes), cancelled or {}
         while pending:
@@ -341,7 +374,10 @@ class Conductor:
                 BlockControl(self.store, run_id, node.name).decide(failure)
             if node.block.steps and failure is None:
                 try:
-                    self._publish(run_id, plan, node, context)
+                    if tracked:
+                        begin(self.store, run_id, node.name)
+                    launching = track(self.store, run_id, node.name, 0, None) if tracked else Launching()
+                    self._publish(run_id, plan, node, context, launching)
                     continue
                 except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
                     logger.exception("launching block %s of run %s failed", node.name, run_id)
@@ -352,12 +388,22 @@ class Conductor:
                 outputs = advance.outputs
                 pending.extend(advance.launch)
 
-    def _publish(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> None:
+    def _publish(
+        self,
+        run_id: str,
+        plan: Plan,
+        node: PlanNode,
+        context: dict[str, Any],
+        launching: Launching,
+        fresh: bool = True,
+    ) -> None:
         prepared = self.publisher.prepare_node(run_id, plan, node, context)
-        self.store.push_items(run_id, fields.feed(node.name), prepared.feed, self.ttl)
-        if prepared.deadline is not None:  # enforce_deadlines decides it then, whichever process looks
-            self.store.add_deadline(run_id, node.name, prepared.deadline, self.ttl)
-        self.publisher.send_node(run_id, plan, node, prepared)
+        if fresh:  # a resumed launch finds its feed and deadline in place
+            self.store.push_items(run_id, fields.feed(node.name), prepared.feed, self.ttl)
+            if prepared.deadline is not None:  # enforce_deadlines decides it then, whichever process looks
+                self.store.add_deadline(run_id, node.name, prepared.deadline, self.ttl)
+        self.publisher.send_node(run_id, plan, node, prepared, launching)
+        launching.sent(len(node.block.steps))  # done: a launch delivered again finds nothing left to send
 
     def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
         """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``

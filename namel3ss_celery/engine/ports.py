@@ -7,7 +7,8 @@ nothing else of either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from ..plan.message import FedStep
@@ -124,6 +125,21 @@ class CoordinationStore(Protocol):
     def close(self) -> None: ...
 
 
+def _ignore(_value: object) -> None:
+    """Progress nobody keeps (a local run, a run ``dispatch`` publishes itself)."""
+
+
+@dataclass
+class Launching:
+    """Where publishing a node's first steps starts (``start``), in which chord group, and where to report
+    (see ``engine.launching``)."""
+
+    start: int = 0
+    group_id: str | None = None
+    remember_group: Callable[[str], None] = field(default=_ignore)
+    sent: Callable[[int], None] = field(default=_ignore)
+
+
 class PreparedNode(Protocol):
     """A node its publisher made ready: the feed of its ``max_concurrency`` window and its deadline."""
 
@@ -141,8 +157,9 @@ class Publisher(Protocol[Prepared]):
         """Build the node's step messages (nothing is sent yet)."""
         ...
 
-    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared) -> None:
-        """Send the node's first steps and arm its deadline (the feed is in the store by now)."""
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared, launching: Launching) -> None:
+        """Send the node's first steps (the feed is in the store by now), from ``launching.start`` on, and report
+        progress to ``launching``."""
         ...
 
     def send_fed(self, item: FedStep) -> None:

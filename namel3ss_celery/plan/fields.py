@@ -91,6 +91,26 @@ def deliveries(node: str, index: int, retries: int) -> str:
     return f"node:{node}:deliveries:{index}:{retries}"
 
 
+def published(node: str) -> str:
+    """How many of a node's first step messages the broker has surely received (a launch in progress)."""
+    return f"node:{node}:published"
+
+
+def launch_lease(node: str) -> str:
+    """Until when (epoch seconds) the process publishing a node's steps holds it."""
+    return f"node:{node}:lease"
+
+
+def chord_group(node: str) -> str:
+    """The Celery group id of a node published as a chord (a resumed launch sends the rest in it)."""
+    return f"node:{node}:group"
+
+
+def resumed(node: str, start: int) -> str:
+    """Claimed by the one launch that resumes publishing a node from message ``start``."""
+    return f"node:{node}:resumed:{start}"
+
+
 def feed(node: str) -> str:
     """The name of a block's ``max_concurrency`` feed list (``list_key``)."""
     return f"feed:{node}"

@@ -6,6 +6,7 @@ when an upgrade of Celery, kombu or Django changes what it relies on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import canvas, states
@@ -48,31 +49,59 @@ def on_commit_pending(connection: Any, callback: Any) -> bool:
     return any(entry[1] == callback for entry in getattr(connection, "run_on_commit", ()))
 
 
-def publish_steps(app: Any, steps: list[canvas.Signature]) -> None:
-    """Each step on its own, through one producer in broker batches (``group.apply_async`` would subscribe
-    this process to every step's result and take a producer per step)."""
+Progress = Callable[[int], None]
+
+
+def publish_steps(app: Any, steps: list[canvas.Signature], start: int = 0, progress: Progress | None = None) -> None:
+    """Each step from ``start`` on, through one producer in broker batches (``group.apply_async`` would subscribe
+    this process to every step's result and take a producer per step).
+
+    ``progress(sent)`` is told how many of ``steps`` the broker has surely received, after each batch.
+    """
     with app.producer_or_acquire() as producer, producer.batch(BATCH) as batch:
-        for index, step in enumerate(steps):
-            step.apply_async(producer=producer, add_to_parent=False)
-            _flush_early(batch, index + 1)
+        for index in range(start, len(steps)):
+            steps[index].apply_async(producer=producer, add_to_parent=False)
+            _flushed(batch, index + 1, len(steps), progress)
 
 
-def publish_chord(app: Any, header: list[canvas.Signature], body: canvas.Signature) -> None:
+def publish_chord(
+    app: Any,
+    header: list[canvas.Signature],
+    body: canvas.Signature,
+    group_id: str | None = None,
+    start: int = 0,
+    progress: Progress | None = None,
+) -> str:
     """``chord(header, body)`` as Celery's ``chord.run`` sends it, on a backend that joins natively (Redis).
 
-    The body is frozen in the group (its id known before any header task ends);
-    each header message carries the chord (the body), the group id and its index;
-    the group's size is stored before the last header message is sent.
+    The body is frozen in the group (its id known before any header task ends); each header message
+    carries the chord (the body), the group id and its index; the group's size is stored before the
+    last header message is sent. A launch that resumes sends the header from ``start`` on, in the same
+    group (``group_id``). Returns the group id; ``progress`` as for ``publish_steps``.
     """
     body = body.clone()
-    group_id = uuid()
+    group_id = group_id or uuid()
     body.freeze(group_id=group_id)
     with app.producer_or_acquire() as producer, producer.batch(BATCH) as batch:
-        for index, step in enumerate(header):
+        for index in range(start, len(header)):
             if index == len(header) - 1:  # as Celery does: the size is stored before the last header task is sent
                 app.backend.set_chord_size(group_id, len(header))
-            step.apply_async(producer=producer, add_to_parent=False, chord=body, group_id=group_id, group_index=index)
-            _flush_early(batch, index + 1)
+            header[index].apply_async(
+                producer=producer, add_to_parent=False, chord=body, group_id=group_id, group_index=index
+            )
+            _flushed(batch, index + 1, len(header), progress)
+    return group_id
+
+
+def _flushed(batch: Any, sent: int, total: int, progress: Progress | None) -> None:
+    """Flush the first messages at once (at 1, 2, 4 and 8 sent: workers start while the rest is built), then
+    every ``BATCH``, and the last; tell ``progress`` what the broker has."""
+    if sent == total or sent % BATCH == 0:
+        batch.flush()
+        if progress is not None:
+            progress(sent)
+    else:
+        _flush_early(batch, sent)
 
 
 def _flush_early(batch: Any, sent: int) -> None:

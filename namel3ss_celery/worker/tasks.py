@@ -18,13 +18,19 @@ from ..registry import (
 )
 from .step_task import StepHandler
 
+LAUNCH_RETRIES = 10  # looks of a launch delivered again while another process may still be publishing
+
 
 def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
     """Register ``n3.run.launch``, ``n3.settle.chord``, its errback ``n3.settle.chord_failed`` and ``n3.settle.deadline``."""
 
-    @app.task(name=LAUNCH_TASK, shared=False, ignore_result=True)
-    def launch_run(run_id: str) -> None:
-        conductor.launch_roots(run_id)
+    # Acknowledged late: when the worker publishing a run's steps dies, the broker delivers the launch again and
+    # it sends what was not sent yet (engine.launching).
+    @app.task(name=LAUNCH_TASK, bind=True, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    def launch_run(task: Any, run_id: str) -> None:
+        wait = conductor.launch_roots(run_id)
+        if wait is not None:  # another process may still be publishing: look again once its lease runs out
+            raise task.retry(countdown=wait + 1, max_retries=LAUNCH_RETRIES)
 
     @app.task(name=SETTLE_CHORD_TASK, shared=False, ignore_result=True)
     def settle_chord(run_id: str, node: str) -> None:

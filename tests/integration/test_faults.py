@@ -82,3 +82,44 @@ def _parent(pid: int) -> int | None:
         return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return None  # gone meanwhile
+
+
+def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_worker(
+    amqp_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """On RabbitMQ the launch, acknowledged late, comes back at once to the next worker, which sends the steps
+    its first worker had not sent (after that worker's lease ran out). Every step counts once."""
+    from namel3ss_celery.plan import fields
+
+    (tmp_path / "first").mkdir()
+    cluster = start_cluster(amqp_url, redis_url, "prefork", tmp_path / "first")
+    other: WorkerProcess | None = None
+    try:
+        total = 5000
+        steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(total)]
+        handle = cluster.n3.dispatch({"name": "b", "strategy": "collect", "steps": steps})
+        published = fields.published("b")
+
+        def halfway() -> bool:
+            (sent,) = cluster.n3.store.get_fields(handle.id, [published])
+            return sent is not None and 0 < int(sent) < total
+
+        wait_until(halfway, 30, lambda: "the launch never got half way: " + cluster.worker.log(), every=0.002)
+        kill_with_children(cluster.worker)
+        (sent,) = cluster.n3.store.get_fields(handle.id, [published])
+        (tmp_path / "second").mkdir()
+        other = WorkerProcess("tests.integration.app", cluster.env, tmp_path / "second", queues=[cluster.queue])
+        other.wait_ready(cluster.app)
+        result = handle.get(timeout=90)
+    finally:
+        if other is not None:
+            other.stop()
+        stop_cluster(cluster)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed", result.error_message
+    assert int(sent or 0) < total  # it was killed half way through publishing
+    assert result.completed_tasks == total
+    assert result.final_result == {
+        f"s{i}": {"status": "completed", "result": i, "duration_ms": result.final_result[f"s{i}"]["duration_ms"]}
+        for i in range(total)
+    }

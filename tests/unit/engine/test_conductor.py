@@ -12,6 +12,7 @@ from namel3ss_celery.compiler.steps import step_message
 from namel3ss_celery.engine.advance import final_result
 from namel3ss_celery.engine.conductor import Conductor
 from namel3ss_celery.engine.decide import TIMED_OUT
+from namel3ss_celery.engine.ports import Launching
 from namel3ss_celery.engine.runner import StepOutcome
 from namel3ss_celery.plan import fields
 from namel3ss_celery.plan.kinds import Join, Outcome
@@ -53,7 +54,7 @@ class Recorder:
         feed = [FedStep(m.target, m).encode() for m in messages[window:]]
         return Prepared(messages[:window], feed, deadline)
 
-    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared) -> None:
+    def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared, launching: Launching) -> None:
         self.sent.extend(prepared.first)
 
     def send_fed(self, item: FedStep) -> None:
