@@ -54,6 +54,14 @@ class UnknownRun(Namel3ssCeleryError, LookupError):
         super().__init__(f"unknown run {run_id!r} (never dispatched here, or its record expired)")
 
 
+class StoreUnavailable(Namel3ssCeleryError, ConnectionError):
+    """The coordination store did not answer (after its own reconnects and retries); ``store`` names it."""
+
+    def __init__(self, message: str, store: str = "") -> None:
+        self.store = store
+        super().__init__(message)
+
+
 class WaitTimeout(Namel3ssCeleryError, TimeoutError):
     """Waiting for a run gave up; the run itself goes on."""
 

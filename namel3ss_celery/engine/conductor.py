@@ -32,6 +32,7 @@ from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
 from .launching import Unfinished, begin, unfinished
 from .launching import tracked as track
 from .nodes import broken, launched, node_context, with_fan_out
+from .patience import patiently
 from .ports import CoordinationStore, Launching, Publisher
 from .runner import StepOutcome, describe
 from .settle import settle_block
@@ -145,6 +146,16 @@ class Conductor:
         # one that never started is already reported as not_started.
         late = complete or outcome.outcome in (Outcome.STOPPED, Outcome.RAN_TO_END)
         return FollowUp(run_id, node, refresh=True) if late and control.decision() is not None else None
+
+    def file_patiently(self, message: StepMessage, outcome: StepOutcome, keep: bool = False) -> FollowUp | None:
+        """``file``, tried again while the store does not answer (``patience.patiently``): a step's outcome is
+        not dropped because the store restarted while it ran.
+
+        Raises:
+            StoreUnavailable: the store did not come back in time (the step fails, or is delivered again
+                under at_least_once).
+        """
+        return patiently(lambda: self.file(message, outcome, keep), f"filing step {message.key} of run {message.run}")
 
     def follow_up(self, action: FollowUp | None) -> None:
         """Do what ``file`` asked for (on a worker: after Celery stored the step's own state)."""

@@ -7,12 +7,16 @@ before they start (the start guard) and while they run.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Mapping
 
+from ..errors import StoreUnavailable
 from ..plan import fields
 from .decide import TIMED_OUT, Decision
 from .ports import CoordinationStore
+
+logger = logging.getLogger("namel3ss_celery")
 
 
 class BlockControl:
@@ -42,6 +46,15 @@ class BlockControl:
             return True
         decided, cancelled = self.store.get_fields(self.run_id, [self.decided_field, fields.CANCELLED])
         return bool(decided or cancelled)
+
+    def asked_to_stop(self) -> bool:
+        """``stop_requested`` for a step that is running (what ``cancelled()`` asks): a store that does not
+        answer now is not a request to stop, and the step goes on (the next check asks again)."""
+        try:
+            return self.stop_requested()
+        except StoreUnavailable as exc:
+            logger.warning("step of block %s of run %s: cannot read whether to stop (%s)", self.node, self.run_id, exc)
+            return False
 
     def overdue(self) -> Decision | None:
         """The timeout decision, once the block's deadline has passed."""

@@ -63,7 +63,7 @@ class LocalSteps:
                 self.conductor.follow_up(self.conductor.skip(message, self.worker, "").follow_up)
                 self.after()
                 return
-            outcome = await self.call(definition, message, control.stop_requested)
+            outcome = await self.call(definition, message, control.asked_to_stop)
             delay = retry_countdown(message, outcome.status, attempt, control.stop_requested)
             if delay is None:
                 break

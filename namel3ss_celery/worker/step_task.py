@@ -18,6 +18,7 @@ from celery.exceptions import Ignore, NotRegistered
 from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 
 from ..engine.conductor import Conductor
+from ..engine.patience import patiently
 from ..engine.retry import retry_countdown
 from ..engine.runner import StepOutcome, call_step, describe
 from ..errors import RoutingError, StepLost, UnknownRun, UnknownTarget
@@ -60,7 +61,10 @@ class StepHandler:
         try:
             if message.deliveries is not None:
                 self._bound_redelivery(task, message)
-            may_run = control.start(message.index, worker, self.pool, os.getpid(), task_id)
+            may_run = patiently(
+                lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id),
+                f"starting step {message.key} of run {message.run}",
+            )
         except UnknownRun:
             logger.warning("step %s of run %s dropped: the run's record expired", message.key, message.run)
             raise Ignore() from None
@@ -70,20 +74,20 @@ class StepHandler:
                 task.backend.mark_as_revoked(request.id, "block already decided", request=request)
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
-        outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.stop_requested)
+        outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
         self._retry_if_due(task, message, outcome, stopping=control.stop_requested)
         if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
-            outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.stop_requested)
+            outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
-            follow_up = self.conductor.file(message, outcome)
+            follow_up = self.conductor.file_patiently(message, outcome)
             task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
             self.conductor.follow_up(follow_up)
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
-        request.n3_after = self.conductor.file(message, outcome)
+        request.n3_after = self.conductor.file_patiently(message, outcome)
         if outcome.exception is not None:
             self._dead_letter(task, message, outcome.error or describe(outcome.exception))
             raise outcome.exception
@@ -161,7 +165,9 @@ class StepHandler:
         """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
         request = task.request
         field = fields.deliveries(message.node, message.index, request.retries)
-        delivered = self.conductor.store.incr(message.run, field)
+        delivered = patiently(
+            lambda: self.conductor.store.incr(message.run, field), f"counting deliveries of step {message.key}"
+        )
         if delivered > int(message.deliveries or 0):
             error = StepLost(
                 f"step {message.key!r} was delivered {delivered} times without finishing (its worker was lost "
