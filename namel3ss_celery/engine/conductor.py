@@ -208,8 +208,15 @@ class Conductor:
 
     # --- blocks ----------------------------------------------------------------
 
-    def settle_node(self, run_id: str, node: str) -> None:
-        """Settle one node once (claimed), under its decision if it has one; then move the run on."""
+    def settle_node(self, run_id: str, node: str, complete: bool = False) -> None:
+        """Settle one node once (claimed), under its decision if it has one; then move the run on.
+
+        ``complete``: settle only if every step reported or the block was decided (a chord's body, which
+        runs once every step succeeded: a message naming a block that is still running is refused).
+        """
+        if complete and not self._complete(run_id, node):
+            logger.warning("refused to settle block %s of run %s: it is still running", node, run_id)
+            return
         claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node)
         if not claimed:
             return
@@ -217,6 +224,9 @@ class Conductor:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
         plan = Plan.from_json(record[fields.PLAN])
+        if node not in plan.by_name:
+            logger.warning("refused to settle block %r of run %s: the run has no such block", node, run_id)
+            return
         control = BlockControl(self.store, run_id, node)
         decision = None
         try:
@@ -238,6 +248,16 @@ class Conductor:
         terminate = decision is not None and plan.by_name[node].block.terminate_losers
         if terminate and self.stop_losers(launched(plan.by_name[node], record), control, record):
             self.refresh_node(run_id, node)
+
+    def _complete(self, run_id: str, node: str) -> bool:
+        record = self.store.run_record(run_id)
+        if record is None or fields.PLAN not in record:
+            return False
+        plan = Plan.from_json(record[fields.PLAN])
+        if node not in plan.by_name:
+            return False
+        total = len(launched(plan.by_name[node], record).block.steps)
+        return fields.decided(node) in record or self.store.step_counts(run_id, [node])[node] >= total
 
     def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
         """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""

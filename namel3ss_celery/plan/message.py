@@ -145,7 +145,7 @@ class StepMessage:
         try:
             sticky = data.get("sticky")
             countdowns = data.get("countdowns")
-            return cls(
+            message = cls(
                 run=_text(data, "run"),
                 node=_text(data, "node"),
                 index=_count(data, "i"),
@@ -175,6 +175,9 @@ class StepMessage:
             if isinstance(exc, DecodeError):
                 raise
             raise DecodeError(f"step message field of the wrong type: {exc}") from exc
+        if message.index >= message.total:
+            raise DecodeError(f"step message index {message.index} is not below its block's {message.total} steps")
+        return message
 
     @classmethod
     def routing(cls, data: Any) -> StepMessage | None:

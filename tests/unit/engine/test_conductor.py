@@ -239,3 +239,14 @@ def test_a_step_delivered_again_after_its_block_ended_never_starts_and_changes_n
     skipped = conductor.skip(again, "w2", "task-0")
     assert (skipped.filed, skipped.follow_up) == (False, None)
     assert conductor.store.run_record(run_id) == before
+
+
+def test_a_settle_for_a_block_still_running_or_unknown_is_refused() -> None:
+    conductor, recorder, run_id = start(block("all", 2))
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    conductor.settle_node(run_id, "b", complete=True)  # a forged chord body: one step has not reported
+    conductor.settle_node(run_id, "nope")  # no such block
+    assert result_of(conductor, run_id) is None
+    report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED

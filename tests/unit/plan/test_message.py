@@ -106,6 +106,7 @@ def test_decode_refuses_a_non_mapping(message: Any) -> None:
         ({"context": "abc"}, "'context'"),
         ({"deadline": "soon"}, "'deadline'"),
         ({"strategy": "fastest"}, "wrong type"),
+        ({"i": 1, "n": 1}, "index 1 is not below its block's 1 steps"),
     ],
 )
 def test_decode_names_the_field_that_is_wrong(change: dict[str, Any], named: str) -> None:
