@@ -12,6 +12,12 @@ from ..errors import UnknownRun
 from ..plan.fields import DEADLINES_KEY, deadline_member, done_key, list_key, run_key, steps_key, sticky_key
 
 WAIT_SLICE = 2.0
+FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
+
+# Every script that writes a run's hash or one of its satellite keys (steps hash, named lists, done list)
+# first checks that the run's hash exists, and writes nothing when it is gone (expired, or never created):
+# a write never recreates a key without an expiry. A satellite key expires in the given ttl, or when the run
+# does if that is sooner (PTTL of the run; -1, a run with no expiry, leaves the ttl).
 
 # HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[3..] is set; 1 when it was set,
 # -1 when the run's record is gone (expired): nothing is written then.
@@ -24,15 +30,76 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]), renew the envelopes' expiry (ARGV[3] seconds) and
-# read one field of the run (HGET KEYS[2] ARGV[4]): how many steps are filed, and that field (nil when unset).
+# HSET the field/value pairs ARGV[2..] on KEYS[1]; with ARGV[1] == '1', then read the whole record back
+# (HGETALL, flat). nil when the run's record is gone: nothing is written then.
+SET_FIELDS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+if ARGV[1] == '1' then return redis.call('HGETALL', KEYS[1]) end
+return 1
+"""
+
+# HSETNX KEYS[1] ARGV[1] ARGV[2]: {1} for the one caller that set it, {0} when it was set already or the
+# run's record is gone (nothing is written then). With a field name in ARGV[3], its value (HGET) follows.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, false} end
+local won = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] then return {won, redis.call('HGET', KEYS[1], ARGV[3])} end
+return {won, false}
+"""
+
+# CLAIM the field ARGV[1] of the run KEYS[1] (value '1'), then read the run's record and the block's
+# envelopes KEYS[2] (both HGETALL, flat): {won, record, envelopes}. A gone run is not claimed.
+CLAIM_AND_READ = """
+local won = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then won = redis.call('HSETNX', KEYS[1], ARGV[1], '1') end
+return {won, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+
+# File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]; with ARGV[4] == '1', HSETNX: an envelope already
+# filed stays), renew the envelopes' expiry (ARGV[3] seconds, at most the run's KEYS[2]): how many steps
+# are filed. nil when the run's record is gone: nothing is written then.
+RECORD_STEP = """
+local left = redis.call('PTTL', KEYS[2])
+if left == -2 then return false end
+if ARGV[4] == '1' then
+  redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+local ms = ARGV[3] * 1000
+if left >= 0 and left < ms then ms = left end
+redis.call('PEXPIRE', KEYS[1], ms)
+return redis.call('HLEN', KEYS[1])
+"""
+
+# RECORD_STEP (replacing) and read one field of the run (HGET KEYS[2] ARGV[4]): how many steps are filed,
+# and that field (nil when unset); nil when the run's record is gone. On every step's path: keep it small.
 FILE_STEP = """
+local left = redis.call('PTTL', KEYS[2])
+if left == -2 then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local filed = redis.call('HLEN', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+local ms = ARGV[3] * 1000
+if left >= 0 and left < ms then ms = left end
+redis.call('PEXPIRE', KEYS[1], ms)
 return {filed, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
+# RPUSH the items ARGV[3..] onto the list KEYS[1] (ARGV[2] at a time) and renew its expiry (ARGV[1]
+# seconds, at most the run's KEYS[2]); nil when the run's record is gone: nothing is written then.
+PUSH_ITEMS = """
+local left = redis.call('PTTL', KEYS[2])
+if left == -2 then return false end
+local chunk = tonumber(ARGV[2])
+for i = 3, #ARGV, chunk do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + chunk - 1, #ARGV)))
+end
+local ms = ARGV[1] * 1000
+if left >= 0 and left < ms then ms = left end
+redis.call('PEXPIRE', KEYS[1], ms)
+return 1
+"""
 
 # HINCRBY KEYS[1] ARGV[1] ARGV[2] only when the run's record exists; nil when it is gone.
 INCR_EXISTING = """
@@ -42,8 +109,10 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 
 # End a run: write the fields ARGV[3..] (pairs) and done=1 on KEYS[1], then replace the done list KEYS[2] by
 # one item, which wakes every waiter; both expire in ARGV[1] seconds. With a field name in ARGV[2], only the
-# first caller to set that field does it (1; later ones get 0 and write nothing).
+# first caller to set that field does it (1; later ones get 0 and write nothing). 0 when the run's record is
+# gone: a run that expired cannot be finished, and nothing is written.
 FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[2] ~= '' and redis.call('HSETNX', KEYS[1], ARGV[2], '1') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'done', '1', unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -54,16 +123,41 @@ return 1
 """
 
 
+def _flat(fields: Mapping[str, str]) -> list[str]:
+    """Field/value pairs as a script takes them: field, value, field, value..."""
+    return [part for item in fields.items() for part in item]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    """A hash as a script returns it (HGETALL: field, value, field, value...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 class RedisStore:
-    """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait."""
+    """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait.
+
+    Every write to a run is one script that first checks the run's hash exists (see the scripts above), so
+    no key of a run is ever written without an expiry: a claim on a gone run is not won, ``finish`` returns
+    False, and the other writes raise ``UnknownRun``.
+
+    Args:
+        url: the Redis URL (``redis://host:port/db``).
+        client: a ``redis.Redis`` to use instead of one made from ``url`` (it must decode responses).
+    """
 
     def __init__(self, url: str, client: Any | None = None) -> None:
         self.url = url
         self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
-        self._set_unless = self.client.register_script(SET_UNLESS)
-        self._incr_existing = self.client.register_script(INCR_EXISTING)
-        self._file_step = self.client.register_script(FILE_STEP)
-        self._finish = self.client.register_script(FINISH)
+        register = self.client.register_script
+        self._set_unless = register(SET_UNLESS)
+        self._set_fields = register(SET_FIELDS)
+        self._claim = register(CLAIM)
+        self._claim_and_read = register(CLAIM_AND_READ)
+        self._record_step = register(RECORD_STEP)
+        self._file_step = register(FILE_STEP)
+        self._push_items = register(PUSH_ITEMS)
+        self._incr_existing = register(INCR_EXISTING)
+        self._finish = register(FINISH)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
@@ -76,7 +170,8 @@ class RedisStore:
         return record or None
 
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
-        self.client.hset(run_key(run_id), mapping=dict(fields))
+        if self._set_fields(keys=[run_key(run_id)], args=["0", *_flat(fields)]) is None:
+            raise UnknownRun(run_id)
 
     def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
         return list(self.client.hmget(run_key(run_id), list(fields)))
@@ -88,11 +183,10 @@ class RedisStore:
         return int(value)
 
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(run_key(run_id), mapping=dict(fields))
-            pipe.hgetall(run_key(run_id))
-            record: dict[str, str] = pipe.execute()[1]
-        return record
+        record = self._set_fields(keys=[run_key(run_id)], args=["1", *_flat(fields)])
+        if record is None:
+            raise UnknownRun(run_id)
+        return _pairs(record)
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
         outcome = int(self._set_unless(keys=[run_key(run_id)], args=[field, value, *guards]))
@@ -101,21 +195,15 @@ class RedisStore:
         return outcome == 1
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(run_key(run_id), field, "1")
-            pipe.hgetall(run_key(run_id))
-            pipe.hgetall(steps_key(run_id, node))
-            claimed, record, envelopes = pipe.execute()
-        return bool(claimed), record, {int(k): v for k, v in envelopes.items()}
+        claimed, record, envelopes = self._claim_and_read(keys=[run_key(run_id), steps_key(run_id, node)], args=[field])
+        return bool(claimed), _pairs(record), {int(k): v for k, v in _pairs(envelopes).items()}
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
-        return bool(self.client.hsetnx(run_key(run_id), field, value))
+        claimed, _ = self._claim(keys=[run_key(run_id)], args=[field, value])
+        return bool(claimed)
 
     def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(run_key(run_id), field, "1")
-            pipe.hget(run_key(run_id), read)
-            claimed, value = pipe.execute()
+        claimed, value = self._claim(keys=[run_key(run_id)], args=[field, "1", read])
         return bool(claimed), value
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
@@ -128,24 +216,21 @@ class RedisStore:
         return current
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
-        key = steps_key(run_id, node)
-        with self.client.pipeline(transaction=True) as pipe:
-            if keep:
-                pipe.hsetnx(key, str(index), envelope)
-            else:
-                pipe.hset(key, str(index), envelope)
-            pipe.hlen(key)
-            pipe.expire(key, ttl)
-            _, count, _ = pipe.execute()
+        count = self._record_step(
+            keys=[steps_key(run_id, node), run_key(run_id)], args=[index, envelope, ttl, "1" if keep else "0"]
+        )
+        if count is None:
+            raise UnknownRun(run_id)
         return int(count)
 
     def file_step(
         self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
     ) -> tuple[int, str | None]:
         # One script, not a MULTI of four commands: the same atomic step, less to send and parse per step.
-        count, value = self._file_step(
-            keys=[steps_key(run_id, node), run_key(run_id)], args=[index, envelope, ttl, read]
-        )
+        filed = self._file_step(keys=[steps_key(run_id, node), run_key(run_id)], args=[index, envelope, ttl, read])
+        if filed is None:
+            raise UnknownRun(run_id)
+        count, value = filed
         return int(count), value
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
@@ -153,11 +238,10 @@ class RedisStore:
 
     def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
         if not items:
-            return
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(list_key(run_id, name), *items)
-            pipe.expire(list_key(run_id, name), ttl)
-            pipe.execute()
+            return  # nothing to write: no round trip (most blocks have no feed)
+        pushed = self._push_items(keys=[list_key(run_id, name), run_key(run_id)], args=[ttl, FEED_CHUNK, *items])
+        if pushed is None:
+            raise UnknownRun(run_id)
 
     def pop_item(self, run_id: str, name: str) -> str | None:
         item: str | None = self.client.lpop(list_key(run_id, name))
@@ -170,8 +254,7 @@ class RedisStore:
             return {node: int(count) for node, count in zip(nodes, pipe.execute(), strict=True)}
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
-        pairs = [part for item in fields.items() for part in item]
-        return bool(self._finish(keys=[run_key(run_id), done_key(run_id)], args=[ttl, claim or "", *pairs]))
+        return bool(self._finish(keys=[run_key(run_id), done_key(run_id)], args=[ttl, claim or "", *_flat(fields)]))
 
     def wait(self, run_id: str, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout

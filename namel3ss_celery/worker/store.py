@@ -9,42 +9,85 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from ..engine.ports import CoordinationStore  # noqa: F401 - the Protocol both stores follow, re-exported
+from ..engine.ports import CoordinationStore
 from ..errors import UnknownRun
-from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key  # noqa: F401 - re-exported
+from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
+
+# The Protocol both stores follow and the key helpers are re-exported from here.
+__all__ = ["CoordinationStore", "MemoryStore", "done_key", "list_key", "run_key", "steps_key", "sticky_key"]
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+@dataclass
+class _Expiring(Generic[_V]):
+    """A value and when it is forgotten (``time.monotonic()``), as Redis keeps a key and its expiry."""
+
+    value: _V
+    until: float
+
+
+def _alive(table: dict[_K, _Expiring[_V]], key: _K) -> _Expiring[_V] | None:
+    """The entry under ``key`` unless it expired (then it is dropped)."""
+    entry = table.get(key)
+    if entry is not None and entry.until < time.monotonic():
+        del table[key]
+        return None
+    return entry
+
+
+def _sweep(table: dict[_K, _Expiring[_V]]) -> None:
+    """Drop every expired entry of ``table``."""
+    now = time.monotonic()
+    for key in [k for k, entry in table.items() if entry.until < now]:
+        del table[key]
 
 
 class MemoryStore:
-    """In-process store for the embedded default; keys expire like Redis's."""
+    """In-process store for the embedded default; keys expire like Redis's.
+
+    It keeps the contract ``RedisStore`` keeps: a write to a run whose record is gone (expired, or never
+    created) writes nothing. A claim on it is not won, ``finish`` returns False, and the other writes
+    raise ``UnknownRun``. A run's step envelopes and lists expire in their own ``ttl``, or with the run's
+    record if that is sooner.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Condition(threading.RLock())
-        self._runs: dict[str, dict[str, str]] = {}
-        self._steps: dict[tuple[str, str], dict[int, str]] = {}
-        self._lists: dict[tuple[str, str], deque[str]] = {}
-        self._expires: dict[str, float] = {}
+        self._runs: dict[str, _Expiring[dict[str, str]]] = {}
+        self._steps: dict[tuple[str, str], _Expiring[dict[int, str]]] = {}  # (run id, node) -> envelopes
+        self._lists: dict[tuple[str, str], _Expiring[deque[str]]] = {}  # (run id, name) -> items
         self._sticky: dict[str, tuple[str, float]] = {}  # sticky key -> (owner, when it is forgotten)
         self._deadlines: dict[tuple[str, str], float] = {}  # (run, node) -> when its block must be decided
 
+    def _run(self, run_id: str) -> _Expiring[dict[str, str]] | None:
+        return _alive(self._runs, run_id)
+
     def _live(self, run_id: str) -> dict[str, str] | None:
-        expires = self._expires.get(run_id)
-        if expires is not None and expires < time.monotonic():
-            self._runs.pop(run_id, None)
-            self._expires.pop(run_id, None)
-            for key in [k for k in self._steps if k[0] == run_id]:
-                del self._steps[key]
-            for key in [k for k in self._lists if k[0] == run_id]:
-                del self._lists[key]
-        return self._runs.get(run_id)
+        run = self._run(run_id)
+        return run.value if run is not None else None
+
+    def _existing(self, run_id: str) -> _Expiring[dict[str, str]]:
+        run = self._run(run_id)
+        if run is None:
+            raise UnknownRun(run_id)  # writing now would make a record that never expires
+        return run
+
+    def _sweep(self) -> None:
+        """Drop every expired key (as Redis does in the background)."""
+        _sweep(self._runs)
+        _sweep(self._steps)
+        _sweep(self._lists)
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
         with self._lock:
-            for expired in [r for r, at in self._expires.items() if at < time.monotonic()]:
-                self._live(expired)  # drops it
-            self._runs[run_id] = dict(fields)
-            self._expires[run_id] = time.monotonic() + ttl
+            self._sweep()
+            self._runs[run_id] = _Expiring(dict(fields), time.monotonic() + ttl)
 
     def run_record(self, run_id: str) -> dict[str, str] | None:
         with self._lock:
@@ -53,32 +96,29 @@ class MemoryStore:
 
     def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
         with self._lock:
-            self._runs.setdefault(run_id, {}).update(fields)
+            self._existing(run_id).value.update(fields)
 
     def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
         with self._lock:
-            record = self._runs.get(run_id, {})
+            record = self._live(run_id) or {}
             return [record.get(f) for f in fields]
 
     def incr(self, run_id: str, field: str, amount: int = 1) -> int:
         with self._lock:
-            record = self._live(run_id)
-            if record is None:
-                raise UnknownRun(run_id)
+            record = self._existing(run_id).value
             value = int(record.get(field, "0")) + amount
             record[field] = str(value)
             return value
 
     def set_and_read(self, run_id: str, fields: Mapping[str, str]) -> dict[str, str]:
         with self._lock:
-            self.set_fields(run_id, fields)
-            return dict(self._runs.get(run_id, {}))
+            record = self._existing(run_id).value
+            record.update(fields)
+            return dict(record)
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
         with self._lock:
-            record = self._live(run_id)
-            if record is None:
-                raise UnknownRun(run_id)
+            record = self._existing(run_id).value
             if any(g in record for g in guards):
                 return False
             record[field] = value
@@ -87,19 +127,19 @@ class MemoryStore:
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
         with self._lock:
             claimed = self.claim(run_id, field)
-            return claimed, dict(self._runs.get(run_id, {})), self.step_envelopes(run_id, node)
+            return claimed, dict(self._live(run_id) or {}), self.step_envelopes(run_id, node)
 
     def claim(self, run_id: str, field: str, value: str = "1") -> bool:
         with self._lock:
-            record = self._runs.setdefault(run_id, {})
-            if field in record:
+            record = self._live(run_id)
+            if record is None or field in record:
                 return False
             record[field] = value
             return True
 
     def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
         with self._lock:
-            return self.claim(run_id, field), self._runs.get(run_id, {}).get(read)
+            return self.claim(run_id, field), (self._live(run_id) or {}).get(read)
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         with self._lock:
@@ -111,43 +151,71 @@ class MemoryStore:
             self._sticky[name] = (current[0], now + ttl)
             return current[0]
 
+    def _until(self, run: _Expiring[dict[str, str]], ttl: int) -> float:
+        """When a key of ``run`` written now with ``ttl`` expires: then, or with the run if that is sooner."""
+        return min(time.monotonic() + ttl, run.until)
+
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
         with self._lock:
-            filed = self._steps.setdefault((run_id, node), {})
-            if not (keep and index in filed):
-                filed[index] = envelope
-            return len(filed)
+            run = self._existing(run_id)
+            filed = _alive(self._steps, (run_id, node))
+            if filed is None:
+                filed = self._steps[(run_id, node)] = _Expiring({}, 0.0)
+            if not (keep and index in filed.value):
+                filed.value[index] = envelope
+            filed.until = self._until(run, ttl)
+            return len(filed.value)
 
     def file_step(
         self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
     ) -> tuple[int, str | None]:
         with self._lock:
-            return self.record_step(run_id, node, index, envelope, ttl), self._runs.get(run_id, {}).get(read)
+            return self.record_step(run_id, node, index, envelope, ttl), self._existing(run_id).value.get(read)
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         with self._lock:
-            return dict(self._steps.get((run_id, node), {}))
+            filed = _alive(self._steps, (run_id, node))
+            return dict(filed.value) if filed is not None else {}
 
     def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
         with self._lock:
-            self._lists.setdefault((run_id, name), deque()).extend(items)
+            if not items:
+                return  # nothing to write (as on Redis, where this costs no round trip)
+            run = self._existing(run_id)
+            listed = _alive(self._lists, (run_id, name))
+            if listed is None:
+                listed = self._lists[(run_id, name)] = _Expiring(deque(), 0.0)
+            listed.value.extend(items)
+            listed.until = self._until(run, ttl)
 
     def pop_item(self, run_id: str, name: str) -> str | None:
         with self._lock:
-            items = self._lists.get((run_id, name))
-            return items.popleft() if items else None
+            listed = _alive(self._lists, (run_id, name))
+            if listed is None:
+                return None
+            item = listed.value.popleft()
+            if not listed.value:
+                del self._lists[(run_id, name)]  # an emptied list is gone, as in Redis
+            return item
 
     def step_counts(self, run_id: str, nodes: Sequence[str]) -> dict[str, int]:
         with self._lock:
-            return {node: len(self._steps.get((run_id, node), {})) for node in nodes}
+            counts = {}
+            for node in nodes:
+                filed = _alive(self._steps, (run_id, node))
+                counts[node] = len(filed.value) if filed is not None else 0
+            return counts
 
     def finish(self, run_id: str, fields: Mapping[str, str], ttl: int, claim: str | None = None) -> bool:
         with self._lock:
+            run = self._run(run_id)
+            if run is None:
+                return False  # a run whose record expired cannot be finished
             if claim is not None and not self.claim(run_id, claim):
                 return False
-            self._runs.setdefault(run_id, {}).update(fields)
-            self._runs[run_id]["done"] = "1"
-            self._expires[run_id] = time.monotonic() + ttl
+            run.value.update(fields)
+            run.value["done"] = "1"
+            run.until = time.monotonic() + ttl
             self._lock.notify_all()
             return True
 

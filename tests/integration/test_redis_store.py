@@ -1,16 +1,18 @@
-"""The Redis coordination store's step filing, against the real Redis."""
+"""The Redis coordination store against the real Redis: what only Redis has (keys, TTLs, scripts, round trips)."""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import redis
 
 from namel3ss_celery.worker.redis_store import RedisStore
-from namel3ss_celery.worker.store import done_key, run_key, steps_key
+from namel3ss_celery.worker.store import done_key, list_key, run_key, steps_key
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +98,64 @@ def test_incr_counts_in_a_live_run_and_refuses_a_gone_one(store: RedisStore) -> 
     with pytest.raises(UnknownRun):
         store.incr(gone, "n")
     assert not store.client.exists(f"n3:run:{gone}")  # no record without an expiry left behind
+
+
+def test_a_feed_longer_than_one_lua_unpack_is_pushed_whole(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    store.create_run(run_id, {"plan": "{}"}, 60)
+    items = [str(i) for i in range(20_005)]
+    store.push_items(run_id, "feed", items, 60)
+    assert store.client.llen(list_key(run_id, "feed")) == len(items)
+    assert [store.pop_item(run_id, "feed") for _ in range(2)] == ["0", "1"]
+    assert store.client.lindex(list_key(run_id, "feed"), -1) == "20004"
+
+
+def test_keys_of_a_run_with_no_expiry_get_their_own_ttl(store: RedisStore) -> None:
+    run_id = uuid.uuid4().hex
+    store.client.hset(run_key(run_id), "plan", "{}")  # as a run record leaked by an older release
+    try:
+        store.record_step(run_id, "b", 0, "e0", 30)
+        store.push_items(run_id, "feed", ["x"], 30)
+        for key in (steps_key(run_id, "b"), list_key(run_id, "feed")):
+            assert 0 < store.client.ttl(key) <= 30
+    finally:
+        store.client.delete(run_key(run_id), steps_key(run_id, "b"), list_key(run_id, "feed"))
+
+
+class CountingRedis(redis.Redis):  # type: ignore[type-arg]
+    """A client that counts the commands it sends (a pipeline sends none through here)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(connection_pool=redis.ConnectionPool.from_url(url, decode_responses=True))
+        self.sent: list[str] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+def test_each_write_is_one_round_trip(redis_url: str) -> None:
+    client = CountingRedis(redis_url)
+    counted = RedisStore(redis_url, client=client)
+    run_id = uuid.uuid4().hex
+    counted.create_run(run_id, {"plan": "{}"}, 60)
+    writes: dict[str, Callable[[], object]] = {
+        "set_fields": lambda: counted.set_fields(run_id, {"status": "running"}),
+        "set_and_read": lambda: counted.set_and_read(run_id, {"node:a:result": "{}"}),
+        "claim": lambda: counted.claim(run_id, "node:b:launched"),
+        "claim_and_get": lambda: counted.claim_and_get(run_id, "node:c:launched", "cancelled"),
+        "claim_and_read": lambda: counted.claim_and_read(run_id, "node:b:settled", "b"),
+        "record_step": lambda: counted.record_step(run_id, "b", 0, "e0", 60),
+        "file_step": lambda: counted.file_step(run_id, "b", 1, "e1", 60, "node:b:decided"),
+        "push_items": lambda: counted.push_items(run_id, "feed", ["x"], 60),
+        "finish": lambda: counted.finish(run_id, {"result": "{}"}, 60, claim="final"),
+    }
+    try:
+        for write in writes.values():
+            write()  # the first call of a script may load it (EVALSHA, SCRIPT LOAD, EVALSHA)
+        for name, write in writes.items():
+            client.sent = []
+            write()
+            assert client.sent == ["EVALSHA"], name
+    finally:
+        counted.close()

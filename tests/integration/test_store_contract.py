@@ -1,0 +1,350 @@
+"""The coordination store contract, kept by both stores: ``MemoryStore`` and ``RedisStore`` on the real Redis.
+
+Every operation of the ``CoordinationStore`` Protocol, and what each write does to a run whose record is
+gone (expired, or never created): nothing is written; a claim is not won, ``finish`` returns False, and
+the other writes raise ``UnknownRun``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from namel3ss_celery.engine.ports import CoordinationStore
+from namel3ss_celery.errors import UnknownRun
+from namel3ss_celery.worker.redis_store import RedisStore
+from namel3ss_celery.worker.store import MemoryStore
+
+pytestmark = pytest.mark.integration
+
+TTL = 60
+EXPIRE_WITHIN = 10.0  # seconds a run created with ttl=1 may take to be gone
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} after {seconds}s")
+        time.sleep(0.05)
+
+
+class ExpiredRuns:
+    """Runs created with a one-second ttl (with step envelopes and a list filed for a minute), expired
+    together, handed out one per test: one wait for a whole batch, not one per test."""
+
+    BATCH = 40
+
+    def __init__(self, store: CoordinationStore) -> None:
+        self.store = store
+        self.ids: list[str] = []
+
+    def take(self) -> str:
+        if not self.ids:
+            batch = [new_id() for _ in range(self.BATCH)]
+            for run_id in batch:
+                self.store.create_run(run_id, {"plan": "{}"}, 1)
+                self.store.record_step(run_id, "b", 0, "e0", TTL)
+                self.store.push_items(run_id, "feed", ["x"], TTL)
+            wait_for(lambda: all(self.store.run_record(r) is None for r in batch), EXPIRE_WITHIN, "runs not expired")
+            self.ids = batch
+        return self.ids.pop()
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def store(request: pytest.FixtureRequest) -> Iterator[CoordinationStore]:
+    """Each store in turn: in memory, and on the real Redis (the tests' database)."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    redis_store = RedisStore(request.getfixturevalue("redis_url"))
+    yield redis_store
+    redis_store.close()
+
+
+@pytest.fixture(scope="module")
+def expired_runs(store: CoordinationStore) -> ExpiredRuns:
+    return ExpiredRuns(store)
+
+
+@pytest.fixture(params=["never-created", "expired"])
+def gone(request: pytest.FixtureRequest, expired_runs: ExpiredRuns) -> str:
+    """The id of a run whose record is gone: one never created, or one that expired."""
+    return new_id() if request.param == "never-created" else expired_runs.take()
+
+
+@pytest.fixture
+def run_id(store: CoordinationStore) -> str:
+    """A live run, with a plan."""
+    run_id = new_id()
+    store.create_run(run_id, {"plan": "{}", "status": "running"}, TTL)
+    return run_id
+
+
+# --- records and fields --------------------------------------------------------------
+
+
+def test_a_run_record_holds_its_fields_and_is_a_copy(store: CoordinationStore, run_id: str) -> None:
+    record = store.run_record(run_id)
+    assert record is not None and record == {"plan": "{}", "status": "running"}
+    record["status"] = "changed"
+    assert store.get_fields(run_id, ["status", "missing"]) == ["running", None]
+    store.set_fields(run_id, {"status": "completed", "extra": "1"})
+    assert store.run_record(run_id) == {"plan": "{}", "status": "completed", "extra": "1"}
+
+
+def test_set_and_read_sets_fields_and_reads_the_whole_record(store: CoordinationStore, run_id: str) -> None:
+    assert store.set_and_read(run_id, {"node:a:result": "{}"}) == {
+        "plan": "{}",
+        "status": "running",
+        "node:a:result": "{}",
+    }
+
+
+def test_incr_counts_from_zero(store: CoordinationStore, run_id: str) -> None:
+    assert [store.incr(run_id, "n"), store.incr(run_id, "n"), store.incr(run_id, "n", 5)] == [1, 2, 7]
+    assert store.get_fields(run_id, ["n"]) == ["7"]
+
+
+def test_set_unless_is_the_start_guard(store: CoordinationStore, run_id: str) -> None:
+    guards = ["node:b:decided", "cancelled"]
+    assert store.set_unless(run_id, "node:b:started:0", "w0", guards) is True
+    store.set_fields(run_id, {"node:b:decided": "{}"})
+    assert store.set_unless(run_id, "node:b:started:1", "w1", guards) is False
+    assert store.get_fields(run_id, ["node:b:started:0", "node:b:started:1"]) == ["w0", None]
+
+
+# --- claims --------------------------------------------------------------------------
+
+
+def test_a_claim_is_won_once_with_its_value(store: CoordinationStore, run_id: str) -> None:
+    assert store.claim(run_id, "final") is True
+    assert store.claim(run_id, "final") is False
+    assert store.claim(run_id, "node:b:decided", '{"status": "completed"}') is True
+    assert store.get_fields(run_id, ["final", "node:b:decided"]) == ["1", '{"status": "completed"}']
+
+
+def test_a_claim_has_one_winner_among_threads(store: CoordinationStore, run_id: str) -> None:
+    wins: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def contend() -> None:
+        barrier.wait(timeout=10)
+        wins.append(store.claim(run_id, "node:a:launched"))
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_claim_and_get_claims_once_and_reads_another_field(store: CoordinationStore, run_id: str) -> None:
+    assert store.claim_and_get(run_id, "node:b:launched", "cancelled") == (True, None)
+    store.set_fields(run_id, {"cancelled": "1"})
+    assert store.claim_and_get(run_id, "node:b:launched", "cancelled") == (False, "1")
+    assert store.claim_and_get(run_id, "node:c:launched", "cancelled") == (True, "1")
+
+
+def test_claim_and_read_claims_once_and_reads_the_record_and_envelopes(store: CoordinationStore, run_id: str) -> None:
+    store.record_step(run_id, "b", 1, "e1", TTL)
+    claimed, record, envelopes = store.claim_and_read(run_id, "node:b:settled", "b")
+    assert claimed is True
+    assert record == {"plan": "{}", "status": "running", "node:b:settled": "1"}
+    assert envelopes == {1: "e1"}
+    assert store.claim_and_read(run_id, "node:b:settled", "b")[0] is False
+    assert store.claim_and_read(run_id, "node:c:settled", "c") == (True, {**record, "node:c:settled": "1"}, {})
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+def test_record_step_counts_distinct_steps_and_replaces_without_keep(store: CoordinationStore, run_id: str) -> None:
+    assert store.record_step(run_id, "b", 0, "e0", TTL) == 1
+    assert store.record_step(run_id, "b", 1, "e1", TTL) == 2
+    assert store.record_step(run_id, "b", 1, "e1-again", TTL) == 2  # a redelivered step counts once
+    assert store.record_step(run_id, "other", 0, "x", TTL) == 1
+    assert store.step_envelopes(run_id, "b") == {0: "e0", 1: "e1-again"}
+
+
+def test_record_step_with_keep_leaves_a_filed_envelope(store: CoordinationStore, run_id: str) -> None:
+    assert store.record_step(run_id, "b", 0, "own", TTL) == 1
+    assert store.record_step(run_id, "b", 0, "lost", TTL, keep=True) == 1
+    assert store.record_step(run_id, "b", 1, "lost", TTL, keep=True) == 2
+    assert store.step_envelopes(run_id, "b") == {0: "own", 1: "lost"}
+
+
+def test_file_step_records_and_reads_one_run_field(store: CoordinationStore, run_id: str) -> None:
+    assert store.file_step(run_id, "b", 0, "e0", TTL, "node:b:decided") == (1, None)
+    assert store.file_step(run_id, "b", 0, "e0-again", TTL, "node:b:decided") == (1, None)
+    store.set_fields(run_id, {"node:b:decided": "yes"})
+    assert store.file_step(run_id, "b", 3, "e3", TTL, "node:b:decided") == (2, "yes")
+    assert store.step_envelopes(run_id, "b") == {0: "e0-again", 3: "e3"}
+
+
+def test_step_envelopes_and_counts_of_blocks_with_and_without_steps(store: CoordinationStore, run_id: str) -> None:
+    store.record_step(run_id, "a", 0, "ea", TTL)
+    store.record_step(run_id, "b", 0, "eb0", TTL)
+    store.record_step(run_id, "b", 2, "eb2", TTL)
+    assert store.step_envelopes(run_id, "none") == {}
+    assert store.step_counts(run_id, ["a", "b", "none"]) == {"a": 1, "b": 2, "none": 0}
+    assert store.step_counts(run_id, []) == {}
+
+
+# --- lists ---------------------------------------------------------------------------
+
+
+def test_push_items_and_pop_item_are_first_in_first_out(store: CoordinationStore, run_id: str) -> None:
+    store.push_items(run_id, "feed", ["a", "b"], TTL)
+    store.push_items(run_id, "feed", [], TTL)
+    store.push_items(run_id, "feed", ["c"], TTL)
+    store.push_items(run_id, "other", ["z"], TTL)
+    assert [store.pop_item(run_id, "feed") for _ in range(4)] == ["a", "b", "c", None]
+    assert store.pop_item(run_id, "other") == "z"
+
+
+# --- the end of a run ------------------------------------------------------------------
+
+
+def test_finish_marks_the_run_done_and_wait_returns_its_result(store: CoordinationStore, run_id: str) -> None:
+    assert store.wait(run_id, 0) is None
+    assert store.finish(run_id, {"status": "completed", "result": '{"x": 1}'}, TTL) is True
+    assert store.run_record(run_id) == {"plan": "{}", "status": "completed", "result": '{"x": 1}', "done": "1"}
+    assert store.wait(run_id, 0) == '{"x": 1}'
+    assert store.wait(run_id, 5) == '{"x": 1}'
+
+
+def test_a_finished_run_without_a_result_waits_as_empty(store: CoordinationStore, run_id: str) -> None:
+    assert store.finish(run_id, {"status": "completed"}, TTL) is True
+    assert store.wait(run_id, 0) == ""
+
+
+def test_finish_with_a_claim_writes_once(store: CoordinationStore, run_id: str) -> None:
+    assert store.finish(run_id, {"status": "completed", "result": "first"}, TTL, claim="final") is True
+    assert store.finish(run_id, {"status": "failed", "result": "second"}, TTL, claim="final") is False
+    assert store.run_record(run_id) == {
+        "plan": "{}",
+        "status": "completed",
+        "result": "first",
+        "final": "1",
+        "done": "1",
+    }
+    assert store.wait(run_id, 0) == "first"
+
+
+def test_wait_times_out_with_none(store: CoordinationStore, run_id: str) -> None:
+    started = time.monotonic()
+    assert store.wait(run_id, 0.3) is None
+    assert time.monotonic() - started >= 0.3
+
+
+def test_finish_wakes_a_waiter_in_another_thread(store: CoordinationStore, run_id: str) -> None:
+    results: list[str | None] = []
+    waiting = threading.Event()
+
+    def wait() -> None:
+        waiting.set()
+        results.append(store.wait(run_id, 60))
+
+    waiter = threading.Thread(target=wait)
+    started = time.monotonic()
+    waiter.start()
+    assert waiting.wait(timeout=10)
+    timer = threading.Timer(0.2, store.finish, args=(run_id, {"status": "completed", "result": "{}"}, TTL))
+    timer.start()
+    try:
+        waiter.join(timeout=30)
+    finally:
+        timer.join(timeout=10)
+    assert results == ["{}"]
+    assert time.monotonic() - started < 30  # woken, not timed out
+
+
+# --- sticky keys -----------------------------------------------------------------------
+
+
+def test_a_sticky_key_keeps_its_first_owner_until_taken_over(store: CoordinationStore) -> None:
+    scope = f"pool-{new_id()[:8]}"
+    assert store.stick(scope, "k", "a@h", TTL) == "a@h"
+    assert store.stick(scope, "k", "b@h", TTL) == "a@h"
+    assert store.stick(scope, "k", "b@h", TTL, take_over=True) == "b@h"
+    assert store.stick(scope, "other", "c@h", TTL) == "c@h"
+
+
+# --- a run whose record is gone ----------------------------------------------------------
+
+REFUSED = [
+    pytest.param(lambda s, r: s.set_fields(r, {"cancelled": "1"}), id="set_fields"),
+    pytest.param(lambda s, r: s.set_and_read(r, {"node:b:result": "{}"}), id="set_and_read"),
+    pytest.param(lambda s, r: s.incr(r, "n"), id="incr"),
+    pytest.param(lambda s, r: s.set_unless(r, "node:b:started:0", "w", ["cancelled"]), id="set_unless"),
+    pytest.param(lambda s, r: s.record_step(r, "b", 1, "e1", TTL), id="record_step"),
+    pytest.param(lambda s, r: s.record_step(r, "b", 1, "e1", TTL, keep=True), id="record_step-keep"),
+    pytest.param(lambda s, r: s.file_step(r, "b", 1, "e1", TTL, "node:b:decided"), id="file_step"),
+    pytest.param(lambda s, r: s.push_items(r, "feed", ["y"], TTL), id="push_items"),
+]
+
+NOT_WON = [
+    pytest.param(lambda s, r: s.claim(r, "final"), False, id="claim"),
+    pytest.param(lambda s, r: s.claim_and_get(r, "node:b:launched", "cancelled"), (False, None), id="claim_and_get"),
+    pytest.param(lambda s, r: s.claim_and_read(r, "node:b:settled", "b"), (False, {}, {}), id="claim_and_read"),
+    pytest.param(lambda s, r: s.finish(r, {"status": "completed", "result": "{}"}, TTL), False, id="finish"),
+    pytest.param(lambda s, r: s.finish(r, {"result": "{}"}, TTL, claim="final"), False, id="finish-claim"),
+    pytest.param(lambda s, r: s.push_items(r, "feed", [], TTL), None, id="push_items-nothing"),
+]
+
+
+def assert_nothing_of(store: CoordinationStore, run_id: str) -> None:
+    """Nothing of the run can be read: no record, no field, no envelope, no item, no result."""
+    assert store.run_record(run_id) is None
+    assert store.get_fields(run_id, ["plan", "cancelled", "final", "n"]) == [None, None, None, None]
+    assert store.step_envelopes(run_id, "b") == {}
+    assert store.step_counts(run_id, ["b"]) == {"b": 0}
+    assert store.pop_item(run_id, "feed") is None
+    assert store.wait(run_id, 0) is None
+
+
+@pytest.mark.parametrize("write", REFUSED)
+def test_a_write_to_a_gone_run_raises_unknown_run_and_writes_nothing(
+    store: CoordinationStore, gone: str, write: Callable[[Any, str], object]
+) -> None:
+    with pytest.raises(UnknownRun) as raised:
+        write(store, gone)
+    assert raised.value.run_id == gone
+    assert_nothing_of(store, gone)
+
+
+@pytest.mark.parametrize(("write", "expected"), NOT_WON)
+def test_a_claim_or_finish_on_a_gone_run_is_not_won_and_writes_nothing(
+    store: CoordinationStore, gone: str, write: Callable[[Any, str], object], expected: object
+) -> None:
+    assert write(store, gone) == expected
+    assert_nothing_of(store, gone)
+
+
+def test_reads_of_a_gone_run_find_nothing(store: CoordinationStore, gone: str) -> None:
+    assert_nothing_of(store, gone)
+    assert store.wait(gone, 0.1) is None
+
+
+def test_keys_of_a_run_expire_with_it_though_filed_for_longer(store: CoordinationStore) -> None:
+    run_id = new_id()
+    store.create_run(run_id, {"plan": "{}"}, 1)
+    store.record_step(run_id, "b", 0, "e0", TTL)
+    store.file_step(run_id, "c", 0, "e0", TTL, "node:c:decided")
+    store.push_items(run_id, "feed", ["x", "y"], TTL)
+    assert store.step_counts(run_id, ["b", "c"]) == {"b": 1, "c": 1}
+    wait_for(lambda: store.run_record(run_id) is None, EXPIRE_WITHIN, "run not expired")
+    assert_nothing_of(store, run_id)
+    assert store.step_counts(run_id, ["c"]) == {"c": 0}
