@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SpecError
+from ..errors import SpecError, UnknownRun
 from ..plan import fields
 from ..plan.kinds import Join, Outcome
 from ..plan.message import FedStep, StepMessage
@@ -158,13 +158,19 @@ class Conductor:
         return patiently(lambda: self.file(message, outcome, keep), f"filing step {message.key} of run {message.run}")
 
     def follow_up(self, action: FollowUp | None) -> None:
-        """Do what ``file`` asked for (on a worker: after Celery stored the step's own state)."""
+        """Do what ``file`` asked for (on a worker: after Celery stored the step's own state).
+
+        A run whose record expired meanwhile has nothing left to settle: that is logged.
+        """
         if action is None:
             return
-        if action.refresh:
-            self.refresh_node(action.run_id, action.node)
-        else:
-            self.settle_node(action.run_id, action.node)
+        try:
+            if action.refresh:
+                self.refresh_node(action.run_id, action.node)
+            else:
+                self.settle_node(action.run_id, action.node)
+        except UnknownRun:
+            logger.warning("block %s of run %s: the run's record expired before it settled", action.node, action.run_id)
 
     def skip(self, message: StepMessage, worker: str, task_id: str) -> Skipped:
         """A step the start guard refused: file it as ``not_started``, unless its block already ended.
@@ -196,7 +202,12 @@ class Conductor:
             lost = StepOutcome(message.key, TaskStatus.FAILED, now, now, task_id=task_id, error=reason)
         else:
             lost = StepOutcome.stopped(message.key, reason, outcome, task_id=task_id)
-        self.follow_up(self.file(message, lost, keep=True))
+        try:
+            self.follow_up(self.file(message, lost, keep=True))
+        except UnknownRun:
+            logger.info(
+                "step %s of run %s ended without an outcome; the run's record is gone", message.key, message.run
+            )
 
     def feed_next(self, run_id: str, node: str) -> None:
         """Send the next step of a ``max_concurrency`` window, unless the block is decided."""
@@ -218,10 +229,10 @@ class Conductor:
             logger.warning("refused to settle block %s of run %s: it is still running", node, run_id)
             return
         claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node)
-        if not claimed:
-            return
-        if fields.PLAN not in record:
+        if not record:
             logger.warning("run %s expired before block %s settled", run_id, node)
+            return
+        if not claimed:
             return
         plan = Plan.from_json(record[fields.PLAN])
         if node not in plan.by_name:

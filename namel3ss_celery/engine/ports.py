@@ -16,13 +16,25 @@ from ..plan.model import Plan, PlanNode
 
 
 class CoordinationStore(Protocol):
-    """Where workers and clients meet. Every key a run creates expires after ``ttl`` seconds."""
+    """Where workers and clients meet. Every key a run creates expires after ``ttl`` seconds.
+
+    No write ever recreates a run whose record is gone (expired, or never made): claims on it are not
+    won and ``finish`` returns False; every other write raises ``UnknownRun`` and writes nothing. A store
+    that cannot be reached raises ``StoreUnavailable`` (after its own reconnects). The contract is
+    tested against both stores in ``tests/integration/test_store_contract.py``.
+    """
 
     def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None: ...
 
     def run_record(self, run_id: str) -> dict[str, str] | None: ...
 
-    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None: ...
+    def set_fields(self, run_id: str, fields: Mapping[str, str]) -> None:
+        """Set some fields of the run.
+
+        Raises:
+            UnknownRun: the run's record is gone (expired); nothing was written.
+        """
+        ...
 
     def get_fields(self, run_id: str, fields: Sequence[str]) -> list[str | None]:
         """The values of some fields of the run (``None`` where unset)."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
-from ..errors import UnknownRun
+from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import DEADLINES_KEY, deadline_member, done_key, list_key, run_key, steps_key, sticky_key
 
 WAIT_SLICE = 2.0
@@ -133,8 +136,25 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+RETRIES = 12  # reconnects of one call before it gives up: about 8 s with the backoff below
+BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+
+
+def connect(url: str) -> Any:
+    """A client that rides out a Redis restart of a few seconds: each call reconnects and is sent again
+    (``RETRIES``, with exponential backoff) before it raises. Scripts are loaded again as needed."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=Retry(BACKOFF, RETRIES),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
 class RedisStore:
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait.
+
+    A Redis that does not answer after the client's own reconnects raises ``StoreUnavailable``.
 
     Every write to a run is one script that first checks the run's hash exists (see the scripts above), so
     no key of a run is ever written without an expiry: a claim on a gone run is not won, ``finish`` returns
@@ -147,7 +167,7 @@ class RedisStore:
 
     def __init__(self, url: str, client: Any | None = None) -> None:
         self.url = url
-        self.client: Any = client if client is not None else redis.Redis.from_url(url, decode_responses=True)
+        self.client: Any = client if client is not None else connect(url)
         register = self.client.register_script
         self._set_unless = register(SET_UNLESS)
         self._set_fields = register(SET_FIELDS)
@@ -291,3 +311,19 @@ class RedisStore:
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
+
+
+def _answered(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(store: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(store, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis does not answer ({type(exc).__name__}: {exc})", store=store.url) from exc
+
+    return call
+
+
+# Every operation of the store raises StoreUnavailable, not redis-py's own errors, when Redis does not answer.
+for _name in [n for n, v in vars(RedisStore).items() if callable(v) and not n.startswith("_") and n != "close"]:
+    setattr(RedisStore, _name, _answered(getattr(RedisStore, _name)))

@@ -49,7 +49,18 @@ class StepHandler:
         self.pool_name: str | None = None
 
     def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
-        """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE."""
+        """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE.
+
+        A step of a run whose record expired (before it started, or while it ran) is dropped: there is no
+        run left to file it in.
+        """
+        try:
+            return self._run(task, definition, payload)
+        except UnknownRun as exc:
+            logger.warning("step of run %s dropped: the run's record expired", exc.run_id)
+            raise Ignore() from exc
+
+    def _run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         request = task.request
         worker, task_id = request.hostname or "", request.id or ""
         message = self._read(task, definition, payload)
@@ -58,16 +69,12 @@ class StepHandler:
         if message.sticky is not None and self.sticky.forwarded(task, message.sticky):
             raise Ignore()  # its key belongs to another worker, which now has it
         control = self.conductor.control(message)
-        try:
-            if message.deliveries is not None:
-                self._bound_redelivery(task, message)
-            may_run = patiently(
-                lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id),
-                f"starting step {message.key} of run {message.run}",
-            )
-        except UnknownRun:
-            logger.warning("step %s of run %s dropped: the run's record expired", message.key, message.run)
-            raise Ignore() from None
+        if message.deliveries is not None:
+            self._bound_redelivery(task, message)
+        may_run = patiently(
+            lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id),
+            f"starting step {message.key} of run {message.run}",
+        )
         if not may_run:
             skipped = self.conductor.skip(message, worker, task_id)
             if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started

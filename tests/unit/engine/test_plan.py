@@ -182,6 +182,7 @@ def test_a_workflow_launches_each_node_once_its_dependencies_completed() -> None
 
 def test_a_node_waits_for_all_of_its_dependencies() -> None:
     store = MemoryStore()
+    store.create_run("r", {}, TTL)
     plan = make_plan(
         load_program({"parallel_blocks": blocks(("a", []), ("b", ["a"]), ("c", ["a"]), ("d", ["b", "c"]))})
     )
@@ -195,6 +196,7 @@ def test_a_node_waits_for_all_of_its_dependencies() -> None:
 
 def test_several_sinks_give_a_final_result_per_sink() -> None:
     store = MemoryStore()
+    store.create_run("r", {}, TTL)
     plan = make_plan(load_program({"parallel_blocks": blocks(("a", []), ("b", []))}))
     node_settled(store, "r", plan, "a", done("a", 1), TTL)
     final = node_settled(store, "r", plan, "b", done("b", 2), TTL).final
@@ -203,6 +205,7 @@ def test_several_sinks_give_a_final_result_per_sink() -> None:
 
 def test_the_first_failure_ends_the_run() -> None:
     store = MemoryStore()
+    store.create_run("r", {}, TTL)
     plan = make_plan(load_program({"parallel_blocks": blocks(("a", []), ("b", ["a"]))}))
     advance = node_settled(store, "r", plan, "a", failed("a", "1 of 1 steps failed: s: ValueError: x"), TTL)
     assert advance.launch == []
@@ -218,6 +221,7 @@ def test_the_first_failure_ends_the_run() -> None:
 
 def test_nothing_launches_after_the_run_failed() -> None:
     store = MemoryStore()
+    store.create_run("r", {}, TTL)
     plan = make_plan(load_program({"parallel_blocks": blocks(("a", []), ("b", []), ("c", ["b"]))}))
     assert node_settled(store, "r", plan, "a", failed("a"), TTL).final is not None
     assert node_settled(store, "r", plan, "b", done("b", 1), TTL).launch == []
@@ -225,6 +229,7 @@ def test_nothing_launches_after_the_run_failed() -> None:
 
 def test_claims_make_settling_idempotent() -> None:
     store = CountingStore()
+    store.create_run("r", {}, TTL)
     plan = make_plan(load_program({"parallel_blocks": blocks(("a", []), ("b", ["a"]))}))
     assert [n.name for n in node_settled(store, "r", plan, "a", done("a"), TTL).launch] == ["b"]
     assert node_settled(store, "r", plan, "a", done("a"), TTL).launch == []
@@ -235,6 +240,7 @@ def test_claims_make_settling_idempotent() -> None:
 
 def test_a_block_run_ends_with_the_blocks_own_result() -> None:
     store = MemoryStore()
+    store.create_run("r", {}, TTL)
     block = ParallelBlockSpec(name="b", steps=[{"target": "t"}])
     result = done("b", 5)
     advance = node_settled(store, "r", make_plan(block), "b", result, TTL)
