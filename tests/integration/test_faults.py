@@ -7,7 +7,9 @@ long it took to get there.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -123,3 +125,84 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
         f"s{i}": {"status": "completed", "result": i, "duration_ms": result.final_result[f"s{i}"]["duration_ms"]}
         for i in range(total)
     }
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, with AOF on disk, on a free port: it can be restarted at will."""
+
+    def __init__(self, directory: Path) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.answers, 20, f"redis-server on port {self.port} did not start")
+
+    def answers(self) -> bool:
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # with AOF (fsync always) nothing written is lost
+            self.process.wait(20)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: no private Redis to restart")
+    server = PrivateRedis(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_a_coordination_store_restart_while_steps_run_loses_nothing(
+    private_redis: PrivateRedis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordination store restarts for about a second while the steps run and ask whether to stop (sync
+    steps through cancelled(), an async one through the runner's watcher): each step still files its
+    outcome, and the run completes. (The broker stays up: kombu's own recovery from a broker restart is
+    Celery's, see docs/reliability.md.)"""
+    monkeypatch.setenv("NAMEL3SS_CELERY_COORDINATION_URL", private_redis.url)  # the test process and its worker
+    (tmp_path / "workers").mkdir()
+    cluster = start_cluster(redis_url, redis_url, "prefork", tmp_path / "workers", concurrency=3)
+    try:
+        tag = uuid.uuid4().hex
+        steps = [{"name": f"p{i}", "target": "patient", "seconds": 4, "value": i, "tag": tag} for i in range(2)]
+        steps.append({"name": "a", "target": "async_patient", "seconds": 4, "value": "a"})
+        handle = cluster.n3.dispatch({"name": "b", "strategy": "collect", "steps": steps})
+        client = redis.Redis.from_url(redis_url)
+        try:
+            wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: cluster.worker.log())
+        finally:
+            client.close()
+        private_redis.stop()
+        restarted = time.monotonic()
+        private_redis.start()
+        result = handle.get(timeout=60)
+        recovered = time.monotonic() - restarted
+    finally:
+        stop_cluster(cluster)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed", result.error_message
+    assert {name: entry["status"] for name, entry in result.final_result.items()} == {
+        "p0": "completed",
+        "p1": "completed",
+        "a": "completed",
+    }
+    assert recovered < 30
