@@ -60,8 +60,9 @@ return {won, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
 
 # File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]; with ARGV[4] == '1', HSETNX: an envelope already
-# filed stays), renew the envelopes' expiry (ARGV[3] seconds, at most the run's KEYS[2]): how many steps
-# are filed. nil when the run's record is gone: nothing is written then.
+# filed stays) and renew the expiry of the envelopes and of the run's record KEYS[2] (ARGV[3] seconds from
+# now, if that is later: a run lives on while its steps report): how many steps are filed. nil when the
+# run's record is gone: nothing is written then.
 RECORD_STEP = """
 local left = redis.call('PTTL', KEYS[2])
 if left == -2 then return false end
@@ -71,7 +72,7 @@ else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 local ms = ARGV[3] * 1000
-if left >= 0 and left < ms then ms = left end
+if left >= 0 and left < ms then redis.call('PEXPIRE', KEYS[2], ms) end
 redis.call('PEXPIRE', KEYS[1], ms)
 return redis.call('HLEN', KEYS[1])
 """
@@ -84,7 +85,7 @@ if left == -2 then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local filed = redis.call('HLEN', KEYS[1])
 local ms = ARGV[3] * 1000
-if left >= 0 and left < ms then ms = left end
+if left >= 0 and left < ms then redis.call('PEXPIRE', KEYS[2], ms) end
 redis.call('PEXPIRE', KEYS[1], ms)
 return {filed, redis.call('HGET', KEYS[2], ARGV[4])}
 """

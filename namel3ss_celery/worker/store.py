@@ -163,6 +163,7 @@ class MemoryStore:
                 filed = self._steps[(run_id, node)] = _Expiring({}, 0.0)
             if not (keep and index in filed.value):
                 filed.value[index] = envelope
+            run.until = max(run.until, time.monotonic() + ttl)  # a run lives on while its steps report
             filed.until = self._until(run, ttl)
             return len(filed.value)
 

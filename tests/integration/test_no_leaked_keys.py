@@ -76,7 +76,7 @@ def test_a_never_created_run_leaves_no_key_at_all(store: RedisStore) -> None:
 def test_an_expired_run_leaves_no_key_without_an_expiry(store: RedisStore) -> None:
     run_id = uuid.uuid4().hex
     store.create_run(run_id, {"plan": "{}"}, 1)
-    store.record_step(run_id, "b", 0, "e0", TTL)
+    store.record_step(run_id, "b", 0, "e0", 1)  # with a longer ttl, filing would renew the run
     store.push_items(run_id, "feed", ["x"], TTL)
     deadline = time.monotonic() + 10
     while store.run_record(run_id) is not None:

@@ -159,3 +159,23 @@ def test_each_write_is_one_round_trip(redis_url: str) -> None:
             assert client.sent == ["EVALSHA"], name
     finally:
         counted.close()
+
+
+def test_a_step_filed_renews_its_runs_expiry(redis_url: str) -> None:
+    """A run lives on while its steps report: filing sets the run's expiry to ttl from now, if that is later."""
+    import uuid
+
+    from namel3ss_celery.plan.fields import run_key
+    from namel3ss_celery.worker.redis_store import RedisStore
+
+    store = RedisStore(redis_url)
+    try:
+        run_id = uuid.uuid4().hex
+        store.create_run(run_id, {"plan": "{}"}, 2)
+        store.file_step(run_id, "b", 0, "e0", 600, "node:b:decided")
+        assert store.client.pttl(run_key(run_id)) > 500_000
+        store.record_step(run_id, "b", 1, "e1", 5)  # a shorter ttl never shortens it
+        assert store.client.pttl(run_key(run_id)) > 500_000
+    finally:
+        store.client.delete(run_key(run_id), f"{run_key(run_id)}:steps:b")
+        store.close()

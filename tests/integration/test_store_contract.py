@@ -54,7 +54,7 @@ class ExpiredRuns:
             batch = [new_id() for _ in range(self.BATCH)]
             for run_id in batch:
                 self.store.create_run(run_id, {"plan": "{}"}, 1)
-                self.store.record_step(run_id, "b", 0, "e0", TTL)
+                self.store.record_step(run_id, "b", 0, "e0", 1)  # a step filed with a longer ttl would renew its run
                 self.store.push_items(run_id, "feed", ["x"], TTL)
             wait_for(lambda: all(self.store.run_record(r) is None for r in batch), EXPIRE_WITHIN, "runs not expired")
             self.ids = batch
@@ -338,12 +338,12 @@ def test_reads_of_a_gone_run_find_nothing(store: CoordinationStore, gone: str) -
     assert store.wait(gone, 0.1) is None
 
 
-def test_keys_of_a_run_expire_with_it_though_filed_for_longer(store: CoordinationStore) -> None:
+def test_keys_of_a_run_expire_with_it(store: CoordinationStore) -> None:
     run_id = new_id()
     store.create_run(run_id, {"plan": "{}"}, 1)
-    store.record_step(run_id, "b", 0, "e0", TTL)
-    store.file_step(run_id, "c", 0, "e0", TTL, "node:c:decided")
-    store.push_items(run_id, "feed", ["x", "y"], TTL)
+    store.record_step(run_id, "b", 0, "e0", 1)  # filing renews the run by its ttl: here, as long as it had
+    store.file_step(run_id, "c", 0, "e0", 1, "node:c:decided")
+    store.push_items(run_id, "feed", ["x", "y"], TTL)  # a list lives no longer than its run
     assert store.step_counts(run_id, ["b", "c"]) == {"b": 1, "c": 1}
     wait_for(lambda: store.run_record(run_id) is None, EXPIRE_WITHIN, "run not expired")
     assert_nothing_of(store, run_id)

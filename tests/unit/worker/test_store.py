@@ -192,15 +192,25 @@ def test_an_expired_run_is_written_by_no_write(clock: list[float]) -> None:
     assert (store.step_envelopes("r", "b"), store.pop_item("r", "feed")) == ({}, None)
 
 
-def test_envelopes_and_lists_expire_with_their_run_when_it_goes_first(clock: list[float]) -> None:
+def test_lists_expire_with_their_run_when_it_goes_first(clock: list[float]) -> None:
     store = MemoryStore()
     store.create_run("r", {}, ttl=10)
-    store.record_step("r", "b", 0, "e", ttl=100)
     store.push_items("r", "feed", ["x", "y"], ttl=100)
     clock[0] += 9
-    assert (store.step_envelopes("r", "b"), store.pop_item("r", "feed")) == ({0: "e"}, "x")
+    assert store.pop_item("r", "feed") == "x"
     clock[0] += 2
-    assert (store.step_envelopes("r", "b"), store.pop_item("r", "feed")) == ({}, None)
+    assert (store.run_record("r"), store.pop_item("r", "feed")) == (None, None)
+
+
+def test_a_run_lives_on_while_its_steps_report(clock: list[float]) -> None:
+    store = MemoryStore()
+    store.create_run("r", {}, ttl=10)
+    clock[0] += 9
+    store.record_step("r", "b", 0, "e", ttl=10)  # renews the run: 10 s from now
+    clock[0] += 9
+    assert store.run_record("r") == {} and store.step_envelopes("r", "b") == {0: "e"}
+    clock[0] += 2
+    assert (store.run_record("r"), store.step_envelopes("r", "b")) == (None, {})
 
 
 def test_envelopes_and_lists_expire_in_their_own_ttl_when_it_is_shorter(clock: list[float]) -> None:
