@@ -18,6 +18,14 @@ class SpecError(Namel3ssCeleryError, ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+class InvalidArgument(Namel3ssCeleryError, ValueError):
+    """An argument of a call is not a value it takes; ``argument`` names it (e.g. ``timeout``)."""
+
+    def __init__(self, message: str, argument: str) -> None:
+        self.argument = argument
+        super().__init__(f"{argument}: {message}")
+
+
 class CompileError(Namel3ssCeleryError):
     """A valid spec that cannot be turned into canvas (unknown target, unsupported feature)."""
 

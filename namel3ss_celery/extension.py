@@ -41,6 +41,7 @@ from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .runs import RunHandle
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .spec.context import context_mapping
 from .worker.embedded import EmbeddedWorker
 from .worker.pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .worker.redis_store import RedisStore
@@ -319,10 +320,12 @@ def check_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
     """A run's context as JSON data (a copy): what its steps receive.
 
     Raises:
-        SpecError: the context carries a value JSON cannot carry (path ``context``).
+        SpecError: the context is not a mapping (path ``context``), its ``outputs`` is not one
+            (``context.outputs``), a value nests too deep (``context.<key>``), or it carries a value
+            JSON cannot carry (``context``).
     """
     try:
-        checked: dict[str, Any] = to_json_data(dict(context or {}), "context")
+        checked: dict[str, Any] = to_json_data(context_mapping(context), "context")
     except StepResultError as exc:
         raise SpecError(str(exc), path="context") from exc
     return checked

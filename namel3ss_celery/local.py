@@ -36,6 +36,7 @@ from .plan.model import Plan, PlanNode
 from .registry import Registry
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import DEFAULT_EXPIRES
+from .spec.context import context_mapping
 from .worker.store import MemoryStore
 
 RunResult = ParallelExecutionResult | WorkflowResult
@@ -77,13 +78,13 @@ class LocalExecutor:
             A block run's ``ParallelExecutionResult``, or a workflow's or program's ``WorkflowResult``.
 
         Raises:
-            SpecError: ``context`` is not JSON data.
+            SpecError: ``context`` is not a mapping of JSON data (``.path`` names where).
             CompileError: what ``dispatch`` refuses (unknown targets or reducers, fields not supported yet),
                 refused before any step runs.
         """
         check_plan(plan, self.registry, self.step_modules)
         try:
-            initial = to_json_data(dict(context or {}), "context")
+            initial = to_json_data(context_mapping(context), "context")
         except StepResultError as exc:
             raise SpecError(str(exc), path="context") from exc
         return await _LocalRun(self, plan, initial).go()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine.advance import final_result
 from .engine.ports import CoordinationStore
-from .errors import UnknownRun, WaitTimeout
+from .errors import InvalidArgument, UnknownRun, WaitTimeout
 from .plan import fields
 from .plan.model import Plan
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .spec.limits import MAX_DURATION_SECONDS
 
 RunResult = ParallelExecutionResult | WorkflowResult
 
@@ -59,10 +61,19 @@ class RunHandle:
     def get(self, timeout: float = DEFAULT_WAIT) -> RunResult:
         """Wait for the run to end and return its result, whatever its final status.
 
+        Every wait has a bound: unlike Celery's ``AsyncResult.get(timeout=None)``, which waits
+        forever, ``timeout=None`` is refused; wait in a loop of bounded waits if you must.
+
+        Args:
+            timeout: seconds to wait, a finite number from 0 (look once) to ``MAX_DURATION_SECONDS``.
+
         Raises:
+            InvalidArgument: ``timeout`` is ``None``, not a number, negative, NaN, infinite or too large
+                (a ``ValueError``; ``.argument == "timeout"``).
             WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
             UnknownRun: no such run.
         """
+        check_timeout(timeout)
         filed = self._store().wait(self.id, timeout)
         if filed is None:
             raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
@@ -102,5 +113,35 @@ class RunHandle:
             self._cancel(self.id)
 
     async def aget(self, timeout: float = DEFAULT_WAIT) -> RunResult:
-        """``get`` for asyncio code; the wait runs in a thread, the event loop stays free."""
+        """``get`` for asyncio code; the wait runs in a thread, the event loop stays free.
+
+        ``timeout`` is bounded as for ``get`` (``None`` is refused, not "forever").
+
+        Raises:
+            InvalidArgument: ``timeout`` is not a finite number of seconds from 0 to ``MAX_DURATION_SECONDS``.
+            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
+            UnknownRun: no such run.
+        """
+        check_timeout(timeout)
         return await asyncio.to_thread(self.get, timeout)
+
+
+def check_timeout(timeout: object) -> None:
+    """Refuse a wait without a sane bound.
+
+    Raises:
+        InvalidArgument: ``timeout`` is not a finite number of seconds from 0 to ``MAX_DURATION_SECONDS``.
+    """
+    if timeout is None:
+        raise InvalidArgument(
+            "every wait has a bound: give a number of seconds (None does not mean 'forever' here, "
+            "as it does for Celery's AsyncResult.get)",
+            "timeout",
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise InvalidArgument(f"a number of seconds, not {type(timeout).__name__} ({timeout!r})", "timeout")
+    if not (math.isfinite(timeout) and 0 <= timeout <= MAX_DURATION_SECONDS):
+        raise InvalidArgument(
+            f"a finite number of seconds from 0 to {MAX_DURATION_SECONDS:.0f} (MAX_DURATION_SECONDS), not {timeout!r}",
+            "timeout",
+        )

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from celery.utils.nodenames import worker_direct
+from pydantic_core import PydanticSerializationError
 
 from ..errors import SpecError
 from ..plan.model import Plan, PlanNode, PoolRoute
@@ -23,6 +24,7 @@ from ..spec import (
     WorkerPoolSpec,
     WorkflowSpec,
 )
+from ..spec.limits import MAX_PLAN_BYTES
 from ..spec.program import check_dag
 
 
@@ -30,9 +32,21 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     """The plan of a block, a workflow, or a program (its one workflow, or its blocks by ``depends_on``).
 
     Raises:
-        SpecError: ``workflow`` is not in the program; several workflows and none chosen; an empty
-            program; a workflow node naming a block it cannot see.
+        SpecError: ``workflow`` is not in the program, or given for a spec with no workflows to choose
+            from (path ``workflow``); several workflows and none chosen; an empty program; a workflow
+            node naming a block it cannot see; a plan whose JSON is over ``MAX_PLAN_BYTES``.
     """
+    return _bounded(_make_plan(spec, workflow))
+
+
+def _make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: str | None) -> Plan:
+    if workflow is not None and not (isinstance(spec, ProgramSpec) and spec.workflows):
+        what = "a program without workflows" if isinstance(spec, ProgramSpec) else f"a {type(spec).__name__}"
+        raise SpecError(
+            f"workflow={workflow!r} chooses among a program's workflows, and the spec is {what}; "
+            "leave workflow out, or dispatch the program that declares it",
+            path="workflow",
+        )
     if isinstance(spec, ParallelBlockSpec):
         return Plan("block", spec.name, (PlanNode(spec.name, spec),))
     if isinstance(spec, WorkflowSpec):
@@ -54,6 +68,21 @@ def make_plan(spec: ParallelBlockSpec | WorkflowSpec | ProgramSpec, workflow: st
     order = check_dag({b.name: b.depends_on for b in spec.parallel_blocks}, "parallel block")
     nodes = tuple(PlanNode(name, blocks[name], tuple(blocks[name].depends_on)) for name in order)
     return Plan("program", spec.name or "program", nodes, pools)
+
+
+def _bounded(plan: Plan) -> Plan:
+    """``plan``, once its JSON (what the run's record stores) is within ``MAX_PLAN_BYTES``."""
+    try:
+        text = plan.to_json()
+    except (TypeError, ValueError, PydanticSerializationError):
+        return plan  # not JSON data: check_plan refuses it, naming the step that carries what JSON cannot
+    if len(text) > MAX_PLAN_BYTES:  # ASCII JSON: one byte a character
+        raise SpecError(
+            f"the run's plan is {len(text)} bytes of JSON, over the limit of {MAX_PLAN_BYTES} (MAX_PLAN_BYTES); "
+            "split the work into smaller runs, or fan out over the context",
+            path="plan",
+        )
+    return plan
 
 
 def pool_route(spec: ProgramSpec, pool: WorkerPoolSpec, declared: Mapping[str, dict[str, Any]]) -> PoolRoute:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from ..errors import DecodeError
 from ..plan import fields
 from ..plan.model import PlanNode
 from ..registry import Registry
@@ -37,6 +38,16 @@ def launched(node: PlanNode, record: Mapping[str, str]) -> PlanNode:
 
 
 def node_context(record: Mapping[str, str], outputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The run's context with the outputs of the nodes finished so far under ``"outputs"``."""
-    context: dict[str, Any] = json.loads(record.get(fields.CONTEXT) or "{}")
-    return {**context, "outputs": {**context.get("outputs", {}), **outputs}}
+    """The run's context with the outputs of the nodes finished so far under ``"outputs"``.
+
+    Raises:
+        DecodeError: the recorded context is not a mapping, or its ``outputs`` is not one (``dispatch``
+            refuses both, so only a record written otherwise has them).
+    """
+    context = json.loads(record.get(fields.CONTEXT) or "{}")
+    if not isinstance(context, dict):
+        raise DecodeError(f"the run's recorded context is {type(context).__name__}, not a mapping")
+    given = context.get("outputs", {})
+    if not isinstance(given, dict):
+        raise DecodeError(f"the run's recorded context.outputs is {type(given).__name__}, not a mapping")
+    return {**context, "outputs": {**given, **outputs}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .enums import (
     DistributionPolicy,
@@ -15,7 +15,7 @@ from .enums import (
     RetryBackoff,
     ScalingMetric,
 )
-from .models import Spec
+from .models import Seconds, Spec, field_error
 
 
 class WorkerPoolSpec(Spec):
@@ -37,10 +37,20 @@ class WorkerPoolSpec(Spec):
     allowed_agents: list[str] = Field(default_factory=list)
     max_memory_mb: int | None = Field(default=None, ge=1)
     max_cpu_cores: float | None = Field(default=None, gt=0)
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    timeout_seconds: Seconds | None = Field(default=None, gt=0)
     worker_config: dict[str, Any] = Field(default_factory=dict)
     environment_variables: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> WorkerPoolSpec:
+        if self.min_workers > self.max_workers:
+            raise field_error(
+                "min_workers",
+                f"min_workers ({self.min_workers}) is above max_workers ({self.max_workers}); "
+                "a pool runs from min_workers up to max_workers",
+            )
+        return self
 
 
 class TaskQueueSpec(Spec):
@@ -52,10 +62,10 @@ class TaskQueueSpec(Spec):
     reliability: Reliability = Reliability.AT_LEAST_ONCE
     max_retries: int = Field(default=3, ge=0)
     retry_backoff: RetryBackoff = RetryBackoff.EXPONENTIAL
-    initial_retry_delay: float = Field(default=1.0, ge=0)
-    max_retry_delay: float = Field(default=60.0, ge=0)
-    visibility_timeout: float = Field(default=300.0, gt=0)
-    message_retention: float = Field(default=86400.0, gt=0)
+    initial_retry_delay: Seconds = Field(default=1.0, ge=0)
+    max_retry_delay: Seconds = Field(default=60.0, ge=0)
+    visibility_timeout: Seconds = Field(default=300.0, gt=0)
+    message_retention: Seconds = Field(default=86400.0, gt=0)
     max_message_size: int = Field(default=1048576, ge=1)
     dead_letter_queue: str | None = None
     max_dead_letter_retries: int = Field(default=3, ge=0)
@@ -77,7 +87,7 @@ class DistributedExecutionSpec(Spec):
     worker_affinity: str | None = None
     avoid_workers: list[str] = Field(default_factory=list)
     failure_mode: FailureMode = FailureMode.RETRY_REMOTE
-    max_wait_seconds: float | None = Field(default=None, gt=0)
+    max_wait_seconds: Seconds | None = Field(default=None, gt=0)
     fallback_to_local: bool = False
     required_memory_mb: int | None = Field(default=None, ge=1)
     required_cpu_cores: float | None = Field(default=None, gt=0)
@@ -95,8 +105,8 @@ class EventTriggerSpec(Spec):
     source_config: dict[str, Any] = Field(default_factory=dict)
     filter_expression: str | None = None
     filter_fields: dict[str, Any] = Field(default_factory=dict)
-    trigger_delay: float | None = Field(default=None, ge=0)
-    deduplicate_window: float | None = Field(default=None, gt=0)
+    trigger_delay: Seconds | None = Field(default=None, ge=0)
+    deduplicate_window: Seconds | None = Field(default=None, gt=0)
     context_mapping: dict[str, str] = Field(default_factory=dict)
     execution_mode: ExecutionMode = ExecutionMode.ASYNC
     max_triggers_per_minute: int | None = Field(default=None, ge=1)

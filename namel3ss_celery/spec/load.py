@@ -12,7 +12,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
-from .models import ParallelBlockSpec
+from .bounded_yaml import YAMLTooLarge, safe_load
+from .limits import MAX_NESTING, MAX_PROGRAM_BYTES
+from .models import FIELD_ERROR, ParallelBlockSpec
 from .program import ProgramSpec, WorkflowSpec
 
 M = TypeVar("M", bound=BaseModel)
@@ -26,8 +28,10 @@ def load_program(source: Source) -> ProgramSpec:
     """Load a program from a YAML/JSON file path, a mapping or a Namel3ss object.
 
     Raises:
-        SpecError: the file cannot be read or parsed, or a field is invalid
-            (``.path`` names it, e.g. ``parallel_blocks[0].strategy``).
+        SpecError: the file cannot be read or parsed, or is over a bound of ``spec.limits``
+            (``MAX_PROGRAM_BYTES``; for YAML ``MAX_YAML_DEPTH`` and ``MAX_YAML_NODES``, aliases expanded):
+            ``.path`` is the file; or a field is invalid (``.path`` names it, e.g.
+            ``parallel_blocks[0].strategy``).
     """
     return load_model(ProgramSpec, source)
 
@@ -50,8 +54,13 @@ def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
     """A block, workflow or program, whichever ``source`` is.
 
     A mapping with any program key (``parallel_blocks``, ``workflows``, ...) is a
-    program; one whose steps reference blocks or dependencies is a workflow; any
-    other mapping is a block. A path is always a program file.
+    program; one whose steps reference blocks or dependencies, or with a
+    ``description``, is a workflow; any other mapping is a block. A path is always
+    a program file.
+
+    Raises:
+        SpecError: as ``load_program``; also a mapping with no steps (and no
+            ``fan_out``): neither a workflow (it needs a node) nor a block that runs anything.
     """
     if isinstance(source, (ParallelBlockSpec, WorkflowSpec, ProgramSpec)):
         return source
@@ -61,9 +70,17 @@ def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
     if PROGRAM_KEYS & set(data):
         return _validate(ProgramSpec, data)
     steps = data.get("steps")
-    if isinstance(steps, list) and any(isinstance(s, Mapping) and ("block" in s or "depends_on" in s) for s in steps):
+    if "description" in data or (
+        isinstance(steps, list) and any(isinstance(s, Mapping) and ("block" in s or "depends_on" in s) for s in steps)
+    ):
         return _validate(WorkflowSpec, data)
-    return _validate(ParallelBlockSpec, data)
+    block = _validate(ParallelBlockSpec, data)
+    if not block.steps and block.fan_out is None:  # an empty workflow, or an empty block: neither runs anything
+        raise SpecError(
+            "no steps: a workflow needs at least one node, and a block without steps (or fan_out) runs nothing",
+            path="steps",
+        )
+    return block
 
 
 def to_data(source: Source) -> dict[str, Any]:
@@ -72,25 +89,35 @@ def to_data(source: Source) -> dict[str, Any]:
         return source.model_dump()
     if isinstance(source, (str, Path)):
         return _read_file(Path(source))
-    data: dict[str, Any]
-    if dataclasses.is_dataclass(source) and not isinstance(source, type):
-        data = _plain(dataclasses.asdict(source))
-        return data
-    if isinstance(source, Mapping):
-        data = _plain(dict(source))
+    if (dataclasses.is_dataclass(source) and not isinstance(source, type)) or isinstance(source, Mapping):
+        data: dict[str, Any] = _plain(source, 0)
         return data
     raise SpecError(f"cannot load a spec from {type(source).__name__}; give a mapping, a file path or a spec object")
 
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_PROGRAM_BYTES + 1)  # a bound, even for a pipe or a device
     except OSError as exc:
         raise SpecError(f"cannot read program file: {exc.strerror or exc}", path=str(path)) from exc
+    if len(raw) > MAX_PROGRAM_BYTES:
+        raise SpecError(
+            f"a program file holds at most {MAX_PROGRAM_BYTES} bytes (MAX_PROGRAM_BYTES); this one holds more",
+            path=str(path),
+        )
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = raw.decode("utf-8")
+        data = json.loads(text) if kind == "JSON" else safe_load(text)
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text: {exc}", path=str(path)) from exc
+    except YAMLTooLarge as exc:
+        raise SpecError(f"refused: {exc}", path=str(path)) from exc
+    except RecursionError as exc:  # the JSON decoder's own bound on nesting, hit long before the stack
+        raise SpecError(f"not valid JSON: nested too deep (at most {MAX_NESTING} levels)", path=str(path)) from exc
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError(f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}", path=str(path)) from exc
+        raise SpecError(f"not valid {kind}: {exc}", path=str(path)) from exc
     if not isinstance(data, dict):
         raise SpecError(f"a program file holds a mapping at the top, not {type(data).__name__}", path=str(path))
     return data
@@ -99,14 +126,19 @@ def _read_file(path: Path) -> dict[str, Any]:
 _SCALARS = frozenset({str, int, float, bool, type(None)})  # exact types: an enum member is none of them
 
 
-def _plain(value: Any) -> Any:
-    """Enum members (as Namel3ss dataclasses hold them) become their values."""
-    if type(value) in _SCALARS:  # most of a large spec, and the cheapest test
+_PLAIN_DEPTH = MAX_NESTING + 20  # deeper than any valid spec: validation refuses what is left below it
+
+
+def _plain(value: Any, depth: int) -> Any:
+    """Dataclasses (as Namel3ss specs are) become dicts and enum members their values, down to ``_PLAIN_DEPTH``."""
+    if type(value) in _SCALARS or depth > _PLAIN_DEPTH:  # scalars: most of a large spec, and the cheapest test
         return value
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (dict, Mapping)):  # dict first: the common case, and no ABC check
+        return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)}
     enum_value = getattr(value, "value", None)
     if enum_value is not None and type(value).__module__ != "builtins" and hasattr(type(value), "__members__"):
         return enum_value
@@ -117,7 +149,10 @@ def spec_error(exc: ValidationError, model_name: str) -> SpecError:
     """Turn pydantic's errors into one SpecError whose message lists each field path."""
     problems: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False):
-        path = format_path(error["loc"])
+        loc = error["loc"]
+        if error["type"] == FIELD_ERROR:  # a model's error about one of its keys
+            loc = (*loc, str(error.get("ctx", {}).get("field", "")))
+        path = format_path(loc)
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .infra import (
     DistributedExecutionSpec,
@@ -14,7 +14,7 @@ from .infra import (
     TaskQueueSpec,
     WorkerPoolSpec,
 )
-from .models import ParallelBlockSpec, Spec, target_from_type
+from .models import ParallelBlockSpec, Spec, bounded_payload, check_node_name, target_from_type
 
 
 class WorkflowNodeSpec(BaseModel):
@@ -31,6 +31,8 @@ class WorkflowNodeSpec(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
 
     _target_from_type = model_validator(mode="before")(target_from_type)
+    _bounded_nesting = model_validator(mode="before")(bounded_payload)
+    _name_without_colon = field_validator("name")(check_node_name)
 
     @model_validator(mode="after")
     def _one_kind(self) -> WorkflowNodeSpec:
@@ -112,20 +114,23 @@ def check_dag(edges: Mapping[str, list[str]], kind: str) -> list[str]:
             if dep == name:
                 raise ValueError(f"{kind} {name!r} depends on itself")
     order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = trail[trail.index(name) :] + [name]
-            raise ValueError(f"{kind}s form a cycle: {' -> '.join(cycle)}")
-        state[name] = 1
-        for dep in edges[name]:
-            visit(dep, trail + [name])
-        state[name] = 2
-        order.append(name)
-
-    for name in edges:
-        visit(name, [])
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+    for root in edges:
+        if state.get(root):
+            continue
+        state[root] = 1
+        path, pending = [root], [iter(edges[root])]  # a stack, not recursion: a chain may be long
+        while path:
+            step = next(pending[-1], None)
+            if step is None:
+                state[path[-1]] = 2
+                order.append(path.pop())
+                pending.pop()
+            elif state.get(step) == 1:
+                cycle = path[path.index(step) :] + [step]
+                raise ValueError(f"{kind}s form a cycle: {' -> '.join(cycle)}")
+            elif not state.get(step):
+                state[step] = 1
+                path.append(step)
+                pending.append(iter(edges[step]))
     return order

@@ -172,7 +172,8 @@ def test_a_dataclass_with_a_bad_field_is_a_spec_error() -> None:
     ("source", "kind"),
     [
         ({"name": "b", "steps": [{"target": "t"}]}, ParallelBlockSpec),
-        ({"name": "b", "steps": []}, ParallelBlockSpec),
+        ({"name": "b", "strategy": "collect", "fan_out": {"target": "t", "split_by": "items"}}, ParallelBlockSpec),
+        ({"name": "w", "description": "one node", "steps": [{"name": "a", "target": "t"}]}, WorkflowSpec),
         (
             {"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "t", "depends_on": ["a"]}]},
             WorkflowSpec,
