@@ -55,7 +55,10 @@ def _block(parallel_block: Any, max_concurrency: int | None, timeout: float | No
         defaults["max_concurrency"] = max_concurrency
     if block.timeout_seconds is None and timeout is not None:
         defaults["timeout_seconds"] = timeout
-    return block.model_copy(update=defaults) if defaults else block
+    if not defaults:
+        return block
+    # Validated again, as a spec with these values would be (a default of 1e308 seconds is refused too).
+    return load_model(ParallelBlockSpec, {**block.model_dump(exclude_unset=True), **defaults})
 
 
 def _targeted(block: ParallelBlockSpec, target: str) -> ParallelBlockSpec:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SpecError, UnknownRun
+from ..errors import DecodeError, SpecError, UnknownRun
 from ..plan import fields
 from ..plan.kinds import Join, Outcome
 from ..plan.message import FedStep, StepMessage
@@ -401,11 +401,12 @@ class Conductor:
         """
         pending, cancelled = deque(nodes), cancelled or {}
         while pending:
-            node, context, failure = pending.popleft(), node_context(record, outputs), None
+            node, context, failure = pending.popleft(), {}, None
             fanned = node.block.fan_out is not None
             try:
+                context = node_context(record, outputs)
                 node = with_fan_out(node, context)
-            except SpecError as exc:
+            except (SpecError, DecodeError) as exc:  # its fan-out list, or a stored context it cannot read
                 failure = Decision(RunStatus.FAILED, None, str(exc))
             if fanned and failure is None:
                 self.store.set_fields(run_id, {fields.expanded_block(node.name): node.block.model_dump_json()})
