@@ -31,9 +31,10 @@ from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
 from .launching import Unfinished, begin, unfinished
 from .launching import tracked as track
+from .lost import lost_reason
 from .nodes import broken, launched, node_context, with_fan_out
 from .patience import patiently
-from .ports import CoordinationStore, Launching, Publisher
+from .ports import CoordinationStore, Held, Launching, Publisher
 from .runner import StepOutcome, describe
 from .settle import settle_block
 
@@ -100,11 +101,13 @@ class Conductor:
         return BlockControl(self.store, message.run, message.node, message.deadline)
 
     # --- steps ---------------------------------------------------------------
-    def file(self, message: StepMessage, outcome: StepOutcome, keep: bool = False) -> FollowUp | None:
+    def file(
+        self, message: StepMessage, outcome: StepOutcome, keep: bool = False, held: Held | None = None
+    ) -> FollowUp | None:
         """File an outcome, decide the block if this outcome decides it, and say what must follow.
 
         With ``keep`` an outcome the step already filed stays (a lost or duplicate step never replaces
-        what the step itself reported).
+        what the step itself reported). ``held``: how its worker held it while it ran (released now).
         """
         run_id, node, index = message.run, message.node, message.index
         control = self.control(message)
@@ -114,12 +117,16 @@ class Conductor:
             if outcome.outcome is None:
                 outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
             self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
+            if held is not None:
+                self.store.release(held.worker, held.member)
             return FollowUp(run_id, node)
         if keep:
             filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=True)
             prior = control.decision()
         else:  # the common case: file and read the decision in one round trip
-            filed, raw = self.store.file_step(run_id, node, index, outcome.envelope(), self.ttl, control.decided_field)
+            filed, raw = self.store.file_step(
+                run_id, node, index, outcome.envelope(), self.ttl, control.decided_field, held
+            )
             prior = Decision.from_json(raw) if raw else None
         if prior is not None and outcome.outcome is None:
             # A late step (its block was decided before it reported): file what it did.
@@ -147,7 +154,9 @@ class Conductor:
         late = complete or outcome.outcome in (Outcome.STOPPED, Outcome.RAN_TO_END)
         return FollowUp(run_id, node, refresh=True) if late and control.decision() is not None else None
 
-    def file_patiently(self, message: StepMessage, outcome: StepOutcome, keep: bool = False) -> FollowUp | None:
+    def file_patiently(
+        self, message: StepMessage, outcome: StepOutcome, keep: bool = False, held: Held | None = None
+    ) -> FollowUp | None:
         """``file``, tried again while the store does not answer (``patience.patiently``): a step's outcome is
         not dropped because the store restarted while it ran.
 
@@ -155,7 +164,9 @@ class Conductor:
             StoreUnavailable: the store did not come back in time (the step fails, or is delivered again
                 under at_least_once).
         """
-        return patiently(lambda: self.file(message, outcome, keep), f"filing step {message.key} of run {message.run}")
+        return patiently(
+            lambda: self.file(message, outcome, keep, held), f"filing step {message.key} of run {message.run}"
+        )
 
     def follow_up(self, action: FollowUp | None) -> None:
         """Do what ``file`` asked for (on a worker: after Celery stored the step's own state).
@@ -447,6 +458,17 @@ class Conductor:
                 self.store.add_deadline(run_id, node.name, prepared.deadline, self.ttl)
         self.publisher.send_node(run_id, plan, node, prepared, launching)
         launching.sent(len(node.block.steps))  # done: a launch delivered again finds nothing left to send
+
+    def enforce_lost_workers(self, limit: int = 20) -> int:
+        """File every step held by a worker whose heartbeat ran out as failed (``engine.lost``), so its block
+        ends; a step that filed its own outcome meanwhile keeps it. Returns how many workers were lost."""
+        workers = self.store.lost_workers(limit)
+        for worker in workers:
+            for member in self.store.held_steps(worker):
+                logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
+                self.file_lost(json.loads(member), "", lost_reason(worker))
+                self.store.release(worker, member)
+        return len(workers)
 
     def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
         """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from ..errors import StoreUnavailable
 from ..plan import fields
 from .decide import TIMED_OUT, Decision
-from .ports import CoordinationStore
+from .ports import CoordinationStore, Held
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -62,7 +62,7 @@ class BlockControl:
             return TIMED_OUT
         return None
 
-    def start(self, index: int, worker: str, pool: str, pid: int, task_id: str) -> bool:
+    def start(self, index: int, worker: str, pool: str, pid: int, task_id: str, held: Held | None = None) -> bool:
         """The start guard: mark a step started; True when it may run, False when its block is decided or
         ended, or the run cancelled.
 
@@ -77,7 +77,7 @@ class BlockControl:
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
         field = fields.started(self.node, index)
         guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
-        return self.store.set_unless(self.run_id, field, info, guards)
+        return self.store.set_unless(self.run_id, field, info, guards, held)
 
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""

@@ -52,8 +52,10 @@ class CoordinationStore(Protocol):
         """Set some fields and read the whole record back, in one round trip."""
         ...
 
-    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str], held: Held | None = None) -> bool:
         """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set.
+
+        With ``held``, the step is also added to its worker's held steps (the same atomic write).
 
         Raises:
             UnknownRun: the run's record is gone (expired); nothing was written.
@@ -81,9 +83,17 @@ class CoordinationStore(Protocol):
         ...
 
     def file_step(
-        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+        self,
+        run_id: str,
+        node: str,
+        index: int,
+        envelope: str,
+        ttl: int,
+        read: str,
+        held: Held | None = None,
     ) -> tuple[int, str | None]:
-        """``record_step`` and read one run field (the block's decision) in the same round trip."""
+        """``record_step`` and read one run field (the block's decision) in the same round trip; with ``held``,
+        the step leaves its worker's held steps."""
         ...
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]: ...
@@ -134,7 +144,32 @@ class CoordinationStore(Protocol):
         """Forget a block's deadline (it was enforced, or the run is gone)."""
         ...
 
+    def beat(self, worker: str, ttl: int) -> None:
+        """``worker`` is alive for ``ttl`` more seconds (its watchdog says so every second)."""
+        ...
+
+    def lost_workers(self, limit: int) -> list[str]:
+        """Up to ``limit`` workers that hold steps but whose heartbeat ran out."""
+        ...
+
+    def held_steps(self, worker: str) -> list[str]:
+        """The ``Held.member`` of each step ``worker`` holds."""
+        ...
+
+    def release(self, worker: str, member: str) -> None:
+        """``member`` is no longer held by ``worker`` (its outcome was filed for it)."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Held:
+    """A running step in its worker's held steps: ``member`` (``engine.lost.held_member``), kept ``ttl`` s."""
+
+    worker: str
+    member: str
+    ttl: int
 
 
 def _ignore(_value: object) -> None:

@@ -34,6 +34,19 @@ def deadline_member(run_id: str, node: str) -> str:
     return f"{run_id}\n{node}"
 
 
+def worker_key(worker: str) -> str:
+    """A worker's heartbeat: it exists while the worker's watchdog renews it."""
+    return f"n3:worker:{worker}"
+
+
+def held_key(worker: str) -> str:
+    """The steps a worker is running (a set of ``held`` members), filed for it should it stop answering."""
+    return f"n3:worker:{worker}:steps"
+
+
+HELD_PATTERN = "n3:worker:*:steps"
+
+
 def sticky_key(scope: str, key: str) -> str:
     return f"n3:sticky:{scope}:{key}"
 

@@ -59,8 +59,8 @@ def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
     a program file.
 
     Raises:
-        SpecError: as ``load_program``; also a mapping with no steps (and no
-            ``fan_out``): neither a workflow (it needs a node) nor a block that runs anything.
+        SpecError: as ``load_program``; also a mapping of only ``name`` and empty ``steps``: neither a
+            workflow (it needs a node) nor, without a field of a block's own (``strategy``), a block.
     """
     if isinstance(source, (ParallelBlockSpec, WorkflowSpec, ProgramSpec)):
         return source
@@ -75,9 +75,11 @@ def load_any(source: Source) -> ParallelBlockSpec | WorkflowSpec | ProgramSpec:
     ):
         return _validate(WorkflowSpec, data)
     block = _validate(ParallelBlockSpec, data)
-    if not block.steps and block.fan_out is None:  # an empty workflow, or an empty block: neither runs anything
+    if not block.steps and block.fan_out is None and set(data) <= {"name", "steps"}:
+        # An empty workflow or an empty block? A block says so with a field of its own (its strategy): an
+        # empty map_reduce gives its reducer's empty value.
         raise SpecError(
-            "no steps: a workflow needs at least one node, and a block without steps (or fan_out) runs nothing",
+            "no steps: a workflow needs at least one node; an empty block names its strategy",
             path="steps",
         )
     return block

@@ -11,8 +11,20 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from ..engine.ports import Held
 from ..errors import StoreUnavailable, UnknownRun
-from ..plan.fields import DEADLINES_KEY, deadline_member, done_key, list_key, run_key, steps_key, sticky_key
+from ..plan.fields import (
+    DEADLINES_KEY,
+    HELD_PATTERN,
+    deadline_member,
+    done_key,
+    held_key,
+    list_key,
+    run_key,
+    steps_key,
+    sticky_key,
+    worker_key,
+)
 
 WAIT_SLICE = 2.0
 FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
@@ -22,14 +34,19 @@ FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (ab
 # a write never recreates a key without an expiry. A satellite key expires in the given ttl, or when the run
 # does if that is sooner (PTTL of the run; -1, a run with no expiry, leaves the ttl).
 
-# HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[3..] is set; 1 when it was set,
-# -1 when the run's record is gone (expired): nothing is written then.
+# HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[5..] is set; 1 when it was set, -1 when the
+# run's record is gone (expired): nothing is written then. When set and ARGV[3] is not empty, add ARGV[3] to
+# the set KEYS[2] (a worker's held steps), which expires in ARGV[4] seconds.
 SET_UNLESS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
 return 1
 """
 
@@ -78,7 +95,8 @@ return redis.call('HLEN', KEYS[1])
 """
 
 # RECORD_STEP (replacing) and read one field of the run (HGET KEYS[2] ARGV[4]): how many steps are filed,
-# and that field (nil when unset); nil when the run's record is gone. On every step's path: keep it small.
+# and that field (nil when unset); nil when the run's record is gone. With ARGV[5], remove it from the set
+# KEYS[3] (its worker's held steps). On every step's path: keep it small.
 FILE_STEP = """
 local left = redis.call('PTTL', KEYS[2])
 if left == -2 then return false end
@@ -87,6 +105,7 @@ local filed = redis.call('HLEN', KEYS[1])
 local ms = ARGV[3] * 1000
 if left >= 0 and left < ms then redis.call('PEXPIRE', KEYS[2], ms) end
 redis.call('PEXPIRE', KEYS[1], ms)
+if ARGV[5] then redis.call('SREM', KEYS[3], ARGV[5]) end
 return {filed, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
@@ -209,8 +228,10 @@ class RedisStore:
             raise UnknownRun(run_id)
         return _pairs(record)
 
-    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
-        outcome = int(self._set_unless(keys=[run_key(run_id)], args=[field, value, *guards]))
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str], held: Held | None = None) -> bool:
+        keys = [run_key(run_id), held_key(held.worker) if held else run_key(run_id)]
+        args = [field, value, held.member if held else "", held.ttl if held else 0, *guards]
+        outcome = int(self._set_unless(keys=keys, args=args))
         if outcome < 0:
             raise UnknownRun(run_id)
         return outcome == 1
@@ -245,10 +266,22 @@ class RedisStore:
         return int(count)
 
     def file_step(
-        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+        self,
+        run_id: str,
+        node: str,
+        index: int,
+        envelope: str,
+        ttl: int,
+        read: str,
+        held: Held | None = None,
     ) -> tuple[int, str | None]:
         # One script, not a MULTI of four commands: the same atomic step, less to send and parse per step.
-        filed = self._file_step(keys=[steps_key(run_id, node), run_key(run_id)], args=[index, envelope, ttl, read])
+        keys = [steps_key(run_id, node), run_key(run_id)]
+        args: list[Any] = [index, envelope, ttl, read]
+        if held is not None:
+            keys.append(held_key(held.worker))
+            args.append(held.member)
+        filed = self._file_step(keys=keys, args=args)
         if filed is None:
             raise UnknownRun(run_id)
         count, value = filed
@@ -308,6 +341,23 @@ class RedisStore:
 
     def drop_deadline(self, run_id: str, node: str) -> None:
         self.client.zrem(DEADLINES_KEY, deadline_member(run_id, node))
+
+    def beat(self, worker: str, ttl: int) -> None:
+        self.client.set(worker_key(worker), "1", ex=ttl)
+
+    def lost_workers(self, limit: int) -> list[str]:
+        held = [key for key in self.client.scan_iter(match=HELD_PATTERN, count=500)][: limit * 10]
+        if not held:
+            return []
+        workers = [key[len("n3:worker:") : -len(":steps")] for key in held]
+        alive = self.client.exists  # one round trip per worker: there are few
+        return [worker for worker in workers if not alive(worker_key(worker))][:limit]
+
+    def held_steps(self, worker: str) -> list[str]:
+        return sorted(self.client.smembers(held_key(worker)))
+
+    def release(self, worker: str, member: str) -> None:
+        self.client.srem(held_key(worker), member)
 
     def close(self) -> None:
         """Release the connection pool."""

@@ -18,6 +18,7 @@ from celery.exceptions import Ignore, NotRegistered
 from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 
 from ..engine.conductor import Conductor
+from ..engine.lost import held
 from ..engine.patience import patiently
 from ..engine.retry import retry_countdown
 from ..engine.runner import StepOutcome, call_step, describe
@@ -71,8 +72,9 @@ class StepHandler:
         control = self.conductor.control(message)
         if message.deliveries is not None:
             self._bound_redelivery(task, message)
+        holding = held(message, worker, self.conductor.ttl)  # filed for it, should this worker stop answering
         may_run = patiently(
-            lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id),
+            lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
             f"starting step {message.key} of run {message.run}",
         )
         if not may_run:
@@ -89,12 +91,12 @@ class StepHandler:
             outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
-            follow_up = self.conductor.file_patiently(message, outcome)
+            follow_up = self.conductor.file_patiently(message, outcome, held=holding)
             task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
             self.conductor.follow_up(follow_up)
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
-        request.n3_after = self.conductor.file_patiently(message, outcome)
+        request.n3_after = self.conductor.file_patiently(message, outcome, held=holding)
         if outcome.exception is not None:
             self._dead_letter(task, message, outcome.error or describe(outcome.exception))
             raise outcome.exception

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ..engine.ports import CoordinationStore
+from ..engine.ports import CoordinationStore, Held
 from ..errors import UnknownRun
 from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
 
@@ -63,7 +63,11 @@ class MemoryStore:
         self._steps: dict[tuple[str, str], _Expiring[dict[int, str]]] = {}  # (run id, node) -> envelopes
         self._lists: dict[tuple[str, str], _Expiring[deque[str]]] = {}  # (run id, name) -> items
         self._sticky: dict[str, tuple[str, float]] = {}  # sticky key -> (owner, when it is forgotten)
-        self._deadlines: dict[tuple[str, str], float] = {}  # (run, node) -> when its block must be decided
+        self._deadlines: dict[tuple[str, str], float] = {}
+        self._held: dict[str, set[str]] = {}  # worker -> the steps it runs
+        self._beats: dict[
+            str, float
+        ] = {}  # worker -> until when its heartbeat counts  # (run, node) -> when its block must be decided
 
     def _run(self, run_id: str) -> _Expiring[dict[str, str]] | None:
         return _alive(self._runs, run_id)
@@ -116,12 +120,14 @@ class MemoryStore:
             record.update(fields)
             return dict(record)
 
-    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str]) -> bool:
+    def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str], held: Held | None = None) -> bool:
         with self._lock:
             record = self._existing(run_id).value
             if any(g in record for g in guards):
                 return False
             record[field] = value
+            if held is not None:
+                self._held.setdefault(held.worker, set()).add(held.member)
             return True
 
     def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
@@ -168,10 +174,20 @@ class MemoryStore:
             return len(filed.value)
 
     def file_step(
-        self, run_id: str, node: str, index: int, envelope: str, ttl: int, read: str
+        self,
+        run_id: str,
+        node: str,
+        index: int,
+        envelope: str,
+        ttl: int,
+        read: str,
+        held: Held | None = None,
     ) -> tuple[int, str | None]:
         with self._lock:
-            return self.record_step(run_id, node, index, envelope, ttl), self._existing(run_id).value.get(read)
+            filed = self.record_step(run_id, node, index, envelope, ttl), self._existing(run_id).value.get(read)
+            if held is not None:
+                self.release(held.worker, held.member)
+            return filed
 
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         with self._lock:
@@ -244,6 +260,23 @@ class MemoryStore:
     def drop_deadline(self, run_id: str, node: str) -> None:
         with self._lock:
             self._deadlines.pop((run_id, node), None)
+
+    def beat(self, worker: str, ttl: int) -> None:
+        with self._lock:
+            self._beats[worker] = time.monotonic() + ttl
+
+    def lost_workers(self, limit: int) -> list[str]:
+        with self._lock:
+            now = time.monotonic()
+            return [w for w, held in self._held.items() if held and self._beats.get(w, 0.0) < now][:limit]
+
+    def held_steps(self, worker: str) -> list[str]:
+        with self._lock:
+            return sorted(self._held.get(worker, ()))
+
+    def release(self, worker: str, member: str) -> None:
+        with self._lock:
+            self._held.get(worker, set()).discard(member)
 
     def close(self) -> None:
         """Nothing to release: the memory is the process's."""

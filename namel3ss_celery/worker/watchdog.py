@@ -1,4 +1,4 @@
-"""The watchdog every worker runs: it enforces block deadlines from the coordination store.
+"""The watchdog every worker runs: its heartbeat, block deadlines, and the steps of workers that died.
 
 A block's deadline is recorded in the store when the block is launched. Each
 worker looks every ``WATCH_INTERVAL`` seconds for deadlines that have passed and
@@ -6,6 +6,10 @@ decides those blocks as ``timeout`` (``Conductor.enforce_deadlines``; claims mak
 it idempotent across workers). So a deadline fires on time whatever became of
 the process that launched the block or of the workers that run its steps,
 which an ETA message a dead worker had prefetched could not promise.
+
+Each look also renews the worker's heartbeat; every ``LOST_EVERY`` looks it files
+the steps still held by workers whose heartbeat ran out as lost
+(``Conductor.enforce_lost_workers``, ``engine.lost``), so their blocks end.
 """
 
 from __future__ import annotations
@@ -18,30 +22,39 @@ from typing import Any
 from celery import bootsteps
 
 from ..engine.conductor import Conductor
+from ..engine.lost import HEARTBEAT_TTL
 
 logger = logging.getLogger("namel3ss_celery")
 
 WATCH_INTERVAL = 1.0  # seconds between two looks
+LOST_EVERY = 5  # looks between two searches for workers whose heartbeat ran out
 QUIET_FOR = 30.0  # seconds between two log lines about the same trouble (a store that does not answer)
 
 
 class Watch:
-    """The loop of one worker's watchdog thread."""
+    """The loop of one worker's watchdog thread: its heartbeat, deadlines due, steps of lost workers."""
 
-    def __init__(self, conductor: Conductor, interval: float = WATCH_INTERVAL) -> None:
+    def __init__(self, conductor: Conductor, worker: str, interval: float = WATCH_INTERVAL) -> None:
         self.conductor = conductor
+        self.worker = worker
         self.interval = interval
         self.stopping = threading.Event()
         self._complained = 0.0
+        self._looks = 0
 
     def run(self) -> None:
+        self.look()
         while not self.stopping.wait(self.interval):
             self.look()
 
     def look(self) -> None:
-        """Enforce what is due; trouble (the store is away) is logged, and the next look tries again."""
+        """Beat, enforce what is due; trouble (the store is away) is logged, and the next look tries again."""
         try:
+            self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
             self.conductor.enforce_deadlines()
+            self._looks += 1
+            if self._looks % LOST_EVERY == 0:
+                self.conductor.enforce_lost_workers()
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
             now = time.monotonic()
             if now - self._complained >= QUIET_FOR:
@@ -56,7 +69,7 @@ def add_watchdog(app: Any, conductor: Conductor) -> None:
         name = "namel3ss_celery.Watchdog"
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
-            self.watch = Watch(conductor)
+            self.watch = Watch(conductor, parent.hostname)
             self.thread: threading.Thread | None = None
             super().__init__(parent, **kwargs)
 

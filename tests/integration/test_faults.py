@@ -206,3 +206,34 @@ def test_a_coordination_store_restart_while_steps_run_loses_nothing(
         "a": "completed",
     }
     assert recovered < 30
+
+
+def test_steps_of_a_worker_killed_whole_are_filed_as_lost_and_their_block_ends(
+    lone_worker: Cluster, redis_url: str, tmp_path: Path
+) -> None:
+    """Default delivery, no deadline: a worker and its pool processes die while running a block's steps.
+    Another worker's watchdog sees the dead one's heartbeat run out and files its steps as lost."""
+    tag = uuid.uuid4().hex
+    steps = [{"name": f"s{i}", "target": "stubborn", "seconds": 120, "tag": tag} for i in range(2)]
+    handle = lone_worker.n3.dispatch({"name": "c", "strategy": "collect", "steps": steps})
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: lone_worker.worker.log())
+    finally:
+        client.close()
+    kill_with_children(lone_worker.worker)
+    killed = time.monotonic()
+    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
+    try:
+        other.wait_ready(lone_worker.app)
+        result = handle.get(timeout=60)
+        ended = time.monotonic() - killed
+    finally:
+        other.stop()
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed"  # collect: it completes, keeping each failure
+    for name in ("s0", "s1"):
+        entry = result.final_result[name]
+        assert entry["status"] == "failed"
+        assert f"its worker {lone_worker.worker.hostname} stopped answering" in entry["error"]
+    assert ended < 45, f"the lost steps were filed {ended:.0f}s after their worker died"
