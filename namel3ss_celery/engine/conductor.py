@@ -13,28 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DecodeError, SpecError, UnknownRun
+from ..errors import UnknownRun
 from ..plan import fields
 from ..plan.kinds import Join, Outcome
 from ..plan.message import FedStep, StepMessage
 from ..plan.model import Plan, PlanNode
 from ..registry import Registry
-from ..results import ParallelExecutionResult, RunStatus, TaskStatus
+from ..results import ParallelExecutionResult, TaskStatus
 from ..spec import step_key
 from .advance import node_settled, refreshed_final
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
-from .launching import Unfinished, begin, unfinished
-from .launching import tracked as track
+from .launcher import Launcher
 from .lost import lost_reason
-from .nodes import broken, launched, node_context, with_fan_out
+from .nodes import broken, launched
 from .patience import patiently
-from .ports import CoordinationStore, Held, Launching, Publisher
+from .ports import CoordinationStore, Held, Publisher
 from .runner import StepOutcome, describe
 from .settle import settle_block
 
@@ -82,6 +80,9 @@ class Conductor:
         self.registry = registry
         self.ttl = ttl
         self.executed_on = executed_on
+        self.launcher = Launcher(
+            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node
+        )
 
     def connect(self, publisher: Publisher[Any]) -> None:
         """Use ``publisher`` to send steps."""
@@ -346,53 +347,8 @@ class Conductor:
     # --- runs ------------------------------------------------------------------
 
     def launch_roots(self, run_id: str) -> float | None:
-        """Publish the nodes of a new run that depend on nothing (``n3.run.launch``, on a worker).
-
-        Delivered again after its worker died while publishing, it sends what was not sent yet
-        (``launching``). Returns ``None`` when done, or the seconds after which to look again, when
-        another process may still be publishing a node. ``dispatch`` launches a small run itself,
-        with ``launch``.
-        """
-        record = self.store.run_record(run_id)
-        if record is None:
-            logger.warning("run %s expired before it was launched", run_id)
-            return None
-        plan = Plan.from_json(record[fields.PLAN])
-        roots: list[PlanNode] = []
-        cancelled: dict[str, str | None] = {}
-        wait: float | None = None
-        for node in plan.nodes:
-            if node.depends_on:
-                continue
-            # Whether the run was cancelled, read with the claim: a cancel that comes later sees the claim.
-            claimed, cancelled[node.name] = self.store.claim_and_get(
-                run_id, fields.launched(node.name), fields.CANCELLED
-            )
-            if claimed:
-                roots.append(node)
-                continue
-            total = len(launched(node, record).block.steps)
-            left = unfinished(record, node.name, total, time.time())
-            if left is None:
-                continue
-            if left.wait > 0:
-                wait = left.wait if wait is None else min(wait, left.wait)
-            elif self.store.claim(run_id, fields.resumed(node.name, left.start)):
-                logger.warning("resuming the launch of block %s of run %s at step %d", node.name, run_id, left.start)
-                self._resume(run_id, plan, launched(node, record), record, left)
-        self.launch(run_id, plan, roots, record, {}, cancelled, tracked=True)
-        return wait
-
-    def _resume(self, run_id: str, plan: Plan, node: PlanNode, record: Mapping[str, str], left: Unfinished) -> None:
-        try:
-            launching = track(self.store, run_id, node.name, left.start, left.group_id)
-            self._publish(run_id, plan, node, node_context(record, {}), launching, fresh=False)
-        except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
-            logger.exception("resuming the launch of block %s of run %s failed", node.name, run_id)
-            if BlockControl(self.store, run_id, node.name).decide(
-                Decision(RunStatus.FAILED, None, f"launching the block failed: {describe(exc)}")
-            ):
-                self.settle_node(run_id, node.name)
+        """Publish the roots of a new run, or what a launch that died left unsent (see ``Launcher``)."""
+        return self.launcher.launch_roots(run_id)
 
     def launch(
         self,
@@ -402,62 +358,9 @@ class Conductor:
         record: Mapping[str, str],
         outputs: dict[str, Any],
         cancelled: Mapping[str, str | None] | None = None,
-        tracked: bool = False,
     ) -> None:
-        """Publish each node's steps (and its feed and deadline); a node with no steps settles at once.
-
-        ``cancelled``: the run's cancelled field as read when a node was claimed (otherwise it is read here).
-        ``tracked``: keep the progress of publishing ``nodes`` in the run's record, so a launch delivered
-        again resumes it (``launch_roots``).
-        """
-        pending, cancelled = deque(nodes), cancelled or {}
-        while pending:
-            node, context, failure = pending.popleft(), {}, None
-            fanned = node.block.fan_out is not None
-            try:
-                context = node_context(record, outputs)
-                node = with_fan_out(node, context)
-            except (SpecError, DecodeError) as exc:  # its fan-out list, or a stored context it cannot read
-                failure = Decision(RunStatus.FAILED, None, str(exc))
-            if fanned and failure is None:
-                self.store.set_fields(run_id, {fields.expanded_block(node.name): node.block.model_dump_json()})
-            if failure is None and (
-                cancelled[node.name] if node.name in cancelled else self.store.get_fields(run_id, [fields.CANCELLED])[0]
-            ):
-                failure = CANCELLED
-                BlockControl(self.store, run_id, node.name).decide(failure)
-            if node.block.steps and failure is None:
-                try:
-                    if tracked:
-                        begin(self.store, run_id, node.name)
-                    launching = track(self.store, run_id, node.name, 0, None) if tracked else Launching()
-                    self._publish(run_id, plan, node, context, launching)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a block that cannot start ends as failed
-                    logger.exception("launching block %s of run %s failed", node.name, run_id)
-                    failure = Decision(RunStatus.FAILED, None, f"launching the block failed: {describe(exc)}")
-            if self.store.claim(run_id, fields.settled(node.name)):
-                result = settle_block(node.block, {}, self.registry, executed_on=self.executed_on, decision=failure)
-                advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
-                outputs = advance.outputs
-                pending.extend(advance.launch)
-
-    def _publish(
-        self,
-        run_id: str,
-        plan: Plan,
-        node: PlanNode,
-        context: dict[str, Any],
-        launching: Launching,
-        fresh: bool = True,
-    ) -> None:
-        prepared = self.publisher.prepare_node(run_id, plan, node, context)
-        if fresh:  # a resumed launch finds its feed and deadline in place
-            self.store.push_items(run_id, fields.feed(node.name), prepared.feed, self.ttl)
-            if prepared.deadline is not None:  # enforce_deadlines decides it then, whichever process looks
-                self.store.add_deadline(run_id, node.name, prepared.deadline, self.ttl)
-        self.publisher.send_node(run_id, plan, node, prepared, launching)
-        launching.sent(len(node.block.steps))  # done: a launch delivered again finds nothing left to send
+        """Publish each node's steps (see ``Launcher.launch``)."""
+        self.launcher.launch(run_id, plan, nodes, record, outputs, cancelled)
 
     def enforce_lost_workers(self, limit: int = 20) -> int:
         """File every step held by a worker whose heartbeat ran out as failed (``engine.lost``), so its block

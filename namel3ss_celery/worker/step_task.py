@@ -20,6 +20,7 @@ from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 from ..engine.conductor import Conductor
 from ..engine.lost import held
 from ..engine.patience import patiently
+from ..engine.ports import Held
 from ..engine.retry import retry_countdown
 from ..engine.runner import StepOutcome, call_step, describe
 from ..errors import RoutingError, StepLost, UnknownRun, UnknownTarget
@@ -84,7 +85,7 @@ class StepHandler:
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
-        self._retry_if_due(task, message, outcome, stopping=control.stop_requested)
+        self._retry_if_due(task, message, outcome, stopping=control.stop_requested, holding=holding)
         if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
@@ -139,8 +140,11 @@ class StepHandler:
             raise outcome.exception
         return outcome.result
 
-    def _retry_if_due(self, task: Any, message: StepMessage, outcome: StepOutcome, stopping: Any) -> None:
-        """Raise Celery's ``Retry`` when a failed step has retries left and its block is not ``stopping``."""
+    def _retry_if_due(
+        self, task: Any, message: StepMessage, outcome: StepOutcome, stopping: Any, holding: Held | None = None
+    ) -> None:
+        """Raise Celery's ``Retry`` when a failed step has retries left and its block is not ``stopping``; this
+        worker no longer holds it (its next try may run anywhere)."""
         retries = task.request.retries
         delay = retry_countdown(message, outcome.status, retries, stopping)
         if delay is None:
@@ -149,6 +153,8 @@ class StepHandler:
         expires = message.expires(time.time() + delay)  # it may wait as long again, after its delay
         if expires is not None:
             options["expires"] = datetime.fromtimestamp(expires, tz=timezone.utc)
+        if holding is not None:
+            self.conductor.store.release(holding.worker, holding.member)
         raise task.retry(exc=outcome.exception, countdown=delay, max_retries=message.retries, **options)
 
     def _dead_letter(self, task: Any, message: StepMessage, error: str) -> None:
