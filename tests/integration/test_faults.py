@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -45,23 +46,33 @@ def test_a_deadline_fires_on_time_though_the_worker_holding_its_block_died(
     steps = [{"name": f"s{i}", "target": "stubborn", "seconds": 60, "tag": tag} for i in range(2)]
     handle = lone_worker.n3.dispatch({"name": "r", "strategy": "race", "steps": steps, "timeout_seconds": 6})
     dispatched = time.monotonic()
-    client = redis.Redis.from_url(redis_url)
-    try:
-        wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: lone_worker.worker.log())
-    finally:
-        client.close()
-    kill_with_children(lone_worker.worker)
-    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
-    try:
-        other.wait_ready(lone_worker.app)
-        result = handle.get(timeout=30)
-        ended = time.monotonic() - dispatched
-    finally:
-        other.stop()
+    result = kill_once_started_and_wait(lone_worker, redis_url, tag, handle, tmp_path)
+    ended = time.monotonic() - dispatched
     assert isinstance(result, ParallelExecutionResult)
     assert result.overall_status == "timeout"
     assert [r.metadata.get("outcome") for r in result.results] == ["stopping", "stopping"]  # never reported
     assert ended < 6 + 10, f"the deadline fired {ended - 6:.1f}s late"
+
+
+def kill_once_started_and_wait(
+    cluster: Cluster, redis_url: str, tag: str, handle: Any, log_dir: Path, started: int = 2
+) -> ParallelExecutionResult:
+    """Once ``started`` steps tagged ``tag`` run, kill the cluster's worker whole, start another on its queue,
+    and wait for the run's result (``WaitTimeout`` after a minute)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: client.llen(started_key(tag)) == started, 30, lambda: cluster.worker.log())
+    finally:
+        client.close()
+    kill_with_children(cluster.worker)
+    other = WorkerProcess("tests.integration.app", cluster.env, log_dir, queues=[cluster.queue])
+    try:
+        other.wait_ready(cluster.app)
+        result = handle.get(timeout=60)
+    finally:
+        other.stop()
+    assert isinstance(result, ParallelExecutionResult)
+    return result
 
 
 def kill_with_children(worker: WorkerProcess) -> None:
@@ -216,24 +227,13 @@ def test_steps_of_a_worker_killed_whole_are_filed_as_lost_and_their_block_ends(
     tag = uuid.uuid4().hex
     steps = [{"name": f"s{i}", "target": "stubborn", "seconds": 120, "tag": tag} for i in range(2)]
     handle = lone_worker.n3.dispatch({"name": "c", "strategy": "collect", "steps": steps})
-    client = redis.Redis.from_url(redis_url)
-    try:
-        wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: lone_worker.worker.log())
-    finally:
-        client.close()
-    kill_with_children(lone_worker.worker)
-    killed = time.monotonic()
-    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
-    try:
-        other.wait_ready(lone_worker.app)
-        result = handle.get(timeout=60)
-        ended = time.monotonic() - killed
-    finally:
-        other.stop()
+    dispatched = time.monotonic()
+    result = kill_once_started_and_wait(lone_worker, redis_url, tag, handle, tmp_path)
+    ended = time.monotonic() - dispatched
     assert isinstance(result, ParallelExecutionResult)
     assert result.overall_status == "completed"  # collect: it completes, keeping each failure
     for name in ("s0", "s1"):
         entry = result.final_result[name]
         assert entry["status"] == "failed"
         assert f"its worker {lone_worker.worker.hostname} stopped answering" in entry["error"]
-    assert ended < 45, f"the lost steps were filed {ended:.0f}s after their worker died"
+    assert ended < 45, f"the lost steps were filed {ended:.0f}s after dispatch"

@@ -11,22 +11,9 @@ import pytest
 from namel3ss_celery.engine import runner
 from namel3ss_celery.engine.runner import call_step, to_json_data
 from namel3ss_celery.errors import StepCancelled, StepResultError
-from namel3ss_celery.plan.message import SCHEMA_VERSION, StepMessage
+from namel3ss_celery.plan.message import StepMessage
 from namel3ss_celery.registry import StepDef
-
-
-def payload(target: str = "t", key: str = "s", **step: Any) -> dict[str, Any]:
-    return {
-        "v": SCHEMA_VERSION,
-        "run": "r",
-        "node": "b",
-        "i": 0,
-        "n": 1,
-        "key": key,
-        "join": "chord",
-        "step": {"target": target, **step},
-        "context": {"user": "ada"},
-    }
+from tests.unit.plan.test_message import payload
 
 
 def run(function: Any, message: dict[str, Any] | None = None) -> runner.StepOutcome:
