@@ -9,6 +9,7 @@ queue (through the engine, as the local executor runs steps: ``LocalSteps``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -29,8 +30,9 @@ from ..engine.ports import Launching
 from ..engine.runner import StepOutcome, run_coroutine
 from ..errors import RoutingError, UnknownTarget
 from ..gc_pause import collection_resumed
+from ..plan import fields
 from ..plan.kinds import Join
-from ..plan.message import FedStep, StepMessage
+from ..plan.message import CONTEXT_INLINE_LIMIT, FedStep, StepMessage, StoredContext
 from ..plan.model import Plan, PlanNode, PoolRoute
 from ..registry import STEP_TASK_PREFIX
 from ..routing.allowed import refusal
@@ -64,9 +66,20 @@ class CeleryPublisher:
 
     def prepare_node(self, run_id: str, plan: Plan, node: PlanNode, context: dict[str, Any]) -> PreparedCanvas:
         declare_pool_queues(self.app, plan.pools)
+        local_context = context  # fallback_to_local steps run here, with the context itself
+        context = self._stored(run_id, node.name, context)
         local = fallback_steps(self.app, node.block, plan.pools)
         launch = compile_node(self.app, node, run_id, context, plan.pools, skip=local)
-        return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, context, local)
+        return PreparedCanvas(launch.canvas, launch.feed, launch.deadline, local_context, local)
+
+    def _stored(self, run_id: str, node: str, context: dict[str, Any]) -> dict[str, Any]:
+        """A context too large to copy into every step message is stored once in the run's record; the
+        messages carry its reference (``StoredContext``), which workers read once per node."""
+        text = json.dumps(context)
+        if len(text) <= CONTEXT_INLINE_LIMIT:
+            return context
+        self.conductor.store.set_fields(run_id, {fields.node_context(node): text})
+        return StoredContext(node)
 
     def send_node(
         self, run_id: str, plan: Plan, node: PlanNode, prepared: PreparedCanvas, launching: Launching

@@ -13,7 +13,7 @@ from celery import canvas
 
 from ..errors import CompileError
 from ..plan.kinds import Join
-from ..plan.message import StepMessage, Sticky
+from ..plan.message import StepMessage, Sticky, StoredContext
 from ..plan.model import PoolRoute
 from ..registry import STEP_TASK_PREFIX
 from ..routing.distribution import STICKY_KEY_FIELD
@@ -36,6 +36,7 @@ def step_message(
 ) -> StepMessage:
     """The message a step task receives for step ``index`` of ``block``.
 
+    A ``StoredContext`` (a large context, stored once in the run's record) travels as its reference.
     A step routed to a pool (``pools``) also carries its task queue's retry
     delays, its dead-letter queue and, under at_least_once, how many
     deliveries it may take.
@@ -54,6 +55,7 @@ def step_message(
         strategy=block.strategy,
         step=step.payload(),
         context=context,
+        context_ref=context.ref if isinstance(context, StoredContext) else None,
         fail_fast=block.fail_fast,
         retries=block.max_retries if block.retry_failed else 0,
         feed=feed,

@@ -90,6 +90,11 @@ def expanded_block(node: str) -> str:
     return f"node:{node}:block"
 
 
+def node_context(node: str) -> str:
+    """A node's context (JSON), stored once when it is too large to travel in every step message."""
+    return f"node:{node}:context"
+
+
 def started_prefix(node: str) -> str:
     return f"node:{node}:started:"
 

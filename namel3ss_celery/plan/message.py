@@ -18,6 +18,19 @@ from ..spec import ParallelStrategy
 from .kinds import Join, Outcome
 
 SCHEMA_VERSION = 1
+STORED_CONTEXT_VERSION = 2  # a message whose context is stored once per node (``context_ref``)
+KNOWN_VERSIONS = (SCHEMA_VERSION, STORED_CONTEXT_VERSION)
+CONTEXT_INLINE_LIMIT = 32 * 1024  # bytes of JSON a context may have and still travel in every step message
+
+
+class StoredContext(dict):  # type: ignore[type-arg]
+    """An empty context that stands for one stored once in the run's record (``fields.node_context``): the
+    steps of a node whose context is large carry only its ``ref``."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__()
+        self.ref = ref
+
 
 # The keys every step message has; a mapping without them is not one of ours.
 ROUTING_KEYS = frozenset({"run", "node", "i", "n", "key", "join"})
@@ -64,6 +77,7 @@ class StepMessage:
     deliveries: int | None = None  # at_least_once: how many deliveries one attempt may take
     requeued_from: str | None = None  # the task id it was requeued from, out of a dead-letter queue
     requeues: int = 0
+    context_ref: str | None = None  # the node whose context is stored in the run's record (not in the message)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)  # keys of a newer minor writer
 
     @property
@@ -94,7 +108,7 @@ class StepMessage:
     def encode(self) -> dict[str, Any]:
         """The message's JSON object (what the step task receives as its one argument)."""
         data: dict[str, Any] = {
-            "v": SCHEMA_VERSION,
+            "v": STORED_CONTEXT_VERSION if self.context_ref else SCHEMA_VERSION,
             "run": self.run,
             "node": self.node,
             "i": self.index,
@@ -125,6 +139,8 @@ class StepMessage:
         if self.requeued_from:
             data["requeued_from"] = self.requeued_from
             data["requeues"] = self.requeues
+        if self.context_ref:
+            data["context_ref"] = self.context_ref
         return data
 
     @classmethod
@@ -138,9 +154,10 @@ class StepMessage:
         if not isinstance(data, Mapping):
             raise SchemaVersionError(f"a step message carries a mapping, not {type(data).__name__}")
         version = data.get("v")
-        if version != SCHEMA_VERSION:
+        if version not in KNOWN_VERSIONS or isinstance(version, bool) or not isinstance(version, int):
+            known = ", ".join(map(str, KNOWN_VERSIONS))
             raise SchemaVersionError(
-                f"step message schema version {version!r} is not known to this worker (it knows {SCHEMA_VERSION})"
+                f"step message schema version {version!r} is not known to this worker (it knows {known})"
             )
         try:
             sticky = data.get("sticky")
@@ -168,6 +185,7 @@ class StepMessage:
                 deliveries=int(data["deliveries"]) if data.get("deliveries") is not None else None,
                 requeued_from=data.get("requeued_from") or None,
                 requeues=int(data.get("requeues", 0)),
+                context_ref=data.get("context_ref") or None,
             )
         except KeyError as exc:
             raise DecodeError(f"step message has no {exc.args[0]!r}") from exc
@@ -175,6 +193,10 @@ class StepMessage:
             if isinstance(exc, DecodeError):
                 raise
             raise DecodeError(f"step message field of the wrong type: {exc}") from exc
+        if (version == STORED_CONTEXT_VERSION) != (message.context_ref is not None):
+            raise DecodeError(
+                f"a step message of schema version {version} must carry a context_ref only with version 2"
+            )
         if message.index >= message.total:
             raise DecodeError(f"step message index {message.index} is not below its block's {message.total} steps")
         return message

@@ -8,9 +8,12 @@ engine's (``engine.conductor``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from collections import OrderedDict
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +39,8 @@ from .sticky import StickyKeys
 
 logger = logging.getLogger("namel3ss_celery")
 
+CONTEXTS_KEPT = 16  # stored contexts a worker process keeps (one per node of the runs it works on)
+
 
 class StepHandler:
     """Runs steps for one worker process. ``pool`` is ``"prefork"`` inside a prefork child (set at its start);
@@ -49,6 +54,7 @@ class StepHandler:
         self.allowed_tools: tuple[str, ...] = ()  # empty: any target
         self.allowed_agents: tuple[str, ...] = ()
         self.pool_name: str | None = None
+        self._contexts: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # stored contexts, recent last
 
     def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE.
@@ -119,6 +125,8 @@ class StepHandler:
             )
             if refused is not None:
                 raise RoutingError(refused)
+            if message.context_ref is not None:
+                message = replace(message, context=self._stored_context(message.run, message.context_ref))
         except Exception as exc:
             routed = StepMessage.routing(payload)
             if routed is not None:
@@ -128,6 +136,26 @@ class StepHandler:
                 self._dead_letter(task, routed, describe(exc))
             raise
         return message
+
+    def _stored_context(self, run_id: str, node: str) -> dict[str, Any]:
+        """A node's context stored once in the run's record (read once per node by this process).
+
+        Raises:
+            UnknownRun: the run's record is gone.
+        """
+        key = (run_id, node)
+        if key not in self._contexts:
+            (text,) = patiently(
+                lambda: self.conductor.store.get_fields(run_id, [fields.node_context(node)]),
+                f"reading the context of block {node} of run {run_id}",
+            )
+            if text is None:
+                raise UnknownRun(run_id)
+            self._contexts[key] = json.loads(text)
+            while len(self._contexts) > CONTEXTS_KEPT:
+                self._contexts.popitem(last=False)
+        self._contexts.move_to_end(key)
+        return dict(self._contexts[key])
 
     def _run_again(self, task: Any, definition: StepDef, message: StepMessage) -> Any:
         """A step requeued from a dead-letter queue: it runs on its own (its block ended long ago) and its

@@ -6,9 +6,11 @@ import asyncio
 import json
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import redis
+from celery.signals import before_task_publish
 
 from namel3ss_celery import Namel3ssCelery, UnknownRun, UnknownTarget, WaitTimeout
 
@@ -206,3 +208,28 @@ def test_run_records_and_coordination_keys_expire(redis_cluster: Cluster) -> Non
         assert all(0 < client.ttl(k) <= expires for k in keys)
     finally:
         client.close()
+
+
+def test_a_large_context_is_stored_once_and_every_step_reads_it(redis_cluster: Cluster) -> None:
+    """A 1 MB context on 8 steps (a run small enough for dispatch to publish its steps itself, here): the
+    messages carry its reference, not 8 copies of it."""
+    from namel3ss_celery.plan import fields
+
+    big = "x" * 1_000_000
+    steps = [{"name": f"s{i}", "target": "context_value", "key": "big"} for i in range(8)]
+    published: list[int] = []
+
+    def measure(sender: Any = None, body: Any = None, **_: Any) -> None:
+        published.append(len(json.dumps(body)))
+
+    before_task_publish.connect(measure)
+    try:
+        handle = redis_cluster.n3.dispatch({"name": "ctx", "strategy": "collect", "steps": steps}, context={"big": big})
+        result = handle.get(timeout=60)
+    finally:
+        before_task_publish.disconnect(measure)
+    assert result.overall_status == "completed", result.error_message
+    assert all(entry["result"] == big for entry in result.final_result.values())
+    (stored,) = redis_cluster.n3.store.get_fields(handle.id, [fields.node_context("ctx")])
+    assert stored is not None and json.loads(stored)["big"] == big
+    assert len(published) == 8 and max(published) < 10_000  # each step message carries the reference only

@@ -178,3 +178,15 @@ def test_a_chord_of_pool_steps_has_its_body_and_errback_on_the_pools_queue(app: 
     assert [e.options["queue"] for e in sig.body.options["link_error"]] == ["gpu-q"]
     default = compile_node(app, PlanNode("blk", pooled("gpu", None)), "run-1", {}, ROUTES).canvas
     assert "queue" not in default.body.options
+
+
+def test_a_stored_context_travels_as_its_reference() -> None:
+    from namel3ss_celery.compiler.steps import step_message
+    from namel3ss_celery.plan.kinds import Join
+    from namel3ss_celery.plan.message import StoredContext
+    from namel3ss_celery.spec import ParallelBlockSpec
+
+    block = ParallelBlockSpec.model_validate({"name": "b", "steps": [{"target": "t"}]})
+    message = step_message(block, 0, run_id="r", node="b", context=StoredContext("b"), join=Join.COUNT)
+    assert message.context_ref == "b"
+    assert message.encode()["context"] == {} and message.encode()["v"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -74,7 +75,7 @@ def test_a_minimal_message_decodes_with_the_defaults() -> None:
     }
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1", 1.5])
+@pytest.mark.parametrize("version", [None, 0, 3, "1", 1.5, True])
 def test_decode_refuses_an_unknown_schema_version(version: Any) -> None:
     with pytest.raises(SchemaVersionError, match=f"schema version {version!r} is not known"):
         StepMessage.decode({**payload(), "v": version})
@@ -153,3 +154,18 @@ def test_an_envelope_survives_encode_and_decode() -> None:
     assert Envelope.decode(envelope.encode()) == envelope
     with pytest.raises(DecodeError):
         Envelope.decode('{"key": "s", "status": "sideways"}')
+
+
+def test_a_message_with_a_stored_context_carries_its_reference_as_version_2() -> None:
+    message = StepMessage.decode({**payload(), "context": {}})
+    stored = replace(message, context_ref="b")
+    data = stored.encode()
+    assert (data["v"], data["context_ref"], data["context"]) == (2, "b", {})
+    assert StepMessage.decode(data) == stored
+
+
+@pytest.mark.parametrize(("version", "ref"), [(2, None), (1, "b")])
+def test_version_2_and_a_context_reference_go_together(version: int, ref: str | None) -> None:
+    data = {**payload(), "v": version, **({"context_ref": ref} if ref else {})}
+    with pytest.raises(DecodeError, match="context_ref only with version 2"):
+        StepMessage.decode(data)
