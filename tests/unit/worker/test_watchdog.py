@@ -1,0 +1,43 @@
+"""The watchdog on the memory store: its heartbeat, and the steps of a worker whose heartbeat ran out."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held
+from namel3ss_celery.results import TaskStatus
+from namel3ss_celery.worker.watchdog import LOST_EVERY, Watch
+from tests.unit.engine.test_conductor import block, report, result_of, start
+
+
+def test_a_worker_that_beats_is_not_lost() -> None:
+    conductor, recorder, run_id = start(block("collect", 1))
+    message = recorder.sent[0]
+    conductor.control(message).start(0, "w1", "prefork", 1, "t0", held(message, "w1", 60))
+    watch = Watch(conductor, "w1")
+    for _ in range(LOST_EVERY):
+        watch.look()  # w1 beats, then looks for lost workers: itself is alive
+    assert conductor.store.lost_workers(10) == []
+    assert result_of(conductor, run_id) is None
+
+
+def test_the_steps_of_a_worker_whose_heartbeat_ran_out_are_filed_as_lost() -> None:
+    conductor, recorder, run_id = start(block("collect", 2))
+    first, second = recorder.sent
+    conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60))  # never beats
+    report(conductor, second, TaskStatus.COMPLETED, 1)
+    watch = Watch(conductor, "alive")
+    for _ in range(LOST_EVERY):
+        watch.look()
+    result = result_of(conductor, run_id)
+    assert result is not None
+    entry = result.final_result["s0"]
+    assert entry["status"] == "failed"
+    assert f"its worker gone stopped answering (no heartbeat for {HEARTBEAT_TTL}s)" in entry["error"]
+    assert conductor.store.held_steps("gone") == []
+
+
+def test_an_at_least_once_step_is_not_held_it_is_delivered_again() -> None:
+    conductor, recorder, _run_id = start(block("collect", 1))
+    assert held(recorder.sent[0], "w1", 60) is not None
+    assert held(replace(recorder.sent[0], deliveries=3), "w1", 60) is None
