@@ -1,7 +1,7 @@
 """``race``: ``group(steps)``; the first step to finish claims the block on its worker and decides it.
 
 Its success completes the block, its failure fails it. Queued losers see the
-claim and never start; running ones are asked to stop (``worker/control.py``).
+claim and never start; running ones are asked to stop (``engine/control.py``).
 """
 
 from __future__ import annotations

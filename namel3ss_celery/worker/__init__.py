@@ -1,1 +1,1 @@
-"""What runs on workers: the step runner, the settle of each strategy, the coordination store."""
+"""What only Celery workers do: the adapter's tasks, the step task and its policies, the stores, Celery shims."""
