@@ -29,7 +29,7 @@ from .advance import node_settled, refreshed_final
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
 from .launcher import Launcher
-from .lost import lost_reason
+from .lost import held_message, lost_reason
 from .nodes import broken, launched
 from .patience import patiently
 from .ports import CoordinationStore, Held, Publisher
@@ -207,8 +207,10 @@ class Conductor:
         file one for it, unless it filed its own, so its block still ends. ``outcome`` set: it was
         cancelled (not_started, stopped), not failed."""
         message = StepMessage.routing(payload)
-        if message is None:
-            return
+        if message is not None:
+            self._file_lost(message, task_id, reason, outcome)
+
+    def _file_lost(self, message: StepMessage, task_id: str, reason: str, outcome: Outcome | None) -> None:
         if outcome is None:
             now = time.time()
             lost = StepOutcome(message.key, TaskStatus.FAILED, now, now, task_id=task_id, error=reason)
@@ -231,15 +233,8 @@ class Conductor:
 
     # --- blocks ----------------------------------------------------------------
 
-    def settle_node(self, run_id: str, node: str, complete: bool = False) -> None:
-        """Settle one node once (claimed), under its decision if it has one; then move the run on.
-
-        ``complete``: settle only if every step reported or the block was decided (a chord's body, which
-        runs once every step succeeded: a message naming a block that is still running is refused).
-        """
-        if complete and not self._complete(run_id, node):
-            logger.warning("refused to settle block %s of run %s: it is still running", node, run_id)
-            return
+    def settle_node(self, run_id: str, node: str) -> None:
+        """Settle one node once (claimed), under its decision if it has one; then move the run on."""
         claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node)
         if not record:
             logger.warning("run %s expired before block %s settled", run_id, node)
@@ -271,16 +266,6 @@ class Conductor:
         terminate = decision is not None and plan.by_name[node].block.terminate_losers
         if terminate and self.stop_losers(launched(plan.by_name[node], record), control, record):
             self.refresh_node(run_id, node)
-
-    def _complete(self, run_id: str, node: str) -> bool:
-        record = self.store.run_record(run_id)
-        if record is None or fields.PLAN not in record:
-            return False
-        plan = Plan.from_json(record[fields.PLAN])
-        if node not in plan.by_name:
-            return False
-        total = len(launched(plan.by_name[node], record).block.steps)
-        return fields.decided(node) in record or self.store.step_counts(run_id, [node])[node] >= total
 
     def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
         """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""
@@ -369,7 +354,7 @@ class Conductor:
         for worker in workers:
             for member in self.store.held_steps(worker):
                 logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
-                self.file_lost(json.loads(member), "", lost_reason(worker))
+                self._file_lost(held_message(member), "", lost_reason(worker), None)
                 self.store.release(worker, member)
         return len(workers)
 

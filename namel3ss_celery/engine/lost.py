@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 
+from ..errors import DecodeError
+from ..plan.kinds import Join
 from ..plan.message import StepMessage
+from ..spec import ParallelStrategy
 from .ports import Held
 
 HEARTBEAT_TTL = 15  # seconds a worker's heartbeat lasts; its watchdog renews it every second
@@ -22,11 +25,37 @@ def held(message: StepMessage, worker: str, ttl: int) -> Held | None:
 
 
 def held_member(message: StepMessage) -> str:
-    """The step as its worker holds it: a step message without its payload and context (enough to file it)."""
-    data = message.encode()
-    data["step"] = {"target": message.target}
-    data["context"] = {}
-    return json.dumps(data, sort_keys=True)
+    """The step as its worker holds it: what filing it as lost needs (not its payload nor its context)."""
+    return json.dumps(
+        [message.run, message.node, message.index, message.total, message.key, str(message.strategy)]
+        + [message.fail_fast, message.deadline]
+    )
+
+
+def held_message(member: str) -> StepMessage:
+    """The step message a held member stands for: joined by counting, so that filing it as lost can settle
+    its block (a chord never hears of a step its worker took down with it).
+
+    Raises:
+        DecodeError: not a member this version wrote.
+    """
+    try:
+        run, node, index, total, key, strategy, fail_fast, deadline = json.loads(member)
+        return StepMessage(
+            run=run,
+            node=node,
+            index=int(index),
+            total=int(total),
+            key=key,
+            join=Join.COUNT,
+            strategy=ParallelStrategy(strategy),
+            step={},
+            context={},
+            fail_fast=bool(fail_fast),
+            deadline=deadline,
+        )
+    except (TypeError, ValueError) as exc:
+        raise DecodeError(f"a held step cannot be read: {exc!r}") from exc
 
 
 def lost_reason(worker: str) -> str:

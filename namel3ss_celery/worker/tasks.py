@@ -34,7 +34,7 @@ def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
 
     @app.task(name=SETTLE_CHORD_TASK, shared=False, ignore_result=True)
     def settle_chord(run_id: str, node: str) -> None:
-        conductor.settle_node(run_id, node, complete=True)  # every step succeeded: each filed first
+        conductor.settle_node(run_id, node)
 
     @app.task(name=SETTLE_CHORD_FAILED_TASK, shared=False, ignore_result=True)
     def settle_chord_failed(request: Any, exc: Any, traceback: Any, run_id: str, node: str) -> None:

@@ -41,3 +41,14 @@ def test_an_at_least_once_step_is_not_held_it_is_delivered_again() -> None:
     conductor, recorder, _run_id = start(block("collect", 1))
     assert held(recorder.sent[0], "w1", 60) is not None
     assert held(replace(recorder.sent[0], deliveries=3), "w1", 60) is None
+
+
+def test_a_held_step_is_read_back_as_joined_by_counting() -> None:
+    from namel3ss_celery.engine.lost import held_member, held_message
+    from namel3ss_celery.plan.kinds import Join
+
+    _conductor, recorder, _run_id = start(block("all", 2))
+    message = replace(recorder.sent[1], join=Join.CHORD)
+    back = held_message(held_member(message))
+    assert (back.run, back.node, back.index, back.total, back.key) == (message.run, "b", 1, 2, "s1")
+    assert (back.strategy, back.fail_fast, back.join) == (message.strategy, message.fail_fast, Join.COUNT)
