@@ -113,7 +113,7 @@ class Conductor:
         run_id, node, index = message.run, message.node, message.index
         control = self.control(message)
         overdue = control.overdue()
-        if overdue is not None and control.decide(overdue):
+        if overdue is not None and not self._settled(run_id, node) and control.decide(overdue):
             # This step is the first to see the deadline passed: it ends the block as timed out.
             if outcome.outcome is None:
                 outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
@@ -168,6 +168,10 @@ class Conductor:
         return patiently(
             lambda: self.file(message, outcome, keep, held), f"filing step {message.key} of run {message.run}"
         )
+
+    def _settled(self, run_id: str, node: str) -> bool:
+        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
+        return settled is not None
 
     def follow_up(self, action: FollowUp | None) -> None:
         """Do what ``file`` asked for (on a worker: after Celery stored the step's own state).
@@ -239,8 +243,10 @@ class Conductor:
         if not record:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
-        if not claimed:
-            return
+        if claimed:
+            self._settle(run_id, node, record, envelopes)
+
+    def _settle(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
         plan = Plan.from_json(record[fields.PLAN])
         if node not in plan.by_name:
             logger.warning("refused to settle block %r of run %s: the run has no such block", node, run_id)
@@ -262,23 +268,49 @@ class Conductor:
             logger.exception("settling block %s of run %s failed", node, run_id)
             result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
         self._advance(run_id, plan, record, node, result)
+        if plan.by_name[node].block.timeout_seconds is not None:
+            # Settled whole: its deadline has nothing left to do (one still there at its time means a settle
+            # that died half way, which enforce_deadlines finishes).
+            self.store.drop_deadline(run_id, node)
         # Terminating losers comes after the result is out: a waiting client does not wait for it.
         terminate = decision is not None and plan.by_name[node].block.terminate_losers
         if terminate and self.stop_losers(launched(plan.by_name[node], record), control, record):
             self.refresh_node(run_id, node)
 
     def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
-        """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it."""
-        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
+        """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it.
+
+        A block claimed as settled whose run has not ended is settled again (its settler died half way:
+        the result, the end of the run or the next launches are claimed, so nothing happens twice).
+        """
+        settled, done = self.store.get_fields(run_id, [fields.settled(node), fields.DONE])
         if settled is None:
             BlockControl(self.store, run_id, node).decide(decision)
             self.settle_node(run_id, node)  # claimed: settles once, under whichever decision came first
+        elif done != "1":
+            record = self.store.run_record(run_id)
+            if record is None or record.get(fields.DONE) == "1":
+                return
+            logger.warning(
+                "block %s of run %s was claimed but its run did not move on: settling it again", node, run_id
+            )
+            filed = record.get(fields.node_result(node))
+            if filed is not None:  # its result is out: the run moves on from it
+                plan = Plan.from_json(record[fields.PLAN])
+                self._advance(run_id, plan, record, node, ParallelExecutionResult.from_dict(json.loads(filed)))
+                self.store.drop_deadline(run_id, node)
+                return
+            if BlockControl(self.store, run_id, node).decide(decision):
+                record = {**record, fields.decided(node): decision.to_json()}
+            self._settle(run_id, node, record, self.store.step_envelopes(run_id, node))
 
     def refresh_node(self, run_id: str, node: str) -> None:
         """Every step of a decided block has now reported: rewrite its result with what the losers did."""
         record = self.store.run_record(run_id)
         if record is None or fields.node_result(node) not in record:
             return
+        if "decided" not in json.loads(record[fields.node_result(node)]).get("metadata", {}):
+            return  # it settled with every step reported, under no decision: nothing of it changes later
         plan = Plan.from_json(record[fields.PLAN])
         control = BlockControl(self.store, run_id, node)
         result = settle_block(

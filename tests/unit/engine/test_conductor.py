@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from namel3ss_celery.compiler.planning import make_plan
@@ -249,3 +249,46 @@ def test_a_settle_naming_a_block_the_run_does_not_have_is_refused() -> None:
     report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
     result = result_of(conductor, run_id)
     assert result is not None and result.overall_status == RunStatus.COMPLETED
+
+
+def test_a_settle_that_died_half_way_is_finished_at_the_blocks_deadline() -> None:
+    conductor, recorder, run_id = start(block("collect", 2, timeout_seconds=30))
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    assert conductor.store.claim(run_id, fields.settled("b"))  # its settler claimed it, then died
+    assert result_of(conductor, run_id) is None
+    assert conductor.enforce_deadlines(now=time.time() + 60) == 1
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.TIMEOUT
+    assert conductor.store.due_deadlines(time.time() + 60, 10) == []
+
+
+def test_a_block_settled_whole_leaves_no_deadline_behind() -> None:
+    conductor, recorder, run_id = start(block("collect", 1, timeout_seconds=30))
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    assert result_of(conductor, run_id) is not None
+    assert conductor.store.due_deadlines(time.time() + 60, 10) == []
+
+
+def test_a_settle_that_died_after_filing_the_blocks_result_ends_the_run_with_it() -> None:
+    conductor, recorder, run_id = start(block("collect", 1, timeout_seconds=30))
+    filed = ParallelExecutionResult(
+        block_name="b", strategy="collect", total_tasks=1, overall_status=RunStatus.COMPLETED
+    )
+    conductor.store.claim(run_id, fields.settled("b"))
+    conductor.store.set_fields(run_id, {fields.node_result("b"): json.dumps(filed.to_dict())})
+    conductor.enforce_deadlines(now=time.time() + 60)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED and result.total_tasks == 1
+
+
+def test_a_step_reporting_after_its_block_settled_and_its_deadline_passed_changes_nothing() -> None:
+    conductor, recorder, run_id = start(block("collect", 1, timeout_seconds=30))
+    first = recorder.sent[0]
+    conductor.control(first).start(0, "w", "prefork", 1, "t0")  # it runs; a copy of it runs too
+    report(conductor, first, TaskStatus.COMPLETED, 0)
+    before = result_of(conductor, run_id)
+    late = replace(first, deadline=time.time() - 1)  # the copy reports after the deadline
+    now = time.time()
+    conductor.follow_up(conductor.file(late, StepOutcome(late.key, TaskStatus.COMPLETED, now, now, result=0)))
+    assert conductor.store.get_fields(run_id, [fields.decided("b")]) == [None]
+    assert result_of(conductor, run_id) == before
