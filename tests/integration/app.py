@@ -22,10 +22,12 @@ class AuditedTask(Task):  # type: ignore[misc]
     audited = True
 
 
-def make_app(broker: str, backend: str, queue: str, ignore_result: bool = False) -> Celery:
+def make_app(broker: str, backend: str, queue: str, ignore_result: bool = False, acks_late: bool = False) -> Celery:
     app = Celery("their_project", broker=broker, backend=backend, task_cls=AuditedTask, set_as_current=False)
     app.conf.update(
         task_ignore_result=ignore_result,
+        task_acks_late=acks_late,  # with it, a step whose worker is lost is delivered again
+        task_reject_on_worker_lost=acks_late,
         task_default_queue=queue,
         task_queues=[Queue(queue), Queue(f"{queue}.reports")],
         task_routes={"their_project.report": {"queue": f"{queue}.reports"}},
@@ -46,6 +48,7 @@ def app_from_env() -> tuple[Celery, Any]:
         os.environ["N3_TEST_BACKEND"],
         os.environ["N3_TEST_QUEUE"],
         ignore_result=os.environ.get("N3_TEST_IGNORE_RESULT") == "1",
+        acks_late=os.environ.get("N3_TEST_ACKS_LATE") == "1",
     )
     return app, Namel3ssCelery(app)
 

@@ -31,7 +31,13 @@ class Cluster:
 
 
 def start_cluster(
-    broker: str, backend: str, pool: str, log_dir: Path, concurrency: int = 2, ignore_result: bool = False
+    broker: str,
+    backend: str,
+    pool: str,
+    log_dir: Path,
+    concurrency: int = 2,
+    ignore_result: bool = False,
+    acks_late: bool = False,
 ) -> Cluster:
     import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
 
@@ -42,8 +48,9 @@ def start_cluster(
         "N3_TEST_QUEUE": queue,
         "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
         "N3_TEST_IGNORE_RESULT": "1" if ignore_result else "0",
+        "N3_TEST_ACKS_LATE": "1" if acks_late else "0",
     }
-    app = make_app(broker, backend, queue, ignore_result)
+    app = make_app(broker, backend, queue, ignore_result, acks_late)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
     worker = WorkerProcess(
         "tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency, queues=[queue, f"{queue}.reports"]

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from namel3ss_celery import ParallelExecutionResult
+from namel3ss_celery import ParallelExecutionResult, WaitTimeout
 from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
@@ -105,7 +105,9 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
     from namel3ss_celery.plan import fields
 
     (tmp_path / "first").mkdir()
-    cluster = start_cluster(amqp_url, redis_url, "prefork", tmp_path / "first")
+    # Steps acknowledged late: one the killed worker had taken comes back too (with the default, a step it
+    # had taken and not yet started is lost, and its block would wait for its deadline).
+    cluster = start_cluster(amqp_url, redis_url, "prefork", tmp_path / "first", acks_late=True)
     other: WorkerProcess | None = None
     try:
         total = 5000
@@ -123,7 +125,13 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
         (tmp_path / "second").mkdir()
         other = WorkerProcess("tests.integration.app", cluster.env, tmp_path / "second", queues=[cluster.queue])
         other.wait_ready(cluster.app)
-        result = handle.get(timeout=90)
+        try:
+            result = handle.get(timeout=90)
+        except WaitTimeout as exc:
+            record = cluster.n3.store.run_record(handle.id) or {}
+            state = {k: v for k, v in record.items() if k.startswith("node:b:") and "started" not in k}
+            counts = cluster.n3.store.step_counts(handle.id, ["b"])
+            raise AssertionError(f"{exc}; record {state}; filed {counts}; second worker:\n{other.log()}") from exc
     finally:
         if other is not None:
             other.stop()
