@@ -44,7 +44,7 @@ def held_key(worker: str) -> str:
     return f"n3:worker:{worker}:steps"
 
 
-HELD_PATTERN = "n3:worker:*:steps"
+WORKERS_KEY = "n3:workers"  # every worker that has beaten lately: where lost workers are looked for
 
 
 def sticky_key(scope: str, key: str) -> str:

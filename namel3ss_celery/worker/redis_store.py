@@ -15,7 +15,7 @@ from ..engine.ports import Held
 from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
     DEADLINES_KEY,
-    HELD_PATTERN,
+    WORKERS_KEY,
     deadline_member,
     done_key,
     held_key,
@@ -27,6 +27,7 @@ from ..plan.fields import (
 )
 
 WAIT_SLICE = 2.0
+WORKERS_KEPT = 240  # heartbeats' lifetimes the set of workers outlives the last beat of any of them
 FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
 
 # Every script that writes a run's hash or one of its satellite keys (steps hash, named lists, done list)
@@ -343,15 +344,27 @@ class RedisStore:
         self.client.zrem(DEADLINES_KEY, deadline_member(run_id, node))
 
     def beat(self, worker: str, ttl: int) -> None:
-        self.client.set(worker_key(worker), "1", ex=ttl)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(worker_key(worker), "1", ex=ttl)
+            pipe.sadd(WORKERS_KEY, worker)
+            pipe.expire(WORKERS_KEY, ttl * WORKERS_KEPT)  # renewed by every beat of every worker
+            pipe.execute()
 
     def lost_workers(self, limit: int) -> list[str]:
-        held = [key for key in self.client.scan_iter(match=HELD_PATTERN, count=500)][: limit * 10]
-        if not held:
+        workers = sorted(self.client.smembers(WORKERS_KEY))
+        if not workers:
             return []
-        workers = [key[len("n3:worker:") : -len(":steps")] for key in held]
-        alive = self.client.exists  # one round trip per worker: there are few
-        return [worker for worker in workers if not alive(worker_key(worker))][:limit]
+        with self.client.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.exists(worker_key(worker))  # its heartbeat
+                pipe.exists(held_key(worker))  # the steps it holds
+            found = pipe.execute()
+        beats, holds = found[0::2], found[1::2]
+        silent = [(w, held) for w, beat, held in zip(workers, beats, holds, strict=True) if not beat]
+        gone = [w for w, held in silent if not held]  # stopped, holding nothing: forgotten
+        if gone:
+            self.client.srem(WORKERS_KEY, *gone)
+        return [w for w, held in silent if held][:limit]
 
     def held_steps(self, worker: str) -> list[str]:
         return sorted(self.client.smembers(held_key(worker)))

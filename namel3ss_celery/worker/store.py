@@ -268,7 +268,8 @@ class MemoryStore:
     def lost_workers(self, limit: int) -> list[str]:
         with self._lock:
             now = time.monotonic()
-            return [w for w, held in self._held.items() if held and self._beats.get(w, 0.0) < now][:limit]
+            # As on Redis: a worker is known by its beats; one whose last beat ran out and holds steps is lost.
+            return [w for w, held in self._held.items() if held and w in self._beats and self._beats[w] < now][:limit]
 
     def held_steps(self, worker: str) -> list[str]:
         with self._lock:

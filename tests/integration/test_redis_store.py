@@ -179,3 +179,32 @@ def test_a_step_filed_renews_its_runs_expiry(redis_url: str) -> None:
     finally:
         store.client.delete(run_key(run_id), f"{run_key(run_id)}:steps:b")
         store.close()
+
+
+def test_a_worker_whose_heartbeat_ran_out_while_holding_steps_is_lost(redis_url: str) -> None:
+    """Lost workers are looked for among the workers that beat (a set), not by scanning the keyspace."""
+    import uuid
+
+    from namel3ss_celery.engine.ports import Held
+    from namel3ss_celery.plan.fields import WORKERS_KEY, run_key
+    from namel3ss_celery.worker.redis_store import RedisStore
+    from tests.waiting import wait_until
+
+    store = RedisStore(redis_url)
+    gone, alive, run_id = f"gone-{uuid.uuid4().hex}", f"alive-{uuid.uuid4().hex}", uuid.uuid4().hex
+    try:
+        store.create_run(run_id, {"plan": "{}"}, 60)
+        store.beat(gone, 1)
+        store.beat(alive, 60)
+        assert store.set_unless(run_id, "node:b:started:0", "{}", [], Held(gone, "m0", 60))
+        assert store.set_unless(run_id, "node:b:started:1", "{}", [], Held(alive, "m1", 60))
+        wait_until(lambda: gone in store.lost_workers(100), 10, "the silent worker was not found lost")
+        assert alive not in store.lost_workers(100)
+        assert store.held_steps(gone) == ["m0"]
+        store.release(gone, "m0")
+        store.lost_workers(100)  # silent and holding nothing: forgotten
+        assert gone not in store.client.smembers(WORKERS_KEY)
+    finally:
+        store.client.srem(WORKERS_KEY, gone, alive)
+        store.client.delete(run_key(run_id), f"n3:worker:{alive}", f"n3:worker:{alive}:steps")
+        store.close()

@@ -24,7 +24,8 @@ def test_a_worker_that_beats_is_not_lost() -> None:
 def test_the_steps_of_a_worker_whose_heartbeat_ran_out_are_filed_as_lost() -> None:
     conductor, recorder, run_id = start(block("collect", 2))
     first, second = recorder.sent
-    conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60))  # never beats
+    conductor.store.beat("gone", 0)  # its last beat, run out at once
+    conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60))
     report(conductor, second, TaskStatus.COMPLETED, 1)
     watch = Watch(conductor, "alive")
     for _ in range(LOST_EVERY):
