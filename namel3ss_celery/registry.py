@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from celery.utils.imports import cwd_in_path
+
 from .errors import CompileError, ConfigurationError, UnknownTarget
 
 StepFunction = Callable[[dict[str, Any], dict[str, Any]], Any]
@@ -140,12 +142,15 @@ def reducer(name: str) -> Callable[[ReducerFunction], ReducerFunction]:
 def import_step_modules(modules: Sequence[str], registry: Registry) -> None:
     """Import the listed step modules and register their module-level functions as ``module:function``.
 
+    They are looked for in the current directory too, as Celery looks there for the app of ``celery -A``.
+
     Raises:
         ConfigurationError: a listed module cannot be imported.
     """
     for module_name in modules:
         try:
-            module = importlib.import_module(module_name)
+            with cwd_in_path():  # the current directory is importable, as for `celery -A`'s app
+                module = importlib.import_module(module_name)
         except Exception as exc:  # noqa: BLE001 - any import failure is a configuration error
             raise ConfigurationError(
                 f"NAMEL3SS_CELERY_STEP_MODULES lists {module_name!r}, which cannot be imported: {exc}",
