@@ -19,6 +19,7 @@ from typing import Any
 
 from celery.exceptions import Ignore, NotRegistered
 from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
+from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
 from ..engine.lost import held
@@ -40,6 +41,19 @@ from .sticky import StickyKeys
 logger = logging.getLogger("namel3ss_celery")
 
 CONTEXTS_KEPT = 16  # stored contexts a worker process keeps (one per node of the runs it works on)
+
+
+def revoked(task: Any, reason: str) -> None:
+    """End a step that was stopped or never started as REVOKED: in the result backend, and for Flower and
+    ``celery events``, which saw it start and would otherwise show it ``STARTED`` for ever (``Ignore``,
+    raised next, ends the task without an event). The event goes out only where the task sends events."""
+    request = task.request
+    task.backend.mark_as_revoked(request.id, reason, request=request)
+    if task.send_events:
+        try:
+            task.send_event("task-revoked", retry=False, terminated=False, signum=None, expired=False)
+        except (OperationalError, *task.app.connection_for_write().connection_errors) as exc:  # read on error only
+            logger.warning("could not send task-revoked for %s: %s", request.id, exc)
 
 
 class StepHandler:
@@ -87,7 +101,7 @@ class StepHandler:
         if not may_run:
             skipped = self.conductor.skip(message, worker, task_id)
             if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started
-                task.backend.mark_as_revoked(request.id, "block already decided", request=request)
+                revoked(task, "block already decided")
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
@@ -99,7 +113,7 @@ class StepHandler:
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.conductor.file_patiently(message, outcome, held=holding)
-            task.backend.mark_as_revoked(request.id, "stopped: its block no longer needed it", request=request)
+            revoked(task, "stopped: its block no longer needed it")
             self.conductor.follow_up(follow_up)
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.

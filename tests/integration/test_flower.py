@@ -1,4 +1,5 @@
-"""Flower, started for real on the same app: it shows each step as its own task, a failing step as FAILURE."""
+"""Flower, started for real on the same app: it shows each step as its own task, a failing step as FAILURE,
+a stopped or cancelled step as REVOKED."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
+
+from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
+from .steps import MARKER_TTL, gate_key, started_key
 from .workers import REPO
 
 pytestmark = pytest.mark.integration
@@ -120,6 +126,65 @@ def test_flower_shows_each_step_as_its_own_task_and_a_failed_step_as_failure(flo
     assert seen["n3.step.fail"]["state"] == "FAILURE" and "boom" in seen["n3.step.fail"]["exception"]
     # Flower lists a step by block and step name (the message's argsrepr), not by its whole payload.
     assert seen["n3.step.echo"]["args"] == f"(step 'fine' of block 'watched', run {run.id})"
+
+
+def flower_states(url: str, run_id: str) -> dict[str, str]:
+    """Each step's state in Flower by step name (from the task's argsrepr)."""
+    tasks = get(f"{url}/api/tasks")
+    states: dict[str, str] = {}
+    for task in tasks.values():
+        args = str(task.get("args"))
+        if run_id in args and args.startswith("(step '"):
+            states[args.split("'")[1]] = str(task.get("state"))
+    return states
+
+
+def test_flower_shows_a_stopped_race_loser_as_revoked(flower: tuple[Cluster, str]) -> None:
+    """The loser saw its block decided and stopped: Flower shows REVOKED, as the result backend does."""
+    cluster, url = flower
+    block = {
+        "name": "raced",
+        "strategy": "race",
+        "steps": [
+            {"name": "slow", "target": "patient", "seconds": 30, "value": "slow"},
+            {"name": "fast", "target": "echo", "value": "fast"},
+        ],
+    }
+    run = cluster.n3.dispatch(block)
+    assert run.get(timeout=WAIT).overall_status == "completed"
+    seen: dict[str, str] = {}
+
+    def ended() -> bool:
+        seen.update(flower_states(url, run.id))
+        return seen.get("slow") == "REVOKED" and seen.get("fast") == "SUCCESS"
+
+    wait_until(ended, WAIT, lambda: f"Flower shows {seen}")
+
+
+def test_flower_shows_the_running_steps_of_a_cancelled_run_as_revoked(flower: tuple[Cluster, str]) -> None:
+    cluster, url = flower
+    tag = f"flower-{uuid.uuid4().hex[:8]}"
+    block = {
+        "name": "cancelled",
+        "strategy": "all",
+        "steps": [{"name": f"held{i}", "target": "gated", "gate": tag, "tag": tag, "seconds": 60} for i in range(2)],
+    }
+    client = redis.Redis.from_url(cluster.env["N3_TEST_BACKEND"])
+    try:
+        run = cluster.n3.dispatch(block)
+        wait_until(lambda: client.llen(started_key(tag)) == 2, WAIT, "both steps to start")
+        run.cancel()
+        assert run.get(timeout=WAIT).overall_status == "cancelled"
+        seen: dict[str, str] = {}
+
+        def ended() -> bool:
+            seen.update(flower_states(url, run.id))
+            return seen.get("held0") == "REVOKED" and seen.get("held1") == "REVOKED"
+
+        wait_until(ended, WAIT, lambda: f"Flower shows {seen}")
+    finally:
+        client.set(gate_key(tag), 1, ex=MARKER_TTL)  # never needed when the cancel worked
+        client.close()
 
 
 def test_flower_refuses_its_api_without_the_password(flower: tuple[Cluster, str]) -> None:
