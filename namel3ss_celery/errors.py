@@ -73,11 +73,18 @@ class StoreUnavailable(Namel3ssCeleryError, ConnectionError):
 class WaitTimeout(Namel3ssCeleryError, TimeoutError):
     """Waiting for a run gave up; the run itself goes on."""
 
-    def __init__(self, run_id: str, timeout: float, status: str) -> None:
+    def __init__(
+        self, run_id: str, timeout: float, status: str, idle_queues: dict[str, list[str]] | None = None
+    ) -> None:
         self.run_id = run_id
         self.timeout = timeout
         self.status = status
-        super().__init__(f"run {run_id} still {status} after waiting {timeout:g}s")
+        self.idle_queues = dict(idle_queues or {})  # queue: what waits there ("node 'b'"), which nobody consumes
+        why = "".join(
+            f"; no worker consumes queue {queue!r}, where {' and '.join(waiting)} waits"
+            for queue, waiting in self.idle_queues.items()
+        )
+        super().__init__(f"run {run_id} still {status} after waiting {timeout:g}s{why}")
 
 
 class StepCancelled(Namel3ssCeleryError):

@@ -15,15 +15,16 @@ from typing import Any
 
 from celery import Celery, signals
 
-from .compiler import SMALL_BLOCK, check_plan, check_visibility
+from .apps import check_backend, make_app
+from .compiler import SMALL_BLOCK
+from .compiler.checks import check_context, check_plan, check_visibility
 from .compiler.planning import make_plan
 from .compiler.publisher import CeleryPublisher
-from .compiler.steps import adapter_queue
 from .compiler.support import check_program_supported
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
-from .engine.runner import install_log_ids, run_coroutine, to_json_data
-from .errors import ConfigurationError, SpecError, StepResultError, UnknownRun
+from .engine.runner import install_log_ids, run_coroutine
+from .errors import UnknownRun
 from .gc_pause import collection_paused
 from .local import LocalExecutor
 from .plan import fields
@@ -38,10 +39,11 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
+from .routing.consumers import idle_queues, node_queues, waiting_queues
+from .routing.queues import adapter_queue
 from .runs import RunHandle
-from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
+from .settings import Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
-from .spec.context import context_mapping
 from .worker.embedded import EmbeddedWorker
 from .worker.pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .worker.redis_store import RedisStore
@@ -53,22 +55,6 @@ from .worker.watchdog import add_watchdog
 
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
-
-
-def make_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings``: their broker and backend, or the embedded default."""
-    app = Celery("namel3ss_celery", set_as_current=False)
-    if settings.embedded:
-        app.conf.update(
-            broker_url=EMBEDDED_BROKER,
-            result_backend=EMBEDDED_BACKEND,
-            # The memory transport polls; its default of 1s per empty poll makes every hop slow.
-            broker_transport_options={"polling_interval": 0.005},
-        )
-    else:
-        app.conf.update(broker_url=settings.broker_url, result_backend=settings.result_backend)
-    app.conf.update(result_expires=settings.result_expires, task_serializer="json", accept_content=["json"])
-    return app
 
 
 class Namel3ssCelery:
@@ -94,7 +80,7 @@ class Namel3ssCelery:
             app = make_app(settings)
         self.app = app
         self.settings = settings or Settings.from_app(app)
-        _check_backend(app)
+        check_backend(app)
         use_all_redis_priorities(app)
         self._coordination_url = self.settings.coordination()
         self.registry = Registry(parent=SHARED)
@@ -246,6 +232,7 @@ class Namel3ssCelery:
             fields.NAME: plan.name,
             fields.PLAN: plan.to_json(),
             fields.CONTEXT: json.dumps(initial),
+            fields.QUEUES: json.dumps(node_queues(self.app, plan)),
             fields.STATUS: str(RunStatus.RUNNING),
             fields.CREATED: repr(time.time()),
         }
@@ -305,7 +292,15 @@ class Namel3ssCelery:
         return self._handle(run_id)
 
     def _handle(self, run_id: str) -> RunHandle:
-        return RunHandle(lambda: self.store, self.conductor.cancel, run_id)
+        return RunHandle(lambda: self.store, self.conductor.cancel, run_id, self._idle_queues)
+
+    def _idle_queues(self, run_id: str) -> dict[str, list[str]]:
+        """The queues a running run waits on that no worker consumes (``RunHandle.idle_queues``)."""
+        record = self.store.run_record(run_id)
+        if record is None or record.get(fields.STATUS) != RunStatus.RUNNING or fields.QUEUES not in record:
+            return {}
+        waiting = waiting_queues(json.loads(record[fields.QUEUES]), Plan.from_json(record[fields.PLAN]), record)
+        return {queue: waiting[queue] for queue in idle_queues(self.app, waiting)}
 
     def close(self) -> None:
         """Stop the embedded worker, if one was started, and close the coordination store's connections."""
@@ -316,37 +311,12 @@ class Namel3ssCelery:
             self._store = None
 
 
-def check_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A run's context as JSON data (a copy): what its steps receive.
-
-    Raises:
-        SpecError: the context is not a mapping (path ``context``), its ``outputs`` is not one
-            (``context.outputs``), a value nests too deep (``context.<key>``), or it carries a value
-            JSON cannot carry (``context``).
-    """
-    try:
-        checked: dict[str, Any] = to_json_data(context_mapping(context), "context")
-    except StepResultError as exc:
-        raise SpecError(str(exc), path="context") from exc
-    return checked
-
-
 def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:
     """Install namel3ss-celery on ``app`` (the same as ``Namel3ssCelery(app)``); returns the existing one if any."""
     existing = getattr(app, "namel3ss", None)
     if isinstance(existing, Namel3ssCelery):
         return existing
     return Namel3ssCelery(app, settings=settings)
-
-
-def _check_backend(app: Celery) -> None:
-    backend = str(app.conf.result_backend or "")
-    if backend.startswith("rpc"):
-        raise ConfigurationError(
-            f"result_backend {backend!r} cannot join chords or be read from another process; "
-            "set CELERY_RESULT_BACKEND (result_backend) to redis:// or another store",
-            setting="result_backend",
-        )
 
 
 def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .compiler import check_plan
+from .compiler.checks import check_plan
 from .compiler.steps import step_message
 from .engine.advance import final_result, run_result
 from .engine.conductor import Conductor

@@ -19,6 +19,8 @@ from .spec.limits import MAX_DURATION_SECONDS
 RunResult = ParallelExecutionResult | WorkflowResult
 
 DEFAULT_WAIT = 300.0
+DIAGNOSED_WAIT = 1.0  # a wait at least this long that times out says which queue has no worker (a look of ~1 s)
+IdleQueues = Callable[[str], dict[str, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,19 @@ class RunHandle:
         store: the coordination store (made on first use).
         cancel: what cancels a run by its id (the engine's ``Conductor.cancel``).
         run_id: the run's id.
+        idle: what finds the queues a run waits on that no worker consumes (see ``idle_queues``).
     """
 
-    def __init__(self, store: Callable[[], CoordinationStore], cancel: Callable[[str], None], run_id: str) -> None:
+    def __init__(
+        self,
+        store: Callable[[], CoordinationStore],
+        cancel: Callable[[str], None],
+        run_id: str,
+        idle: IdleQueues | None = None,
+    ) -> None:
         self._store = store
         self._cancel = cancel
+        self._idle = idle
         self.id = run_id
 
     def __repr__(self) -> str:
@@ -70,13 +80,17 @@ class RunHandle:
         Raises:
             InvalidArgument: ``timeout`` is ``None``, not a number, negative, NaN, infinite or too large
                 (a ``ValueError``; ``.argument == "timeout"``).
-            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on).
+            WaitTimeout: the run did not end within ``timeout`` seconds (it goes on). After a wait of
+                ``DIAGNOSED_WAIT`` seconds or more, it names the queues the run waits on that no worker
+                consumes (``.idle_queues``), if any.
             UnknownRun: no such run.
         """
         check_timeout(timeout)
         filed = self._store().wait(self.id, timeout)
         if filed is None:
-            raise WaitTimeout(self.id, timeout, str(self.status()))  # status() raises UnknownRun for no run
+            status = str(self.status())  # raises UnknownRun for no run
+            idle = self.idle_queues() if timeout >= DIAGNOSED_WAIT else {}
+            raise WaitTimeout(self.id, timeout, status, idle)
         result = final_result({fields.RESULT: filed})
         if result is None:
             raise UnknownRun(self.id)
@@ -101,6 +115,12 @@ class RunHandle:
                 state = "running"
             rows.append(NodeProgress(node.name, min(counts.get(node.name, 0), total), total, state))
         return rows
+
+    def idle_queues(self) -> dict[str, list[str]]:
+        """The queues this running run waits on that no worker consumes now, each with what waits there
+        (``node 'name'``, or ``its launch`` for a run not launched yet); empty when workers consume them all, or the run
+        ended. Asking Redis workers takes about a second (RabbitMQ counts consumers itself)."""
+        return self._idle(self.id) if self._idle is not None else {}
 
     def cancel(self) -> None:
         """Cancel the run from any process: its running blocks end as ``cancelled``.

@@ -10,8 +10,9 @@ from celery import canvas
 from ..plan.kinds import Join
 from ..plan.model import PoolRoute
 from ..registry import SETTLE_CHORD_FAILED_TASK, SETTLE_CHORD_TASK
+from ..routing.queues import adapter_queue
 from ..spec import ParallelBlockSpec
-from .steps import adapter_queue, step_signatures
+from .steps import step_signatures
 
 
 def build(

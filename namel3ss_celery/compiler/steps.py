@@ -145,21 +145,6 @@ def pool_queue(pool: str | None, pools: Mapping[str, PoolRoute] | None) -> str |
     return (pools or {})[pool].queue if pool else None
 
 
-def adapter_queue(block: ParallelBlockSpec, pools: Mapping[str, PoolRoute] | None) -> str | None:
-    """Where the adapter's own tasks for ``block`` go: the launch of a run that starts with it, its chord body
-    and errback.
-
-    When every step names a pool, the queue of the first step's pool: a deployment may run pool workers
-    only, and those workers, which run the block's steps, also run these tasks. Otherwise (a step on the
-    app's default queue, a fan-out, or a ``fallback_to_local`` pool, which may have no worker at all)
-    ``None``: the app's default queue and routes.
-    """
-    if not block.steps or any(step.worker_pool is None for step in block.steps):
-        return None
-    route = (pools or {})[str(block.steps[0].worker_pool)]
-    return None if route.fallback_to_local else route.queue
-
-
 def message_priority(app: Any, priority: int) -> int:
     """The broker's message priority for a step's ``priority`` (0 lowest .. 9 highest): kept on RabbitMQ,
     inverted on Redis (kombu pops priority 0 first). The in-memory transport has no priorities."""

@@ -31,8 +31,9 @@ from typing import Any
 
 from django.db import transaction  # type: ignore[import-untyped]  # Django ships no types: Any from here
 
+from ..compiler.checks import check_context
 from ..errors import ConfigurationError, UnknownRun
-from ..extension import Namel3ssCelery, SpecSource, check_context
+from ..extension import Namel3ssCelery, SpecSource
 from ..plan.model import Plan
 from ..runs import DEFAULT_WAIT, RunHandle, RunResult
 from ..worker.compat import on_commit_pending

@@ -63,6 +63,7 @@ RESULT = "result"  # the final result's JSON, once it ended
 DONE = "done"  # "1" once it ended
 FINAL = "final"  # claimed by the one caller that ends the run
 CANCELLED = "cancelled"  # "1" once cancel() was called
+QUEUES = "queues"  # JSON: where each node's steps, and the launch, were sent (routing.consumers.node_queues)
 
 
 def launched(node: str) -> str:

@@ -9,12 +9,14 @@ queue's dead-letter queue.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kombu.entity import Exchange, Queue
 
 from ..errors import RoutingError
-from ..spec import ProgramSpec, TaskQueueSpec, WorkerPoolSpec
+from ..plan.model import PoolRoute
+from ..spec import ParallelBlockSpec, ProgramSpec, TaskQueueSpec, WorkerPoolSpec
 from ..spec.enums import StrEnum
 from .distribution import region_queue, regions_of
 from .policy import retry_policy, seconds_text
@@ -203,3 +205,18 @@ def _check_links(program: ProgramSpec) -> None:
                 f"task queue {queue.name!r} is consumed by no worker pool (pool queue names: "
                 f"{', '.join(sorted(consumed)) or 'none'}); a pool uses the task queue named like its queue_name"
             )
+
+
+def adapter_queue(block: ParallelBlockSpec, pools: Mapping[str, PoolRoute] | None) -> str | None:
+    """Where the adapter's own tasks for ``block`` go: the launch of a run that starts with it, its chord body
+    and errback.
+
+    When every step names a pool, the queue of the first step's pool: a deployment may run pool workers
+    only, and those workers, which run the block's steps, also run these tasks. Otherwise (a step on the
+    app's default queue, a fan-out, or a ``fallback_to_local`` pool, which may have no worker at all)
+    ``None``: the app's default queue and routes.
+    """
+    if not block.steps or any(step.worker_pool is None for step in block.steps):
+        return None
+    route = (pools or {})[str(block.steps[0].worker_pool)]
+    return None if route.fallback_to_local else route.queue

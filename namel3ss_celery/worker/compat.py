@@ -107,3 +107,15 @@ def _flushed(batch: Any, sent: int, total: int, progress: Progress | None) -> No
 def _flush_early(batch: Any, sent: int) -> None:
     if sent <= FIRST and sent & (sent - 1) == 0:  # 1, 2, 4, 8
         batch.flush()
+
+
+def find_celery_app(name: str) -> Any:
+    """The Celery app ``name`` names, found as ``celery -A NAME`` finds it (``proj``, ``proj.celery``,
+    ``proj.celery:app``; the current directory is importable).
+
+    Raises:
+        ImportError, AttributeError: no such module or attribute.
+    """
+    from celery.app.utils import find_app
+
+    return find_app(name)

@@ -23,6 +23,7 @@ LAYERS = {
     "worker": 4,
     "compiler": 4,
     "deploy": 4,
+    "apps": 5,
     "extension": 5,
     "runs": 5,
     "local": 5,

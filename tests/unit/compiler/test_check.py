@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.compiler import check_plan, check_visibility
+from namel3ss_celery.compiler.checks import check_plan, check_visibility
 from namel3ss_celery.compiler.planning import make_plan
 from namel3ss_celery.errors import CompileError, NotSupportedYet, UnknownTarget
 from namel3ss_celery.plan.model import Plan

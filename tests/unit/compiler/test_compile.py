@@ -12,9 +12,9 @@ from celery import canvas
 from namel3ss_celery import compiler
 from namel3ss_celery.compiler import compile_node
 from namel3ss_celery.compiler.planning import make_plan
-from namel3ss_celery.compiler.steps import adapter_queue
 from namel3ss_celery.plan.message import SCHEMA_VERSION
 from namel3ss_celery.plan.model import PlanNode, PoolRoute
+from namel3ss_celery.routing.queues import adapter_queue
 from namel3ss_celery.spec import ParallelBlockSpec, load_program
 
 STEPS = [{"name": "first", "target": "fetch", "query": "celery"}, {"target": "mod:func", "kind": "llm"}]

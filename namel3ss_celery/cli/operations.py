@@ -1,0 +1,110 @@
+"""``namel3ss-celery worker``, ``dlq`` and ``deploy``: run a pool's worker, read dead letters, render deploy files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..deploy import render
+from ..errors import ConfigurationError
+from ..routing.workers import find_pool, worker_argv, worker_env
+from ..spec import TaskQueueSpec, load_program
+from ..worker.dead_letters import dead_letter_sources, list_dead_letters, requeue_dead_letters
+from .common import EXIT_FAILED, EXIT_OK, namel3ss, settings
+
+
+def worker(args: argparse.Namespace, out: TextIO) -> int:
+    """Replace this process with ``celery -A APP worker`` for the pool, its queue, limits and environment."""
+    found = settings(args)
+    program_file = args.program or found.program
+    if not program_file:
+        raise ConfigurationError("give --program (or NAMEL3SS_CELERY_PROGRAM)", setting="NAMEL3SS_CELERY_PROGRAM")
+    if found.embedded:
+        raise ConfigurationError("a pool worker needs a broker: give --broker (or CELERY_BROKER_URL)", "broker_url")
+    program = load_program(program_file)
+    pool = find_pool(program, args.pool)
+    options = worker_argv(program, pool.name, str(found.broker_url))
+    env = {
+        **os.environ,
+        **worker_env(pool),
+        "CELERY_BROKER_URL": str(found.broker_url),
+        "NAMEL3SS_CELERY_PROGRAM": os.path.abspath(program_file),
+        "NAMEL3SS_CELERY_POOL": pool.name,
+        "NAMEL3SS_CELERY_STEP_MODULES": ",".join(found.step_modules),
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
+    }
+    if found.result_backend:
+        env["CELERY_RESULT_BACKEND"] = found.result_backend
+    if args.region:
+        env["NAMEL3SS_CELERY_REGION"] = args.region
+    command = [sys.executable, "-m", "celery", "-A", args.app, "worker", *options, *args.celery_args]
+    print(" ".join(command), file=sys.stderr, flush=True)
+    os.execve(sys.executable, command, env)
+    return EXIT_FAILED  # pragma: no cover - execve does not return
+
+
+def dlq(args: argparse.Namespace, out: TextIO) -> int:
+    """``dlq list``: what is in each dead-letter queue, with its error; ``dlq requeue``: run those steps again."""
+    n3 = namel3ss(args)
+    try:
+        if n3.settings.embedded:
+            raise ConfigurationError(
+                "dead-letter queues live on a broker: give --broker (or CELERY_BROKER_URL), or -A/--app",
+                "broker_url",
+            )
+        program_file = args.program or n3.settings.program
+        sources = dead_letter_sources(load_program(program_file)) if program_file else {}
+        queues = args.queue or sorted(sources)
+        if not queues:
+            raise ConfigurationError(
+                "no dead-letter queue to read: give --queue NAME, or a --program whose task queues set "
+                "dead_letter_queue",
+                setting="NAMEL3SS_CELERY_PROGRAM",
+            )
+        default_max = int(TaskQueueSpec.model_fields["max_dead_letter_retries"].default)
+        report: dict[str, list[dict[str, Any]]] = {}
+        for queue in queues:
+            if args.action == "list":
+                report[queue] = [asdict(letter) for letter in list_dead_letters(n3.app, queue, args.limit)]
+            else:
+                limit = sources[queue].max_dead_letter_retries if queue in sources else default_max
+                report[queue] = [asdict(r) for r in requeue_dead_letters(n3.app, queue, limit, args.limit)]
+    finally:
+        n3.close()
+    if args.json:
+        json.dump(report, out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    for queue, rows in report.items():
+        out.write(f"{queue}: {len(rows)} {'dead letters' if args.action == 'list' else 'requeued or kept'}\n")
+        for row in rows:
+            letter = row.get("dead_letter", row)
+            out.write(
+                f"  {letter['task_id']}  {letter['task']}  run {letter['run']} block {letter['node']} "
+                f"step {letter['step']}  from {letter['queue']}  requeued {letter['requeues']}x\n"
+                f"    error: {letter['error']}\n"
+            )
+            if "task_id" in row and row is not letter:
+                done = f"requeued as {row['task_id']}" if row["task_id"] else f"kept: {row['kept_because']}"
+                out.write(f"    {done}\n")
+    return EXIT_OK
+
+
+def deploy(args: argparse.Namespace, out: TextIO) -> int:
+    """Write the deploy files of ``--target`` for the program's worker pools."""
+    program = load_program(args.file)
+    files = render(
+        program, args.target, app=args.app, broker_url=args.broker, program_path=args.program_path or args.file
+    )
+    folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
+    for name, text in sorted(files.items()):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        out.write(f"wrote {path}\n")
+    return EXIT_OK
