@@ -2,6 +2,7 @@
 
 from .engine.runner import cancelled
 from .errors import (
+    BrokerUnavailable,
     CompileError,
     ConfigurationError,
     Namel3ssCeleryError,
@@ -48,6 +49,7 @@ __all__ = [
     # errors
     "Namel3ssCeleryError",
     "SpecError",
+    "BrokerUnavailable",
     "CompileError",
     "NotSupportedYet",
     "UnknownTarget",

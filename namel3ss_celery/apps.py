@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
-from .errors import ConfigurationError
+from .errors import BrokerUnavailable, ConfigurationError
 from .settings import EMBEDDED_BACKEND, EMBEDDED_BROKER, Settings
 
 
@@ -37,3 +38,29 @@ def check_backend(app: Celery) -> None:
             "set CELERY_RESULT_BACKEND (result_backend) to redis:// or another store",
             setting="result_backend",
         )
+
+
+BROKER_TRIES = 3  # connection attempts before dispatch gives up on an unreachable broker (about a second)
+
+
+def check_broker(app: Celery) -> None:
+    """Make sure the broker answers before a run is recorded: a wrong port or bad credentials are an error
+    of ``dispatch``, not a run that fails later. A connection already open costs nothing here.
+
+    Raises:
+        BrokerUnavailable: no connection after ``BROKER_TRIES`` attempts (naming the URL, without its password).
+    """
+    with app.pool.acquire(block=True) as connection:
+        try:
+            connection.ensure_connection(max_retries=BROKER_TRIES - 1, interval_start=0.1, interval_step=0.4)
+        except (OperationalError, *connection.connection_errors, *connection.channel_errors) as exc:  # 403: refused
+            raise unavailable(connection.as_uri(), exc) from exc
+
+
+def unavailable(broker: str, exc: BaseException) -> BrokerUnavailable:
+    """The error of a dispatch whose broker did not take its messages: nothing was published."""
+    return BrokerUnavailable(
+        f"cannot reach the broker {broker} ({type(exc).__name__}: {exc}); nothing was published or recorded: "
+        "check broker_url (CELERY_BROKER_URL), its credentials, and that the server runs",
+        broker,
+    )

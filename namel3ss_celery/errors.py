@@ -62,6 +62,14 @@ class UnknownRun(Namel3ssCeleryError, LookupError):
         super().__init__(f"unknown run {run_id!r} (never dispatched here, or its record expired)")
 
 
+class BrokerUnavailable(Namel3ssCeleryError, ConnectionError):
+    """The broker could not be reached, so nothing was published; ``broker`` is its URL without the password."""
+
+    def __init__(self, message: str, broker: str = "") -> None:
+        self.broker = broker
+        super().__init__(message)
+
+
 class StoreUnavailable(Namel3ssCeleryError, ConnectionError):
     """The coordination store did not answer (after its own reconnects and retries); ``store`` names it."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
+from kombu.exceptions import OperationalError
 
-from .apps import check_backend, make_app
+from .apps import check_backend, check_broker, make_app
 from .compiler import SMALL_BLOCK
 from .compiler.checks import check_context, check_plan, check_visibility
 from .compiler.planning import make_plan
@@ -52,6 +54,8 @@ from .worker.step_task import StepHandler
 from .worker.store import MemoryStore
 from .worker.tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.watchdog import add_watchdog
+
+logger = logging.getLogger("namel3ss_celery")
 
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
@@ -197,6 +201,7 @@ class Namel3ssCelery:
         Raises:
             SpecError: the spec or the context is invalid (nothing was published).
             CompileError: a target is unknown or a field is not supported (nothing was published).
+            BrokerUnavailable: the broker cannot be reached (nothing was published or recorded).
         """
         # A large plan is many short-lived objects (see gc_pause.py); an eager dispatch runs the steps here,
         # and they keep the collector on.
@@ -220,6 +225,7 @@ class Namel3ssCelery:
 
         Raises:
             SpecError: the context is not JSON data (nothing was published).
+            BrokerUnavailable: the broker cannot be reached (nothing was published or recorded).
         """
         initial = check_context(context)
         run_id = run_id or uuid.uuid4().hex
@@ -227,6 +233,8 @@ class Namel3ssCelery:
             return self._run_eagerly(plan, initial, run_id)
         if self.embedded_worker is not None:
             self.embedded_worker.start()
+        else:
+            check_broker(self.app)  # an unreachable broker is this call's error, before anything is recorded
         record = {
             fields.KIND: plan.kind,
             fields.NAME: plan.name,
@@ -248,9 +256,18 @@ class Namel3ssCelery:
             # One small message; a worker publishes the steps, so a web request never waits for them.
             self.store.create_run(run_id, record, self.settings.result_expires)
             queue = adapter_queue(roots[0].block, plan.pools)  # pool workers take it where nobody else runs
-            self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(
-                ignore_result=True, **({"queue": queue} if queue else {})
-            )
+            try:
+                self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(
+                    ignore_result=True, **({"queue": queue} if queue else {})
+                )
+            except (OperationalError, *self.app.connection_for_write().connection_errors):
+                # The broker went away since check_broker: publish the roots from here, as for a small run; if
+                # that fails too, they end failed, naming the error. The run never waits for a lost launch.
+                logger.exception("publishing the launch of run %s failed; launching it from here", run_id)
+                launched = {fields.launched(n.name): "1" for n in roots}
+                self.store.set_fields(run_id, launched)
+                record.update(launched)
+                self.conductor.launch(run_id, plan, roots, record, {})
         return self._handle(run_id)
 
     def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:

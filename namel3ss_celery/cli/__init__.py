@@ -5,7 +5,7 @@ app (with namel3ss-celery installed on it, or installed now). Without it, a comm
 from ``--broker``/``--backend`` and the environment (the embedded default when no broker is set).
 
 Exit codes: 0 when every run completed, 1 when any did not, 2 on a spec,
-compile or configuration error (nothing was published).
+compile or configuration error, or a broker that cannot be reached (nothing was published).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import CompileError, ConfigurationError, RoutingError, SpecError
+from ..errors import BrokerUnavailable, CompileError, ConfigurationError, RoutingError, SpecError
 from .common import EXIT_SPEC
 from .operations import deploy, dlq, worker
 from .running import run, status
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())  # like `celery -A`: the current directory is importable
     try:
         return int(args.handler(args, sys.stdout))
-    except (SpecError, CompileError, ConfigurationError, RoutingError) as exc:
+    except (SpecError, CompileError, ConfigurationError, RoutingError, BrokerUnavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SPEC
 
