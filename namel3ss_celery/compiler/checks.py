@@ -32,7 +32,7 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
     """
     known: set[str] = set()  # targets checked already: a large block repeats a few
     for node in plan.nodes:
-        path = f"{plan.kind}[{plan.name}].{node.name}"
+        path = node_path(plan, node.name)
         check_supported(node.block, path)
         if node.block.fan_out is not None:
             check_target(node.block.fan_out.target, registry, step_modules, f"{path}.fan_out.target")
@@ -60,6 +60,13 @@ def check_plan(plan: Plan, registry: Registry, step_modules: tuple[str, ...]) ->
     check_json(plan)
 
 
+def node_path(plan: Plan, node: str) -> str:
+    """Where a node is in what was dispatched: ``block[b]``, or ``workflow[w].node`` (``program[p].node``)."""
+    if plan.kind == "block":
+        return f"block[{plan.name}]"
+    return f"{plan.kind}[{plan.name}].{node}"
+
+
 def check_visibility(plan: Plan, broker_url: str) -> None:
     """On Redis, a step of an at_least_once queue must end (killed at its hard limit at the latest) before the
     broker's visibility timeout, or Redis delivers it again while it runs, and again.
@@ -81,7 +88,7 @@ def check_visibility(plan: Plan, broker_url: str) -> None:
                     f"{HARD_LIMIT_GRACE:g}s later), not less than the Redis visibility timeout "
                     f"({route.visibility_timeout:g}s) of its at_least_once queue {route.queue!r}: Redis would "
                     "deliver it again while it runs; raise the task queue's visibility_timeout or lower timeout_seconds",
-                    path=f"{plan.kind}[{plan.name}].{node.name}.steps[{index}].timeout_seconds",
+                    path=f"{node_path(plan, node.name)}.steps[{index}].timeout_seconds",
                 )
 
 

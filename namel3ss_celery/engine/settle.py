@@ -128,10 +128,19 @@ Settled = tuple[RunStatus, Any, str | None]
 
 
 def _failures(results: list[ParallelTaskResult]) -> str | None:
-    failed = [r for r in results if r.status != TaskStatus.COMPLETED]
-    if not failed:
+    """``2 of 6 steps failed``, ``6 of 6 steps cancelled`` or ``1 of 6 steps failed and 2 cancelled``, then
+    each one's error; the counts match ``failed_tasks`` and ``cancelled_tasks``."""
+    failed = [r for r in results if r.status == TaskStatus.FAILED]
+    cancelled = [r for r in results if r.status not in (TaskStatus.COMPLETED, TaskStatus.FAILED)]
+    if not failed and not cancelled:
         return None
-    return f"{len(failed)} of {len(results)} steps failed: " + "; ".join(f"{r.task_id}: {r.error}" for r in failed)
+    if failed and cancelled:
+        counted = f"{len(failed)} of {len(results)} steps failed and {len(cancelled)} cancelled"
+    elif failed:
+        counted = f"{len(failed)} of {len(results)} steps failed"
+    else:
+        counted = f"{len(cancelled)} of {len(results)} steps cancelled"
+    return f"{counted}: " + "; ".join(f"{r.task_id}: {r.error}" for r in failed + cancelled)
 
 
 def _settle_all(

@@ -13,7 +13,7 @@ from namel3ss_celery.plan.model import Plan
 from namel3ss_celery.registry import Registry, import_step_modules
 from namel3ss_celery.spec import ParallelBlockSpec, load_program
 
-PATH = "block[b].b"
+PATH = "block[b]"
 
 
 def fetch(step: dict[str, Any], context: dict[str, Any]) -> str:

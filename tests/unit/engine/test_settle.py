@@ -97,7 +97,7 @@ def test_a_cancelled_step_fails_an_all_block() -> None:
     result = settle_block(block(names=("a", "b")), envelopes, Registry())
     assert result.overall_status == "failed"
     assert (result.completed_tasks, result.failed_tasks, result.cancelled_tasks) == (1, 0, 1)
-    assert result.error_message == "1 of 2 steps failed: b: StepCancelled"
+    assert result.error_message == "1 of 2 steps cancelled: b: StepCancelled"  # as cancelled_tasks counts it
 
 
 def test_collect_keeps_every_outcome_and_completes() -> None:

@@ -274,7 +274,7 @@ CATALOGUE = [
     Bad("unknown-strategy", dispatch(block(strategy="fastest")), SpecError, "strategy", "'any_success'"),
     Bad("unknown-key", dispatch(block(bogus=1)), SpecError, "bogus", "unknown key"),
     Bad("unknown-program-key", dispatch({**program_block(), "workflowz": []}), SpecError, "workflowz", "unknown key"),
-    Bad("unknown-target", dispatch(step(target="nowhere")), UnknownTarget, "block[b].b.steps[0]", "'nowhere'"),
+    Bad("unknown-target", dispatch(step(target="nowhere")), UnknownTarget, "block[b].steps[0]", "'nowhere'"),
     Bad("priority-10", dispatch(step(priority=10)), SpecError, "steps[0].priority"),
     Bad("priority-negative", dispatch(step(priority=-1)), SpecError, "steps[0].priority"),
     Bad("max-concurrency-negative", dispatch(block(max_concurrency=-1)), SpecError, "max_concurrency"),
@@ -290,7 +290,7 @@ CATALOGUE = [
         "unknown-reducer",
         dispatch(block(strategy="map_reduce", reduce_function="nope")),
         CompileError,
-        "block[b].b.reduce_function",
+        "block[b].reduce_function",
         "nope",
     ),
     Bad(
