@@ -15,24 +15,26 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
-from kombu.exceptions import OperationalError
 
 from .apps import check_backend, check_broker, make_app
-from .compiler import SMALL_BLOCK
 from .compiler.checks import check_context, check_plan, check_visibility
 from .compiler.planning import make_plan
 from .compiler.publisher import CeleryPublisher
+from .compiler.starting import start_run
 from .compiler.support import check_program_supported
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
 from .engine.runner import install_log_ids, run_coroutine
 from .errors import UnknownRun
+from .events.matching import check_triggers
+from .events.model import Event, EventPriority
+from .events.service import EventService
+from .events.tasks import register_event_tasks
 from .gc_pause import collection_paused
 from .local import LocalExecutor
 from .plan import fields
 from .plan.model import Plan
 from .registry import (
-    LAUNCH_TASK,
     SHARED,
     ReducerFunction,
     Registry,
@@ -41,8 +43,7 @@ from .registry import (
     import_step_modules,
 )
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
-from .routing.consumers import idle_queues, node_queues, waiting_queues
-from .routing.queues import adapter_queue
+from .routing.consumers import run_idle_queues
 from .runs import RunHandle
 from .settings import Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
@@ -97,6 +98,9 @@ class Namel3ssCelery:
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
         self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
         self.conductor.connect(CeleryPublisher(app, self.conductor))
+        self.events = EventService(app, self._events_url, self.settings.program, self.dispatch, self._run_context)
+        register_event_tasks(app, self.events)
+        self.conductor.run_ended.append(self.events.run_ended)
         self.steps = StepHandler(app, self.conductor)
         register_adapter_tasks(app, self.conductor)
         self._step_base = step_task_class(app, self.conductor)
@@ -149,6 +153,7 @@ class Namel3ssCelery:
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
             self.load_step_modules()
+            self.events.program()  # a worker with a bad program (NAMEL3SS_CELERY_PROGRAM) fails as it starts
 
     @property
     def program_file(self) -> str | None:
@@ -182,6 +187,36 @@ class Namel3ssCelery:
                     url = self._coordination_url
                     self._store = MemoryStore() if url.startswith("memory://") else RedisStore(url)
         return self._store
+
+    # --- events -------------------------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        source: str = "application",
+        correlation_id: str | None = None,
+        priority: int = EventPriority.NORMAL,
+    ) -> Event:
+        """Publish an event (``custom``, ``webhook``, ``message``, ``dataset_change``, ``manual``, ...): it goes
+        to the deployment's stream, and workers start what their program's triggers name for it (see
+        ``events.service``).
+
+        Raises:
+            SpecError: an unknown event type (or one the adapter announces itself), data that is not a
+                mapping of JSON data (nothing was published).
+        """
+        if self.embedded_worker is not None:
+            self.embedded_worker.start()  # it matches the event
+        return self.events.emit(event_type, data, source=source, correlation_id=correlation_id, priority=priority)
+
+    def _events_url(self) -> str:
+        return "memory://" if self.app.conf.task_always_eager else self._coordination_url
+
+    def _run_context(self, run_id: str) -> dict[str, Any] | None:
+        (text,) = self.store.get_fields(run_id, [fields.CONTEXT])
+        return json.loads(text) if text else None
 
     # --- dispatch and runs -------------------------------------------------------
 
@@ -235,39 +270,16 @@ class Namel3ssCelery:
             self.embedded_worker.start()
         else:
             check_broker(self.app)  # an unreachable broker is this call's error, before anything is recorded
-        record = {
-            fields.KIND: plan.kind,
-            fields.NAME: plan.name,
-            fields.PLAN: plan.to_json(),
-            fields.CONTEXT: json.dumps(initial),
-            fields.QUEUES: json.dumps(node_queues(self.app, plan)),
-            fields.STATUS: str(RunStatus.RUNNING),
-            fields.CREATED: repr(time.time()),
-        }
-        roots = [n for n in plan.nodes if not n.depends_on]
-        if sum(len(n.block.steps) for n in roots) <= SMALL_BLOCK and not any(n.block.fan_out for n in roots):
-            # A small run (its first blocks have at most SMALL_BLOCK steps): publishing its few steps here
-            # costs less than a hop through a worker. Nobody
-            # else knows the run yet, so its roots are claimed (and not cancelled) as the record is written.
-            record.update({fields.launched(n.name): "1" for n in roots})
-            self.store.create_run(run_id, record, self.settings.result_expires)
-            self.conductor.launch(run_id, plan, roots, record, {}, cancelled={n.name: None for n in roots})
-        else:
-            # One small message; a worker publishes the steps, so a web request never waits for them.
-            self.store.create_run(run_id, record, self.settings.result_expires)
-            queue = adapter_queue(roots[0].block, plan.pools)  # pool workers take it where nobody else runs
-            try:
-                self.app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(
-                    ignore_result=True, **({"queue": queue} if queue else {})
-                )
-            except (OperationalError, *self.app.connection_for_write().connection_errors):
-                # The broker went away since check_broker: publish the roots from here, as for a small run; if
-                # that fails too, they end failed, naming the error. The run never waits for a lost launch.
-                logger.exception("publishing the launch of run %s failed; launching it from here", run_id)
-                launched = {fields.launched(n.name): "1" for n in roots}
-                self.store.set_fields(run_id, launched)
-                record.update(launched)
-                self.conductor.launch(run_id, plan, roots, record, {})
+        start_run(
+            self.app,
+            self.store,
+            self.conductor,
+            plan,
+            initial,
+            run_id,
+            self.settings.result_expires,
+            recorded=lambda: self.events.run_started(run_id, plan, initial),  # before any step can end the run
+        )
         return self._handle(run_id)
 
     def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:
@@ -292,6 +304,7 @@ class Namel3ssCelery:
         loaded = load_any(spec)
         if isinstance(loaded, ProgramSpec):
             check_program_supported(loaded)
+            check_triggers(loaded)
         plan = make_plan(loaded, workflow)
         self.load_step_modules()
         check_plan(plan, self.registry, self.settings.step_modules)  # computes the plan's JSON, which dispatch stores
@@ -313,19 +326,17 @@ class Namel3ssCelery:
 
     def _idle_queues(self, run_id: str) -> dict[str, list[str]]:
         """The queues a running run waits on that no worker consumes (``RunHandle.idle_queues``)."""
-        record = self.store.run_record(run_id)
-        if record is None or record.get(fields.STATUS) != RunStatus.RUNNING or fields.QUEUES not in record:
-            return {}
-        waiting = waiting_queues(json.loads(record[fields.QUEUES]), Plan.from_json(record[fields.PLAN]), record)
-        return {queue: waiting[queue] for queue in idle_queues(self.app, waiting)}
+        return run_idle_queues(self.app, self.store.run_record(run_id))
 
     def close(self) -> None:
-        """Stop the embedded worker, if one was started, and close the coordination store's connections."""
+        """Stop the embedded worker, if one was started, and close the coordination and event stores'
+        connections."""
         if self.embedded_worker is not None:
             self.embedded_worker.stop()
         if self._store is not None:
             self._store.close()
             self._store = None
+        self.events.close()
 
 
 def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:

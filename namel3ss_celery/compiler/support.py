@@ -32,7 +32,21 @@ def refuse_non_defaults(spec: Any, fields: dict[str, Callable[[Any], bool]], pat
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
 PROGRAM_NOT_YET = ("event_handlers",)
 # The trigger types that run (the others are refused, naming the trigger).
-TRIGGER_TYPES_BUILT: frozenset[str] = frozenset()
+TRIGGER_TYPES_BUILT: frozenset[str] = frozenset(
+    {
+        "task_completed",
+        "task_failed",
+        "workflow_started",
+        "workflow_completed",
+        "user_input",
+        "system_alert",
+        "custom",
+        "webhook",
+        "message",
+        "dataset_change",
+        "manual",
+    }
+)
 
 # Task queue fields whose behaviour is not built yet: refused when set to anything but the IR default.
 QUEUE_NOT_YET: dict[str, Callable[[Any], bool]] = {

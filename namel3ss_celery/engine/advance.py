@@ -21,6 +21,7 @@ class Advance:
     launch: list[PlanNode]
     outputs: dict[str, Any]
     final: ParallelExecutionResult | WorkflowResult | None = None
+    ended: bool = False  # this call ended the run (exactly one call does, whatever the duplicates)
 
 
 def node_results(plan: Plan, record: Mapping[str, str]) -> tuple[dict[str, ParallelExecutionResult], dict[str, Any]]:
@@ -52,8 +53,10 @@ def node_settled(
     if failed or len(outputs) == len(plan.nodes):
         final = run_result(plan, run_id, record, results, outputs, failed_node=node if failed else None)
         text = filed if plan.kind == "block" else json.dumps(final.to_dict())  # a block run: its block
-        store.finish(run_id, {fields.STATUS: str(final.overall_status), fields.RESULT: text}, ttl, claim=fields.FINAL)
-        return Advance([], outputs, final)
+        ended = store.finish(
+            run_id, {fields.STATUS: str(final.overall_status), fields.RESULT: text}, ttl, claim=fields.FINAL
+        )
+        return Advance([], outputs, final, ended)
     launch = [
         n
         for n in plan.nodes

@@ -80,8 +80,9 @@ class Conductor:
         self.registry = registry
         self.ttl = ttl
         self.executed_on = executed_on
+        self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
         self.launcher = Launcher(
-            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node
+            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node, self._ended
         )
 
     def connect(self, publisher: Publisher[Any]) -> None:
@@ -416,11 +417,20 @@ class Conductor:
             if fields.launched(node.name) in record and fields.settled(node.name) not in record:
                 self.decide_and_settle(run_id, node.name, CANCELLED)
 
+    def _ended(self, run_id: str, plan: Plan, final: Any) -> None:
+        """Tell ``run_ended``'s listeners, once per run (the run has ended whatever they do)."""
+        logger.info("run %s ended %s", run_id, getattr(final, "overall_status", None))
+        for listener in self.run_ended:
+            try:
+                listener(run_id, plan, final)
+            except Exception:  # noqa: BLE001 - the run ended and is filed; a listener's failure is only logged
+                logger.exception("announcing the end of run %s failed", run_id)
+
     def _advance(
         self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
     ) -> None:
         advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
-        if advance.final is not None:
-            logger.info("run %s ended %s", run_id, advance.final.overall_status)
+        if advance.ended:
+            self._ended(run_id, plan, advance.final)
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)

@@ -38,6 +38,7 @@ class Launcher:
         ttl: seconds a run's keys live.
         executed_on: what results report as where they ran.
         settle_node: the conductor's settle (a resumed launch that fails settles its block).
+        run_ended: told once when a launch ends its run (a block that could not start failed it).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Launcher:
         ttl: int,
         executed_on: str,
         settle_node: Callable[[str, str], None],
+        run_ended: Callable[[str, Plan, Any], None],
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -55,6 +57,7 @@ class Launcher:
         self.ttl = ttl
         self.executed_on = executed_on
         self.settle_node = settle_node
+        self.run_ended = run_ended
 
     @property
     def store(self) -> CoordinationStore:
@@ -158,6 +161,8 @@ class Launcher:
             if self.store.claim(run_id, fields.settled(node.name)):
                 result = settle_block(node.block, {}, self.registry, executed_on=self.executed_on, decision=failure)
                 advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
+                if advance.ended:
+                    self.run_ended(run_id, plan, advance.final)
                 outputs = advance.outputs
                 pending.extend(advance.launch)
 

@@ -253,3 +253,8 @@ def to_json_data(value: Any, what: str) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from exc
         raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from exc
+
+
+def current_step() -> tuple[str, str, str] | None:
+    """The run, block and step of the step running in this context (``None`` outside a step)."""
+    return _step_ids.get()

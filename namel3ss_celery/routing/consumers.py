@@ -3,12 +3,14 @@ asks, to say why a run does not move ("no worker consumes queue 'reports'")."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..plan import fields
 from ..plan.model import Plan
 from ..registry import LAUNCH_TASK, STEP_TASK_PREFIX
+from ..results import RunStatus
 from .queues import Broker, adapter_queue, broker_kind
 
 LAUNCH_LABEL = "its launch"  # what waits on the launch task's queue of a run not launched yet
@@ -91,6 +93,14 @@ def waiting_queues(queues: dict[str, list[str]], plan: Plan, record: Mapping[str
             for queue in queues.get(node.name, []):
                 waiting.setdefault(queue, []).append(f"node {node.name!r}")
     return waiting
+
+
+def run_idle_queues(app: Any, record: Mapping[str, str] | None) -> dict[str, list[str]]:
+    """The queues a running run (its ``record``) waits on that no worker consumes now, with what waits there."""
+    if record is None or record.get(fields.STATUS) != RunStatus.RUNNING or fields.QUEUES not in record:
+        return {}
+    waiting = waiting_queues(json.loads(record[fields.QUEUES]), Plan.from_json(record[fields.PLAN]), record)
+    return {queue: waiting[queue] for queue in idle_queues(app, waiting)}
 
 
 def _routed_queue(app: Any, task_name: str) -> str:

@@ -20,6 +20,7 @@ LAYERS = {
     "gc_pause": 2,
     "engine": 3,
     "routing": 3,
+    "events": 4,
     "worker": 4,
     "compiler": 4,
     "deploy": 4,

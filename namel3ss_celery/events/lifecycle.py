@@ -1,0 +1,45 @@
+"""The events the adapter announces of its own runs: ``workflow_started`` when a run is dispatched, and
+exactly one ``workflow_completed`` when it ends (a failed or cancelled run too, with its status), as the
+Namel3ss event runtime does. A run started by a trigger carries its event's correlation id, and its
+events are one level deeper than that event (``metadata["depth"]``), so a loop is stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..plan.model import Plan
+from .model import Event, EventType
+
+SOURCE = "namel3ss-celery"
+
+
+def _lineage(context: Mapping[str, Any] | None) -> tuple[str | None, str | None, int]:
+    """The trigger event's id, correlation id, and the depth of the run's own events."""
+    trigger = (context or {}).get("trigger_event")
+    if not isinstance(trigger, Mapping):
+        return None, None, 0
+    depth = int((trigger.get("metadata") or {}).get("depth", 0)) + 1
+    return trigger.get("event_id"), trigger.get("correlation_id"), depth
+
+
+def run_started(run_id: str, plan: Plan, context: Mapping[str, Any] | None) -> Event:
+    trigger_id, correlation, depth = _lineage(context)
+    data = {"workflow_name": plan.name, "kind": plan.kind, "instance_id": run_id, "trigger_event_id": trigger_id}
+    return Event(EventType.WORKFLOW_STARTED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
+
+
+def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | None) -> Event:
+    trigger_id, correlation, depth = _lineage(context)
+    status = str(getattr(final, "overall_status", "failed"))
+    data: dict[str, Any] = {
+        "workflow_name": plan.name,
+        "kind": plan.kind,
+        "instance_id": run_id,
+        "trigger_event_id": trigger_id,
+        "status": status,
+        "duration_ms": getattr(final, "total_duration_ms", None),
+    }
+    if status != "completed":
+        data["error"] = getattr(final, "error_message", None)
+    return Event(EventType.WORKFLOW_COMPLETED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})

@@ -1,0 +1,106 @@
+"""A program's event triggers, compiled when it loads, and which of them an event starts.
+
+Each trigger's ``event_type``, ``filter_fields`` and ``filter_expression`` are checked and compiled once;
+a bad one fails the load naming its field (and, for an expression, the position). Schedules
+(``event_type: schedule``) are beat's, not matched here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import SpecError
+from ..spec import EventTriggerSpec, ProgramSpec
+from ..spec.enums import ExecutionMode
+from .filters import MISSING, Predicate, compile_expression, fields_filter, lookup
+from .model import Event, EventType, event_type
+from .targets import check_targets
+
+MAX_DEPTH = 8  # triggered runs in an event's ancestry: deeper is a loop, and is stopped
+DEDUPE_KEY = "dedupe_key"  # source_config: the event field whose value deduplicates (default: the event id)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One compiled trigger of a program."""
+
+    spec: EventTriggerSpec
+    path: str  # event_triggers[i]
+    event_type: EventType
+    filters: tuple[Predicate, ...]
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        return event.get("event_type") == self.event_type and all(f(event) for f in self.filters)
+
+    def dedupe_value(self, event: Mapping[str, Any]) -> str:
+        """What makes two events the same for this trigger's ``deduplicate_window``."""
+        path = self.spec.source_config.get(DEDUPE_KEY)
+        if not path:
+            return str(event.get("event_id"))
+        found = lookup(event, str(path))
+        return "missing" if found is MISSING else repr(found)
+
+    def context(self, event: Event) -> dict[str, Any]:
+        """The triggered run's context: ``context_mapping``'s fields (``{context key: event path}``), and the
+        event itself as ``trigger_event``."""
+        found = event.to_dict()
+        context = {key: lookup(found, path) for key, path in self.spec.context_mapping.items()}
+        return {key: value for key, value in context.items() if value is not MISSING} | {"trigger_event": found}
+
+
+def compile_triggers(program: ProgramSpec) -> list[Trigger]:
+    """The program's event triggers (not its schedules), checked and compiled.
+
+    Raises:
+        SpecError: naming the trigger's field: an unknown event type, a bad expression, an execution_mode
+            this release cannot honour, a context_mapping or dedupe_key that is not a field path.
+    """
+    triggers = []
+    for index, spec in enumerate(program.event_triggers):
+        path = f"event_triggers[{index}]"
+        if spec.event_type == EventType.SCHEDULE:
+            continue
+        try:
+            kind = event_type(spec.event_type)
+        except SpecError as exc:
+            raise SpecError(str(exc).split(": ", 1)[-1], path=f"{path}.event_type") from exc
+        if spec.execution_mode == ExecutionMode.SYNC:
+            raise SpecError(
+                "execution_mode 'sync' would wait for the triggered run inside the worker that matched the event, "
+                "where waiting can deadlock; use 'async' (the run's events and result are there to wait on)",
+                path=f"{path}.execution_mode",
+            )
+        for key, source in spec.context_mapping.items():
+            _check_path(source, f"{path}.context_mapping.{key}")
+        if spec.source_config.get(DEDUPE_KEY) is not None:
+            _check_path(spec.source_config[DEDUPE_KEY], f"{path}.source_config.{DEDUPE_KEY}")
+        filters: list[Predicate] = []
+        if spec.filter_fields:
+            filters.append(fields_filter(spec.filter_fields))
+        if spec.filter_expression:
+            filters.append(compile_expression(spec.filter_expression, f"{path}.filter_expression"))
+        triggers.append(Trigger(spec, path, kind, tuple(filters)))
+    return triggers
+
+
+def check_triggers(program: ProgramSpec) -> None:
+    """Everything about the program's triggers that can be checked when it loads: targets, types, filters.
+
+    Raises:
+        SpecError: naming the trigger's field.
+    """
+    check_targets(program)
+    compile_triggers(program)
+
+
+def _check_path(value: object, where: str) -> None:
+    if not isinstance(value, str) or not value or any(not part for part in value.split(".")):
+        raise SpecError(f"a dotted field path of the event (data.user.id), not {value!r}", path=where)
+
+
+def matching(triggers: Sequence[Trigger], event: Event) -> list[Trigger]:
+    """The triggers ``event`` starts."""
+    found = event.to_dict()
+    return [trigger for trigger in triggers if trigger.matches(found)]

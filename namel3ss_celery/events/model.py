@@ -1,0 +1,104 @@
+"""An event, its types and priorities, with the names and defaults of the Namel3ss event runtime."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from ..errors import SpecError
+from ..spec.enums import StrEnum
+
+
+class EventType(StrEnum):
+    """What happened. The first seven are Namel3ss's; the others are the trigger types of its IR."""
+
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_COMPLETED = "workflow_completed"  # a failed or cancelled run too, with its status in data
+    USER_INPUT = "user_input"
+    SYSTEM_ALERT = "system_alert"
+    CUSTOM = "custom"
+    WEBHOOK = "webhook"
+    MESSAGE = "message"
+    DATASET_CHANGE = "dataset_change"
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+
+
+# What user code may emit (the adapter emits the run's own events itself).
+EMITTABLE = frozenset(
+    {
+        EventType.CUSTOM,
+        EventType.WEBHOOK,
+        EventType.MESSAGE,
+        EventType.DATASET_CHANGE,
+        EventType.MANUAL,
+        EventType.USER_INPUT,
+        EventType.SYSTEM_ALERT,
+    }
+)
+
+
+class EventPriority(IntEnum):
+    LOW = 0
+    NORMAL = 1
+    HIGH = 2
+    CRITICAL = 3
+
+
+def event_type(value: str | EventType, allowed: frozenset[EventType] | None = None) -> EventType:
+    """``value`` as an ``EventType``.
+
+    Raises:
+        SpecError: an unknown type (Namel3ss turned it into ``custom`` silently; here it is an error), or one
+            not in ``allowed`` (path ``event_type``).
+    """
+    try:
+        found = EventType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in (allowed or EventType))
+        raise SpecError(f"unknown event type {value!r}; known: {known}", path="event_type") from None
+    if allowed is not None and found not in allowed:
+        known = ", ".join(sorted(t.value for t in allowed))
+        raise SpecError(
+            f"event type {found.value!r} is announced by namel3ss-celery itself; emit one of: {known}",
+            path="event_type",
+        )
+    return found
+
+
+@dataclass
+class Event:
+    """One event: ``data`` is JSON data; ``metadata`` carries the adapter's own keys (``depth``, ``run_id``)."""
+
+    event_type: EventType
+    source: str
+    data: dict[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    timestamp: float = field(default_factory=time.time)
+    priority: EventPriority = EventPriority.NORMAL
+    correlation_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["event_type"] = str(self.event_type)
+        found["priority"] = int(self.priority)
+        return found
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        return cls(
+            event_type=EventType(data["event_type"]),
+            source=str(data.get("source", "")),
+            data=dict(data.get("data") or {}),
+            event_id=str(data.get("event_id") or uuid.uuid4().hex),
+            timestamp=float(data.get("timestamp") or time.time()),
+            priority=EventPriority(int(data.get("priority", EventPriority.NORMAL))),
+            correlation_id=data.get("correlation_id"),
+            metadata=dict(data.get("metadata") or {}),
+        )

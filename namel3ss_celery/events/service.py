@@ -1,0 +1,258 @@
+"""Events on a Celery app: ``emit``, the adapter's announcements of its runs, and trigger matching on workers.
+
+An event goes to the deployment's stream (durable: ``stream``), then to the workers: ``n3.events.match``
+(a Celery task per event) matches it against the program's triggers (``NAMEL3SS_CELERY_PROGRAM``) and
+starts what they name. A trigger deduplicates and rate-limits with the store's clock (Redis TTLs), delays
+with a countdown, maps the event into the run's context, and stops a loop: an event whose ancestry
+already holds ``MAX_DEPTH`` triggered runs starts nothing, and says so with a ``system_alert``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..compiler.support import check_program_supported
+from ..engine.runner import current_step, to_json_data
+from ..errors import SpecError, StepResultError
+from ..plan.model import Plan
+from ..spec import ProgramSpec, load_program
+from . import lifecycle
+from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matching
+from .model import EMITTABLE, Event, EventPriority, EventType, event_type
+from .stream import EventStore, event_store, follow
+from .targets import target_program
+
+logger = logging.getLogger("namel3ss_celery")
+
+MATCH_TASK = "n3.events.match"
+FIRE_TASK = "n3.events.fire"
+WATCHED_KEY = "n3:events:watched"  # the event types some worker's triggers listen to
+WATCHED_TTL = 86_400  # seconds; renewed whenever a worker loads a program with triggers
+WATCHED_FRESH = 2.0  # seconds a process trusts what it read of WATCHED_KEY
+
+
+class EventService:
+    """Events for one ``Namel3ssCelery``.
+
+    Args:
+        app: its Celery app.
+        store_url: where the event store is (the coordination store's URL, or ``memory://``), asked on first use.
+        program_file: the program whose triggers this process matches (``NAMEL3SS_CELERY_PROGRAM``), if any.
+        dispatch: ``Namel3ssCelery.dispatch``.
+        run_context: a run's initial context (to carry a triggered run's depth into what its steps emit).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        store_url: Callable[[], str],
+        program_file: str | None,
+        dispatch: Callable[..., Any],
+        run_context: Callable[[str], dict[str, Any] | None],
+    ) -> None:
+        self.app = app
+        self._store_url = store_url
+        self._store_made: EventStore | None = None
+        self._program_file = program_file
+        self._program_made: ProgramSpec | None = None
+        self._dispatch = dispatch
+        self._run_context = run_context
+        self._compiled: tuple[ProgramSpec, list[Trigger]] | None = None
+        self._watched: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self._lock = threading.RLock()
+        self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
+
+    def _store(self) -> EventStore:
+        if self._store_made is None:
+            with self._lock:
+                if self._store_made is None:
+                    self._store_made = event_store(self._store_url())
+        return self._store_made
+
+    def close(self) -> None:
+        """Close the event store's connections."""
+        if self._store_made is not None:
+            self._store_made.close()
+            self._store_made = None
+
+    def use_program(self, program: ProgramSpec | str | Path | Mapping[str, Any]) -> None:
+        """Match events against ``program``'s triggers in this process. Its triggers are checked now.
+
+        Raises:
+            SpecError: the program, or one of its triggers, is invalid.
+        """
+        loaded = program if isinstance(program, ProgramSpec) else load_program(program)
+        check_program_supported(loaded)
+        check_triggers(loaded)
+        self._program_made = loaded
+
+    def _program(self) -> ProgramSpec | None:
+        if self._program_made is None and self._program_file:
+            self.use_program(self._program_file)
+        return self._program_made
+
+    def run_started(self, run_id: str, plan: Plan, context: Mapping[str, Any]) -> None:
+        """Announce ``workflow_started`` for a run just recorded."""
+        self.announce(lifecycle.run_started(run_id, plan, context))
+
+    def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
+        """Announce the one ``workflow_completed`` of a run (the engine calls it once per run)."""
+        self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id)))
+
+    # --- publishing -------------------------------------------------------------
+
+    def emit(
+        self,
+        kind: str | EventType,
+        data: Mapping[str, Any] | None = None,
+        *,
+        source: str = "application",
+        correlation_id: str | None = None,
+        priority: int = EventPriority.NORMAL,
+    ) -> Event:
+        """Publish a ``custom``, ``webhook``, ``message``, ``dataset_change``, ``manual``, ``user_input`` or
+        ``system_alert`` event; the workers match it against the program's triggers.
+
+        Raises:
+            SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad
+                priority (nothing was published).
+        """
+        checked = event_type(kind, EMITTABLE)
+        if data is not None and not isinstance(data, Mapping):
+            raise SpecError(f"an event's data is a mapping of JSON data, not {type(data).__name__}", path="data")
+        try:
+            payload = to_json_data(dict(data or {}), "the event's data")
+        except StepResultError as exc:
+            raise SpecError(str(exc), path="data") from exc
+        try:
+            level = EventPriority(int(priority))
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"priority is 0..3 (EventPriority), not {priority!r}", path="priority") from exc
+        event = Event(checked, source, payload, priority=level, correlation_id=correlation_id)
+        event.metadata["depth"] = self._depth_here()
+        self._store().append(event)
+        self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+        return event
+
+    def announce(self, event: Event) -> None:
+        """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
+        process has triggers for it, or on a worker when some worker's triggers listen to its type."""
+        self._store().append(event)
+        if any(t.event_type == event.event_type for t in self.triggers()):
+            self.match(event)
+        elif str(event.event_type) in self._watched_types():
+            self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+
+    def events(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
+        """The deployment's events after the stream id ``after`` (``"$"``: from now on; ``"0"``: the oldest
+        kept), as they arrive, each with its id: give the last one back as ``after`` to resume there."""
+        return follow(self._store(), after, poll)
+
+    def _depth_here(self) -> int:
+        """How many triggered runs lead to this event: one more than the run whose step emits it."""
+        step = current_step()
+        if step is None:
+            return 0
+        context = self._run_context(step[0]) or {}
+        trigger = context.get("trigger_event")
+        return int(trigger.get("metadata", {}).get("depth", 0)) + 1 if isinstance(trigger, Mapping) else 0
+
+    # --- matching (on workers) --------------------------------------------------------
+
+    def program(self) -> ProgramSpec | None:
+        """The program whose triggers this process matches."""
+        return self._program()
+
+    def triggers(self) -> list[Trigger]:
+        """This process's program's event triggers, compiled once (and its event types marked watched)."""
+        program = self._program()
+        if program is None or not program.event_triggers:
+            return []
+        with self._lock:
+            if self._compiled is None or self._compiled[0] is not program:
+                compiled = compile_triggers(program)
+                self._compiled = (program, compiled)
+                self._mark_watched({str(t.event_type) for t in compiled})
+            return self._compiled[1]
+
+    def match(self, event: Event) -> list[str]:
+        """Start what ``event`` triggers; what became of each trigger (a run id, or why not)."""
+        program = self._program()
+        found = matching(self.triggers(), event)
+        return [self.fire(program, trigger, event) for trigger in found] if program is not None else []
+
+    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
+        """One trigger's answer to one event: deduplicate, rate-limit, stop loops, delay, dispatch."""
+        spec, store = trigger.spec, self._store()
+        depth = int(event.metadata.get("depth", 0))
+        if depth >= MAX_DEPTH:
+            return self._refuse(
+                "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
+            )
+        if spec.deduplicate_window and not store.claim(
+            f"dedupe:{spec.name}:{trigger.dedupe_value(event.to_dict())}", spec.deduplicate_window
+        ):
+            return self._count("duplicate")
+        for limit, seconds, per in (
+            (spec.max_triggers_per_minute, 60, "minute"),
+            (spec.max_triggers_per_hour, 3600, "hour"),
+        ):
+            if limit is not None and store.count(f"rate:{spec.name}:{per}", seconds) > limit:
+                return self._refuse("rate_limited", trigger, event, f"more than {limit} per {per}: dropped")
+        context = trigger.context(event)
+        context["trigger_event"]["metadata"]["depth"] = depth  # the run's own events are one deeper
+        if spec.trigger_delay:
+            self.app.signature(FIRE_TASK, args=(spec.name, context)).apply_async(
+                countdown=spec.trigger_delay, ignore_result=True
+            )
+            return self._count("delayed")
+        return self.start(program, spec.name, context)
+
+    def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
+        """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
+        (spec,) = [t for t in program.event_triggers if t.name == name]
+        target, workflow = target_program(program, spec)
+        handle = self._dispatch(target, context, workflow=workflow)
+        self._count("dispatched")
+        logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
+        return str(handle.id)
+
+    def _refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
+        """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""
+        logger.warning("trigger %s dropped event %s: %s", trigger.spec.name, event.event_id, detail)
+        alert = Event(
+            EventType.SYSTEM_ALERT,
+            "namel3ss-celery",
+            {"trigger": trigger.spec.name, "reason": why, "detail": detail, "event_id": event.event_id},
+            correlation_id=event.correlation_id,
+            metadata={"depth": MAX_DEPTH},  # an alert never starts anything
+        )
+        self._store().append(alert)
+        return self._count(why)
+
+    def _count(self, what: str) -> str:
+        with self._lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+        return what
+
+    def _mark_watched(self, types: set[str]) -> None:
+        client = getattr(self._store(), "client", None)
+        if client is not None and types:
+            with client.pipeline() as pipe:
+                pipe.sadd(WATCHED_KEY, *sorted(types))
+                pipe.expire(WATCHED_KEY, WATCHED_TTL)
+                pipe.execute()
+
+    def _watched_types(self) -> frozenset[str]:
+        read_at, types = self._watched
+        if time.monotonic() - read_at < WATCHED_FRESH:
+            return types
+        client = getattr(self._store(), "client", None)
+        types = frozenset(str(t) for t in client.smembers(WATCHED_KEY)) if client is not None else frozenset()
+        self._watched = (time.monotonic(), types)
+        return types

@@ -1,0 +1,156 @@
+"""Where events live: a Redis stream per deployment (the coordination store's database), read by id.
+
+An event that arrives while nobody listens stays in the stream until it is trimmed (``MAX_EVENTS``, the
+oldest first; the stream itself is dropped ``STREAM_TTL`` after its newest event), so a client that connects later, or reconnects, reads from the last id it saw. The same
+store keeps the triggers' windows (deduplication claims and rate counters) with Redis's own clock. The
+embedded default keeps all of it in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import redis
+
+from .model import Event
+
+STREAM_KEY = "n3:events"  # the deployment's stream
+WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
+MAX_EVENTS = 100_000  # kept in the stream (approximately: Redis trims whole nodes)
+STREAM_TTL = 7 * 86_400  # seconds the stream outlives its newest event
+
+_COUNT = "local n = redis.call('INCR', KEYS[1]); if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end; return n"
+
+
+class EventStore(Protocol):
+    """The stream and the trigger windows."""
+
+    def append(self, event: Event) -> str:
+        """Add ``event`` to the stream; its stream id (ordered: later events have greater ids)."""
+        ...
+
+    def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
+        """Events after the id ``after`` (``"0"``: from the oldest kept), at most ``count``; with ``block``,
+        wait up to that many seconds for one when there is none."""
+        ...
+
+    def newest(self) -> str:
+        """The id of the newest event kept (``"0"`` when there is none)."""
+        ...
+
+    def claim(self, key: str, seconds: float) -> bool:
+        """True for the one caller that claims ``key`` first; the claim lasts ``seconds``."""
+        ...
+
+    def count(self, key: str, seconds: float) -> int:
+        """Count one more in the window ``key``, which starts at its first count and lasts ``seconds``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class RedisEventStore:
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self._count = self.client.register_script(_COUNT)
+
+    def append(self, event: Event) -> str:
+        fields: Any = {"event": json.dumps(event.to_dict())}
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(STREAM_KEY, fields, maxlen=MAX_EVENTS, approximate=True)
+            pipe.expire(STREAM_KEY, STREAM_TTL)
+            stream_id, _ = pipe.execute()
+        return str(stream_id)
+
+    def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
+        wait = None if block is None else max(1, int(block * 1000))
+        replies = self.client.xread({STREAM_KEY: after}, count=count, block=wait) or []
+        return [(str(i), Event.from_dict(json.loads(f["event"]))) for _key, entries in replies for i, f in entries]
+
+    def newest(self) -> str:
+        found = self.client.xrevrange(STREAM_KEY, count=1)
+        return str(found[0][0]) if found else "0"
+
+    def claim(self, key: str, seconds: float) -> bool:
+        return bool(self.client.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000))))
+
+    def count(self, key: str, seconds: float) -> int:
+        return int(self._count(keys=[WINDOW_PREFIX + key], args=[max(1, int(seconds * 1000))]))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class MemoryEventStore:
+    """The embedded default's events: this process only."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[str, Event]] = []
+        self._windows: dict[str, tuple[int, float]] = {}
+        self._changed = threading.Condition()
+        self._last = 0
+
+    def append(self, event: Event) -> str:
+        with self._changed:
+            self._last += 1
+            stream_id = f"{self._last}-0"
+            self._events.append((stream_id, event))
+            del self._events[:-MAX_EVENTS]
+            self._changed.notify_all()
+            return stream_id
+
+    def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
+        after_n = int(after.split("-")[0])
+        deadline = time.monotonic() + (block or 0)
+        with self._changed:
+            while True:
+                found = [(i, e) for i, e in self._events if int(i.split("-")[0]) > after_n][:count]
+                left = deadline - time.monotonic()
+                if found or block is None or left <= 0:
+                    return found
+                self._changed.wait(left)
+
+    def newest(self) -> str:
+        with self._changed:
+            return f"{self._last}-0" if self._last else "0"
+
+    def _window(self, key: str, seconds: float) -> int:
+        now = time.monotonic()
+        n, until = self._windows.get(key, (0, 0.0))
+        if until <= now:
+            n, until = 0, now + seconds
+        self._windows[key] = (n + 1, until)
+        return n + 1
+
+    def claim(self, key: str, seconds: float) -> bool:
+        with self._changed:
+            return self._window(key, seconds) == 1
+
+    def count(self, key: str, seconds: float) -> int:
+        with self._changed:
+            return self._window(key, seconds)
+
+    def close(self) -> None:
+        pass
+
+
+def event_store(coordination_url: str) -> EventStore:
+    """The event store on the coordination store's server (``memory://``: this process)."""
+    if coordination_url.startswith("memory://"):
+        return MemoryEventStore()
+    return RedisEventStore(coordination_url)
+
+
+def follow(store: EventStore, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
+    """Every event after the id ``after`` (``"$"``: from now on), as it arrives, with its id (give it back
+    as ``after`` to resume there); the caller stops iterating."""
+    if after == "$":
+        after = store.newest()
+    while True:
+        for stream_id, event in store.read(after, block=poll):
+            after = stream_id
+            yield stream_id, event

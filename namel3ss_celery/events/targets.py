@@ -1,0 +1,35 @@
+"""What a trigger starts: its ``trigger_target``, a workflow or a parallel block of its program."""
+
+from __future__ import annotations
+
+from ..errors import SpecError
+from ..spec import EventTriggerSpec, ProgramSpec
+
+
+def check_targets(program: ProgramSpec) -> None:
+    """Every trigger names a workflow or a block of the program.
+
+    Raises:
+        SpecError: naming the trigger's ``trigger_target`` and what the program has.
+    """
+    workflows = {w.name for w in program.workflows}
+    blocks = {b.name for b in program.parallel_blocks}
+    for index, trigger in enumerate(program.event_triggers):
+        if trigger.trigger_target not in workflows | blocks:
+            raise SpecError(
+                f"trigger {trigger.name!r} starts {trigger.trigger_target!r}, which is neither a workflow "
+                f"({', '.join(sorted(workflows)) or 'none'}) nor a parallel block "
+                f"({', '.join(sorted(blocks)) or 'none'}) of the program",
+                path=f"event_triggers[{index}].trigger_target",
+            )
+
+
+def target_program(program: ProgramSpec, trigger: EventTriggerSpec) -> tuple[ProgramSpec, str | None]:
+    """What to dispatch for ``trigger``: the program and its workflow, or a program of the one block, named
+    like it (with the program's pools and queues, so its steps go where the program routes them)."""
+    if any(w.name == trigger.trigger_target for w in program.workflows):
+        return program, trigger.trigger_target
+    (block,) = [b for b in program.parallel_blocks if b.name == trigger.trigger_target]
+    alone = block.model_copy(update={"depends_on": []})
+    alone_program = {"name": block.name, "parallel_blocks": [alone], "workflows": [], "event_triggers": []}
+    return program.model_copy(update=alone_program), None

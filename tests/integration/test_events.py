@@ -1,0 +1,236 @@
+"""Events and triggers on a real worker and Redis: ``n3.emit`` from this process, matching on the worker
+(``NAMEL3SS_CELERY_PROGRAM``), filters, deduplication across processes, rate limits, delay, loops, and the
+adapter's own ``workflow_completed`` starting a follow-up, exactly once per run.
+
+The worker runs one task at a time (``solo``), so the match tasks of events emitted in order are matched in
+that order; each test emits a last, distinct event and waits for its run, after which the earlier ones are
+surely matched.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from namel3ss_celery import Namel3ssCelery, Settings
+from namel3ss_celery.events.model import Event
+
+from .app import make_app
+from .conftest import STEP_MODULES
+from .workers import REPO, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+WAIT = 60
+
+PROGRAM = """
+parallel_blocks:
+  - {name: welcome, steps: [{target: context_value, key: who}]}
+  - {name: order, steps: [{target: echo, value: ok}]}
+  - {name: limited, steps: [{target: echo, value: ok}]}
+  - {name: later, steps: [{target: echo, value: ok}]}
+  - {name: looping, steps: [{target: emit_again, kind: loop-TAG}]}
+  - {name: first, steps: [{target: echo, value: 1}]}
+  - {name: second, steps: [{target: echo, value: 2}]}
+  - {name: marker, steps: [{target: echo, value: done}]}
+event_triggers:
+  - name: signup-TAG
+    event_type: custom
+    trigger_target: welcome
+    filter_expression: "data.kind == 'signup-TAG' and data.plan in ['pro', 'team']"
+    context_mapping: {who: data.user}
+  - name: order-TAG
+    event_type: webhook
+    trigger_target: order
+    filter_fields: {kind: order-TAG}
+    deduplicate_window: 60
+    source_config: {dedupe_key: data.order_id}
+  - {name: burst-TAG, event_type: message, trigger_target: limited, filter_fields: {kind: burst-TAG},
+     max_triggers_per_minute: 2}
+  - {name: later-TAG, event_type: manual, trigger_target: later, filter_fields: {kind: later-TAG}, trigger_delay: 2}
+  - {name: loop-TAG, event_type: custom, trigger_target: looping, filter_fields: {kind: loop-TAG}}
+  - name: after-first-TAG
+    event_type: workflow_completed
+    trigger_target: second
+    filter_expression: "data.workflow_name == 'first' and data.status == 'completed'"
+  - {name: marker-TAG, event_type: custom, trigger_target: marker, filter_fields: {kind: marker-TAG}}
+"""
+
+
+@dataclass
+class Deployment:
+    n3: Namel3ssCelery
+    worker: WorkerProcess
+    tag: str
+    program: Path
+    since: str  # the stream's newest id before the test
+
+    def kind(self, name: str) -> str:
+        return f"{name}-{self.tag}"
+
+    def events(self) -> list[Event]:
+        return [event for _id, event in _read_all(self)]
+
+    def wait_for(self, what: str, check: object) -> list[Event]:
+        """Every event so far, once ``check(events)`` holds."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            found = self.events()
+            if check(found):  # type: ignore[operator]
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not within {WAIT}s: {what}\n{[e.to_dict() for e in found][-20:]}\n{self.worker.log()}"
+                )
+            time.sleep(0.1)
+
+    def started_by(self, events: list[Event], event_ids: set[str]) -> list[Event]:
+        return [e for e in events if e.event_type == "workflow_started" and e.data.get("trigger_event_id") in event_ids]
+
+    def completed_by(self, events: list[Event], event_ids: set[str]) -> list[Event]:
+        return [
+            e for e in events if e.event_type == "workflow_completed" and e.data.get("trigger_event_id") in event_ids
+        ]
+
+    def settle(self) -> list[Event]:
+        """Emit a marker event and wait for its run: every event emitted before it has been matched."""
+        marker = self.n3.emit("custom", {"kind": self.kind("marker")})
+        return self.wait_for("the marker's run", lambda found: self.completed_by(found, {marker.event_id}))
+
+
+def _read_all(deployment: Deployment) -> list[tuple[str, Event]]:
+    store = deployment.n3.events._store()
+    found, after = [], deployment.since
+    while True:
+        batch = store.read(after, count=500)
+        if not batch:
+            return found
+        found.extend(batch)
+        after = batch[-1][0]
+
+
+@pytest.fixture
+def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    import tests.integration.event_steps  # noqa: F401
+    import tests.integration.steps  # noqa: F401
+
+    tag = uuid.uuid4().hex[:8]
+    program = tmp_path / "events.yaml"
+    program.write_text(PROGRAM.replace("TAG", tag))
+    queue = f"n3test-events-{tag}"
+    modules = f"{STEP_MODULES},tests.integration.event_steps"
+    env = {
+        "N3_TEST_BROKER": redis_url,
+        "N3_TEST_BACKEND": redis_url,
+        "N3_TEST_QUEUE": queue,
+        "NAMEL3SS_CELERY_STEP_MODULES": modules,
+        "NAMEL3SS_CELERY_PROGRAM": str(program),
+    }
+    app = make_app(redis_url, redis_url, queue)
+    n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=tuple(modules.split(","))))
+    worker = WorkerProcess("tests.integration.app", env, tmp_path, pool="solo", concurrency=1, queues=[queue])
+    try:
+        worker.wait_ready(app)
+        yield Deployment(n3, worker, tag, program, n3.events._store().newest())
+    finally:
+        worker.stop()
+        n3.close()
+
+
+def test_an_event_starts_its_trigger_target_with_the_mapped_context(deployment: Deployment) -> None:
+    d = deployment
+    wanted = d.n3.emit("custom", {"kind": d.kind("signup"), "plan": "pro", "user": "ada"}, correlation_id="c-1")
+    ignored = d.n3.emit("custom", {"kind": d.kind("signup"), "plan": "free", "user": "bob"})
+    events = d.settle()
+    (started,) = d.started_by(events, {wanted.event_id})
+    assert not d.started_by(events, {ignored.event_id})  # the expression filtered it out
+    run = d.n3.run(started.data["instance_id"]).get(timeout=WAIT)
+    assert run.overall_status == "completed"
+    assert run.blocks["welcome"].final_result == {"step_0": "ada"}  # context_mapping: who <- data.user
+    (completed,) = d.completed_by(events, {wanted.event_id})
+    assert completed.correlation_id == "c-1" and completed.data["status"] == "completed"
+
+
+def test_duplicates_from_two_processes_start_one_run(deployment: Deployment, redis_url: str) -> None:
+    d = deployment
+    code = (
+        "import sys\n"
+        "from namel3ss_celery import Namel3ssCelery\n"
+        "from tests.integration.app import make_app\n"
+        "n3 = Namel3ssCelery(make_app(sys.argv[1], sys.argv[1], sys.argv[2]))\n"
+        "print(n3.emit('webhook', {'kind': sys.argv[3], 'order_id': 42}).event_id)\n"
+        "n3.close()\n"
+    )
+    queue = d.worker.process.args[d.worker.process.args.index("-Q") + 1]  # type: ignore[union-attr]
+    emitters = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, redis_url, queue, d.kind("order")],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        )
+        for _ in range(2)
+    ]
+    ids = {p.communicate(timeout=WAIT)[0].strip() for p in emitters}
+    assert all(p.returncode == 0 for p in emitters) and len(ids) == 2
+    events = d.settle()
+    assert len(d.started_by(events, ids)) == 1  # the same order id, within deduplicate_window: one run
+
+
+def test_a_rate_limit_drops_the_excess_and_says_so(deployment: Deployment) -> None:
+    d = deployment
+    ids = {d.n3.emit("message", {"kind": d.kind("burst"), "n": n}).event_id for n in range(4)}
+    events = d.settle()
+    assert len(d.started_by(events, ids)) == 2  # max_triggers_per_minute: 2
+    alerts = [e for e in events if e.event_type == "system_alert" and e.data.get("event_id") in ids]
+    assert [a.data["reason"] for a in alerts] == ["rate_limited", "rate_limited"]
+    assert all(a.data["trigger"] == d.kind("burst") for a in alerts)
+
+
+def test_a_delayed_trigger_starts_its_run_after_the_delay(deployment: Deployment) -> None:
+    d = deployment
+    event = d.n3.emit("manual", {"kind": d.kind("later")})
+    events = d.wait_for("the delayed run", lambda found: d.completed_by(found, {event.event_id}))
+    (started,) = d.started_by(events, {event.event_id})
+    assert started.timestamp - event.timestamp >= 2.0  # trigger_delay: 2
+
+
+def test_a_workflow_that_triggers_itself_stops_at_the_depth_limit(deployment: Deployment) -> None:
+    from namel3ss_celery.events.matching import MAX_DEPTH
+
+    d = deployment
+    d.n3.emit("custom", {"kind": d.kind("loop")})
+    events = d.wait_for(
+        "the loop to be stopped",
+        lambda found: any(e.event_type == "system_alert" and e.data.get("reason") == "loop" for e in found),
+    )
+    looped = [e for e in events if e.event_type == "workflow_started" and e.data["workflow_name"] == "looping"]
+    assert len(looped) == MAX_DEPTH
+
+
+def test_a_run_ending_starts_a_follow_up_once(deployment: Deployment) -> None:
+    d = deployment
+    from namel3ss_celery.events.targets import target_program
+    from namel3ss_celery.spec import load_program
+
+    program = load_program(d.program)
+    (trigger,) = [t for t in program.event_triggers if t.trigger_target == "second"]
+    spec, _ = target_program(program, trigger.model_copy(update={"trigger_target": "first"}))
+    first = d.n3.dispatch(spec)
+    assert first.get(timeout=WAIT).overall_status == "completed"
+    events = d.wait_for(
+        "the follow-up run",
+        lambda found: any(e.event_type == "workflow_completed" and e.data["workflow_name"] == "second" for e in found),
+    )
+    ended = [e for e in events if e.event_type == "workflow_completed" and e.data["instance_id"] == first.id]
+    assert len(ended) == 1  # exactly one workflow_completed per run
+    (follow_up,) = [e for e in events if e.event_type == "workflow_started" and e.data["workflow_name"] == "second"]
+    assert follow_up.data["trigger_event_id"] == ended[0].event_id

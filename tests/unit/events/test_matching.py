@@ -1,0 +1,70 @@
+"""Triggers compiled when a program loads: bad ones refused naming their field; what matches; emit's checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from namel3ss_celery import Namel3ssCelery
+from namel3ss_celery.errors import SpecError
+from namel3ss_celery.events.matching import compile_triggers, matching
+from namel3ss_celery.events.model import Event, EventType
+from namel3ss_celery.spec import load_program
+
+
+def program(**trigger: Any) -> Any:
+    base = {"name": "t", "event_type": "custom", "trigger_target": "b"}
+    return load_program(
+        {"parallel_blocks": [{"name": "b", "steps": [{"target": "x"}]}], "event_triggers": [base | trigger]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("trigger", "path", "message"),
+    [
+        ({"event_type": "sometimes"}, "event_triggers[0].event_type", "unknown event type 'sometimes'"),
+        ({"filter_expression": "data.a =="}, "event_triggers[0].filter_expression", "unexpected end"),
+        ({"execution_mode": "sync"}, "event_triggers[0].execution_mode", "would wait for the triggered run"),
+        ({"context_mapping": {"who": "data..user"}}, "event_triggers[0].context_mapping.who", "dotted field path"),
+        ({"source_config": {"dedupe_key": 3}}, "event_triggers[0].source_config.dedupe_key", "dotted field path"),
+    ],
+)
+def test_a_bad_trigger_fails_the_load_naming_its_field(trigger: dict[str, Any], path: str, message: str) -> None:
+    with pytest.raises(SpecError) as info:
+        compile_triggers(program(**trigger))
+    assert info.value.path == path and message in str(info.value)
+
+
+def test_an_event_matches_its_type_and_filters() -> None:
+    (trigger,) = compile_triggers(program(filter_fields={"kind": "a"}, filter_expression="data.n > 1"))
+    assert matching([trigger], Event(EventType.CUSTOM, "s", {"kind": "a", "n": 2})) == [trigger]
+    assert matching([trigger], Event(EventType.CUSTOM, "s", {"kind": "a", "n": 1})) == []
+    assert matching([trigger], Event(EventType.WEBHOOK, "s", {"kind": "a", "n": 2})) == []
+
+
+def test_context_mapping_and_the_trigger_event_reach_the_run() -> None:
+    (trigger,) = compile_triggers(program(context_mapping={"who": "data.user.name", "gone": "data.nothing"}))
+    event = Event(EventType.CUSTOM, "s", {"user": {"name": "ada"}})
+    context = trigger.context(event)
+    assert context["who"] == "ada" and "gone" not in context
+    assert context["trigger_event"]["event_id"] == event.event_id
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "message"),
+    [
+        ("sometimes", {}, "unknown event type 'sometimes'"),
+        ("workflow_completed", {}, "announced by namel3ss-celery itself"),
+        ("custom", [1, 2], "a mapping of JSON data, not list"),
+        ("custom", {"x": object()}, "JSON"),
+    ],
+)
+def test_emit_refuses_bad_events_before_publishing(kind: str, data: Any, message: str) -> None:
+    n3 = Namel3ssCelery()
+    try:
+        with pytest.raises(SpecError, match=message):
+            n3.emit(kind, data)
+        assert n3.events._store().newest() == "0"  # nothing reached the stream
+    finally:
+        n3.close()
