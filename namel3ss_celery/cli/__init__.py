@@ -1,4 +1,4 @@
-"""The ``namel3ss-celery`` command line: ``run``, ``status``, ``worker``, ``dlq`` and ``deploy``.
+"""The ``namel3ss-celery`` command line: ``run``, ``status``, ``worker``, ``dlq``, ``events`` and ``deploy``.
 
 Every command takes ``-A/--app`` as ``celery`` does: the steps, configuration and broker of that Celery
 app (with namel3ss-celery installed on it, or installed now). Without it, a command works on an app made
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from ..errors import BrokerUnavailable, CompileError, ConfigurationError, RoutingError, SpecError
 from .common import EXIT_SPEC
+from .events import add_events_command
 from .operations import deploy, dlq, worker
 from .running import run, status
 
@@ -102,6 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     connection(sub)
     sub.add_argument("--json", action="store_true", help="print JSON")
     sub.set_defaults(handler=dlq)
+
+    add_events_command(command)
 
     sub = command("deploy", "write systemd units, a compose file or Kubernetes manifests", "namel3ss_celery")
     sub.add_argument("file", help="program file (YAML or JSON)")

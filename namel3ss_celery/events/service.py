@@ -67,6 +67,14 @@ class EventService:
         self._lock = threading.RLock()
         self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
 
+    def __call__(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
+        """``n3.events(...)``: the same as ``events``."""
+        return self.events(after, poll)
+
+    def store(self) -> EventStore:
+        """The event store (see ``events.stream``), made on first use."""
+        return self._store()
+
     def _store(self) -> EventStore:
         if self._store_made is None:
             with self._lock:

@@ -1,0 +1,58 @@
+"""``namel3ss-celery events``: follow the deployment's events, or serve them over WebSocket (``--serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import TextIO
+
+from ..errors import ConfigurationError
+from ..events.server import Selection, run_server
+from .common import EXIT_OK, namel3ss
+
+
+def events(args: argparse.Namespace, out: TextIO) -> int:
+    """Print each event as a JSON line as it arrives (``--limit``: stop after that many), or ``--serve``."""
+    n3 = namel3ss(args)
+    try:
+        if n3.settings.embedded and not args.app:
+            raise ConfigurationError(
+                "the event stream lives in the coordination store (Redis): give --broker (or CELERY_BROKER_URL), "
+                "or -A/--app",
+                setting="broker_url",
+            )
+        store = n3.events.store()
+        if args.serve:
+            run_server(store, args.host, args.port, args.token, args.insecure)
+            return EXIT_OK
+        selection = Selection(args.run_id, args.workflow, frozenset(args.event_type), args.after)
+        shown = 0
+        for stream_id, event in n3.events(after=selection.after):
+            if selection.wants(event):
+                out.write(json.dumps({"id": stream_id, "event": event.to_dict()}) + "\n")
+                out.flush()
+                shown += 1
+                if args.limit is not None and shown >= args.limit:
+                    break
+        return EXIT_OK
+    finally:
+        n3.close()
+
+
+def add_events_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The ``events`` subcommand (``command`` makes a subparser that takes ``-A/--app``)."""
+    sub = command("events", "follow the deployment's events (JSON lines), or serve them over WebSocket")
+    sub.add_argument("--serve", action="store_true", help="serve the stream over WebSocket at ws://HOST:PORT/events")
+    sub.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    sub.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
+    sub.add_argument("--token", help="a token clients must send (needed beyond 127.0.0.1)")
+    sub.add_argument("--insecure", action="store_true", help="serve beyond 127.0.0.1 without a token")
+    sub.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL); not with -A")
+    sub.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND); not with -A")
+    sub.add_argument("--run-id", help="only the events of this run")
+    sub.add_argument("--workflow", help="only the events of this workflow (or block)")
+    sub.add_argument("--event-type", action="append", default=[], help="only events of this type (repeatable)")
+    sub.add_argument("--after", default="$", help="start after this stream id (0: the oldest kept; default: now)")
+    sub.add_argument("--limit", type=int, help="stop after this many events")
+    sub.set_defaults(handler=events)

@@ -1,0 +1,111 @@
+"""``namel3ss-celery events --serve``: the deployment's event stream over WebSocket.
+
+A client connects to ``ws://HOST:PORT/events`` with optional query parameters: ``run_id`` (the events of
+one run: its ``instance_id``), ``workflow`` (``workflow_name``), ``event_type`` (repeatable) and
+``after`` (a stream id: resume after the last event seen; by default, from now on). The first message
+is ``{"ready": true, "after": <stream id>}``: every event after that id follows. Each next one is
+``{"id": <stream id>, "event": <Event.to_dict()>}``, in stream order. The server binds to 127.0.0.1
+unless told otherwise; on any other address it needs a token (``Authorization: Bearer TOKEN`` or
+``?token=TOKEN``), or ``insecure=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import ConfigurationError
+from .model import Event
+from .stream import EventStore
+
+logger = logging.getLogger("namel3ss_celery")
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+POLL = 1.0  # seconds a read waits for new events before looking again
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which events a client asked for."""
+
+    run_id: str | None = None
+    workflow: str | None = None
+    event_types: frozenset[str] = frozenset()
+    after: str = "$"
+
+    @classmethod
+    def from_query(cls, query: Mapping[str, list[str]]) -> Selection:
+        first = {key: values[0] for key, values in query.items() if values}
+        return cls(
+            first.get("run_id"), first.get("workflow"), frozenset(query.get("event_type", [])), first.get("after", "$")
+        )
+
+    def wants(self, event: Event) -> bool:
+        data = event.data
+        if self.run_id is not None and self.run_id not in (data.get("instance_id"), event.metadata.get("run_id")):
+            return False
+        if self.workflow is not None and data.get("workflow_name") != self.workflow:
+            return False
+        return not self.event_types or str(event.event_type) in self.event_types
+
+
+def check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to serve beyond this machine without a token, unless told ``insecure``.
+
+    Raises:
+        ConfigurationError: ``host`` is not a loopback address and there is no token and no ``insecure``.
+    """
+    if host not in LOCAL_HOSTS and not token and not insecure:
+        raise ConfigurationError(
+            f"the events server would listen on {host}, beyond this machine, with no token: give --token "
+            "(clients send Authorization: Bearer TOKEN), or --insecure if something else guards it",
+            setting="host",
+        )
+
+
+async def serve(
+    store: EventStore, host: str, port: int, token: str | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Serve the stream until ``stop`` is set (or for ever)."""
+    from websockets.asyncio.server import ServerConnection
+    from websockets.asyncio.server import serve as websocket_serve
+    from websockets.http11 import Request, Response
+
+    def authorize(connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path)
+        if path.path.rstrip("/") != "/events":
+            return connection.respond(HTTPStatus.NOT_FOUND, "the event stream is at /events\n")
+        if token:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            given = given or parse_qs(path.query).get("token", [""])[0]
+            if not hmac.compare_digest(given, token):
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is needed\n")
+        return None
+
+    async def stream(connection: ServerConnection) -> None:
+        selection = Selection.from_query(parse_qs(urlsplit(connection.request.path).query))  # type: ignore[union-attr]
+        after = selection.after if selection.after != "$" else await asyncio.to_thread(store.newest)
+        await connection.send(json.dumps({"ready": True, "after": after}))  # what follows comes after this id
+        while True:
+            batch = await asyncio.to_thread(store.read, after, 100, POLL)
+            for stream_id, event in batch:
+                after = stream_id
+                if selection.wants(event):
+                    await connection.send(json.dumps({"id": stream_id, "event": event.to_dict()}))
+
+    async with websocket_serve(stream, host, port, process_request=authorize) as server:
+        logger.info("events served on ws://%s:%d/events", host, port)
+        await (stop.wait() if stop is not None else server.serve_forever())
+
+
+def run_server(store: EventStore, host: str, port: int, token: str | None, insecure: bool) -> Any:
+    """Check the exposure, then serve until interrupted."""
+    check_exposure(host, token, insecure)
+    return asyncio.run(serve(store, host, port, token))
