@@ -98,7 +98,9 @@ class Namel3ssCelery:
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
         self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
         self.conductor.connect(CeleryPublisher(app, self.conductor))
-        self.events = EventService(app, self._events_url, self.settings.program, self.dispatch, self._run_context)
+        self.events = EventService(
+            app, self._events_url, self.settings.program, self.dispatch, self.registry, self._run_context
+        )
         register_event_tasks(app, self.events)
         self.conductor.run_ended.append(self.events.run_ended)
         self.steps = StepHandler(app, self.conductor)

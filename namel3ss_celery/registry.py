@@ -203,3 +203,4 @@ LAUNCH_TASK = "n3.run.launch"
 SETTLE_CHORD_TASK = "n3.settle.chord"
 SETTLE_CHORD_FAILED_TASK = "n3.settle.chord_failed"
 SETTLE_DEADLINE_TASK = "n3.settle.deadline"
+EVENT_HANDLE_TASK = "n3.events.handle"  # one program event handler, on one event

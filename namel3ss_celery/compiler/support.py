@@ -30,7 +30,7 @@ def refuse_non_defaults(spec: Any, fields: dict[str, Callable[[Any], bool]], pat
 
 
 # Program sections whose behaviour is not built yet: a program that declares them is refused.
-PROGRAM_NOT_YET = ("event_handlers",)
+PROGRAM_NOT_YET: tuple[str, ...] = ()
 # The trigger types that run (the others are refused, naming the trigger).
 TRIGGER_TYPES_BUILT: frozenset[str] = frozenset(
     {

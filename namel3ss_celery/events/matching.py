@@ -15,6 +15,7 @@ from ..errors import SpecError
 from ..spec import EventTriggerSpec, ProgramSpec
 from ..spec.enums import ExecutionMode
 from .filters import MISSING, Predicate, compile_expression, fields_filter, lookup
+from .handlers import compile_handlers
 from .model import Event, EventType, event_type
 from .targets import check_targets
 
@@ -86,13 +87,15 @@ def compile_triggers(program: ProgramSpec) -> list[Trigger]:
 
 
 def check_triggers(program: ProgramSpec) -> None:
-    """Everything about the program's triggers that can be checked when it loads: targets, types, filters.
+    """Everything about the program's triggers and handlers that can be checked when it loads: targets,
+    types, filters, routing rules, retry policies.
 
     Raises:
         SpecError: naming the trigger's field.
     """
     check_targets(program)
     compile_triggers(program)
+    compile_handlers(program)
 
 
 def _check_path(value: object, where: str) -> None:

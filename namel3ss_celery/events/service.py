@@ -9,6 +9,7 @@ already holds ``MAX_DEPTH`` triggered runs starts nothing, and says so with a ``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -17,15 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.support import check_program_supported
-from ..engine.runner import current_step, to_json_data
-from ..errors import SpecError, StepResultError
+from ..engine.runner import current_step, run_coroutine, to_json_data
+from ..errors import SpecError, StepResultError, UnknownTarget
 from ..plan.model import Plan
+from ..registry import EVENT_HANDLE_TASK, Registry
 from ..spec import ProgramSpec, load_program
 from . import lifecycle
+from .handlers import Handler, compile_handlers
 from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matching
 from .model import EMITTABLE, Event, EventPriority, EventType, event_type
 from .stream import EventStore, event_store, follow
-from .targets import target_program
+from .targets import program_for, target_program
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -34,6 +37,7 @@ FIRE_TASK = "n3.events.fire"
 WATCHED_KEY = "n3:events:watched"  # the event types some worker's triggers listen to
 WATCHED_TTL = 86_400  # seconds; renewed whenever a worker loads a program with triggers
 WATCHED_FRESH = 2.0  # seconds a process trusts what it read of WATCHED_KEY
+ANY_TYPE = "*"  # in WATCHED_KEY: a handler of every event type
 
 
 class EventService:
@@ -44,6 +48,7 @@ class EventService:
         store_url: where the event store is (the coordination store's URL, or ``memory://``), asked on first use.
         program_file: the program whose triggers this process matches (``NAMEL3SS_CELERY_PROGRAM``), if any.
         dispatch: ``Namel3ssCelery.dispatch``.
+        registry: where handlers' ``transform_function`` steps are found.
         run_context: a run's initial context (to carry a triggered run's depth into what its steps emit).
     """
 
@@ -53,6 +58,7 @@ class EventService:
         store_url: Callable[[], str],
         program_file: str | None,
         dispatch: Callable[..., Any],
+        registry: Registry,
         run_context: Callable[[str], dict[str, Any] | None],
     ) -> None:
         self.app = app
@@ -61,8 +67,9 @@ class EventService:
         self._program_file = program_file
         self._program_made: ProgramSpec | None = None
         self._dispatch = dispatch
+        self.registry = registry
         self._run_context = run_context
-        self._compiled: tuple[ProgramSpec, list[Trigger]] | None = None
+        self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
         self._watched: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._lock = threading.RLock()
         self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
@@ -151,9 +158,11 @@ class EventService:
         """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
         process has triggers for it, or on a worker when some worker's triggers listen to its type."""
         self._store().append(event)
-        if any(t.event_type == event.event_type for t in self.triggers()):
+        if any(t.event_type == event.event_type for t in self.triggers()) or any(
+            h.handles(str(event.event_type)) for h in self.handlers()
+        ):
             self.match(event)
-        elif str(event.event_type) in self._watched_types():
+        elif {str(event.event_type), ANY_TYPE} & self._watched_types():
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
 
     def events(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
@@ -178,21 +187,70 @@ class EventService:
 
     def triggers(self) -> list[Trigger]:
         """This process's program's event triggers, compiled once (and its event types marked watched)."""
+        return self._compiled_program()[0]
+
+    def handlers(self) -> list[Handler]:
+        """This process's program's event handlers, compiled once."""
+        return self._compiled_program()[1]
+
+    def _compiled_program(self) -> tuple[list[Trigger], list[Handler]]:
         program = self._program()
-        if program is None or not program.event_triggers:
-            return []
+        if program is None or not (program.event_triggers or program.event_handlers):
+            return [], []
         with self._lock:
             if self._compiled is None or self._compiled[0] is not program:
-                compiled = compile_triggers(program)
-                self._compiled = (program, compiled)
-                self._mark_watched({str(t.event_type) for t in compiled})
-            return self._compiled[1]
+                triggers, handlers = compile_triggers(program), compile_handlers(program)
+                self._compiled = (program, triggers, handlers)
+                watched = {str(t.event_type) for t in triggers} | {str(k) for h in handlers for k in h.event_types}
+                self._mark_watched(watched | ({ANY_TYPE} if any(not h.event_types for h in handlers) else set()))
+            return self._compiled[1], self._compiled[2]
 
     def match(self, event: Event) -> list[str]:
-        """Start what ``event`` triggers; what became of each trigger (a run id, or why not)."""
+        """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
+        of each trigger (a run id, or why not)."""
         program = self._program()
-        found = matching(self.triggers(), event)
-        return [self.fire(program, trigger, event) for trigger in found] if program is not None else []
+        if program is None:
+            return []
+        for handler in self.handlers():
+            if handler.handles(str(event.event_type)) and int(event.metadata.get("depth", 0)) < MAX_DEPTH:
+                self.app.signature(EVENT_HANDLE_TASK, args=(handler.spec.name, event.to_dict(), 0)).apply_async(
+                    ignore_result=True
+                )
+        return [self.fire(program, trigger, event) for trigger in matching(self.triggers(), event)]
+
+    def handle(self, name: str, event: Event) -> list[str]:
+        """Handler ``name`` on ``event``: transform, route, start each target; the runs' ids.
+
+        Raises:
+            Exception: whatever the transform or a dispatch raised (the task retries, then dead-letters).
+        """
+        program = self._program()
+        (handler,) = [h for h in self.handlers() if h.spec.name == name]
+        data: Any = dict(event.data)
+        if handler.spec.transform_function:
+            definition = self.registry.step(handler.spec.transform_function)
+            if definition is None:
+                raise UnknownTarget(
+                    f"handler {name!r}: transform_function {handler.spec.transform_function!r} is not a registered step"
+                )
+            data = definition.function(data, {"event": event.to_dict()})
+            if asyncio.iscoroutine(data):
+                data = run_coroutine(data)
+            if not isinstance(data, Mapping):
+                raise StepResultError(f"handler {name!r}: its transform returned {type(data).__name__}, not a mapping")
+        routed = event.to_dict() | {"data": dict(data)}
+        runs = []
+        nodes = {w.name for w in program.workflows} | {b.name for b in program.parallel_blocks} if program else set()
+        for target in handler.targets(routed):
+            context = {"trigger_event": routed, "event_handler": name}
+            if program is not None and target in nodes:
+                spec, workflow = program_for(program, target)
+                handle = self._dispatch(spec, context, workflow=workflow)
+            else:  # a step target: one step, whose payload is the (transformed) data
+                step = {k: v for k, v in data.items() if k not in ("name", "target")} | {"target": target}
+                handle = self._dispatch({"name": f"handler_{name}", "steps": [step]}, context)
+            runs.append(str(handle.id))
+        return runs
 
     def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
         """One trigger's answer to one event: deduplicate, rate-limit, stop loops, delay, dispatch."""
@@ -233,15 +291,14 @@ class EventService:
     def _refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
         """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""
         logger.warning("trigger %s dropped event %s: %s", trigger.spec.name, event.event_id, detail)
-        alert = Event(
-            EventType.SYSTEM_ALERT,
-            "namel3ss-celery",
-            {"trigger": trigger.spec.name, "reason": why, "detail": detail, "event_id": event.event_id},
-            correlation_id=event.correlation_id,
-            metadata={"depth": MAX_DEPTH},  # an alert never starts anything
-        )
-        self._store().append(alert)
+        data = {"trigger": trigger.spec.name, "reason": why, "detail": detail, "event_id": event.event_id}
+        self.alert(EventType.SYSTEM_ALERT, data, event.correlation_id)
         return self._count(why)
+
+    def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
+        """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
+        alert = Event(kind, "namel3ss-celery", data, correlation_id=correlation_id, metadata={"depth": MAX_DEPTH})
+        self._store().append(alert)
 
     def _count(self, what: str) -> str:
         with self._lock:

@@ -25,11 +25,16 @@ def check_targets(program: ProgramSpec) -> None:
 
 
 def target_program(program: ProgramSpec, trigger: EventTriggerSpec) -> tuple[ProgramSpec, str | None]:
-    """What to dispatch for ``trigger``: the program and its workflow, or a program of the one block, named
-    like it (with the program's pools and queues, so its steps go where the program routes them)."""
-    if any(w.name == trigger.trigger_target for w in program.workflows):
-        return program, trigger.trigger_target
-    (block,) = [b for b in program.parallel_blocks if b.name == trigger.trigger_target]
+    """What to dispatch for ``trigger`` (see ``program_for``)."""
+    return program_for(program, trigger.trigger_target)
+
+
+def program_for(program: ProgramSpec, target: str) -> tuple[ProgramSpec, str | None]:
+    """What to dispatch to start ``target``: the program and that workflow, or a program of the one block,
+    named like it (with the program's pools and queues, so its steps go where the program routes them)."""
+    if any(w.name == target for w in program.workflows):
+        return program, target
+    (block,) = [b for b in program.parallel_blocks if b.name == target]
     alone = block.model_copy(update={"depends_on": []})
     alone_program = {"name": block.name, "parallel_blocks": [alone], "workflows": [], "event_triggers": []}
-    return program.model_copy(update=alone_program), None
+    return program.model_copy(update=alone_program | {"event_handlers": []}), None

@@ -33,7 +33,7 @@ from kombu.message import Message
 from ..engine.runner import describe
 from ..errors import RoutingError
 from ..plan.message import StepMessage
-from ..registry import STEP_TASK_PREFIX
+from ..registry import EVENT_HANDLE_TASK, STEP_TASK_PREFIX
 from ..routing.queues import Broker, broker_kind, declare_queue
 from ..spec import ProgramSpec, TaskQueueSpec
 
@@ -130,12 +130,33 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
     """
     done: list[Requeued] = []
     requeued = 0
+    sent: set[str] = set()
     with _reading(app, queue, limit * SCAN_FACTOR) as messages:
         for message in messages:
             letter = _describe(app, message)
+            if letter.task_id in sent:  # one it requeued just now, that failed again already: not twice in a pass
+                break
             if letter.requeues >= max_requeues:
                 reason = f"requeued {letter.requeues} times already (max_dead_letter_retries {max_requeues})"
                 done.append(Requeued(letter, None, reason))
+                continue
+            if letter.task == EVENT_HANDLE_TASK and letter.queue:  # an event handler: run it again on its event
+                args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
+                new_id = str(uuid.uuid4())
+                app.send_task(
+                    EVENT_HANDLE_TASK,
+                    args=(args[0], args[1], letter.requeues + 1),
+                    task_id=new_id,
+                    queue=declare_queue(letter.queue, {}),
+                    add_to_parent=False,
+                    ignore_result=True,
+                )
+                message.ack()  # type: ignore[no-untyped-call]
+                done.append(Requeued(letter, new_id))
+                sent.add(new_id)
+                requeued += 1
+                if requeued >= limit:
+                    break
                 continue
             if not letter.queue or not letter.task.startswith(STEP_TASK_PREFIX):
                 done.append(Requeued(letter, None, "not a namel3ss step with a known queue"))
@@ -163,6 +184,7 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
             )
             message.ack()  # type: ignore[no-untyped-call]
             done.append(Requeued(letter, new_id))
+            sent.add(new_id)
             requeued += 1
             if requeued >= limit:
                 break
@@ -209,6 +231,19 @@ def _describe(app: Any, message: Message) -> DeadLetter:
     if at is None and deaths and deaths[0].get("time") is not None:
         at = _epoch(deaths[0]["time"])
     error = ours.get("error") or _backend_error(app, task_id)
+    if headers.get("task") == EVENT_HANDLE_TASK and len(args) >= 2:  # an event handler that kept failing
+        event = args[1] if isinstance(args[1], dict) else {}
+        return DeadLetter(
+            task_id=task_id,
+            task=EVENT_HANDLE_TASK,
+            queue=str(queue),
+            run=None,
+            node=f"handler {args[0]}",
+            step=f"event {event.get('event_id')} ({event.get('event_type')})",
+            error=error,
+            requeues=int(args[2]) if len(args) > 2 else 0,
+            dead_lettered_at=at,
+        )
     return DeadLetter(
         task_id=task_id,
         task=str(headers.get("task") or ""),

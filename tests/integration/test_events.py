@@ -9,6 +9,7 @@ surely matched.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 
 from namel3ss_celery import Namel3ssCelery, Settings
 from namel3ss_celery.events.model import Event
+from tests.waiting import wait_until
 
 from .app import make_app
 from .conftest import STEP_MODULES
@@ -40,6 +42,20 @@ parallel_blocks:
   - {name: first, steps: [{target: echo, value: 1}]}
   - {name: second, steps: [{target: echo, value: 2}]}
   - {name: marker, steps: [{target: echo, value: done}]}
+  - {name: audited, steps: [{target: context_value, key: event_handler}]}
+event_handlers:
+  - name: audit-TAG
+    event_types: [dataset_change]
+    transform_function: enrich_event
+    routing_rules:
+      - {when: "data.size > 100", route_to: audited}
+    route_to: echo
+  - name: broken-TAG
+    event_types: [user_input]
+    transform_function: explode
+    route_to: echo
+    retry_policy: {max_retries: 1, retry_delay: 0.2, backoff: fixed}
+    dead_letter_queue: dlq-TAG
 event_triggers:
   - name: signup-TAG
     event_type: custom
@@ -234,3 +250,63 @@ def test_a_run_ending_starts_a_follow_up_once(deployment: Deployment) -> None:
     assert len(ended) == 1  # exactly one workflow_completed per run
     (follow_up,) = [e for e in events if e.event_type == "workflow_started" and e.data["workflow_name"] == "second"]
     assert follow_up.data["trigger_event_id"] == ended[0].event_id
+
+
+def test_a_handler_transforms_and_routes_by_its_rules(deployment: Deployment) -> None:
+    d = deployment
+    big = d.n3.emit("dataset_change", {"size": 500})
+    small = d.n3.emit("dataset_change", {"size": 5})
+    events = d.wait_for(
+        "both handled runs", lambda found: len(d.completed_by(found, {big.event_id, small.event_id})) == 2
+    )
+    (by_rule,) = d.completed_by(events, {big.event_id})
+    assert by_rule.data["workflow_name"] == "audited"  # the rule data.size > 100 matched
+    assert d.n3.run(by_rule.data["instance_id"]).get(timeout=WAIT).final_result == {"step_0": d.kind("audit")}
+    (by_default,) = d.completed_by(events, {small.event_id})
+    result = d.n3.run(by_default.data["instance_id"]).get(timeout=WAIT)
+    assert result.final_result == {"step_0": "dataset_change:5"}  # route_to: a step target, its step the data
+
+
+def test_a_handler_that_keeps_failing_ends_in_its_dead_letter_queue(deployment: Deployment, redis_url: str) -> None:
+    d = deployment
+    event = d.n3.emit("user_input", {"text": "hello"})
+    d.wait_for(
+        "the handler's failure",
+        lambda found: any(
+            e.data.get("reason") == "handler_failed" and e.data.get("event_id") == event.event_id for e in found
+        ),
+    )
+    queue = d.kind("dlq")
+    listed = subprocess.run(
+        [sys.executable, "-m", "namel3ss_celery.cli", "dlq", "list", "--queue", queue, "--broker", redis_url, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert listed.returncode == 0, listed.stderr
+    (letter,) = json.loads(listed.stdout)[queue]
+    assert letter["task"] == "n3.events.handle" and letter["node"] == f"handler {d.kind('broken')}"
+    assert f"cannot handle {event.event_id}" in letter["error"] and letter["requeues"] == 0
+    requeued = cli(redis_url, "dlq", "requeue", "--queue", queue, "--json")
+    assert requeued.returncode == 0, requeued.stderr
+    (again,) = json.loads(requeued.stdout)[queue]
+    assert again["task_id"]  # handled again; it fails again, and is back in its dead-letter queue, counted
+
+    def back() -> bool:
+        letters = json.loads(cli(redis_url, "dlq", "list", "--queue", queue, "--json").stdout)[queue]
+        return [letter["requeues"] for letter in letters] == [1]
+
+    wait_until(back, WAIT, "the requeued handler back in its dead-letter queue")
+
+
+def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "namel3ss_celery.cli", *args, "--broker", redis_url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )

@@ -68,3 +68,47 @@ def test_emit_refuses_bad_events_before_publishing(kind: str, data: Any, message
         assert n3.events._store().newest() == "0"  # nothing reached the stream
     finally:
         n3.close()
+
+
+def handlers_program(**handler: Any) -> Any:
+    base = {"name": "h", "event_types": ["custom"], "route_to": "b"}
+    return load_program(
+        {"parallel_blocks": [{"name": "b", "steps": [{"target": "x"}]}], "event_handlers": [base | handler]}
+    )
+
+
+@pytest.mark.parametrize(
+    ("handler", "path", "message"),
+    [
+        ({"event_types": ["custom", "nope"]}, "event_handlers[0].event_types[1]", "unknown event type 'nope'"),
+        ({"route_to": None}, "event_handlers[0].route_to", "give route_to or routing_rules"),
+        (
+            {"routing_rules": [{"when": "data.a >", "route_to": "b"}]},
+            "event_handlers[0].routing_rules[0].when",
+            "unexpected end",
+        ),
+        ({"routing_rules": [{"if": "x", "route_to": "b"}]}, "event_handlers[0].routing_rules[0]", "{when:"),
+        ({"retry_policy": {"tries": 3}}, "event_handlers[0].retry_policy", "unknown retry_policy keys ['tries']"),
+        (
+            {"retry_policy": {"backoff": "random"}},
+            "event_handlers[0].retry_policy",
+            "backoff one of fixed, exponential",
+        ),
+    ],
+)
+def test_a_bad_handler_fails_the_load_naming_its_field(handler: dict[str, Any], path: str, message: str) -> None:
+    from namel3ss_celery.events.handlers import compile_handlers
+
+    with pytest.raises(SpecError) as info:
+        compile_handlers(handlers_program(**handler))
+    assert info.value.path == path and message in str(info.value)
+
+
+def test_a_handler_routes_by_every_matching_rule_else_route_to() -> None:
+    from namel3ss_celery.events.handlers import compile_handlers
+
+    rules = [{"when": "data.n > 1", "route_to": "big"}, {"when": "data.n > 10", "route_to": "huge"}]
+    (handler,) = compile_handlers(handlers_program(routing_rules=rules, route_to="b"))
+    assert handler.targets({"data": {"n": 50}}) == ["big", "huge"]
+    assert handler.targets({"data": {"n": 0}}) == ["b"]
+    assert [handler.delay(n) for n in range(3)] == [1.0, 2.0, 4.0]  # exponential from retry_delay 1s
