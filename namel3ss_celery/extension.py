@@ -102,6 +102,8 @@ class Namel3ssCelery:
             app, self._events_url, self.settings.program, self.dispatch, self.registry, self._run_context
         )
         register_event_tasks(app, self.events)
+        if self.embedded_worker is not None:
+            self.events.before_publish = self.embedded_worker.start  # it matches the events
         self.conductor.run_ended.append(self.events.run_ended)
         self.steps = StepHandler(app, self.conductor)
         register_adapter_tasks(app, self.conductor)
@@ -209,8 +211,6 @@ class Namel3ssCelery:
             SpecError: an unknown event type (or one the adapter announces itself), data that is not a
                 mapping of JSON data (nothing was published).
         """
-        if self.embedded_worker is not None:
-            self.embedded_worker.start()  # it matches the event
         return self.events.emit(event_type, data, source=source, correlation_id=correlation_id, priority=priority)
 
     def _events_url(self) -> str:

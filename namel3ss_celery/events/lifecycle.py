@@ -23,17 +23,27 @@ def _lineage(context: Mapping[str, Any] | None) -> tuple[str | None, str | None,
     return trigger.get("event_id"), trigger.get("correlation_id"), depth
 
 
+def _name(plan: Plan, context: Mapping[str, Any] | None) -> str:
+    """The workflow's name in its events: the plan's, or the one an event workflow was registered under."""
+    return str((context or {}).get("event_workflow") or plan.name)
+
+
 def run_started(run_id: str, plan: Plan, context: Mapping[str, Any] | None) -> Event:
     trigger_id, correlation, depth = _lineage(context)
-    data = {"workflow_name": plan.name, "kind": plan.kind, "instance_id": run_id, "trigger_event_id": trigger_id}
-    return Event(EventType.WORKFLOW_STARTED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
+    data = {
+        "workflow_name": _name(plan, context),
+        "kind": plan.kind,
+        "instance_id": run_id,
+        "trigger_event_id": trigger_id,
+    }
+    return Event.new(EventType.WORKFLOW_STARTED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
 
 
 def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | None) -> Event:
     trigger_id, correlation, depth = _lineage(context)
     status = str(getattr(final, "overall_status", "failed"))
     data: dict[str, Any] = {
-        "workflow_name": plan.name,
+        "workflow_name": _name(plan, context),
         "kind": plan.kind,
         "instance_id": run_id,
         "trigger_event_id": trigger_id,
@@ -42,4 +52,4 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
     }
     if status != "completed":
         data["error"] = getattr(final, "error_message", None)
-    return Event(EventType.WORKFLOW_COMPLETED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
+    return Event.new(EventType.WORKFLOW_COMPLETED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})

@@ -73,16 +73,42 @@ def event_type(value: str | EventType, allowed: frozenset[EventType] | None = No
 
 @dataclass
 class Event:
-    """One event: ``data`` is JSON data; ``metadata`` carries the adapter's own keys (``depth``, ``run_id``)."""
+    """One event, built as the Namel3ss runtime builds it (``event_id`` first); ``Event.new`` makes the id.
 
+    ``data`` is JSON data; ``metadata`` carries the adapter's own keys (``depth``: how many triggered runs
+    lead to it).
+    """
+
+    event_id: str
     event_type: EventType
     source: str
-    data: dict[str, Any] = field(default_factory=dict)
-    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    data: dict[str, Any]
     timestamp: float = field(default_factory=time.time)
     priority: EventPriority = EventPriority.NORMAL
     correlation_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        event_type: EventType,
+        source: str,
+        data: dict[str, Any] | None = None,
+        *,
+        priority: EventPriority = EventPriority.NORMAL,
+        correlation_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Event:
+        """A new event, with a new id."""
+        return cls(
+            uuid.uuid4().hex,
+            event_type,
+            source,
+            dict(data or {}),
+            priority=priority,
+            correlation_id=correlation_id,
+            metadata=dict(metadata or {}),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         found = asdict(self)
@@ -93,10 +119,10 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
         return cls(
+            event_id=str(data.get("event_id") or uuid.uuid4().hex),
             event_type=EventType(data["event_type"]),
             source=str(data.get("source", "")),
             data=dict(data.get("data") or {}),
-            event_id=str(data.get("event_id") or uuid.uuid4().hex),
             timestamp=float(data.get("timestamp") or time.time()),
             priority=EventPriority(int(data.get("priority", EventPriority.NORMAL))),
             correlation_id=data.get("correlation_id"),

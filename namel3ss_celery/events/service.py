@@ -70,6 +70,7 @@ class EventService:
         self.registry = registry
         self._run_context = run_context
         self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
+        self.before_publish: Callable[[], None] = lambda: None  # the embedded worker starts here
         self._watched: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._lock = threading.RLock()
         self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
@@ -148,11 +149,18 @@ class EventService:
             level = EventPriority(int(priority))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"priority is 0..3 (EventPriority), not {priority!r}", path="priority") from exc
-        event = Event(checked, source, payload, priority=level, correlation_id=correlation_id)
-        event.metadata["depth"] = self._depth_here()
-        self._store().append(event)
-        self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+        event = Event.new(checked, source, payload, priority=level, correlation_id=correlation_id)
+        self.publish(event)
         return event
+
+    def publish(self, event: Event) -> str:
+        """Put ``event`` (checked already) in the stream and send it to the workers to match; its stream id.
+        Its depth is set here: one more than the triggered run whose step publishes it."""
+        event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
+        self.before_publish()
+        stream_id = self._store().append(event)
+        self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+        return stream_id
 
     def announce(self, event: Event) -> None:
         """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
@@ -297,7 +305,7 @@ class EventService:
 
     def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
         """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
-        alert = Event(kind, "namel3ss-celery", data, correlation_id=correlation_id, metadata={"depth": MAX_DEPTH})
+        alert = Event.new(kind, "namel3ss-celery", data, correlation_id=correlation_id, metadata={"depth": MAX_DEPTH})
         self._store().append(alert)
 
     def _count(self, what: str) -> str:

@@ -30,6 +30,7 @@ LAYERS = {
     "local": 5,
     "cli": 6,
     "runtime": 6,
+    "runtime_events": 6,
     "celery": 6,
     "triggers": 6,
     "integrations": 6,

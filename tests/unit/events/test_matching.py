@@ -38,14 +38,14 @@ def test_a_bad_trigger_fails_the_load_naming_its_field(trigger: dict[str, Any], 
 
 def test_an_event_matches_its_type_and_filters() -> None:
     (trigger,) = compile_triggers(program(filter_fields={"kind": "a"}, filter_expression="data.n > 1"))
-    assert matching([trigger], Event(EventType.CUSTOM, "s", {"kind": "a", "n": 2})) == [trigger]
-    assert matching([trigger], Event(EventType.CUSTOM, "s", {"kind": "a", "n": 1})) == []
-    assert matching([trigger], Event(EventType.WEBHOOK, "s", {"kind": "a", "n": 2})) == []
+    assert matching([trigger], Event.new(EventType.CUSTOM, "s", {"kind": "a", "n": 2})) == [trigger]
+    assert matching([trigger], Event.new(EventType.CUSTOM, "s", {"kind": "a", "n": 1})) == []
+    assert matching([trigger], Event.new(EventType.WEBHOOK, "s", {"kind": "a", "n": 2})) == []
 
 
 def test_context_mapping_and_the_trigger_event_reach_the_run() -> None:
     (trigger,) = compile_triggers(program(context_mapping={"who": "data.user.name", "gone": "data.nothing"}))
-    event = Event(EventType.CUSTOM, "s", {"user": {"name": "ada"}})
+    event = Event.new(EventType.CUSTOM, "s", {"user": {"name": "ada"}})
     context = trigger.context(event)
     assert context["who"] == "ada" and "gone" not in context
     assert context["trigger_event"]["event_id"] == event.event_id

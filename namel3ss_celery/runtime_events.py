@@ -1,0 +1,86 @@
+"""The Namel3ss event runtime's names (``namel3ss.runtime.events``), exported by ``namel3ss_celery.runtime``.
+
+``get_event_executor()`` gives the process's ``EventDrivenExecutor`` (on the Celery app the environment
+configures: ``CELERY_BROKER_URL``, else the embedded default); ``EventDrivenExecutor(event_bus=
+RedisEventBus(url))`` one on that Redis. See ``events.executor`` for what each call does here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .events.executor import EventBus, EventHandler, MemoryEventBus, RedisEventBus
+from .events.executor import EventDrivenExecutor as _EventDrivenExecutor
+from .events.model import Event, EventPriority, EventType
+from .extension import Namel3ssCelery
+from .settings import Settings
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "EventDrivenExecutor",
+    "EventHandler",
+    "EventPriority",
+    "EventType",
+    "MemoryEventBus",
+    "RedisEventBus",
+    "get_event_executor",
+    "publish_event",
+    "register_event_workflow",
+]
+
+
+def _n3_for(bus: EventBus) -> Namel3ssCelery:
+    """The app a bus means: its Redis for everything, or the environment's (the embedded default when unset)."""
+    environment = Settings.from_env()
+    if isinstance(bus, RedisEventBus):
+        settings = Settings(
+            broker_url=bus.redis_url,
+            result_backend=bus.redis_url,
+            step_modules=environment.step_modules,
+            program=environment.program,
+        )
+        return Namel3ssCelery(settings=settings)
+    return Namel3ssCelery(settings=environment)
+
+
+class EventDrivenExecutor(_EventDrivenExecutor):
+    __doc__ = _EventDrivenExecutor.__doc__
+
+    def __init__(
+        self,
+        event_bus: EventBus | None = None,
+        enable_websocket: bool = True,
+        websocket_host: str = "localhost",
+        websocket_port: int = 8765,
+        *,
+        n3: Any = None,
+    ) -> None:
+        bus = event_bus or MemoryEventBus()
+        super().__init__(bus, enable_websocket, websocket_host, websocket_port, n3=n3 or bus.n3 or _n3_for(bus))
+
+
+_executor: EventDrivenExecutor | None = None
+
+
+async def get_event_executor() -> EventDrivenExecutor:
+    """The process's event executor, started on first use."""
+    global _executor
+    if _executor is None:
+        _executor = EventDrivenExecutor()
+        await _executor.start()
+    return _executor
+
+
+async def publish_event(event_type: EventType | str, source: str, data: dict[str, Any], **kwargs: Any) -> str:
+    """Publish an event with the process's executor; its id."""
+    return await (await get_event_executor()).publish_event(event_type, source, data, **kwargs)
+
+
+async def register_event_workflow(
+    workflow_name: str, trigger_event_type: EventType | str, workflow_config: dict[str, Any], **kwargs: Any
+) -> None:
+    """Register an event-triggered workflow with the process's executor."""
+    await (await get_event_executor()).register_workflow_trigger(
+        workflow_name, trigger_event_type, workflow_config, **kwargs
+    )
