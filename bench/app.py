@@ -209,3 +209,18 @@ def tracked_sleep_step(step: dict[str, Any], context: dict[str, Any]) -> float:
     with counted(step["counter"]):
         time.sleep(step["seconds"])
     return float(step["seconds"])
+
+
+# --- events: when a triggered run's first step (or a plain task) starts --------------
+
+
+@app.task(name="bench.mark_start")  # type: ignore[untyped-decorator]
+def mark_start(probe: str) -> None:
+    """Plain Celery: push the time this task started onto the list ``probe``."""
+    probe_client().rpush(probe, repr(time.time()))
+
+
+@n3.step("mark_start")
+def mark_start_step(step: dict[str, Any], context: dict[str, Any]) -> None:
+    """namel3ss-celery: push the time this step started onto the list the triggering event names."""
+    probe_client().rpush(context["probe"], repr(time.time()))

@@ -22,41 +22,18 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from . import runtime_events
 from .compiler.planning import make_plan
 from .errors import ConfigurationError, UnknownTarget
 from .extension import Namel3ssCelery
 from .local import LocalExecutor
 from .registry import SHARED, Registry
 from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus
-from .runtime_events import (
-    Event,
-    EventBus,
-    EventDrivenExecutor,
-    EventHandler,
-    EventPriority,
-    EventType,
-    MemoryEventBus,
-    RedisEventBus,
-    get_event_executor,
-    publish_event,
-    register_event_workflow,
-)
 from .settings import Settings
 from .spec import ParallelBlockSpec, ParallelStrategy, load_model
 
 __all__ = [
     "DistributedParallelExecutor",
-    "Event",
-    "EventBus",
-    "EventDrivenExecutor",
-    "EventHandler",
-    "EventPriority",
-    "EventType",
-    "MemoryEventBus",
-    "RedisEventBus",
-    "get_event_executor",
-    "publish_event",
-    "register_event_workflow",
     "ParallelExecutionResult",
     "ParallelExecutor",
     "ParallelStrategy",
@@ -64,6 +41,7 @@ __all__ = [
     "create_distributed_executor",
     "execute_distributed_parallel",
     "execute_parallel_steps",
+    *runtime_events.__all__,
 ]
 
 StepExecutor = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any] | Any]

@@ -1,4 +1,5 @@
-"""``POST /runs`` dispatches a block or workflow and returns its id at once; ``GET /runs/<id>`` reads it."""
+"""``POST /runs`` dispatches a block or workflow and returns its id at once; ``GET /runs/<id>`` reads it;
+``POST /events`` emits an event (the workers start what the program's triggers name for it)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,16 @@ def read_run(run_id: str) -> tuple[dict[str, Any], int]:
     except UnknownRun:
         return {"error": f"no run {run_id!r}"}, 404
     return {"run_id": run_id, "status": str(result.overall_status), "result": result.to_dict()}, 200
+
+
+@runs.post("/events")
+def emit_event() -> tuple[dict[str, Any], int]:
+    """Body: ``{"type": "webhook", "data": {...}}``. Answers 202 ``{"event_id": ...}``."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        return {"error": 'send JSON {"type": "webhook", "data": {...}}'}, 400
+    try:
+        event = namel3ss.n3.emit(body["type"], body.get("data") or {}, source="flask")
+    except SpecError as exc:
+        return {"error": str(exc), "path": exc.path}, 400
+    return {"event_id": event.event_id}, 202

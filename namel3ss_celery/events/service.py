@@ -138,6 +138,25 @@ class EventService:
             SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad
                 priority (nothing was published).
         """
+        event = self.event(kind, data, source=source, correlation_id=correlation_id, priority=priority)
+        self.publish(event)
+        return event
+
+    def event(
+        self,
+        kind: str | EventType,
+        data: Mapping[str, Any] | None = None,
+        *,
+        source: str = "application",
+        correlation_id: str | None = None,
+        priority: int = EventPriority.NORMAL,
+    ) -> Event:
+        """The event ``emit`` would publish, checked, not published (``integrations.django.emit_on_commit``
+        publishes it at the commit).
+
+        Raises:
+            SpecError: as ``emit``.
+        """
         checked = event_type(kind, EMITTABLE)
         if data is not None and not isinstance(data, Mapping):
             raise SpecError(f"an event's data is a mapping of JSON data, not {type(data).__name__}", path="data")
@@ -149,9 +168,7 @@ class EventService:
             level = EventPriority(int(priority))
         except (TypeError, ValueError) as exc:
             raise SpecError(f"priority is 0..3 (EventPriority), not {priority!r}", path="priority") from exc
-        event = Event.new(checked, source, payload, priority=level, correlation_id=correlation_id)
-        self.publish(event)
-        return event
+        return Event.new(checked, source, payload, priority=level, correlation_id=correlation_id)
 
     def publish(self, event: Event) -> str:
         """Put ``event`` (checked already) in the stream and send it to the workers to match; its stream id.

@@ -169,3 +169,28 @@ def dispatch_on_commit(
     run = PendingRun(n3, uuid.uuid4().hex, plan, checked, transaction.get_connection(using), using)
     transaction.on_commit(run._publish, using=using, robust=robust)
     return run
+
+
+def emit_on_commit(
+    n3: Namel3ssCelery,
+    event_type: str,
+    data: Mapping[str, Any] | None = None,
+    *,
+    source: str = "application",
+    correlation_id: str | None = None,
+    using: str | None = None,
+    robust: bool = False,
+) -> str:
+    """``n3.emit(...)`` once the current transaction of ``using`` commits: a trigger never starts on a row
+    that was rolled back. The event is checked now (a bad type or data raises in the view) and published
+    as it was checked; outside an atomic block, at once, as Django runs ``on_commit`` callbacks.
+
+    Returns:
+        The event's id (final now; nothing is published before the commit, nothing ever on a rollback).
+
+    Raises:
+        SpecError: an unknown event type, or data that is not a mapping of JSON data.
+    """
+    event = n3.events.event(event_type, data, source=source, correlation_id=correlation_id)
+    transaction.on_commit(lambda: n3.events.publish(event), using=using, robust=robust)
+    return event.event_id

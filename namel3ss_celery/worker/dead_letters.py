@@ -140,48 +140,10 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
                 reason = f"requeued {letter.requeues} times already (max_dead_letter_retries {max_requeues})"
                 done.append(Requeued(letter, None, reason))
                 continue
-            if letter.task == EVENT_HANDLE_TASK and letter.queue:  # an event handler: run it again on its event
-                args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
-                new_id = str(uuid.uuid4())
-                app.send_task(
-                    EVENT_HANDLE_TASK,
-                    args=(args[0], args[1], letter.requeues + 1),
-                    task_id=new_id,
-                    queue=declare_queue(letter.queue, {}),
-                    add_to_parent=False,
-                    ignore_result=True,
-                )
-                message.ack()  # type: ignore[no-untyped-call]
-                done.append(Requeued(letter, new_id))
-                sent.add(new_id)
-                requeued += 1
-                if requeued >= limit:
-                    break
+            why_not = _requeue(app, message, letter, new_id := str(uuid.uuid4()))
+            if why_not is not None:
+                done.append(Requeued(letter, None, why_not))
                 continue
-            if not letter.queue or not letter.task.startswith(STEP_TASK_PREFIX):
-                done.append(Requeued(letter, None, "not a namel3ss step with a known queue"))
-                continue
-            args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
-            step = StepMessage.routing(args[0] if args else None)
-            if step is None:
-                done.append(Requeued(letter, None, "its message is not a step message this version reads"))
-                continue
-            new_id = str(uuid.uuid4())
-            hard, soft = (message.headers or {}).get("timelimit") or (None, None)
-            priority = message.properties.get("priority")
-            # Not declared again: the queue exists (the message died on it) with arguments only the program knows.
-            target = declare_queue(letter.queue, {})
-            app.send_task(
-                letter.task,
-                args=(step.requeued(letter.task_id).encode(),),
-                task_id=new_id,
-                queue=target,
-                declare=[],
-                time_limit=hard,
-                soft_time_limit=soft,
-                priority=priority,
-                add_to_parent=False,
-            )
             message.ack()  # type: ignore[no-untyped-call]
             done.append(Requeued(letter, new_id))
             sent.add(new_id)
@@ -189,6 +151,40 @@ def requeue_dead_letters(app: Any, queue: str, max_requeues: int, limit: int = 1
             if requeued >= limit:
                 break
     return done
+
+
+def _requeue(app: Any, message: Message, letter: DeadLetter, new_id: str) -> str | None:
+    """Publish ``letter`` again, as task ``new_id``, to the queue it died on; why not, when it cannot be."""
+    args, _kwargs, _embed = message.decode()  # type: ignore[no-untyped-call]
+    # Not declared again: the queue exists (the message died on it) with arguments only the program knows.
+    options: dict[str, Any] = {"task_id": new_id, "declare": [], "add_to_parent": False}
+    if not letter.queue:
+        return "the queue it died on is not known"
+    if letter.task == EVENT_HANDLE_TASK:  # an event handler: run it again on its event
+        app.send_task(
+            EVENT_HANDLE_TASK,
+            args=(args[0], args[1], letter.requeues + 1),
+            queue=declare_queue(letter.queue, {}),
+            ignore_result=True,
+            **options,
+        )
+        return None
+    if not letter.task.startswith(STEP_TASK_PREFIX):
+        return "not a namel3ss step with a known queue"
+    step = StepMessage.routing(args[0] if args else None)
+    if step is None:
+        return "its message is not a step message this version reads"
+    hard, soft = (message.headers or {}).get("timelimit") or (None, None)
+    app.send_task(
+        letter.task,
+        args=(step.requeued(letter.task_id).encode(),),
+        queue=declare_queue(letter.queue, {}),
+        time_limit=hard,
+        soft_time_limit=soft,
+        priority=message.properties.get("priority"),
+        **options,
+    )
+    return None
 
 
 @contextmanager

@@ -207,3 +207,20 @@ def test_the_example_view_returns_at_once_and_the_worker_reads_the_row(site: Sit
     assert result.outputs["count"]["title"] == title
     report = Report.objects.get(pk=out["report"])
     assert (report.run_id, report.status, report.word_count) == (out["run"], "ready", 3)
+
+
+def test_an_event_emitted_in_a_transaction_is_published_at_commit_only(site: Site) -> None:
+    from django.db import transaction
+
+    from namel3ss_celery.integrations.django import emit_on_commit
+
+    store = site.n3.events.store()
+    start = store.newest()
+    with transaction.atomic():
+        kept = emit_on_commit(site.n3, "dataset_change", {"table": "reports"}, source="django")
+        assert [e.event_id for _i, e in store.read(start)] == []  # not before the commit
+    with pytest.raises(Rollback), transaction.atomic():
+        dropped = emit_on_commit(site.n3, "dataset_change", {"table": "gone"}, source="django")
+        raise Rollback
+    ids = [e.event_id for _i, e in store.read(start) if e.source == "django"]
+    assert ids == [kept] and dropped not in ids

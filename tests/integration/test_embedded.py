@@ -79,17 +79,21 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
         n3.run("nope").status()
 
 
-@pytest.mark.parametrize("section", ["event_triggers", "event_handlers"])
-def test_program_sections_not_built_yet_are_refused(n3: Namel3ssCelery, section: str) -> None:
-    value = (
-        [{"name": "h", "event_types": ["custom"]}]
-        if section == "event_handlers"
-        else [{"name": "t", "event_type": "custom", "trigger_target": "b"}]
-    )
-    program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], section: value}
+def test_a_trigger_type_not_built_yet_is_refused(n3: Namel3ssCelery) -> None:
+    trigger = {"name": "t", "event_type": "schedule", "trigger_target": "b", "source_config": {"interval_seconds": 5}}
+    program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], "event_triggers": [trigger]}
     with pytest.raises(NotSupportedYet) as info:
         n3.dispatch(program)
-    assert info.value.path == section
+    assert info.value.path == "event_triggers[0].event_type"
+
+
+def test_a_program_with_triggers_and_handlers_runs_its_blocks(n3: Namel3ssCelery) -> None:
+    program = {
+        "parallel_blocks": [{"name": "b", "steps": [{"target": "echo", "value": 1}]}],
+        "event_triggers": [{"name": "t", "event_type": "custom", "trigger_target": "b"}],
+        "event_handlers": [{"name": "h", "event_types": ["custom"], "route_to": "b"}],
+    }
+    assert n3.dispatch(program).get(timeout=30).overall_status == "completed"
 
 
 def test_a_distributed_config_for_a_pool_the_program_lacks_is_refused(n3: Namel3ssCelery) -> None:

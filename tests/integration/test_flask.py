@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .workers import WorkerProcess
+from .workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +46,7 @@ def flask_cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
         "FLASK_CELERY__task_default_queue": queue,
         "FLASK_CELERY__broker_connection_retry_on_startup": "true",
         "FLASK_GREETING": greeting,
+        "NAMEL3SS_CELERY_PROGRAM": str(REPO / "examples" / "flask_app" / "events.yaml"),
     }
     celery_config = {
         "broker_url": redis_url,
@@ -164,3 +165,28 @@ def test_bad_requests_are_refused_before_anything_is_published(flask_cluster: Fl
 
     assert client.post("/runs", data="not json").status_code == 400
     assert client.get("/runs/no-such-run").status_code == 404
+
+
+def test_an_event_posted_to_a_view_starts_its_trigger_on_the_worker(flask_cluster: FlaskCluster) -> None:
+    n3 = flask_cluster.app.extensions["namel3ss_celery"].n3
+    start = n3.events.store().newest()
+    response = flask_cluster.client.post("/events", json={"type": "webhook", "data": {"kind": "signup"}})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    event_id = response.get_json()["event_id"]
+    deadline = time.monotonic() + WAIT
+    while True:
+        ended = [
+            e
+            for _i, e in n3.events.store().read(start, count=1000)
+            if e.event_type == "workflow_completed" and e.data.get("trigger_event_id") == event_id
+        ]
+        if ended:
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no run for event {event_id}:\n{flask_cluster.worker.log()}")
+        time.sleep(0.1)
+    (completed,) = ended
+    result = n3.run(completed.data["instance_id"]).get(timeout=WAIT)
+    assert result.final_result == {"step_0": f"{flask_cluster.greeting}, world"}  # greet ran on the worker
+    bad = flask_cluster.client.post("/events", json={"type": "nonsense"})
+    assert bad.status_code == 400 and "unknown event type 'nonsense'" in bad.get_json()["error"]
