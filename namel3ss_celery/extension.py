@@ -73,13 +73,15 @@ class Namel3ssCelery:
         app: the user's Celery app; ``None`` builds one from the environment
             (the embedded default when no broker is set).
         settings: overrides what is read from the app and the environment.
+        own_worker: on the in-memory broker, start an embedded worker at the first dispatch; ``False`` when
+            another worker of this process consumes it (the ``celery_worker`` of a test: see ``testing``).
 
     Raises:
         ConfigurationError: the app's result backend cannot join (``rpc://``), or
             there is no coordination store (Redis) for a non-memory broker.
     """
 
-    def __init__(self, app: Celery | None = None, *, settings: Settings | None = None) -> None:
+    def __init__(self, app: Celery | None = None, *, settings: Settings | None = None, own_worker: bool = True) -> None:
         if app is None:
             settings = settings or Settings.from_env()
             app = make_app(settings)
@@ -95,7 +97,8 @@ class Namel3ssCelery:
         self._store_lock = threading.Lock()
         self._registered: set[str] = set()
         self._modules_loaded = False
-        self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if self.settings.embedded else None
+        embedded = self.settings.embedded and own_worker
+        self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if embedded else None
         self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
         self.conductor.connect(CeleryPublisher(app, self.conductor))
         self.events = EventService(

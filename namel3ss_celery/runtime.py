@@ -29,6 +29,19 @@ from .extension import Namel3ssCelery
 from .local import LocalExecutor
 from .registry import SHARED, Registry
 from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus
+from .runtime_events import (  # noqa: F401 - the Namel3ss event names, exported (runtime_events.__all__)
+    Event,
+    EventBus,
+    EventDrivenExecutor,
+    EventHandler,
+    EventPriority,
+    EventType,
+    MemoryEventBus,
+    RedisEventBus,
+    get_event_executor,
+    publish_event,
+    register_event_workflow,
+)
 from .settings import Settings
 from .spec import ParallelBlockSpec, ParallelStrategy, load_model
 

@@ -31,6 +31,7 @@ LAYERS = {
     "cli": 6,
     "runtime": 6,
     "runtime_events": 6,
+    "testing": 6,
     "celery": 6,
     "triggers": 6,
     "integrations": 6,
