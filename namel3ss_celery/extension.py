@@ -47,6 +47,7 @@ from .routing.consumers import run_idle_queues
 from .runs import RunHandle
 from .settings import Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .tracing import span
 from .worker.embedded import EmbeddedWorker
 from .worker.pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
 from .worker.redis_store import RedisStore
@@ -269,6 +270,10 @@ class Namel3ssCelery:
         """
         initial = check_context(context)
         run_id = run_id or uuid.uuid4().hex
+        with span("n3.dispatch", run_id=run_id, workflow=plan.name, kind=plan.kind):
+            return self._publish(plan, initial, run_id)
+
+    def _publish(self, plan: Plan, initial: dict[str, Any], run_id: str) -> RunHandle:
         if self.app.conf.task_always_eager:
             return self._run_eagerly(plan, initial, run_id)
         if self.embedded_worker is not None:

@@ -25,6 +25,7 @@ from ..plan.model import Plan, PlanNode
 from ..registry import Registry
 from ..results import ParallelExecutionResult, TaskStatus
 from ..spec import step_key
+from ..tracing import annotate, event, span
 from .advance import node_settled, refreshed_final
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
@@ -248,6 +249,10 @@ class Conductor:
             self._settle(run_id, node, record, envelopes)
 
     def _settle(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
+        with span("n3.settle", run_id=run_id, workflow=record.get(fields.NAME), node=node):
+            self._settle_traced(run_id, node, record, envelopes)
+
+    def _settle_traced(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
         plan = Plan.from_json(record[fields.PLAN])
         if node not in plan.by_name:
             logger.warning("refused to settle block %r of run %s: the run has no such block", node, run_id)
@@ -268,6 +273,8 @@ class Conductor:
         except Exception as exc:  # noqa: BLE001 - a block must end even when settling it breaks
             logger.exception("settling block %s of run %s failed", node, run_id)
             result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
+        spec = plan.by_name[node].block
+        annotate(block=spec.name, strategy=str(spec.strategy), outcome=str(result.overall_status))
         self._advance(run_id, plan, record, node, result)
         if plan.by_name[node].block.timeout_seconds is not None:
             # Settled whole: its deadline has nothing left to do (one still there at its time means a settle
@@ -401,6 +408,7 @@ class Conductor:
         due = self.store.due_deadlines(time.time() if now is None else now, limit)
         for run_id, node in due:
             try:
+                event("deadline", run_id=run_id, node=node)
                 self.decide_and_settle(run_id, node, TIMED_OUT)
             except Exception:  # noqa: BLE001 - the next look tries it again; the others go on meanwhile
                 logger.exception("enforcing the deadline of block %s of run %s failed", node, run_id)
@@ -410,6 +418,7 @@ class Conductor:
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
+        event("cancel", run_id=run_id)
         self.store.set_fields(run_id, {fields.CANCELLED: "1"})
         record = self.store.run_record(run_id) or {}
         plan = Plan.from_json(record[fields.PLAN])

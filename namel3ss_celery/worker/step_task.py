@@ -34,6 +34,7 @@ from ..plan.message import StepMessage
 from ..registry import STEP_TASK_PREFIX, StepDef
 from ..results import TaskStatus
 from ..routing.allowed import refusal
+from ..tracing import annotate, event, span
 from .compat import fail_chord_part
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .sticky import StickyKeys
@@ -76,6 +77,12 @@ class StepHandler:
         A step of a run whose record expired (before it started, or while it ran) is dropped: there is no
         run left to file it in.
         """
+        routed = StepMessage.routing(payload)
+        names = {"run_id": routed.run, "node": routed.node, "step": routed.key} if routed is not None else {}
+        with span("n3.step", target=definition.target, **names):
+            return self._traced_run(task, definition, payload)
+
+    def _traced_run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         try:
             return self._run(task, definition, payload)
         except UnknownRun as exc:
@@ -98,13 +105,16 @@ class StepHandler:
             lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
             f"starting step {message.key} of run {message.run}",
         )
+        annotate(strategy=str(message.strategy))
         if not may_run:
+            annotate(outcome="not_started")
             skipped = self.conductor.skip(message, worker, task_id)
             if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started
                 revoked(task, "block already decided")
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
+        annotate(outcome=str(outcome.outcome or outcome.status))
         self._retry_if_due(task, message, outcome, stopping=control.stop_requested, holding=holding)
         if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
@@ -197,6 +207,7 @@ class StepHandler:
             options["expires"] = datetime.fromtimestamp(expires, tz=timezone.utc)
         if holding is not None:
             self.conductor.store.release(holding.worker, holding.member)
+        event("retry", attempt=retries + 1, countdown=delay, error=outcome.error)
         raise task.retry(exc=outcome.exception, countdown=delay, max_retries=message.retries, **options)
 
     def _dead_letter(self, task: Any, message: StepMessage, error: str) -> None:

@@ -16,6 +16,7 @@ from ..registry import (
     SETTLE_DEADLINE_TASK,
     StepDef,
 )
+from ..tracing import span
 from .step_task import StepHandler
 
 LAUNCH_RETRIES = 10  # looks of a launch delivered again while another process may still be publishing
@@ -28,7 +29,8 @@ def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
     # it sends what was not sent yet (engine.launching).
     @app.task(name=LAUNCH_TASK, bind=True, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
     def launch_run(task: Any, run_id: str) -> None:
-        wait = conductor.launch_roots(run_id)
+        with span("n3.launch", run_id=run_id):
+            wait = conductor.launch_roots(run_id)
         if wait is not None:  # another process may still be publishing: look again once its lease runs out
             raise task.retry(countdown=wait + 1, max_retries=LAUNCH_RETRIES)
 

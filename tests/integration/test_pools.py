@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from namel3ss_celery import CompileError, Namel3ssCelery, Settings
+from namel3ss_celery.plan import fields
 
 from .workers import CLI, WorkerProcess, client, pool_worker
 
@@ -144,9 +145,20 @@ def test_an_agent_step_the_pool_allows_runs_there(pools: dict[str, Any]) -> None
 @pytest.mark.parametrize("kind", ["tool", "agent"])
 def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str, Any], kind: str) -> None:
     n3, tag = pools["n3"], pools["tag"]
+    # A message sent by hand for a run that exists (a step of an unknown run is dropped, never filed).
+    run_id = f"by-hand-{uuid.uuid4().hex[:8]}"
+    plan = n3.plan({"name": "x", "steps": [{"name": "s", "target": "echo", "kind": kind, "value": 1}]})
+    record = {
+        fields.KIND: "block",
+        fields.NAME: "x",
+        fields.PLAN: plan.to_json(),
+        fields.STATUS: "running",
+        fields.launched("x"): "1",
+    }
+    n3.store.create_run(run_id, record, 3600)
     payload = {
         "v": 1,
-        "run": "by-hand",
+        "run": run_id,
         "node": "x",
         "i": 0,
         "n": 1,
@@ -169,6 +181,8 @@ def test_a_message_for_a_refused_target_is_refused_on_the_worker(pools: dict[str
         time.sleep(0.1)
     assert meta["status"] == "FAILURE"
     assert f"worker pool 'alpha' does not allow {kind} target 'echo'" in str(meta["result"])
+    result = n3.run(run_id).get(timeout=WAIT)  # filed as the step's failure: its block ends
+    assert result.overall_status == "failed" and "does not allow" in str(result.results[0].error)
 
 
 def test_the_pool_worker_runs_with_the_pools_command_line(pools: dict[str, Any]) -> None:

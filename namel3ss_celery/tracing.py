@@ -1,0 +1,45 @@
+"""namel3ss-celery's own spans, through the OpenTelemetry API: no-ops until an SDK is configured.
+
+``n3.dispatch`` (recording and publishing a run), ``n3.launch`` (a worker publishing a run's first steps),
+``n3.step`` (one step on a worker, with its ``namel3ss.outcome``) and ``n3.settle`` (deciding a block), with
+the attributes ``namel3ss.run_id``, ``namel3ss.workflow``, ``namel3ss.node``, ``namel3ss.block``,
+``namel3ss.strategy``, ``namel3ss.step``, ``namel3ss.target`` and ``namel3ss.outcome``, and span events for
+retries, cancellation and deadlines. With ``integrations.opentelemetry.instrument(app)``, Celery's own task
+spans carry the trace from the process that dispatched to every worker, so one trace holds the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+
+TRACER = trace.get_tracer("namel3ss_celery")
+
+
+def attributes(values: dict[str, Any]) -> dict[str, str | int | float | bool]:
+    """``{"run_id": x}`` as ``{"namel3ss.run_id": x}``, leaving out what is unknown (``None``)."""
+    return {
+        f"namel3ss.{key}": value if isinstance(value, (int, float, bool)) else str(value)
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+@contextmanager
+def span(name: str, **values: Any) -> Iterator[trace.Span]:
+    """A span of ours, current inside the block (an exception is recorded on it, and raised on)."""
+    with TRACER.start_as_current_span(name, attributes=attributes(values)) as current:
+        yield current
+
+
+def annotate(**values: Any) -> None:
+    """Add attributes to the current span (the outcome of a step, once known)."""
+    trace.get_current_span().set_attributes(attributes(values))
+
+
+def event(name: str, **values: Any) -> None:
+    """A span event on the current span: ``retry``, ``cancel``, ``deadline``."""
+    trace.get_current_span().add_event(name, attributes(values))
