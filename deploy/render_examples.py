@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "deploy" / "examples"
 PROGRAMS = {"pools": ROOT / "examples" / "pools.yaml"}
+STEP_MODULES = ("examples.steps",)  # the steps of the example programs
 
 sys.path.insert(0, str(ROOT))
 
@@ -28,8 +29,8 @@ def rendered() -> dict[Path, str]:
     for name, source in PROGRAMS.items():
         program = load_program(source)
         for target in Target:
-            path = str(source.relative_to(ROOT))  # the workers run from the project root
-            for file_name, text in render(program, target.value, program_path=path).items():
+            path = str(source.relative_to(ROOT))  # relative to the project's directory, where the workers run
+            for file_name, text in render(program, target.value, program_path=path, step_modules=STEP_MODULES).items():
                 files[Path(name) / target.value / file_name] = text
     return files
 

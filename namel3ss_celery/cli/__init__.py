@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--target", required=True, choices=["systemd", "compose", "kubernetes"])
     sub.add_argument("--out", help="directory to write into (default: deploy/<program>/<target>)")
     sub.add_argument("--broker", default="redis://redis:6379/0", help="broker URL the workers use")
-    sub.add_argument("--program-path", help="where the workers find the program file (default: FILE as given)")
+    sub.add_argument("--backend", help="result backend URL the workers use (default: the broker, if Redis)")
+    step_modules(sub)
+    sub.add_argument("--program-path", help="the program file, relative to --workdir (default: FILE)")
+    sub.add_argument(
+        "--workdir", help="the project's directory the services run in (default: /app; systemd: /srv/namel3ss-celery)"
+    )
+    sub.add_argument("--image", default="namel3ss-celery-app:latest", help="image built from the rendered Dockerfile")
+    sub.add_argument("--venv", help="systemd: virtual environment holding bin/celery (default: WORKDIR/.venv)")
     sub.set_defaults(handler=deploy)
     return parser

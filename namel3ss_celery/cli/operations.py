@@ -98,8 +98,18 @@ def dlq(args: argparse.Namespace, out: TextIO) -> int:
 def deploy(args: argparse.Namespace, out: TextIO) -> int:
     """Write the deploy files of ``--target`` for the program's worker pools."""
     program = load_program(args.file)
+    inside = os.path.relpath(args.file)  # the project's files keep their places under --workdir
     files = render(
-        program, args.target, app=args.app, broker_url=args.broker, program_path=args.program_path or args.file
+        program,
+        args.target,
+        app=args.app,
+        broker_url=args.broker,
+        program_path=args.program_path or (args.file if inside.startswith("..") else inside),
+        result_backend=args.backend,
+        step_modules=args.steps,
+        workdir=args.workdir,
+        image=args.image,
+        venv=args.venv,
     )
     folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
     for name, text in sorted(files.items()):

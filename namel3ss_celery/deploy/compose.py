@@ -1,4 +1,9 @@
-"""A ``compose.yaml`` for a laptop cluster: the brokers, one worker service per pool, beat and Flower."""
+"""A ``compose.yaml`` for a laptop cluster: the brokers, one worker service per pool, beat and Flower.
+
+The Celery services run the image built from the rendered ``Dockerfile``
+(``docker build -f .../Dockerfile -t IMAGE .`` from the project's root), in
+the project's directory inside it.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,28 @@ from typing import Any
 from ..routing import Broker, broker_kind, stop_timeout
 from ..routing.policy import seconds_text
 from ..spec import ProgramSpec
-from .common import BROKER_ENV, IMAGE, beat_command, deployable_pools, worker_command, worker_environment, yaml_text
+from . import image
+from .common import (
+    BACKEND_ENV,
+    BROKER_ENV,
+    Deployment,
+    beat_command,
+    deployable_pools,
+    service_environment,
+    worker_command,
+    worker_environment,
+    yaml_text,
+)
 
 REDIS_IMAGE = "redis:7-alpine"
 RABBITMQ_IMAGE = "rabbitmq:3-management"
 FLOWER_IMAGE = "mher/flower:2.0"
-RESULT_BACKEND = "redis://redis:6379/1"  # the compose file's own Redis keeps results and coordination
 FLOWER_PORT = 5555
 FLOWER_AUTH = "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH to user:password to start Flower}"
 
 
-def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
-    """``{"compose.yaml": text}``.
+def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
+    """``{"compose.yaml": text}`` and the image's ``Dockerfile``.
 
     A ``redis`` service always runs (result backend and coordination store);
     a ``rabbitmq`` one too when the broker is AMQP (point ``broker_url`` at
@@ -29,38 +44,42 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
         RoutingError: a pool cannot run as asked (see ``worker_argv``).
     """
     brokers: dict[str, Any] = {"redis": _healthy(REDIS_IMAGE, ["CMD", "redis-cli", "ping"])}
-    if broker_kind(broker_url) is Broker.RABBITMQ:
+    if broker_kind(deployment.broker_url) is Broker.RABBITMQ:
         brokers["rabbitmq"] = _healthy(RABBITMQ_IMAGE, ["CMD", "rabbitmq-diagnostics", "-q", "ping"])
     services: dict[str, Any] = dict(brokers)
     for pool in deployable_pools(program):
-        service = _celery_service(brokers, worker_environment(program, pool, broker_url, program_path))
-        service["command"] = worker_command(program, pool, app, broker_url)
+        service = _celery_service(brokers, deployment, worker_environment(program, pool, deployment))
+        service["command"] = [_literal(word) for word in worker_command(program, pool, deployment)]
         stop = stop_timeout(pool)
         if stop is not None:
             service["stop_grace_period"] = f"{seconds_text(stop)}s"
         services[f"worker-{pool.name}"] = service
-    services["beat"] = _celery_service(brokers, {BROKER_ENV: broker_url})
-    services["beat"]["command"] = beat_command(app, "/tmp/celerybeat-schedule")
-    flower = _celery_service(brokers, {BROKER_ENV: broker_url})
+    services["beat"] = _celery_service(brokers, deployment, service_environment(deployment))
+    services["beat"]["command"] = [_literal(word) for word in beat_command(deployment, "/tmp/celerybeat-schedule")]
+    flower = _celery_service(brokers, deployment, {})
     flower["image"] = FLOWER_IMAGE
+    del flower["working_dir"]
     flower["command"] = ["celery", "flower", f"--port={FLOWER_PORT}"]
-    flower["environment"]["FLOWER_BASIC_AUTH"] = FLOWER_AUTH
+    flower["environment"] = {
+        BROKER_ENV: _literal(deployment.broker_url),
+        BACKEND_ENV: _literal(deployment.result_backend),
+        "FLOWER_BASIC_AUTH": FLOWER_AUTH,
+    }
     flower["ports"] = [f"{FLOWER_PORT}:{FLOWER_PORT}"]
     services["flower"] = flower
-    return {"compose.yaml": yaml_text({"services": services})}
+    return {"compose.yaml": yaml_text({"services": services}), **image.render(deployment)}
 
 
-def _healthy(image: str, test: list[str]) -> dict[str, Any]:
-    return {"image": image, "healthcheck": {"test": test, "interval": "5s", "timeout": "5s", "retries": 20}}
+def _healthy(image_name: str, test: list[str]) -> dict[str, Any]:
+    return {"image": image_name, "healthcheck": {"test": test, "interval": "5s", "timeout": "5s", "retries": 20}}
 
 
-def _celery_service(brokers: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    environment = {name: _literal(value) for name, value in env.items()}
-    environment.setdefault("CELERY_RESULT_BACKEND", RESULT_BACKEND)
+def _celery_service(brokers: dict[str, Any], deployment: Deployment, env: dict[str, str]) -> dict[str, Any]:
     return {
-        "image": IMAGE,
+        "image": deployment.image,
+        "working_dir": deployment.workdir,
         "command": [],
-        "environment": environment,
+        "environment": {name: _literal(value) for name, value in env.items()},
         "depends_on": {name: {"condition": "service_healthy"} for name in brokers},
         "restart": "unless-stopped",
     }

@@ -6,6 +6,12 @@ processes (default 1) within the limits ``max_cpu_cores`` and
 ``max_workers`` on the pool's ``scaling_metric``: the queue's length per
 pod (Redis lists or a RabbitMQ queue), or the pods' cpu or memory
 utilisation (``target_value`` percent).
+
+On Redis, kombu keeps a queue as ten lists, one per priority: a trigger
+reads each, and KEDA's ``scalingModifiers`` (KEDA 2.12 or later) sum them
+into the one metric the pool scales on (KEDA would otherwise scale on the
+longest list). The pods run the image built from the rendered
+``Dockerfile``, in the project's directory inside it.
 """
 
 from __future__ import annotations
@@ -19,14 +25,26 @@ from ..errors import RoutingError
 from ..routing import Broker, broker_kind, instance_concurrency, redis_priority_lists, stop_timeout
 from ..routing.distribution import distribution_of, step_queue
 from ..spec import ProgramSpec, ScalingMetric, WorkerPoolSpec
-from .common import BROKER_ENV, IMAGE, beat_command, deployable_pools, worker_command, worker_environment, yaml_text
+from . import image
+from .common import (
+    BROKER_ENV,
+    Deployment,
+    beat_command,
+    deployable_pools,
+    service_environment,
+    worker_command,
+    worker_environment,
+    yaml_text,
+)
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?\Z")  # short enough for "namel3ss-celery-worker-"
 POOL_LABEL = "namel3ss-celery/pool"
+LIST_TRIGGER = "list_{}"  # the trigger of kombu's priority list n, named for the scaling formula
 
 
-def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
-    """The manifests, by file name (``worker-<pool>-deployment.yaml``, ``worker-<pool>-scaledobject.yaml``, ...).
+def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
+    """The manifests, by file name (``worker-<pool>-deployment.yaml``, ``worker-<pool>-scaledobject.yaml``, ...),
+    and the image's ``Dockerfile``.
 
     Raises:
         RoutingError: a pool name that is no DNS label once lower-cased (``_``
@@ -43,13 +61,8 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
         seen[short] = pool.name
         name = f"namel3ss-celery-worker-{short}"
         per_pod = instance_concurrency(pool)
-        env = {**worker_environment(program, pool, broker_url, program_path), **_redis_credentials(broker_url)}
-        container: dict[str, Any] = {
-            "name": "worker",
-            "image": IMAGE,
-            "command": worker_command(program, pool, app, broker_url, concurrency=per_pod),
-            "env": [{"name": key, "value": value.replace("$(", "$$(")} for key, value in env.items()],
-        }
+        env = {**worker_environment(program, pool, deployment), **_redis_credentials(deployment.broker_url)}
+        container = _container("worker", deployment, worker_command(program, pool, deployment, per_pod), env)
         limits = _limits(pool)
         if limits:
             container["resources"] = {"limits": limits}
@@ -61,23 +74,51 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
         replicas = pool.min_workers if pool.auto_scaling else pool.max_workers
         files[f"worker-{short}-deployment.yaml"] = yaml_text(_deployment(name, labels, replicas, container, pool))
         if pool.auto_scaling:
-            scaled = {
-                "apiVersion": "keda.sh/v1alpha1",
-                "kind": "ScaledObject",
-                "metadata": {"name": name, "labels": dict(labels)},
-                "spec": {
-                    "scaleTargetRef": {"name": name},
-                    "minReplicaCount": pool.min_workers,
-                    "maxReplicaCount": pool.max_workers,
-                    "triggers": _triggers(program, pool, broker_url),
-                },
-            }
-            files[f"worker-{short}-scaledobject.yaml"] = yaml_text(scaled)
-    beat: dict[str, Any] = {"name": "beat", "image": IMAGE, "command": beat_command(app, "/tmp/celerybeat-schedule")}
-    beat["env"] = [{"name": BROKER_ENV, "value": broker_url.replace("$(", "$$(")}]
+            files[f"worker-{short}-scaledobject.yaml"] = yaml_text(
+                _scaled_object(name, labels, program, pool, deployment.broker_url)
+            )
+    beat_argv = beat_command(deployment, "/tmp/celerybeat-schedule")
+    beat = _container("beat", deployment, beat_argv, service_environment(deployment))
     labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "beat"}
     files["beat-deployment.yaml"] = yaml_text(_deployment("namel3ss-celery-beat", labels, 1, beat, None))
-    return files
+    return {**files, **image.render(deployment)}
+
+
+def _container(name: str, deployment: Deployment, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": deployment.image,
+        "imagePullPolicy": "IfNotPresent",  # an image built on the node, or pulled once per tag
+        "workingDir": deployment.workdir,
+        "command": [word.replace("$(", "$$(") for word in argv],
+        "env": [{"name": key, "value": value.replace("$(", "$$(")} for key, value in env.items()],
+    }
+
+
+def _scaled_object(
+    name: str, labels: dict[str, str], program: ProgramSpec, pool: WorkerPoolSpec, broker_url: str
+) -> dict[str, Any]:
+    triggers = _triggers(program, pool, broker_url)
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"name": name},
+        "minReplicaCount": pool.min_workers,
+        "maxReplicaCount": pool.max_workers,
+    }
+    if len(triggers) > 1:  # the priority lists of one Redis queue: scale on their sum
+        spec["advanced"] = {
+            "scalingModifiers": {
+                "formula": " + ".join(trigger["name"] for trigger in triggers),
+                "target": str(math.ceil(pool.target_value)),
+                "metricType": "AverageValue",
+            }
+        }
+    spec["triggers"] = triggers
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": spec,
+    }
 
 
 def _deployment(
@@ -129,10 +170,14 @@ def _triggers(program: ProgramSpec, pool: WorkerPoolSpec, broker_url: str) -> li
         metadata = {"protocol": "amqp", "queueName": queue, "mode": "QueueLength", "value": target}
         return [{"type": "rabbitmq", "metadata": {**metadata, "hostFromEnv": BROKER_ENV}}]
     address = _redis_address(broker_url)
-    # kombu keeps priority n > 0 in its own list; HPA scales on the longest of them (not their sum).
+    # kombu keeps priority n > 0 in a list of its own: one trigger per list, summed by scalingModifiers
     return [
-        {"type": "redis", "metadata": {**address, "listName": name, "listLength": target}}
-        for name in redis_priority_lists(queue)
+        {
+            "type": "redis",
+            "name": LIST_TRIGGER.format(step),
+            "metadata": {**address, "listName": name, "listLength": target},
+        }
+        for step, name in enumerate(redis_priority_lists(queue))
     ]
 
 

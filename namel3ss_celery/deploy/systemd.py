@@ -1,4 +1,9 @@
-"""systemd units: one ``namel3ss-celery-worker-<pool>.service`` per pool, and one for beat."""
+"""systemd units: one ``namel3ss-celery-worker-<pool>.service`` per pool, and one for beat.
+
+Each runs ``<venv>/bin/celery`` in the project's directory (``WorkingDirectory``)
+with every setting in ``Environment=`` lines; ``EnvironmentFile`` may
+override them (put secrets there).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,15 @@ from ..errors import RoutingError
 from ..routing import stop_timeout
 from ..routing.policy import seconds_text
 from ..spec import ProgramSpec, WorkerPoolSpec
-from .common import BROKER_ENV, GENERATED, beat_command, deployable_pools, worker_command, worker_environment
+from .common import (
+    GENERATED,
+    Deployment,
+    beat_command,
+    deployable_pools,
+    service_environment,
+    worker_command,
+    worker_environment,
+)
 
 ENVIRONMENT_FILE = "/etc/namel3ss-celery/environment"  # optional; overrides Environment= (put secrets here)
 STATE_DIRECTORY = "namel3ss-celery"  # /var/lib/namel3ss-celery, where beat keeps its schedule
@@ -16,7 +29,7 @@ USER = "celery"
 NEEDS_QUOTES = re.compile(r"""[\s"'\\;]""")
 
 
-def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -> dict[str, str]:
+def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     """The unit files, by file name.
 
     Raises:
@@ -27,21 +40,26 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
     for pool in deployable_pools(program):
         files[f"namel3ss-celery-worker-{pool.name}.service"] = _unit(
             f"Namel3ss Celery worker, pool {pool.name} (queue {pool.queue_name})",
-            worker_environment(program, pool, broker_url, program_path),
-            worker_command(program, pool, app, broker_url),
+            deployment.workdir,
+            worker_environment(program, pool, deployment),
+            worker_command(program, pool, deployment),
             pool,
         )
     schedule = f"/var/lib/{STATE_DIRECTORY}/celerybeat-schedule"
     files["namel3ss-celery-beat.service"] = _unit(
-        "Namel3ss Celery beat (schedules and triggers)", {BROKER_ENV: broker_url}, beat_command(app, schedule), None
+        "Namel3ss Celery beat (schedules and triggers)",
+        deployment.workdir,
+        service_environment(deployment),
+        beat_command(deployment, schedule),
+        None,
     )
     return files
 
 
-def _unit(description: str, env: dict[str, str], argv: list[str], pool: WorkerPoolSpec | None) -> str:
-    service = ["Type=simple", f"User={USER}", f"Group={USER}"]
+def _unit(description: str, workdir: str, env: dict[str, str], argv: list[str], pool: WorkerPoolSpec | None) -> str:
+    service = ["Type=simple", f"User={USER}", f"Group={USER}", f"WorkingDirectory={_path(workdir)}"]
     service += [f"Environment={_environment(name, value)}" for name, value in env.items()]
-    service += [f"EnvironmentFile=-{ENVIRONMENT_FILE}", f"ExecStart=/usr/bin/env {' '.join(map(_word, argv))}"]
+    service += [f"EnvironmentFile=-{ENVIRONMENT_FILE}", f"ExecStart={' '.join(map(_word, argv))}"]
     # SIGTERM to the main process only: Celery's warm shutdown lets running steps finish.
     service += ["KillMode=mixed", "KillSignal=SIGTERM"]
     stop = stop_timeout(pool) if pool is not None else None
@@ -65,6 +83,13 @@ def _word(word: str) -> str:
     if word and not NEEDS_QUOTES.search(word):
         return word
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _path(path: str) -> str:
+    """A path setting (``WorkingDirectory``): taken as written but for specifiers, so ``%`` doubled."""
+    if "\n" in path or "\r" in path:
+        raise RoutingError(f"path {path!r}: a systemd unit cannot hold a line break")
+    return path.replace("%", "%%")
 
 
 def _environment(name: str, value: str) -> str:

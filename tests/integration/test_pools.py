@@ -195,8 +195,11 @@ def test_the_pool_worker_runs_with_the_pools_command_line(pools: dict[str, Any])
 def test_deploy_writes_the_files(pools: dict[str, Any], tmp_path: Path) -> None:
     import subprocess
 
+    command = [CLI, "deploy", "--target", "systemd", pools["program"], "--out", str(tmp_path)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "give --steps MODULE" in refused.stderr  # the default app finds no steps
     out = subprocess.run(
-        [CLI, "deploy", "--target", "systemd", pools["program"], "--out", str(tmp_path)],
+        [*command, "--steps", "tests.integration.steps", "--workdir", "/srv/proj"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -204,6 +207,10 @@ def test_deploy_writes_the_files(pools: dict[str, Any], tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     units = sorted(p.name for p in tmp_path.iterdir())
     assert "namel3ss-celery-worker-alpha.service" in units and "namel3ss-celery-worker-beta.service" in units
+    alpha = (tmp_path / "namel3ss-celery-worker-alpha.service").read_text()
+    assert '"NAMEL3SS_CELERY_STEP_MODULES=tests.integration.steps"' in alpha
+    assert f'"NAMEL3SS_CELERY_PROGRAM={pools["program"]}"' in alpha  # a file outside the project: as given
+    assert "ExecStart=/srv/proj/.venv/bin/celery -A namel3ss_celery worker" in alpha
 
 
 def test_a_users_own_app_serves_a_pool_with_n3_pool(redis_url: str, tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ class WorkerProcess:
     """``python -m celery -A <app> worker`` in a subprocess, logging to a file.
 
     ``cwd`` is where it starts (the repository by default); ``celery -A`` imports the app from there,
-    as from a project's own directory.
+    as from a project's own directory. With ``inherit_env=False`` the process gets ``env`` alone (a
+    command as a deploy file writes it, with that file's environment).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class WorkerProcess:
         command: list[str] | None = None,
         name: str | None = None,
         cwd: Path | None = None,
+        inherit_env: bool = True,
     ) -> None:
         self.name = name or f"n3test-{uuid.uuid4().hex[:8]}"
         self.hostname = f"{self.name}@{os.uname().nodename}"
@@ -63,7 +65,7 @@ class WorkerProcess:
         args += extra_args or []
         if command is not None:  # a command of its own (namel3ss-celery worker --pool ...)
             args = command
-        full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)} if inherit_env else dict(env)
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, cwd=cwd or REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from namel3ss_celery.deploy import render
 from namel3ss_celery.spec import ProgramSpec, load_program
 
 CPU = {
@@ -29,3 +30,12 @@ IO = {
 
 def program(*pools: dict[str, Any], queues: list[dict[str, Any]] | None = None) -> ProgramSpec:
     return load_program({"worker_pools": list(pools or (CPU, IO)), "task_queues": queues or []})
+
+
+STEPS = ("proj.steps", "proj.more_steps")
+
+
+def rendered(spec: ProgramSpec, target: str, **options: Any) -> dict[str, str]:
+    """``deploy.render`` with the test step modules unless the test names its own."""
+    options.setdefault("step_modules", STEPS)
+    return render(spec, target, **options)
