@@ -35,6 +35,11 @@ def span(name: str, **values: Any) -> Iterator[trace.Span]:
         yield current
 
 
+def recording() -> bool:
+    """Whether the current span records (an SDK is configured): worth a look to say more."""
+    return bool(trace.get_current_span().is_recording())
+
+
 def annotate(**values: Any) -> None:
     """Add attributes to the current span (the outcome of a step, once known)."""
     trace.get_current_span().set_attributes(attributes(values))

@@ -27,6 +27,7 @@ from ..engine.patience import patiently
 from ..engine.ports import Held
 from ..engine.retry import retry_countdown
 from ..engine.runner import StepOutcome, call_step, describe
+from ..engine.settle import RACING
 from ..errors import RoutingError, StepLost, UnknownRun, UnknownTarget
 from ..plan import fields
 from ..plan.kinds import Join
@@ -34,7 +35,7 @@ from ..plan.message import StepMessage
 from ..registry import STEP_TASK_PREFIX, StepDef
 from ..results import TaskStatus
 from ..routing.allowed import refusal
-from ..tracing import annotate, event, span
+from ..tracing import annotate, event, recording, span
 from .compat import fail_chord_part
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
 from .sticky import StickyKeys
@@ -128,6 +129,10 @@ class StepHandler:
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self.conductor.file_patiently(message, outcome, held=holding)
+        if message.strategy in RACING and recording():  # a traced race: did this step win it?
+            decision = control.decision()
+            if decision is not None and decision.winner == message.index:
+                annotate(outcome="won")
         if outcome.exception is not None:
             self._dead_letter(task, message, outcome.error or describe(outcome.exception))
             raise outcome.exception
