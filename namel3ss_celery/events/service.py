@@ -34,10 +34,10 @@ logger = logging.getLogger("namel3ss_celery")
 
 MATCH_TASK = "n3.events.match"
 FIRE_TASK = "n3.events.fire"
-WATCHED_KEY = "n3:events:watched"  # the event types some worker's triggers listen to
+WATCHED_PREFIX = "n3:events:watched:"  # + an app's default queue: the event types its workers' triggers watch
 WATCHED_TTL = 86_400  # seconds; renewed whenever a worker loads a program with triggers
-WATCHED_FRESH = 2.0  # seconds a process trusts what it read of WATCHED_KEY
-ANY_TYPE = "*"  # in WATCHED_KEY: a handler of every event type
+WATCHED_FRESH = 2.0  # seconds a process trusts what it read of the watched types
+ANY_TYPE = "*"  # among the watched types: a handler of every event type
 
 
 class EventService:
@@ -330,12 +330,17 @@ class EventService:
             self.counts[what] = self.counts.get(what, 0) + 1
         return what
 
+    def _watched_key(self) -> str:
+        """Where the event types watched by the workers of this app's default queue are: match tasks go
+        there, so an app sends them only for types those workers' triggers and handlers listen to."""
+        return WATCHED_PREFIX + str(self.app.conf.task_default_queue)
+
     def _mark_watched(self, types: set[str]) -> None:
         client = getattr(self._store(), "client", None)
         if client is not None and types:
             with client.pipeline() as pipe:
-                pipe.sadd(WATCHED_KEY, *sorted(types))
-                pipe.expire(WATCHED_KEY, WATCHED_TTL)
+                pipe.sadd(self._watched_key(), *sorted(types))
+                pipe.expire(self._watched_key(), WATCHED_TTL)
                 pipe.execute()
 
     def _watched_types(self) -> frozenset[str]:
@@ -343,6 +348,6 @@ class EventService:
         if time.monotonic() - read_at < WATCHED_FRESH:
             return types
         client = getattr(self._store(), "client", None)
-        types = frozenset(str(t) for t in client.smembers(WATCHED_KEY)) if client is not None else frozenset()
+        types = frozenset(str(t) for t in client.smembers(self._watched_key())) if client is not None else frozenset()
         self._watched = (time.monotonic(), types)
         return types
