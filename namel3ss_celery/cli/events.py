@@ -24,7 +24,7 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
             )
         store = n3.events.store()
         if args.serve:
-            run_server(store, args.host, args.port, args.token, args.insecure)
+            run_server(store, args.host, args.port, args.token, args.insecure, runs=n3.store)
             return EXIT_OK
         selection = Selection(args.run_id, args.workflow, frozenset(args.event_type), args.after)
         shown = 0
@@ -43,7 +43,11 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
 def add_events_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """The ``events`` subcommand (``command`` makes a subparser that takes ``-A/--app``)."""
     sub = command("events", "follow the deployment's events (JSON lines), or serve them over WebSocket")
-    sub.add_argument("--serve", action="store_true", help="serve the stream over WebSocket at ws://HOST:PORT/events")
+    sub.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the stream over WebSocket at ws://HOST:PORT/events, and the run view at http://HOST:PORT/",
+    )
     sub.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
     sub.add_argument("--token", help="a token clients must send (needed beyond 127.0.0.1)")

@@ -1,4 +1,5 @@
-"""``namel3ss-celery events --serve``: the deployment's event stream over WebSocket.
+"""``namel3ss-celery events --serve``: the deployment's event stream over WebSocket, and the run view
+(``/``: recent runs; ``/runs/<run_id>``: one run, drawn and updated live; see ``runview``).
 
 A client connects to ``ws://HOST:PORT/events`` with optional query parameters: ``run_id`` (the events of
 one run: its ``instance_id``), ``workflow`` (``workflow_name``), ``event_type`` (repeatable) and
@@ -21,8 +22,10 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..engine.ports import CoordinationStore
 from ..errors import ConfigurationError
 from .model import Event
+from .runview import respond
 from .stream import EventStore
 
 logger = logging.getLogger("namel3ss_celery")
@@ -71,23 +74,36 @@ def check_exposure(host: str, token: str | None, insecure: bool) -> None:
 
 
 async def serve(
-    store: EventStore, host: str, port: int, token: str | None = None, stop: asyncio.Event | None = None
+    store: EventStore,
+    host: str,
+    port: int,
+    token: str | None = None,
+    stop: asyncio.Event | None = None,
+    runs: CoordinationStore | None = None,
 ) -> None:
-    """Serve the stream until ``stop`` is set (or for ever)."""
+    """Serve the stream until ``stop`` is set (or for ever); with ``runs`` (the coordination store), the run
+    view's pages too (``runview``)."""
     from websockets.asyncio.server import ServerConnection
     from websockets.asyncio.server import serve as websocket_serve
+    from websockets.datastructures import Headers
     from websockets.http11 import Request, Response
 
-    def authorize(connection: ServerConnection, request: Request) -> Response | None:
+    async def route(connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path)
-        if path.path.rstrip("/") != "/events":
-            return connection.respond(HTTPStatus.NOT_FOUND, "the event stream is at /events\n")
+        query = parse_qs(path.query)
         if token:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            given = given or parse_qs(path.query).get("token", [""])[0]
+            given = given or query.get("token", [""])[0]
             if not hmac.compare_digest(given, token):
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is needed\n")
-        return None
+        if path.path.rstrip("/") == "/events":
+            return None  # the WebSocket handshake goes on
+        if runs is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "the event stream is at /events\n")
+        status, body = await asyncio.to_thread(respond, store, runs, path.path, query)
+        data = body.encode()
+        headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data)))])
+        return Response(status, HTTPStatus(status).phrase, headers, data)
 
     async def stream(connection: ServerConnection) -> None:
         selection = Selection.from_query(parse_qs(urlsplit(connection.request.path).query))  # type: ignore[union-attr]
@@ -100,12 +116,14 @@ async def serve(
                 if selection.wants(event):
                     await connection.send(json.dumps({"id": stream_id, "event": event.to_dict()}))
 
-    async with websocket_serve(stream, host, port, process_request=authorize) as server:
+    async with websocket_serve(stream, host, port, process_request=route) as server:
         logger.info("events served on ws://%s:%d/events", host, port)
         await (stop.wait() if stop is not None else server.serve_forever())
 
 
-def run_server(store: EventStore, host: str, port: int, token: str | None, insecure: bool) -> Any:
+def run_server(
+    store: EventStore, host: str, port: int, token: str | None, insecure: bool, runs: CoordinationStore | None = None
+) -> Any:
     """Check the exposure, then serve until interrupted."""
     check_exposure(host, token, insecure)
-    return asyncio.run(serve(store, host, port, token))
+    return asyncio.run(serve(store, host, port, token, runs=runs))

@@ -42,6 +42,10 @@ class EventStore(Protocol):
         """The id of the newest event kept (``"0"`` when there is none)."""
         ...
 
+    def newest_events(self, count: int) -> list[Event]:
+        """The newest ``count`` events, newest first."""
+        ...
+
     def claim(self, key: str, seconds: float) -> bool:
         """True for the one caller that claims ``key`` first; the claim lasts ``seconds``."""
         ...
@@ -70,6 +74,9 @@ class RedisEventStore:
         wait = None if block is None else max(1, int(block * 1000))
         replies = self.client.xread({STREAM_KEY: after}, count=count, block=wait) or []
         return [(str(i), Event.from_dict(json.loads(f["event"]))) for _key, entries in replies for i, f in entries]
+
+    def newest_events(self, count: int) -> list[Event]:
+        return [Event.from_dict(json.loads(f["event"])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)]
 
     def newest(self) -> str:
         found = self.client.xrevrange(STREAM_KEY, count=1)
@@ -117,6 +124,10 @@ class MemoryEventStore:
     def newest(self) -> str:
         with self._changed:
             return f"{self._last}-0" if self._last else "0"
+
+    def newest_events(self, count: int) -> list[Event]:
+        with self._changed:
+            return [event for _i, event in reversed(self._events[-count:])]
 
     def _window(self, key: str, seconds: float) -> int:
         now = time.monotonic()

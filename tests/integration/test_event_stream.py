@@ -1,6 +1,6 @@
 """The event stream over WebSocket (``namel3ss-celery events --serve``), in order, resumed after a reconnect
-without a gap; the CLI's JSON lines; a run's own events; and the server's refusal to listen beyond this
-machine without a token."""
+without a gap; the CLI's JSON lines; a run's own events; the run view the same server draws; and its
+refusal to listen beyond this machine without a token."""
 
 from __future__ import annotations
 
@@ -8,16 +8,21 @@ import json
 import os
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+import redis
 from websockets.sync.client import connect
 
 from tests.waiting import wait_until
 
 from .conftest import Cluster
+from .steps import MARKER_TTL, gate_key
 from .workers import CLI, REPO
 
 pytestmark = pytest.mark.integration
@@ -118,3 +123,80 @@ def test_the_server_needs_a_token_beyond_this_machine(redis_url: str) -> None:
     )
     assert out.returncode == 2
     assert "beyond this machine, with no token: give --token" in out.stderr
+
+
+class Marks(HTMLParser):
+    """Every element's data-* attributes, as tests and tooling read the run view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: dict[str, str] = {}
+        self.steps: dict[str, dict[str, str | None]] = {}
+        self.runs: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if "data-node" in found:
+            self.nodes[str(found["data-node"])] = str(found["data-status"])
+        if "data-step" in found:
+            self.steps[str(found["data-step"])] = {"status": found["data-status"], "outcome": found.get("data-outcome")}
+        if "data-run" in found and tag == "tr":
+            self.runs.add(str(found["data-run"]))
+
+
+def view(server: str, path: str) -> Marks:
+    url = server.replace("ws://", "http://").removesuffix("/events") + path
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        marks = Marks()
+        marks.feed(response.read().decode())
+        return marks
+
+
+def test_the_run_view_draws_a_run_while_it_goes_on_and_after(redis_cluster: Cluster, server: str) -> None:
+    n3 = redis_cluster.n3
+    gate = uuid.uuid4().hex
+    program = {
+        "parallel_blocks": [
+            {
+                "name": "quick",
+                "strategy": "race",
+                "steps": [
+                    {"name": "slow", "target": "patient", "seconds": 20},
+                    {"name": "fast", "target": "echo", "value": 1},
+                ],
+            },
+            {"name": "held", "steps": [{"name": "door", "target": "gated", "gate": gate, "seconds": 60}]},
+        ],
+        "workflows": [
+            {
+                "name": f"viewed-{gate[:6]}",
+                "steps": [
+                    {"name": "first", "block": "quick"},
+                    {"name": "second", "block": "held", "depends_on": ["first"]},
+                ],
+            }
+        ],
+    }
+    run = n3.dispatch(program)
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    try:
+        wait_until(
+            lambda: view(server, f"/runs/{run.id}").nodes.get("second") == "running", 30, "the second node to run"
+        )
+        marks = view(server, f"/runs/{run.id}")
+        assert marks.nodes == {"first": "completed", "second": "running"}
+        assert marks.steps["fast"] == {"status": "completed", "outcome": "won"}
+        assert marks.steps["slow"]["outcome"] in ("stopped", "stopping")  # the loser, stopped or on its way
+        assert marks.steps["door"]["status"] in ("pending", "running")
+        client.set(gate_key(gate), 1, ex=MARKER_TTL)
+        assert run.get(timeout=30).overall_status == "completed"
+        assert view(server, f"/runs/{run.id}").nodes == {"first": "completed", "second": "completed"}
+        assert run.id in view(server, "/").runs  # the list of recent runs shows it
+    finally:
+        client.set(gate_key(gate), 1, ex=MARKER_TTL)
+        client.close()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        view(server, "/runs/no-such-run")
+    missing.value.close()
+    assert missing.value.code == 404

@@ -1,0 +1,228 @@
+"""The run view: a run drawn from its record (its graph of nodes, each block's progress and steps), as
+HTML the events server serves (``/``: recent runs; ``/runs/<run_id>``: one run), self-contained (no CDN,
+no build step).
+
+Markup that tests and tooling can rely on: each node is an element with ``data-node`` and ``data-status``;
+each step ``data-step``, ``data-status`` and, in a race, ``data-outcome``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..engine.ports import CoordinationStore
+from ..plan import fields
+from ..plan.message import Envelope
+from ..plan.model import Plan
+from ..spec import ParallelBlockSpec, step_key
+from .model import EventType
+from .stream import EventStore
+
+RACING = ("race", "any_success")
+
+
+def run_view(store: CoordinationStore, run_id: str) -> dict[str, Any] | None:
+    """What the page shows of run ``run_id`` (``None``: no such run, or its record expired)."""
+    record = store.run_record(run_id)
+    if not record or fields.PLAN not in record:
+        return None
+    plan = Plan.from_json(record[fields.PLAN])
+    depth: dict[str, int] = {}
+    for node in plan.nodes:  # plan order: a node comes after what it depends on
+        depth[node.name] = 1 + max((depth[d] for d in node.depends_on), default=-1)
+    nodes = []
+    for node in plan.nodes:
+        raw_block = record.get(fields.expanded_block(node.name))
+        block = ParallelBlockSpec.model_validate_json(raw_block) if raw_block else node.block
+        settled = record.get(fields.node_result(node.name))
+        if settled:
+            done = json.loads(settled)
+            steps = [_step_of_result(r) for r in done["results"]]
+            status = done["overall_status"]
+        else:
+            envelopes = store.step_envelopes(run_id, node.name) if fields.launched(node.name) in record else {}
+            steps = [_step_of_envelope(step_key(s, i), envelopes.get(i)) for i, s in enumerate(block.steps)]
+            status = "running" if fields.launched(node.name) in record else "waiting"
+        strategy = str(block.strategy)
+        losers = [s for s in steps if s.get("outcome") not in (None, "won")] if strategy in RACING else []
+        nodes.append(
+            {
+                "name": node.name,
+                "depends_on": list(node.depends_on),
+                "depth": depth[node.name],
+                "strategy": strategy,
+                "status": status,
+                "done": sum(s["status"] in ("completed", "failed", "cancelled") for s in steps),
+                "total": len(steps),
+                "steps": steps,
+                "winner": next((s["name"] for s in steps if s.get("outcome") == "won"), None),
+                "loser_seconds": round(sum((s["duration_ms"] or 0) for s in losers) / 1000, 3),
+            }
+        )
+    return {
+        "run_id": run_id,
+        "name": record.get(fields.NAME, ""),
+        "kind": record.get(fields.KIND, ""),
+        "status": record.get(fields.STATUS, ""),
+        "created": float(record.get(fields.CREATED) or 0),
+        "nodes": nodes,
+    }
+
+
+def _step_of_result(result: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = result.get("metadata") or {}
+    return {
+        "name": result["task_id"],
+        "status": result["status"],
+        "outcome": metadata.get("outcome"),
+        "duration_ms": result.get("duration_ms"),
+        "error": result.get("error"),
+    }
+
+
+def _step_of_envelope(name: str, raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {"name": name, "status": "pending", "outcome": None, "duration_ms": None, "error": None}
+    env = Envelope.decode(raw)
+    took = (env.end - env.start) * 1000 if env.start is not None and env.end is not None else None
+    outcome = str(env.outcome) if env.outcome is not None else None
+    return {"name": name, "status": str(env.status), "outcome": outcome, "duration_ms": took, "error": env.error}
+
+
+def recent_runs(events: EventStore, store: CoordinationStore, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs the stream announced (``workflow_started``), with their status now."""
+    rows: list[dict[str, Any]] = []
+    for event in events.newest_events(2000):
+        if event.event_type != EventType.WORKFLOW_STARTED or len(rows) >= limit:
+            continue
+        run_id = str(event.data.get("instance_id"))
+        (status,) = store.get_fields(run_id, [fields.STATUS])
+        rows.append(
+            {
+                "run_id": run_id,
+                "name": event.data.get("workflow_name"),
+                "status": status or "expired",
+                "started": event.timestamp,
+            }
+        )
+    return rows
+
+
+# --- HTML -----------------------------------------------------------------------------
+
+STYLE = """
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
+.graph{display:flex;gap:1.5em;align-items:flex-start}.column{display:flex;flex-direction:column;gap:1em}
+.node{border:2px solid #999;border-radius:6px;padding:.6em .8em;min-width:15em}
+.node h2{font-size:1em;margin:0 0 .3em}.after{color:#666;font-size:.85em}
+ul{list-style:none;padding:0;margin:.4em 0 0}li{padding:.15em 0}.error{color:#a00;font-size:.85em}
+[data-status=completed]{border-color:#2a7}[data-status=failed]{border-color:#c33}
+[data-status=running]{border-color:#36c}[data-status=cancelled],[data-status=timeout]{border-color:#c90}
+li[data-status=completed]::before{content:"\\2713 ";color:#2a7}li[data-status=failed]::before{content:"\\2717 ";color:#c33}
+li[data-status=cancelled]::before{content:"\\25CB ";color:#c90}li[data-status=pending]::before{content:"\\2026 "}
+li[data-status=running]::before{content:"\\25B6 ";color:#36c}
+"""
+
+SCRIPT = """
+(function(){
+  var root = document.getElementById('run'); if(!root) return;
+  var token = new URLSearchParams(location.search).get('token');
+  var q = token ? '&token=' + encodeURIComponent(token) : '';
+  function refresh(){
+    fetch(location.pathname + '?fragment=1' + q).then(function(r){ return r.text(); }).then(function(t){
+      root.innerHTML = t;
+      if (root.firstElementChild && root.firstElementChild.dataset.status === 'running') setTimeout(refresh, 1000);
+    });
+  }
+  var scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+  try {
+    var ws = new WebSocket(scheme + location.host + '/events?run_id=' + root.dataset.run + q);
+    ws.onmessage = function(){ refresh(); };
+  } catch (e) {}
+  if (root.firstElementChild && root.firstElementChild.dataset.status === 'running') setTimeout(refresh, 1000);
+})();
+"""
+
+
+def page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>"
+    )
+
+
+def render_runs(rows: list[dict[str, Any]]) -> str:
+    lines = "".join(
+        f"<tr data-run='{html.escape(r['run_id'])}' data-status='{html.escape(str(r['status']))}'>"
+        f"<td><a href='/runs/{html.escape(r['run_id'])}'>{html.escape(str(r['name']))}</a></td>"
+        f"<td>{html.escape(str(r['status']))}</td><td>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['started']))}</td>"
+        f"<td><code>{html.escape(r['run_id'])}</code></td></tr>"
+        for r in rows
+    )
+    table = f"<table><tr><th>run</th><th>status</th><th>started</th><th>id</th></tr>{lines}</table>"
+    return page("namel3ss-celery runs", f"<h1>Recent runs</h1>{table}")
+
+
+def render_run(view: Mapping[str, Any], fragment: bool = False) -> str:
+    columns: dict[int, list[str]] = {}
+    for node in view["nodes"]:
+        columns.setdefault(node["depth"], []).append(_node_html(node))
+    graph = "".join(f"<div class='column'>{''.join(items)}</div>" for _d, items in sorted(columns.items()))
+    inner = (
+        f"<div data-run-status='{html.escape(view['status'])}' data-status='{html.escape(view['status'])}'>"
+        f"<h1>{html.escape(view['kind'])} {html.escape(view['name'])}: {html.escape(view['status'])}</h1>"
+        f"<p><code>{html.escape(view['run_id'])}</code></p><div class='graph'>{graph}</div></div>"
+    )
+    if fragment:
+        return inner
+    return page(
+        f"run {view['name']}",
+        f"<p><a href='/'>recent runs</a></p><div id='run' data-run='{html.escape(view['run_id'])}'>{inner}</div>",
+    )
+
+
+def _node_html(node: Mapping[str, Any]) -> str:
+    after = f"<div class='after'>after {html.escape(', '.join(node['depends_on']))}</div>" if node["depends_on"] else ""
+    race = ""
+    if node["strategy"] in RACING and node["winner"] is not None:
+        race = (
+            f"<div>winner <b>{html.escape(node['winner'])}</b>; losers ran "
+            f"{node['loser_seconds']:g} worker-seconds</div>"
+        )
+    steps = "".join(_step_html(s, node["strategy"] in RACING) for s in node["steps"])
+    return (
+        f"<section class='node' data-node='{html.escape(node['name'])}' data-status='{html.escape(node['status'])}'>"
+        f"<h2>{html.escape(node['name'])}</h2>{after}<div>{html.escape(node['strategy'])}, "
+        f"{node['done']}/{node['total']} steps, {html.escape(node['status'])}</div>{race}<ul>{steps}</ul></section>"
+    )
+
+
+def _step_html(step: Mapping[str, Any], racing: bool) -> str:
+    outcome = f" data-outcome='{html.escape(str(step['outcome']))}'" if racing and step.get("outcome") else ""
+    took = f" {step['duration_ms']:.0f} ms" if step.get("duration_ms") is not None else ""
+    shown = f" ({html.escape(str(step['outcome']))})" if step.get("outcome") else ""
+    error = f"<div class='error'>{html.escape(str(step['error']))}</div>" if step.get("error") else ""
+    return (
+        f"<li data-step='{html.escape(step['name'])}' data-status='{html.escape(step['status'])}'{outcome}>"
+        f"{html.escape(step['name'])}: {html.escape(step['status'])}{shown}{took}{error}</li>"
+    )
+
+
+def respond(events: EventStore, store: CoordinationStore, path: str, query: Mapping[str, list[str]]) -> tuple[int, str]:
+    """The page at ``path``: ``/`` (recent runs) or ``/runs/<run_id>`` (``?fragment=1``: the part that updates);
+    (HTTP status, HTML)."""
+    if path in ("", "/"):
+        return 200, render_runs(recent_runs(events, store))
+    if path.startswith("/runs/"):
+        view = run_view(store, path.removeprefix("/runs/").strip("/"))
+        if view is None:
+            return 404, page("unknown run", "<h1>No such run</h1><p>never dispatched here, or its record expired</p>")
+        return 200, render_run(view, fragment=query.get("fragment") == ["1"])
+    return 404, page(
+        "not found", "<h1>Not found</h1><p>pages: <a href='/'>/</a>, /runs/&lt;run_id&gt;; events: /events</p>"
+    )
