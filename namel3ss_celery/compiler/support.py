@@ -45,6 +45,7 @@ TRIGGER_TYPES_BUILT: frozenset[str] = frozenset(
         "message",
         "dataset_change",
         "manual",
+        "schedule",
     }
 )
 
