@@ -56,6 +56,13 @@ def beat_command(app: str, schedule: str) -> list[str]:
     return ["celery", "-A", app, "beat", f"--schedule={schedule}"]
 
 
+def beat_environment(broker_url: str, program_path: str) -> dict[str, str]:
+    """Beat's environment: the broker, and the program whose schedules it runs (``NAMEL3SS_CELERY_PROGRAM``).
+    A deployment runs one beat: a second would send every schedule twice (the workers' claim of each slot
+    still starts one run, but the second beat only adds load)."""
+    return {BROKER_ENV: broker_url, PROGRAM_ENV: program_path}
+
+
 def worker_environment(
     program: ProgramSpec, pool: WorkerPoolSpec, broker_url: str, program_path: str
 ) -> dict[str, str]:

@@ -7,7 +7,16 @@ from typing import Any
 from ..routing import Broker, broker_kind, stop_timeout
 from ..routing.policy import seconds_text
 from ..spec import ProgramSpec
-from .common import BROKER_ENV, IMAGE, beat_command, deployable_pools, worker_command, worker_environment, yaml_text
+from .common import (
+    BROKER_ENV,
+    IMAGE,
+    beat_command,
+    beat_environment,
+    deployable_pools,
+    worker_command,
+    worker_environment,
+    yaml_text,
+)
 
 REDIS_IMAGE = "redis:7-alpine"
 RABBITMQ_IMAGE = "rabbitmq:3-management"
@@ -39,7 +48,7 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
         if stop is not None:
             service["stop_grace_period"] = f"{seconds_text(stop)}s"
         services[f"worker-{pool.name}"] = service
-    services["beat"] = _celery_service(brokers, {BROKER_ENV: broker_url})
+    services["beat"] = _celery_service(brokers, beat_environment(broker_url, program_path))  # one beat, never scaled
     services["beat"]["command"] = beat_command(app, "/tmp/celerybeat-schedule")
     flower = _celery_service(brokers, {BROKER_ENV: broker_url})
     flower["image"] = FLOWER_IMAGE

@@ -19,7 +19,16 @@ from ..errors import RoutingError
 from ..routing import Broker, broker_kind, instance_concurrency, redis_priority_lists, stop_timeout
 from ..routing.distribution import distribution_of, step_queue
 from ..spec import ProgramSpec, ScalingMetric, WorkerPoolSpec
-from .common import BROKER_ENV, IMAGE, beat_command, deployable_pools, worker_command, worker_environment, yaml_text
+from .common import (
+    BROKER_ENV,
+    IMAGE,
+    beat_command,
+    beat_environment,
+    deployable_pools,
+    worker_command,
+    worker_environment,
+    yaml_text,
+)
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?\Z")  # short enough for "namel3ss-celery-worker-"
 POOL_LABEL = "namel3ss-celery/pool"
@@ -74,7 +83,10 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
             }
             files[f"worker-{short}-scaledobject.yaml"] = yaml_text(scaled)
     beat: dict[str, Any] = {"name": "beat", "image": IMAGE, "command": beat_command(app, "/tmp/celerybeat-schedule")}
-    beat["env"] = [{"name": BROKER_ENV, "value": broker_url.replace("$(", "$$(")}]
+    beat["env"] = [
+        {"name": name, "value": value.replace("$(", "$$(")}
+        for name, value in beat_environment(broker_url, program_path).items()
+    ]
     labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "beat"}
     files["beat-deployment.yaml"] = yaml_text(_deployment("namel3ss-celery-beat", labels, 1, beat, None))
     return files

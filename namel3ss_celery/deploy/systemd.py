@@ -8,7 +8,14 @@ from ..errors import RoutingError
 from ..routing import stop_timeout
 from ..routing.policy import seconds_text
 from ..spec import ProgramSpec, WorkerPoolSpec
-from .common import BROKER_ENV, GENERATED, beat_command, deployable_pools, worker_command, worker_environment
+from .common import (
+    GENERATED,
+    beat_command,
+    beat_environment,
+    deployable_pools,
+    worker_command,
+    worker_environment,
+)
 
 ENVIRONMENT_FILE = "/etc/namel3ss-celery/environment"  # optional; overrides Environment= (put secrets here)
 STATE_DIRECTORY = "namel3ss-celery"  # /var/lib/namel3ss-celery, where beat keeps its schedule
@@ -33,7 +40,10 @@ def render(program: ProgramSpec, app: str, broker_url: str, program_path: str) -
         )
     schedule = f"/var/lib/{STATE_DIRECTORY}/celerybeat-schedule"
     files["namel3ss-celery-beat.service"] = _unit(
-        "Namel3ss Celery beat (schedules and triggers)", {BROKER_ENV: broker_url}, beat_command(app, schedule), None
+        "Namel3ss Celery beat (the program's schedules; run one per deployment)",
+        beat_environment(broker_url, program_path),
+        beat_command(app, schedule),
+        None,
     )
     return files
 

@@ -75,6 +75,8 @@ def test_kubernetes_manifests_on_redis() -> None:
     assert "resources" not in io["spec"]["template"]["spec"]["containers"][0]
     beat = docs["beat-deployment.yaml"]
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
+    env = {e["name"] for e in beat["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "NAMEL3SS_CELERY_PROGRAM" in env  # beat runs the program's schedules
 
 
 def test_kubernetes_on_rabbitmq_scales_on_the_queue_length() -> None:

@@ -139,6 +139,7 @@ def test_systemd_units() -> None:
         "--schedule=/var/lib/namel3ss-celery/celerybeat-schedule",
     ]
     assert values(beat, "StateDirectory") == ["namel3ss-celery"]
+    assert any("NAMEL3SS_CELERY_PROGRAM=" in v for v in values(beat, "Environment"))  # it runs the schedules
 
 
 def test_systemd_refuses_a_line_break_in_an_environment_value() -> None:
@@ -187,6 +188,7 @@ def test_compose_file() -> None:
         "--concurrency=12",
     ]
     assert services["beat"]["command"][:4] == ["celery", "-A", "proj", "beat"]
+    assert "NAMEL3SS_CELERY_PROGRAM" in services["beat"]["environment"]  # the program's schedules
     flower = services["flower"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     assert flower["ports"] == ["5555:5555"]
