@@ -91,8 +91,9 @@ def stamp_fired_at(sender: Any = None, headers: dict[str, Any] | None = None, **
         headers[FIRED_AT] = time.time()
 
 
-def connect_stamp() -> None:
-    """Stamp schedule messages in this process (once per process; every app shares Celery's signals)."""
+def connect_stamp(sender: Any = None, **_: Any) -> None:
+    """Stamp schedule messages in this process (once per process; every app shares Celery's signals).
+    Connected when beat starts (``beat_init``, before its first tick): other processes publish untouched."""
     signals.before_task_publish.connect(stamp_fired_at, weak=False, dispatch_uid="namel3ss_celery.fired_at")
 
 
@@ -164,8 +165,8 @@ class Firing:
 
 
 def register_schedule_task(app: Any, firing: Firing) -> None:
-    """Register ``n3.trigger.schedule`` on ``app``, and stamp its messages when this process sends them."""
-    connect_stamp()
+    """Register ``n3.trigger.schedule`` on ``app``; a beat process stamps its messages."""
+    signals.beat_init.connect(connect_stamp, weak=False, dispatch_uid="namel3ss_celery.beat_stamp")
 
     @app.task(name=SCHEDULE_TASK, bind=True, shared=False, ignore_result=True)
     def fire_schedule(

@@ -230,3 +230,12 @@ def test_namel3ss_celery_beat_refuses_a_bad_program_naming_the_field(
     )
     assert main(["beat", "--program", str(bad), "--broker", "redis://127.0.0.1:1/0"]) == 2
     assert "event_triggers[0].source_config.cron: its day_of_month field '99'" in capsys.readouterr().err
+
+
+def test_a_beat_process_stamps_schedule_messages_as_it_publishes(n3: Any) -> None:
+    from celery import signals
+
+    signals.beat_init.send(sender=None)  # what beat sends before its first tick
+    headers: dict[str, Any] = {}
+    signals.before_task_publish.send(sender=SCHEDULE_TASK, body=((), {}, {}), headers=headers)
+    assert isinstance(headers.get(FIRED_AT), float)
