@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
@@ -26,6 +26,7 @@ from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
 from .engine.runner import install_log_ids, run_coroutine
 from .errors import UnknownRun
+from .events.beat import Firing, merge_program_schedules, register_schedule_task
 from .events.matching import check_triggers
 from .events.model import Event, EventPriority
 from .events.service import EventService
@@ -56,6 +57,9 @@ from .worker.step_task import StepHandler
 from .worker.store import MemoryStore
 from .worker.tasks import register_adapter_tasks, register_step_task, step_task_class
 from .worker.watchdog import add_watchdog
+
+if TYPE_CHECKING:
+    from .events.redbeat import Schedules
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -106,6 +110,9 @@ class Namel3ssCelery:
             app, self._events_url, self.settings.program, self.dispatch, self.registry, self._run_context
         )
         register_event_tasks(app, self.events)
+        self.firing = Firing(lambda: self.store, self.events.program, self.dispatch, self.events.announce)
+        register_schedule_task(app, self.firing)
+        self._schedules: Any = None
         if self.embedded_worker is not None:
             self.events.before_publish = self.embedded_worker.start  # it matches the events
         self.conductor.run_ended.append(self.events.run_ended)
@@ -161,7 +168,8 @@ class Namel3ssCelery:
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
             self.load_step_modules()
-            self.events.program()  # a worker with a bad program (NAMEL3SS_CELERY_PROGRAM) fails as it starts
+            program = self.events.program()  # a worker with a bad program (NAMEL3SS_CELERY_PROGRAM) fails as it starts
+            merge_program_schedules(self.app, program)  # beat (and worker -B) runs the program's schedules
 
     @property
     def program_file(self) -> str | None:
@@ -216,6 +224,16 @@ class Namel3ssCelery:
                 mapping of JSON data (nothing was published).
         """
         return self.events.emit(event_type, data, source=source, correlation_id=correlation_id, priority=priority)
+
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules changed at runtime (RedBeat entries in Redis; needs the ``beat`` extra): ``add``,
+        ``remove``, ``get``, ``list`` (see ``events.redbeat.Schedules``)."""
+        if self._schedules is None:
+            from .events.redbeat import Schedules
+
+            self._schedules = Schedules(self.app, self.events.program)
+        return self._schedules  # type: ignore[no-any-return]
 
     def _events_url(self) -> str:
         return "memory://" if self.app.conf.task_always_eager else self._coordination_url

@@ -1,4 +1,5 @@
-"""The ``namel3ss-celery`` command line: ``run``, ``status``, ``worker``, ``dlq``, ``events`` and ``deploy``.
+"""The ``namel3ss-celery`` command line: ``run``, ``status``, ``worker``, ``beat``, ``dlq``, ``events`` and
+``deploy``.
 
 Every command takes ``-A/--app`` as ``celery`` does: the steps, configuration and broker of that Celery
 app (with namel3ss-celery installed on it, or installed now). Without it, a command works on an app made
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import BrokerUnavailable, CompileError, ConfigurationError, RoutingError, SpecError
+from .beat import add_beat_command
 from .common import EXIT_SPEC
 from .events import add_events_command
 from .operations import deploy, dlq, worker
@@ -28,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``namel3ss-celery``."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "worker":  # only `worker` passes options on (to celery worker)
+    if extra and args.command not in ("worker", "beat"):  # they pass options on (to celery worker, beat)
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.celery_args = extra
     if args.command is None:
@@ -94,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     step_modules(sub)
     connection(sub)
     sub.set_defaults(handler=worker)
+
+    add_beat_command(
+        command(
+            "beat", "run Celery beat for the program's schedules (other options go to celery beat)", "namel3ss_celery"
+        )
+    )
 
     sub = command("dlq", "list the steps in dead-letter queues, or requeue them")
     sub.add_argument("action", choices=["list", "requeue"])

@@ -17,6 +17,7 @@ from ..spec.enums import ExecutionMode
 from .filters import MISSING, Predicate, compile_expression, fields_filter, lookup
 from .handlers import compile_handlers
 from .model import Event, EventType, event_type
+from .schedules import program_schedules
 from .targets import check_targets
 
 MAX_DEPTH = 8  # triggered runs in an event's ancestry: deeper is a loop, and is stopped
@@ -88,12 +89,13 @@ def compile_triggers(program: ProgramSpec) -> list[Trigger]:
 
 def check_triggers(program: ProgramSpec) -> None:
     """Everything about the program's triggers and handlers that can be checked when it loads: targets,
-    types, filters, routing rules, retry policies.
+    schedules (cron, timezone, interval_seconds), types, filters, routing rules, retry policies.
 
     Raises:
         SpecError: naming the trigger's field.
     """
     check_targets(program)
+    program_schedules(program)
     compile_triggers(program)
     compile_handlers(program)
 

@@ -16,7 +16,6 @@ import pytest
 from namel3ss_celery import (
     ConfigurationError,
     Namel3ssCelery,
-    NotSupportedYet,
     RoutingError,
     Settings,
     SpecError,
@@ -79,10 +78,10 @@ def test_unknown_run(n3: Namel3ssCelery) -> None:
         n3.run("nope").status()
 
 
-def test_a_trigger_type_not_built_yet_is_refused(n3: Namel3ssCelery) -> None:
-    trigger = {"name": "t", "event_type": "schedule", "trigger_target": "b", "source_config": {"interval_seconds": 5}}
+def test_an_unknown_trigger_type_is_refused_naming_it(n3: Namel3ssCelery) -> None:
+    trigger = {"name": "t", "event_type": "sometimes", "trigger_target": "b"}
     program = {"parallel_blocks": [{"name": "b", "steps": [{"target": "echo"}]}], "event_triggers": [trigger]}
-    with pytest.raises(NotSupportedYet) as info:
+    with pytest.raises(SpecError, match="unknown event type 'sometimes'") as info:
         n3.dispatch(program)
     assert info.value.path == "event_triggers[0].event_type"
 

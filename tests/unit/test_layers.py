@@ -34,7 +34,6 @@ LAYERS = {
     "runtime_events": 6,
     "testing": 6,
     "celery": 6,
-    "triggers": 6,
     "integrations": 6,
     "__init__": 7,
 }

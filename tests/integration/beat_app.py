@@ -1,0 +1,23 @@
+"""The integration tests' app for beat: the user's app of ``app.py``, with RedBeat's keys under a prefix of
+the test's own (``N3_TEST_REDBEAT_PREFIX``), so each test's beat has its own entries and lock."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+from namel3ss_celery import Namel3ssCelery
+
+from .app import make_app
+
+
+def make_beat_app(broker: str, queue: str, prefix: str) -> Celery:
+    app = make_app(broker, broker, queue)
+    app.conf.redbeat_key_prefix = prefix
+    return app
+
+
+if "N3_TEST_REDBEAT_PREFIX" in os.environ:
+    app = make_beat_app(os.environ["N3_TEST_BROKER"], os.environ["N3_TEST_QUEUE"], os.environ["N3_TEST_REDBEAT_PREFIX"])
+    n3 = Namel3ssCelery(app)
