@@ -82,6 +82,9 @@ def traced(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         worker.stop()
         n3.close()
         provider.shutdown()  # later tests export nothing
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().uninstrument()  # nor carry trace headers
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
