@@ -107,7 +107,7 @@ class Namel3ssCelery:
         self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
         self.conductor.connect(CeleryPublisher(app, self.conductor))
         self.events = EventService(
-            app, self._events_url, self.settings.program, self.dispatch, self.registry, self._run_context
+            app, self._events_url, self.settings.program, self.plan, self.publish, self.registry, self._run_context
         )
         register_event_tasks(app, self.events)
         self.firing = Firing(lambda: self.store, self.events.program, self.dispatch, self.events.announce)

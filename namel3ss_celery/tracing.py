@@ -28,9 +28,18 @@ def attributes(values: dict[str, Any]) -> dict[str, str | int | float | bool]:
     }
 
 
+def configured() -> bool:
+    """Whether an SDK's tracer provider is set (until then every span is a no-op, and is skipped here)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def span(name: str, **values: Any) -> Iterator[trace.Span]:
-    """A span of ours, current inside the block (an exception is recorded on it, and raised on)."""
+    """A span of ours, current inside the block (an exception is recorded on it, and raised on); nothing at
+    all while no SDK is configured (a step pays no tracing cost then)."""
+    if not configured():
+        yield trace.INVALID_SPAN
+        return
     with TRACER.start_as_current_span(name, attributes=attributes(values)) as current:
         yield current
 
@@ -42,9 +51,13 @@ def recording() -> bool:
 
 def annotate(**values: Any) -> None:
     """Add attributes to the current span (the outcome of a step, once known)."""
-    trace.get_current_span().set_attributes(attributes(values))
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.set_attributes(attributes(values))
 
 
 def event(name: str, **values: Any) -> None:
     """A span event on the current span: ``retry``, ``cancel``, ``deadline``."""
-    trace.get_current_span().add_event(name, attributes(values))
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.add_event(name, attributes(values))

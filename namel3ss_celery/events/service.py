@@ -28,7 +28,7 @@ from .handlers import Handler, compile_handlers
 from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matching
 from .model import EMITTABLE, Event, EventPriority, EventType, event_type
 from .stream import EventStore, event_store, follow
-from .targets import program_for, target_program
+from .targets import program_for
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -47,7 +47,8 @@ class EventService:
         app: its Celery app.
         store_url: where the event store is (the coordination store's URL, or ``memory://``), asked on first use.
         program_file: the program whose triggers this process matches (``NAMEL3SS_CELERY_PROGRAM``), if any.
-        dispatch: ``Namel3ssCelery.dispatch``.
+        plan: ``Namel3ssCelery.plan`` (a trigger's target is planned once, then published per event).
+        publish: ``Namel3ssCelery.publish``.
         registry: where handlers' ``transform_function`` steps are found.
         run_context: a run's initial context (to carry a triggered run's depth into what its steps emit).
     """
@@ -57,7 +58,8 @@ class EventService:
         app: Any,
         store_url: Callable[[], str],
         program_file: str | None,
-        dispatch: Callable[..., Any],
+        plan: Callable[..., Plan],
+        publish: Callable[..., Any],
         registry: Registry,
         run_context: Callable[[str], dict[str, Any] | None],
     ) -> None:
@@ -66,7 +68,9 @@ class EventService:
         self._store_made: EventStore | None = None
         self._program_file = program_file
         self._program_made: ProgramSpec | None = None
-        self._dispatch = dispatch
+        self._plan = plan
+        self._publish = publish
+        self._plans: dict[tuple[int, str], Plan] = {}  # (program, target): its checked plan
         self.registry = registry
         self._run_context = run_context
         self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
@@ -106,6 +110,7 @@ class EventService:
         check_program_supported(loaded)
         check_triggers(loaded)
         self._program_made = loaded
+        self._plans.clear()
 
     def _program(self) -> ProgramSpec | None:
         if self._program_made is None and self._program_file:
@@ -269,11 +274,10 @@ class EventService:
         for target in handler.targets(routed):
             context = {"trigger_event": routed, "event_handler": name}
             if program is not None and target in nodes:
-                spec, workflow = program_for(program, target)
-                handle = self._dispatch(spec, context, workflow=workflow)
+                handle = self._publish(self._target_plan(program, target), context)
             else:  # a step target: one step, whose payload is the (transformed) data
                 step = {k: v for k, v in data.items() if k not in ("name", "target")} | {"target": target}
-                handle = self._dispatch({"name": f"handler_{name}", "steps": [step]}, context)
+                handle = self._publish(self._plan({"name": f"handler_{name}", "steps": [step]}), context)
             runs.append(str(handle.id))
         return runs
 
@@ -307,11 +311,19 @@ class EventService:
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
         (spec,) = [t for t in program.event_triggers if t.name == name]
-        target, workflow = target_program(program, spec)
-        handle = self._dispatch(target, context, workflow=workflow)
+        handle = self._publish(self._target_plan(program, spec.trigger_target), context)
         self._count("dispatched")
         logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
         return str(handle.id)
+
+    def _target_plan(self, program: ProgramSpec, target: str) -> Plan:
+        """The checked plan of a workflow or block of ``program``, made once per program and target."""
+        key = (id(program), target)
+        found = self._plans.get(key)
+        if found is None:
+            spec, workflow = program_for(program, target)
+            found = self._plans[key] = self._plan(spec, workflow)
+        return found
 
     def _refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
         """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""

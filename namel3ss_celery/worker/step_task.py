@@ -78,9 +78,7 @@ class StepHandler:
         A step of a run whose record expired (before it started, or while it ran) is dropped: there is no
         run left to file it in.
         """
-        routed = StepMessage.routing(payload)
-        names = {"run_id": routed.run, "node": routed.node, "step": routed.key} if routed is not None else {}
-        with span("n3.step", target=definition.target, **names):
+        with span("n3.step", target=definition.target):
             return self._traced_run(task, definition, payload)
 
     def _traced_run(self, task: Any, definition: StepDef, payload: Any) -> Any:
@@ -106,7 +104,7 @@ class StepHandler:
             lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
             f"starting step {message.key} of run {message.run}",
         )
-        annotate(strategy=str(message.strategy))
+        annotate(run_id=message.run, node=message.node, step=message.key, strategy=str(message.strategy))
         if not may_run:
             annotate(outcome="not_started")
             skipped = self.conductor.skip(message, worker, task_id)
