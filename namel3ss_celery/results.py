@@ -39,7 +39,7 @@ class ParallelTaskResult:
     """What one step did. ``metadata`` says where it ran (``executed_on``, ``worker``, ``celery_task_id``)."""
 
     task_id: str
-    status: TaskStatus
+    status: TaskStatus = TaskStatus.PENDING
     result: Any = None
     error: str | None = None
     start_time: float | None = None
@@ -66,12 +66,14 @@ class ParallelExecutionResult:
     ``{step name: {"result" or "error", "status", "duration_ms"}}``;
     map_reduce, the reduced value; race and any_success, the winner's result.
     ``aggregated_output`` is the list of successful results in step order.
+
+    The fields are in the Namel3ss runtime's order, with its defaults (``overall_status`` ``pending``),
+    so a record built positionally the Namel3ss way means the same here.
     """
 
     block_name: str
     strategy: str
     total_tasks: int
-    overall_status: RunStatus
     completed_tasks: int = 0
     failed_tasks: int = 0
     cancelled_tasks: int = 0
@@ -81,6 +83,7 @@ class ParallelExecutionResult:
     start_time: float | None = None
     end_time: float | None = None
     total_duration_ms: float | None = None
+    overall_status: RunStatus = RunStatus.PENDING  # in the Namel3ss field order, with its default
     error_message: str | None = None
     max_concurrent: int | None = None
     actual_max_concurrent: int | None = None

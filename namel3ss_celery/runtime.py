@@ -17,6 +17,7 @@ over: a failed ``all`` block, and a race whose first finisher failed, are
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping
@@ -27,6 +28,7 @@ from .compiler.planning import make_plan
 from .errors import ConfigurationError, UnknownTarget
 from .extension import Namel3ssCelery
 from .local import LocalExecutor
+from .plan.fields import STEP_VALUE
 from .registry import SHARED, Registry
 from .results import ParallelExecutionResult, ParallelTaskResult, RunStatus
 from .runtime_events import (  # noqa: F401 - the Namel3ss event names, exported (runtime_events.__all__)
@@ -76,6 +78,43 @@ def _block(parallel_block: Any, max_concurrency: int | None, timeout: float | No
     return load_model(ParallelBlockSpec, {**block.model_dump(exclude_unset=True), **defaults})
 
 
+def _raw_block(parallel_block: Any, inline: bool = False) -> tuple[Any, list[Any]]:
+    """The block with each step that names no target of its own replaced by a placeholder, and those steps'
+    values exactly as given: the Namel3ss runtime hands its step executor any value (``"step1"``, ``3``,
+    an object of the caller's), and so does this one. A placeholder carries the value's index in the
+    returned list (in this process), or, ``inline``, the value itself (for workers: JSON values only,
+    refused at dispatch otherwise, naming the step)."""
+    base: dict[str, Any]
+    if isinstance(parallel_block, Mapping):
+        base, raw_steps = dict(parallel_block), list(parallel_block.get("steps") or [])
+    elif hasattr(parallel_block, "steps") and not isinstance(parallel_block, ParallelBlockSpec):
+        base, raw_steps = _spec_dict(parallel_block), list(parallel_block.steps)
+    else:
+        return parallel_block, []
+    values: list[Any] = []
+    steps: list[Any] = []
+    for raw in raw_steps:
+        if isinstance(raw, Mapping) and (raw.get("target") or raw.get("type")):
+            steps.append(raw)  # a registered step target: it runs as such
+            continue
+        placeholder: dict[str, Any] = {STEP_VALUE: raw if inline else len(values)}
+        if isinstance(raw, Mapping):
+            placeholder.update({k: raw[k] for k in ("name", "timeout_seconds", "worker_pool") if k in raw})
+        values.append(raw)
+        steps.append(placeholder)
+    return {**base, "steps": steps}, values
+
+
+def _spec_dict(block: Any) -> dict[str, Any]:
+    """A Namel3ss spec object's fields as the dict this package loads."""
+    names = ("name", "strategy", "max_concurrency", "timeout_seconds", "reduce_function", "fail_fast")
+    found = {name: getattr(block, name) for name in names if getattr(block, name, None) is not None}
+    strategy = found.get("strategy")
+    if strategy is not None and hasattr(strategy, "value"):
+        found["strategy"] = strategy.value
+    return found
+
+
 def _targeted(block: ParallelBlockSpec, target: str) -> ParallelBlockSpec:
     """Every step without a target of its own runs ``target`` (the Namel3ss step executor)."""
     steps = [s if s.target else s.model_copy(update={"target": target}) for s in block.steps]
@@ -108,6 +147,22 @@ class _Stats:
         }
 
 
+def _by_index(step_executor: StepExecutor, values: list[Any]) -> Any:
+    """The step executor, called with the step value a placeholder's index names (an ``async`` executor
+    stays a coroutine function, so it runs on the event loop, not in a thread)."""
+    if inspect.iscoroutinefunction(step_executor):
+
+        async def call_async(index: int, context: dict[str, Any]) -> Any:
+            return await step_executor(values[index], context)  # type: ignore[misc]
+
+        return call_async
+
+    def call(index: int, context: dict[str, Any]) -> Any:
+        return step_executor(values[index], context)
+
+    return call
+
+
 class ParallelExecutor:
     """Runs parallel blocks in this process (Namel3ss ``ParallelExecutor``).
 
@@ -137,9 +192,10 @@ class ParallelExecutor:
         Raises:
             SpecError: the block is malformed (the field path is named).
         """
-        block = _block(parallel_block, self.default_max_concurrency, self.default_timeout)
+        placeholders, values = _raw_block(parallel_block)
+        block = _block(placeholders, self.default_max_concurrency, self.default_timeout)
         registry = Registry(parent=SHARED)
-        registry.add_step(LOCAL_TARGET, step_executor)
+        registry.add_step(LOCAL_TARGET, _by_index(step_executor, values))
         result = await LocalExecutor(registry).run(make_plan(_targeted(block, LOCAL_TARGET)), context)
         assert isinstance(result, ParallelExecutionResult)
         self._stats.add(result)
@@ -228,7 +284,7 @@ class DistributedParallelExecutor:
             UnknownTarget: the step executor cannot be sent to workers and no local fallback was asked.
             WaitTimeout: the block did not end within the executor's ``timeout``.
         """
-        block = _block(parallel_block, None, None)
+        block = _block(_raw_block(parallel_block, inline=True)[0], None, None)
         placement = "distributed"
         if force_local:
             placement = "local (force_local)"
@@ -244,7 +300,7 @@ class DistributedParallelExecutor:
                 placement = f"local (fallback_to_local: {exc})"
         if target is None:
             result = await ParallelExecutor(default_timeout=self.timeout).execute_parallel_block(
-                block, step_executor, context
+                parallel_block, step_executor, context
             )
         else:
             handle = self.n3.dispatch(_targeted(block, target), context=context)

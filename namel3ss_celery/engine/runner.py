@@ -16,6 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ..errors import StepCancelled, StepResultError, StepTimeout
+from ..plan.fields import STEP_VALUE
 from ..plan.kinds import Outcome
 from ..plan.message import Envelope, StepMessage
 from ..registry import StepDef, StepFunction
@@ -143,7 +144,7 @@ def call_step(
     token = _cancel_check.set(check)
     ids = _step_ids.set((message.run, message.node, key))
     try:
-        value = definition.function(dict(message.step), dict(message.context))
+        value = definition.function(step_argument(message), dict(message.context))
         if asyncio.iscoroutine(value):
             value = run_coroutine(watched(value, check))
         if overdue is not None and overdue():  # a step that never checks ran past its timeout: it failed
@@ -170,7 +171,7 @@ async def call_async_step(
     check = throttled(should_stop)
     token, start = _cancel_check.set(check), time.time()
     try:
-        value = await watched(definition.function(dict(message.step), dict(message.context)), check)
+        value = await watched(definition.function(step_argument(message), dict(message.context)), check)
         replay = _returning(value)
     except Exception as exc:  # noqa: BLE001 - handed to call_step, which makes it the step's failure
         replay = _raising(exc)
@@ -253,6 +254,13 @@ def to_json_data(value: Any, what: str) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from exc
         raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from exc
+
+
+def step_argument(message: StepMessage) -> Any:
+    """What a step function receives as its step: a copy of the step's keys, or, for a step the Namel3ss
+    runtime API sent as a value of its own (``fields.STEP_VALUE``), that value as it was given."""
+    step = message.step
+    return step[STEP_VALUE] if STEP_VALUE in step else dict(step)
 
 
 def current_step() -> tuple[str, str, str] | None:

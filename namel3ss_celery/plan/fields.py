@@ -133,3 +133,6 @@ def resumed(node: str, start: int) -> str:
 def feed(node: str) -> str:
     """The name of a block's ``max_concurrency`` feed list (``list_key``)."""
     return f"feed:{node}"
+
+
+STEP_VALUE = "__n3_step__"  # a step payload key: the step value itself, handed to the function as it is (Namel3ss API)

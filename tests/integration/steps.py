@@ -218,6 +218,11 @@ async def runtime_task(step: dict[str, Any], context: dict[str, Any]) -> Any:
     return {"task": step.get("task"), "pid": os.getpid()}
 
 
+async def runtime_value(step: Any, context: dict[str, Any]) -> str:
+    """A Namel3ss step executor that takes any JSON value as its step (a string, a number, ...)."""
+    return f"{type(step).__name__} {step} on {os.getpid()}"
+
+
 @step("log_ids")
 def log_ids(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
     """Logs one line and returns the run, block and step ids its log record carried."""

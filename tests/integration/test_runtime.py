@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from namel3ss_celery import SpecError, UnknownTarget
+from namel3ss_celery import UnknownTarget
+from namel3ss_celery.errors import SpecError
 from namel3ss_celery.runtime import (
     ParallelExecutor,
     ParallelStrategy,
@@ -20,7 +20,7 @@ from namel3ss_celery.runtime import (
     execute_parallel_steps,
 )
 
-from .steps import runtime_task
+from .steps import runtime_task, runtime_value
 from .workers import WorkerProcess
 
 WAIT = 60
@@ -73,14 +73,17 @@ def test_the_namel3ss_defects_are_not_carried_over() -> None:
     assert failed_race.overall_status == "failed"
 
 
-def test_a_step_json_cannot_carry_is_refused_at_once_naming_it() -> None:
-    # It used to wait for the block's timeout (300 s by default), then raise a bare TypeError.
-    block = {"name": "b", "steps": [{"name": "ok", "x": 1}, {"name": "when", "at": datetime.date(2026, 1, 1)}]}
-    started = time.monotonic()
-    with pytest.raises(SpecError, match="JSON cannot carry") as info:
-        asyncio.run(ParallelExecutor().execute_parallel_block(block, double))
-    assert info.value.path == "b.steps[1]"
-    assert time.monotonic() - started < 5
+def test_in_this_process_a_step_reaches_the_executor_as_given() -> None:
+    """Any value, as the Namel3ss runtime hands it over: strings, numbers, objects JSON cannot carry."""
+    when = datetime.date(2026, 1, 1)
+
+    async def describe(step: Any, context: dict[str, Any]) -> Any:
+        return step["at"].isoformat() if isinstance(step, dict) else f"{type(step).__name__} {step}"
+
+    steps: list[Any] = ["step1", 2, {"name": "when", "at": when}]
+    result = asyncio.run(execute_parallel_steps(steps, describe))
+    assert result.overall_status == "completed"
+    assert result.final_result == {"step_0": "str step1", "step_1": "int 2", "when": "2026-01-01"}
 
 
 def test_collect_keeps_partial_results_at_a_timeout() -> None:
@@ -189,3 +192,26 @@ def test_a_failed_distributed_all_block_is_failed(
     )
     assert result.overall_status == "failed"
     assert "task 2 failed" in (result.error_message or "")
+
+
+@pytest.mark.integration
+def test_steps_that_are_not_dicts_reach_a_workers_executor_as_given(
+    default_worker: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAMEL3SS_CELERY_STEP_MODULES", "tests.integration.steps")
+    broker = {"redis_url": default_worker["CELERY_BROKER_URL"]}
+    block = {"name": "values", "steps": ["step1", 2, [3, 4]]}
+    result = asyncio.run(execute_distributed_parallel(block, runtime_value, broker_type="redis", broker_config=broker))
+    assert result.overall_status == "completed"
+    said = [result.final_result[f"step_{i}"].rsplit(" on ", 1) for i in range(3)]
+    assert [text for text, _pid in said] == ["str step1", "int 2", "list [3, 4]"]
+    assert all(int(pid) != os.getpid() for _text, pid in said)  # they ran on the worker
+    with pytest.raises(SpecError, match="JSON"):  # on workers a step is JSON data, refused before publishing
+        asyncio.run(
+            execute_distributed_parallel(
+                {"name": "b", "steps": [datetime.date(2026, 1, 1)]},
+                runtime_value,
+                broker_type="redis",
+                broker_config=broker,
+            )
+        )

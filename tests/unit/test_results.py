@@ -155,3 +155,12 @@ def test_workflow_raise_for_status(status: RunStatus, error: type[RunFailed]) ->
 def test_timed_out_and_cancelled_are_failures_too() -> None:
     assert issubclass(RunTimedOut, RunFailed)
     assert issubclass(RunCancelled, RunFailed)
+
+
+def test_records_build_positionally_the_namel3ss_way() -> None:
+    """Namel3ss code builds results positionally, overall_status after the times, with defaults."""
+    task = ParallelTaskResult("t1")
+    assert task.status == "pending"
+    built = ParallelExecutionResult("b", "all", 2, 1, 1, 0, [task], {"t1": None}, None, 1.0, 2.0, 1000.0, "failed")
+    assert built.overall_status == "failed" and built.completed_tasks == 1 and built.results == [task]
+    assert ParallelExecutionResult("b", "all", 0, 0, 0, 0, []).overall_status == "pending"
