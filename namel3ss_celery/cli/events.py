@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..errors import ConfigurationError
 from ..events.server import Selection, run_server
+from ..spec import load_program
 from .common import EXIT_OK, namel3ss
 
 
@@ -24,7 +25,9 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
             )
         store = n3.events.store()
         if args.serve:
-            run_server(store, args.host, args.port, args.token, args.insecure, runs=n3.store)
+            run_server(
+                store, args.host, args.port, args.token, args.insecure, runs=n3.store, metrics=_metrics(n3, args)
+            )
             return EXIT_OK
         selection = Selection(args.run_id, args.workflow, frozenset(args.event_type), args.after)
         shown = 0
@@ -38,6 +41,20 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     finally:
         n3.close()
+
+
+def _metrics(n3: Any, args: argparse.Namespace) -> Any:
+    """The run metrics (``events.metrics``: prometheus-client, the events extra), with the depth of the queues
+    of ``--program`` (or the app's program)."""
+    from ..events.metrics import RunMetrics, queue_depths
+
+    program_file = args.program or n3.settings.program
+    if not program_file:
+        return RunMetrics()
+    program = load_program(program_file)
+    pools = [pool.queue_name for pool in program.worker_pools]
+    dead = [queue.dead_letter_queue for queue in program.task_queues if queue.dead_letter_queue]
+    return RunMetrics(queue_depths(n3.app, pools, dead))
 
 
 def add_events_command(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -54,6 +71,9 @@ def add_events_command(command: Callable[[str, str], argparse.ArgumentParser]) -
     sub.add_argument("--insecure", action="store_true", help="serve beyond 127.0.0.1 without a token")
     sub.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL); not with -A")
     sub.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND); not with -A")
+    sub.add_argument(
+        "--program", help="program whose pool and dead-letter queues /metrics counts (default: NAMEL3SS_CELERY_PROGRAM)"
+    )
     sub.add_argument("--run-id", help="only the events of this run")
     sub.add_argument("--workflow", help="only the events of this workflow (or block)")
     sub.add_argument("--event-type", action="append", default=[], help="only events of this type (repeatable)")

@@ -52,4 +52,33 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
     }
     if status != "completed":
         data["error"] = getattr(final, "error_message", None)
+    data["blocks"] = block_summaries(final)
     return Event.new(EventType.WORKFLOW_COMPLETED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
+
+
+def block_summaries(final: Any) -> list[dict[str, Any]]:
+    """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target and
+    status, and the seconds its race losers ran."""
+    blocks = getattr(final, "blocks", None)
+    results = (
+        dict(blocks) if isinstance(blocks, Mapping) else ({getattr(final, "block_name", ""): final} if final else {})
+    )
+    summaries = []
+    for node, block in results.items():
+        racing = str(block.strategy) in ("race", "any_success")
+        losers = [
+            r.duration_ms or 0.0
+            for r in block.results
+            if racing and r.metadata.get("outcome") not in (None, "won", "not_started")
+        ]
+        summaries.append(
+            {
+                "node": node,
+                "strategy": str(block.strategy),
+                "status": str(block.overall_status),
+                "duration_ms": block.total_duration_ms,
+                "steps": [{"target": r.metadata.get("target"), "status": str(r.status)} for r in block.results],
+                "loser_seconds": sum(losers) / 1000,
+            }
+        )
+    return summaries

@@ -1,5 +1,6 @@
 """``namel3ss-celery events --serve``: the deployment's event stream over WebSocket, and the run view
-(``/``: recent runs; ``/runs/<run_id>``: one run, drawn and updated live; see ``runview``).
+(``/``: recent runs; ``/runs/<run_id>``: one run, drawn and updated live; see ``runview``), and Prometheus
+metrics (``/metrics``; see ``metrics``).
 
 A client connects to ``ws://HOST:PORT/events`` with optional query parameters: ``run_id`` (the events of
 one run: its ``instance_id``), ``workflow`` (``workflow_name``), ``event_type`` (repeatable) and
@@ -19,13 +20,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from ..engine.ports import CoordinationStore
 from ..errors import ConfigurationError
 from .model import Event
 from .runview import respond
+
+if TYPE_CHECKING:  # prometheus-client is the events extra's: imported where metrics are served
+    from .metrics import RunMetrics
 from .stream import EventStore
 
 logger = logging.getLogger("namel3ss_celery")
@@ -80,9 +84,10 @@ async def serve(
     token: str | None = None,
     stop: asyncio.Event | None = None,
     runs: CoordinationStore | None = None,
+    metrics: RunMetrics | None = None,
 ) -> None:
     """Serve the stream until ``stop`` is set (or for ever); with ``runs`` (the coordination store), the run
-    view's pages too (``runview``)."""
+    view's pages too (``runview``); with ``metrics``, Prometheus's ``/metrics``."""
     from websockets.asyncio.server import ServerConnection
     from websockets.asyncio.server import serve as websocket_serve
     from websockets.datastructures import Headers
@@ -98,6 +103,12 @@ async def serve(
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is needed\n")
         if path.path.rstrip("/") == "/events":
             return None  # the WebSocket handshake goes on
+        if path.path.rstrip("/") == "/metrics" and metrics is not None:
+            from .metrics import CONTENT_TYPE
+
+            rendered = await asyncio.to_thread(metrics.render)
+            headers = Headers([("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(rendered)))])
+            return Response(200, "OK", headers, rendered)
         if runs is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "the event stream is at /events\n")
         status, body = await asyncio.to_thread(respond, store, runs, path.path, query)
@@ -122,8 +133,23 @@ async def serve(
 
 
 def run_server(
-    store: EventStore, host: str, port: int, token: str | None, insecure: bool, runs: CoordinationStore | None = None
+    store: EventStore,
+    host: str,
+    port: int,
+    token: str | None,
+    insecure: bool,
+    runs: CoordinationStore | None = None,
+    metrics: RunMetrics | None = None,
 ) -> Any:
-    """Check the exposure, then serve until interrupted."""
+    """Check the exposure, then serve until interrupted (metrics follow the stream meanwhile)."""
     check_exposure(host, token, insecure)
-    return asyncio.run(serve(store, host, port, token, runs=runs))
+    stop = None
+    if metrics is not None:
+        from .metrics import start
+
+        stop = start(metrics, store)
+    try:
+        return asyncio.run(serve(store, host, port, token, runs=runs, metrics=metrics))
+    finally:
+        if stop is not None:
+            stop.set()

@@ -1,0 +1,138 @@
+"""Prometheus metrics of a deployment's runs, served at ``/metrics`` by ``namel3ss-celery events --serve``.
+
+Built from the event stream, followed from the server's start (each run's ``workflow_started`` and its one
+``workflow_completed``, which carries a summary of its blocks), and, at each scrape, the depth of each
+queue of the program's worker pools and of its dead-letter queues. Series (all prefixed ``namel3ss_``):
+
+- ``runs_started_total{workflow}``, ``runs_finished_total{workflow,status}``
+- ``steps_total{target,status}``: the steps of finished runs
+- ``block_duration_seconds{strategy}``: a histogram of finished blocks
+- ``loser_worker_seconds_total{strategy}``: how long race and any_success losers ran
+- ``queue_messages{queue,kind}``: messages waiting in a pool's queue (``kind="pool"``) or in a
+  dead-letter queue (``kind="dead_letters"``)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .model import Event, EventType
+from .stream import EventStore
+
+logger = logging.getLogger("namel3ss_celery")
+
+POLL = 1.0  # seconds a read of the stream waits before the follower looks at stop() again
+DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+QueueDepths = Callable[[], Iterable[tuple[str, str, int]]]  # (queue, kind, messages)
+
+
+class _Queues(Collector):
+    def __init__(self, depths: QueueDepths) -> None:
+        self.depths = depths
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "namel3ss_queue_messages",
+            "Messages waiting in a worker pool's queue or a dead-letter queue",
+            labels=["queue", "kind"],
+        )
+        try:
+            for queue, kind, count in self.depths():
+                family.add_metric([queue, kind], count)
+        except Exception:  # noqa: BLE001 - a scrape shows the other series when the broker does not answer
+            logger.exception("reading queue depths for /metrics failed")
+        yield family
+
+
+class RunMetrics:
+    """The series, fed from the stream by ``follow`` (a thread), rendered by ``render``."""
+
+    def __init__(self, depths: QueueDepths | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.runs_started = Counter("namel3ss_runs_started", "Runs dispatched", ["workflow"], registry=self.registry)
+        self.runs_finished = Counter(
+            "namel3ss_runs_finished", "Runs ended, by final status", ["workflow", "status"], registry=self.registry
+        )
+        self.steps = Counter("namel3ss_steps", "Steps of finished runs", ["target", "status"], registry=self.registry)
+        self.block_duration = Histogram(
+            "namel3ss_block_duration_seconds",
+            "Blocks of finished runs",
+            ["strategy"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.loser_seconds = Counter(
+            "namel3ss_loser_worker_seconds",
+            "Seconds race and any_success losers ran",
+            ["strategy"],
+            registry=self.registry,
+        )
+        if depths is not None:
+            self.registry.register(_Queues(depths))
+
+    def observe(self, event: Event) -> None:
+        """Count what ``event`` says, if it is a run's start or end."""
+        data = event.data
+        workflow = str(data.get("workflow_name") or "")
+        if event.event_type == EventType.WORKFLOW_STARTED:
+            self.runs_started.labels(workflow).inc()
+        elif event.event_type == EventType.WORKFLOW_COMPLETED and data.get("instance_id"):
+            self.runs_finished.labels(workflow, str(data.get("status"))).inc()
+            for block in data.get("blocks") or []:
+                if block.get("duration_ms") is not None:
+                    self.block_duration.labels(block["strategy"]).observe(float(block["duration_ms"]) / 1000)
+                if block.get("loser_seconds"):
+                    self.loser_seconds.labels(block["strategy"]).inc(float(block["loser_seconds"]))
+                for step in block.get("steps") or []:
+                    self.steps.labels(str(step.get("target")), str(step.get("status"))).inc()
+
+    def follow(self, store: EventStore, stop: threading.Event) -> None:
+        """Observe every event from now on, until ``stop`` is set."""
+        after = store.newest()
+        while not stop.is_set():
+            for stream_id, event in store.read(after, count=500, block=POLL):
+                after = stream_id
+                self.observe(event)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+def queue_depths(app: Any, pools: Iterable[str], dead_letters: Iterable[str]) -> QueueDepths:
+    """What ``_Queues`` asks at each scrape: each queue's message count, from the broker (a passive declare:
+    RabbitMQ's count, or the sum of the Redis priority lists kombu keeps)."""
+    wanted = [(q, "pool") for q in dict.fromkeys(pools)] + [(q, "dead_letters") for q in dict.fromkeys(dead_letters)]
+
+    def depths() -> Iterable[tuple[str, str, int]]:
+        found = []
+        with app.connection_for_read() as connection:
+            channel = connection.channel()
+            try:
+                for queue, kind in wanted:
+                    try:
+                        _name, messages, _consumers = channel.queue_declare(queue, passive=True)
+                    except connection.channel_errors:  # never declared: nothing waits there
+                        channel = connection.channel()
+                        messages = 0
+                    found.append((queue, kind, int(messages)))
+            finally:
+                channel.close()
+        return found
+
+    return depths
+
+
+def start(metrics: RunMetrics, store: EventStore) -> threading.Event:
+    """Follow the stream in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    threading.Thread(target=metrics.follow, args=(store, stop), name="n3-metrics", daemon=True).start()
+    return stop

@@ -1,0 +1,114 @@
+"""Prometheus metrics at /metrics of ``namel3ss-celery events --serve``, scraped after real runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.waiting import wait_until
+
+from .conftest import Cluster
+from .workers import CLI, REPO
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    tag = uuid.uuid4().hex[:8]
+    program = tmp_path / "pools.yaml"
+    program.write_text(
+        f"worker_pools:\n  - {{name: crawl, queue_name: crawl-{tag}}}\n"
+        f"task_queues:\n  - {{name: crawl-{tag}, dead_letter_queue: crawl-{tag}.dead}}\n"
+        "parallel_blocks:\n  - {name: b, steps: [{target: echo, worker_pool: crawl}]}\n"
+    )
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "NAMEL3SS_CELERY_"))}
+    process = subprocess.Popen(
+        [CLI, "events", "--serve", "--port", str(port), "--broker", redis_url, "--program", str(program)],
+        cwd=REPO,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def listening() -> bool:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, 30, "the events server to listen")
+        yield f"http://127.0.0.1:{port}/metrics", f"crawl-{tag}", tag
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_runs_steps_blocks_losers_and_queues(
+    redis_cluster: Cluster, served: tuple[str, str, str]
+) -> None:
+    url, queue, tag = served
+    n3 = redis_cluster.n3
+    race = {
+        "name": f"race-{tag}",
+        "strategy": "race",
+        "steps": [{"name": "slow", "target": "patient", "seconds": 20}, {"name": "fast", "target": "echo", "value": 1}],
+    }
+    broken = {"name": f"broken-{tag}", "steps": [{"target": "fail"}, {"target": "echo", "value": 2}]}
+    wait_until(
+        lambda: ("namel3ss_queue_messages", (("kind", "pool"), ("queue", queue))) in scrape(url),
+        30,
+        "the server to serve its metrics",
+    )  # it follows the stream from its start: runs come after
+    assert n3.dispatch(race).get(timeout=30).overall_status == "completed"
+    assert n3.dispatch(broken).get(timeout=30).overall_status == "failed"
+    for _ in range(3):
+        n3.app.send_task("n3.step.echo", args=({},), queue=queue)  # nobody consumes the pool's queue here
+    try:
+        check(url, queue, tag)
+    finally:
+        with n3.app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue)
+
+
+def check(url: str, queue: str, tag: str) -> None:
+
+    def counted() -> bool:
+        found = scrape(url)
+        return found.get(("namel3ss_runs_finished_total", (("status", "failed"), ("workflow", f"broken-{tag}")))) == 1
+
+    wait_until(counted, 30, lambda: str({k: v for k, v in scrape(url).items() if tag in str(k)}))
+    found = scrape(url)
+    assert found[("namel3ss_runs_started_total", (("workflow", f"race-{tag}"),))] == 1
+    assert found[("namel3ss_runs_finished_total", (("status", "completed"), ("workflow", f"race-{tag}")))] == 1
+    assert found[("namel3ss_steps_total", (("status", "failed"), ("target", "fail")))] >= 1
+    assert found[("namel3ss_block_duration_seconds_count", (("strategy", "race"),))] >= 1
+    assert found[("namel3ss_queue_messages", (("kind", "pool"), ("queue", queue)))] == 3
+    assert found[("namel3ss_queue_messages", (("kind", "dead_letters"), ("queue", f"{queue}.dead")))] == 0
