@@ -24,13 +24,13 @@ from ..plan.message import FedStep, StepMessage
 from ..plan.model import Plan, PlanNode
 from ..registry import Registry
 from ..results import ParallelExecutionResult, TaskStatus
-from ..spec import step_key
 from ..tracing import annotate, event, span
 from .advance import node_settled, refreshed_final
 from .control import BlockControl
-from .decide import CANCELLED, NOT_STARTED, TIMED_OUT, Decision, decide_after
+from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
+from .enforce import enforce_deadlines, enforce_lost_workers
 from .launcher import Launcher
-from .lost import held_message, lost_reason
+from .losers import stop_losers
 from .nodes import broken, launched
 from .patience import patiently
 from .ports import CoordinationStore, Held, Publisher
@@ -214,9 +214,9 @@ class Conductor:
         cancelled (not_started, stopped), not failed."""
         message = StepMessage.routing(payload)
         if message is not None:
-            self._file_lost(message, task_id, reason, outcome)
+            self.file_lost_message(message, task_id, reason, outcome)
 
-    def _file_lost(self, message: StepMessage, task_id: str, reason: str, outcome: Outcome | None) -> None:
+    def file_lost_message(self, message: StepMessage, task_id: str, reason: str, outcome: Outcome | None) -> None:
         if outcome is None:
             now = time.time()
             lost = StepOutcome(message.key, TaskStatus.FAILED, now, now, task_id=task_id, error=reason)
@@ -335,39 +335,8 @@ class Conductor:
             self.store.set_fields(run_id, {fields.RESULT: json.dumps(final.to_dict())})
 
     def stop_losers(self, node: PlanNode, control: BlockControl, record: Mapping[str, str]) -> bool:
-        """Terminate running prefork losers (``terminate_losers``); True when any was.
-
-        Every running loser is already asked to stop (it reads the decision); on other pools a
-        loser that never checks runs to its end, and that is logged.
-        """
-        envelopes = self.store.step_envelopes(control.run_id, node.name)
-        decision = control.decision_in(record)
-        terminated = False
-        for index, info in control.started(record).items():
-            if index in envelopes or (decision is not None and decision.winner == index):
-                continue
-            if info.get("pool") != "prefork":
-                logger.warning(
-                    "terminate_losers: step %s of block %s runs on a %s pool, which cannot terminate it",
-                    index,
-                    node.name,
-                    info.get("pool"),
-                )
-                continue
-            if info.get("task_id"):
-                terminated = True
-                self.publisher.terminate(str(info["task_id"]))
-                # A terminated step files nothing itself; if it finishes first, its own envelope replaces this.
-                outcome = StepOutcome.stopped(
-                    step_key(node.block.steps[index], index),
-                    "terminated: its block no longer needed it (terminate_losers)",
-                    Outcome.STOPPED,
-                    worker=str(info.get("worker", "")),
-                    task_id=str(info["task_id"]),
-                    start=float(info["start"]) if info.get("start") else None,  # type: ignore[arg-type]
-                )
-                self.store.record_step(control.run_id, node.name, index, outcome.envelope(), self.ttl, keep=True)
-        return terminated
+        """Terminate running prefork losers (``terminate_losers``; see ``losers``); True when any was."""
+        return stop_losers(self.store, self.publisher, node, control, record, self.ttl)
 
     # --- runs ------------------------------------------------------------------
 
@@ -388,33 +357,12 @@ class Conductor:
         self.launcher.launch(run_id, plan, nodes, record, outputs, cancelled)
 
     def enforce_lost_workers(self, limit: int = 20) -> int:
-        """File every step held by a worker whose heartbeat ran out as failed (``engine.lost``), so its block
-        ends; a step that filed its own outcome meanwhile keeps it. Returns how many workers were lost."""
-        workers = self.store.lost_workers(limit)
-        for worker in workers:
-            for member in self.store.held_steps(worker):
-                logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
-                self._file_lost(held_message(member), "", lost_reason(worker), None)
-                self.store.release(worker, member)
-        return len(workers)
+        """File the steps of workers whose heartbeat ran out as lost (see ``enforce``); how many workers."""
+        return enforce_lost_workers(self.store, self.file_lost_message, limit)
 
     def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
-        """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``
-        and the watchdog of every worker call this): a deadline fires whatever became of the processes that
-        launched or run its block. Returns how many deadlines were due.
-
-        Idempotent: a block settles once (claimed), under whichever decision came first.
-        """
-        due = self.store.due_deadlines(time.time() if now is None else now, limit)
-        for run_id, node in due:
-            try:
-                event("deadline", run_id=run_id, node=node)
-                self.decide_and_settle(run_id, node, TIMED_OUT)
-            except Exception:  # noqa: BLE001 - the next look tries it again; the others go on meanwhile
-                logger.exception("enforcing the deadline of block %s of run %s failed", node, run_id)
-                continue
-            self.store.drop_deadline(run_id, node)
-        return len(due)
+        """Decide and settle every block whose deadline has passed (see ``enforce``); how many were due."""
+        return enforce_deadlines(self.store, self.decide_and_settle, now, limit)
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""

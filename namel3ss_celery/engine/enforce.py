@@ -1,0 +1,54 @@
+"""What any worker (or beat) enforces on a timer, whatever became of the processes that ran a block: deadlines
+that passed, and the steps of workers whose heartbeat ran out. Both file and settle through the conductor's
+methods they are given."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..plan.kinds import Outcome
+from ..plan.message import StepMessage
+from ..tracing import event
+from .decide import TIMED_OUT, Decision
+from .lost import held_message, lost_reason
+from .ports import CoordinationStore
+
+FileLost = Callable[[StepMessage, str, str, "Outcome | None"], None]  # the conductor's file_lost_message
+DecideAndSettle = Callable[[str, str, Decision], None]  # the conductor's decide_and_settle
+
+logger = logging.getLogger("namel3ss_celery")
+
+
+def enforce_lost_workers(store: CoordinationStore, file_lost: FileLost, limit: int = 20) -> int:
+    """File every step held by a worker whose heartbeat ran out as failed (``engine.lost``), so its block
+    ends; a step that filed its own outcome meanwhile keeps it. Returns how many workers were lost."""
+    workers = store.lost_workers(limit)
+    for worker in workers:
+        for member in store.held_steps(worker):
+            logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
+            file_lost(held_message(member), "", lost_reason(worker), None)
+            store.release(worker, member)
+    return len(workers)
+
+
+def enforce_deadlines(
+    store: CoordinationStore, decide_and_settle: DecideAndSettle, now: float | None = None, limit: int = 100
+) -> int:
+    """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``
+    and the watchdog of every worker call this): a deadline fires whatever became of the processes that
+    launched or run its block. Returns how many deadlines were due.
+
+    Idempotent: a block settles once (claimed), under whichever decision came first.
+    """
+    due = store.due_deadlines(time.time() if now is None else now, limit)
+    for run_id, node in due:
+        try:
+            event("deadline", run_id=run_id, node=node)
+            decide_and_settle(run_id, node, TIMED_OUT)
+        except Exception:  # noqa: BLE001 - the next look tries it again; the others go on meanwhile
+            logger.exception("enforcing the deadline of block %s of run %s failed", node, run_id)
+            continue
+        store.drop_deadline(run_id, node)
+    return len(due)
