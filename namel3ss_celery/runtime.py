@@ -17,15 +17,19 @@ over: a failed ``all`` block, and a race whose first finisher failed, are
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from . import runtime_events
+from .apps import check_broker
 from .compiler.planning import make_plan
-from .errors import ConfigurationError, UnknownTarget
+from .errors import BrokerUnavailable, ConfigurationError, SpecError, UnknownTarget
 from .extension import Namel3ssCelery
 from .local import LocalExecutor
 from .plan.fields import STEP_VALUE
@@ -56,8 +60,11 @@ __all__ = [
     "create_distributed_executor",
     "execute_distributed_parallel",
     "execute_parallel_steps",
+    "get_distributed_executor",
     *runtime_events.__all__,
 ]
+
+logger = logging.getLogger("namel3ss_celery")
 
 StepExecutor = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any] | Any]
 
@@ -205,6 +212,9 @@ class ParallelExecutor:
         """Blocks run, completed and failed, steps, average duration, and where they ran."""
         return self._stats.as_dict()
 
+    async def cleanup(self) -> None:
+        """Nothing to release: each block's executor ends with it (kept for code written for Namel3ss)."""
+
 
 async def execute_parallel_steps(
     steps: list[dict[str, Any]],
@@ -224,28 +234,91 @@ async def execute_parallel_steps(
 class DistributedParallelExecutor:
     """Sends parallel blocks to Celery workers (Namel3ss ``DistributedParallelExecutor``).
 
+    Made the Namel3ss way, ``DistributedParallelExecutor(broker_type="redis", broker_config={"redis_url":
+    ...})`` then ``await executor.initialize()``, or on an installation of your own,
+    ``DistributedParallelExecutor(n3)``.
+
     Args:
-        n3: the namel3ss-celery installation to dispatch through.
-        fallback_to_local: run in this process when the step executor cannot be sent to workers
-            (off by default: a refusal is an error).
-        local_threshold: the Namel3ss coordinator's rule, as an explicit mode: blocks with fewer
-            steps run in this process. Off by default; always reported in ``metadata["placement"]``.
-        timeout: seconds to wait for a distributed block.
+        broker_type: ``redis``, ``rabbitmq`` or ``memory`` (the embedded default); or a ``Namel3ssCelery``.
+        broker_config: ``redis_url`` (redis; also results and coordination), ``amqp_url`` (rabbitmq, with
+            ``redis_url`` for results), ``result_backend``.
+        default_queue: the Celery queue steps go to when given (workers must consume it); by default the
+            app's own default queue (``celery``), which ``celery -A namel3ss_celery worker`` consumes.
+        fallback_to_local: run in this process when the step executor cannot be sent to workers, or the
+            broker cannot be reached at ``initialize()`` (off by default: a refusal is an error, unlike
+            Namel3ss, which fell back silently).
+        max_distributed_tasks: blocks with more steps are refused (a ``SpecError``).
+        distributed_timeout: seconds to wait for a distributed block.
+        enable_auto_scaling: accepted for Namel3ss code; scaling is the worker pools' (``--autoscale``, KEDA).
+        n3: the installation to dispatch through (instead of ``broker_type``).
+        local_threshold: the Namel3ss coordinator's rule, as an explicit mode: blocks with fewer steps run
+            in this process. Off by default; always reported in ``metadata["placement"]``.
+        timeout: seconds to wait for a distributed block (the same as ``distributed_timeout``).
     """
 
     def __init__(
         self,
-        n3: Namel3ssCelery,
-        *,
+        broker_type: str | Namel3ssCelery = "redis",
+        broker_config: Mapping[str, Any] | None = None,
+        default_queue: str | None = None,
         fallback_to_local: bool = False,
+        max_distributed_tasks: int = 1000,
+        distributed_timeout: float = 600.0,
+        enable_auto_scaling: bool = True,
+        *,
+        n3: Namel3ssCelery | None = None,
         local_threshold: int | None = None,
-        timeout: float = 300.0,
+        timeout: float | None = None,
     ) -> None:
-        self.n3 = n3
+        if isinstance(broker_type, Namel3ssCelery):
+            n3, broker_type = broker_type, "redis"
+        self.broker_type = broker_type
+        self.broker_config = dict(broker_config or {})
+        self.default_queue = default_queue
         self.fallback_to_local = fallback_to_local
+        self.max_distributed_tasks = max_distributed_tasks
+        self.distributed_timeout = distributed_timeout if timeout is None else timeout
+        self.enable_auto_scaling = enable_auto_scaling
         self.local_threshold = local_threshold
-        self.timeout = timeout
+        self._n3 = n3
         self._stats = _Stats()
+        self.execution_stats = {
+            "total_executions": 0,
+            "local_executions": 0,
+            "distributed_executions": 0,
+            "failed_distributions": 0,
+            "average_distribution_overhead_ms": 0.0,
+        }
+
+    @property
+    def timeout(self) -> float:
+        return self.distributed_timeout
+
+    @property
+    def n3(self) -> Namel3ssCelery:
+        """The installation blocks go through, made from ``broker_type`` and ``broker_config`` on first use."""
+        if self._n3 is None:
+            self._n3 = Namel3ssCelery(settings=broker_settings(self.broker_type, self.broker_config))
+            if self.default_queue:
+                self._n3.app.conf.task_default_queue = self.default_queue
+        return self._n3
+
+    async def initialize(self) -> None:
+        """Connect: make the installation and check that its broker answers.
+
+        Raises:
+            BrokerUnavailable: the broker cannot be reached (unless ``fallback_to_local``: blocks then run here).
+            ConfigurationError: an unknown broker type, or a URL it needs is missing.
+        """
+        n3 = self.n3
+        if n3.embedded_worker is None:
+            try:
+                await asyncio.to_thread(check_broker, n3.app)
+            except BrokerUnavailable:
+                if not self.fallback_to_local:
+                    raise
+                self.local_threshold = sys.maxsize  # every block runs here, and says why
+                logger.warning("the broker cannot be reached: blocks run in this process (fallback_to_local)")
 
     def target_of(self, step_executor: StepExecutor) -> str:
         """The name workers know ``step_executor`` by.
@@ -285,6 +358,12 @@ class DistributedParallelExecutor:
             WaitTimeout: the block did not end within the executor's ``timeout``.
         """
         block = _block(_raw_block(parallel_block, inline=True)[0], None, None)
+        if len(block.steps) > self.max_distributed_tasks:
+            raise SpecError(
+                f"{len(block.steps)} steps, more than max_distributed_tasks ({self.max_distributed_tasks})",
+                path=f"{block.name}.steps",
+            )
+        started = time.monotonic()
         placement = "distributed"
         if force_local:
             placement = "local (force_local)"
@@ -309,26 +388,45 @@ class DistributedParallelExecutor:
             result = found
         result.metadata["placement"] = placement
         self._stats.add(result)
+        self._count(placement, time.monotonic() - started)
         return result
 
+    def _count(self, placement: str, seconds: float) -> None:
+        stats = self.execution_stats
+        stats["total_executions"] += 1
+        if placement.startswith("local"):
+            stats["local_executions"] += 1
+            if "fallback_to_local" in placement:
+                stats["failed_distributions"] += 1
+            return
+        stats["distributed_executions"] += 1
+        done = stats["distributed_executions"]
+        stats["average_distribution_overhead_ms"] += (seconds * 1000 - stats["average_distribution_overhead_ms"]) / done
+
     def get_execution_stats(self) -> dict[str, Any]:
-        """Blocks run, completed and failed, steps, average duration, and where they ran."""
-        return self._stats.as_dict()
+        """Namel3ss's shape (``distributed``, ``local``, ``combined``), plus blocks run, completed and failed,
+        steps, average duration, and where they ran."""
+        stats = dict(self.execution_stats)
+        local = {"total_executions": stats["local_executions"]}
+        return {
+            **self._stats.as_dict(),
+            "distributed": stats,
+            "local": local,
+            "combined": {
+                "total_executions": stats["total_executions"],
+                "distribution_ratio": stats["distributed_executions"] / max(1, stats["total_executions"]),
+            },
+        }
 
     async def cleanup(self) -> None:
         """Close the connections this executor opened."""
-        self.n3.close()
+        if self._n3 is not None:
+            self._n3.close()
 
 
-async def create_distributed_executor(
-    broker_type: str = "redis", broker_config: Mapping[str, Any] | None = None, **kwargs: Any
-) -> DistributedParallelExecutor:
-    """A distributed executor on ``broker_type`` ``redis``, ``rabbitmq`` or ``memory`` (embedded).
-
-    ``broker_config`` keys: ``redis_url`` (redis; also the result backend and coordination store
-    unless ``result_backend`` is given), ``amqp_url`` (rabbitmq, with ``redis_url`` for results).
-    Other keyword arguments go to ``DistributedParallelExecutor`` (``fallback_to_local``,
-    ``local_threshold``, ``timeout``). Step modules come from ``NAMEL3SS_CELERY_STEP_MODULES``.
+def broker_settings(broker_type: str, broker_config: Mapping[str, Any] | None) -> Settings:
+    """Settings for a Namel3ss ``broker_type`` and ``broker_config`` (step modules and the program from the
+    environment).
 
     Raises:
         ConfigurationError: an unknown broker type, or a URL the broker type needs is missing.
@@ -352,13 +450,45 @@ async def create_distributed_executor(
         broker = None
     else:
         raise ConfigurationError(f"unknown broker_type {broker_type!r}; use redis, rabbitmq or memory", "broker_type")
-    settings = Settings(
+    return Settings(
         broker_url=broker,
         result_backend=(config.get("result_backend") or redis_url) if broker else None,
         step_modules=env.step_modules,
         coordination_url=env.coordination_url,
     )
-    return DistributedParallelExecutor(Namel3ssCelery(settings=settings), **kwargs)
+
+
+async def create_distributed_executor(
+    broker_type: str = "redis", broker_config: Mapping[str, Any] | None = None, **kwargs: Any
+) -> DistributedParallelExecutor:
+    """A distributed executor on ``broker_type`` ``redis``, ``rabbitmq`` or ``memory`` (embedded), initialized.
+
+    ``broker_config`` keys: ``redis_url`` (redis; also the result backend and coordination store
+    unless ``result_backend`` is given), ``amqp_url`` (rabbitmq, with ``redis_url`` for results).
+    Other keyword arguments go to ``DistributedParallelExecutor`` (``default_queue``, ``fallback_to_local``,
+    ``local_threshold``, ``timeout``, ...). Step modules come from ``NAMEL3SS_CELERY_STEP_MODULES``.
+
+    Raises:
+        ConfigurationError: an unknown broker type, or a URL the broker type needs is missing.
+    """
+    broker_settings(broker_type, broker_config)  # refused here, before anything connects
+    executor = DistributedParallelExecutor(broker_type, broker_config, **kwargs)
+    await executor.initialize()
+    return executor
+
+
+_distributed: DistributedParallelExecutor | None = None
+
+
+async def get_distributed_executor() -> DistributedParallelExecutor:
+    """The process's distributed executor (``create_distributed_executor()`` with the environment's broker)."""
+    global _distributed
+    if _distributed is None:
+        env = Settings.from_env()
+        kind = "memory" if env.embedded else ("rabbitmq" if str(env.broker_url).startswith("amqp") else "redis")
+        config = {"amqp_url": env.broker_url} if kind == "rabbitmq" else {"redis_url": env.broker_url}
+        _distributed = await create_distributed_executor(kind, config if kind != "memory" else None)
+    return _distributed
 
 
 async def execute_distributed_parallel(

@@ -215,3 +215,42 @@ def test_steps_that_are_not_dicts_reach_a_workers_executor_as_given(
                 broker_config=broker,
             )
         )
+
+
+@pytest.mark.integration
+def test_the_executor_made_the_namel3ss_way_keeps_its_stats_shape(
+    default_worker: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from namel3ss_celery import BrokerUnavailable
+    from namel3ss_celery.runtime import DistributedParallelExecutor
+
+    monkeypatch.setenv("NAMEL3SS_CELERY_STEP_MODULES", "tests.integration.steps")
+    config = {"redis_url": default_worker["CELERY_BROKER_URL"]}
+
+    async def main() -> dict[str, Any]:
+        executor = DistributedParallelExecutor(broker_type="redis", broker_config=config, distributed_timeout=60)
+        await executor.initialize()
+        try:
+            result = await executor.execute_parallel_block({"name": "b", "steps": ["x", "y"]}, runtime_value)
+            assert result.overall_status == "completed" and result.metadata["placement"] == "distributed"
+            return executor.get_execution_stats()
+        finally:
+            await executor.cleanup()
+
+    stats = asyncio.run(main())
+    assert stats["distributed"]["total_executions"] == 1 and stats["distributed"]["distributed_executions"] == 1
+    assert stats["combined"]["distribution_ratio"] == 1.0 and stats["executed_on"] == {"celery": 1}
+
+    async def unreachable(fallback: bool) -> Any:
+        dead = {"redis_url": "redis://127.0.0.1:1/0"}
+        executor = DistributedParallelExecutor("redis", dead, fallback_to_local=fallback)
+        try:
+            await executor.initialize()
+            return await executor.execute_parallel_block({"name": "b", "steps": ["x"]}, runtime_value)
+        finally:
+            await executor.cleanup()
+
+    with pytest.raises(BrokerUnavailable):
+        asyncio.run(unreachable(False))
+    here = asyncio.run(unreachable(True))
+    assert here.overall_status == "completed" and here.metadata["placement"].startswith("local")
