@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("namel3ss_celery")
 
+STEP_EVENTS = "NAMEL3SS_CELERY_STEP_EVENTS"  # "1": workers announce each step's outcome as an event
+
 SpecSource = ParallelBlockSpec | WorkflowSpec | ProgramSpec | Mapping[str, Any] | str | Path
 RunResult = ParallelExecutionResult | WorkflowResult
 
@@ -117,6 +120,8 @@ class Namel3ssCelery:
             self.events.before_publish = self.embedded_worker.start  # it matches the events
         self.conductor.run_ended.append(self.events.run_ended)
         self.steps = StepHandler(app, self.conductor)
+        if os.environ.get(STEP_EVENTS, "").lower() in ("1", "true", "yes", "on"):
+            self.steps.on_step = self.events.step_done  # a task_completed or task_failed per step
         register_adapter_tasks(app, self.conductor)
         self._step_base = step_task_class(app, self.conductor)
         for definition in self.registry.steps():

@@ -82,3 +82,24 @@ def block_summaries(final: Any) -> list[dict[str, Any]]:
             }
         )
     return summaries
+
+
+def step_done(message: Any, outcome: Any) -> Event:
+    """``task_completed`` (or ``task_failed``, with the status: failed or cancelled) for one step on a worker;
+    its depth is its run's, so a trigger on step events cannot loop either."""
+    trigger_id, correlation, depth = _lineage(message.context)
+    completed = str(outcome.status) == "completed"
+    took = (outcome.end - outcome.start) * 1000 if outcome.end is not None and outcome.start is not None else None
+    data = {
+        "instance_id": message.run,
+        "block": message.node,
+        "step": message.key,
+        "target": message.step.get("target"),
+        "status": str(outcome.status),
+        "outcome": str(outcome.outcome) if outcome.outcome is not None else None,
+        "duration_ms": took,
+        "error": outcome.error,
+        "trigger_event_id": trigger_id,
+    }
+    kind = EventType.TASK_COMPLETED if completed else EventType.TASK_FAILED
+    return Event.new(kind, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})

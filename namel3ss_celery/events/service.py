@@ -121,6 +121,10 @@ class EventService:
         """Announce ``workflow_started`` for a run just recorded."""
         self.announce(lifecycle.run_started(run_id, plan, context))
 
+    def step_done(self, message: Any, outcome: Any) -> None:
+        """Announce ``task_completed`` or ``task_failed`` for a step a worker ran (``NAMEL3SS_CELERY_STEP_EVENTS``)."""
+        self.announce(lifecycle.step_done(message, outcome))
+
     def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
         """Announce the one ``workflow_completed`` of a run (the engine calls it once per run)."""
         self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id)))

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -71,6 +72,7 @@ class StepHandler:
         self.allowed_agents: tuple[str, ...] = ()
         self.pool_name: str | None = None
         self._contexts: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # stored contexts, recent last
+        self.on_step: Callable[[StepMessage, StepOutcome], None] | None = None  # told each step's outcome
 
     def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE.
@@ -122,11 +124,13 @@ class StepHandler:
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.conductor.file_patiently(message, outcome, held=holding)
+            self._told(message, outcome)
             revoked(task, "stopped: its block no longer needed it")
             self.conductor.follow_up(follow_up)
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self.conductor.file_patiently(message, outcome, held=holding)
+        self._told(message, outcome)
         if message.strategy in RACING and recording():  # a traced race: did this step win it?
             decision = control.decision()
             if decision is not None and decision.winner == message.index:
@@ -135,6 +139,15 @@ class StepHandler:
             self._dead_letter(task, message, outcome.error or describe(outcome.exception))
             raise outcome.exception
         return outcome.result
+
+    def _told(self, message: StepMessage, outcome: StepOutcome) -> None:
+        """Tell ``on_step`` (step events); its failure is logged: the step is filed whatever it does."""
+        if self.on_step is None:
+            return
+        try:
+            self.on_step(message, outcome)
+        except Exception:  # noqa: BLE001 - the outcome is filed; an event that could not go out is only logged
+            logger.exception("announcing step %s of run %s failed", message.key, message.run)
 
     def _read(self, task: Any, definition: StepDef, payload: Any) -> StepMessage:
         """The step message, checked against this worker: its target, its pool's allowed targets.

@@ -310,3 +310,45 @@ def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=WAIT,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
+
+
+def test_step_events_when_asked(redis_url: str, tmp_path: Path) -> None:
+    """NAMEL3SS_CELERY_STEP_EVENTS=1: each step a worker runs is a task_completed or task_failed event."""
+    import tests.integration.steps  # noqa: F401
+
+    queue = f"n3test-stepevents-{uuid.uuid4().hex[:8]}"
+    env = {
+        "N3_TEST_BROKER": redis_url,
+        "N3_TEST_BACKEND": redis_url,
+        "N3_TEST_QUEUE": queue,
+        "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
+        "NAMEL3SS_CELERY_STEP_EVENTS": "1",
+    }
+    app = make_app(redis_url, redis_url, queue)
+    n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
+    worker = WorkerProcess("tests.integration.app", env, tmp_path, queues=[queue])
+    try:
+        worker.wait_ready(app)
+        since = n3.events.store().newest()
+        run = n3.dispatch(
+            {
+                "name": "b",
+                "strategy": "collect",
+                "steps": [{"name": "good", "target": "echo", "value": 1}, {"name": "bad", "target": "fail"}],
+            }
+        )
+        assert run.get(timeout=WAIT).overall_status == "completed"
+        ours: dict[str, Event] = {}
+
+        def both() -> bool:
+            for _i, event in n3.events.store().read(since, count=1000):
+                if event.data.get("instance_id") == run.id and event.event_type in ("task_completed", "task_failed"):
+                    ours[event.data["step"]] = event
+            return len(ours) == 2
+
+        wait_until(both, WAIT, lambda: f"step events: {ours}")
+        assert ours["good"].event_type == "task_completed" and ours["good"].data["target"] == "echo"
+        assert ours["bad"].event_type == "task_failed" and "step failed on purpose" in ours["bad"].data["error"]
+    finally:
+        worker.stop()
+        n3.close()
