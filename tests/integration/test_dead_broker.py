@@ -12,17 +12,9 @@ import pytest
 
 from namel3ss_celery import BrokerUnavailable, Namel3ssCelery, Settings
 
-from .workers import CLI, REPO
+from .workers import CLI, REPO, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def with_password(url: str, password: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -23,15 +22,9 @@ from tests.waiting import wait_until
 
 from .conftest import Cluster
 from .steps import MARKER_TTL, gate_key
-from .workers import CLI, REPO
+from .workers import CLI, REPO, EventsServer
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env() -> dict[str, str]:
@@ -40,27 +33,11 @@ def clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(redis_url: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [CLI, "events", "--serve", "--port", str(port), "--broker", redis_url],
-        cwd=REPO,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-    def listening() -> bool:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
+    running = EventsServer("--broker", redis_url)
     try:
-        wait_until(listening, 30, "the events server to listen")
-        yield f"ws://127.0.0.1:{port}/events"
+        yield f"ws://127.0.0.1:{running.port}/events"
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
+        running.stop()
 
 
 def receive(ws: Any, count: int) -> list[dict[str, Any]]:

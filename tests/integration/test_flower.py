@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,12 @@ from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
 from .steps import MARKER_TTL, gate_key, started_key
-from .workers import REPO
+from .workers import REPO, free_port
 
 pytestmark = pytest.mark.integration
 
 AUTH = "admin:change-me"
 WAIT = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(url: str, auth: str | None = AUTH) -> Any:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,15 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.waiting import wait_until
 
 from .conftest import Cluster
-from .workers import CLI, REPO
+from .workers import EventsServer
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -36,28 +27,11 @@ def served(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         f"task_queues:\n  - {{name: crawl-{tag}, dead_letter_queue: crawl-{tag}.dead}}\n"
         "parallel_blocks:\n  - {name: b, steps: [{target: echo, worker_pool: crawl}]}\n"
     )
-    port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "NAMEL3SS_CELERY_"))}
-    process = subprocess.Popen(
-        [CLI, "events", "--serve", "--port", str(port), "--broker", redis_url, "--program", str(program)],
-        cwd=REPO,
-        env=clean,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-    def listening() -> bool:
-        assert process.poll() is None, process.stdout.read() if process.stdout else ""
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-
+    running = EventsServer("--broker", redis_url, "--program", str(program))
     try:
-        wait_until(listening, 30, "the events server to listen")
-        yield f"http://127.0.0.1:{port}/metrics", f"crawl-{tag}", tag
+        yield f"{running.url}/metrics", f"crawl-{tag}", tag
     finally:
-        process.terminate()
-        process.communicate(timeout=10)
+        running.stop()
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

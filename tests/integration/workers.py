@@ -131,3 +131,44 @@ def client(broker: str, backend: str) -> Any:
         "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
     }
     return Namel3ssCelery(settings=Settings.from_mapping(env))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EventsServer:
+    """``namel3ss-celery events --serve`` on a free port, with only the CLI's own options (no CELERY_*)."""
+
+    def __init__(self, *options: str) -> None:
+        import socket
+
+        from tests.waiting import wait_until
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "NAMEL3SS_CELERY_"))}
+        self.process = subprocess.Popen(
+            [CLI, "events", "--serve", "--port", str(self.port), *options],
+            cwd=REPO,
+            env=clean,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+        def listening() -> bool:
+            assert self.process.poll() is None, self.process.stdout.read() if self.process.stdout else ""
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, 30, "the events server to listen")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.communicate(timeout=10)
