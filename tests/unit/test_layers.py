@@ -31,7 +31,6 @@ LAYERS = {
     "local": 5,
     "cli": 6,
     "runtime": 6,
-    "runtime_events": 6,
     "testing": 6,
     "celery": 6,
     "integrations": 6,

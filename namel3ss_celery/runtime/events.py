@@ -1,4 +1,4 @@
-"""The Namel3ss event runtime's names (``namel3ss.runtime.events``), exported by ``namel3ss_celery.runtime``.
+"""``namel3ss.runtime.events`` here: the Namel3ss event runtime's names, exported by ``namel3ss_celery.runtime``.
 
 ``get_event_executor()`` gives the process's ``EventDrivenExecutor`` (on the Celery app the environment
 configures: ``CELERY_BROKER_URL``, else the embedded default); ``EventDrivenExecutor(event_bus=
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events.executor import EventBus, EventHandler, MemoryEventBus, RedisEventBus
-from .events.executor import EventDrivenExecutor as _EventDrivenExecutor
-from .events.model import Event, EventPriority, EventType
-from .extension import Namel3ssCelery
-from .settings import Settings
+from ..events.executor import EventBus, EventHandler, MemoryEventBus, RedisEventBus
+from ..events.executor import EventDrivenExecutor as _EventDrivenExecutor
+from ..events.model import Event, EventPriority, EventType
+from ..extension import Namel3ssCelery
+from ..settings import Settings
 
 __all__ = [
     "Event",

@@ -1,0 +1,68 @@
+"""The Namel3ss runtime API on namel3ss-celery: the ``namel3ss.runtime`` names, with Celery underneath.
+
+Code written for Namel3ss runs after changing its import line::
+
+    from namel3ss_celery.runtime import execute_parallel_steps, create_distributed_executor
+
+``execute_parallel_steps`` and ``ParallelExecutor`` run in this process (the
+local executor, with exactly the workers' semantics); the distributed executor
+sends blocks to Celery workers. Its step executor must be something a worker can
+find: a registered step, or a module-level function of a module listed in
+``NAMEL3SS_CELERY_STEP_MODULES`` (sent as ``module:function``). Anything else
+is refused, unless the call asked for local fallback; every result says where
+it ran (``metadata["executed_on"]``). The Namel3ss defects are not carried
+over: a failed ``all`` block, and a race whose first finisher failed, are
+``failed``.
+"""
+
+from __future__ import annotations
+
+from ..results import ParallelExecutionResult, ParallelTaskResult
+from ..spec import ParallelStrategy
+from .coordinator import (
+    DistributedParallelExecutor,
+    broker_settings,
+    create_distributed_executor,
+    execute_distributed_parallel,
+    get_distributed_executor,
+)
+from .events import (
+    Event,
+    EventBus,
+    EventDrivenExecutor,
+    EventHandler,
+    EventPriority,
+    EventType,
+    MemoryEventBus,
+    RedisEventBus,
+    get_event_executor,
+    publish_event,
+    register_event_workflow,
+)
+from .parallel import LOCAL_TARGET, ParallelExecutor, execute_parallel_steps
+
+__all__ = [
+    "DistributedParallelExecutor",
+    "ParallelExecutionResult",
+    "ParallelExecutor",
+    "ParallelStrategy",
+    "ParallelTaskResult",
+    "broker_settings",
+    "create_distributed_executor",
+    "execute_distributed_parallel",
+    "execute_parallel_steps",
+    "get_distributed_executor",
+    "LOCAL_TARGET",
+    # the Namel3ss event names (runtime/events.py)
+    "Event",
+    "EventBus",
+    "EventDrivenExecutor",
+    "EventHandler",
+    "EventPriority",
+    "EventType",
+    "MemoryEventBus",
+    "RedisEventBus",
+    "get_event_executor",
+    "publish_event",
+    "register_event_workflow",
+]
