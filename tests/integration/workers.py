@@ -80,6 +80,7 @@ class WorkerProcess:
         raise AssertionError(f"worker did not answer a ping within {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
+        """The last 6000 characters of its log (what a failure message shows)."""
         self._log.flush()
         return self.log_path.read_text()[-6000:]
 
