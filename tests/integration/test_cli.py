@@ -89,8 +89,7 @@ def test_the_same_command_sends_work_to_a_redis_worker(redis_url: str, tmp_path:
         )
         assert out.returncode == 0, out.stderr
         assert "program 'program': completed" in out.stdout
-        whole = worker.log_path.read_text()  # log() is its tail: the banner naming the worker is at the top
-        assert worker.name in whole and "n3.step.word_count" in whole
+        assert worker.name in worker.log() and "n3.step.word_count" in worker.log()
     finally:
         worker.stop()
         n3.close()
