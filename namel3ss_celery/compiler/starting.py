@@ -12,6 +12,7 @@ from typing import Any
 from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
+from ..engine.leases import launch_lease
 from ..engine.ports import CoordinationStore
 from ..plan import fields
 from ..plan.model import Plan
@@ -51,9 +52,10 @@ def start_run(
     }
     roots = [n for n in plan.nodes if not n.depends_on]
     if sum(len(n.block.steps) for n in roots) <= SMALL_BLOCK and not any(n.block.fan_out for n in roots):
-        # Nobody else knows the run yet, so its roots are claimed (and not cancelled) as the record is written.
+        # Nobody else knows the run yet, so its roots are claimed (and not cancelled) as the record is written,
+        # with their leases: should this process die while publishing them, a worker's watchdog finishes it.
         record.update({fields.launched(n.name): "1" for n in roots})
-        store.create_run(run_id, record, ttl)
+        store.create_run(run_id, record, ttl, leases=[launch_lease(n.name) for n in roots])
         recorded()
         conductor.launch(run_id, plan, roots, record, {}, cancelled={n.name: None for n in roots})
     else:
@@ -68,7 +70,7 @@ def start_run(
             # The broker went away since check_broker: publish the roots from here, as for a small run; if
             # that fails too, they end failed, naming the error. The run never waits for a lost launch.
             logger.exception("publishing the launch of run %s failed; launching it from here", run_id)
-            launched = {fields.launched(n.name): "1" for n in roots}
-            store.set_fields(run_id, launched)
-            record.update(launched)
-            conductor.launch(run_id, plan, roots, record, {})
+            # Claimed, as the launch would: a launch message the broker took after all finds them claimed.
+            claimed = [n for n in roots if store.claim(run_id, fields.launched(n.name), lease=launch_lease(n.name))]
+            record.update({fields.launched(n.name): "1" for n in claimed})
+            conductor.launch(run_id, plan, claimed, record, {})

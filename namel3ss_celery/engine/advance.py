@@ -11,6 +11,7 @@ from typing import Any
 from ..plan import fields
 from ..plan.model import Plan, PlanNode
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult, result_from_dict
+from .leases import launch_lease
 from .ports import CoordinationStore
 
 
@@ -42,7 +43,8 @@ def node_settled(
 ) -> Advance:
     """File ``node``'s result, then launch what it unblocked or end the run.
 
-    Idempotent under duplicate calls: launches and the end are claimed in the store.
+    Idempotent under duplicate calls: launches (each with its lease, see ``leases``) and the end are claimed
+    in the store.
     """
     filed = json.dumps(result.to_dict())
     record = store.set_and_read(run_id, {fields.node_result(node): filed})
@@ -60,7 +62,9 @@ def node_settled(
     launch = [
         n
         for n in plan.nodes
-        if n.name not in results and set(n.depends_on) <= set(outputs) and store.claim(run_id, fields.launched(n.name))
+        if n.name not in results
+        and set(n.depends_on) <= set(outputs)
+        and store.claim(run_id, fields.launched(n.name), lease=launch_lease(n.name))
     ]
     return Advance(launch, outputs)
 

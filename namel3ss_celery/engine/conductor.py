@@ -25,11 +25,12 @@ from ..plan.model import Plan, PlanNode
 from ..registry import Registry
 from ..results import ParallelExecutionResult, TaskStatus
 from ..tracing import annotate, event, span
-from .advance import node_settled, refreshed_final
+from .advance import node_results, node_settled, refreshed_final
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
-from .enforce import enforce_deadlines, enforce_lost_workers
+from .enforce import enforce_deadlines, enforce_leases, enforce_lost_workers
 from .launcher import Launcher
+from .leases import settle_lease
 from .losers import stop_losers
 from .nodes import broken, launched
 from .patience import patiently
@@ -241,7 +242,7 @@ class Conductor:
 
     def settle_node(self, run_id: str, node: str) -> None:
         """Settle one node once (claimed), under its decision if it has one; then move the run on."""
-        claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node)
+        claimed, record, envelopes = self.store.claim_and_read(run_id, fields.settled(node), node, settle_lease(node))
         if not record:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
@@ -297,20 +298,38 @@ class Conductor:
             self.settle_node(run_id, node)  # claimed: settles once, under whichever decision came first
         elif done != "1":
             record = self.store.run_record(run_id)
-            if record is None or record.get(fields.DONE) == "1":
-                return
-            logger.warning(
-                "block %s of run %s was claimed but its run did not move on: settling it again", node, run_id
-            )
-            filed = record.get(fields.node_result(node))
-            if filed is not None:  # its result is out: the run moves on from it
-                plan = Plan.from_json(record[fields.PLAN])
-                self._advance(run_id, plan, record, node, ParallelExecutionResult.from_dict(json.loads(filed)))
-                self.store.drop_deadline(run_id, node)
-                return
-            if BlockControl(self.store, run_id, node).decide(decision):
-                record = {**record, fields.decided(node): decision.to_json()}
-            self._settle(run_id, node, record, self.store.step_envelopes(run_id, node))
+            if record is not None and record.get(fields.DONE) != "1":
+                self._settle_again(run_id, node, record, decision)
+
+    def _settle_again(self, run_id: str, node: str, record: Mapping[str, str], decision: Decision | None) -> None:
+        """Finish settling a block claimed as settled whose run did not move on (its settler died half way):
+        the result, the end of the run and the next launches are claimed, so nothing happens twice."""
+        logger.warning("block %s of run %s was claimed but its run did not move on: settling it again", node, run_id)
+        filed = record.get(fields.node_result(node))
+        if filed is not None:  # its result is out: the run moves on from it
+            plan = Plan.from_json(record[fields.PLAN])
+            self._advance(run_id, plan, record, node, ParallelExecutionResult.from_dict(json.loads(filed)))
+            self.store.drop_deadline(run_id, node)
+            return
+        if decision is not None and BlockControl(self.store, run_id, node).decide(decision):
+            record = {**record, fields.decided(node): decision.to_json()}
+        self._settle(run_id, node, record, self.store.step_envelopes(run_id, node))
+
+    def resume(self, run_id: str, node: str) -> None:
+        """Finish the launch or the settle of ``node`` whose process died half way (its lease ran out and this
+        process took it over, see ``leases``); then nobody holds it."""
+        record = self.store.run_record(run_id)
+        if record is not None and record.get(fields.DONE) != "1":
+            plan = Plan.from_json(record[fields.PLAN])
+            if fields.settled(node) in record:
+                self._settle_again(run_id, node, record, None)
+            elif fields.launched(node) in record and node in plan.by_name:
+                sent = record.get(fields.published(node), "0")
+                logger.warning(
+                    "the launch of block %s of run %s stopped after %s messages: finishing it", node, run_id, sent
+                )
+                self.launch(run_id, plan, [plan.by_name[node]], record, node_results(plan, record)[1])
+        self.store.drop_lease(run_id, node)
 
     def refresh_node(self, run_id: str, node: str) -> None:
         """Every step of a decided block has now reported: rewrite its result with what the losers did."""
@@ -340,9 +359,9 @@ class Conductor:
 
     # --- runs ------------------------------------------------------------------
 
-    def launch_roots(self, run_id: str) -> float | None:
-        """Publish the roots of a new run, or what a launch that died left unsent (see ``Launcher``)."""
-        return self.launcher.launch_roots(run_id)
+    def launch_roots(self, run_id: str) -> None:
+        """Publish the roots of a new run (see ``Launcher``)."""
+        self.launcher.launch_roots(run_id)
 
     def launch(
         self,
@@ -359,6 +378,10 @@ class Conductor:
     def enforce_lost_workers(self, limit: int = 20) -> int:
         """File the steps of workers whose heartbeat ran out as lost (see ``enforce``); how many workers."""
         return enforce_lost_workers(self.store, self.file_lost_message, limit)
+
+    def enforce_leases(self, now: float | None = None, limit: int = 20) -> int:
+        """Finish each launch or settle whose process died half way (see ``leases``); how many were due."""
+        return enforce_leases(self.store, self.resume, now, limit)
 
     def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
         """Decide and settle every block whose deadline has passed (see ``enforce``); how many were due."""
@@ -387,6 +410,7 @@ class Conductor:
         self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
     ) -> None:
         advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
+        self.store.drop_lease(run_id, node)  # settled: the nodes it unblocked hold leases of their own
         if advance.ended:
             self._ended(run_id, plan, advance.final)
         if advance.launch:

@@ -1,6 +1,6 @@
 """What any worker (or beat) enforces on a timer, whatever became of the processes that ran a block: deadlines
-that passed, and the steps of workers whose heartbeat ran out. Both file and settle through the conductor's
-methods they are given."""
+that passed, the steps of workers whose heartbeat ran out, and launches and settles whose process died half
+way. Each works through the conductor's methods it is given."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from ..plan.kinds import Outcome
 from ..plan.message import StepMessage
 from ..tracing import event
 from .decide import TIMED_OUT, Decision
+from .leases import SETTLE_LEASE
 from .lost import held_message, lost_reason
 from .ports import CoordinationStore
 
 FileLost = Callable[[StepMessage, str, str, "Outcome | None"], None]  # the conductor's file_lost_message
 DecideAndSettle = Callable[[str, str, Decision], None]  # the conductor's decide_and_settle
+Resume = Callable[[str, str], None]  # the conductor's resume
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -52,3 +54,19 @@ def enforce_deadlines(
             continue
         store.drop_deadline(run_id, node)
     return len(due)
+
+
+def enforce_leases(store: CoordinationStore, resume: Resume, now: float | None = None, limit: int = 20) -> int:
+    """Finish every launch or settle whose lease ran out: its process died half way (``leases``). Each is
+    taken over by one caller (the watchdog of every worker calls this), which holds it while it works.
+    Returns how many had run out."""
+    now = time.time() if now is None else now
+    expired = store.expired_leases(now, limit)
+    for run_id, node in expired:
+        if not store.take_lease(run_id, node, now, now + SETTLE_LEASE):
+            continue  # another process took it, or its holder renewed it meanwhile
+        try:
+            resume(run_id, node)
+        except Exception:  # noqa: BLE001 - its lease runs out again and a later look tries again
+            logger.exception("finishing the launch or settle of block %s of run %s failed", node, run_id)
+    return len(expired)

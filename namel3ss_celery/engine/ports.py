@@ -24,7 +24,9 @@ class CoordinationStore(Protocol):
     tested against both stores in ``tests/integration/test_store_contract.py``.
     """
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None: ...
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
+        """Write the run's record (and hold ``leases``: the blocks the creator launches itself)."""
+        ...
 
     def run_record(self, run_id: str) -> dict[str, str] | None: ...
 
@@ -62,16 +64,22 @@ class CoordinationStore(Protocol):
         """
         ...
 
-    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+    def claim_and_read(
+        self, run_id: str, field: str, node: str, lease: Lease | None = None
+    ) -> tuple[bool, dict[str, str], dict[int, str]]:
         """``claim`` plus the run record and the block's envelopes, in one round trip."""
         ...
 
-    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
-        """Set ``field`` on the run only if unset; True for the one caller that set it."""
+    def claim(self, run_id: str, field: str, value: str = "1", lease: Lease | None = None) -> bool:
+        """Set ``field`` on the run only if unset; True for the one caller that set it.
+
+        With ``lease``, the one that set it also holds that lease (the same atomic write).
+        """
         ...
 
-    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
-        """``claim`` and read another field of the run (``None`` where unset), in one round trip."""
+    def claim_and_get(self, run_id: str, field: str, read: str, lease: Lease | None = None) -> tuple[bool, str | None]:
+        """``claim`` (with its ``lease``) and read another field of the run (``None`` where unset), in one
+        round trip."""
         ...
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
@@ -109,8 +117,11 @@ class CoordinationStore(Protocol):
         """
         ...
 
-    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
-        """Append to a named list of the run (a block's ``max_concurrency`` feed)."""
+    def push_items(
+        self, run_id: str, name: str, items: Sequence[str], ttl: int, mark: tuple[str, str] | None = None
+    ) -> None:
+        """Append to a named list of the run (a block's ``max_concurrency`` feed); with ``mark``, set that
+        field of the run in the same atomic write (so the items are known to be there)."""
         ...
 
     def pop_item(self, run_id: str, name: str) -> str | None:
@@ -132,8 +143,8 @@ class CoordinationStore(Protocol):
         ...
 
     def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
-        """Remember that block ``node`` of the run must be decided by ``at`` (epoch seconds); the index of
-        deadlines lives ``ttl`` seconds after its last addition."""
+        """Remember that block ``node`` of the run must be decided by ``at`` (epoch seconds), unless a deadline
+        is remembered for it already; the index of deadlines lives ``ttl`` seconds after its last addition."""
         ...
 
     def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
@@ -142,6 +153,22 @@ class CoordinationStore(Protocol):
 
     def drop_deadline(self, run_id: str, node: str) -> None:
         """Forget a block's deadline (it was enforced, or the run is gone)."""
+        ...
+
+    def renew_lease(self, run_id: str, node: str, until: float) -> None:
+        """The holder of block ``node``'s lease is at work: it holds it until ``until`` (if it still has one)."""
+        ...
+
+    def drop_lease(self, run_id: str, node: str) -> None:
+        """The launch or settle of block ``node`` is done: nobody needs to finish it."""
+        ...
+
+    def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` (run, node) pairs whose lease ran out at or before ``now``, earliest first."""
+        ...
+
+    def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
+        """Take over an expired lease (until ``until``); True for the one caller that did."""
         ...
 
     def beat(self, worker: str, ttl: int) -> None:
@@ -161,6 +188,16 @@ class CoordinationStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Block ``node`` of a run is being launched or settled by its holder until ``until`` (epoch seconds),
+    unless renewed. A lease that runs out means its holder died half way: any worker's watchdog takes it
+    over and finishes the work (``engine.leases``)."""
+
+    node: str
+    until: float
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,12 @@ def done_key(run_id: str) -> str:
 
 
 DEADLINES_KEY = "n3:deadlines"  # every pending block deadline: run and node, scored by when
+# Every launch or settle in progress (run and node), scored by when its process is taken for dead (its lease).
+LEASES_KEY = "n3:leases"
 
 
-def deadline_member(run_id: str, node: str) -> str:
+def node_member(run_id: str, node: str) -> str:
+    """A block of a run as a member of the deadlines or the leases."""
     return f"{run_id}\n{node}"
 
 
@@ -115,19 +118,9 @@ def published(node: str) -> str:
     return f"node:{node}:published"
 
 
-def launch_lease(node: str) -> str:
-    """Until when (epoch seconds) the process publishing a node's steps holds it."""
-    return f"node:{node}:lease"
-
-
 def chord_group(node: str) -> str:
     """The Celery group id of a node published as a chord (a resumed launch sends the rest in it)."""
     return f"node:{node}:group"
-
-
-def resumed(node: str, start: int) -> str:
-    """Claimed by the one launch that resumes publishing a node from message ``start``."""
-    return f"node:{node}:resumed:{start}"
 
 
 def feed(node: str) -> str:

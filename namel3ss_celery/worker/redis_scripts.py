@@ -32,19 +32,39 @@ return 1
 
 # HSETNX KEYS[1] ARGV[1] ARGV[2]: {1} for the one caller that set it, {0} when it was set already or the
 # run's record is gone (nothing is written then). With a field name in ARGV[3], its value (HGET) follows.
+# With a member in ARGV[4], the one that set it also holds that lease: ZADD to KEYS[2] (the leases) scored
+# ARGV[5], which then expires in ARGV[6] seconds.
 CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, false} end
 local won = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] then return {won, redis.call('HGET', KEYS[1], ARGV[3])} end
+if won == 1 and ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+if ARGV[3] ~= '' then return {won, redis.call('HGET', KEYS[1], ARGV[3])} end
 return {won, false}
 """
 
 # CLAIM the field ARGV[1] of the run KEYS[1] (value '1'), then read the run's record and the block's
-# envelopes KEYS[2] (both HGETALL, flat): {won, record, envelopes}. A gone run is not claimed.
+# envelopes KEYS[2] (both HGETALL, flat): {won, record, envelopes}. A gone run is not claimed. With a member
+# in ARGV[2], the one that claims holds that lease (ZADD KEYS[3] ARGV[3], expiring in ARGV[4] seconds).
 CLAIM_AND_READ = """
 local won = 0
 if redis.call('EXISTS', KEYS[1]) == 1 then won = redis.call('HSETNX', KEYS[1], ARGV[1], '1') end
+if won == 1 and ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
 return {won, redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+
+# Take over the lease ARGV[1] in the leases KEYS[1] if it ran out (its score is at or before ARGV[2]): it is
+# held until ARGV[3] then. 1 for the one caller that took it; 0 when it was renewed, taken or dropped.
+TAKE_LEASE = """
+local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not held or tonumber(held) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
 """
 
 # File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]; with ARGV[4] == '1', HSETNX: an envelope already
@@ -80,18 +100,22 @@ if ARGV[5] then redis.call('SREM', KEYS[3], ARGV[5]) end
 return {filed, redis.call('HGET', KEYS[2], ARGV[4])}
 """
 
-# RPUSH the items ARGV[3..] onto the list KEYS[1] (ARGV[2] at a time) and renew its expiry (ARGV[1]
-# seconds, at most the run's KEYS[2]); nil when the run's record is gone: nothing is written then.
+# RPUSH the items ARGV[5..] onto the list KEYS[1] (ARGV[2] at a time) and renew its expiry (ARGV[1]
+# seconds, at most the run's KEYS[2]); with a field name in ARGV[3], HSET it to ARGV[4] on the run (a mark
+# that the items are there). nil when the run's record is gone: nothing is written then.
 PUSH_ITEMS = """
 local left = redis.call('PTTL', KEYS[2])
 if left == -2 then return false end
 local chunk = tonumber(ARGV[2])
-for i = 3, #ARGV, chunk do
+for i = 5, #ARGV, chunk do
   redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + chunk - 1, #ARGV)))
 end
-local ms = ARGV[1] * 1000
-if left >= 0 and left < ms then ms = left end
-redis.call('PEXPIRE', KEYS[1], ms)
+if #ARGV >= 5 then
+  local ms = ARGV[1] * 1000
+  if left >= 0 and left < ms then ms = left end
+  redis.call('PEXPIRE', KEYS[1], ms)
+end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end
 return 1
 """
 

@@ -11,15 +11,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..engine.ports import Held
+from ..engine.ports import Held, Lease
 from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
     DEADLINES_KEY,
+    LEASES_KEY,
     WORKERS_KEY,
-    deadline_member,
     done_key,
     held_key,
     list_key,
+    node_member,
     run_key,
     steps_key,
     sticky_key,
@@ -35,11 +36,13 @@ from .redis_scripts import (
     RECORD_STEP,
     SET_FIELDS,
     SET_UNLESS,
+    TAKE_LEASE,
 )
 
 WAIT_SLICE = 2.0
 WORKERS_KEPT = 240  # heartbeats' lifetimes the set of workers outlives the last beat of any of them
 FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
+LEASES_KEPT = 86400  # seconds the index of leases outlives the last lease taken
 
 
 def _flat(fields: Mapping[str, str]) -> list[str]:
@@ -94,11 +97,15 @@ class RedisStore:
         self._push_items = register(PUSH_ITEMS)
         self._incr_existing = register(INCR_EXISTING)
         self._finish = register(FINISH)
+        self._take_lease = register(TAKE_LEASE)
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(run_key(run_id), mapping=dict(fields))
             pipe.expire(run_key(run_id), ttl)
+            if leases:
+                pipe.zadd(LEASES_KEY, {node_member(run_id, lease.node): lease.until for lease in leases})
+                pipe.expire(LEASES_KEY, LEASES_KEPT)
             pipe.execute()
 
     def run_record(self, run_id: str) -> dict[str, str] | None:
@@ -132,16 +139,21 @@ class RedisStore:
             raise UnknownRun(run_id)
         return outcome == 1
 
-    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
-        claimed, record, envelopes = self._claim_and_read(keys=[run_key(run_id), steps_key(run_id, node)], args=[field])
+    def claim_and_read(
+        self, run_id: str, field: str, node: str, lease: Lease | None = None
+    ) -> tuple[bool, dict[str, str], dict[int, str]]:
+        claimed, record, envelopes = self._claim_and_read(
+            keys=[run_key(run_id), steps_key(run_id, node), LEASES_KEY], args=[field, *_leased(run_id, lease)]
+        )
         return bool(claimed), _pairs(record), {int(k): v for k, v in _pairs(envelopes).items()}
 
-    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
-        claimed, _ = self._claim(keys=[run_key(run_id)], args=[field, value])
+    def claim(self, run_id: str, field: str, value: str = "1", lease: Lease | None = None) -> bool:
+        claimed, _ = self._claim(keys=[run_key(run_id), LEASES_KEY], args=[field, value, "", *_leased(run_id, lease)])
         return bool(claimed)
 
-    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
-        claimed, value = self._claim(keys=[run_key(run_id)], args=[field, "1", read])
+    def claim_and_get(self, run_id: str, field: str, read: str, lease: Lease | None = None) -> tuple[bool, str | None]:
+        args = [field, "1", read, *_leased(run_id, lease)]
+        claimed, value = self._claim(keys=[run_key(run_id), LEASES_KEY], args=args)
         return bool(claimed), value
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
@@ -186,11 +198,13 @@ class RedisStore:
     def step_envelopes(self, run_id: str, node: str) -> dict[int, str]:
         return {int(k): v for k, v in self.client.hgetall(steps_key(run_id, node)).items()}
 
-    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
-        if not items:
+    def push_items(
+        self, run_id: str, name: str, items: Sequence[str], ttl: int, mark: tuple[str, str] | None = None
+    ) -> None:
+        if not items and mark is None:
             return  # nothing to write: no round trip (most blocks have no feed)
-        pushed = self._push_items(keys=[list_key(run_id, name), run_key(run_id)], args=[ttl, FEED_CHUNK, *items])
-        if pushed is None:
+        args = [ttl, FEED_CHUNK, *(mark or ("", "")), *items]
+        if self._push_items(keys=[list_key(run_id, name), run_key(run_id)], args=args) is None:
             raise UnknownRun(run_id)
 
     def pop_item(self, run_id: str, name: str) -> str | None:
@@ -227,7 +241,7 @@ class RedisStore:
 
     def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(DEADLINES_KEY, {deadline_member(run_id, node): at})
+            pipe.zadd(DEADLINES_KEY, {node_member(run_id, node): at}, nx=True)  # a launch finished later keeps it
             pipe.expire(DEADLINES_KEY, ttl)
             pipe.execute()
 
@@ -236,7 +250,20 @@ class RedisStore:
         return [tuple(member.split("\n", 1)) for member in members]  # type: ignore[misc]
 
     def drop_deadline(self, run_id: str, node: str) -> None:
-        self.client.zrem(DEADLINES_KEY, deadline_member(run_id, node))
+        self.client.zrem(DEADLINES_KEY, node_member(run_id, node))
+
+    def renew_lease(self, run_id: str, node: str, until: float) -> None:
+        self.client.zadd(LEASES_KEY, {node_member(run_id, node): until}, xx=True)
+
+    def drop_lease(self, run_id: str, node: str) -> None:
+        self.client.zrem(LEASES_KEY, node_member(run_id, node))
+
+    def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
+        members = self.client.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit)
+        return [tuple(member.split("\n", 1)) for member in members]  # type: ignore[misc]
+
+    def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
+        return bool(self._take_lease(keys=[LEASES_KEY], args=[node_member(run_id, node), now, until]))
 
     def beat(self, worker: str, ttl: int) -> None:
         with self.client.pipeline(transaction=False) as pipe:
@@ -270,6 +297,13 @@ class RedisStore:
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
+
+
+def _leased(run_id: str, lease: Lease | None = None) -> list[Any]:
+    """A lease as CLAIM and CLAIM_AND_READ take it: member, score, the index's expiry (an empty member: none)."""
+    if lease is None:
+        return ["", 0, 0]
+    return [node_member(run_id, lease.node), lease.until, LEASES_KEPT]
 
 
 def _answered(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ..engine.ports import CoordinationStore, Held
+from ..engine.ports import CoordinationStore, Held, Lease
 from ..errors import UnknownRun
 from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
 
@@ -63,11 +63,10 @@ class MemoryStore:
         self._steps: dict[tuple[str, str], _Expiring[dict[int, str]]] = {}  # (run id, node) -> envelopes
         self._lists: dict[tuple[str, str], _Expiring[deque[str]]] = {}  # (run id, name) -> items
         self._sticky: dict[str, tuple[str, float]] = {}  # sticky key -> (owner, when it is forgotten)
-        self._deadlines: dict[tuple[str, str], float] = {}
+        self._deadlines: dict[tuple[str, str], float] = {}  # (run, node) -> when its block must be decided
+        self._leases: dict[tuple[str, str], float] = {}  # (run, node) -> until when its launch or settle is held
         self._held: dict[str, set[str]] = {}  # worker -> the steps it runs
-        self._beats: dict[
-            str, float
-        ] = {}  # worker -> until when its heartbeat counts  # (run, node) -> when its block must be decided
+        self._beats: dict[str, float] = {}  # worker -> until when its heartbeat counts
 
     def _run(self, run_id: str) -> _Expiring[dict[str, str]] | None:
         return _alive(self._runs, run_id)
@@ -88,10 +87,11 @@ class MemoryStore:
         _sweep(self._steps)
         _sweep(self._lists)
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int) -> None:
+    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
         with self._lock:
             self._sweep()
             self._runs[run_id] = _Expiring(dict(fields), time.monotonic() + ttl)
+            self._leases.update({(run_id, lease.node): lease.until for lease in leases})
 
     def run_record(self, run_id: str) -> dict[str, str] | None:
         with self._lock:
@@ -130,22 +130,26 @@ class MemoryStore:
                 self._held.setdefault(held.worker, set()).add(held.member)
             return True
 
-    def claim_and_read(self, run_id: str, field: str, node: str) -> tuple[bool, dict[str, str], dict[int, str]]:
+    def claim_and_read(
+        self, run_id: str, field: str, node: str, lease: Lease | None = None
+    ) -> tuple[bool, dict[str, str], dict[int, str]]:
         with self._lock:
-            claimed = self.claim(run_id, field)
+            claimed = self.claim(run_id, field, lease=lease)
             return claimed, dict(self._live(run_id) or {}), self.step_envelopes(run_id, node)
 
-    def claim(self, run_id: str, field: str, value: str = "1") -> bool:
+    def claim(self, run_id: str, field: str, value: str = "1", lease: Lease | None = None) -> bool:
         with self._lock:
             record = self._live(run_id)
             if record is None or field in record:
                 return False
             record[field] = value
+            if lease is not None:
+                self._leases[(run_id, lease.node)] = lease.until
             return True
 
-    def claim_and_get(self, run_id: str, field: str, read: str) -> tuple[bool, str | None]:
+    def claim_and_get(self, run_id: str, field: str, read: str, lease: Lease | None = None) -> tuple[bool, str | None]:
         with self._lock:
-            return self.claim(run_id, field), (self._live(run_id) or {}).get(read)
+            return self.claim(run_id, field, lease=lease), (self._live(run_id) or {}).get(read)
 
     def stick(self, scope: str, key: str, owner: str, ttl: int, take_over: bool = False) -> str:
         with self._lock:
@@ -194,11 +198,17 @@ class MemoryStore:
             filed = _alive(self._steps, (run_id, node))
             return dict(filed.value) if filed is not None else {}
 
-    def push_items(self, run_id: str, name: str, items: Sequence[str], ttl: int) -> None:
+    def push_items(
+        self, run_id: str, name: str, items: Sequence[str], ttl: int, mark: tuple[str, str] | None = None
+    ) -> None:
         with self._lock:
-            if not items:
+            if not items and mark is None:
                 return  # nothing to write (as on Redis, where this costs no round trip)
             run = self._existing(run_id)
+            if mark is not None:
+                run.value[mark[0]] = mark[1]
+            if not items:
+                return
             listed = _alive(self._lists, (run_id, name))
             if listed is None:
                 listed = self._lists[(run_id, name)] = _Expiring(deque(), 0.0)
@@ -250,7 +260,7 @@ class MemoryStore:
 
     def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
         with self._lock:
-            self._deadlines[(run_id, node)] = at
+            self._deadlines.setdefault((run_id, node), at)
 
     def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
         with self._lock:
@@ -260,6 +270,27 @@ class MemoryStore:
     def drop_deadline(self, run_id: str, node: str) -> None:
         with self._lock:
             self._deadlines.pop((run_id, node), None)
+
+    def renew_lease(self, run_id: str, node: str, until: float) -> None:
+        with self._lock:
+            if (run_id, node) in self._leases:
+                self._leases[(run_id, node)] = until
+
+    def drop_lease(self, run_id: str, node: str) -> None:
+        with self._lock:
+            self._leases.pop((run_id, node), None)
+
+    def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            return [key for _until, key in sorted((u, k) for k, u in self._leases.items() if u <= now)[:limit]]
+
+    def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
+        with self._lock:
+            held = self._leases.get((run_id, node))
+            if held is None or held > now:
+                return False
+            self._leases[(run_id, node)] = until
+            return True
 
     def beat(self, worker: str, ttl: int) -> None:
         with self._lock:

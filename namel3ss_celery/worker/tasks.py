@@ -19,20 +19,17 @@ from ..registry import (
 from ..tracing import span
 from .step_task import StepHandler
 
-LAUNCH_RETRIES = 10  # looks of a launch delivered again while another process may still be publishing
-
 
 def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
     """Register ``n3.run.launch``, ``n3.settle.chord``, its errback ``n3.settle.chord_failed`` and ``n3.settle.deadline``."""
 
-    # Acknowledged late: when the worker publishing a run's steps dies, the broker delivers the launch again and
-    # it sends what was not sent yet (engine.launching).
-    @app.task(name=LAUNCH_TASK, bind=True, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
-    def launch_run(task: Any, run_id: str) -> None:
+    # Acknowledged late: a worker that dies before it claimed the run's roots leaves the launch to the broker,
+    # which delivers it again. Once claimed, a launch that dies half way is finished by the watchdog of any
+    # worker when its lease runs out (engine.leases).
+    @app.task(name=LAUNCH_TASK, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+    def launch_run(run_id: str) -> None:
         with span("n3.launch", run_id=run_id):
-            wait = conductor.launch_roots(run_id)
-        if wait is not None:  # another process may still be publishing: look again once its lease runs out
-            raise task.retry(countdown=wait + 1, max_retries=LAUNCH_RETRIES)
+            conductor.launch_roots(run_id)
 
     @app.task(name=SETTLE_CHORD_TASK, shared=False, ignore_result=True)
     def settle_chord(run_id: str, node: str) -> None:

@@ -7,9 +7,11 @@ it idempotent across workers). So a deadline fires on time whatever became of
 the process that launched the block or of the workers that run its steps,
 which an ETA message a dead worker had prefetched could not promise.
 
-Each look also renews the worker's heartbeat; every ``LOST_EVERY`` looks it files
-the steps still held by workers whose heartbeat ran out as lost
-(``Conductor.enforce_lost_workers``, ``engine.lost``), so their blocks end.
+Each look also renews the worker's heartbeat and finishes the launches and
+settles whose process died half way (their lease ran out: ``Conductor.enforce_leases``,
+``engine.leases``); every ``LOST_EVERY`` looks it files the steps still held by
+workers whose heartbeat ran out as lost (``Conductor.enforce_lost_workers``,
+``engine.lost``), so their blocks end.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ QUIET_FOR = 30.0  # seconds between two log lines about the same trouble (a stor
 
 
 class Watch:
-    """The loop of one worker's watchdog thread: its heartbeat, deadlines due, steps of lost workers."""
+    """The loop of one worker's watchdog thread: its heartbeat, deadlines due, leases run out, steps of lost
+    workers."""
 
     def __init__(self, conductor: Conductor, worker: str, interval: float = WATCH_INTERVAL) -> None:
         self.conductor = conductor
@@ -52,6 +55,7 @@ class Watch:
         try:
             self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
             self.conductor.enforce_deadlines()
+            self.conductor.enforce_leases()
             self._looks += 1
             if self._looks % LOST_EVERY == 0:
                 self.conductor.enforce_lost_workers()

@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from namel3ss_celery import ParallelExecutionResult, WaitTimeout
+from namel3ss_celery import ParallelExecutionResult, WaitTimeout, WorkflowResult
+from namel3ss_celery.engine.leases import LAUNCH_LEASE
 from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
@@ -144,6 +146,92 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
         f"s{i}": {"status": "completed", "result": i, "duration_ms": result.final_result[f"s{i}"]["duration_ms"]}
         for i in range(total)
     }
+
+
+DIES_WHILE_PUBLISHING = """
+import os, sys
+import tests.integration.steps
+from namel3ss_celery.compiler import publish
+from tests.integration.app import n3
+
+sent_whole = publish.publish_steps
+
+
+def dies_after_two(app, steps, start=0, progress=None):
+    sent_whole(app, steps[:2], start)  # the broker has these two; then the process is gone
+    os._exit(9)
+
+
+publish.publish_steps = dies_after_two
+n3.publish(n3.plan({SPEC}), run_id=sys.argv[1])
+"""
+
+
+def test_a_small_run_whose_dispatching_process_died_while_publishing_is_finished_by_a_worker(
+    lone_worker: Cluster,
+) -> None:
+    """``dispatch`` publishes a small run itself; killed after sending two of its six steps, it leaves the run
+    to the lease it took when it recorded the run: a worker's watchdog finishes the launch once it runs out."""
+    steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(6)]
+    spec = {"name": "b", "strategy": "collect", "steps": steps}
+    run_id = uuid.uuid4().hex
+    script = DIES_WHILE_PUBLISHING.replace("{SPEC}", repr(spec))
+    env = {**os.environ, **lone_worker.env, "PYTHONPATH": str(Path(__file__).parents[2])}
+    died = subprocess.run([sys.executable, "-c", script, run_id], env=env, capture_output=True, text=True, timeout=60)
+    assert died.returncode == 9, died.stderr
+    started = time.monotonic()
+    result = lone_worker.n3.run(run_id).get(timeout=60)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed", result.error_message
+    assert result.completed_tasks == 6
+    assert {k: v["result"] for k, v in result.final_result.items()} == {f"s{i}": i for i in range(6)}
+    assert time.monotonic() - started < LAUNCH_LEASE + 15
+
+
+def test_a_settle_whose_worker_died_while_publishing_the_next_block_is_finished_by_another_worker(
+    amqp_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The last step of block ``a`` settles it on its worker and publishes block ``b`` (5000 steps) from there;
+    that worker is killed half way. Another worker's watchdog takes over the launch's lease and sends what the
+    broker did not have, in the same run. Every step of ``b`` counts once."""
+    from namel3ss_celery.plan import fields
+
+    (tmp_path / "first").mkdir()
+    cluster = start_cluster(amqp_url, redis_url, "prefork", tmp_path / "first", acks_late=True)
+    other: WorkerProcess | None = None
+    total = 5000
+    try:
+        first = {"name": "a", "strategy": "all", "steps": [{"name": "a0", "target": "echo", "value": "go"}]}
+        steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(total)]
+        second = {"name": "b", "strategy": "collect", "steps": steps, "depends_on": ["a"]}
+        handle = cluster.n3.dispatch({"parallel_blocks": [first, second]})
+        published = fields.published("b")
+
+        def halfway() -> bool:
+            (sent,) = cluster.n3.store.get_fields(handle.id, [published])
+            return sent is not None and 0 < int(sent) < total
+
+        wait_until(halfway, 30, lambda: "the launch of b never got half way: " + cluster.worker.log(), every=0.002)
+        kill_with_children(cluster.worker)
+        (sent,) = cluster.n3.store.get_fields(handle.id, [published])
+        (tmp_path / "second").mkdir()
+        other = WorkerProcess("tests.integration.app", cluster.env, tmp_path / "second", queues=[cluster.queue])
+        other.wait_ready(cluster.app)
+        try:
+            result = handle.get(timeout=90)
+            resumed_by = other.log()
+        except WaitTimeout as exc:
+            counts = cluster.n3.store.step_counts(handle.id, ["b"])
+            raise AssertionError(f"{exc}; filed {counts}; second worker:\n{other.log()}") from exc
+    finally:
+        if other is not None:
+            other.stop()
+        stop_cluster(cluster)
+    assert isinstance(result, WorkflowResult)
+    assert result.overall_status == "completed", result.error_message
+    assert int(sent or 0) < total  # it was killed half way through publishing b
+    assert result.blocks["b"].completed_tasks == total
+    assert "the launch of block b of run" in resumed_by
 
 
 class PrivateRedis:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.engine.ports import CoordinationStore
+from namel3ss_celery.engine.ports import CoordinationStore, Lease
 from namel3ss_celery.errors import UnknownRun
 from namel3ss_celery.worker.redis_store import RedisStore
 from namel3ss_celery.worker.store import MemoryStore
@@ -214,6 +214,73 @@ def test_push_items_and_pop_item_are_first_in_first_out(store: CoordinationStore
     assert store.pop_item(run_id, "other") == "z"
 
 
+def test_push_items_with_a_mark_sets_it_in_the_same_write(store: CoordinationStore, run_id: str) -> None:
+    store.push_items(run_id, "feed", ["a"], TTL, mark=("node:b:published", "0"))
+    store.push_items(run_id, "other", [], TTL, mark=("node:c:published", "0"))  # a mark alone is written too
+    assert store.get_fields(run_id, ["node:b:published", "node:c:published"]) == ["0", "0"]
+    assert store.pop_item(run_id, "feed") == "a"
+
+
+# --- deadlines and leases ----------------------------------------------------------------
+
+
+def test_the_first_deadline_of_a_block_stays(store: CoordinationStore, run_id: str) -> None:
+    store.add_deadline(run_id, "b", 100.0, TTL)
+    store.add_deadline(run_id, "b", 200.0, TTL)  # a launch finished later does not push it back
+    assert (run_id, "b") in store.due_deadlines(150.0, 10_000)
+    store.drop_deadline(run_id, "b")
+    assert (run_id, "b") not in store.due_deadlines(150.0, 10_000)
+
+
+def expired(store: CoordinationStore, run_id: str, now: float) -> list[str]:
+    """The nodes of ``run_id`` whose lease ran out at ``now`` (other runs may hold leases in a shared store)."""
+    return [node for run, node in store.expired_leases(now, 100_000) if run == run_id]
+
+
+def test_a_claim_with_a_lease_holds_it_until_it_runs_out(store: CoordinationStore, run_id: str) -> None:
+    now = time.time()
+    assert store.claim(run_id, "node:a:launched", lease=Lease("a", now + 10))
+    assert not store.claim(run_id, "node:a:launched", lease=Lease("a", now + 99))  # not won: no lease taken
+    assert store.claim_and_get(run_id, "node:b:launched", "cancelled", Lease("b", now + 20)) == (True, None)
+    assert store.claim_and_read(run_id, "node:c:settled", "c", Lease("c", now + 30))[0]
+    assert expired(store, run_id, now) == []
+    assert expired(store, run_id, now + 25) == ["a", "b"]  # earliest first
+    store.renew_lease(run_id, "a", now + 40)
+    store.drop_lease(run_id, "b")
+    store.renew_lease(run_id, "b", now + 5)  # renewing a dropped lease does not take it again
+    assert expired(store, run_id, now + 35) == ["c"]
+    assert expired(store, run_id, now + 45) == ["c", "a"]
+
+
+def test_a_lease_that_ran_out_is_taken_over_once(store: CoordinationStore) -> None:
+    run_id, now = new_id(), time.time()
+    store.create_run(run_id, {"plan": "{}"}, TTL, leases=[Lease("a", now - 1), Lease("b", now + 60)])
+    assert not store.take_lease(run_id, "b", now, now + 60)  # still held
+    assert not store.take_lease(run_id, "none", now, now + 60)  # nobody holds it
+    takers: list[bool] = []
+    threads = [
+        threading.Thread(target=lambda: takers.append(store.take_lease(run_id, "a", now, now + 60))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(takers) == [False] * 7 + [True]
+    assert expired(store, run_id, now + 30) == []  # held by its taker now
+    store.drop_lease(run_id, "a")
+    store.drop_lease(run_id, "b")
+    assert expired(store, run_id, now + 3600) == []
+
+
+def test_a_claim_with_a_lease_on_a_gone_run_takes_no_lease(store: CoordinationStore, gone: str) -> None:
+    now = time.time()
+    assert not store.claim(gone, "node:a:launched", lease=Lease("a", now - 1))
+    assert store.claim_and_get(gone, "node:b:launched", "cancelled", Lease("b", now - 1)) == (False, None)
+    assert store.claim_and_read(gone, "node:c:settled", "c", Lease("c", now - 1)) == (False, {}, {})
+    assert expired(store, gone, now) == []
+    assert_nothing_of(store, gone)
+
+
 # --- the end of a run ------------------------------------------------------------------
 
 
@@ -293,6 +360,7 @@ REFUSED = [
     pytest.param(lambda s, r: s.record_step(r, "b", 1, "e1", TTL, keep=True), id="record_step-keep"),
     pytest.param(lambda s, r: s.file_step(r, "b", 1, "e1", TTL, "node:b:decided"), id="file_step"),
     pytest.param(lambda s, r: s.push_items(r, "feed", ["y"], TTL), id="push_items"),
+    pytest.param(lambda s, r: s.push_items(r, "feed", [], TTL, mark=("node:b:published", "0")), id="push_items-mark"),
 ]
 
 NOT_WON = [

@@ -55,7 +55,7 @@ class Recorder:
         return Prepared(messages[:window], feed, deadline)
 
     def send_node(self, run_id: str, plan: Plan, node: PlanNode, prepared: Prepared, launching: Launching) -> None:
-        self.sent.extend(prepared.first)
+        self.sent.extend(prepared.first[launching.start :])
 
     def send_fed(self, item: FedStep) -> None:
         self.sent.append(item.message)
@@ -64,12 +64,10 @@ class Recorder:
         self.terminated.append(task_id)
 
 
-def start(spec: dict[str, Any], context: dict[str, Any] | None = None) -> tuple[Conductor, Recorder, str]:
-    store, recorder = MemoryStore(), Recorder()
-    conductor = Conductor(lambda: store, recorder, Registry(), TTL)
+def record_of(spec: dict[str, Any], context: dict[str, Any] | None = None) -> dict[str, str]:
+    """The record ``dispatch`` writes for a new run of ``spec``."""
     plan = make_plan(load_any(spec))
-    run_id = "run-1"
-    record = {
+    return {
         fields.KIND: plan.kind,
         fields.NAME: plan.name,
         fields.PLAN: plan.to_json(),
@@ -77,7 +75,13 @@ def start(spec: dict[str, Any], context: dict[str, Any] | None = None) -> tuple[
         fields.STATUS: "running",
         fields.CREATED: repr(time.time()),
     }
-    store.create_run(run_id, record, TTL)
+
+
+def start(spec: dict[str, Any], context: dict[str, Any] | None = None) -> tuple[Conductor, Recorder, str]:
+    store, recorder = MemoryStore(), Recorder()
+    conductor = Conductor(lambda: store, recorder, Registry(), TTL)
+    run_id = "run-1"
+    store.create_run(run_id, record_of(spec, context), TTL)
     conductor.launch_roots(run_id)
     return conductor, recorder, run_id
 
