@@ -3,7 +3,9 @@ HTML the events server serves (``/``: recent runs; ``/runs/<run_id>``: one run),
 no build step).
 
 Markup that tests and tooling can rely on: each node is an element with ``data-node`` and ``data-status``;
-each step ``data-step``, ``data-status`` and, in a race, ``data-outcome``.
+each step ``data-step``, ``data-status`` (``pending``, ``running`` once it began, then its final status)
+and, in a race, ``data-outcome``. While the run is pending or running, the page's script redraws it as its
+events arrive (and each second meanwhile), without a reload.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..engine.ports import CoordinationStore
 from ..plan import fields
 from ..plan.message import Envelope
 from ..plan.model import Plan
+from ..results import RunStatus
 from ..spec import ParallelBlockSpec, step_key
 from .model import EventType
 from .stream import EventStore
@@ -45,7 +48,10 @@ def run_view(store: CoordinationStore, run_id: str) -> dict[str, Any] | None:
             status = done["overall_status"]
         else:
             envelopes = store.step_envelopes(run_id, node.name) if fields.launched(node.name) in record else {}
-            steps = [_step_of_envelope(step_key(s, i), envelopes.get(i)) for i, s in enumerate(block.steps)]
+            steps = [
+                _step_of_envelope(step_key(s, i), envelopes.get(i), fields.started(node.name, i) in record)
+                for i, s in enumerate(block.steps)
+            ]
             status = "running" if fields.launched(node.name) in record else "waiting"
         strategy = str(block.strategy)
         losers = [s for s in steps if s.get("outcome") not in (None, "won")] if strategy in RACING else []
@@ -84,9 +90,10 @@ def _step_of_result(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _step_of_envelope(name: str, raw: str | None) -> dict[str, Any]:
-    if raw is None:
-        return {"name": name, "status": "pending", "outcome": None, "duration_ms": None, "error": None}
+def _step_of_envelope(name: str, raw: str | None, started: bool) -> dict[str, Any]:
+    if raw is None:  # not reported yet: running once the start guard let it begin
+        status = "running" if started else "pending"
+        return {"name": name, "status": status, "outcome": None, "duration_ms": None, "error": None}
     env = Envelope.decode(raw)
     took = (env.end - env.start) * 1000 if env.start is not None and env.end is not None else None
     outcome = str(env.outcome) if env.outcome is not None else None
@@ -130,28 +137,37 @@ li[data-status=running]::before{content:"\\25B6 ";color:#36c}
 
 SCRIPT = """
 (function(){
-  var root = document.getElementById('run'); if(!root) return;
+  var root = document.getElementById('run'); if (!root) return;
   var token = new URLSearchParams(location.search).get('token');
   var q = token ? '&token=' + encodeURIComponent(token) : '';
+  var timer = null, asked = 0, drawn = 0, going = LIVE;
+  function live(){ var top = root.firstElementChild; return !!top && going.indexOf(top.dataset.status) >= 0; }
+  function after(ms){ clearTimeout(timer); timer = live() ? setTimeout(refresh, ms) : null; }
   function refresh(){
-    fetch(location.pathname + '?fragment=1' + q).then(function(r){ return r.text(); }).then(function(t){
-      root.innerHTML = t;
-      if (root.firstElementChild && root.firstElementChild.dataset.status === 'running') setTimeout(refresh, 1000);
-    });
+    var n = ++asked;
+    fetch(location.pathname + '?fragment=1' + q, {cache: 'no-store'}).then(function(r){
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.text();
+    }).then(function(t){
+      if (n > drawn) { drawn = n; root.innerHTML = t; }  // an answer older than the one drawn is dropped
+      after(1000);
+    }).catch(function(){ after(5000); });
   }
-  var scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
-  try {
-    var ws = new WebSocket(scheme + location.host + '/events?run_id=' + root.dataset.run + q);
-    ws.onmessage = function(){ refresh(); };
-  } catch (e) {}
-  if (root.firstElementChild && root.firstElementChild.dataset.status === 'running') setTimeout(refresh, 1000);
+  function listen(){
+    var scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+    var ws = new WebSocket(scheme + location.host + '/events?run_id=' + encodeURIComponent(root.dataset.run) + q);
+    ws.onmessage = function(){ clearTimeout(timer); timer = setTimeout(refresh, 50); };  // a burst: one fetch
+    ws.onclose = function(){ if (live()) setTimeout(listen, 5000); };
+  }
+  if (live()) { listen(); after(1000); }
 })();
-"""
+""".replace("LIVE", json.dumps([str(s) for s in RunStatus if not s.final]))  # redrawn while pending or running
 
 
 def page(title: str, body: str) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<link rel='icon' href='data:,'>"  # no icon: the browser asks for none (no 404 for /favicon.ico)
         f"<style>{STYLE}</style></head><body>{body}<script>{SCRIPT}</script></body></html>"
     )
 
