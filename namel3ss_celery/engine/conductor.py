@@ -10,7 +10,6 @@ asyncio. Nothing here knows which.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -25,16 +24,17 @@ from ..plan.model import Plan, PlanNode
 from ..registry import Registry
 from ..results import ParallelExecutionResult, TaskStatus
 from ..tracing import annotate, event, span
-from .advance import node_results, node_settled, refreshed_final
+from .advance import node_settled
 from .control import BlockControl
 from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
 from .enforce import enforce_deadlines, enforce_leases, enforce_lost_workers
 from .launcher import Launcher
 from .leases import settle_lease
-from .losers import stop_losers
+from .losers import refresh_decided, stop_losers
 from .nodes import broken, launched
 from .patience import patiently
 from .ports import CoordinationStore, Held, Publisher
+from .recovery import cancel, decide_and_settle, resume
 from .runner import StepOutcome, describe
 from .settle import settle_block
 
@@ -247,9 +247,9 @@ class Conductor:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
         if claimed:
-            self._settle(run_id, node, record, envelopes)
+            self.settle_claimed(run_id, node, record, envelopes)
 
-    def _settle(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
+    def settle_claimed(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
         with span("n3.settle", run_id=run_id, workflow=record.get(fields.NAME), node=node):
             self._settle_traced(run_id, node, record, envelopes)
 
@@ -276,7 +276,7 @@ class Conductor:
             result = broken(plan.by_name[node], f"settling the block failed: {describe(exc)}", self.registry)
         spec = plan.by_name[node].block
         annotate(block=spec.name, strategy=str(spec.strategy), outcome=str(result.overall_status))
-        self._advance(run_id, plan, record, node, result)
+        self.move_on(run_id, plan, record, node, result)
         if plan.by_name[node].block.timeout_seconds is not None:
             # Settled whole: its deadline has nothing left to do (one still there at its time means a settle
             # that died half way, which enforce_deadlines finishes).
@@ -287,71 +287,21 @@ class Conductor:
             self.refresh_node(run_id, node)
 
     def decide_and_settle(self, run_id: str, node: str, decision: Decision) -> None:
-        """A deadline or a cancel: decide the block (unless it settled or was decided first), then settle it.
-
-        A block claimed as settled whose run has not ended is settled again (its settler died half way:
-        the result, the end of the run or the next launches are claimed, so nothing happens twice).
-        """
-        settled, done = self.store.get_fields(run_id, [fields.settled(node), fields.DONE])
-        if settled is None:
-            BlockControl(self.store, run_id, node).decide(decision)
-            self.settle_node(run_id, node)  # claimed: settles once, under whichever decision came first
-        elif done != "1":
-            record = self.store.run_record(run_id)
-            if record is not None and record.get(fields.DONE) != "1":
-                self._settle_again(run_id, node, record, decision)
-
-    def _settle_again(self, run_id: str, node: str, record: Mapping[str, str], decision: Decision | None) -> None:
-        """Finish settling a block claimed as settled whose run did not move on (its settler died half way):
-        the result, the end of the run and the next launches are claimed, so nothing happens twice."""
-        logger.warning("block %s of run %s was claimed but its run did not move on: settling it again", node, run_id)
-        filed = record.get(fields.node_result(node))
-        if filed is not None:  # its result is out: the run moves on from it
-            plan = Plan.from_json(record[fields.PLAN])
-            self._advance(run_id, plan, record, node, ParallelExecutionResult.from_dict(json.loads(filed)))
-            self.store.drop_deadline(run_id, node)
-            return
-        if decision is not None and BlockControl(self.store, run_id, node).decide(decision):
-            record = {**record, fields.decided(node): decision.to_json()}
-        self._settle(run_id, node, record, self.store.step_envelopes(run_id, node))
+        """A deadline or a cancel: decide the block and settle it (see ``recovery``)."""
+        decide_and_settle(self, run_id, node, decision)
 
     def resume(self, run_id: str, node: str) -> None:
-        """Finish the launch or the settle of ``node`` whose process died half way (its lease ran out and this
-        process took it over, see ``leases``); then nobody holds it."""
-        record = self.store.run_record(run_id)
-        if record is not None and record.get(fields.DONE) != "1":
-            plan = Plan.from_json(record[fields.PLAN])
-            if fields.settled(node) in record:
-                self._settle_again(run_id, node, record, None)
-            elif fields.launched(node) in record and node in plan.by_name:
-                sent = record.get(fields.published(node), "0")
-                logger.warning(
-                    "the launch of block %s of run %s stopped after %s messages: finishing it", node, run_id, sent
-                )
-                self.launch(run_id, plan, [plan.by_name[node]], record, node_results(plan, record)[1])
-        self.store.drop_lease(run_id, node)
+        """Finish a launch or settle whose process died half way (see ``recovery``)."""
+        resume(self, run_id, node)
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
+        event("cancel", run_id=run_id)
+        cancel(self, run_id)
 
     def refresh_node(self, run_id: str, node: str) -> None:
         """Every step of a decided block has now reported: rewrite its result with what the losers did."""
-        record = self.store.run_record(run_id)
-        if record is None or fields.node_result(node) not in record:
-            return
-        if "decided" not in json.loads(record[fields.node_result(node)]).get("metadata", {}):
-            return  # it settled with every step reported, under no decision: nothing of it changes later
-        plan = Plan.from_json(record[fields.PLAN])
-        control = BlockControl(self.store, run_id, node)
-        result = settle_block(
-            launched(plan.by_name[node], record).block,
-            self.store.step_envelopes(run_id, node),
-            self.registry,
-            executed_on=self.executed_on,
-            decision=control.decision(),
-            started=control.started(record),
-        )
-        self.store.set_fields(run_id, {fields.node_result(node): json.dumps(result.to_dict())})
-        final = refreshed_final(self.store, run_id, plan)
-        if final is not None:
-            self.store.set_fields(run_id, {fields.RESULT: json.dumps(final.to_dict())})
+        refresh_decided(self.store, self.registry, self.executed_on, run_id, node)
 
     def stop_losers(self, node: PlanNode, control: BlockControl, record: Mapping[str, str]) -> bool:
         """Terminate running prefork losers (``terminate_losers``; see ``losers``); True when any was."""
@@ -387,16 +337,6 @@ class Conductor:
         """Decide and settle every block whose deadline has passed (see ``enforce``); how many were due."""
         return enforce_deadlines(self.store, self.decide_and_settle, now, limit)
 
-    def cancel(self, run_id: str) -> None:
-        """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""
-        event("cancel", run_id=run_id)
-        self.store.set_fields(run_id, {fields.CANCELLED: "1"})
-        record = self.store.run_record(run_id) or {}
-        plan = Plan.from_json(record[fields.PLAN])
-        for node in plan.nodes:
-            if fields.launched(node.name) in record and fields.settled(node.name) not in record:
-                self.decide_and_settle(run_id, node.name, CANCELLED)
-
     def _ended(self, run_id: str, plan: Plan, final: Any) -> None:
         """Tell ``run_ended``'s listeners, once per run (the run has ended whatever they do)."""
         logger.info("run %s ended %s", run_id, getattr(final, "overall_status", None))
@@ -406,7 +346,7 @@ class Conductor:
             except Exception:  # noqa: BLE001 - the run ended and is filed; a listener's failure is only logged
                 logger.exception("announcing the end of run %s failed", run_id)
 
-    def _advance(
+    def move_on(
         self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
     ) -> None:
         advance = node_settled(self.store, run_id, plan, node, result, self.ttl)

@@ -1,17 +1,24 @@
-"""``terminate_losers``: a decided block's running prefork losers, terminated, and filed as stopped."""
+"""Losers of a decided block: running prefork ones terminated (``terminate_losers``) and filed as stopped, and
+the block's result rewritten as they report."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ..plan import fields
 from ..plan.kinds import Outcome
-from ..plan.model import PlanNode
+from ..plan.model import Plan, PlanNode
+from ..registry import Registry
 from ..spec import step_key
+from .advance import refreshed_final
 from .control import BlockControl
+from .nodes import launched
 from .ports import CoordinationStore, Publisher
 from .runner import StepOutcome
+from .settle import settle_block
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -57,3 +64,27 @@ def stop_losers(
             )
             store.record_step(control.run_id, node.name, index, outcome.envelope(), ttl, keep=True)
     return terminated
+
+
+def refresh_decided(store: CoordinationStore, registry: Registry, executed_on: str, run_id: str, node: str) -> None:
+    """Every step of a decided block has now reported: rewrite its result (and the run's) with what the losers
+    did."""
+    record = store.run_record(run_id)
+    if record is None or fields.node_result(node) not in record:
+        return
+    if "decided" not in json.loads(record[fields.node_result(node)]).get("metadata", {}):
+        return  # it settled with every step reported, under no decision: nothing of it changes later
+    plan = Plan.from_json(record[fields.PLAN])
+    control = BlockControl(store, run_id, node)
+    result = settle_block(
+        launched(plan.by_name[node], record).block,
+        store.step_envelopes(run_id, node),
+        registry,
+        executed_on=executed_on,
+        decision=control.decision(),
+        started=control.started(record),
+    )
+    store.set_fields(run_id, {fields.node_result(node): json.dumps(result.to_dict())})
+    final = refreshed_final(store, run_id, plan)
+    if final is not None:
+        store.set_fields(run_id, {fields.RESULT: json.dumps(final.to_dict())})

@@ -110,15 +110,15 @@ def test_a_settle_that_died_while_launching_the_next_node_is_finished() -> None:
 def test_a_settle_that_died_before_filing_its_result_is_settled_again() -> None:
     spec = {"parallel_blocks": [block("all", 1), {**block("all", 1), "name": "after", "depends_on": ["b"]}]}
     conductor, recorder, run_id = start(spec)
-    advance = conductor._advance
+    advance = conductor.move_on
 
     def dies(*args: Any) -> None:
         raise Died
 
-    conductor._advance = dies  # type: ignore[method-assign]
+    conductor.move_on = dies  # type: ignore[method-assign]
     with pytest.raises(Died):
         report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
-    conductor._advance = advance  # type: ignore[method-assign]
+    conductor.move_on = advance  # type: ignore[method-assign]
     assert conductor.store.get_fields(run_id, [fields.settled("b"), fields.node_result("b")]) == ["1", None]
     assert conductor.enforce_leases(now=later(LAUNCH_LEASE)) == 0  # a settle's lease is longer
     assert conductor.enforce_leases(now=later(SETTLE_LEASE)) == 1
