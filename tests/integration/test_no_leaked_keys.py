@@ -128,6 +128,8 @@ def test_envelopes_and_lists_expire_no_later_than_their_run(store: RedisStore, f
     store.record_step(run_id, "b", 0, "e0", filed_for)
     store.file_step(run_id, "c", 0, "e0", filed_for, "node:c:decided")
     store.push_items(run_id, "feed", ["x"], filed_for)
-    run_ttl = int(store.client.pttl(run_key(run_id)))
+    # Absolute expiry times (PEXPIRETIME): two PTTL reads a millisecond apart would not compare.
+    run_ends = int(store.client.execute_command("PEXPIRETIME", run_key(run_id)))
     for key in (steps_key(run_id, "b"), steps_key(run_id, "c"), list_key(run_id, "feed")):
-        assert 0 < int(store.client.pttl(key)) <= min(filed_for * 1000, run_ttl), key
+        assert 0 < int(store.client.pttl(key)) <= filed_for * 1000, key
+        assert int(store.client.execute_command("PEXPIRETIME", key)) <= run_ends, key
