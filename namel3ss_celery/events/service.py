@@ -24,6 +24,7 @@ from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
 from ..spec import ProgramSpec, load_program
 from . import lifecycle
+from .celery_events import CeleryEvents
 from .handlers import Handler, compile_handlers
 from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matching
 from .model import EMITTABLE, Event, EventPriority, EventType, event_type
@@ -78,6 +79,7 @@ class EventService:
         self._watched: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._lock = threading.RLock()
         self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
+        self.celery_events = CeleryEvents(app)
 
     def __call__(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
         """``n3.events(...)``: the same as ``events``."""
@@ -190,8 +192,10 @@ class EventService:
 
     def announce(self, event: Event) -> None:
         """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
-        process has triggers for it, or on a worker when some worker's triggers listen to its type."""
+        process has triggers for it, or on a worker when some worker's triggers listen to its type. It goes to
+        Celery's event system too, where this process sends task events (``celery_events``)."""
         self._store().append(event)
+        self.celery_events.send(event)
         if any(t.event_type == event.event_type for t in self.triggers()) or any(
             h.handles(str(event.event_type)) for h in self.handlers()
         ):

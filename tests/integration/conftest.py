@@ -38,6 +38,7 @@ def start_cluster(
     concurrency: int = 2,
     ignore_result: bool = False,
     acks_late: bool = False,
+    worker_args: list[str] | None = None,
 ) -> Cluster:
     import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
 
@@ -53,7 +54,13 @@ def start_cluster(
     app = make_app(broker, backend, queue, ignore_result, acks_late)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
     worker = WorkerProcess(
-        "tests.integration.app", env, log_dir, pool=pool, concurrency=concurrency, queues=[queue, f"{queue}.reports"]
+        "tests.integration.app",
+        env,
+        log_dir,
+        pool=pool,
+        concurrency=concurrency,
+        queues=[queue, f"{queue}.reports"],
+        extra_args=worker_args,
     )
     try:
         worker.wait_ready(app)
