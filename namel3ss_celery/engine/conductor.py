@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UnknownRun
 from ..plan import fields
-from ..plan.kinds import Join, Outcome
+from ..plan.kinds import Outcome
 from ..plan.message import FedStep, StepMessage
 from ..plan.model import Plan, PlanNode
 from ..registry import Registry
@@ -26,8 +25,9 @@ from ..results import ParallelExecutionResult, TaskStatus
 from ..tracing import annotate, event, span
 from .advance import node_settled
 from .control import BlockControl
-from .decide import CANCELLED, NOT_STARTED, Decision, decide_after
+from .decide import Decision
 from .enforce import enforce_deadlines, enforce_leases, enforce_lost_workers
+from .filing import FollowUp, Skipped, file_outcome, skip_step
 from .launcher import Launcher
 from .leases import settle_lease
 from .losers import refresh_decided, stop_losers
@@ -39,23 +39,6 @@ from .runner import StepOutcome, describe
 from .settle import settle_block
 
 logger = logging.getLogger("namel3ss_celery")
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """What filing an outcome asks for next: settle the block (``refresh``: rewrite its result)."""
-
-    run_id: str
-    node: str
-    refresh: bool = False
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A step that did not start: what follows, and whether it was filed (``not_started``) at all."""
-
-    follow_up: FollowUp | None
-    filed: bool
 
 
 class Conductor:
@@ -108,55 +91,9 @@ class Conductor:
     def file(
         self, message: StepMessage, outcome: StepOutcome, keep: bool = False, held: Held | None = None
     ) -> FollowUp | None:
-        """File an outcome, decide the block if this outcome decides it, and say what must follow.
-
-        With ``keep`` an outcome the step already filed stays (a lost or duplicate step never replaces
-        what the step itself reported). ``held``: how its worker held it while it ran (released now).
-        """
-        run_id, node, index = message.run, message.node, message.index
-        control = self.control(message)
-        overdue = control.overdue()
-        if overdue is not None and not self._settled(run_id, node) and control.decide(overdue):
-            # This step is the first to see the deadline passed: it ends the block as timed out.
-            if outcome.outcome is None:
-                outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
-            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
-            if held is not None:
-                self.store.release(held.worker, held.member)
-            return FollowUp(run_id, node)
-        if keep:
-            filed = self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=True)
-            prior = control.decision()
-        else:  # the common case: file and read the decision in one round trip
-            filed, raw = self.store.file_step(
-                run_id, node, index, outcome.envelope(), self.ttl, control.decided_field, held
-            )
-            prior = Decision.from_json(raw) if raw else None
-        if prior is not None and outcome.outcome is None:
-            # A late step (its block was decided before it reported): file what it did.
-            outcome.outcome = Outcome.STOPPED if outcome.status == TaskStatus.CANCELLED else Outcome.RAN_TO_END
-            self.store.record_step(run_id, node, index, outcome.envelope(), self.ttl, keep=keep)
-        complete = filed >= message.total
-        if prior is None:
-            decision = decide_after(
-                message.strategy,
-                fail_fast=message.fail_fast,
-                total=message.total,
-                filed=filed,
-                index=index,
-                key=message.key,
-                status=outcome.status,
-            )
-            if decision is not None and control.decide(decision):
-                return FollowUp(run_id, node)
-            if decision is None and message.join == Join.COUNT and complete:
-                return FollowUp(run_id, node)
-            if message.feed:
-                self.feed_next(run_id, node)
-        # A late step that ran (stopped, or ran to its end) rewrites the decided block's result;
-        # one that never started is already reported as not_started.
-        late = complete or outcome.outcome in (Outcome.STOPPED, Outcome.RAN_TO_END)
-        return FollowUp(run_id, node, refresh=True) if late and control.decision() is not None else None
+        """File an outcome, decide the block if this outcome decides it, and say what must follow (see
+        ``filing``). With ``keep`` an outcome the step already filed stays; ``held``: how its worker held it."""
+        return file_outcome(self.store, message, outcome, self.ttl, self.feed_next, keep, held)
 
     def file_patiently(
         self, message: StepMessage, outcome: StepOutcome, keep: bool = False, held: Held | None = None
@@ -171,10 +108,6 @@ class Conductor:
         return patiently(
             lambda: self.file(message, outcome, keep, held), f"filing step {message.key} of run {message.run}"
         )
-
-    def _settled(self, run_id: str, node: str) -> bool:
-        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
-        return settled is not None
 
     def follow_up(self, action: FollowUp | None) -> None:
         """Do what ``file`` asked for (on a worker: after Celery stored the step's own state).
@@ -192,22 +125,8 @@ class Conductor:
             logger.warning("block %s of run %s: the run's record expired before it settled", action.node, action.run_id)
 
     def skip(self, message: StepMessage, worker: str, task_id: str) -> Skipped:
-        """A step the start guard refused: file it as ``not_started``, unless its block already ended.
-
-        When nothing decided its block yet (the run was cancelled, or its deadline passed), this step
-        decides it so, and its block settles. A step of a block that ended with every step reported
-        is a duplicate delivery: nothing is filed.
-        """
-        settled, decided = self.store.get_fields(
-            message.run, [fields.settled(message.node), fields.decided(message.node)]
-        )
-        if settled and not decided:
-            return Skipped(None, filed=False)
-        control = self.control(message)
-        decided_here = decided is None and control.decide(control.overdue() or CANCELLED)
-        outcome = StepOutcome.stopped(message.key, NOT_STARTED, Outcome.NOT_STARTED, worker=worker, task_id=task_id)
-        follow_up = self.file(message, outcome, keep=True)
-        return Skipped(FollowUp(message.run, message.node) if decided_here else follow_up, filed=True)
+        """A step the start guard refused: file it as ``not_started``, unless its block already ended."""
+        return skip_step(self.store, message, worker, task_id, self.file)
 
     def file_lost(self, payload: Any, task_id: str, reason: str, outcome: Outcome | None = None) -> None:
         """A step that ended without filing its outcome (worker lost, hard time limit, revoked, expired):
