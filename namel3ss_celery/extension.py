@@ -107,7 +107,9 @@ class Namel3ssCelery:
         self._modules_loaded = False
         embedded = self.settings.embedded and own_worker
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if embedded else None
-        self.conductor = Conductor(lambda: self.store, None, self.registry, self.settings.result_expires)
+        self.conductor = Conductor(
+            lambda: self.store, None, self.registry, self.settings.result_expires, patience=self.settings.store_patience
+        )
         self.conductor.connect(CeleryPublisher(app, self.conductor))
         self.events = EventService(
             app, self._events_url, self.settings.program, self.plan, self.publish, self.registry, self._run_context

@@ -12,6 +12,7 @@ from .errors import ConfigurationError
 EMBEDDED_BROKER = "memory://"
 EMBEDDED_BACKEND = "cache+memory://"
 DEFAULT_EXPIRES = 86400
+DEFAULT_STORE_PATIENCE = 60.0
 
 ENV_KEYS = {
     "broker_url": "CELERY_BROKER_URL",
@@ -21,6 +22,7 @@ ENV_KEYS = {
     "coordination_url": "NAMEL3SS_CELERY_COORDINATION_URL",
     "pool": "NAMEL3SS_CELERY_POOL",
     "region": "NAMEL3SS_CELERY_REGION",
+    "store_patience": "NAMEL3SS_CELERY_STORE_PATIENCE",
 }
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
@@ -40,6 +42,9 @@ class Settings:
             ``allowed_tools`` are enforced here.
         region: the region this pool worker serves besides its pool's queue (``locality_aware``).
         result_expires: seconds before run records and coordination keys expire.
+        store_patience: seconds a worker tries again a call the run cannot do without (starting a step,
+            filing its outcome) while the coordination store does not answer; an outcome still not filed
+            then is filed by the worker later, when the store answers (``worker.late_filing``).
     """
 
     broker_url: str | None = None
@@ -50,6 +55,7 @@ class Settings:
     pool: str | None = None
     region: str | None = None
     result_expires: int = DEFAULT_EXPIRES
+    store_patience: float = DEFAULT_STORE_PATIENCE
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +68,8 @@ class Settings:
                 values[name] = value
         if "step_modules" in values:
             values["step_modules"] = split_modules(values["step_modules"])
+        if "store_patience" in values:
+            values["store_patience"] = _patience(values["store_patience"])
         if data.get("result_expires") is not None:
             values["result_expires"] = int(_seconds(data["result_expires"]))
         return cls(**values)
@@ -91,6 +99,9 @@ class Settings:
             coordination_url=from_conf.coordination_url or env.coordination_url,
             pool=from_conf.pool or env.pool,
             region=from_conf.region or env.region,
+            store_patience=(
+                from_conf.store_patience if from_conf.store_patience != DEFAULT_STORE_PATIENCE else env.store_patience
+            ),
             result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
         )
 
@@ -138,3 +149,17 @@ def split_modules(value: Any) -> tuple[str, ...]:
 def _seconds(value: Any) -> float:
     total_seconds = getattr(value, "total_seconds", None)
     return float(total_seconds() if total_seconds else value)
+
+
+def _patience(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"store_patience is a number of seconds, not {value!r}", setting="NAMEL3SS_CELERY_STORE_PATIENCE"
+        ) from exc
+    if not seconds > 0:
+        raise ConfigurationError(
+            f"store_patience is a positive number of seconds, not {value!r}", setting="NAMEL3SS_CELERY_STORE_PATIENCE"
+        )
+    return seconds

@@ -32,7 +32,7 @@ from .launcher import Launcher
 from .leases import settle_lease
 from .losers import refresh_decided, stop_losers
 from .nodes import broken, launched
-from .patience import patiently
+from .patience import PATIENCE, patiently
 from .ports import CoordinationStore, Held, Publisher
 from .recovery import cancel, decide_and_settle, resume
 from .runner import StepOutcome, describe
@@ -50,6 +50,7 @@ class Conductor:
         registry: where reducers are found when blocks settle.
         ttl: seconds a run's keys live (renewed when it ends).
         executed_on: what a block's result reports as where it ran (``celery`` or ``local``).
+        patience: seconds ``file_patiently`` tries again while the store does not answer.
     """
 
     def __init__(
@@ -59,12 +60,14 @@ class Conductor:
         registry: Registry,
         ttl: int,
         executed_on: str = "celery",
+        patience: float = PATIENCE,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self.registry = registry
         self.ttl = ttl
         self.executed_on = executed_on
+        self.patience = patience
         self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
         self.launcher = Launcher(
             lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node, self._ended
@@ -106,7 +109,9 @@ class Conductor:
                 under at_least_once).
         """
         return patiently(
-            lambda: self.file(message, outcome, keep, held), f"filing step {message.key} of run {message.run}"
+            lambda: self.file(message, outcome, keep, held),
+            f"filing step {message.key} of run {message.run}",
+            self.patience,
         )
 
     def follow_up(self, action: FollowUp | None) -> None:

@@ -23,13 +23,14 @@ from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
+from ..engine.filing import FollowUp
 from ..engine.lost import held
 from ..engine.patience import patiently
 from ..engine.ports import Held
 from ..engine.retry import retry_countdown
 from ..engine.runner import StepOutcome, call_step, describe
 from ..engine.settle import RACING
-from ..errors import RoutingError, StepLost, UnknownRun, UnknownTarget
+from ..errors import RoutingError, StepLost, StoreUnavailable, UnknownRun, UnknownTarget
 from ..plan import fields
 from ..plan.kinds import Join
 from ..plan.message import StepMessage
@@ -39,6 +40,7 @@ from ..routing.allowed import refusal
 from ..tracing import annotate, event, recording, span
 from .compat import fail_chord_part
 from .dead_letters import broker_dead_letters_itself, publish_dead_letter
+from .late_filing import LateFiler
 from .sticky import StickyKeys
 
 logger = logging.getLogger("namel3ss_celery")
@@ -73,6 +75,7 @@ class StepHandler:
         self.pool_name: str | None = None
         self._contexts: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()  # stored contexts, recent last
         self.on_step: Callable[[StepMessage, StepOutcome], None] | None = None  # told each step's outcome
+        self.late = LateFiler(conductor.file, conductor.follow_up, give_up_after=conductor.ttl)
 
     def run(self, task: Any, definition: StepDef, payload: Any) -> Any:
         """The body of ``n3.step.<target>``: start (or not), run, file, decide; raise so Celery records a FAILURE.
@@ -102,10 +105,18 @@ class StepHandler:
         if message.deliveries is not None:
             self._bound_redelivery(task, message)
         holding = held(message, worker, self.conductor.ttl)  # filed for it, should this worker stop answering
-        may_run = patiently(
-            lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
-            f"starting step {message.key} of run {message.run}",
-        )
+        try:
+            may_run = patiently(
+                lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
+                f"starting step {message.key} of run {message.run}",
+                self.conductor.patience,
+            )
+        except StoreUnavailable as exc:  # it did not run: a failure, filed when the store answers
+            if message.deliveries is None:
+                self.late.hand_over(
+                    message, StepOutcome.failure(message.key, exc, worker=worker, task_id=task_id), holding
+                )
+            raise
         annotate(run_id=message.run, node=message.node, step=message.key, strategy=str(message.strategy))
         if not may_run:
             annotate(outcome="not_started")
@@ -123,13 +134,13 @@ class StepHandler:
             outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
-            follow_up = self.conductor.file_patiently(message, outcome, held=holding)
+            follow_up = self._file(message, outcome, holding)
             self._told(message, outcome)
             revoked(task, "stopped: its block no longer needed it")
             self.conductor.follow_up(follow_up)
             raise Ignore()
         # Follow-ups run in after_return, once Celery has stored this task's own state.
-        request.n3_after = self.conductor.file_patiently(message, outcome, held=holding)
+        request.n3_after = self._file(message, outcome, holding)
         self._told(message, outcome)
         if message.strategy in RACING and recording():  # a traced race: did this step win it?
             decision = control.decision()
@@ -139,6 +150,21 @@ class StepHandler:
             self._dead_letter(task, message, outcome.error or describe(outcome.exception))
             raise outcome.exception
         return outcome.result
+
+    def _file(self, message: StepMessage, outcome: StepOutcome, holding: Held | None) -> FollowUp | None:
+        """File the step's outcome patiently; when the store stays down longer, file it later from this
+        process (``late_filing``), or, under at_least_once, fail so that the step is delivered again.
+
+        Raises:
+            StoreUnavailable: under at_least_once, the store did not come back in time.
+        """
+        try:
+            return self.conductor.file_patiently(message, outcome, held=holding)
+        except StoreUnavailable:
+            if message.deliveries is not None:
+                raise
+            self.late.hand_over(message, outcome, holding)
+            return None
 
     def _told(self, message: StepMessage, outcome: StepOutcome) -> None:
         """Tell ``on_step`` (step events); its failure is logged: the step is filed whatever it does."""

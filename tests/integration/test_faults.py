@@ -315,6 +315,45 @@ def test_a_coordination_store_restart_while_steps_run_loses_nothing(
     assert recovered < 30
 
 
+def test_outcomes_the_store_refused_longer_than_a_worker_waits_are_filed_once_it_is_back(
+    private_redis: PrivateRedis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordination store is down for longer than the worker waits for it (store_patience: 1 s) as two
+    steps end: under default delivery their messages are acknowledged already, so each outcome is kept by
+    its worker process and filed when the store is back; the run completes."""
+    monkeypatch.setenv("NAMEL3SS_CELERY_COORDINATION_URL", private_redis.url)
+    monkeypatch.setenv("NAMEL3SS_CELERY_STORE_PATIENCE", "1")
+    (tmp_path / "workers").mkdir()
+    cluster = start_cluster(redis_url, redis_url, "prefork", tmp_path / "workers", concurrency=2)
+    try:
+        tag = uuid.uuid4().hex
+        steps = [{"name": f"s{i}", "target": "stubborn", "seconds": 1.5, "value": i, "tag": tag} for i in range(2)]
+        handle = cluster.n3.dispatch({"name": "b", "strategy": "collect", "steps": steps})
+        client = redis.Redis.from_url(redis_url)
+        try:
+            wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: cluster.worker.log())
+        finally:
+            client.close()
+        private_redis.stop()
+        wait_until(
+            lambda: cluster.worker.log().count("will be filed when it does") == 2,
+            30,
+            lambda: f"the steps did not hand their outcomes over:\n{cluster.worker.log()[-3000:]}",
+        )
+        private_redis.start()
+        result = handle.get(timeout=60)
+        # each process logs after doing what followed: the last may log just after the run ended
+        wait_until(lambda: cluster.worker.log().count("its outcome was filed late") == 2, 30, cluster.worker.log)
+    finally:
+        stop_cluster(cluster)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed", result.error_message
+    assert {name: entry["status"] for name, entry in result.final_result.items()} == {
+        "s0": "completed",
+        "s1": "completed",
+    }
+
+
 def test_steps_of_a_worker_killed_whole_are_filed_as_lost_and_their_block_ends(
     lone_worker: Cluster, redis_url: str, tmp_path: Path
 ) -> None:

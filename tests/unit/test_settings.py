@@ -144,3 +144,12 @@ def test_embedded(broker: str | None, embedded: bool) -> None:
 def test_with_step_modules_adds_without_duplicates() -> None:
     settings = Settings(step_modules=("a", "b")).with_step_modules(("b", "c"))
     assert settings.step_modules == ("a", "b", "c")
+
+
+def test_store_patience_comes_from_the_environment_and_a_bad_one_names_its_variable() -> None:
+    assert Settings.from_env({}).store_patience == 60.0
+    assert Settings.from_env({"NAMEL3SS_CELERY_STORE_PATIENCE": "2.5"}).store_patience == 2.5
+    for bad in ("soon", "0", "-1"):
+        with pytest.raises(ConfigurationError, match="store_patience") as caught:
+            Settings.from_env({"NAMEL3SS_CELERY_STORE_PATIENCE": bad})
+        assert caught.value.setting == "NAMEL3SS_CELERY_STORE_PATIENCE"
