@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,12 @@ from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matc
 from .model import EMITTABLE, Event, EventPriority, EventType, event_type
 from .stream import EventStore, event_store, follow
 from .targets import program_for
+from .triggering import TriggerFiring
+from .watched import ANY_TYPE, WatchedTypes
 
 logger = logging.getLogger("namel3ss_celery")
 
 MATCH_TASK = "n3.events.match"
-FIRE_TASK = "n3.events.fire"
-WATCHED_PREFIX = "n3:events:watched:"  # + an app's default queue: the event types its workers' triggers watch
-WATCHED_TTL = 86_400  # seconds; renewed whenever a worker loads a program with triggers
-WATCHED_FRESH = 2.0  # seconds a process trusts what it read of the watched types
-ANY_TYPE = "*"  # among the watched types: a handler of every event type
 
 
 class EventService:
@@ -76,9 +72,9 @@ class EventService:
         self._run_context = run_context
         self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
         self.before_publish: Callable[[], None] = lambda: None  # the embedded worker starts here
-        self._watched: tuple[float, frozenset[str]] = (0.0, frozenset())
         self._lock = threading.RLock()
-        self.counts: dict[str, int] = {}  # what matching did: dispatched, delayed, duplicate, rate_limited, loop
+        self.watched = WatchedTypes(app, self._store)
+        self.firing = TriggerFiring(app, self._store, publish, self._target_plan)
         self.celery_events = CeleryEvents(app)
 
     def __call__(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
@@ -200,7 +196,7 @@ class EventService:
             h.handles(str(event.event_type)) for h in self.handlers()
         ):
             self.match(event)
-        elif {str(event.event_type), ANY_TYPE} & self._watched_types():
+        elif {str(event.event_type), ANY_TYPE} & self.watched.read():
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
 
     def events(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
@@ -240,7 +236,7 @@ class EventService:
                 triggers, handlers = compile_triggers(program), compile_handlers(program)
                 self._compiled = (program, triggers, handlers)
                 watched = {str(t.event_type) for t in triggers} | {str(k) for h in handlers for k in h.event_types}
-                self._mark_watched(watched | ({ANY_TYPE} if any(not h.event_types for h in handlers) else set()))
+                self.watched.mark(watched | ({ANY_TYPE} if any(not h.event_types for h in handlers) else set()))
             return self._compiled[1], self._compiled[2]
 
     def match(self, event: Event) -> list[str]:
@@ -290,39 +286,21 @@ class EventService:
         return runs
 
     def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
-        """One trigger's answer to one event: deduplicate, rate-limit, stop loops, delay, dispatch."""
-        spec, store = trigger.spec, self._store()
-        depth = int(event.metadata.get("depth", 0))
-        if depth >= MAX_DEPTH:
-            return self._refuse(
-                "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
-            )
-        if spec.deduplicate_window and not store.claim(
-            f"dedupe:{spec.name}:{trigger.dedupe_value(event.to_dict())}", spec.deduplicate_window
-        ):
-            return self._count("duplicate")
-        for limit, seconds, per in (
-            (spec.max_triggers_per_minute, 60, "minute"),
-            (spec.max_triggers_per_hour, 3600, "hour"),
-        ):
-            if limit is not None and store.count(f"rate:{spec.name}:{per}", seconds) > limit:
-                return self._refuse("rate_limited", trigger, event, f"more than {limit} per {per}: dropped")
-        context = trigger.context(event)
-        context["trigger_event"]["metadata"]["depth"] = depth  # the run's own events are one deeper
-        if spec.trigger_delay:
-            self.app.signature(FIRE_TASK, args=(spec.name, context)).apply_async(
-                countdown=spec.trigger_delay, ignore_result=True
-            )
-            return self._count("delayed")
-        return self.start(program, spec.name, context)
+        """One trigger's answer to one event (see ``triggering``): a run id, or why none started."""
+        return self.firing.fire(program, trigger, event)
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
-        (spec,) = [t for t in program.event_triggers if t.name == name]
-        handle = self._publish(self._target_plan(program, spec.trigger_target), context)
-        self._count("dispatched")
-        logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
-        return str(handle.id)
+        return self.firing.start(program, name, context)
+
+    def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
+        """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
+        self.firing.alert(kind, data, correlation_id)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop."""
+        return self.firing.counts
 
     def _target_plan(self, program: ProgramSpec, target: str) -> Plan:
         """The checked plan of a workflow or block of ``program``, made once per program and target."""
@@ -332,42 +310,3 @@ class EventService:
             spec, workflow = program_for(program, target)
             found = self._plans[key] = self._plan(spec, workflow)
         return found
-
-    def _refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
-        """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""
-        logger.warning("trigger %s dropped event %s: %s", trigger.spec.name, event.event_id, detail)
-        data = {"trigger": trigger.spec.name, "reason": why, "detail": detail, "event_id": event.event_id}
-        self.alert(EventType.SYSTEM_ALERT, data, event.correlation_id)
-        return self._count(why)
-
-    def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
-        """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
-        alert = Event.new(kind, "namel3ss-celery", data, correlation_id=correlation_id, metadata={"depth": MAX_DEPTH})
-        self._store().append(alert)
-
-    def _count(self, what: str) -> str:
-        with self._lock:
-            self.counts[what] = self.counts.get(what, 0) + 1
-        return what
-
-    def _watched_key(self) -> str:
-        """Where the event types watched by the workers of this app's default queue are: match tasks go
-        there, so an app sends them only for types those workers' triggers and handlers listen to."""
-        return WATCHED_PREFIX + str(self.app.conf.task_default_queue)
-
-    def _mark_watched(self, types: set[str]) -> None:
-        client = getattr(self._store(), "client", None)
-        if client is not None and types:
-            with client.pipeline() as pipe:
-                pipe.sadd(self._watched_key(), *sorted(types))
-                pipe.expire(self._watched_key(), WATCHED_TTL)
-                pipe.execute()
-
-    def _watched_types(self) -> frozenset[str]:
-        read_at, types = self._watched
-        if time.monotonic() - read_at < WATCHED_FRESH:
-            return types
-        client = getattr(self._store(), "client", None)
-        types = frozenset(str(t) for t in client.smembers(self._watched_key())) if client is not None else frozenset()
-        self._watched = (time.monotonic(), types)
-        return types

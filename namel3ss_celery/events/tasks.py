@@ -13,7 +13,8 @@ from ..registry import EVENT_HANDLE_TASK
 from ..routing.queues import declare_queue
 from ..worker.dead_letters import HEADER
 from .model import Event, EventType
-from .service import FIRE_TASK, MATCH_TASK, EventService
+from .service import MATCH_TASK, EventService
+from .triggering import FIRE_TASK
 
 logger = logging.getLogger("namel3ss_celery")
 

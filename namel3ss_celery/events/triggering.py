@@ -1,0 +1,100 @@
+"""What a trigger does with an event that matched it: deduplicate, rate-limit, stop loops, delay, dispatch.
+
+Every window uses the coordination store's clock (Redis TTLs), never this host's: the same event seen by
+two workers at once starts one run. An event a trigger drops is counted and reported (a ``system_alert``
+in the stream), never lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..plan.model import Plan
+from ..spec import ProgramSpec
+from .matching import MAX_DEPTH, Trigger
+from .model import Event, EventType
+from .stream import EventStore
+
+logger = logging.getLogger("namel3ss_celery")
+
+FIRE_TASK = "n3.events.fire"
+
+
+class TriggerFiring:
+    """Fires triggers for one ``EventService``.
+
+    Args:
+        app: its Celery app (a delayed trigger is a ``FIRE_TASK`` with a countdown).
+        store: the event store (claims, counts and the stream).
+        publish: ``Namel3ssCelery.publish``.
+        target_plan: the checked plan of a program's workflow or block, by name.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        store: Callable[[], EventStore],
+        publish: Callable[..., Any],
+        target_plan: Callable[[ProgramSpec, str], Plan],
+    ) -> None:
+        self.app = app
+        self._store = store
+        self._publish = publish
+        self._target_plan = target_plan
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop
+
+    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
+        """One trigger's answer to one event: deduplicate, rate-limit, stop loops, delay, dispatch."""
+        spec, store = trigger.spec, self._store()
+        depth = int(event.metadata.get("depth", 0))
+        if depth >= MAX_DEPTH:
+            return self.refuse(
+                "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
+            )
+        if spec.deduplicate_window and not store.claim(
+            f"dedupe:{spec.name}:{trigger.dedupe_value(event.to_dict())}", spec.deduplicate_window
+        ):
+            return self.count("duplicate")
+        for limit, seconds, per in (
+            (spec.max_triggers_per_minute, 60, "minute"),
+            (spec.max_triggers_per_hour, 3600, "hour"),
+        ):
+            if limit is not None and store.count(f"rate:{spec.name}:{per}", seconds) > limit:
+                return self.refuse("rate_limited", trigger, event, f"more than {limit} per {per}: dropped")
+        context = trigger.context(event)
+        context["trigger_event"]["metadata"]["depth"] = depth  # the run's own events are one deeper
+        if spec.trigger_delay:
+            self.app.signature(FIRE_TASK, args=(spec.name, context)).apply_async(
+                countdown=spec.trigger_delay, ignore_result=True
+            )
+            return self.count("delayed")
+        return self.start(program, spec.name, context)
+
+    def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
+        """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
+        (spec,) = [t for t in program.event_triggers if t.name == name]
+        handle = self._publish(self._target_plan(program, spec.trigger_target), context)
+        self.count("dispatched")
+        logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
+        return str(handle.id)
+
+    def refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
+        """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""
+        logger.warning("trigger %s dropped event %s: %s", trigger.spec.name, event.event_id, detail)
+        data = {"trigger": trigger.spec.name, "reason": why, "detail": detail, "event_id": event.event_id}
+        self.alert(EventType.SYSTEM_ALERT, data, event.correlation_id)
+        return self.count(why)
+
+    def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
+        """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
+        alert = Event.new(kind, "namel3ss-celery", data, correlation_id=correlation_id, metadata={"depth": MAX_DEPTH})
+        self._store().append(alert)
+
+    def count(self, what: str) -> str:
+        with self._lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+        return what
