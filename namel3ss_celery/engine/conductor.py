@@ -70,7 +70,7 @@ class Conductor:
         self.patience = patience
         self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
         self.launcher = Launcher(
-            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node, self._ended
+            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node, self.announce_end
         )
 
     def connect(self, publisher: Publisher[Any]) -> None:
@@ -261,8 +261,10 @@ class Conductor:
         """Decide and settle every block whose deadline has passed (see ``enforce``); how many were due."""
         return enforce_deadlines(self.store, self.decide_and_settle, now, limit)
 
-    def _ended(self, run_id: str, plan: Plan, final: Any) -> None:
-        """Tell ``run_ended``'s listeners, once per run (the run has ended whatever they do)."""
+    def announce_end(self, run_id: str, plan: Plan, final: Any) -> None:
+        """Tell ``run_ended``'s listeners that the run ended (the run has ended whatever they do). Once per
+        run, by whoever ended it, under its lease: should it die first, the watchdog that resumes its work
+        tells them again (``recovery.resume``); the event service takes that repeat once."""
         logger.info("run %s ended %s", run_id, getattr(final, "overall_status", None))
         for listener in self.run_ended:
             try:
@@ -274,8 +276,8 @@ class Conductor:
         self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
     ) -> None:
         advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
-        self.store.drop_lease(run_id, node)  # settled: the nodes it unblocked hold leases of their own
         if advance.ended:
-            self._ended(run_id, plan, advance.final)
+            self.announce_end(run_id, plan, advance.final)
+        self.store.drop_lease(run_id, node)  # settled: the nodes it unblocked hold leases of their own
         if advance.launch:
             self.launch(run_id, plan, advance.launch, record, advance.outputs)

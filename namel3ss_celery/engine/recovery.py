@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from ..plan import fields
 from ..plan.model import Plan, PlanNode
 from ..results import ParallelExecutionResult
-from .advance import node_results
+from .advance import final_result, node_results
 from .control import BlockControl
 from .decide import CANCELLED, Decision
 from .ports import CoordinationStore
@@ -39,6 +39,8 @@ class Conductor(Protocol):
     def launch(
         self, run_id: str, plan: Plan, nodes: list[PlanNode], record: Mapping[str, str], outputs: dict[str, Any]
     ) -> None: ...
+
+    def announce_end(self, run_id: str, plan: Plan, final: Any) -> None: ...
 
 
 def decide_and_settle(conductor: Conductor, run_id: str, node: str, decision: Decision) -> None:
@@ -91,6 +93,10 @@ def resume(conductor: Conductor, run_id: str, node: str) -> None:
                 "the launch of block %s of run %s stopped after %s messages: finishing it", node, run_id, sent
             )
             conductor.launch(run_id, plan, [plan.by_name[node]], record, node_results(plan, record)[1])
+    elif record is not None:
+        # The run ended, but whoever ended it may have died before announcing it: announce it (again).
+        logger.warning("run %s ended while block %s was held by a process that died: announcing its end", run_id, node)
+        conductor.announce_end(run_id, Plan.from_json(record[fields.PLAN]), final_result(record))
     store.drop_lease(run_id, node)
 
 

@@ -5,6 +5,7 @@ events are one level deeper than that event (``metadata["depth"]``), so a loop i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..plan.model import Plan
 from .model import Event, EventType
 
 SOURCE = "namel3ss-celery"
+ONCE = "once"  # in an event's metadata: it may be announced again (a settle resumed); act on it once
 
 
 def _lineage(context: Mapping[str, Any] | None) -> tuple[str | None, str | None, int]:
@@ -53,7 +55,21 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
     if status != "completed":
         data["error"] = getattr(final, "error_message", None)
     data["blocks"] = block_summaries(final)
-    return Event.new(EventType.WORKFLOW_COMPLETED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
+    # Its id is the run's: a settle resumed after its process died announces the same event again, and the
+    # stream and the triggers take it once (``EventStore.append_once``, ``TriggerFiring.fire``).
+    return Event.new(
+        EventType.WORKFLOW_COMPLETED,
+        SOURCE,
+        data,
+        correlation_id=correlation,
+        metadata={"depth": depth, ONCE: True},
+        event_id=ended_event_id(run_id),
+    )
+
+
+def ended_event_id(run_id: str) -> str:
+    """The id of run ``run_id``'s ``workflow_completed`` event, the same wherever it is announced."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"namel3ss-celery:run:{run_id}:ended").hex
 
 
 def block_summaries(final: Any) -> list[dict[str, Any]]:

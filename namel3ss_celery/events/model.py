@@ -98,10 +98,11 @@ class Event:
         priority: EventPriority = EventPriority.NORMAL,
         correlation_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        event_id: str | None = None,
     ) -> Event:
-        """A new event, with a new id."""
+        """A new event, with a new id (or ``event_id``)."""
         return cls(
-            uuid.uuid4().hex,
+            event_id or uuid.uuid4().hex,
             event_type,
             source,
             dict(data or {}),

@@ -190,8 +190,14 @@ class EventService:
         """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
         process has triggers for it, or on a worker when some worker's triggers listen to its type. It goes to
         Celery's event system too, where this process sends task events (``celery_events``)."""
-        self._store().append(event)
-        self.celery_events.send(event)
+        store = self._store()
+        if not event.metadata.get(lifecycle.ONCE):
+            store.append(event)
+            self.celery_events.send(event)
+        elif store.append_once(event) is not None:
+            self.celery_events.send(event)
+        else:  # announced again (a resumed settle): matched again in case the first did not get that far
+            logger.info("event %s (%s) announced again", event.event_id, event.event_type)
         if any(t.event_type == event.event_type for t in self.triggers()) or any(
             h.handles(str(event.event_type)) for h in self.handlers()
         ):
@@ -246,7 +252,11 @@ class EventService:
         if program is None:
             return []
         for handler in self.handlers():
-            if handler.handles(str(event.event_type)) and int(event.metadata.get("depth", 0)) < MAX_DEPTH:
+            if (
+                handler.handles(str(event.event_type))
+                and int(event.metadata.get("depth", 0)) < MAX_DEPTH
+                and self.firing.first_time(f"handled:{handler.spec.name}", event)
+            ):
                 self.app.signature(EVENT_HANDLE_TASK, args=(handler.spec.name, event.to_dict(), 0)).apply_async(
                     ignore_result=True
                 )

@@ -22,6 +22,16 @@ STREAM_KEY = "n3:events"  # the deployment's stream
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
 MAX_EVENTS = 100_000  # kept in the stream (approximately: Redis trims whole nodes)
 STREAM_TTL = 7 * 86_400  # seconds the stream outlives its newest event
+ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
+ONCE_TTL = 3600  # seconds such an id is remembered (a lease's resume comes within minutes)
+
+# XADD an event unless its id was appended before (SET NX of KEYS[2]): nil for a repeat.
+_APPEND_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return false end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return id
+"""
 
 _COUNT = "local n = redis.call('INCR', KEYS[1]); if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end; return n"
 
@@ -31,6 +41,10 @@ class EventStore(Protocol):
 
     def append(self, event: Event) -> str:
         """Add ``event`` to the stream; its stream id (ordered: later events have greater ids)."""
+        ...
+
+    def append_once(self, event: Event) -> str | None:
+        """``append``, unless an event of the same id was appended so (within ``ONCE_TTL``): ``None`` then."""
         ...
 
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
@@ -61,6 +75,7 @@ class RedisEventStore:
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url, decode_responses=True)
         self._count = self.client.register_script(_COUNT)
+        self._append_once = self.client.register_script(_APPEND_ONCE)
 
     def append(self, event: Event) -> str:
         fields: Any = {"event": json.dumps(event.to_dict())}
@@ -69,6 +84,13 @@ class RedisEventStore:
             pipe.expire(STREAM_KEY, STREAM_TTL)
             stream_id, _ = pipe.execute()
         return str(stream_id)
+
+    def append_once(self, event: Event) -> str | None:
+        text = json.dumps(event.to_dict())
+        added = self._append_once(
+            keys=[STREAM_KEY, ONCE_PREFIX + event.event_id], args=[text, ONCE_TTL, MAX_EVENTS, STREAM_TTL]
+        )
+        return None if added is None else str(added)
 
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
         wait = None if block is None else max(1, int(block * 1000))
@@ -109,6 +131,12 @@ class MemoryEventStore:
             del self._events[:-MAX_EVENTS]
             self._changed.notify_all()
             return stream_id
+
+    def append_once(self, event: Event) -> str | None:
+        with self._changed:
+            if self._window(ONCE_PREFIX + event.event_id, ONCE_TTL) != 1:
+                return None
+            return self.append(event)
 
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
         after_n = int(after.split("-")[0])

@@ -14,9 +14,10 @@ from typing import Any
 
 from ..plan.model import Plan
 from ..spec import ProgramSpec
+from .lifecycle import ONCE
 from .matching import MAX_DEPTH, Trigger
 from .model import Event, EventType
-from .stream import EventStore
+from .stream import ONCE_TTL, EventStore
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -55,6 +56,8 @@ class TriggerFiring:
             return self.refuse(
                 "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
             )
+        if not self.first_time(f"fired:{spec.name}", event):
+            return self.count("duplicate")
         if spec.deduplicate_window and not store.claim(
             f"dedupe:{spec.name}:{trigger.dedupe_value(event.to_dict())}", spec.deduplicate_window
         ):
@@ -73,6 +76,13 @@ class TriggerFiring:
             )
             return self.count("delayed")
         return self.start(program, spec.name, context)
+
+    def first_time(self, what: str, event: Event) -> bool:
+        """False when ``what`` was done for ``event`` already: an event announced again (its metadata says
+        ``once``: a resumed settle announcing a run's end) is acted on once. Any other event: True."""
+        if not event.metadata.get(ONCE):
+            return True
+        return self._store().claim(f"{what}:{event.event_id}", ONCE_TTL)
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""

@@ -177,3 +177,28 @@ def test_the_run_view_draws_a_run_while_it_goes_on_and_after(redis_cluster: Clus
         view(server, "/runs/no-such-run")
     missing.value.close()
     assert missing.value.code == 404
+
+
+def test_redis_takes_an_event_announced_again_once(redis_url: str) -> None:
+    from namel3ss_celery.events import lifecycle
+    from namel3ss_celery.events.model import Event, EventType
+    from namel3ss_celery.events.stream import ONCE_PREFIX, RedisEventStore
+
+    store = RedisEventStore(redis_url)
+    run_id = uuid.uuid4().hex
+    event = Event.new(
+        EventType.WORKFLOW_COMPLETED,
+        lifecycle.SOURCE,
+        {"instance_id": run_id},
+        metadata={lifecycle.ONCE: True},
+        event_id=lifecycle.ended_event_id(run_id),
+    )
+    try:
+        before = store.newest()
+        first = store.append_once(event)
+        assert first is not None and store.append_once(event) is None
+        mine = [e for _i, e in store.read(before, count=10_000) if e.event_id == event.event_id]
+        assert len(mine) == 1
+        assert 0 < store.client.ttl(ONCE_PREFIX + event.event_id) <= 3600
+    finally:
+        store.close()

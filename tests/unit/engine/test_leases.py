@@ -145,3 +145,30 @@ def start_with(conductor: Conductor, spec: dict[str, Any]) -> str:
     conductor.store.create_run("run-1", record_of(spec), TTL)
     conductor.launch_roots("run-1")
     return "run-1"
+
+
+class DiesAnnouncing:
+    """A ``run_ended`` listener whose process dies the first time it is told (later ones it records)."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str]] = []
+        self.died = False
+
+    def __call__(self, run_id: str, plan: Plan, final: Any) -> None:
+        if not self.died:
+            self.died = True
+            raise Died
+        self.told.append((run_id, str(getattr(final, "overall_status", None))))
+
+
+def test_a_run_whose_ender_died_before_announcing_it_is_announced_by_the_watchdog() -> None:
+    conductor, recorder, run_id = start(block("collect", 1))
+    listener = DiesAnnouncing()
+    conductor.run_ended.append(listener)
+    with pytest.raises(Died):
+        report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    assert (conductor.store.run_record(run_id) or {}).get(fields.DONE) == "1"  # ended, not announced
+    assert listener.told == []
+    assert conductor.enforce_leases(now=later(SETTLE_LEASE)) == 1
+    assert listener.told == [(run_id, "completed")]
+    assert conductor.enforce_leases(now=later(3600)) == 0  # announced: its lease is gone
