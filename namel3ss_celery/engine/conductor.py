@@ -29,7 +29,7 @@ from .decide import Decision
 from .enforce import enforce_deadlines, enforce_leases, enforce_lost_workers
 from .filing import FollowUp, Skipped, file_outcome, skip_step
 from .launcher import Launcher
-from .leases import settle_lease
+from .leases import SETTLE_LEASE, LeaseKeeper, settle_lease
 from .losers import refresh_decided, stop_losers
 from .nodes import broken, launched
 from .patience import PATIENCE, patiently
@@ -69,8 +69,16 @@ class Conductor:
         self.executed_on = executed_on
         self.patience = patience
         self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
+        self.leases = LeaseKeeper(lambda: self.store)  # renewed while this process works under them
         self.launcher = Launcher(
-            lambda: self.store, lambda: self.publisher, registry, ttl, executed_on, self.settle_node, self.announce_end
+            lambda: self.store,
+            lambda: self.publisher,
+            registry,
+            ttl,
+            executed_on,
+            self.settle_node,
+            self.announce_end,
+            self.leases,
         )
 
     def connect(self, publisher: Publisher[Any]) -> None:
@@ -171,7 +179,8 @@ class Conductor:
             logger.warning("run %s expired before block %s settled", run_id, node)
             return
         if claimed:
-            self.settle_claimed(run_id, node, record, envelopes)
+            with self.leases.holding(run_id, node, SETTLE_LEASE):
+                self.settle_claimed(run_id, node, record, envelopes)
 
     def settle_claimed(self, run_id: str, node: str, record: Mapping[str, str], envelopes: Mapping[int, str]) -> None:
         with span("n3.settle", run_id=run_id, workflow=record.get(fields.NAME), node=node):
@@ -216,7 +225,8 @@ class Conductor:
 
     def resume(self, run_id: str, node: str) -> None:
         """Finish a launch or settle whose process died half way (see ``recovery``)."""
-        resume(self, run_id, node)
+        with self.leases.holding(run_id, node, SETTLE_LEASE):  # as long as enforce_leases took it for
+            resume(self, run_id, node)
 
     def cancel(self, run_id: str) -> None:
         """Cancel a run: every launched, unsettled block ends as cancelled; its steps stop or never start."""

@@ -17,7 +17,7 @@ from ..results import RunStatus
 from .advance import Advance, node_settled
 from .control import BlockControl
 from .decide import CANCELLED, Decision
-from .leases import launch_lease, tracked
+from .leases import LAUNCH_LEASE, LeaseKeeper, launch_lease, tracked
 from .nodes import node_context, with_fan_out
 from .ports import CoordinationStore, Publisher
 from .runner import describe
@@ -37,6 +37,7 @@ class Launcher:
         executed_on: what results report as where they ran.
         settle_node: the conductor's settle (a block whose launch fails is settled as failed).
         run_ended: told once when a launch ends its run (a block that could not start failed it).
+        leases: renews the leases of the nodes a launch holds.
     """
 
     def __init__(
@@ -48,8 +49,10 @@ class Launcher:
         executed_on: str,
         settle_node: Callable[[str, str], None],
         run_ended: Callable[[str, Plan, Any], None],
+        leases: LeaseKeeper,
     ) -> None:
         self._store = store
+        self.leases = leases
         self._publisher = publisher
         self.registry = registry
         self.ttl = ttl
@@ -108,13 +111,25 @@ class Launcher:
         (otherwise it is read here).
         """
         pending, cancelled = deque(nodes), cancelled or {}
-        while pending:
-            node = pending.popleft()
-            advance = self._launch_one(run_id, plan, node, record, outputs, cancelled)
-            self.store.drop_lease(run_id, node.name)
-            if advance is not None:
-                outputs = advance.outputs
-                pending.extend(advance.launch)
+        held = {node.name for node in nodes}
+        for name in held:  # renewed while they wait their turn and while they publish
+            self.leases.hold(run_id, name, LAUNCH_LEASE)
+        try:
+            while pending:
+                node = pending.popleft()
+                advance = self._launch_one(run_id, plan, node, record, outputs, cancelled)
+                self.store.drop_lease(run_id, node.name)
+                self.leases.let_go(run_id, node.name)
+                held.discard(node.name)
+                if advance is not None:
+                    outputs = advance.outputs
+                    for unblocked in advance.launch:
+                        self.leases.hold(run_id, unblocked.name, LAUNCH_LEASE)
+                        held.add(unblocked.name)
+                        pending.append(unblocked)
+        finally:  # on the way out with an error: what is left runs out for a watchdog to finish
+            for name in held:
+                self.leases.let_go(run_id, name)
 
     def _launch_one(
         self,

@@ -125,7 +125,7 @@ def test_a_settle_that_died_before_filing_its_result_is_settled_again() -> None:
     assert [m.node for m in recorder.sent] == ["b", "after"]
     report(conductor, recorder.sent[1], TaskStatus.COMPLETED, 1)
     result = result_of(conductor, run_id)
-    assert isinstance(result, WorkflowResult) and result.overall_status == RunStatus.COMPLETED
+    assert result is not None and result.overall_status == RunStatus.COMPLETED
 
 
 def test_a_lease_of_a_run_that_is_gone_or_ended_is_dropped() -> None:
@@ -172,3 +172,58 @@ def test_a_run_whose_ender_died_before_announcing_it_is_announced_by_the_watchdo
     assert conductor.enforce_leases(now=later(SETTLE_LEASE)) == 1
     assert listener.told == [(run_id, "completed")]
     assert conductor.enforce_leases(now=later(3600)) == 0  # announced: its lease is gone
+
+
+def test_a_lease_held_is_renewed_until_let_go_and_a_store_error_does_not_stop_the_renewals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from namel3ss_celery.engine import leases
+    from namel3ss_celery.errors import StoreUnavailable
+    from tests.waiting import wait_until
+
+    monkeypatch.setattr(leases, "RENEW_EVERY", 0.01)
+    store = MemoryStore()
+    store.create_run("r", {fields.PLAN: "{}"}, TTL, leases=[leases.Lease("b", time.time() + 1)])
+    refusals = {"left": 2}
+    renew = store.renew_lease
+
+    def flaky_renew(run_id: str, node: str, until: float) -> None:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise StoreUnavailable("down", store="memory://")
+        renew(run_id, node, until)
+
+    monkeypatch.setattr(store, "renew_lease", flaky_renew)
+    keeper = leases.LeaseKeeper(lambda: store)
+    with keeper.holding("r", "b", 30):
+        wait_until(lambda: store.expired_leases(time.time() + 20, 10) == [], 10, "the lease was not renewed")
+        assert keeper.held() == [("r", "b")]
+    assert keeper.held() == []
+    until = time.time() + 31
+    keeper.renew_now()  # a renewal round after let_go renews nothing
+    assert store.expired_leases(until, 10) == [("r", "b")]
+
+
+def test_a_settle_slower_than_its_lease_is_not_taken_for_dead(monkeypatch: pytest.MonkeyPatch) -> None:
+    from namel3ss_celery.engine import conductor as conductor_module
+    from namel3ss_celery.engine import leases
+
+    monkeypatch.setattr(leases, "RENEW_EVERY", 0.01)
+    monkeypatch.setattr(leases, "SETTLE_LEASE", 0.2)
+    monkeypatch.setattr(conductor_module, "SETTLE_LEASE", 0.2)
+    conductor, recorder, run_id = start(block("collect", 1))
+    taken: list[int] = []
+    settle = conductor.settle_claimed
+
+    def slow_settle(*args: Any) -> None:  # a reducer that runs five leases long, watched all along
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            taken.append(conductor.enforce_leases(now=time.time()))
+            time.sleep(0.02)
+        settle(*args)
+
+    monkeypatch.setattr(conductor, "settle_claimed", slow_settle)
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 0)
+    assert taken and sum(taken) == 0
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == RunStatus.COMPLETED
