@@ -1,0 +1,110 @@
+"""Redis over TLS, as the README's security section configures it: a worker, the result backend and the
+coordination store all on a ``rediss://`` URL that verifies the server against a CA, and a run of each
+kind completing there. A client that does not trust that CA is refused."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import trustme
+
+from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
+from tests.waiting import wait_until
+
+from .conftest import start_cluster, stop_cluster
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A redis-server of the test's own that speaks TLS only; its ``rediss://`` URL and the CA file."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: no TLS Redis to start")
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server.cert_chain_pems[0].write_to_path(str(cert_file))
+    server.private_key_pem.write_to_path(str(key_file))
+    port = free_port()
+    args = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args += ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file)]
+    args += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca_file}"
+
+    def answers() -> bool:
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return process.poll() is None and False
+        finally:
+            client.close()
+
+    try:
+        wait_until(answers, 20, f"redis-server with TLS on port {port} did not start (exit {process.poll()})")
+        yield url, ca_file
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_a_client_that_does_not_trust_the_servers_ca_is_refused(tls_redis: tuple[str, Path]) -> None:
+    url, _ca = tls_redis
+    untrusting = redis.Redis.from_url(url.split("&ssl_ca_certs=")[0], socket_connect_timeout=2)
+    try:
+        with pytest.raises(redis.ConnectionError) as refused:
+            untrusting.ping()
+    finally:
+        untrusting.close()
+    assert isinstance(refused.value.__context__, ssl.SSLError) or "certificate" in str(refused.value).lower()
+
+
+def test_runs_complete_on_a_worker_whose_broker_backend_and_store_speak_tls(
+    tls_redis: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ca = tls_redis
+    monkeypatch.delenv("NAMEL3SS_CELERY_COORDINATION_URL", raising=False)  # the store is the backend's Redis
+    cluster = start_cluster(url, url, "prefork", tmp_path)
+    try:
+        assert cluster.n3.settings.coordination().startswith("rediss://")
+        race = cluster.n3.dispatch(
+            {
+                "name": "fastest",
+                "strategy": "race",
+                "steps": [{"target": "sleep", "seconds": 5}, {"target": "echo", "value": "won"}],
+            }
+        ).get(timeout=60)
+        workflow = cluster.n3.dispatch(
+            {
+                "parallel_blocks": [
+                    {"name": "first", "steps": [{"target": "echo", "value": 1}] * 3},
+                    {
+                        "name": "last",
+                        "depends_on": ["first"],
+                        "steps": [{"target": "tests.integration.steps:add_one", "value": 1}],
+                    },
+                ]
+            }
+        ).get(timeout=60)
+    finally:
+        stop_cluster(cluster)
+    assert isinstance(race, ParallelExecutionResult) and race.overall_status == "completed"
+    assert race.final_result == "won"
+    assert isinstance(workflow, WorkflowResult) and workflow.overall_status == "completed", workflow.error_message
