@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from ..results import ParallelExecutionResult, ParallelTaskResult
 from ..spec import ParallelStrategy
+from .brokers import broker_settings
 from .coordinator import (
     DistributedParallelExecutor,
-    broker_settings,
     create_distributed_executor,
     execute_distributed_parallel,
     get_distributed_executor,
@@ -49,6 +49,7 @@ from .events import (
     EventDrivenExecutor,
     EventHandler,
     EventPriority,
+    EventSubscription,
     EventType,
     MemoryEventBus,
     RedisEventBus,
@@ -99,6 +100,7 @@ __all__ = [
     "EventDrivenExecutor",
     "EventHandler",
     "EventPriority",
+    "EventSubscription",
     "EventType",
     "MemoryEventBus",
     "RedisEventBus",

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -223,3 +224,38 @@ def create_message_broker(broker_type: str | BrokerType, **kwargs: Any) -> Messa
     if kind == BrokerType.MEMORY.value:
         return MemoryMessageBroker()
     raise UnknownBrokerType(broker_type)
+
+
+def broker_settings(broker_type: str, broker_config: Mapping[str, Any] | None) -> Settings:
+    """Settings for a Namel3ss ``broker_type`` and ``broker_config`` (step modules and the program from the
+    environment).
+
+    Raises:
+        UnknownBrokerType: not redis, rabbitmq or memory (also a ``ConfigurationError``).
+        ConfigurationError: a URL the broker type needs is missing.
+    """
+    config = dict(broker_config or {})
+    env = Settings.from_env()
+    redis_url = config.get("redis_url") or os.environ.get("CELERY_RESULT_BACKEND")
+    if broker_type == "redis":
+        broker = config.get("redis_url") or env.broker_url
+        if not broker:
+            raise ConfigurationError("broker_type 'redis' needs broker_config['redis_url']", setting="redis_url")
+    elif broker_type == "rabbitmq":
+        broker = config.get("amqp_url")
+        if not broker:
+            raise ConfigurationError("broker_type 'rabbitmq' needs broker_config['amqp_url']", setting="amqp_url")
+        if not (config.get("result_backend") or redis_url):
+            raise ConfigurationError(
+                "broker_type 'rabbitmq' needs a Redis for results: broker_config['redis_url']", setting="redis_url"
+            )
+    elif broker_type == "memory":
+        broker = None
+    else:
+        raise UnknownBrokerType(broker_type)
+    return Settings(
+        broker_url=broker,
+        result_backend=(config.get("result_backend") or redis_url) if broker else None,
+        step_modules=env.step_modules,
+        coordination_url=env.coordination_url,
+    )

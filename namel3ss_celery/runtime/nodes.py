@@ -1,0 +1,38 @@
+"""Worker nodes of the distributed executor: Celery workers started in this process for its step executor."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from ..errors import UnknownWorker
+from ..extension import Namel3ssCelery
+from ..worker.embedded import EmbeddedWorker
+from .distributed_model import WorkerNode, WorkerStatus
+from .parallel import StepExecutor
+
+
+async def start_step_worker(
+    n3: Namel3ssCelery, workers: dict[str, WorkerNode], worker_id: str, step_executor: StepExecutor
+) -> EmbeddedWorker:
+    """Start the registered worker ``worker_id``: a Celery worker (threads) in this process, named
+    ``worker_id@host``, consuming ``n3``'s default queue, that knows ``step_executor`` (registered as the step
+    ``namel3ss.worker.<worker_id>`` unless it is a step already).
+
+    Raises:
+        UnknownWorker: ``worker_id`` was not registered.
+        ConfigurationError: the worker did not start.
+    """
+    node = workers.get(worker_id)
+    if node is None:
+        raise UnknownWorker(worker_id)
+    n3.load_step_modules()
+    if not any(definition.function is step_executor for definition in n3.registry.steps()):
+        n3.step(f"namel3ss.worker.{worker_id}")(step_executor)
+    hostname = f"{worker_id}@{socket.gethostname()}"
+    queue = str(n3.app.conf.task_default_queue)
+    worker = EmbeddedWorker(n3.app, max(1, node.max_concurrent_tasks), hostname=hostname, queues=[queue])
+    await asyncio.to_thread(worker.start)
+    node.status = WorkerStatus.IDLE
+    node.metadata.update(hostname=hostname, queue=queue)
+    return worker

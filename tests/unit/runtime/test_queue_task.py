@@ -1,0 +1,129 @@
+"""The distributed queue's pure parts: brokers made by type, the handler a worker picks, timeouts, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from namel3ss_celery.errors import (
+    BrokerNotConnected,
+    ConfigurationError,
+    StepTimeout,
+    UnknownBrokerType,
+    UnknownTaskType,
+    UnknownWorker,
+)
+from namel3ss_celery.runtime import (
+    BrokerType,
+    DistributedTask,
+    DistributedTaskQueue,
+    MemoryMessageBroker,
+    RabbitMQMessageBroker,
+    RedisMessageBroker,
+    create_message_broker,
+    execute_parallel_steps,
+    get_current_parallel_context,
+    task_handler,
+)
+from namel3ss_celery.runtime.queue_task import find_handler, run_handler
+
+
+def test_brokers_by_type_with_the_namel3ss_defaults() -> None:
+    redis = create_message_broker("REDIS")
+    assert isinstance(redis, RedisMessageBroker) and redis.redis_url == "redis://localhost:6379"
+    assert redis.settings().result_backend == "redis://localhost:6379"
+    rabbit = create_message_broker(BrokerType.RABBITMQ, redis_url="redis://h:6379/2")
+    assert isinstance(rabbit, RabbitMQMessageBroker) and rabbit.amqp_url == "amqp://localhost"
+    assert rabbit.settings().result_backend == "redis://h:6379/2"
+    assert isinstance(create_message_broker("memory"), MemoryMessageBroker)
+
+
+def test_an_unknown_broker_type_is_refused_by_name() -> None:
+    with pytest.raises(UnknownBrokerType, match="unknown broker type 'kafka'; use redis, rabbitmq or memory"):
+        create_message_broker("kafka")
+    with pytest.raises(ValueError):  # as Namel3ss code catches it
+        create_message_broker("kafka")
+
+
+def test_rabbitmq_without_a_result_backend_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+    with pytest.raises(ConfigurationError, match="needs a result backend"):
+        RabbitMQMessageBroker("amqp://localhost")
+
+
+def test_a_broker_used_before_connect_says_so() -> None:
+    broker = MemoryMessageBroker()
+    with pytest.raises(BrokerNotConnected, match="memory broker is not connected"):
+        asyncio.run(broker.publish_task("q", DistributedTask("t", "x", {})))
+
+
+def test_start_worker_needs_a_registered_worker() -> None:
+    queue = DistributedTaskQueue(MemoryMessageBroker(), "q")
+    with pytest.raises(UnknownWorker, match=r"worker 'w9' is not registered"):
+        asyncio.run(queue.start_worker("w9", lambda task: None))
+
+
+def local_handler(task: DistributedTask) -> str:
+    return "local"
+
+
+@task_handler("unit.registered")
+def registered(task: DistributedTask) -> str:
+    return "registered"
+
+
+def module_level(task: DistributedTask) -> str:
+    return "module"
+
+
+def test_the_worker_picks_the_local_then_the_registered_then_a_listed_module_function() -> None:
+    task = DistributedTask("t", "unit.registered", {})
+    assert find_handler(task, "q", {"q": local_handler}, ()) is local_handler
+    assert find_handler(task, "other", {"q": local_handler}, ()) is registered
+    by_name = DistributedTask("t", f"{__name__}:module_level", {})
+    assert find_handler(by_name, "q", {}, (__name__,)) is module_level
+    with pytest.raises(UnknownTaskType, match=r"no handler for task type '.*module_level' on queue 'q'"):
+        find_handler(by_name, "q", {}, ())  # its module is not listed
+
+
+def test_a_handler_type_is_registered_once() -> None:
+    with pytest.raises(ConfigurationError, match="already has a handler"):
+        task_handler("unit.registered")(local_handler)
+
+
+def test_a_handler_past_its_timeout_fails_the_task() -> None:
+    release = threading.Event()
+
+    def stuck(task: DistributedTask) -> None:
+        release.wait(5)
+
+    async def slow(task: DistributedTask) -> None:
+        await asyncio.sleep(5)
+
+    task = DistributedTask("t1", "slow", {}, timeout_seconds=0.05)
+    try:
+        for handler in (stuck, slow):
+            with pytest.raises(StepTimeout, match=r"task t1 \(slow\) ran past its timeout_seconds \(0.05s\)"):
+                run_handler(handler, task)
+    finally:
+        release.set()
+    assert run_handler(lambda t: t.payload, DistributedTask("t2", "x", {"a": 1})) == {"a": 1}
+
+
+def test_a_step_executor_sees_its_parallel_context() -> None:
+    async def async_step(step: Any, context: dict[str, Any]) -> Any:
+        found = get_current_parallel_context()
+        return found.block_name if found else None
+
+    def sync_step(step: Any, context: dict[str, Any]) -> Any:
+        found = get_current_parallel_context()
+        return (found.block_name, str(found.strategy), found.max_concurrency) if found else None
+
+    assert get_current_parallel_context() is None
+    first = asyncio.run(execute_parallel_steps([1], async_step))
+    assert first.final_result == {"step_0": "parallel_steps"}
+    second = asyncio.run(execute_parallel_steps(["a"], sync_step, strategy="collect", max_concurrency=3))
+    assert second.final_result["step_0"]["result"] == ["parallel_steps", "collect", 3]
