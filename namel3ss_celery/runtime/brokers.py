@@ -12,17 +12,20 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from celery.result import AsyncResult
 from kombu.exceptions import ChannelError
 
 from ..apps import check_broker, make_app
 from ..errors import BrokerNotConnected, ConfigurationError, UnknownBrokerType
 from ..settings import Settings
 from ..worker.embedded import EmbeddedWorker
+from ..worker.pools import use_all_redis_priorities
 from .distributed_model import BrokerType, DistributedTask, TaskStatus, encode_task
 from .queue_task import QUEUE_TASK, TaskHandler, register_queue_task
 
@@ -54,6 +57,7 @@ class MessageBroker(ABC):
         if self._app is None:
             app = make_app(self.settings())
             app.conf.update(result_extended=True, task_track_started=True)
+            use_all_redis_priorities(app)  # the priority lists that workers of the default app consume
             register_queue_task(app, self._handlers, Settings.from_env().step_modules)
             self._app = app
         return self._app
@@ -202,6 +206,19 @@ class RabbitMQMessageBroker(MessageBroker):
 
     def settings(self) -> Settings:
         return Settings(broker_url=self.amqp_url, result_backend=self.result_backend)
+
+
+POLL_SECONDS = 0.02  # between reads of a task's state in the result backend, while waiting for its end
+
+
+def wait_ready(result: AsyncResult, limit: float) -> bool:
+    """Whether the task ended within ``limit`` seconds (its state read from the backend until then)."""
+    deadline = time.monotonic() + limit
+    while not result.ready():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 def create_message_broker(broker_type: str | BrokerType, **kwargs: Any) -> MessageBroker:

@@ -20,7 +20,6 @@ import time
 import uuid
 from typing import Any
 
-from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 
 from ..errors import TaskWaitTimeout, UnknownTask, UnknownWorker
@@ -30,6 +29,7 @@ from .brokers import (
     RabbitMQMessageBroker,
     RedisMessageBroker,
     create_message_broker,
+    wait_ready,
 )
 from .distributed_model import (
     CELERY_STATES,
@@ -189,11 +189,9 @@ class DistributedTaskQueue:
         task = self.pending_tasks.get(task_id) or DistributedTask(task_id, "unknown", {}, status=status)
         limit = timeout or self.result_timeout
         result = self._result(task_id)
-        try:
-            await asyncio.to_thread(result.get, timeout=limit, propagate=False, interval=0.05)
-        except CeleryTimeout as exc:
+        if not await asyncio.to_thread(wait_ready, result, limit):
             now = await self.get_task_status(task_id)
-            raise TaskWaitTimeout(task_id, task.task_type, limit, now.value) from exc
+            raise TaskWaitTimeout(task_id, task.task_type, limit, now.value)
         self._record(task, result.state, result.result, getattr(result, "retries", None))
         return task
 
