@@ -146,11 +146,13 @@ def test_the_executor_starts_a_worker_of_its_own() -> None:
             await executor.register_worker("n3test-steps", max_concurrent_tasks=2)
             await executor.start_worker("n3test-steps", describe)
             assert executor.workers["n3test-steps"].metadata["hostname"].startswith("n3test-steps@")
-            return await executor.execute_parallel_block({"name": "b", "steps": ["a", 1]}, describe)
+            result = await executor.execute_parallel_block({"name": "b", "steps": ["a", 1]}, describe)
+            return result, executor.get_execution_stats()
         finally:
             await executor.cleanup()
 
-    result = asyncio.run(main())
+    result, stats = asyncio.run(main())
+    assert stats["distributed"]["total_executions"] == 1 and stats["distributed"]["distributed_executions"] == 1
     assert result.overall_status == "completed" and result.metadata["placement"] == "distributed"
     assert result.final_result == {"step_0": "str a", "step_1": "int 1"}
     assert {r.metadata["executed_on"] for r in result.results} == {"celery"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from namel3ss_celery.errors import (
     BrokerNotConnected,
     ConfigurationError,
     StepTimeout,
+    TaskWaitTimeout,
     UnknownBrokerType,
+    UnknownTask,
     UnknownTaskType,
     UnknownWorker,
 )
@@ -21,8 +24,11 @@ from namel3ss_celery.runtime import (
     DistributedTask,
     DistributedTaskQueue,
     MemoryMessageBroker,
+    ParallelExecutor,
     RabbitMQMessageBroker,
     RedisMessageBroker,
+    TaskStatus,
+    create_distributed_queue,
     create_message_broker,
     execute_parallel_steps,
     get_current_parallel_context,
@@ -127,3 +133,48 @@ def test_a_step_executor_sees_its_parallel_context() -> None:
     assert first.final_result == {"step_0": "parallel_steps"}
     second = asyncio.run(execute_parallel_steps(["a"], sync_step, strategy="collect", max_concurrency=3))
     assert second.final_result["step_0"]["result"] == ["parallel_steps", "collect", 3]
+
+
+def test_a_memory_queue_counts_what_waits_and_reads_published_results() -> None:
+    """No worker: submitted tasks wait in the memory transport; a result published by hand is read back."""
+
+    async def main() -> None:
+        queue = await create_distributed_queue("memory", queue_name=f"unit-{uuid.uuid4().hex[:8]}")
+        try:
+            waiting = [await queue.submit_task("resize", {"n": n}) for n in range(2)]
+            status = await queue.get_queue_status()
+            assert (status["queue_size"], status["pending_tasks"], status["total_workers"]) == (2, 2, 0)
+            assert await queue.get_task_status(waiting[0]) == TaskStatus.QUEUED
+            with pytest.raises(TaskWaitTimeout, match=r"\(resize\) still queued after waiting 0.05s"):
+                await queue.get_task_result(waiting[0], timeout=0.05)
+            done = DistributedTask(waiting[1], "resize", {}, status=TaskStatus.COMPLETED, result={"ok": 1})
+            await queue.broker.publish_result(queue.queue_name, done)
+            found = await queue.get_task_result(waiting[1], timeout=5)
+            assert (found.status, found.result) == (TaskStatus.COMPLETED, {"ok": 1})
+            failed = DistributedTask(waiting[0], "resize", {}, status=TaskStatus.FAILED, error="no file")
+            await queue.broker.publish_result(queue.queue_name, failed)
+            assert (await queue.get_task_result(waiting[0], timeout=5)).error == "RuntimeError: no file"
+            with pytest.raises(UnknownTask, match="unknown task 'nope'"):
+                await queue.get_task_status("nope")
+        finally:
+            await queue.stop()
+
+    asyncio.run(main())
+
+
+def test_the_parallel_executor_takes_the_namel3ss_constructor_and_cleans_up() -> None:
+    executor = ParallelExecutor(
+        default_max_concurrency=4,
+        default_timeout=30.0,
+        enable_tracing=True,
+        enable_security=True,
+        thread_pool_size=4,
+        security_manager=None,
+    )
+
+    async def main() -> Any:
+        result = await executor.execute_parallel_block({"name": "b", "steps": [1, 2]}, lambda step, context: step)
+        await executor.cleanup()
+        return result
+
+    assert asyncio.run(main()).final_result == {"step_0": 1, "step_1": 2}
