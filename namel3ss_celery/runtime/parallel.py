@@ -154,6 +154,11 @@ class ExecutionStats:
             "total_steps": self.steps,
             "average_duration_ms": self.total_ms / self.blocks if self.blocks else 0.0,
             "executed_on": dict(self.placement),
+            # the Namel3ss ParallelExecutor's keys
+            "total_executions": self.blocks,
+            "successful_executions": self.completed,
+            "failed_executions": self.failed,
+            "total_tasks": self.steps,
         }
 
 
@@ -216,7 +221,9 @@ class ParallelExecutor:
         return result
 
     def get_execution_stats(self) -> dict[str, Any]:
-        """Blocks run, completed and failed, steps, average duration, and where they ran."""
+        """Blocks run, completed and failed, steps, average duration, and where they ran; with the Namel3ss
+        keys (``total_executions``, ``successful_executions``, ``failed_executions``, ``total_tasks``,
+        ``average_duration_ms``)."""
         return self._stats.as_dict()
 
     async def cleanup(self) -> None:

@@ -178,3 +178,7 @@ def test_the_parallel_executor_takes_the_namel3ss_constructor_and_cleans_up() ->
         return result
 
     assert asyncio.run(main()).final_result == {"step_0": 1, "step_1": 2}
+    stats = executor.get_execution_stats()  # Namel3ss code reads these keys
+    namel3ss_keys = ("total_executions", "successful_executions", "failed_executions", "total_tasks")
+    assert [stats[key] for key in namel3ss_keys] == [1, 1, 0, 2]
+    assert stats["average_duration_ms"] > 0
