@@ -188,3 +188,16 @@ class TaskWaitTimeout(Namel3ssCeleryError, TimeoutError):
 
 class DistributedTaskFailed(Namel3ssCeleryError):
     """``raise_for_status()`` on a distributed task that failed or was cancelled."""
+
+
+class TaskHandlerFailed(Namel3ssCeleryError):
+    """A distributed task's handler failed on every attempt: ``error`` is its last error (``"ValueError: ..."``),
+    ``retries`` the attempts after the first. Raised on the worker; the task is a Celery FAILURE."""
+
+    def __init__(self, error: str, retries: int = 0) -> None:
+        self.error = error
+        self.retries = retries
+        super().__init__(error, retries)  # both travel in the result backend
+
+    def __str__(self) -> str:
+        return self.error

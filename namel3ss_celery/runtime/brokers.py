@@ -56,7 +56,7 @@ class MessageBroker(ABC):
         """The Celery app tasks are published with (made on first use, with ``n3.queue.task`` registered)."""
         if self._app is None:
             app = make_app(self.settings())
-            app.conf.update(result_extended=True, task_track_started=True)
+            app.conf.update(task_track_started=True)
             use_all_redis_priorities(app)  # the priority lists that workers of the default app consume
             register_queue_task(app, self._handlers, Settings.from_env().step_modules)
             self._app = app

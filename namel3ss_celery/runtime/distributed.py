@@ -22,7 +22,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from ..errors import TaskWaitTimeout, UnknownTask, UnknownWorker
+from ..errors import TaskHandlerFailed, TaskWaitTimeout, UnknownTask, UnknownWorker
 from .brokers import (
     MemoryMessageBroker,
     MessageBroker,
@@ -192,20 +192,23 @@ class DistributedTaskQueue:
         if not await asyncio.to_thread(wait_ready, result, limit):
             now = await self.get_task_status(task_id)
             raise TaskWaitTimeout(task_id, task.task_type, limit, now.value)
-        self._record(task, result.state, result.result, getattr(result, "retries", None))
+        self._record(task, result.state, result.result)
         return task
 
-    def _record(self, task: DistributedTask, state: str, value: Any, retries: int | None) -> None:
+    def _record(self, task: DistributedTask, state: str, value: Any) -> None:
         task.status = CELERY_STATES.get(state, TaskStatus.FAILED)
-        task.retry_count = retries or 0
-        self.stats["tasks_retried"] += task.retry_count
         if isinstance(value, dict) and task.status is TaskStatus.COMPLETED:
             task.result = value.get("result")
             task.worker_id = value.get("worker_id")
             task.started_at, task.completed_at = value.get("started_at"), value.get("completed_at")
+            task.retry_count = int(value.get("retries") or 0)
+        elif isinstance(value, TaskHandlerFailed):
+            task.error, task.retry_count = value.error, value.retries
+            task.completed_at = time.time()
         elif isinstance(value, BaseException):
             task.error = f"{type(value).__name__}: {value}"
             task.completed_at = time.time()
+        self.stats["tasks_retried"] += task.retry_count
         task.metadata.setdefault("celery_state", state)
         self.pending_tasks.pop(task.task_id, None)
         if task.status in FINAL:

@@ -47,6 +47,7 @@ CELERY_STATES = {
     "RECEIVED": TaskStatus.ASSIGNED,
     "STARTED": TaskStatus.RUNNING,
     "RETRY": TaskStatus.RETRY,
+    "RETRYING": TaskStatus.RETRY,  # tried again on its worker (runtime/queue_task.py)
     "SUCCESS": TaskStatus.COMPLETED,
     "FAILURE": TaskStatus.FAILED,
     "REVOKED": TaskStatus.CANCELLED,

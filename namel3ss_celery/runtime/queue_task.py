@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from ..errors import ConfigurationError, StepTimeout, UnknownTaskType
+from ..errors import ConfigurationError, StepTimeout, TaskHandlerFailed, UnknownTaskType
 from .distributed_model import DistributedTask, TaskStatus, decode_task
 
 QUEUE_TASK = "n3.queue.task"
+RETRYING = "RETRYING"  # a state of our own: Celery's RETRY holds an exception, and means a new message
 
 TaskHandler = Callable[[DistributedTask], Any]
 
@@ -105,6 +106,28 @@ def _timeout(task: DistributedTask) -> StepTimeout:
     )
 
 
+def attempt(celery_task: Any, handler: TaskHandler, task: DistributedTask) -> Any:
+    """Run the handler, again after a failure up to ``task.max_retries`` times (in this worker: a retry
+    published as a new message could end before this attempt records its RETRY state, which would then
+    overwrite the task's end). A timeout is not retried.
+
+    Raises:
+        StepTimeout: an attempt ran past ``timeout_seconds``.
+        TaskHandlerFailed: the last attempt failed (its error, and the retries made).
+    """
+    while True:
+        try:
+            return run_handler(handler, task)
+        except StepTimeout:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if task.retry_count >= task.max_retries:
+                raise TaskHandlerFailed(error, task.retry_count) from exc
+            task.retry_count += 1
+            celery_task.update_state(state=RETRYING, meta={"retries": task.retry_count, "error": error})
+
+
 def register_queue_task(app: Any, local: Mapping[str, TaskHandler], step_modules: Sequence[str] = ()) -> Any:
     """Register ``n3.queue.task`` on ``app``: it runs a distributed task's handler on the worker.
 
@@ -116,25 +139,18 @@ def register_queue_task(app: Any, local: Mapping[str, TaskHandler], step_modules
 
     def run(self: Any, data: dict[str, Any]) -> dict[str, Any]:
         task, queue_name = decode_task(data)
-        task.retry_count = int(self.request.retries or 0)
         task.worker_id = str(self.request.hostname or "")
         task.started_at = time.time()
         task.status = TaskStatus.RUNNING
         self.update_state(state="STARTED", meta={"worker_id": task.worker_id, "started_at": task.started_at})
         handler = find_handler(task, queue_name, local, step_modules)
-        try:
-            result = run_handler(handler, task)
-        except StepTimeout:
-            raise
-        except Exception as exc:
-            if task.retry_count < task.max_retries:
-                raise self.retry(exc=exc, countdown=0, max_retries=task.max_retries) from exc
-            raise
+        result = attempt(self, handler, task)
         return {
             "result": result,
             "worker_id": task.worker_id,
             "started_at": task.started_at,
             "completed_at": time.time(),
+            "retries": task.retry_count,
         }
 
     return app.task(name=QUEUE_TASK, bind=True, shared=False, track_started=True)(run)

@@ -13,6 +13,7 @@ from namel3ss_celery.errors import (
     BrokerNotConnected,
     ConfigurationError,
     StepTimeout,
+    TaskHandlerFailed,
     TaskWaitTimeout,
     UnknownBrokerType,
     UnknownTask,
@@ -34,7 +35,7 @@ from namel3ss_celery.runtime import (
     get_current_parallel_context,
     task_handler,
 )
-from namel3ss_celery.runtime.queue_task import find_handler, run_handler
+from namel3ss_celery.runtime.queue_task import attempt, find_handler, run_handler
 
 
 def test_brokers_by_type_with_the_namel3ss_defaults() -> None:
@@ -182,3 +183,37 @@ def test_the_parallel_executor_takes_the_namel3ss_constructor_and_cleans_up() ->
     namel3ss_keys = ("total_executions", "successful_executions", "failed_executions", "total_tasks")
     assert [stats[key] for key in namel3ss_keys] == [1, 1, 0, 2]
     assert stats["average_duration_ms"] > 0
+
+
+class RecordsStates:
+    """Stands in for the running Celery task: what ``update_state`` was told."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[str, int]] = []
+
+    def update_state(self, state: str, meta: dict[str, Any]) -> None:
+        self.states.append((state, meta["retries"]))
+
+
+def test_a_failing_handler_is_tried_again_then_fails_with_its_last_error() -> None:
+    errors = iter(["first", "second", "third"])
+
+    def flaky(task: DistributedTask) -> None:
+        raise ValueError(next(errors))
+
+    celery_task = RecordsStates()
+    with pytest.raises(TaskHandlerFailed) as failed:
+        attempt(celery_task, flaky, DistributedTask("t", "x", {}, max_retries=2))
+    assert (str(failed.value), failed.value.retries) == ("ValueError: third", 2)
+    assert celery_task.states == [("RETRYING", 1), ("RETRYING", 2)]
+
+    outcomes = iter([ValueError("once"), "fine"])
+
+    def second_time_lucky(task: DistributedTask) -> str:
+        found = next(outcomes)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    task = DistributedTask("t", "x", {})
+    assert attempt(RecordsStates(), second_time_lucky, task) == "fine" and task.retry_count == 1
