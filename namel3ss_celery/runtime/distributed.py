@@ -41,6 +41,7 @@ from .distributed_model import (
     WorkerNode,
     WorkerStatus,
 )
+from .nodes import celery_workers
 from .queue_task import TaskHandler, task_handler
 
 __all__ = [
@@ -265,6 +266,13 @@ class DistributedTaskQueue:
             self.queue_name, handle, worker_id=worker_id, concurrency=worker.max_concurrent_tasks
         )
         worker.status = WorkerStatus.IDLE
+
+    async def discover_workers(self, timeout: float = 1.0) -> list[WorkerNode]:
+        """The Celery workers consuming this queue now, on any host (``celery worker -Q`` included), as worker
+        nodes, recorded in ``workers``; they answer Celery's remote control within ``timeout`` seconds."""
+        found = await asyncio.to_thread(celery_workers, self.broker.app, self.queue_name, timeout)
+        self.workers.update({node.worker_id: node for node in found})
+        return found
 
     async def get_queue_status(self) -> dict[str, Any]:
         """The queue's size on the broker, tasks pending and ended here, workers, and the stats."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 from ..errors import UnknownWorker
 from ..extension import Namel3ssCelery
@@ -36,3 +37,30 @@ async def start_step_worker(
     node.status = WorkerStatus.IDLE
     node.metadata.update(hostname=hostname, queue=queue)
     return worker
+
+
+def celery_workers(app: Any, queue_name: str, timeout: float = 1.0) -> list[WorkerNode]:
+    """The Celery workers consuming ``queue_name`` now, on any host, as worker nodes: their name, pool size,
+    running tasks (busy or idle). Workers answer Celery's remote control within ``timeout`` seconds."""
+    queues = app.control.inspect(timeout=timeout).active_queues() or {}
+    hosts = [host for host, consumed in queues.items() if any(q.get("name") == queue_name for q in consumed)]
+    if not hosts:
+        return []
+    asked = app.control.inspect(destination=hosts, timeout=timeout, limit=len(hosts))
+    stats, active = asked.stats() or {}, asked.active() or {}
+    nodes = []
+    for host in sorted(hosts):
+        running = {str(task.get("id")) for task in active.get(host, [])}
+        pool = stats.get(host, {}).get("pool", {})
+        nodes.append(
+            WorkerNode(
+                worker_id=host,
+                worker_type="celery",
+                capabilities={queue_name},
+                max_concurrent_tasks=int(pool.get("max-concurrency") or 1),
+                current_tasks=running,
+                status=WorkerStatus.BUSY if running else WorkerStatus.IDLE,
+                metadata={"hostname": host, "queue": queue_name, "pool": pool.get("implementation")},
+            )
+        )
+    return nodes

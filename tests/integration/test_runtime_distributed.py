@@ -127,6 +127,9 @@ def test_a_redis_or_rabbitmq_queue_runs_on_a_celery_worker(served_queue: tuple[d
         queue = await create_distributed_queue(**arguments)
         try:
             await asyncio.to_thread(worker.wait_ready, queue.broker.app)
+            (node,) = await queue.discover_workers()  # the celery worker, as a WorkerNode
+            assert (node.worker_id, node.max_concurrent_tasks, node.status) == (worker.hostname, 2, "idle")
+            assert queue.workers == {worker.hostname: node}
             await exercise(queue, worker.name, in_process=False)
         finally:
             await asyncio.to_thread(worker.stop)
