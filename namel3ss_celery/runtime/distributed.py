@@ -14,7 +14,6 @@ task's handler; statuses and results are read from Celery's result backend, from
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
@@ -41,7 +40,7 @@ from .distributed_model import (
     WorkerNode,
     WorkerStatus,
 )
-from .nodes import celery_workers
+from .nodes import celery_workers, tracked
 from .queue_task import TaskHandler, task_handler
 
 __all__ = [
@@ -248,22 +247,9 @@ class DistributedTaskQueue:
         if worker is None:
             raise UnknownWorker(worker_id)
 
-        async def handle(task: DistributedTask) -> Any:
-            task.worker_id = worker.metadata.get("hostname", worker_id)
-            worker.current_tasks.add(task.task_id)
-            worker.status = WorkerStatus.BUSY
-            worker.last_heartbeat = self.worker_heartbeats[worker_id] = time.time()
-            try:
-                result = task_handler(task)
-                return await result if inspect.isawaitable(result) else result
-            finally:
-                worker.current_tasks.discard(task.task_id)
-                if not worker.current_tasks:
-                    worker.status = WorkerStatus.IDLE
-
         worker.metadata.update(queue=self.queue_name, hostname=self.broker.worker_hostname(worker_id))
         await self.broker.consume_tasks(
-            self.queue_name, handle, worker_id=worker_id, concurrency=worker.max_concurrent_tasks
+            self.queue_name, tracked(worker, task_handler), worker_id=worker_id, concurrency=worker.max_concurrent_tasks
         )
         worker.status = WorkerStatus.IDLE
 

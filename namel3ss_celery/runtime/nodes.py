@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
+import time
 from typing import Any
 
 from ..errors import UnknownWorker
 from ..extension import Namel3ssCelery
 from ..worker.embedded import EmbeddedWorker
-from .distributed_model import WorkerNode, WorkerStatus
+from .distributed_model import DistributedTask, WorkerNode, WorkerStatus
 from .parallel import StepExecutor
+from .queue_task import TaskHandler
 
 
 async def start_step_worker(
@@ -64,3 +67,39 @@ def celery_workers(app: Any, queue_name: str, timeout: float = 1.0) -> list[Work
             )
         )
     return nodes
+
+
+def tracked(worker: WorkerNode, handler: TaskHandler) -> TaskHandler:
+    """``handler``, keeping ``worker``'s running tasks, status and heartbeat (sync stays sync, so that a task's
+    timeout bounds it in a thread; async stays async)."""
+
+    def enter(task: DistributedTask) -> None:
+        task.worker_id = worker.metadata.get("hostname", worker.worker_id)
+        worker.current_tasks.add(task.task_id)
+        worker.status = WorkerStatus.BUSY
+        worker.last_heartbeat = time.time()
+
+    def leave(task: DistributedTask) -> None:
+        worker.current_tasks.discard(task.task_id)
+        if not worker.current_tasks:
+            worker.status = WorkerStatus.IDLE
+
+    if inspect.iscoroutinefunction(handler):
+
+        async def handle_async(task: DistributedTask) -> Any:
+            enter(task)
+            try:
+                return await handler(task)
+            finally:
+                leave(task)
+
+        return handle_async
+
+    def handle(task: DistributedTask) -> Any:
+        enter(task)
+        try:
+            return handler(task)
+        finally:
+            leave(task)
+
+    return handle

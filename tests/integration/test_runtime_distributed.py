@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from namel3ss_celery.errors import TaskWaitTimeout, UnknownTask
 from namel3ss_celery.runtime import (
     DistributedParallelExecutor,
+    DistributedTask,
     DistributedTaskQueue,
     TaskStatus,
     WorkerStatus,
@@ -101,6 +103,29 @@ def test_the_memory_queue_runs_on_a_worker_in_this_process() -> None:
         assert queue.workers["n3test-w1"].status == WorkerStatus.OFFLINE
 
     asyncio.run(main())
+
+
+def test_a_sync_handler_of_an_in_process_worker_is_timed_out_too() -> None:
+    """``start_worker`` wraps the handler; a sync one runs in a thread, so its task's timeout still holds."""
+    release = threading.Event()
+
+    def stuck(task: DistributedTask) -> None:
+        release.wait(5)
+
+    async def main() -> DistributedTask:
+        queue = await create_distributed_queue("memory", queue_name=f"unit-{uuid.uuid4().hex[:8]}")
+        try:
+            await queue.register_worker("unit-w", "x", set())
+            await queue.start_worker("unit-w", stuck)
+            task_id = await queue.submit_task("x", {}, timeout_seconds=0.1, max_retries=0)
+            return await queue.get_task_result(task_id, timeout=10)
+        finally:
+            release.set()
+            await queue.stop()
+
+    found = asyncio.run(main())
+    assert found.status == TaskStatus.FAILED
+    assert found.error is not None and "ran past its timeout_seconds (0.1s)" in found.error
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
