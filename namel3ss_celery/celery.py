@@ -9,8 +9,11 @@ it connects to nothing until a worker starts or something is dispatched.
 from __future__ import annotations
 
 from .extension import Namel3ssCelery
+from .runtime.queue_task import register_queue_task
 
 n3 = Namel3ssCelery()
 app = n3.app
+# Workers of this app also serve distributed task queues (``celery -A namel3ss_celery worker -Q <queue>``).
+register_queue_task(app, {}, n3.settings.step_modules)
 
 __all__ = ["app", "n3"]

@@ -137,3 +137,67 @@ class RunTimedOut(RunFailed):
 
 class RunCancelled(RunFailed):
     """``raise_for_status()`` on a cancelled run."""
+
+
+# --- the distributed task queue (namel3ss.runtime.distributed) ----------------------------------------
+
+
+class UnknownBrokerType(ConfigurationError, ValueError):
+    """A distributed queue was asked for a broker type other than redis, rabbitmq or memory."""
+
+    def __init__(self, broker_type: object) -> None:
+        self.broker_type = broker_type
+        super().__init__(f"unknown broker type {broker_type!r}; use redis, rabbitmq or memory", "broker_type")
+
+
+class BrokerNotConnected(Namel3ssCeleryError, RuntimeError):
+    """A message broker was used before ``connect()`` (or after ``disconnect()``)."""
+
+
+class UnknownTaskType(Namel3ssCeleryError, LookupError):
+    """A worker has no handler for a distributed task's ``task_type`` (raised on the worker: the task fails)."""
+
+
+class UnknownTask(Namel3ssCeleryError, LookupError, ValueError):
+    """No distributed task with this id was submitted here, and the result backend knows none."""
+
+    def __init__(self, task_id: str, queue_name: str) -> None:
+        self.task_id = task_id
+        super().__init__(
+            f"unknown task {task_id!r} on queue {queue_name!r} (not submitted here, or its result expired)"
+        )
+
+
+class UnknownWorker(Namel3ssCeleryError, LookupError, ValueError):
+    """``start_worker`` named a worker that was never registered."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        super().__init__(f"worker {worker_id!r} is not registered: call register_worker({worker_id!r}, ...) first")
+
+
+class TaskWaitTimeout(Namel3ssCeleryError, TimeoutError):
+    """Waiting for a distributed task's result gave up; the task itself goes on."""
+
+    def __init__(self, task_id: str, task_type: str, timeout: float, status: str) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        self.status = status
+        super().__init__(f"task {task_id} ({task_type}) still {status} after waiting {timeout:g}s")
+
+
+class DistributedTaskFailed(Namel3ssCeleryError):
+    """``raise_for_status()`` on a distributed task that failed or was cancelled."""
+
+
+class TaskHandlerFailed(Namel3ssCeleryError):
+    """A distributed task's handler failed on every attempt: ``error`` is its last error (``"ValueError: ..."``),
+    ``retries`` the attempts after the first. Raised on the worker; the task is a Celery FAILURE."""
+
+    def __init__(self, error: str, retries: int = 0) -> None:
+        self.error = error
+        self.retries = retries
+        super().__init__(error, retries)  # both travel in the result backend
+
+    def __str__(self) -> str:
+        return self.error

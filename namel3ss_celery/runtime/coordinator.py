@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..apps import check_broker
-from ..errors import BrokerUnavailable, ConfigurationError, SpecError, UnknownTarget
+from ..errors import BrokerUnavailable, SpecError, UnknownTarget
 from ..extension import Namel3ssCelery
 from ..results import ParallelExecutionResult
 from ..settings import Settings
+from ..worker.embedded import EmbeddedWorker
+from .brokers import broker_settings
+from .distributed_model import WorkerNode, WorkerStatus
+from .nodes import start_step_worker
 from .parallel import ExecutionStats, ParallelExecutor, StepExecutor, block_spec, raw_block, targeted
 
 logger = logging.getLogger("namel3ss_celery")
@@ -72,6 +75,8 @@ class DistributedParallelExecutor:
         self.local_threshold = local_threshold
         self._n3 = n3
         self._stats = ExecutionStats()
+        self.workers: dict[str, WorkerNode] = {}
+        self._embedded: list[EmbeddedWorker] = []
         self.execution_stats = {
             "total_executions": 0,
             "local_executions": 0,
@@ -208,44 +213,34 @@ class DistributedParallelExecutor:
             },
         }
 
+    async def register_worker(
+        self,
+        worker_id: str,
+        worker_type: str = "namel3ss_worker",
+        capabilities: list[str] | None = None,
+        max_concurrent_tasks: int = 1,
+    ) -> None:
+        """Record a worker node; ``start_worker`` starts it."""
+        self.workers[worker_id] = WorkerNode(worker_id, worker_type, set(capabilities or []), max_concurrent_tasks)
+
+    async def start_worker(self, worker_id: str, step_executor: StepExecutor) -> None:
+        """Start a registered worker: a Celery worker in this process (``worker_id@host``) that consumes the
+        executor's queue and runs ``step_executor`` for the blocks sent with it.
+
+        Raises:
+            UnknownWorker: ``worker_id`` was not registered.
+        """
+        self._embedded.append(await start_step_worker(self.n3, self.workers, worker_id, step_executor))
+
     async def cleanup(self) -> None:
-        """Close the connections this executor opened."""
+        """Stop the workers started here and close the connections this executor opened."""
+        workers, self._embedded = self._embedded, []
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
+        for node in self.workers.values():
+            node.status = WorkerStatus.OFFLINE
         if self._n3 is not None:
             self._n3.close()
-
-
-def broker_settings(broker_type: str, broker_config: Mapping[str, Any] | None) -> Settings:
-    """Settings for a Namel3ss ``broker_type`` and ``broker_config`` (step modules and the program from the
-    environment).
-
-    Raises:
-        ConfigurationError: an unknown broker type, or a URL the broker type needs is missing.
-    """
-    config = dict(broker_config or {})
-    env = Settings.from_env()
-    redis_url = config.get("redis_url") or os.environ.get("CELERY_RESULT_BACKEND")
-    if broker_type == "redis":
-        broker = config.get("redis_url") or env.broker_url
-        if not broker:
-            raise ConfigurationError("broker_type 'redis' needs broker_config['redis_url']", setting="redis_url")
-    elif broker_type == "rabbitmq":
-        broker = config.get("amqp_url")
-        if not broker:
-            raise ConfigurationError("broker_type 'rabbitmq' needs broker_config['amqp_url']", setting="amqp_url")
-        if not (config.get("result_backend") or redis_url):
-            raise ConfigurationError(
-                "broker_type 'rabbitmq' needs a Redis for results: broker_config['redis_url']", setting="redis_url"
-            )
-    elif broker_type == "memory":
-        broker = None
-    else:
-        raise ConfigurationError(f"unknown broker_type {broker_type!r}; use redis, rabbitmq or memory", "broker_type")
-    return Settings(
-        broker_url=broker,
-        result_backend=(config.get("result_backend") or redis_url) if broker else None,
-        step_modules=env.step_modules,
-        coordination_url=env.coordination_url,
-    )
 
 
 async def create_distributed_executor(

@@ -7,6 +7,8 @@ RedisEventBus(url))`` one on that Redis. See ``events.executor`` for what each c
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..events.executor import EventBus, EventHandler, MemoryEventBus, RedisEventBus
@@ -21,6 +23,7 @@ __all__ = [
     "EventDrivenExecutor",
     "EventHandler",
     "EventPriority",
+    "EventSubscription",
     "EventType",
     "MemoryEventBus",
     "RedisEventBus",
@@ -42,6 +45,20 @@ def _n3_for(bus: EventBus) -> Namel3ssCelery:
         )
         return Namel3ssCelery(settings=settings)
     return Namel3ssCelery(settings=environment)
+
+
+@dataclass
+class EventSubscription:
+    """A subscription to event types (the Namel3ss record, with its fields and defaults; the buses here
+    identify a subscription by the id ``register_event_handler`` returns)."""
+
+    subscription_id: str
+    subscriber_id: str
+    event_types: set[EventType]
+    filters: dict[str, Any] = field(default_factory=dict)
+    delivery_mode: str = "async"
+    active: bool = True
+    created_at: float = field(default_factory=time.time)
 
 
 class EventDrivenExecutor(_EventDrivenExecutor):

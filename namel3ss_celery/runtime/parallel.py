@@ -3,9 +3,13 @@ local executor: the workers' own semantics, on asyncio)."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..compiler.planning import make_plan
@@ -20,6 +24,54 @@ logger = logging.getLogger("namel3ss_celery")
 StepExecutor = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any] | Any]
 
 LOCAL_TARGET = "namel3ss.step_executor"  # the local registry's name for a call's step executor
+
+
+@dataclass
+class ParallelExecutionContext:
+    """The block a step runs in (Namel3ss ``ParallelExecutionContext``): what ``get_current_parallel_context()``
+    gives a step executor running in this process. Fields, order and defaults are the Namel3ss ones."""
+
+    execution_id: str
+    block_name: str
+    strategy: str | ParallelStrategy
+    max_concurrency: int
+    timeout_seconds: float | None = None
+    parent_span_id: str | None = None
+    semaphore: asyncio.Semaphore | None = None
+    cancel_event: asyncio.Event | None = None
+    running_tasks: set[str] = field(default_factory=set)
+    completed_tasks: dict[str, Any] = field(default_factory=dict)
+    current_concurrency: int = 0
+    execution_permissions: str | None = None
+    allowed_capabilities: set[str] = field(default_factory=set)
+    trace_context: dict[str, Any] = field(default_factory=dict)
+    custom_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+current_parallel_context: ContextVar[ParallelExecutionContext | None] = ContextVar(
+    "current_parallel_context", default=None
+)
+
+
+def get_current_parallel_context() -> ParallelExecutionContext | None:
+    """The context of the parallel block running in this task (``None`` outside one)."""
+    return current_parallel_context.get()
+
+
+def _enter(block: ParallelBlockSpec, parent_span_id: str | None, security_context: Any) -> None:
+    """Make ``block``'s context current, as Namel3ss does for the rest of the calling task."""
+    context = ParallelExecutionContext(
+        execution_id=str(uuid.uuid4()),
+        block_name=block.name,
+        strategy=block.strategy,
+        max_concurrency=block.max_concurrency or 10,
+        timeout_seconds=block.timeout_seconds,
+        parent_span_id=parent_span_id,
+    )
+    if isinstance(security_context, Mapping):
+        context.execution_permissions = security_context.get("permission_level")
+        context.allowed_capabilities = set(security_context.get("capabilities", []))
+    current_parallel_context.set(context)
 
 
 def block_spec(parallel_block: Any, max_concurrency: int | None, timeout: float | None) -> ParallelBlockSpec:
@@ -102,6 +154,11 @@ class ExecutionStats:
             "total_steps": self.steps,
             "average_duration_ms": self.total_ms / self.blocks if self.blocks else 0.0,
             "executed_on": dict(self.placement),
+            # the Namel3ss ParallelExecutor's keys
+            "total_executions": self.blocks,
+            "successful_executions": self.completed,
+            "failed_executions": self.failed,
+            "total_tasks": self.steps,
         }
 
 
@@ -115,7 +172,10 @@ def _by_index(step_executor: StepExecutor, values: list[Any]) -> Any:
 
         return call_async
 
+    block = current_parallel_context.get()  # a thread of the executor's pool does not inherit it
+
     def call(index: int, context: dict[str, Any]) -> Any:
+        current_parallel_context.set(block)
         return step_executor(values[index], context)
 
     return call
@@ -152,6 +212,7 @@ class ParallelExecutor:
         """
         placeholders, values = raw_block(parallel_block)
         block = block_spec(placeholders, self.default_max_concurrency, self.default_timeout)
+        _enter(block, parent_span_id, security_context)
         registry = Registry(parent=SHARED)
         registry.add_step(LOCAL_TARGET, _by_index(step_executor, values))
         result = await LocalExecutor(registry).run(make_plan(targeted(block, LOCAL_TARGET)), context)
@@ -160,7 +221,9 @@ class ParallelExecutor:
         return result
 
     def get_execution_stats(self) -> dict[str, Any]:
-        """Blocks run, completed and failed, steps, average duration, and where they ran."""
+        """Blocks run, completed and failed, steps, average duration, and where they ran; with the Namel3ss
+        keys (``total_executions``, ``successful_executions``, ``failed_executions``, ``total_tasks``,
+        ``average_duration_ms``)."""
         return self._stats.as_dict()
 
     async def cleanup(self) -> None:

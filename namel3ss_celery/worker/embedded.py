@@ -30,11 +30,17 @@ class EmbeddedWorker:
     Args:
         app: the Celery app; its broker must be in-process (``memory://``).
         concurrency: threads running steps.
+        hostname: the worker's name (by default ``embedded-<pid>@<host>``).
+        queues: the queues it consumes (by default the app's default queue).
     """
 
-    def __init__(self, app: Any, concurrency: int = 4) -> None:
+    def __init__(
+        self, app: Any, concurrency: int = 4, hostname: str | None = None, queues: list[str] | None = None
+    ) -> None:
         self.app = app
         self.concurrency = concurrency
+        self.hostname = hostname or f"embedded-{os.getpid()}@{socket.gethostname()}"
+        self.queues = queues
         self._controller: _Controller | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -60,7 +66,8 @@ class EmbeddedWorker:
                 app=self.app,
                 pool="threads",
                 concurrency=self.concurrency,
-                hostname=f"embedded-{os.getpid()}@{socket.gethostname()}",
+                hostname=self.hostname,
+                queues=self.queues,
                 loglevel="WARNING",
                 ready_callback=None,
                 without_heartbeat=True,
