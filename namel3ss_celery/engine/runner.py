@@ -16,9 +16,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ..errors import StepCancelled, StepResultError, StepTimeout
+from ..plan.envelope import Envelope
 from ..plan.fields import STEP_VALUE
 from ..plan.kinds import Outcome
-from ..plan.message import Envelope, StepMessage
+from ..plan.message import StepMessage
 from ..registry import StepDef, StepFunction
 from ..results import TaskStatus
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..plan.envelope import Envelope
 from ..plan.kinds import Outcome
-from ..plan.message import Envelope
 from ..registry import BUILTIN_REDUCERS, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
 from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
