@@ -79,6 +79,7 @@ class StepOutcome:
     exception: BaseException | None = None
     outcome: Outcome | None = None  # for race losers and stopped steps
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
+    attempts: int = 1  # tries of the step this outcome ends: 1, or more after retries
 
     @classmethod
     def failure(
@@ -117,6 +118,7 @@ class StepOutcome:
             task_id=self.task_id,
             outcome=self.outcome,
             executed_on=self.executed_on,
+            attempts=self.attempts,
         ).encode()
 
 

@@ -50,6 +50,8 @@ def task_results(
             continue
         env = Envelope.decode(raw)
         metadata.update(executed_on=env.executed_on or executed_on, worker=env.worker, celery_task_id=env.task_id)
+        if env.attempts > 1:
+            metadata["attempts"] = env.attempts
         outcome = env.outcome
         if decision is not None and decision.winner == index:
             outcome = Outcome.WON

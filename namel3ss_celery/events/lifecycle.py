@@ -57,8 +57,8 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
 
 
 def block_summaries(final: Any) -> list[dict[str, Any]]:
-    """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target and
-    status, and the seconds its race losers ran."""
+    """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target,
+    status and retries (tries after its first), and the seconds its race losers ran."""
     blocks = getattr(final, "blocks", None)
     results = (
         dict(blocks) if isinstance(blocks, Mapping) else ({getattr(final, "block_name", ""): final} if final else {})
@@ -77,7 +77,14 @@ def block_summaries(final: Any) -> list[dict[str, Any]]:
                 "strategy": str(block.strategy),
                 "status": str(block.overall_status),
                 "duration_ms": block.total_duration_ms,
-                "steps": [{"target": r.metadata.get("target"), "status": str(r.status)} for r in block.results],
+                "steps": [
+                    {
+                        "target": r.metadata.get("target"),
+                        "status": str(r.status),
+                        "retries": int(r.metadata.get("attempts", 1)) - 1,
+                    }
+                    for r in block.results
+                ],
                 "loser_seconds": sum(losers) / 1000,
             }
         )

@@ -28,9 +28,10 @@ class Envelope:
     task_id: str = ""
     outcome: Outcome | None = None
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
+    attempts: int = 1  # how many times it was tried: 1, or more when it was retried
 
     def encode(self) -> str:
-        data = {
+        data: dict[str, Any] = {
             "key": self.key,
             "status": str(self.status),
             "result": self.result,
@@ -43,6 +44,8 @@ class Envelope:
         }
         if self.executed_on:
             data["executed_on"] = self.executed_on
+        if self.attempts != 1:
+            data["attempts"] = self.attempts
         return json.dumps(data)
 
     @classmethod
@@ -66,6 +69,7 @@ class Envelope:
                 task_id=str(data.get("task_id") or ""),
                 outcome=Outcome(outcome) if outcome else None,
                 executed_on=data.get("executed_on"),
+                attempts=int(data.get("attempts", 1)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"a filed step envelope cannot be read: {exc!r}") from exc

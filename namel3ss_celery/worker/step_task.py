@@ -115,12 +115,15 @@ class StepHandler:
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
+        outcome.attempts = int(request.retries or 0) + 1  # Celery counts the retries of this message
         annotate(outcome=str(outcome.outcome or outcome.status))
         self._retry_if_due(task, message, outcome, stopping=control.stop_requested, holding=holding)
         if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
+            tries = outcome.attempts + 1
             outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
+            outcome.attempts = tries
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self.conductor.file_patiently(message, outcome, held=holding)
