@@ -80,6 +80,7 @@ class StepOutcome:
     outcome: Outcome | None = None  # for race losers and stopped steps
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
     attempts: int = 1  # tries of the step this outcome ends: 1, or more after retries
+    dead_letter: str | None = None  # the dead-letter queue its message goes to, failing for good
 
     @classmethod
     def failure(
@@ -119,6 +120,7 @@ class StepOutcome:
             outcome=self.outcome,
             executed_on=self.executed_on,
             attempts=self.attempts,
+            dead_letter=self.dead_letter,
         ).encode()
 
 

@@ -52,6 +52,8 @@ def task_results(
         metadata.update(executed_on=env.executed_on or executed_on, worker=env.worker, celery_task_id=env.task_id)
         if env.attempts > 1:
             metadata["attempts"] = env.attempts
+        if env.dead_letter:
+            metadata["dead_letter"] = env.dead_letter
         outcome = env.outcome
         if decision is not None and decision.winner == index:
             outcome = Outcome.WON

@@ -58,7 +58,7 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
 
 def block_summaries(final: Any) -> list[dict[str, Any]]:
     """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target,
-    status and retries (tries after its first), and the seconds its race losers ran."""
+    status, retries (tries after its first) and dead-letter queue, and the seconds its race losers ran."""
     blocks = getattr(final, "blocks", None)
     results = (
         dict(blocks) if isinstance(blocks, Mapping) else ({getattr(final, "block_name", ""): final} if final else {})
@@ -82,6 +82,7 @@ def block_summaries(final: Any) -> list[dict[str, Any]]:
                         "target": r.metadata.get("target"),
                         "status": str(r.status),
                         "retries": int(r.metadata.get("attempts", 1)) - 1,
+                        "dead_letter": r.metadata.get("dead_letter"),
                     }
                     for r in block.results
                 ],

@@ -8,6 +8,8 @@ queue of the program's worker pools and of its dead-letter queues. Series (all p
 - ``steps_total{target,status}``: the steps of finished runs
 - ``step_retries_total{workflow,block,target}``: retries of the steps of finished runs (each try after a
   step's first)
+- ``dead_letters_total{workflow,block,target,queue}``: steps of finished runs whose message went to a
+  dead-letter queue
 - ``block_duration_seconds{strategy}``: a histogram of finished blocks
 - ``loser_worker_seconds_total{strategy}``: how long race and any_success losers ran
 - ``queue_messages{queue,kind}``: messages waiting in a pool's queue (``kind="pool"``) or in a
@@ -71,6 +73,12 @@ class RunMetrics:
             ["workflow", "block", "target"],
             registry=self.registry,
         )
+        self.dead_letters = Counter(
+            "namel3ss_dead_letters",
+            "Steps of finished runs whose message went to a dead-letter queue",
+            ["workflow", "block", "target", "queue"],
+            registry=self.registry,
+        )
         self.block_duration = Histogram(
             "namel3ss_block_duration_seconds",
             "Blocks of finished runs",
@@ -105,6 +113,8 @@ class RunMetrics:
                     self.steps.labels(target, str(step.get("status"))).inc()
                     if step.get("retries"):
                         self.retries.labels(workflow, str(block.get("node")), target).inc(int(step["retries"]))
+                    if step.get("dead_letter"):
+                        self.dead_letters.labels(workflow, str(block.get("node")), target, step["dead_letter"]).inc()
 
     def follow(self, store: EventStore, stop: threading.Event) -> None:
         """Observe every event from now on, until ``stop`` is set."""

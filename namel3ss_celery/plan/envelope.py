@@ -29,6 +29,7 @@ class Envelope:
     outcome: Outcome | None = None
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
     attempts: int = 1  # how many times it was tried: 1, or more when it was retried
+    dead_letter: str | None = None  # the dead-letter queue its message went to, failing for good
 
     def encode(self) -> str:
         data: dict[str, Any] = {
@@ -46,6 +47,8 @@ class Envelope:
             data["executed_on"] = self.executed_on
         if self.attempts != 1:
             data["attempts"] = self.attempts
+        if self.dead_letter:
+            data["dead_letter"] = self.dead_letter
         return json.dumps(data)
 
     @classmethod
@@ -70,6 +73,7 @@ class Envelope:
                 outcome=Outcome(outcome) if outcome else None,
                 executed_on=data.get("executed_on"),
                 attempts=int(data.get("attempts", 1)),
+                dead_letter=data.get("dead_letter") or None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"a filed step envelope cannot be read: {exc!r}") from exc

@@ -131,6 +131,8 @@ class StepHandler:
             revoked(task, "stopped: its block no longer needed it")
             self.conductor.follow_up(follow_up)
             raise Ignore()
+        if outcome.exception is not None:
+            outcome.dead_letter = message.dlq  # _dead_letter, below, sends it there
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self.conductor.file_patiently(message, outcome, held=holding)
         self._told(message, outcome)
@@ -175,6 +177,7 @@ class StepHandler:
             if routed is not None:
                 if not routed.requeued_from:
                     refusal_outcome = StepOutcome.failure(routed.key, exc, worker=request.hostname, task_id=request.id)
+                    refusal_outcome.dead_letter = routed.dlq
                     request.n3_after = self.conductor.file(routed, refusal_outcome)
                 self._dead_letter(task, routed, describe(exc))
             raise
@@ -261,6 +264,7 @@ class StepHandler:
                 f"each time); at_least_once gives up after {message.deliveries}"
             )
             outcome = StepOutcome.failure(message.key, error, worker=request.hostname or "", task_id=request.id or "")
+            outcome.dead_letter = message.dlq
             request.n3_after = self.conductor.file(message, outcome)
             self._dead_letter(task, message, describe(error))
             raise error

@@ -24,13 +24,13 @@ def ended(workflow: str, status: str, blocks: list[dict[str, Any]]) -> Event:
     return Event.new(EventType.WORKFLOW_COMPLETED, SOURCE, data)
 
 
-def test_runs_steps_and_retries_are_counted_from_a_finished_run() -> None:
+def test_runs_steps_retries_and_dead_letters_are_counted_from_a_finished_run() -> None:
     metrics = RunMetrics()
     metrics.observe(Event.new(EventType.WORKFLOW_STARTED, SOURCE, {"workflow_name": "w", "instance_id": "run-1"}))
     steps = [
         {"target": "fetch", "status": "completed", "retries": 2},
         {"target": "fetch", "status": "completed", "retries": 1},
-        {"target": "parse", "status": "failed", "retries": 0},
+        {"target": "parse", "status": "failed", "retries": 0, "dead_letter": "parse.dead"},
     ]
     block = {"node": "b", "strategy": "all", "status": "failed", "duration_ms": 1500, "steps": steps}
     metrics.observe(ended("w", "failed", [block]))
@@ -41,6 +41,9 @@ def test_runs_steps_and_retries_are_counted_from_a_finished_run() -> None:
     assert found[("namel3ss_step_retries_total", (("block", "b"), ("target", "fetch"), ("workflow", "w")))] == 3
     assert not any(name == "namel3ss_step_retries_total" and ("target", "parse") in labels for name, labels in found)
     assert found[("namel3ss_block_duration_seconds_sum", (("strategy", "all"),))] == 1.5
+    dead = (("block", "b"), ("queue", "parse.dead"), ("target", "parse"), ("workflow", "w"))
+    assert found[("namel3ss_dead_letters_total", dead)] == 1
+    assert sum(value for (name, _labels), value in found.items() if name == "namel3ss_dead_letters_total") == 1
 
 
 def test_a_summary_from_before_retries_were_counted_counts_none() -> None:

@@ -165,6 +165,12 @@ def test_an_envelope_carries_its_attempts_only_when_the_step_was_retried() -> No
     assert Envelope.decode(thrice.encode()) == thrice
 
 
+def test_an_envelope_names_the_dead_letter_queue_its_step_went_to() -> None:
+    assert "dead_letter" not in json.loads(Envelope("s", TaskStatus.FAILED, error="x").encode())
+    dead = Envelope("s", TaskStatus.FAILED, error="x", attempts=2, dead_letter="q.dead")
+    assert Envelope.decode(dead.encode()) == dead
+
+
 def test_a_message_with_a_stored_context_carries_its_reference_as_version_2() -> None:
     message = StepMessage.decode({**payload(), "context": {}})
     stored = replace(message, context_ref="b")
