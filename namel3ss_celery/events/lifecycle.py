@@ -107,6 +107,7 @@ def step_done(message: Any, outcome: Any) -> Event:
         "outcome": str(outcome.outcome) if outcome.outcome is not None else None,
         "duration_ms": took,
         "error": outcome.error,
+        "attempts": outcome.attempts,
         "trigger_event_id": trigger_id,
     }
     kind = EventType.TASK_COMPLETED if completed else EventType.TASK_FAILED
