@@ -16,6 +16,9 @@ Fixtures, on Celery's own test fixtures (``celery_app``, ``celery_config``, ``ce
           run = n3.dispatch({"name": "b", "strategy": "race", "steps": [...]})
           assert run.get(timeout=10).overall_status == "completed"
 
+Not while an embedded default worker (``Namel3ssCelery()`` with no broker) runs in the same process: both
+use the process's memory broker and Celery's worker state; stop it first (``embedded_worker.stop()``).
+
 Register steps with the module-level ``namel3ss_celery.step`` (or ``n3.step`` inside the test, before
 ``n3_worker`` starts), and list ``module:function`` modules in ``celery_config``'s
 ``namel3ss_celery = {"step_modules": [...]}``.
@@ -52,3 +55,6 @@ def n3_worker(n3: Namel3ssCelery, celery_worker_pool: str, celery_worker_paramet
     """Celery's test worker (a thread of this process), started after ``n3`` registered its tasks."""
     with start_worker(n3.app, pool=celery_worker_pool, **celery_worker_parameters) as worker:
         yield worker
+        # Asked to stop before start_worker joins it, the worker ends its loop's current wait (up to
+        # 2 s on the memory transport) once instead of twice.
+        worker.stop(in_sighandler=False, exitcode=0)

@@ -69,6 +69,7 @@ class LocalSteps:
                 break
             await asyncio.sleep(delay)
             attempt += 1
+        outcome.attempts = attempt + 1
         self.file(message, outcome)
 
     def file(self, message: StepMessage, outcome: StepOutcome) -> None:

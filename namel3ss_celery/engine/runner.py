@@ -16,9 +16,10 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from ..errors import StepCancelled, StepResultError, StepTimeout
+from ..plan.envelope import Envelope
 from ..plan.fields import STEP_VALUE
 from ..plan.kinds import Outcome
-from ..plan.message import Envelope, StepMessage
+from ..plan.message import StepMessage
 from ..registry import StepDef, StepFunction
 from ..results import TaskStatus
 
@@ -78,6 +79,8 @@ class StepOutcome:
     exception: BaseException | None = None
     outcome: Outcome | None = None  # for race losers and stopped steps
     executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
+    attempts: int = 1  # tries of the step this outcome ends: 1, or more after retries
+    dead_letter: str | None = None  # the dead-letter queue its message goes to, failing for good
 
     @classmethod
     def failure(
@@ -116,6 +119,8 @@ class StepOutcome:
             task_id=self.task_id,
             outcome=self.outcome,
             executed_on=self.executed_on,
+            attempts=self.attempts,
+            dead_letter=self.dead_letter,
         ).encode()
 
 

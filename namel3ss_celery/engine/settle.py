@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..plan.envelope import Envelope
 from ..plan.kinds import Outcome
-from ..plan.message import Envelope
 from ..registry import BUILTIN_REDUCERS, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, TaskStatus
 from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
@@ -50,6 +50,10 @@ def task_results(
             continue
         env = Envelope.decode(raw)
         metadata.update(executed_on=env.executed_on or executed_on, worker=env.worker, celery_task_id=env.task_id)
+        if env.attempts > 1:
+            metadata["attempts"] = env.attempts
+        if env.dead_letter:
+            metadata["dead_letter"] = env.dead_letter
         outcome = env.outcome
         if decision is not None and decision.winner == index:
             outcome = Outcome.WON

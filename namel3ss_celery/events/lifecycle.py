@@ -73,8 +73,8 @@ def ended_event_id(run_id: str) -> str:
 
 
 def block_summaries(final: Any) -> list[dict[str, Any]]:
-    """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target and
-    status, and the seconds its race losers ran."""
+    """Each block of a finished run, as metrics read it: strategy, status, duration, each step's target,
+    status, retries (tries after its first) and dead-letter queue, and the seconds its race losers ran."""
     blocks = getattr(final, "blocks", None)
     results = (
         dict(blocks) if isinstance(blocks, Mapping) else ({getattr(final, "block_name", ""): final} if final else {})
@@ -93,7 +93,15 @@ def block_summaries(final: Any) -> list[dict[str, Any]]:
                 "strategy": str(block.strategy),
                 "status": str(block.overall_status),
                 "duration_ms": block.total_duration_ms,
-                "steps": [{"target": r.metadata.get("target"), "status": str(r.status)} for r in block.results],
+                "steps": [
+                    {
+                        "target": r.metadata.get("target"),
+                        "status": str(r.status),
+                        "retries": int(r.metadata.get("attempts", 1)) - 1,
+                        "dead_letter": r.metadata.get("dead_letter"),
+                    }
+                    for r in block.results
+                ],
                 "loser_seconds": sum(losers) / 1000,
             }
         )
@@ -115,6 +123,7 @@ def step_done(message: Any, outcome: Any) -> Event:
         "outcome": str(outcome.outcome) if outcome.outcome is not None else None,
         "duration_ms": took,
         "error": outcome.error,
+        "attempts": outcome.attempts,
         "trigger_event_id": trigger_id,
     }
     kind = EventType.TASK_COMPLETED if completed else EventType.TASK_FAILED

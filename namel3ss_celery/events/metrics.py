@@ -6,6 +6,10 @@ queue of the program's worker pools and of its dead-letter queues. Series (all p
 
 - ``runs_started_total{workflow}``, ``runs_finished_total{workflow,status}``
 - ``steps_total{target,status}``: the steps of finished runs
+- ``step_retries_total{workflow,block,target}``: retries of the steps of finished runs (each try after a
+  step's first)
+- ``dead_letters_total{workflow,block,target,queue}``: steps of finished runs whose message went to a
+  dead-letter queue
 - ``block_duration_seconds{strategy}``: a histogram of finished blocks
 - ``loser_worker_seconds_total{strategy}``: how long race and any_success losers ran
 - ``queue_messages{queue,kind}``: messages waiting in a pool's queue (``kind="pool"``) or in a
@@ -63,6 +67,18 @@ class RunMetrics:
             "namel3ss_runs_finished", "Runs ended, by final status", ["workflow", "status"], registry=self.registry
         )
         self.steps = Counter("namel3ss_steps", "Steps of finished runs", ["target", "status"], registry=self.registry)
+        self.retries = Counter(
+            "namel3ss_step_retries",
+            "Retries of steps of finished runs (tries after a step's first)",
+            ["workflow", "block", "target"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "namel3ss_dead_letters",
+            "Steps of finished runs whose message went to a dead-letter queue",
+            ["workflow", "block", "target", "queue"],
+            registry=self.registry,
+        )
         self.block_duration = Histogram(
             "namel3ss_block_duration_seconds",
             "Blocks of finished runs",
@@ -93,7 +109,12 @@ class RunMetrics:
                 if block.get("loser_seconds"):
                     self.loser_seconds.labels(block["strategy"]).inc(float(block["loser_seconds"]))
                 for step in block.get("steps") or []:
-                    self.steps.labels(str(step.get("target")), str(step.get("status"))).inc()
+                    target = str(step.get("target"))
+                    self.steps.labels(target, str(step.get("status"))).inc()
+                    if step.get("retries"):
+                        self.retries.labels(workflow, str(block.get("node")), target).inc(int(step["retries"]))
+                    if step.get("dead_letter"):
+                        self.dead_letters.labels(workflow, str(block.get("node")), target, step["dead_letter"]).inc()
 
     def follow(self, store: EventStore, stop: threading.Event) -> None:
         """Observe every event from now on, until ``stop`` is set."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..engine.ports import CoordinationStore
 from ..plan import fields
-from ..plan.message import Envelope
+from ..plan.envelope import Envelope
 from ..plan.model import Plan
 from ..results import RunStatus
 from ..spec import ParallelBlockSpec, step_key

@@ -1,8 +1,9 @@
-"""What travels: the step message a step task receives, and the envelope a step files.
+"""What travels to a worker: the step message a step task receives, and a feed item holding one.
 
 Both are frozen dataclasses with one ``encode`` and one ``decode``; no other
 module reads their keys. The wire form of a step message is a JSON object of
-schema version ``SCHEMA_VERSION``; a worker refuses any other version.
+schema version ``SCHEMA_VERSION``; a worker refuses any other version. What a
+step files back is the ``Envelope`` (``plan.envelope``, also importable here).
 """
 
 from __future__ import annotations
@@ -12,10 +13,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import DecodeError, SchemaVersionError
-from ..results import TaskStatus
+from ..errors import DecodeError
 from ..spec import ParallelStrategy
-from .kinds import Join, Outcome
+from .decoding import read_count, read_mapping, read_seconds, read_text, read_version
+from .envelope import Envelope
+from .kinds import Join
+
+__all__ = [
+    "CONTEXT_INLINE_LIMIT",
+    "KNOWN_VERSIONS",
+    "ROUTING_KEYS",
+    "SCHEMA_VERSION",
+    "STORED_CONTEXT_VERSION",
+    "Envelope",
+    "FedStep",
+    "StepMessage",
+    "Sticky",
+    "StoredContext",
+]
 
 SCHEMA_VERSION = 1
 STORED_CONTEXT_VERSION = 2  # a message whose context is stored once per node (``context_ref``)
@@ -151,36 +166,29 @@ class StepMessage:
             SchemaVersionError: not a mapping, or written with a schema version this worker does not know.
             DecodeError: a field is missing or of the wrong type (named in the message).
         """
-        if not isinstance(data, Mapping):
-            raise SchemaVersionError(f"a step message carries a mapping, not {type(data).__name__}")
-        version = data.get("v")
-        if version not in KNOWN_VERSIONS or isinstance(version, bool) or not isinstance(version, int):
-            known = ", ".join(map(str, KNOWN_VERSIONS))
-            raise SchemaVersionError(
-                f"step message schema version {version!r} is not known to this worker (it knows {known})"
-            )
+        version = read_version(data, KNOWN_VERSIONS)
         try:
             sticky = data.get("sticky")
             countdowns = data.get("countdowns")
             message = cls(
-                run=_text(data, "run"),
-                node=_text(data, "node"),
-                index=_count(data, "i"),
-                total=_count(data, "n"),
-                key=_text(data, "key"),
+                run=read_text(data, "run"),
+                node=read_text(data, "node"),
+                index=read_count(data, "i"),
+                total=read_count(data, "n"),
+                key=read_text(data, "key"),
                 join=Join(data["join"]),
                 strategy=ParallelStrategy(data.get("strategy", "all")),
-                step=_mapping(data, "step"),
-                context=_mapping(data, "context") if data.get("context") is not None else {},
+                step=read_mapping(data, "step"),
+                context=read_mapping(data, "context") if data.get("context") is not None else {},
                 fail_fast=bool(data.get("fail_fast")),
                 retries=int(data.get("retries", 0)),
                 feed=bool(data.get("feed")),
-                deadline=_seconds(data, "deadline"),
+                deadline=read_seconds(data, "deadline"),
                 countdowns=tuple(float(c) for c in countdowns) if countdowns is not None else None,
                 dlq=data.get("dlq") or None,
                 sticky=Sticky(str(sticky["pool"]), str(sticky["key"])) if sticky else None,
                 retry_local=bool(data.get("retry_local")),
-                max_wait=_seconds(data, "max_wait"),
+                max_wait=read_seconds(data, "max_wait"),
                 max_wait_field=str(data.get("max_wait_field", "max_wait_seconds")),
                 deliveries=int(data["deliveries"]) if data.get("deliveries") is not None else None,
                 requeued_from=data.get("requeued_from") or None,
@@ -211,93 +219,6 @@ class StepMessage:
             return cls.decode(data)
         except DecodeError:
             return None
-
-
-def _text(data: Mapping[str, Any], name: str) -> str:
-    value = data[name]
-    if not isinstance(value, str) or not value:
-        raise DecodeError(f"step message field {name!r} must be a non-empty string, not {value!r}")
-    return value
-
-
-def _count(data: Mapping[str, Any], name: str) -> int:
-    value = data[name]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise DecodeError(f"step message field {name!r} must be a whole number >= 0, not {value!r}")
-    return value
-
-
-def _mapping(data: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = data[name]
-    if not isinstance(value, Mapping):
-        raise DecodeError(f"step message field {name!r} must be a mapping, not {type(value).__name__}")
-    return dict(value)
-
-
-def _seconds(data: Mapping[str, Any], name: str) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise DecodeError(f"step message field {name!r} must be a number, not {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """What one step filed in the coordination store, for its block's settle to read."""
-
-    key: str
-    status: TaskStatus
-    result: Any = None
-    error: str | None = None
-    start: float | None = None
-    end: float | None = None
-    worker: str = ""
-    task_id: str = ""
-    outcome: Outcome | None = None
-    executed_on: str | None = None  # "local" for a step its publisher ran itself (fallback_to_local)
-
-    def encode(self) -> str:
-        data = {
-            "key": self.key,
-            "status": str(self.status),
-            "result": self.result,
-            "error": self.error,
-            "start": self.start,
-            "end": self.end,
-            "worker": self.worker,
-            "task_id": self.task_id,
-            "outcome": str(self.outcome) if self.outcome is not None else None,
-        }
-        if self.executed_on:
-            data["executed_on"] = self.executed_on
-        return json.dumps(data)
-
-    @classmethod
-    def decode(cls, text: str) -> Envelope:
-        """Read a filed envelope.
-
-        Raises:
-            DecodeError: not an envelope this version wrote.
-        """
-        try:
-            data = json.loads(text)
-            outcome = data.get("outcome")
-            return cls(
-                key=str(data["key"]),
-                status=TaskStatus(data["status"]),
-                result=data.get("result"),
-                error=data.get("error"),
-                start=data.get("start"),
-                end=data.get("end"),
-                worker=str(data.get("worker") or ""),
-                task_id=str(data.get("task_id") or ""),
-                outcome=Outcome(outcome) if outcome else None,
-                executed_on=data.get("executed_on"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DecodeError(f"a filed step envelope cannot be read: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

@@ -126,12 +126,15 @@ class StepHandler:
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
+        outcome.attempts = int(request.retries or 0) + 1  # Celery counts the retries of this message
         annotate(outcome=str(outcome.outcome or outcome.status))
         self._retry_if_due(task, message, outcome, stopping=control.stop_requested, holding=holding)
         if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
+            tries = outcome.attempts + 1
             outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
+            outcome.attempts = tries
         if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self._file(message, outcome, holding)
@@ -139,6 +142,8 @@ class StepHandler:
             revoked(task, "stopped: its block no longer needed it")
             self.conductor.follow_up(follow_up)
             raise Ignore()
+        if outcome.exception is not None:
+            outcome.dead_letter = message.dlq  # _dead_letter, below, sends it there
         # Follow-ups run in after_return, once Celery has stored this task's own state.
         request.n3_after = self._file(message, outcome, holding)
         self._told(message, outcome)
@@ -198,6 +203,7 @@ class StepHandler:
             if routed is not None:
                 if not routed.requeued_from:
                     refusal_outcome = StepOutcome.failure(routed.key, exc, worker=request.hostname, task_id=request.id)
+                    refusal_outcome.dead_letter = routed.dlq
                     request.n3_after = self.conductor.file(routed, refusal_outcome)
                 self._dead_letter(task, routed, describe(exc))
             raise
@@ -284,6 +290,7 @@ class StepHandler:
                 f"each time); at_least_once gives up after {message.deliveries}"
             )
             outcome = StepOutcome.failure(message.key, error, worker=request.hostname or "", task_id=request.id or "")
+            outcome.dead_letter = message.dlq
             request.n3_after = self.conductor.file(message, outcome)
             self._dead_letter(task, message, describe(error))
             raise error

@@ -208,6 +208,7 @@ def test_retries_count_a_step_once(redis_cluster: Cluster) -> None:
     assert result.overall_status == "completed"
     assert result.final_result == {"flaky": 3}
     assert result.total_tasks == 1 and result.completed_tasks == 1 and result.failed_tasks == 0
+    assert result.results[0].metadata["attempts"] == 3  # Celery's retries of its message, counted by the worker
 
 
 def test_retries_give_up_after_max_retries(redis_cluster: Cluster) -> None:

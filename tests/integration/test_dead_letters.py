@@ -73,6 +73,8 @@ def test_a_step_that_exhausts_its_retries_is_dead_lettered_listed_and_requeued(
         result = run.get(timeout=WAIT)
         assert result.overall_status == "failed"
         assert "flaky call 2" in (result.blocks["b"].results[0].error or "")
+        assert result.blocks["b"].results[0].metadata["attempts"] == 2  # its first try and its one retry
+        assert result.blocks["b"].results[0].metadata["dead_letter"] == dead
 
         listed = dlq("list", path, broker_url, redis_url)[dead]
         assert len(listed) == 1, listed

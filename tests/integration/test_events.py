@@ -334,6 +334,8 @@ def test_step_events_when_asked(redis_url: str, tmp_path: Path) -> None:
             {
                 "name": "b",
                 "strategy": "collect",
+                "retry_failed": True,
+                "max_retries": 1,
                 "steps": [{"name": "good", "target": "echo", "value": 1}, {"name": "bad", "target": "fail"}],
             }
         )
@@ -349,6 +351,7 @@ def test_step_events_when_asked(redis_url: str, tmp_path: Path) -> None:
         wait_until(both, WAIT, lambda: f"step events: {ours}")
         assert ours["good"].event_type == "task_completed" and ours["good"].data["target"] == "echo"
         assert ours["bad"].event_type == "task_failed" and "step failed on purpose" in ours["bad"].data["error"]
+        assert (ours["good"].data["attempts"], ours["bad"].data["attempts"]) == (1, 2)  # bad was retried once
     finally:
         worker.stop()
         n3.close()

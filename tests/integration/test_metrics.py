@@ -56,6 +56,12 @@ def test_metrics_count_runs_steps_blocks_losers_and_queues(
         "steps": [{"name": "slow", "target": "patient", "seconds": 20}, {"name": "fast", "target": "echo", "value": 1}],
     }
     broken = {"name": f"broken-{tag}", "steps": [{"target": "fail"}, {"target": "echo", "value": 2}]}
+    flaky = {
+        "name": f"flaky-{tag}",
+        "retry_failed": True,
+        "max_retries": 3,
+        "steps": [{"target": "flaky", "failures": 2, "tag": tag}, {"target": "echo", "value": 3}],
+    }
     wait_until(
         lambda: ("namel3ss_queue_messages", (("kind", "pool"), ("queue", queue))) in scrape(url),
         30,
@@ -63,6 +69,7 @@ def test_metrics_count_runs_steps_blocks_losers_and_queues(
     )  # it follows the stream from its start: runs come after
     assert n3.dispatch(race).get(timeout=30).overall_status == "completed"
     assert n3.dispatch(broken).get(timeout=30).overall_status == "failed"
+    assert n3.dispatch(flaky).get(timeout=30).overall_status == "completed"  # its flaky step failed twice
     for _ in range(3):
         n3.app.send_task("n3.step.echo", args=({},), queue=queue)  # nobody consumes the pool's queue here
     try:
@@ -76,13 +83,19 @@ def check(url: str, queue: str, tag: str) -> None:
 
     def counted() -> bool:
         found = scrape(url)
-        return found.get(("namel3ss_runs_finished_total", (("status", "failed"), ("workflow", f"broken-{tag}")))) == 1
+        last = ("namel3ss_runs_finished_total", (("status", "completed"), ("workflow", f"flaky-{tag}")))
+        return found.get(last) == 1  # the last run: those before it are counted too
 
     wait_until(counted, 30, lambda: str({k: v for k, v in scrape(url).items() if tag in str(k)}))
     found = scrape(url)
     assert found[("namel3ss_runs_started_total", (("workflow", f"race-{tag}"),))] == 1
     assert found[("namel3ss_runs_finished_total", (("status", "completed"), ("workflow", f"race-{tag}")))] == 1
+    assert found[("namel3ss_runs_finished_total", (("status", "failed"), ("workflow", f"broken-{tag}")))] == 1
     assert found[("namel3ss_steps_total", (("status", "failed"), ("target", "fail")))] >= 1
     assert found[("namel3ss_block_duration_seconds_count", (("strategy", "race"),))] >= 1
+    retried = (("block", f"flaky-{tag}"), ("target", "flaky"), ("workflow", f"flaky-{tag}"))
+    assert found[("namel3ss_step_retries_total", retried)] == 2
+    not_retried = (("block", f"flaky-{tag}"), ("target", "echo"), ("workflow", f"flaky-{tag}"))
+    assert ("namel3ss_step_retries_total", not_retried) not in found
     assert found[("namel3ss_queue_messages", (("kind", "pool"), ("queue", queue)))] == 3
     assert found[("namel3ss_queue_messages", (("kind", "dead_letters"), ("queue", f"{queue}.dead")))] == 0

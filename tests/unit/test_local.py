@@ -297,10 +297,12 @@ def test_retry_failed_retries_a_failed_step(executor: LocalExecutor) -> None:
     steps = [{"name": "f", "target": "flaky", "failures": 2}]
     result = run_block(executor, steps=steps, retry_failed=True, max_retries=2)
     assert (result.overall_status, result.final_result) == ("completed", {"f": 3})
+    assert result.results[0].metadata["attempts"] == 3
     result = run_block(
         executor, steps=[{"name": "g", "target": "flaky", "failures": 5}], retry_failed=True, max_retries=1
     )
     assert result.error_message.endswith("g: ConnectionError: call 2")
+    assert result.results[0].metadata["attempts"] == 2
 
 
 def test_async_steps_are_judged_as_on_a_worker(executor: LocalExecutor) -> None:

@@ -60,6 +60,12 @@ def test_all_completed() -> None:
     result.raise_for_status()
 
 
+def test_a_retried_and_dead_lettered_step_says_so_in_its_metadata() -> None:
+    filed = json.loads(envelope("a", status="failed", error="boom"))
+    result = settle_block(block(), {0: json.dumps({**filed, "attempts": 3, "dead_letter": "q.dead"})}, Registry())
+    assert (result.results[0].metadata["attempts"], result.results[0].metadata["dead_letter"]) == (3, "q.dead")
+
+
 def test_all_fails_when_a_step_fails() -> None:
     envelopes = {
         0: envelope("a", result=1),

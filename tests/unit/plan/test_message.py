@@ -156,6 +156,21 @@ def test_an_envelope_survives_encode_and_decode() -> None:
         Envelope.decode('{"key": "s", "status": "sideways"}')
 
 
+def test_an_envelope_carries_its_attempts_only_when_the_step_was_retried() -> None:
+    once = Envelope("s", TaskStatus.COMPLETED, 1)
+    assert "attempts" not in json.loads(once.encode())
+    assert Envelope.decode(once.encode()).attempts == 1
+    thrice = Envelope("s", TaskStatus.COMPLETED, 1, attempts=3)
+    assert json.loads(thrice.encode())["attempts"] == 3
+    assert Envelope.decode(thrice.encode()) == thrice
+
+
+def test_an_envelope_names_the_dead_letter_queue_its_step_went_to() -> None:
+    assert "dead_letter" not in json.loads(Envelope("s", TaskStatus.FAILED, error="x").encode())
+    dead = Envelope("s", TaskStatus.FAILED, error="x", attempts=2, dead_letter="q.dead")
+    assert Envelope.decode(dead.encode()) == dead
+
+
 def test_a_message_with_a_stored_context_carries_its_reference_as_version_2() -> None:
     message = StepMessage.decode({**payload(), "context": {}})
     stored = replace(message, context_ref="b")
