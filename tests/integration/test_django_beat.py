@@ -131,6 +131,24 @@ def test_the_programs_interval_schedule_is_a_row_and_fires_once_per_slot(site: S
     assert PeriodicTask.objects.get(name=f"n3:{name}").total_run_count >= window - 1
 
 
+def test_the_admin_lists_the_programs_schedule_and_opens_it_for_editing(site: Site) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django_celery_beat.models import PeriodicTask
+
+    from namel3ss_celery.events.django_beat import sync_program
+
+    sync_program(site.n3.events.program(), site.n3.app)  # what beat does as it starts (idempotent)
+    row = PeriodicTask.objects.get(name=f"n3:tally-{site.tag}")
+    admin, _ = User.objects.get_or_create(username=f"admin-{site.tag}", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(admin)
+    listed = client.get("/admin/django_celery_beat/periodictask/")
+    assert listed.status_code == 200 and f"n3:tally-{site.tag}" in listed.content.decode()
+    opened = client.get(f"/admin/django_celery_beat/periodictask/{row.pk}/change/")
+    assert opened.status_code == 200 and "n3.trigger.schedule" in opened.content.decode()
+
+
 def test_a_schedule_added_and_removed_through_the_models_needs_no_restart(site: Site) -> None:
     from django_celery_beat.models import PeriodicTask
 
