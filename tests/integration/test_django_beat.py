@@ -2,13 +2,15 @@
 ``namel3ss-celery beat --scheduler django`` (django_celery_beat's DatabaseScheduler) and a real
 ``celery -A reports_site worker`` on Redis, sharing one SQLite file with the test process.
 
-The program's interval schedule is a ``PeriodicTask`` row the admin shows, and fires once per slot; a
-schedule added and then removed through ``n3.schedules`` (the same rows) takes effect without a restart.
+The program's interval schedule is a ``PeriodicTask`` row the admin shows, and fires once per slot, also
+with two beats; a schedule added, edited (its row's interval, as the admin saves it) and removed takes
+effect without a restart.
 """
 
 from __future__ import annotations
 
 import gc
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -149,8 +151,8 @@ def test_the_admin_lists_the_programs_schedule_and_opens_it_for_editing(site: Si
     assert opened.status_code == 200 and "n3.trigger.schedule" in opened.content.decode()
 
 
-def test_a_schedule_added_and_removed_through_the_models_needs_no_restart(site: Site) -> None:
-    from django_celery_beat.models import PeriodicTask
+def test_a_schedule_added_edited_and_removed_through_the_models_needs_no_restart(site: Site) -> None:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     name = f"added-{site.tag}"
     schedules = site.n3.schedules
@@ -164,6 +166,19 @@ def test_a_schedule_added_and_removed_through_the_models_needs_no_restart(site: 
         wait_until(lambda: len(site.fired(name)) >= 2, WAIT, lambda: f"the added schedule did not fire\n{beat.log()}")
         assert {e.data["trigger"] for e in site.fired(name)} == {name}
 
+        row = PeriodicTask.objects.get(name=f"n3:{name}")  # an edit, as the admin's form saves it
+        row.interval = IntervalSchedule.objects.create(every=2, period=IntervalSchedule.SECONDS)
+        row.save()
+        edited_at = time.time()
+        wait_until(
+            lambda: len([e for e in site.fired(name) if e.data["schedule"] == {"interval_seconds": 2.0}]) >= 2,
+            WAIT,
+            lambda: f"the edit did not take\n{beat.log()}\n{site.worker.log()}",
+        )
+        later = [e for e in site.fired(name) if e.data["schedule"] == {"interval_seconds": 2.0}]
+        assert all(e.data["fired_at"] >= edited_at for e in later)
+        assert all(int(e.data["scheduled_for"][17:19]) % 2 == 0 for e in later)  # aligned: even epoch seconds
+
         assert schedules.remove(name) is True
         removed_at = time.time()
         assert schedules.get(name) is None and schedules.remove(name) is False
@@ -172,3 +187,23 @@ def test_a_schedule_added_and_removed_through_the_models_needs_no_restart(site: 
         assert "DatabaseScheduler: Schedule changed" in beat.log()  # read from the tables, not restarted
     finally:
         beat.stop()
+
+
+def test_two_database_beats_fire_each_slot_once(site: Site) -> None:
+    name = f"tally-{site.tag}"
+    first = site.beat("beat-db-a")
+    second = None
+    try:
+        wait_until(lambda: "beat: Starting" in first.log(), WAIT, lambda: f"beat a did not start\n{first.log()}")
+        second = site.beat("beat-db-b")  # a second beat by mistake, on the same tables
+        wait_until(
+            lambda: len(re.findall(rf"schedule {name}: slot \d+ already fired", site.worker.log())) >= 3,
+            WAIT,
+            lambda: f"the beats did not meet\n{first.log()}\n{second.log() if second else ''}\n{site.worker.log()}",
+        )
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    slots = [e.data["slot"] for e in site.fired(name)]
+    assert len(slots) == len(set(slots)), sorted(slots)  # never twice for one slot

@@ -188,3 +188,33 @@ def test_the_apps_beat_scheduler_chooses_the_store(scheduler: str | None, django
     if not django:
         assert type(runtime_schedules(app, lambda: None)).__name__ == "Schedules"
     app.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "interval"),
+    [([], ["--max-interval", "5"]), (["--max-interval", "1"], ["--max-interval", "1"])],
+)
+def test_namel3ss_celery_beat_runs_the_database_scheduler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: list[str], interval: list[str]
+) -> None:
+    from namel3ss_celery.cli import beat as beat_cli
+    from namel3ss_celery.cli import main
+
+    good = tmp_path / "program.yaml"
+    good.write_text(
+        "parallel_blocks: [{name: b, steps: [{target: x}]}]\n"
+        "event_triggers: [{name: t, event_type: schedule, trigger_target: b, source_config: {interval_seconds: 5}}]\n"
+    )
+    started: list[list[str]] = []
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        started.append(argv)
+
+    monkeypatch.setattr(beat_cli.os, "execve", execve)
+    args = ["beat", "-A", "proj", "--program", str(good), "--scheduler", "django", *extra]
+    main(args)
+    [argv] = started
+    at = argv.index("--scheduler")
+    assert argv[at + 1] == SCHEDULER  # the database's entries, the program's written there as beat starts
+    assert [word for word in argv if word.startswith("--max-interval")] == ["--max-interval"]
+    assert argv[argv.index("--max-interval") : argv.index("--max-interval") + 2] == interval
