@@ -10,6 +10,7 @@ effect without a restart.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import time
 import uuid
@@ -135,7 +136,7 @@ def test_the_programs_interval_schedule_is_a_row_and_fires_once_per_slot(site: S
 
 def test_the_admin_lists_the_programs_schedule_and_opens_it_for_editing(site: Site) -> None:
     from django.contrib.auth.models import User
-    from django.test import Client
+    from django.test import Client, override_settings
     from django_celery_beat.models import PeriodicTask
 
     from namel3ss_celery.events.django_beat import sync_program
@@ -145,10 +146,13 @@ def test_the_admin_lists_the_programs_schedule_and_opens_it_for_editing(site: Si
     admin, _ = User.objects.get_or_create(username=f"admin-{site.tag}", is_staff=True, is_superuser=True)
     client = Client()
     client.force_login(admin)
-    listed = client.get("/admin/django_celery_beat/periodictask/")
+    before = os.environ.get("DJANGO_SETTINGS_MODULE")
+    with override_settings(ROOT_URLCONF="tests.integration.django_admin_urls"):
+        listed = client.get("/admin/django_celery_beat/periodictask/")
+        opened = client.get(f"/admin/django_celery_beat/periodictask/{row.pk}/change/")
     assert listed.status_code == 200 and f"n3:tally-{site.tag}" in listed.content.decode()
-    opened = client.get(f"/admin/django_celery_beat/periodictask/{row.pk}/change/")
     assert opened.status_code == 200 and "n3.trigger.schedule" in opened.content.decode()
+    assert os.environ.get("DJANGO_SETTINGS_MODULE") == before  # workers started later stay as they were
 
 
 def test_a_schedule_added_edited_and_removed_through_the_models_needs_no_restart(site: Site) -> None:
