@@ -125,13 +125,13 @@ class SyncResult:
     removed: list[str] = field(default_factory=list)
 
 
-def sync_program(program: ProgramSpec | None, app: Any) -> SyncResult:
+def sync_program(program: ProgramSpec, app: Any) -> SyncResult:
     """Write the program's schedules to django-celery-beat's tables, owned by the program: each one created
     or brought up to date, and the program's rows of schedules it no longer has deleted. Rows added with
     ``n3.schedules`` and the user's own are left as they are. Running it twice changes nothing the second
     time."""
     result = SyncResult()
-    entries = program_entries(program, app) if program is not None else {}
+    entries = program_entries(program, app)
     for entry in entries.values():
         name, target, config, context = entry["args"]
         queue = entry.get("options", {}).get("queue")
@@ -170,8 +170,11 @@ class DatabaseScheduler(_DatabaseScheduler):  # type: ignore[misc]
     def setup_schedule(self) -> None:
         n3 = getattr(self.app, "namel3ss", None)
         program = n3.events.program() if n3 is not None else None
-        done = sync_program(program, self.app)
-        logger.info("program schedules: %d written, %d unchanged, %d removed", *map(len, vars(done).values()))
+        if program is None:  # no program here: its rows stay as the last beat with one left them
+            logger.warning("no program (NAMEL3SS_CELERY_PROGRAM): the program's periodic tasks are not synced")
+        else:
+            done = sync_program(program, self.app)
+            logger.info("program schedules: %d written, %d unchanged, %d removed", *map(len, vars(done).values()))
         self.install_default_entries(self.schedule)
         beat_schedule = self.app.conf.beat_schedule or {}
         self.update_from_dict({k: v for k, v in beat_schedule.items() if not k.startswith(ENTRY_PREFIX)})

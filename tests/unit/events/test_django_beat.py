@@ -218,3 +218,11 @@ def test_namel3ss_celery_beat_runs_the_database_scheduler(
     assert argv[at + 1] == SCHEDULER  # the database's entries, the program's written there as beat starts
     assert [word for word in argv if word.startswith("--max-interval")] == ["--max-interval"]
     assert argv[argv.index("--max-interval") : argv.index("--max-interval") + 2] == interval
+
+
+def test_a_scheduler_without_a_program_leaves_the_programs_rows(app: Celery) -> None:
+    from namel3ss_celery.events.django_beat import DatabaseScheduler, sync_program
+
+    sync_program(program(POLL), app)
+    scheduler = DatabaseScheduler(app=app)  # no namel3ss-celery on this app: no program
+    assert "n3:poll" in scheduler.schedule and "n3:poll" in rows()
