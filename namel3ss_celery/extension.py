@@ -60,7 +60,7 @@ from .worker.tasks import register_adapter_tasks, register_step_task, step_task_
 from .worker.watchdog import add_watchdog
 
 if TYPE_CHECKING:
-    from .events.redbeat import Schedules
+    from .events.schedule_api import RuntimeSchedules
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -233,13 +233,14 @@ class Namel3ssCelery:
         return self.events.emit(event_type, data, source=source, correlation_id=correlation_id, priority=priority)
 
     @property
-    def schedules(self) -> Schedules:
-        """Schedules changed at runtime (RedBeat entries in Redis; needs the ``beat`` extra): ``add``,
-        ``remove``, ``get``, ``list`` (see ``events.redbeat.Schedules``)."""
+    def schedules(self) -> RuntimeSchedules:
+        """Schedules changed at runtime: ``add``, ``remove``, ``get``, ``list``. RedBeat entries in Redis
+        (the ``beat`` extra; ``events.redbeat.Schedules``), or, when the app's ``beat_scheduler`` is a
+        django-celery-beat ``DatabaseScheduler``, its ``PeriodicTask`` rows (``events.django_beat``)."""
         if self._schedules is None:
-            from .events.redbeat import Schedules
+            from .events.schedule_stores import runtime_schedules
 
-            self._schedules = Schedules(self.app, self.events.program)
+            self._schedules = runtime_schedules(self.app, self.events.program)
         return self._schedules  # type: ignore[no-any-return]
 
     def _events_url(self) -> str:

@@ -18,8 +18,9 @@ from .common import EXIT_FAILED, settings
 SCHEDULERS = {
     "default": "celery.beat:PersistentScheduler",
     "redbeat": "namel3ss_celery.events.redbeat:RedBeatScheduler",
+    "django": "namel3ss_celery.events.django_beat:DatabaseScheduler",
 }
-REDBEAT_MAX_INTERVAL = 5  # seconds between RedBeat's reads of its entries (Celery's default is 300)
+RUNTIME_MAX_INTERVAL = 5  # seconds between reads of RedBeat's or the database's entries (Celery's default: 300)
 
 
 def beat(args: argparse.Namespace, out: TextIO) -> int:
@@ -47,8 +48,10 @@ def beat(args: argparse.Namespace, out: TextIO) -> int:
     if found.result_backend and (args.backend or not args.app):
         env["CELERY_RESULT_BACKEND"] = found.result_backend
     options = ["--scheduler", SCHEDULERS.get(args.scheduler, args.scheduler)] if args.scheduler else []
-    if args.scheduler == "redbeat" and not any(a.startswith(("--max-interval", "-i")) for a in args.celery_args):
-        options += ["--max-interval", str(REDBEAT_MAX_INTERVAL)]  # a schedule added at runtime is seen this soon
+    if args.scheduler in ("redbeat", "django") and not any(
+        a.startswith(("--max-interval", "-i")) for a in args.celery_args
+    ):
+        options += ["--max-interval", str(RUNTIME_MAX_INTERVAL)]  # a schedule added at runtime is seen this soon
     command = [sys.executable, "-m", "celery", "-A", args.app, "beat", *options, *args.celery_args]
     print(" ".join(command), file=sys.stderr, flush=True)
     os.execve(sys.executable, command, env)
@@ -62,7 +65,7 @@ def add_beat_command(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--scheduler",
         help="the beat scheduler: default (a schedule file), redbeat (entries in Redis, changed at runtime "
-        "with n3.schedules), or a class (module:Class)",
+        "with n3.schedules), django (django-celery-beat's tables, edited in the admin or with n3.schedules), or a class (module:Class)",
     )
     command.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL)")
     command.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..errors import ConfigurationError
-from ..events.server import Selection, run_server
+from ..events.server import TOKEN_ENV, Selection, run_server
 from ..spec import load_program
 from .common import EXIT_OK, namel3ss
 
@@ -25,9 +26,8 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
             )
         store = n3.events.store()
         if args.serve:
-            run_server(
-                store, args.host, args.port, args.token, args.insecure, runs=n3.store, metrics=_metrics(n3, args)
-            )
+            token = args.token or os.environ.get(TOKEN_ENV) or None
+            run_server(store, args.host, args.port, token, args.insecure, runs=n3.store, metrics=_metrics(n3, args))
             return EXIT_OK
         selection = Selection(args.run_id, args.workflow, frozenset(args.event_type), args.after)
         shown = 0
@@ -67,7 +67,7 @@ def add_events_command(command: Callable[[str, str], argparse.ArgumentParser]) -
     )
     sub.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
-    sub.add_argument("--token", help="a token clients must send (needed beyond 127.0.0.1)")
+    sub.add_argument("--token", help=f"a token clients must send (needed beyond 127.0.0.1; default: {TOKEN_ENV})")
     sub.add_argument("--insecure", action="store_true", help="serve beyond 127.0.0.1 without a token")
     sub.add_argument("--broker", help="Celery broker URL (default: CELERY_BROKER_URL); not with -A")
     sub.add_argument("--backend", help="Celery result backend URL (default: CELERY_RESULT_BACKEND); not with -A")

@@ -1,5 +1,9 @@
 """Deployment files from a program's worker pools: systemd units, a compose file, Kubernetes manifests with KEDA.
 
+Besides the workers, each target runs one beat (``namel3ss-celery beat``: the program's schedules and the
+app's own entries; one per deployment, never more), and, where the program has event triggers or handlers,
+the events server (``namel3ss-celery events --serve``, behind a token: see ``events_server``).
+
 Every target runs the same worker command per pool (``routing.worker_argv``)
 with the same settings (broker, result backend, step modules, program file,
 project directory) against one broker; compose and Kubernetes get a
@@ -18,6 +22,7 @@ from ..spec import ProgramSpec
 from ..spec.enums import StrEnum
 from . import compose, kubernetes, systemd
 from .common import Deployment, under
+from .events_server import serves_events
 
 DEFAULT_APP = "namel3ss_celery"
 DEFAULT_BROKER_URL = "redis://redis:6379/0"
@@ -109,9 +114,9 @@ def render(
     if chosen is Target.SYSTEMD:
         environment = venv or under(folder, ".venv")
         _absolute(environment, "venv")
-        celery = under(environment, "bin/celery")
+        celery, namel3ss = under(environment, "bin/celery"), under(environment, "bin/namel3ss-celery")
     else:
-        celery = "celery"  # on the image's PATH, where pip installed it
+        celery, namel3ss = "celery", "namel3ss-celery"  # on the image's PATH, where pip installed them
     pool_queues(program)  # refuses task queues no pool reads, and dead-letter loops
     transport_options(program, broker_url)  # refuses visibility timeouts that disagree
     deployment = Deployment(
@@ -123,6 +128,8 @@ def render(
         workdir=folder,
         image=image,
         celery=celery,
+        namel3ss=namel3ss,
+        serve_events=serves_events(program),
     )
     return RENDERERS[chosen](program, deployment)
 

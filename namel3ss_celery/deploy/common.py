@@ -38,6 +38,8 @@ class Deployment:
         workdir: the project's directory where the services run (importable: ``PYTHONPATH``).
         image: the container image (compose, Kubernetes).
         celery: the ``celery`` program: an absolute path (systemd) or a name on the image's ``PATH``.
+        namel3ss: the ``namel3ss-celery`` program, the same way.
+        serve_events: whether the events server runs (the program has event triggers or handlers).
     """
 
     app: str
@@ -48,6 +50,8 @@ class Deployment:
     workdir: str
     image: str
     celery: str
+    namel3ss: str = "namel3ss-celery"
+    serve_events: bool = False
 
 
 def under(workdir: str, path: str) -> str:
@@ -87,8 +91,11 @@ def worker_command(
 
 
 def beat_command(deployment: Deployment, schedule: str) -> list[str]:
-    """``celery -A APP beat`` keeping its schedule state in the file ``schedule``, as argv."""
-    return [deployment.celery, "-A", deployment.app, "beat", f"--schedule={schedule}"]
+    """``namel3ss-celery beat -A APP --program FILE``, as argv: the program's schedules checked (a bad one
+    stops beat from starting, naming the field), then ``celery beat`` for them and the app's own entries,
+    keeping its schedule state in the file ``schedule``. One beat per deployment."""
+    program = ["--program", deployment.program_path]
+    return [deployment.namel3ss, "beat", "-A", deployment.app, *program, f"--schedule={schedule}"]
 
 
 def service_environment(deployment: Deployment) -> dict[str, str]:

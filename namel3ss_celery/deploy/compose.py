@@ -1,4 +1,5 @@
-"""A ``compose.yaml`` for a laptop cluster: the brokers, one worker service per pool, beat and Flower.
+"""A ``compose.yaml`` for a laptop cluster: the brokers, one worker service per pool, beat, the events server
+(where the program has event triggers or handlers) and Flower.
 
 The Celery services run the image built from the rendered ``Dockerfile``
 (``docker build -f .../Dockerfile -t IMAGE .`` from the project's root), in
@@ -24,12 +25,14 @@ from .common import (
     worker_environment,
     yaml_text,
 )
+from .events_server import EVENTS_PORT, TOKEN_ENV, events_command
 
 REDIS_IMAGE = "redis:7-alpine"
 RABBITMQ_IMAGE = "rabbitmq:3-management"
 FLOWER_IMAGE = "mher/flower:2.0"
 FLOWER_PORT = 5555
 FLOWER_AUTH = "${FLOWER_BASIC_AUTH:?set FLOWER_BASIC_AUTH to user:password to start Flower}"
+EVENTS_TOKEN = f"${{{TOKEN_ENV}:?set {TOKEN_ENV} to the token clients of the events server send}}"
 
 
 def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
@@ -38,7 +41,10 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     A ``redis`` service always runs (result backend and coordination store);
     a ``rabbitmq`` one too when the broker is AMQP (point ``broker_url`` at
     host ``rabbitmq``). Flower asks for basic auth from ``FLOWER_BASIC_AUTH``
-    and compose refuses to start it while that is unset.
+    and compose refuses to start it while that is unset. The ``events`` service
+    (the program has event triggers or handlers) serves the event stream on port
+    8765 to clients sending the token of ``NAMEL3SS_CELERY_EVENTS_TOKEN``, which
+    compose asks for the same way.
 
     Raises:
         RoutingError: a pool cannot run as asked (see ``worker_argv``).
@@ -56,6 +62,12 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
         services[f"worker-{pool.name}"] = service
     services["beat"] = _celery_service(brokers, deployment, service_environment(deployment))
     services["beat"]["command"] = [_literal(word) for word in beat_command(deployment, "/tmp/celerybeat-schedule")]
+    if deployment.serve_events:
+        events = _celery_service(brokers, deployment, service_environment(deployment))
+        events["command"] = [_literal(word) for word in events_command(deployment)]
+        events["environment"][TOKEN_ENV] = EVENTS_TOKEN
+        events["ports"] = [f"{EVENTS_PORT}:{EVENTS_PORT}"]
+        services["events"] = events
     flower = _celery_service(brokers, deployment, {})
     flower["image"] = FLOWER_IMAGE
     del flower["working_dir"]

@@ -27,7 +27,9 @@ def render(deployment: Deployment) -> dict[str, str]:
     The project's files are in ``workdir``, the services' working directory.
     """
     pinned = version("namel3ss-celery")  # the workers run the version that rendered their files
-    extras = "[rabbitmq]" if broker_kind(deployment.broker_url) is Broker.RABBITMQ else ""
+    wanted = ["rabbitmq"] if broker_kind(deployment.broker_url) is Broker.RABBITMQ else []
+    wanted += ["events"] if deployment.serve_events else []  # the events server's websockets
+    extras = f"[{','.join(wanted)}]" if wanted else ""
     lines = [
         f"# {GENERATED}",
         f"# The image of the workers and beat ({deployment.image}). Build it from your project's root directory,",

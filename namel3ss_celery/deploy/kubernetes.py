@@ -1,4 +1,7 @@
-"""Kubernetes manifests: per pool a Deployment and a KEDA ``ScaledObject``, and a beat Deployment.
+"""Kubernetes manifests: per pool a Deployment and a KEDA ``ScaledObject``, a beat Deployment, and where the
+program has event triggers or handlers, the events server's Deployment and Service (its token from the
+Secret ``namel3ss-celery-events``: ``kubectl create secret generic namel3ss-celery-events
+--from-literal=token=...``).
 
 Here a pool's workers are pods: each runs ``worker_config.concurrency``
 processes (default 1) within the limits ``max_cpu_cores`` and
@@ -36,6 +39,7 @@ from .common import (
     worker_environment,
     yaml_text,
 )
+from .events_server import EVENTS_PORT, SECRET_KEY, SECRET_NAME, TOKEN_ENV, events_command
 
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?\Z")  # short enough for "namel3ss-celery-worker-"
 POOL_LABEL = "namel3ss-celery/pool"
@@ -81,7 +85,28 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     beat = _container("beat", deployment, beat_argv, service_environment(deployment))
     labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "beat"}
     files["beat-deployment.yaml"] = yaml_text(_deployment("namel3ss-celery-beat", labels, 1, beat, None))
+    if deployment.serve_events:
+        files.update(_events_server(deployment))
     return {**files, **image.render(deployment)}
+
+
+def _events_server(deployment: Deployment) -> dict[str, str]:
+    """The events server's Deployment (its token from the Secret ``namel3ss-celery-events``) and Service."""
+    name = "namel3ss-celery-events"
+    container = _container("events", deployment, events_command(deployment), service_environment(deployment))
+    secret = {"secretKeyRef": {"name": SECRET_NAME, "key": SECRET_KEY}}
+    container["env"].append({"name": TOKEN_ENV, "valueFrom": secret})
+    container["ports"] = [{"name": "events", "containerPort": EVENTS_PORT}]
+    labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "events"}
+    server = _deployment(name, labels, 1, container, None)
+    server["spec"].pop("strategy")  # stateless: a rolling update is fine
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": dict(labels)},
+        "spec": {"selector": dict(labels), "ports": [{"name": "events", "port": EVENTS_PORT, "targetPort": "events"}]},
+    }
+    return {"events-deployment.yaml": yaml_text(server), "events-service.yaml": yaml_text(service)}
 
 
 def _container(name: str, deployment: Deployment, argv: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""systemd units: one ``namel3ss-celery-worker-<pool>.service`` per pool, and one for beat.
+"""systemd units: one ``namel3ss-celery-worker-<pool>.service`` per pool, one for beat, and one for the
+events server where the program has event triggers or handlers (its token, ``NAMEL3SS_CELERY_EVENTS_TOKEN``,
+goes in the environment file: without it the server refuses to start).
 
 Each runs ``<venv>/bin/celery`` in the project's directory (``WorkingDirectory``)
 with every setting in ``Environment=`` lines; ``EnvironmentFile`` may
@@ -22,6 +24,7 @@ from .common import (
     worker_command,
     worker_environment,
 )
+from .events_server import TOKEN_ENV, events_command
 
 ENVIRONMENT_FILE = "/etc/namel3ss-celery/environment"  # optional; overrides Environment= (put secrets here)
 STATE_DIRECTORY = "namel3ss-celery"  # /var/lib/namel3ss-celery, where beat keeps its schedule
@@ -53,10 +56,26 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
         beat_command(deployment, schedule),
         None,
     )
+    if deployment.serve_events:
+        files["namel3ss-celery-events.service"] = _unit(
+            f"Namel3ss Celery events server (a token from {TOKEN_ENV} in {ENVIRONMENT_FILE})",
+            deployment.workdir,
+            service_environment(deployment),
+            events_command(deployment),
+            None,
+            state=False,
+        )
     return files
 
 
-def _unit(description: str, workdir: str, env: dict[str, str], argv: list[str], pool: WorkerPoolSpec | None) -> str:
+def _unit(
+    description: str,
+    workdir: str,
+    env: dict[str, str],
+    argv: list[str],
+    pool: WorkerPoolSpec | None,
+    state: bool = True,
+) -> str:
     service = ["Type=simple", f"User={USER}", f"Group={USER}", f"WorkingDirectory={_path(workdir)}"]
     service += [f"Environment={_environment(name, value)}" for name, value in env.items()]
     service += [f"EnvironmentFile=-{ENVIRONMENT_FILE}", f"ExecStart={' '.join(map(_word, argv))}"]
@@ -65,7 +84,7 @@ def _unit(description: str, workdir: str, env: dict[str, str], argv: list[str], 
     stop = stop_timeout(pool) if pool is not None else None
     if stop is not None:
         service.append(f"TimeoutStopSec={seconds_text(stop)}")
-    if pool is None:
+    if pool is None and state:
         service.append(f"StateDirectory={STATE_DIRECTORY}")
     service += ["Restart=always", "RestartSec=5"]
     sections = [

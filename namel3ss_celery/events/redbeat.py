@@ -15,17 +15,16 @@ Needs the ``beat`` extra (``pip install 'namel3ss-celery[beat]'``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from redbeat import RedBeatScheduler as _RedBeatScheduler
 from redbeat import RedBeatSchedulerEntry
 from redbeat.schedulers import ensure_conf, get_redis
 
-from ..errors import SpecError
 from ..spec import ProgramSpec
 from .beat import ENTRY_PREFIX, SCHEDULE_TASK, beat_entry, entry_name
-from .schedules import CRON, INTERVAL, TIMEZONE, parse_schedule
+from .schedule_api import ScheduleInfo, checked_schedule
+from .schedules import parse_schedule
 
 __all__ = ["RedBeatScheduler", "ScheduleEntry", "ScheduleInfo", "Schedules"]
 
@@ -58,17 +57,6 @@ def use_coordination_store(app: Any) -> None:
         url = n3.settings.coordination() if n3 is not None else app.conf.broker_url
         app.conf.redbeat_redis_url = url
         app.conf.redbeat_redis_options = app.conf.get("redbeat_redis_options") or {}  # not the broker's
-
-
-@dataclass(frozen=True)
-class ScheduleInfo:
-    """A schedule kept in Redis."""
-
-    name: str
-    target: str
-    config: dict[str, Any]  # cron (and timezone), or interval_seconds
-    context: dict[str, Any]
-    enabled: bool
 
 
 class Schedules:
@@ -111,19 +99,7 @@ class Schedules:
             SpecError: a bad name, cron line, time zone or interval, or a target this process's program
                 does not have, naming the argument.
         """
-        if not isinstance(name, str) or not name:
-            raise SpecError(f"a schedule's name is a non-empty string, not {name!r}", path="name")
-        config = {CRON: cron, TIMEZONE: timezone, INTERVAL: interval_seconds}
-        checked = parse_schedule({k: v for k, v in config.items() if v is not None}, "schedule").config()
-        program = self._program()
-        if program is not None:
-            nodes = {w.name for w in program.workflows} | {b.name for b in program.parallel_blocks}
-            if target not in nodes:
-                raise SpecError(
-                    f"{target!r} is neither a workflow nor a parallel block of the program "
-                    f"({', '.join(sorted(nodes)) or 'none'})",
-                    path="target",
-                )
+        checked = checked_schedule(name, target, self._program(), cron, timezone, interval_seconds)
         definition = beat_entry(name, target, checked, context, self.app)
         entry = ScheduleEntry(name=entry_name(name), app=self.app, **definition)
         entry.last_run_at = entry.default_now()  # first due at its next slot, not at once

@@ -35,6 +35,7 @@ from .stream import EventStore
 logger = logging.getLogger("namel3ss_celery")
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TOKEN_ENV = "NAMEL3SS_CELERY_EVENTS_TOKEN"  # the token, when --token is not given (kept out of argv)
 POLL = 1.0  # seconds a read waits for new events before looking again
 
 

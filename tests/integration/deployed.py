@@ -16,11 +16,16 @@ import yaml
 
 @dataclass(frozen=True)
 class Launch:
-    """What starts one service: argv, its environment (the file's alone) and its working directory."""
+    """What starts one service: argv, its environment (the file's alone), its working directory, and the
+    variables the file asks the operator for (compose's ``${NAME:?...}``, a Kubernetes Secret)."""
 
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    asked: tuple[str, ...] = ()
+
+
+ASKED = re.compile(r"\$\{(\w+):\?[^}]*\}\Z")  # compose refuses to start while NAME is unset
 
 
 def systemd_words(text: str) -> list[str]:
@@ -92,8 +97,9 @@ def from_compose(text: str, service: str) -> Launch:
     """A compose service: command, environment (``$$`` is a ``$``), working_dir."""
     found = yaml.safe_load(text)["services"][service]
     argv = [_compose_literal(word) for word in found["command"]]
-    env = {name: _compose_literal(value) for name, value in found["environment"].items()}
-    return Launch(argv, env, found["working_dir"])
+    asked = {name for name, value in found["environment"].items() if (m := ASKED.match(str(value))) and m[1] == name}
+    env = {name: _compose_literal(value) for name, value in found["environment"].items() if name not in asked}
+    return Launch(argv, env, found["working_dir"], tuple(sorted(asked)))
 
 
 def _kubelet_literal(value: str) -> str:
@@ -106,14 +112,21 @@ def from_deployment(text: str) -> Launch:
     [container] = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"]
     assert "args" not in container
     argv = [_kubelet_literal(word) for word in container["command"]]
-    env = {item["name"]: _kubelet_literal(item["value"]) for item in container["env"]}
-    return Launch(argv, env, container["workingDir"])
+    env = {item["name"]: _kubelet_literal(item["value"]) for item in container["env"] if "value" in item}
+    asked = tuple(item["name"] for item in container["env"] if "secretKeyRef" in item.get("valueFrom", {}))
+    return Launch(argv, env, container["workingDir"], asked)
 
 
 def read(folder: Path, target: str, pool: str) -> Launch:
     """The launch of pool ``pool``'s worker from the files rendered for ``target`` in ``folder``."""
+    return read_service(folder, target, f"worker-{pool}")
+
+
+def read_service(folder: Path, target: str, service: str) -> Launch:
+    """The launch of ``service`` (``worker-<pool>``, ``beat``, ``events``) from the files rendered for
+    ``target`` in ``folder``."""
     if target == "systemd":
-        return from_unit((folder / f"namel3ss-celery-worker-{pool}.service").read_text())
+        return from_unit((folder / f"namel3ss-celery-{service}.service").read_text())
     if target == "compose":
-        return from_compose((folder / "compose.yaml").read_text(), f"worker-{pool}")
-    return from_deployment((folder / f"worker-{pool}-deployment.yaml").read_text())
+        return from_compose((folder / "compose.yaml").read_text(), service)
+    return from_deployment((folder / f"{service}-deployment.yaml").read_text())

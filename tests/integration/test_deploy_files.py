@@ -1,9 +1,11 @@
 """The rendered deploy files run: each worker's command line, environment and working directory, read from
 the systemd unit, the compose service and the Kubernetes Deployment as written, starts a real worker on the
-local Redis, and a program dispatched to its pools completes there.
+local Redis, and a program dispatched to its pools completes there. For a program with a schedule, the
+rendered beat fires it on the rendered worker, and the rendered events server answers only with its token.
 
-Only the broker's host changes (the files' ``redis://redis:6379/0`` becomes the test Redis); the process
-gets the file's environment and a ``PATH`` alone. What does not run here: systemd's ``User=``, the
+Only the broker's host changes (the files' ``redis://redis:6379/0`` becomes the test Redis), and beat's
+schedule file and the events server's port (a file and a port of the test's own); the process gets the
+file's environment, the token the file asks the operator for, and a ``PATH`` alone. What does not run here: systemd's ``User=``, the
 container image (no Docker engine on this machine: ``celery`` is found on ``PATH`` as the image's
 ``pip install`` puts it there, and the project's directory is this repository) and KEDA.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +27,17 @@ import yaml
 
 from examples.steps import CORPUS
 from namel3ss_celery import Namel3ssCelery, Settings
+from namel3ss_celery.events.model import Event
+from tests.waiting import wait_until
 
-from .deployed import Launch, read
-from .workers import CLI, REPO, WorkerProcess
+from .deployed import Launch, read, read_service
+from .workers import CLI, REPO, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 WAIT = 90
 RENDERED_BROKER = "redis://redis:6379/0"  # deploy's default broker, the compose file's Redis service
+TOKEN = "NAMEL3SS_CELERY_EVENTS_TOKEN"
 
 
 def tagged_program(tag: str) -> dict[str, Any]:
@@ -59,6 +66,35 @@ def tagged_program(tag: str) -> dict[str, Any]:
         }
     )
     return program
+
+
+def scheduled_program(tag: str) -> dict[str, Any]:
+    """``tagged_program`` with a schedule firing its ``sources`` block (on the io pool) every second."""
+    program = tagged_program(tag)
+    config = {"interval_seconds": 1}
+    trigger = {"name": f"tick-{tag}", "event_type": "schedule", "trigger_target": "sources", "source_config": config}
+    program["event_triggers"] = [trigger]
+    return program
+
+
+def make_project(redis_url: str, folder: Path, program: dict[str, Any], tag: str) -> dict[str, Any]:
+    path = folder / "program.yaml"
+    path.write_text(yaml.safe_dump(program, sort_keys=False))
+    import examples.steps  # noqa: F401 - the steps the workers load
+
+    settings = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
+    n3 = Namel3ssCelery(settings=Settings.from_mapping({**settings, "NAMEL3SS_CELERY_STEP_MODULES": "examples.steps"}))
+    return {"n3": n3, "program": path, "tag": tag, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def scheduled(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:6]
+    found = make_project(redis_url, tmp_path_factory.mktemp("scheduled"), scheduled_program(tag), tag)
+    try:
+        yield found
+    finally:
+        found["n3"].close()
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +171,85 @@ def test_each_rendered_worker_runs_its_pools_steps(project: dict[str, Any], redi
     finally:
         for worker in workers:
             worker.stop()
+
+
+def replaced(argv: list[str], option: str, value: str) -> list[str]:
+    """``argv`` with the value of ``option`` (``--port 8765`` or ``--schedule=FILE``) made ``value``."""
+    if option.endswith("="):
+        [found] = [word for word in argv if word.startswith(option)]
+        return [option + value if word == found else word for word in argv]
+    at = argv.index(option) + 1
+    return [*argv[:at], value, *argv[at + 1 :]]
+
+
+def fetch(url: str, token: str | None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return int(refused.code)
+
+
+@pytest.mark.parametrize("target", ["systemd", "compose", "kubernetes"])
+def test_the_rendered_beat_fires_the_programs_schedule_and_the_events_server_wants_its_token(
+    scheduled: dict[str, Any], redis_url: str, target: str
+) -> None:
+    out = render(scheduled, target)
+    tag, n3, folder = scheduled["tag"], scheduled["n3"], scheduled["folder"]
+    store = n3.events._store()
+    since = store.newest()
+    beat, events = read_service(out, target, "beat"), read_service(out, target, "events")
+    program = str(scheduled["program"])
+    assert beat.argv[0].endswith("namel3ss-celery") and beat.argv[1:6] == [
+        "beat",
+        "-A",
+        "namel3ss_celery",
+        "--program",
+        program,
+    ]
+    assert (
+        events.argv[1:3] == ["events", "--serve"] and "--insecure" not in events.argv and "--token" not in events.argv
+    )
+    assert events.argv[events.argv.index("--host") + 1] == "0.0.0.0"
+    assert events.asked == ((TOKEN,) if target != "systemd" else ())  # systemd: the environment file holds it
+    assert TOKEN not in events.env
+    token, port = uuid.uuid4().hex, free_port()
+    services = [
+        (f"io-{tag}", read(out, target, f"io-{tag}").argv, read(out, target, f"io-{tag}")),
+        (f"beat-{target}", replaced(beat.argv, "--schedule=", str(folder / f"{target}-schedule")), beat),
+        (f"events-{target}", replaced(events.argv, "--port", str(port)), events),
+    ]
+    running = []
+    try:
+        for name, argv, launch in services:
+            env = {**as_run_here(launch, redis_url), TOKEN: token}
+            running.append(
+                WorkerProcess("unused", env, folder, command=argv, name=name, cwd=Path(launch.cwd), inherit_env=False)
+            )
+        running[0].wait_ready(n3.app)
+
+        def fired() -> list[Event]:
+            found, after = [], since
+            while batch := store.read(after, count=500):
+                found += [e for _id, e in batch if e.event_type == "schedule" and e.data["trigger"] == f"tick-{tag}"]
+                after = batch[-1][0]
+            return found
+
+        logs = lambda: "\n".join(process.log() for process in running)  # noqa: E731
+        wait_until(lambda: len(fired()) >= 2, WAIT, lambda: f"the schedule did not fire\n{logs()}")
+        slots = [e.data["slot"] for e in fired()]
+        assert len(slots) == len(set(slots))
+        first = fired()[0].event_id
+        started = [e for _id, e in store.read(since, count=5000) if e.event_type == "workflow_started"]
+        [run_id] = [e.data["instance_id"] for e in started if e.data.get("trigger_event_id") == first]
+        result = n3.run(run_id).get(timeout=WAIT)  # the io worker ran the scheduled block
+        assert result.final_result == {"about_queues": ["rabbitmq"], "about_memory": ["redis"]}, logs()
+
+        url = f"http://127.0.0.1:{port}/"
+        wait_until(lambda: fetch(url, None) == 401, WAIT, lambda: f"the events server did not answer\n{logs()}")
+        assert fetch(url, "wrong") == 401 and fetch(url, token) == 200
+        assert fetch(f"{url}?token={token}", None) == 200
+    finally:
+        for process in running:
+            process.stop()

@@ -33,3 +33,9 @@ def store_count(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]
     counted = context["outputs"]["count"]
     updated = Report.objects.filter(pk=context["report_id"]).update(word_count=counted["words"], status="ready")
     return {"report_id": context["report_id"], "updated": updated}
+
+
+@step("reports.count_reports")
+def count_reports(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """How many reports there are, and how many are ready: the schedule of schedules.yaml runs it."""
+    return {"reports": Report.objects.count(), "ready": Report.objects.filter(status="ready").count()}

@@ -98,10 +98,12 @@ def test_kubernetes_manifests_on_redis() -> None:
     beat = docs["beat-deployment.yaml"]
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"] == {"type": "Recreate"}
     assert beat["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "celery",
+        "namel3ss-celery",
+        "beat",
         "-A",
         "namel3ss_celery",
-        "beat",
+        "--program",
+        "/app/program.yaml",
         "--schedule=/tmp/celerybeat-schedule",
     ]
     assert container_env(beat) == {  # beat reads the program's schedules and triggers

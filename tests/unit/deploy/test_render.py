@@ -132,11 +132,13 @@ def test_systemd_units() -> None:
     ]
     assert values(io, "TimeoutStopSec") == []
     beat = unit(files["namel3ss-celery-beat.service"])["Service"]
-    assert exec_start(beat) == [
-        "/srv/namel3ss-celery/.venv/bin/celery",
+    assert exec_start(beat) == [  # the program's schedules checked, then celery beat
+        "/srv/namel3ss-celery/.venv/bin/namel3ss-celery",
+        "beat",
         "-A",
         "proj.celery",
-        "beat",
+        "--program",
+        "/srv/namel3ss-celery/program.yaml",
         "--schedule=/var/lib/namel3ss-celery/celerybeat-schedule",
     ]
     assert values(beat, "StateDirectory") == ["namel3ss-celery"]
@@ -223,7 +225,7 @@ def test_compose_file() -> None:
         "--concurrency=12",
     ]
     beat = services["beat"]
-    assert beat["command"][:4] == ["celery", "-A", "proj", "beat"]
+    assert beat["command"][:6] == ["namel3ss-celery", "beat", "-A", "proj", "--program", "/app/program.yaml"]
     assert beat["environment"]["NAMEL3SS_CELERY_PROGRAM"] == "/app/program.yaml"
     flower = services["flower"]
     assert flower["image"] == "mher/flower:2.0" and "working_dir" not in flower
