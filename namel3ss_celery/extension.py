@@ -6,9 +6,7 @@ import json
 import logging
 import os
 import threading
-import time
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import replace
@@ -17,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
-from .apps import check_backend, check_broker, make_app
+from .apps import check_backend, make_app
 from .compiler.checks import check_context, check_plan, check_visibility
 from .compiler.planning import make_plan
 from .compiler.publisher import CeleryPublisher
-from .compiler.starting import start_run
 from .compiler.support import check_program_supported
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
-from .engine.runner import install_log_ids, run_coroutine
+from .engine.runner import install_log_ids
 from .errors import UnknownRun
 from .events.beat import Firing, merge_program_schedules, register_schedule_task
 from .events.matching import check_triggers
@@ -33,19 +30,17 @@ from .events.model import Event, EventPriority
 from .events.service import EventService
 from .events.tasks import register_event_tasks
 from .gc_pause import collection_paused
-from .local import LocalExecutor
 from .plan import fields
 from .plan.model import Plan
+from .publishing import publish_run, run_handle
 from .registry import (
     SHARED,
     ReducerFunction,
     Registry,
-    StepDef,
     StepFunction,
     import_step_modules,
 )
-from .results import ParallelExecutionResult, RunStatus, WorkflowResult
-from .routing.consumers import run_idle_queues
+from .results import ParallelExecutionResult, WorkflowResult
 from .runs import RunHandle
 from .settings import Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
@@ -56,7 +51,7 @@ from .worker.redis_store import RedisStore
 from .worker.signals import connect_step_signals
 from .worker.step_task import StepHandler
 from .worker.store import MemoryStore
-from .worker.tasks import register_adapter_tasks, register_step_task, step_task_class
+from .worker.tasks import StepTasks, register_adapter_tasks
 from .worker.watchdog import add_watchdog
 
 if TYPE_CHECKING:
@@ -103,7 +98,6 @@ class Namel3ssCelery:
         self._eager_store = MemoryStore()
         self.pool_service: PoolService | None = None  # what this process consumes as a pool worker
         self._store_lock = threading.Lock()
-        self._registered: set[str] = set()
         self._modules_loaded = False
         embedded = self.settings.embedded and own_worker
         self.embedded_worker: EmbeddedWorker | None = EmbeddedWorker(app) if embedded else None
@@ -125,12 +119,7 @@ class Namel3ssCelery:
         if os.environ.get(STEP_EVENTS, "").lower() in ("1", "true", "yes", "on"):
             self.steps.on_step = self.events.step_done  # a task_completed or task_failed per step
         register_adapter_tasks(app, self.conductor)
-        self._step_base = step_task_class(app, self.conductor)
-        for definition in self.registry.steps():
-            self._register(definition)
-        listener = _weak_listener(self)
-        self.registry.listeners.append(listener)
-        SHARED.listeners.append(listener)
+        self.step_tasks = StepTasks(app, self.steps, self.conductor, self.registry)
         signals.import_modules.connect(self._on_import_modules)
         self._signal_handlers = connect_step_signals(app, self.conductor, self.steps)
         install_log_ids()
@@ -166,11 +155,6 @@ class Namel3ssCelery:
         if not self._modules_loaded:
             import_step_modules(self.settings.step_modules, self.registry)
             self._modules_loaded = True
-
-    def _register(self, definition: StepDef) -> None:
-        if definition.task_name not in self._registered:
-            self._registered.add(definition.task_name)
-            register_step_task(self.app, self.steps, self._step_base, definition)
 
     def _on_import_modules(self, sender: Any = None, **_: Any) -> None:
         if sender is self.app:
@@ -297,43 +281,7 @@ class Namel3ssCelery:
         initial = check_context(context)
         run_id = run_id or uuid.uuid4().hex
         with span("n3.dispatch", run_id=run_id, workflow=plan.name, kind=plan.kind):
-            return self._publish(plan, initial, run_id)
-
-    def _publish(self, plan: Plan, initial: dict[str, Any], run_id: str) -> RunHandle:
-        if self.app.conf.task_always_eager:
-            return self._run_eagerly(plan, initial, run_id)
-        if self.embedded_worker is not None:
-            self.embedded_worker.start()
-        else:
-            check_broker(self.app)  # an unreachable broker is this call's error, before anything is recorded
-        start_run(
-            self.app,
-            self.store,
-            self.conductor,
-            plan,
-            initial,
-            run_id,
-            self.settings.result_expires,
-            recorded=lambda: self.events.run_started(run_id, plan, initial),  # before any step can end the run
-        )
-        return self._handle(run_id)
-
-    def _run_eagerly(self, plan: Plan, context: dict[str, Any], run_id: str) -> RunHandle:
-        """``task_always_eager`` (a user's test suite): run in this process, as Celery runs eager tasks."""
-        executor = LocalExecutor(
-            self.registry, step_modules=self.settings.step_modules, ttl=self.settings.result_expires
-        )
-        result = run_coroutine(executor.run(plan, context))
-        record = {
-            fields.KIND: plan.kind,
-            fields.NAME: plan.name,
-            fields.STATUS: str(RunStatus.RUNNING),
-            fields.CREATED: repr(time.time()),
-        }
-        self.store.create_run(run_id, record, self.settings.result_expires)
-        final = {fields.STATUS: str(result.overall_status), fields.RESULT: json.dumps(result.to_dict())}
-        self.store.finish(run_id, final, self.settings.result_expires)
-        return self._handle(run_id)
+            return publish_run(self, plan, initial, run_id)
 
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
@@ -355,14 +303,7 @@ class Namel3ssCelery:
         """
         if self.store.run_record(run_id) is None:
             raise UnknownRun(run_id)
-        return self._handle(run_id)
-
-    def _handle(self, run_id: str) -> RunHandle:
-        return RunHandle(lambda: self.store, self.conductor.cancel, run_id, self._idle_queues)
-
-    def _idle_queues(self, run_id: str) -> dict[str, list[str]]:
-        """The queues a running run waits on that no worker consumes (``RunHandle.idle_queues``)."""
-        return run_idle_queues(self.app, self.store.run_record(run_id))
+        return run_handle(self, run_id)
 
     def close(self) -> None:
         """Stop the embedded worker, if one was started, and close the coordination and event stores'
@@ -381,14 +322,3 @@ def install(app: Celery, *, settings: Settings | None = None) -> Namel3ssCelery:
     if isinstance(existing, Namel3ssCelery):
         return existing
     return Namel3ssCelery(app, settings=settings)
-
-
-def _weak_listener(n3: Namel3ssCelery) -> Callable[[StepDef], None]:
-    ref = weakref.ref(n3)
-
-    def listener(definition: StepDef) -> None:
-        target = ref()
-        if target is not None:
-            target._register(definition)
-
-    return listener

@@ -6,6 +6,8 @@ Each task is a thin shell around the engine's ``Conductor`` or, for steps, ``Ste
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from ..engine.conductor import Conductor
@@ -14,6 +16,8 @@ from ..registry import (
     SETTLE_CHORD_FAILED_TASK,
     SETTLE_CHORD_TASK,
     SETTLE_DEADLINE_TASK,
+    SHARED,
+    Registry,
     StepDef,
 )
 from ..tracing import span
@@ -75,3 +79,37 @@ def register_step_task(app: Any, steps: StepHandler, base: type, definition: Ste
     app.task(name=definition.task_name, base=base, bind=True, shared=False, ignore_result=False, acks_on_failure=False)(
         run
     )
+
+
+class StepTasks:
+    """The step tasks of one app: one ``n3.step.<target>`` per step its registry (and the shared one) knows,
+    registered now and as new steps are added (``Registry.listeners``, held weakly: a closed app's
+    tasks stop following)."""
+
+    def __init__(self, app: Any, steps: StepHandler, conductor: Conductor, registry: Registry) -> None:
+        self.app = app
+        self.steps = steps
+        self.base = step_task_class(app, conductor)
+        self._registered: set[str] = set()
+        for definition in registry.steps():
+            self.register(definition)
+        listener = _weak_listener(self)
+        registry.listeners.append(listener)
+        SHARED.listeners.append(listener)
+
+    def register(self, definition: StepDef) -> None:
+        """``n3.step.<target>`` for ``definition``, once."""
+        if definition.task_name not in self._registered:
+            self._registered.add(definition.task_name)
+            register_step_task(self.app, self.steps, self.base, definition)
+
+
+def _weak_listener(tasks: StepTasks) -> Callable[[StepDef], None]:
+    ref = weakref.ref(tasks)
+
+    def listener(definition: StepDef) -> None:
+        target = ref()
+        if target is not None:
+            target.register(definition)
+
+    return listener

@@ -29,6 +29,8 @@ LAYERS = {
     "extension": 5,
     "runs": 5,
     "local": 5,
+    "eager": 5,
+    "publishing": 5,
     "cli": 6,
     "runtime": 6,
     "testing": 6,
