@@ -35,20 +35,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from time import monotonic
 from typing import Any
 
 from celery.utils.log import get_logger
-from celery.worker import state
 from celery.worker.autoscale import Autoscaler
 from kombu.exceptions import OperationalError
 
 from ..errors import ConfigurationError, RoutingError, SpecError
 from ..settings import ENV_KEYS, Settings
 from ..spec import ScalingMetric, WorkerPoolSpec, load_program
-from .queues import redis_priority_lists
+from .queue_depth import broker_depth, local_backlog
+from .scaling import ScalingRule, desired_processes
 from .workers import find_pool
 
 AUTOSCALER_PATH = "namel3ss_celery.routing.autoscale:QueueDepthAutoscaler"
@@ -64,103 +63,6 @@ logger = get_logger(__name__)
 def autoscaler_setting() -> str:
     """The value of Celery's ``worker_autoscaler`` setting that selects ``QueueDepthAutoscaler``."""
     return AUTOSCALER_PATH
-
-
-@dataclass(frozen=True)
-class ScalingRule:
-    """A pool's queue-depth thresholds: messages per process wanted, and when to act."""
-
-    target_value: float
-    scale_up_threshold: float
-    scale_down_threshold: float
-
-    @classmethod
-    def from_pool(cls, pool: WorkerPoolSpec) -> ScalingRule:
-        """The rule of a pool that autoscales on queue depth.
-
-        Raises:
-            ConfigurationError: the pool does not autoscale, scales on another
-                metric, has ``target_value`` not above 0, or a
-                ``scale_down_threshold`` above its ``scale_up_threshold``.
-        """
-        problem = None
-        if not pool.auto_scaling:
-            problem = "has auto_scaling: false; run it with --concurrency, not --autoscale"
-        elif pool.scaling_metric is not ScalingMetric.QUEUE_DEPTH:
-            problem = (
-                f"scales on {pool.scaling_metric}, and QueueDepthAutoscaler follows queue_depth only; "
-                f"leave worker_autoscaler at Celery's default for it"
-            )
-        elif pool.target_value <= 0:
-            problem = f"target_value must be above 0 (got {pool.target_value:g})"
-        elif pool.scale_down_threshold > pool.scale_up_threshold:
-            problem = (
-                f"scale_down_threshold ({pool.scale_down_threshold:g}) is above "
-                f"scale_up_threshold ({pool.scale_up_threshold:g})"
-            )
-        if problem is not None:
-            raise ConfigurationError(f"worker pool {pool.name!r} {problem}", setting="worker_autoscaler")
-        return cls(pool.target_value, pool.scale_up_threshold, pool.scale_down_threshold)
-
-
-def desired_processes(depth: int, processes: int, rule: ScalingRule, *, min_processes: int, max_processes: int) -> int:
-    """How many processes the pool should have now (the module docstring states the rule).
-
-    Args:
-        depth: messages waiting for the pool.
-        processes: the processes it has.
-        rule: the pool's thresholds.
-        min_processes: the floor (``--autoscale``'s min).
-        max_processes: the ceiling (``--autoscale``'s max; never below the floor).
-
-    Returns:
-        The process count to scale to; ``processes`` itself when nothing should change.
-    """
-    floor = max(min_processes, 0)
-    ceiling = max(max_processes, floor)
-    current = min(max(processes, floor), ceiling)
-    wanted = min(max(math.ceil(depth / rule.target_value), floor), ceiling)
-    per_process = depth / processes if processes > 0 else (math.inf if depth > 0 else 0.0)
-    if per_process > rule.scale_up_threshold and wanted > current:
-        return wanted
-    if per_process < rule.scale_down_threshold and wanted < current:
-        return wanted
-    return current
-
-
-def broker_depth(connection: Any, queues: Iterable[str]) -> int:
-    """Messages ready in the broker in these queues (a kombu ``Connection``; delivered, unacked ones not counted).
-
-    Redis: ``LLEN`` of each queue's list and of its priority lists (a missing
-    list counts 0). Other transports: a passive ``queue_declare``; a queue
-    not declared yet counts 0.
-
-    Raises:
-        kombu's ``OperationalError``, or the transport's ``connection_errors``
-        and ``channel_errors`` (but a queue's NOT_FOUND).
-    """
-    names = list(dict.fromkeys(queues))
-    if connection.transport.driver_type == "redis":
-        with connection.default_channel.conn_or_acquire() as client, client.pipeline() as pipe:
-            for name in names:
-                for key in redis_priority_lists(name):
-                    pipe.llen(key)
-            return sum(int(size) for size in pipe.execute())
-    total = 0
-    for name in names:
-        with connection.channel() as channel:  # a fresh channel each time: NOT_FOUND closes it on RabbitMQ
-            try:
-                total += int(channel.queue_declare(queue=name, passive=True).message_count)
-            except connection.channel_errors as exc:
-                if not _not_found(exc):
-                    raise
-    return total
-
-
-def local_backlog() -> int:
-    """Messages this worker process has prefetched and not yet handed to a pool process."""
-    active = state.active_requests
-    return sum(1 for request in list(state.reserved_requests) if request not in active)
 
 
 def keepalive_from_env(environ: Mapping[str, str] | None = None) -> float:
@@ -374,8 +276,3 @@ class QueueDepthAutoscaler(Autoscaler):  # type: ignore[misc]
         if self._connection is None:
             self._connection = self.worker.app.connection_for_read()
         return self._connection
-
-
-def _not_found(exc: BaseException) -> bool:
-    """A queue that does not exist: reply code 404 (py-amqp's NotFound, kombu's virtual transports)."""
-    return str(getattr(exc, "reply_code", "")) == "404"

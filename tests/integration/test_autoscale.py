@@ -21,7 +21,7 @@ import yaml
 from kombu import Connection, Exchange, Queue
 
 from namel3ss_celery.routing import redis_priority_lists
-from namel3ss_celery.routing.autoscale import broker_depth
+from namel3ss_celery.routing.queue_depth import broker_depth
 from tests.waiting import poll
 
 from .autoscale_app import make_app

@@ -17,13 +17,8 @@ from kombu import Queue
 from kombu.utils.imports import symbol_by_name
 
 from namel3ss_celery.errors import ConfigurationError
-from namel3ss_celery.routing.autoscale import (
-    QueueDepthAutoscaler,
-    ScalingRule,
-    autoscaler_setting,
-    desired_processes,
-    keepalive_from_env,
-)
+from namel3ss_celery.routing.autoscale import QueueDepthAutoscaler, autoscaler_setting, keepalive_from_env
+from namel3ss_celery.routing.scaling import ScalingRule, desired_processes
 from namel3ss_celery.spec import load_program
 from tests.sockets import connects
 
