@@ -46,7 +46,8 @@ from .settings import Settings
 from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
 from .tracing import span
 from .worker.embedded import EmbeddedWorker
-from .worker.pools import PoolService, add_pool_option, serve_placement, serve_pool, use_all_redis_priorities
+from .worker.pool_option import add_pool_option
+from .worker.pools import PoolService, serve_placement, serve_pool, use_all_redis_priorities
 from .worker.redis_store import RedisStore
 from .worker.signals import connect_step_signals
 from .worker.step_task import StepHandler
