@@ -14,9 +14,7 @@ from redis.retry import Retry
 from ..engine.ports import Held, Lease
 from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
-    DEADLINES_KEY,
     LEASES_KEY,
-    WORKERS_KEY,
     done_key,
     held_key,
     list_key,
@@ -24,7 +22,6 @@ from ..plan.fields import (
     run_key,
     steps_key,
     sticky_key,
-    worker_key,
 )
 from .redis_scripts import (
     CLAIM,
@@ -38,9 +35,9 @@ from .redis_scripts import (
     SET_UNLESS,
     TAKE_LEASE,
 )
+from .redis_watched import RedisWatched
 
 WAIT_SLICE = 2.0
-WORKERS_KEPT = 240  # heartbeats' lifetimes the set of workers outlives the last beat of any of them
 FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
 LEASES_KEPT = 86400  # seconds the index of leases outlives the last lease taken
 
@@ -70,7 +67,7 @@ def connect(url: str) -> Any:
     )
 
 
-class RedisStore:
+class RedisStore(RedisWatched):
     """``CoordinationStore`` on Redis. Waiting uses ``BLMOVE`` on a one-item list, so many can wait.
 
     A Redis that does not answer after the client's own reconnects raises ``StoreUnavailable``.
@@ -239,61 +236,6 @@ class RedisStore:
             if deadline - time.monotonic() <= 0:
                 return None
 
-    def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(DEADLINES_KEY, {node_member(run_id, node): at}, nx=True)  # a launch finished later keeps it
-            pipe.expire(DEADLINES_KEY, ttl)
-            pipe.execute()
-
-    def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
-        members = self.client.zrangebyscore(DEADLINES_KEY, "-inf", now, start=0, num=limit)
-        return [tuple(member.split("\n", 1)) for member in members]  # type: ignore[misc]
-
-    def drop_deadline(self, run_id: str, node: str) -> None:
-        self.client.zrem(DEADLINES_KEY, node_member(run_id, node))
-
-    def renew_lease(self, run_id: str, node: str, until: float) -> None:
-        self.client.zadd(LEASES_KEY, {node_member(run_id, node): until}, xx=True)
-
-    def drop_lease(self, run_id: str, node: str) -> None:
-        self.client.zrem(LEASES_KEY, node_member(run_id, node))
-
-    def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
-        members = self.client.zrangebyscore(LEASES_KEY, "-inf", now, start=0, num=limit)
-        return [tuple(member.split("\n", 1)) for member in members]  # type: ignore[misc]
-
-    def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
-        return bool(self._take_lease(keys=[LEASES_KEY], args=[node_member(run_id, node), now, until]))
-
-    def beat(self, worker: str, ttl: int) -> None:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(worker_key(worker), "1", ex=ttl)
-            pipe.sadd(WORKERS_KEY, worker)
-            pipe.expire(WORKERS_KEY, ttl * WORKERS_KEPT)  # renewed by every beat of every worker
-            pipe.execute()
-
-    def lost_workers(self, limit: int) -> list[str]:
-        workers = sorted(self.client.smembers(WORKERS_KEY))
-        if not workers:
-            return []
-        with self.client.pipeline(transaction=False) as pipe:
-            for worker in workers:
-                pipe.exists(worker_key(worker))  # its heartbeat
-                pipe.exists(held_key(worker))  # the steps it holds
-            found = pipe.execute()
-        beats, holds = found[0::2], found[1::2]
-        silent = [(w, held) for w, beat, held in zip(workers, beats, holds, strict=True) if not beat]
-        gone = [w for w, held in silent if not held]  # stopped, holding nothing: forgotten
-        if gone:
-            self.client.srem(WORKERS_KEY, *gone)
-        return [w for w, held in silent if held][:limit]
-
-    def held_steps(self, worker: str) -> list[str]:
-        return sorted(self.client.smembers(held_key(worker)))
-
-    def release(self, worker: str, member: str) -> None:
-        self.client.srem(held_key(worker), member)
-
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
@@ -318,5 +260,6 @@ def _answered(method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # Every operation of the store raises StoreUnavailable, not redis-py's own errors, when Redis does not answer.
-for _name in [n for n, v in vars(RedisStore).items() if callable(v) and not n.startswith("_") and n != "close"]:
-    setattr(RedisStore, _name, _answered(getattr(RedisStore, _name)))
+for _class in (RedisStore, RedisWatched):
+    for _name in [n for n, v in vars(_class).items() if callable(v) and not n.startswith("_") and n != "close"]:
+        setattr(RedisStore, _name, _answered(getattr(_class, _name)))

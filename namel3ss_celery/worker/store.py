@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from ..engine.ports import CoordinationStore, Held, Lease
 from ..errors import UnknownRun
 from ..plan.fields import done_key, list_key, run_key, steps_key, sticky_key
+from .memory_watched import MemoryWatched
 
 # The Protocol both stores follow and the key helpers are re-exported from here.
 __all__ = ["CoordinationStore", "MemoryStore", "done_key", "list_key", "run_key", "steps_key", "sticky_key"]
@@ -48,7 +49,7 @@ def _sweep(table: dict[_K, _Expiring[_V]]) -> None:
         del table[key]
 
 
-class MemoryStore:
+class MemoryStore(MemoryWatched):
     """In-process store for the embedded default; keys expire like Redis's.
 
     It keeps the contract ``RedisStore`` keeps: a write to a run whose record is gone (expired, or never
@@ -257,58 +258,6 @@ class MemoryStore:
                 if left <= 0:
                     return None
                 self._lock.wait(left)
-
-    def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
-        with self._lock:
-            self._deadlines.setdefault((run_id, node), at)
-
-    def due_deadlines(self, now: float, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            due = sorted((at, key) for key, at in self._deadlines.items() if at <= now)
-            return [key for _at, key in due[:limit]]
-
-    def drop_deadline(self, run_id: str, node: str) -> None:
-        with self._lock:
-            self._deadlines.pop((run_id, node), None)
-
-    def renew_lease(self, run_id: str, node: str, until: float) -> None:
-        with self._lock:
-            if (run_id, node) in self._leases:
-                self._leases[(run_id, node)] = until
-
-    def drop_lease(self, run_id: str, node: str) -> None:
-        with self._lock:
-            self._leases.pop((run_id, node), None)
-
-    def expired_leases(self, now: float, limit: int) -> list[tuple[str, str]]:
-        with self._lock:
-            return [key for _until, key in sorted((u, k) for k, u in self._leases.items() if u <= now)[:limit]]
-
-    def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
-        with self._lock:
-            held = self._leases.get((run_id, node))
-            if held is None or held > now:
-                return False
-            self._leases[(run_id, node)] = until
-            return True
-
-    def beat(self, worker: str, ttl: int) -> None:
-        with self._lock:
-            self._beats[worker] = time.monotonic() + ttl
-
-    def lost_workers(self, limit: int) -> list[str]:
-        with self._lock:
-            now = time.monotonic()
-            # As on Redis: a worker is known by its beats; one whose last beat ran out and holds steps is lost.
-            return [w for w, held in self._held.items() if held and w in self._beats and self._beats[w] < now][:limit]
-
-    def held_steps(self, worker: str) -> list[str]:
-        with self._lock:
-            return sorted(self._held.get(worker, ()))
-
-    def release(self, worker: str, member: str) -> None:
-        with self._lock:
-            self._held.get(worker, set()).discard(member)
 
     def close(self) -> None:
         """Nothing to release: the memory is the process's."""
