@@ -14,14 +14,17 @@ its ``dead_letter_queue`` (``namel3ss-celery dlq list`` shows it, ``dlq requeue`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import SpecError
+from ..engine.runner import run_coroutine
+from ..errors import SpecError, StepResultError, UnknownTarget
+from ..registry import Registry
 from ..spec import EventHandlerSpec, ProgramSpec
 from .filters import Predicate, compile_expression
-from .model import EventType, event_type
+from .model import Event, EventType, event_type
 
 RETRY_KEYS = {"max_retries", "retry_delay", "backoff"}
 BACKOFFS = ("fixed", "exponential")
@@ -53,6 +56,28 @@ class Handler:
         """Where ``event`` goes: every routing rule that matches, else ``route_to``."""
         ruled = [r.target for r in self.routes if r.when is not None and r.when(event)]
         return ruled or [r.target for r in self.routes if r.when is None]
+
+    def transform(self, event: Event, registry: Registry) -> dict[str, Any]:
+        """The event's data through the handler's ``transform_function`` (a registered step, called with the
+        data and ``{"event": ...}``), or as it is when it has none.
+
+        Raises:
+            UnknownTarget: the transform is not a registered step.
+            StepResultError: it returned something other than a mapping.
+            Exception: whatever the transform raised.
+        """
+        name, function = self.spec.name, self.spec.transform_function
+        if not function:
+            return dict(event.data)
+        definition = registry.step(function)
+        if definition is None:
+            raise UnknownTarget(f"handler {name!r}: transform_function {function!r} is not a registered step")
+        data = definition.function(dict(event.data), {"event": event.to_dict()})
+        if asyncio.iscoroutine(data):
+            data = run_coroutine(data)
+        if not isinstance(data, Mapping):
+            raise StepResultError(f"handler {name!r}: its transform returned {type(data).__name__}, not a mapping")
+        return dict(data)
 
     def delay(self, retries: int) -> float:
         """Seconds before retry number ``retries + 1``."""

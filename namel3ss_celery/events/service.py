@@ -9,7 +9,6 @@ already holds ``MAX_DEPTH`` triggered runs starts nothing, and says so with a ``
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.support import check_program_supported
-from ..engine.runner import current_step, run_coroutine, to_json_data
-from ..errors import SpecError, StepResultError, UnknownTarget
+from ..engine.runner import current_step, to_json_data
+from ..errors import SpecError, StepResultError
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
 from ..spec import ProgramSpec, load_program
@@ -270,18 +269,7 @@ class EventService:
         """
         program = self._program()
         (handler,) = [h for h in self.handlers() if h.spec.name == name]
-        data: Any = dict(event.data)
-        if handler.spec.transform_function:
-            definition = self.registry.step(handler.spec.transform_function)
-            if definition is None:
-                raise UnknownTarget(
-                    f"handler {name!r}: transform_function {handler.spec.transform_function!r} is not a registered step"
-                )
-            data = definition.function(data, {"event": event.to_dict()})
-            if asyncio.iscoroutine(data):
-                data = run_coroutine(data)
-            if not isinstance(data, Mapping):
-                raise StepResultError(f"handler {name!r}: its transform returned {type(data).__name__}, not a mapping")
+        data = handler.transform(event, self.registry)
         routed = event.to_dict() | {"data": dict(data)}
         runs = []
         nodes = {w.name for w in program.workflows} | {b.name for b in program.parallel_blocks} if program else set()
