@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import redis
+from tests.private_redis import PrivateRedis, ServerDidNotStart
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -70,60 +70,6 @@ def kill_group(process: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> N
         os.killpg(process.pid, sig)
     except ProcessLookupError:
         pass  # it ended on its own
-
-
-class PrivateRedis:
-    """``redis-server`` on a free port of 127.0.0.1, AOF fsynced on every write, no RDB snapshots.
-
-    It restarts on the same port and directory, so the AOF brings back every key.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server and return once it answers PING (its AOF loaded)."""
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        command += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        command += ["--logfile", str(self.directory / "redis.log")]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        wait_for(self.answers, START_TIMEOUT, f"redis-server on port {self.port} did not answer")
-
-    def answers(self) -> bool:
-        """True when the server answers PING (not while it is loading its AOF)."""
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        """SIGTERM: Redis fsyncs its AOF and exits (``SHUTDOWN NOSAVE`` would be wrong with AOF)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            kill_group(self.process)
-            self.process.wait(5)
-
-    def restart(self, down_seconds: float) -> None:
-        """Stop, stay down ``down_seconds``, start again on the same port and directory."""
-        self.stop()
-        time.sleep(down_seconds)
-        self.start()
-
-    def client(self) -> redis.Redis[str]:
-        """A new client of this server (strings)."""
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=10)
 
 
 class Worker:
@@ -208,7 +154,10 @@ class Cluster:
 
     def start(self, ping: Callable[[list[str]], object]) -> None:
         """Start Redis and the workers; return once every worker answers ``ping([hostname])``."""
-        self.redis.start()
+        try:
+            self.redis.start()
+        except ServerDidNotStart as exc:
+            raise ClusterError(str(exc)) from exc
         for _ in range(self.size):
             self.add_worker()
         for worker in list(self.workers):

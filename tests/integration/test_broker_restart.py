@@ -19,11 +19,11 @@ import redis
 
 from namel3ss_celery import ParallelExecutionResult
 from tests.private_rabbit import PrivateRabbit, available
+from tests.private_redis import PrivateRedis
 from tests.waiting import wait_until
 
 from .conftest import start_cluster, stop_cluster
 from .steps import started_key
-from .test_faults import PrivateRedis
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,7 @@ def broker_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
         pytest.skip("redis-server is not installed: no private Redis to restart")
     (tmp_path / "redis").mkdir()
     server = PrivateRedis(tmp_path / "redis")
+    server.start()
     try:
         yield server
     finally:

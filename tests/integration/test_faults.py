@@ -22,6 +22,7 @@ import redis
 
 from namel3ss_celery import ParallelExecutionResult, WaitTimeout, WorkflowResult
 from namel3ss_celery.engine.leases import LAUNCH_LEASE
+from tests.private_redis import PrivateRedis
 from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
@@ -234,46 +235,12 @@ def test_a_settle_whose_worker_died_while_publishing_the_next_block_is_finished_
     assert "the launch of block b of run" in resumed_by
 
 
-class PrivateRedis:
-    """A redis-server of the test's own, with AOF on disk, on a free port: it can be restarted at will."""
-
-    def __init__(self, directory: Path) -> None:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.directory = directory
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.answers, 20, f"redis-server on port {self.port} did not start")
-
-    def answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # with AOF (fsync always) nothing written is lost
-            self.process.wait(20)
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed: no private Redis to restart")
     server = PrivateRedis(tmp_path)
+    server.start()
     yield server
     server.stop()
 
