@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from namel3ss_celery.engine.ports import CoordinationStore, Lease
+from namel3ss_celery.engine.ports import CoordinationStore, Held, Lease
 from namel3ss_celery.errors import UnknownRun
 from namel3ss_celery.worker.redis_store import RedisStore
 from namel3ss_celery.worker.store import MemoryStore
@@ -416,3 +416,15 @@ def test_keys_of_a_run_expire_with_it(store: CoordinationStore) -> None:
     wait_for(lambda: store.run_record(run_id) is None, EXPIRE_WITHIN, "run not expired")
     assert_nothing_of(store, run_id)
     assert store.step_counts(run_id, ["c"]) == {"c": 0}
+
+
+def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is_lost(store: CoordinationStore) -> None:
+    worker, member = f"w-{new_id()}", '["run", "b", 0]'
+    store.beat(worker, 1)
+    store.hold(Held(worker, member, TTL))
+    store.hold(Held(worker, member, TTL))  # taken, then held again at its start guard: one member
+    assert store.held_steps(worker) == [member]
+    wait_for(lambda: worker in store.lost_workers(1000), EXPIRE_WITHIN, "a worker whose heartbeat ran out not lost")
+    store.release(worker, member)
+    assert store.held_steps(worker) == []
+    assert worker not in store.lost_workers(1000)  # silent, holding nothing: not lost
