@@ -71,12 +71,15 @@ class EventHandler:
         return True
 
 
-def parse_types(kinds: Iterable[EventType | str]) -> set[EventType]:
-    """Each of ``kinds`` as an ``EventType`` (an unknown one is an error, not ``custom``).
+def parse_types(kinds: Iterable[EventType | str] | EventType | str) -> set[EventType]:
+    """Each of ``kinds`` as an ``EventType`` (an unknown one is an error, not ``custom``); one type given
+    alone (``"task_completed"``, as the Namel3ss guides write it) is that type, not its characters.
 
     Raises:
         SpecError: an unknown type.
     """
+    if isinstance(kinds, str):
+        return {event_type(kinds)}
     return {event_type(kind) for kind in kinds}
 
 
@@ -170,14 +173,14 @@ class EventDrivenExecutor:
 
     async def register_event_handler(
         self,
-        event_types: list[EventType | str],
+        event_types: list[EventType | str] | EventType | str,
         handler_func: Callable[[Event], Any],
         filters: dict[str, Any] | None = None,
         priority: int = 0,
     ) -> str:
-        """Call ``handler_func(event)`` (sync or ``async``) for each event of ``event_types`` whose data (or
-        metadata) fields equal ``filters``, published anywhere in the deployment after ``start()``; the
-        subscription's id. Higher ``priority`` handlers are called first."""
+        """Call ``handler_func(event)`` (sync or ``async``) for each event of ``event_types`` (a list, or one
+        type) whose data (or metadata) fields equal ``filters``, published anywhere in the deployment after
+        ``start()``; the subscription's id. Higher ``priority`` handlers are called first."""
         handler = EventHandler(uuid.uuid4().hex, parse_types(event_types), handler_func, priority, dict(filters or {}))
         with self._lock:
             self.handlers[handler.handler_id] = handler

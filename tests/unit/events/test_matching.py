@@ -112,3 +112,17 @@ def test_a_handler_routes_by_every_matching_rule_else_route_to() -> None:
     assert handler.targets({"data": {"n": 50}}) == ["big", "huge"]
     assert handler.targets({"data": {"n": 0}}) == ["b"]
     assert [handler.delay(n) for n in range(3)] == [1.0, 2.0, 4.0]  # exponential from retry_delay 1s
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        ("task_completed", {EventType.TASK_COMPLETED}),  # one type alone, as the Namel3ss guides write it
+        (EventType.CUSTOM, {EventType.CUSTOM}),
+        (["task_failed", EventType.USER_INPUT], {EventType.TASK_FAILED, EventType.USER_INPUT}),
+    ],
+)
+def test_handler_event_types_are_a_list_or_one_type(kinds: Any, expected: set[EventType]) -> None:
+    from namel3ss_celery.events.executor import parse_types
+
+    assert parse_types(kinds) == expected
