@@ -179,11 +179,13 @@ class UnknownWorker(Namel3ssCeleryError, LookupError, ValueError):
 class TaskWaitTimeout(Namel3ssCeleryError, TimeoutError):
     """Waiting for a distributed task's result gave up; the task itself goes on."""
 
-    def __init__(self, task_id: str, task_type: str, timeout: float, status: str) -> None:
+    def __init__(self, task_id: str, task_type: str, timeout: float, status: str, waiting_in: str = "") -> None:
         self.task_id = task_id
         self.timeout = timeout
         self.status = status
-        super().__init__(f"task {task_id} ({task_type}) still {status} after waiting {timeout:g}s")
+        self.waiting_in = waiting_in  # the capability queue a queued task waits in, for a worker that consumes it
+        why = f"; it waits in queue {waiting_in!r} for a worker with its required_capability" if waiting_in else ""
+        super().__init__(f"task {task_id} ({task_type}) still {status} after waiting {timeout:g}s{why}")
 
 
 class DistributedTaskFailed(Namel3ssCeleryError):

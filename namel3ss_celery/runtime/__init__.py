@@ -21,6 +21,7 @@ from __future__ import annotations
 from ..results import ParallelExecutionResult, ParallelTaskResult
 from ..spec import ParallelStrategy
 from .brokers import broker_settings
+from .capabilities import capability_queue, worker_queues
 from .coordinator import (
     DistributedParallelExecutor,
     create_distributed_executor,
@@ -91,9 +92,12 @@ __all__ = [
     "TaskStatus",
     "WorkerNode",
     "WorkerStatus",
+    "capability_queue",
     "create_distributed_queue",
     "create_message_broker",
     "task_handler",
+    "capability_queue",  # capability routing (runtime/capabilities.py)
+    "worker_queues",
     # the Namel3ss event names (runtime/events.py)
     "Event",
     "EventBus",

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery import Celery
@@ -26,8 +26,9 @@ from ..errors import BrokerNotConnected, ConfigurationError, UnknownBrokerType
 from ..settings import Settings
 from ..worker.embedded import EmbeddedWorker
 from ..worker.pools import use_all_redis_priorities
+from .capabilities import task_queue, worker_queues
 from .distributed_model import BrokerType, DistributedTask, TaskStatus, encode_task
-from .queue_task import QUEUE_TASK, TaskHandler, register_queue_task
+from .queue_task import QUEUE_TASK, Receipts, TaskHandler, register_queue_task
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -44,8 +45,9 @@ class MessageBroker(ABC):
     def __init__(self) -> None:
         self.connected = False
         self._app: Celery | None = None
-        self._handlers: dict[str, TaskHandler] = {}  # queue name: the handler of its worker in this process
+        self._handlers: dict[str, TaskHandler] = {}  # worker hostname: the handler of a worker in this process
         self._workers: dict[str, EmbeddedWorker] = {}  # worker id: the Celery worker consuming for it
+        self._receipts: Receipts | None = None
 
     @abstractmethod
     def settings(self) -> Settings:
@@ -58,7 +60,8 @@ class MessageBroker(ABC):
             app = make_app(self.settings())
             app.conf.update(task_track_started=True)
             use_all_redis_priorities(app)  # the priority lists that workers of the default app consume
-            register_queue_task(app, self._handlers, Settings.from_env().step_modules)
+            self._receipts = Receipts(app)
+            register_queue_task(app, self._handlers, Settings.from_env().step_modules, self._receipts)
             self._app = app
         return self._app
 
@@ -88,19 +91,31 @@ class MessageBroker(ABC):
         return self.app
 
     async def publish_task(self, queue_name: str, task: DistributedTask) -> None:
-        """Publish ``task`` as the Celery task ``n3.queue.task`` on the queue ``queue_name``."""
+        """Publish ``task`` as the Celery task ``n3.queue.task`` on the queue ``queue_name``, or, when it
+        requires a capability (``task.metadata["required_capability"]``), on ``<queue_name>.cap.<capability>``.
+
+        Raises:
+            BrokerNotConnected: ``connect()`` was not called.
+            InvalidArgument: the required capability is not one capability (nothing is published).
+        """
         app = self._check()
         await asyncio.to_thread(
             app.send_task,
             QUEUE_TASK,
             args=[encode_task(task, queue_name)],
             task_id=task.task_id,
-            queue=queue_name,
+            queue=task_queue(queue_name, task.metadata),
             priority=task.priority,
         )
 
     async def consume_tasks(
-        self, queue_name: str, callback: TaskHandler, *, worker_id: str | None = None, concurrency: int = 1
+        self,
+        queue_name: str,
+        callback: TaskHandler,
+        *,
+        worker_id: str | None = None,
+        concurrency: int = 1,
+        capabilities: Iterable[str] = (),
     ) -> None:
         """Serve ``queue_name`` with a Celery worker in this process that hands each task to ``callback``.
 
@@ -109,14 +124,18 @@ class MessageBroker(ABC):
             callback: ``(DistributedTask) -> result``, sync or ``async def``.
             worker_id: the worker's name (``worker_id@host``); by default one made from the queue's.
             concurrency: tasks at once (threads).
+            capabilities: the worker also consumes ``<queue_name>.cap.<capability>`` for each of them.
 
         Raises:
+            InvalidArgument: one of ``capabilities`` cannot name a queue.
             ConfigurationError: the worker did not start.
         """
         app = self._check()
         name = worker_id or f"{queue_name}-{os.getpid()}"
-        self._handlers[queue_name] = callback
-        worker = EmbeddedWorker(app, concurrency, hostname=self.worker_hostname(name), queues=[queue_name])
+        queues = worker_queues(queue_name, capabilities)
+        hostname = self.worker_hostname(name)
+        self._handlers[hostname] = callback
+        worker = EmbeddedWorker(app, concurrency, hostname=hostname, queues=queues)
         await asyncio.to_thread(worker.start)
         self._workers[name] = worker
 

@@ -9,6 +9,10 @@ task's handler; statuses and results are read from Celery's result backend, from
     await queue.start_worker("w1", resize)                 # async or sync (task: DistributedTask) -> result
     task_id = await queue.submit_task("resize", {"path": "a.png"})
     task = await queue.get_task_result(task_id, timeout=30)  # a DistributedTask: status, result, error
+
+A task that requires a capability (``submit_task(..., required_capability="gpu")``, or Namel3ss's
+``task.metadata["required_capability"]``) goes to the queue ``<queue>.cap.<capability>``, which only workers
+with that capability consume (runtime/capabilities.py); until one does, it waits there, ``queued``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from .brokers import (
     RedisMessageBroker,
     create_message_broker,
     wait_ready,
+)
+from .capabilities import (
+    REQUIRED_CAPABILITY,
+    capability_queue,
+    check_capabilities,
+    check_capability,
+    required_capability,
+    worker_queues,
 )
 from .distributed_model import (
     CELERY_STATES,
@@ -96,6 +108,7 @@ class DistributedTaskQueue:
         self.completed_tasks: dict[str, DistributedTask] = {}
         self.workers: dict[str, WorkerNode] = {}
         self.worker_heartbeats: dict[str, float] = {}
+        self.required_capabilities: set[str] = set()  # required by tasks submitted here
         self.stats = {
             "tasks_submitted": 0,
             "tasks_completed": 0,
@@ -125,14 +138,20 @@ class DistributedTaskQueue:
         priority: int = 0,
         timeout_seconds: float | None = None,
         max_retries: int = 3,
+        *,
+        required_capability: str | None = None,
     ) -> str:
         """Publish a task of ``task_type`` (its handler's name) with ``payload`` (JSON data); its id.
 
         ``timeout_seconds`` bounds the handler's run on the worker (``result_timeout`` when not given);
         a failed run is retried up to ``max_retries`` times. ``priority`` is Celery's message priority.
+        ``required_capability`` (kept as Namel3ss keeps it, in ``metadata["required_capability"]``) sends the
+        task to ``<queue>.cap.<capability>``: only a worker with that capability runs it, and until one
+        consumes that queue the task waits there, ``queued``.
 
         Raises:
             BrokerNotConnected: ``start()`` was not called.
+            InvalidArgument: ``required_capability`` is not one capability (nothing is published).
         """
         task = DistributedTask(
             task_id=str(uuid.uuid4()),
@@ -143,10 +162,25 @@ class DistributedTaskQueue:
             max_retries=max_retries,
             status=TaskStatus.QUEUED,
         )
+        if required_capability:
+            task.metadata[REQUIRED_CAPABILITY] = check_capability(required_capability, REQUIRED_CAPABILITY)
+            self._note_capability(task, required_capability)
         await self.broker.publish_task(self.queue_name, task)
         self.pending_tasks[task.task_id] = task
         self.stats["tasks_submitted"] += 1
         return task.task_id
+
+    def _note_capability(self, task: DistributedTask, capability: str) -> None:
+        self.required_capabilities.add(capability)
+        if self.workers and not any(capability in worker.capabilities for worker in self.workers.values()):
+            logger.warning(
+                "task %s (%s) requires capability %r, which no worker known here offers: it waits in queue %r "
+                "until a worker with it consumes that queue",
+                task.task_id,
+                task.task_type,
+                capability,
+                capability_queue(self.queue_name, capability),
+            )
 
     async def submit_batch(
         self,
@@ -155,9 +189,18 @@ class DistributedTaskQueue:
         timeout_seconds: float | None = None,
         max_retries: int = 3,
     ) -> list[str]:
-        """Submit each ``{"task_type": ..., "payload": ...}`` of ``tasks``; their ids, in order."""
+        """Submit each ``{"task_type": ..., "payload": ...}`` of ``tasks`` (with ``"required_capability"`` when it
+        needs one); their ids, in order."""
         return [
-            await self.submit_task(t["task_type"], t["payload"], priority, timeout_seconds, max_retries) for t in tasks
+            await self.submit_task(
+                t["task_type"],
+                t["payload"],
+                priority,
+                timeout_seconds,
+                max_retries,
+                required_capability=t.get(REQUIRED_CAPABILITY),
+            )
+            for t in tasks
         ]
 
     def _result(self, task_id: str) -> AsyncResult:
@@ -191,7 +234,11 @@ class DistributedTaskQueue:
         result = self._result(task_id)
         if not await asyncio.to_thread(wait_ready, result, limit):
             now = await self.get_task_status(task_id)
-            raise TaskWaitTimeout(task_id, task.task_type, limit, now.value)
+            capability = required_capability(task.metadata)
+            waiting_in = (
+                capability_queue(self.queue_name, capability) if capability and now is TaskStatus.QUEUED else ""
+            )
+            raise TaskWaitTimeout(task_id, task.task_type, limit, now.value, waiting_in)
         self._record(task, result.state, result.result)
         return task
 
@@ -230,14 +277,21 @@ class DistributedTaskQueue:
     async def register_worker(
         self, worker_id: str, worker_type: str, capabilities: set[str], max_concurrent_tasks: int = 1
     ) -> None:
-        """Record a worker node (``start_worker`` then starts it)."""
-        self.workers[worker_id] = WorkerNode(worker_id, worker_type, set(capabilities), max_concurrent_tasks)
+        """Record a worker node (``start_worker`` then starts it); it will run the tasks that require one of its
+        ``capabilities``, and those that require none.
+
+        Raises:
+            InvalidArgument: a capability cannot name a queue (``capabilities`` is named).
+        """
+        checked = check_capabilities(capabilities)
+        self.workers[worker_id] = WorkerNode(worker_id, worker_type, checked, max_concurrent_tasks)
         self.worker_heartbeats[worker_id] = time.time()
         self.stats["workers_active"] += 1
 
     async def start_worker(self, worker_id: str, task_handler: TaskHandler) -> None:
-        """Start a registered worker: a Celery worker in this process that consumes this queue and hands every
-        task to ``task_handler`` (``(DistributedTask) -> result``, sync or ``async def``).
+        """Start a registered worker: a Celery worker in this process that consumes this queue, and the queue of
+        each of its capabilities (``worker_queues``), and hands every task to ``task_handler``
+        (``(DistributedTask) -> result``, sync or ``async def``).
 
         Raises:
             UnknownWorker: ``worker_id`` was not registered.
@@ -247,26 +301,43 @@ class DistributedTaskQueue:
         if worker is None:
             raise UnknownWorker(worker_id)
 
-        worker.metadata.update(queue=self.queue_name, hostname=self.broker.worker_hostname(worker_id))
+        worker.metadata.update(
+            queue=self.queue_name,
+            queues=worker_queues(self.queue_name, worker.capabilities),
+            hostname=self.broker.worker_hostname(worker_id),
+        )
         await self.broker.consume_tasks(
-            self.queue_name, tracked(worker, task_handler), worker_id=worker_id, concurrency=worker.max_concurrent_tasks
+            self.queue_name,
+            tracked(worker, task_handler),
+            worker_id=worker_id,
+            concurrency=worker.max_concurrent_tasks,
+            capabilities=worker.capabilities,
         )
         worker.status = WorkerStatus.IDLE
 
     async def discover_workers(self, timeout: float = 1.0) -> list[WorkerNode]:
-        """The Celery workers consuming this queue now, on any host (``celery worker -Q`` included), as worker
-        nodes, recorded in ``workers``; they answer Celery's remote control within ``timeout`` seconds."""
+        """The Celery workers consuming this queue or one of its capability queues now, on any host (``celery
+        worker -Q`` included), as worker nodes, recorded in ``workers``; a node's ``capabilities`` are those whose
+        queues it consumes. They answer Celery's remote control within ``timeout`` seconds."""
         found = await asyncio.to_thread(celery_workers, self.broker.app, self.queue_name, timeout)
         self.workers.update({node.worker_id: node for node in found})
         return found
 
     async def get_queue_status(self) -> dict[str, Any]:
-        """The queue's size on the broker, tasks pending and ended here, workers, and the stats."""
+        """The queue's size on the broker, tasks pending and ended here, workers, and the stats; and under
+        ``capability_queues`` the size of each capability queue (``{"<queue>.cap.gpu": 1}``) that a task
+        submitted here requires or a worker known here consumes."""
         queue_size = await self.broker.get_queue_size(self.queue_name)
         workers = self.workers.values()
+        capabilities = self.required_capabilities.union(*(worker.capabilities for worker in workers))
+        capability_queues = {
+            name: await self.broker.get_queue_size(name)
+            for name in (capability_queue(self.queue_name, c) for c in sorted(capabilities))
+        }
         return {
             "queue_name": self.queue_name,
             "queue_size": queue_size,
+            "capability_queues": capability_queues,
             "pending_tasks": len(self.pending_tasks),
             "completed_tasks": len(self.completed_tasks),
             "total_workers": len(self.workers),

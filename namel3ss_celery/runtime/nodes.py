@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import UnknownWorker
 from ..extension import Namel3ssCelery
 from ..worker.embedded import EmbeddedWorker
+from .capabilities import consumed_capabilities
 from .distributed_model import DistributedTask, WorkerNode, WorkerStatus
 from .parallel import StepExecutor
 from .queue_task import TaskHandler
@@ -43,10 +44,13 @@ async def start_step_worker(
 
 
 def celery_workers(app: Any, queue_name: str, timeout: float = 1.0) -> list[WorkerNode]:
-    """The Celery workers consuming ``queue_name`` now, on any host, as worker nodes: their name, pool size,
-    running tasks (busy or idle). Workers answer Celery's remote control within ``timeout`` seconds."""
+    """The Celery workers consuming ``queue_name`` or one of its capability queues now, on any host, as worker
+    nodes: their name, capabilities (those whose queues they consume), pool size, running tasks (busy or idle).
+    Workers answer Celery's remote control within ``timeout`` seconds."""
     queues = app.control.inspect(timeout=timeout).active_queues() or {}
-    hosts = [host for host, consumed in queues.items() if any(q.get("name") == queue_name for q in consumed)]
+    consumed = {host: [str(q.get("name")) for q in found] for host, found in queues.items()}
+    capabilities = {host: set(consumed_capabilities(queue_name, names)) for host, names in consumed.items()}
+    hosts = [host for host, names in consumed.items() if queue_name in names or capabilities[host]]
     if not hosts:
         return []
     asked = app.control.inspect(destination=hosts, timeout=timeout, limit=len(hosts))
@@ -59,11 +63,16 @@ def celery_workers(app: Any, queue_name: str, timeout: float = 1.0) -> list[Work
             WorkerNode(
                 worker_id=host,
                 worker_type="celery",
-                capabilities={queue_name},
+                capabilities=capabilities[host],
                 max_concurrent_tasks=int(pool.get("max-concurrency") or 1),
                 current_tasks=running,
                 status=WorkerStatus.BUSY if running else WorkerStatus.IDLE,
-                metadata={"hostname": host, "queue": queue_name, "pool": pool.get("implementation")},
+                metadata={
+                    "hostname": host,
+                    "queue": queue_name,
+                    "queues": consumed[host],
+                    "pool": pool.get("implementation"),
+                },
             )
         )
     return nodes

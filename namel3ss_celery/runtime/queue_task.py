@@ -1,10 +1,11 @@
 """What a Celery worker runs for a distributed queue: the task ``n3.queue.task`` and how it finds a handler.
 
-A task of a ``DistributedTaskQueue`` is this one Celery task, published on the queue's name, with the
-``DistributedTask`` as its argument. The worker hands it to the queue's handler: the one that
-``start_worker`` gave a worker in this process, else the handler registered for its ``task_type`` with
-``@task_handler("type")`` (in a module of ``NAMEL3SS_CELERY_STEP_MODULES``), else a ``module:function``
-of a listed module. A handler takes the ``DistributedTask`` (sync or ``async def``) and returns JSON data.
+A task of a ``DistributedTaskQueue`` is this one Celery task, published on the queue's name (or on
+``<queue>.cap.<capability>``, runtime/capabilities.py), with the ``DistributedTask`` as its argument. The
+worker hands it to a handler: the one that ``start_worker`` gave the worker in this process that took it,
+else the handler registered for its ``task_type`` with ``@task_handler("type")`` (in a module of
+``NAMEL3SS_CELERY_STEP_MODULES``), else a ``module:function`` of a listed module. A handler takes the
+``DistributedTask`` (sync or ``async def``) and returns JSON data.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
+
+from celery import signals
 
 from ..errors import ConfigurationError, StepTimeout, TaskHandlerFailed, UnknownTaskType
 from .distributed_model import DistributedTask, TaskStatus, decode_task
@@ -50,14 +54,15 @@ def task_handler(task_type: str) -> Callable[[TaskHandler], TaskHandler]:
 
 
 def find_handler(
-    task: DistributedTask, queue_name: str, local: Mapping[str, TaskHandler], step_modules: Sequence[str]
+    task: DistributedTask, queue_name: str, own: TaskHandler | None, step_modules: Sequence[str]
 ) -> TaskHandler:
-    """The handler for ``task`` on this worker (see the module's docstring for the order).
+    """The handler for ``task`` on this worker: its ``own`` (``start_worker``'s), else as the module's docstring
+    says.
 
     Raises:
         UnknownTaskType: none is known here (the message names the task type, the queue and what was tried).
     """
-    found = local.get(queue_name) or _HANDLERS.get(task.task_type)
+    found = own or _HANDLERS.get(task.task_type)
     if found is not None:
         return found
     module, _, name = task.task_type.partition(":")
@@ -128,22 +133,52 @@ def attempt(celery_task: Any, handler: TaskHandler, task: DistributedTask) -> An
             celery_task.update_state(state=RETRYING, meta={"retries": task.retry_count, "error": error})
 
 
-def register_queue_task(app: Any, local: Mapping[str, TaskHandler], step_modules: Sequence[str] = ()) -> Any:
+class Receipts:
+    """Which worker of ``app`` in this process received each task: Celery's threads pool tells a task the host it
+    runs on, not the worker (``request.hostname``), and several in-process workers may serve one queue.
+
+    Kept from Celery's ``task_received`` signal (sent by the worker's consumer before the task runs); each
+    entry is taken once, by the task it names.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._by_task: dict[str, str] = {}
+        self._lock = threading.Lock()
+        signals.task_received.connect(self._received)
+
+    def _received(self, sender: Any = None, request: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is self.app and request is not None:
+            with self._lock:
+                self._by_task[str(request.id)] = str(sender.hostname)
+
+    def take(self, task_id: str) -> str | None:
+        """The name (``name@host``) of the worker here that received ``task_id``, once; None when none did."""
+        with self._lock:
+            return self._by_task.pop(task_id, None)
+
+
+def register_queue_task(
+    app: Any, local: Mapping[str, TaskHandler], step_modules: Sequence[str] = (), receipts: Receipts | None = None
+) -> Any:
     """Register ``n3.queue.task`` on ``app``: it runs a distributed task's handler on the worker.
 
     Args:
         app: the Celery app whose workers serve distributed queues.
-        local: handlers by queue name, of workers started in this process (``start_worker``).
+        local: handlers by worker hostname (``name@host``), of workers started in this process
+            (``start_worker``).
         step_modules: the modules whose ``module:function`` may name a handler.
+        receipts: which in-process worker received each task (its name is the task's ``worker_id``).
     """
 
     def run(self: Any, data: dict[str, Any]) -> dict[str, Any]:
         task, queue_name = decode_task(data)
-        task.worker_id = str(self.request.hostname or "")
+        received_by = receipts.take(str(self.request.id)) if receipts is not None else None
+        task.worker_id = received_by or str(self.request.hostname or "")
         task.started_at = time.time()
         task.status = TaskStatus.RUNNING
         self.update_state(state="STARTED", meta={"worker_id": task.worker_id, "started_at": task.started_at})
-        handler = find_handler(task, queue_name, local, step_modules)
+        handler = find_handler(task, queue_name, local.get(task.worker_id), step_modules)
         result = attempt(self, handler, task)
         return {
             "result": result,

@@ -86,14 +86,14 @@ def module_level(task: DistributedTask) -> str:
     return "module"
 
 
-def test_the_worker_picks_the_local_then_the_registered_then_a_listed_module_function() -> None:
+def test_the_worker_picks_its_own_then_the_registered_then_a_listed_module_function() -> None:
     task = DistributedTask("t", "unit.registered", {})
-    assert find_handler(task, "q", {"q": local_handler}, ()) is local_handler
-    assert find_handler(task, "other", {"q": local_handler}, ()) is registered
+    assert find_handler(task, "q", local_handler, ()) is local_handler
+    assert find_handler(task, "q", None, ()) is registered
     by_name = DistributedTask("t", f"{__name__}:module_level", {})
-    assert find_handler(by_name, "q", {}, (__name__,)) is module_level
+    assert find_handler(by_name, "q", None, (__name__,)) is module_level
     with pytest.raises(UnknownTaskType, match=r"no handler for task type '.*module_level' on queue 'q'"):
-        find_handler(by_name, "q", {}, ())  # its module is not listed
+        find_handler(by_name, "q", None, ())  # its module is not listed
 
 
 def test_a_handler_type_is_registered_once() -> None:
