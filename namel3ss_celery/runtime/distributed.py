@@ -25,7 +25,7 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from ..errors import TaskHandlerFailed, TaskWaitTimeout, UnknownTask, UnknownWorker
+from ..errors import TaskHandlerFailed, TaskWaitTimeout, UnknownTask
 from .brokers import (
     MemoryMessageBroker,
     MessageBroker,
@@ -37,10 +37,8 @@ from .brokers import (
 from .capabilities import (
     REQUIRED_CAPABILITY,
     capability_queue,
-    check_capabilities,
     check_capability,
     required_capability,
-    worker_queues,
 )
 from .distributed_model import (
     CELERY_STATES,
@@ -52,8 +50,8 @@ from .distributed_model import (
     WorkerNode,
     WorkerStatus,
 )
-from .nodes import celery_workers, tracked
-from .queue_task import TaskHandler, task_handler
+from .queue_task import task_handler
+from .queue_workers import QueueWorkers
 
 __all__ = [
     "BrokerType",
@@ -75,7 +73,7 @@ __all__ = [
 logger = logging.getLogger("namel3ss_celery")
 
 
-class DistributedTaskQueue:
+class DistributedTaskQueue(QueueWorkers):
     """A Celery queue of distributed tasks (Namel3ss ``DistributedTaskQueue``).
 
     Args:
@@ -170,18 +168,6 @@ class DistributedTaskQueue:
         self.stats["tasks_submitted"] += 1
         return task.task_id
 
-    def _note_capability(self, task: DistributedTask, capability: str) -> None:
-        self.required_capabilities.add(capability)
-        if self.workers and not any(capability in worker.capabilities for worker in self.workers.values()):
-            logger.warning(
-                "task %s (%s) requires capability %r, which no worker known here offers: it waits in queue %r "
-                "until a worker with it consumes that queue",
-                task.task_id,
-                task.task_type,
-                capability,
-                capability_queue(self.queue_name, capability),
-            )
-
     async def submit_batch(
         self,
         tasks: list[dict[str, Any]],
@@ -273,55 +259,6 @@ class DistributedTaskQueue:
                 got = DistributedTask(task_id, "unknown", {}, status=TaskStatus.FAILED, error=str(got))
             results[task_id] = got
         return results
-
-    async def register_worker(
-        self, worker_id: str, worker_type: str, capabilities: set[str], max_concurrent_tasks: int = 1
-    ) -> None:
-        """Record a worker node (``start_worker`` then starts it); it will run the tasks that require one of its
-        ``capabilities``, and those that require none.
-
-        Raises:
-            InvalidArgument: a capability cannot name a queue (``capabilities`` is named).
-        """
-        checked = check_capabilities(capabilities)
-        self.workers[worker_id] = WorkerNode(worker_id, worker_type, checked, max_concurrent_tasks)
-        self.worker_heartbeats[worker_id] = time.time()
-        self.stats["workers_active"] += 1
-
-    async def start_worker(self, worker_id: str, task_handler: TaskHandler) -> None:
-        """Start a registered worker: a Celery worker in this process that consumes this queue, and the queue of
-        each of its capabilities (``worker_queues``), and hands every task to ``task_handler``
-        (``(DistributedTask) -> result``, sync or ``async def``).
-
-        Raises:
-            UnknownWorker: ``worker_id`` was not registered.
-            BrokerNotConnected: ``start()`` was not called.
-        """
-        worker = self.workers.get(worker_id)
-        if worker is None:
-            raise UnknownWorker(worker_id)
-
-        worker.metadata.update(
-            queue=self.queue_name,
-            queues=worker_queues(self.queue_name, worker.capabilities),
-            hostname=self.broker.worker_hostname(worker_id),
-        )
-        await self.broker.consume_tasks(
-            self.queue_name,
-            tracked(worker, task_handler),
-            worker_id=worker_id,
-            concurrency=worker.max_concurrent_tasks,
-            capabilities=worker.capabilities,
-        )
-        worker.status = WorkerStatus.IDLE
-
-    async def discover_workers(self, timeout: float = 1.0) -> list[WorkerNode]:
-        """The Celery workers consuming this queue or one of its capability queues now, on any host (``celery
-        worker -Q`` included), as worker nodes, recorded in ``workers``; a node's ``capabilities`` are those whose
-        queues it consumes. They answer Celery's remote control within ``timeout`` seconds."""
-        found = await asyncio.to_thread(celery_workers, self.broker.app, self.queue_name, timeout)
-        self.workers.update({node.worker_id: node for node in found})
-        return found
 
     async def get_queue_status(self) -> dict[str, Any]:
         """The queue's size on the broker, tasks pending and ended here, workers, and the stats; and under
