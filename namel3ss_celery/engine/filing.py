@@ -71,8 +71,15 @@ def file_outcome(
             store.release(held.worker, held.member)
         return FollowUp(run_id, node)
     if keep:
-        filed = store.record_step(run_id, node, index, outcome.envelope(), ttl, keep=True)
+        filed, wrote = store.add_step(run_id, node, index, outcome.envelope(), ttl)
+        if held is not None:
+            store.release(held.worker, held.member)
         prior = control.decision()
+        if not wrote:
+            # The step filed its own outcome, which stays and made its own decision: this one (lost, not
+            # started) decides nothing. Its block settles if it is due (a claim: once), in case the process
+            # that filed it died before settling.
+            return FollowUp(run_id, node) if prior is not None or filed >= message.total else None
     else:  # the common case: file and read the decision in one round trip
         filed, raw = store.file_step(run_id, node, index, outcome.envelope(), ttl, control.decided_field, held)
         prior = Decision.from_json(raw) if raw else None

@@ -90,6 +90,11 @@ class CoordinationStore(Protocol):
         """
         ...
 
+    def add_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> tuple[int, bool]:
+        """``record_step`` with ``keep``: how many distinct steps are filed, and whether this envelope was filed
+        (False: the step had filed one already, which stays)."""
+        ...
+
     def file_step(
         self,
         run_id: str,

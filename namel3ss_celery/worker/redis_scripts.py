@@ -69,20 +69,21 @@ return 1
 
 # File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]; with ARGV[4] == '1', HSETNX: an envelope already
 # filed stays) and renew the expiry of the envelopes and of the run's record KEYS[2] (ARGV[3] seconds from
-# now, if that is later: a run lives on while its steps report): how many steps are filed. nil when the
-# run's record is gone: nothing is written then.
+# now, if that is later: a run lives on while its steps report): how many steps are filed, and 1 when this
+# envelope was written (0: one was filed already). nil when the run's record is gone: nothing is written then.
 RECORD_STEP = """
 local left = redis.call('PTTL', KEYS[2])
 if left == -2 then return false end
+local wrote = 1
 if ARGV[4] == '1' then
-  redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+  wrote = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
 local ms = ARGV[3] * 1000
 if left >= 0 and left < ms then redis.call('PEXPIRE', KEYS[2], ms) end
 redis.call('PEXPIRE', KEYS[1], ms)
-return redis.call('HLEN', KEYS[1])
+return {redis.call('HLEN', KEYS[1]), wrote}
 """
 
 # RECORD_STEP (replacing) and read one field of the run (HGET KEYS[2] ARGV[4]): how many steps are filed,

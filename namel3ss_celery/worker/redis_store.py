@@ -163,12 +163,19 @@ class RedisStore(RedisWatched):
         return current
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
-        count = self._record_step(
+        return self._record(run_id, node, index, envelope, ttl, keep)[0]
+
+    def add_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> tuple[int, bool]:
+        return self._record(run_id, node, index, envelope, ttl, keep=True)
+
+    def _record(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool) -> tuple[int, bool]:
+        recorded = self._record_step(
             keys=[steps_key(run_id, node), run_key(run_id)], args=[index, envelope, ttl, "1" if keep else "0"]
         )
-        if count is None:
+        if recorded is None:
             raise UnknownRun(run_id)
-        return int(count)
+        count, wrote = recorded
+        return int(count), bool(wrote)
 
     def file_step(
         self,

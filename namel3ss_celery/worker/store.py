@@ -167,16 +167,23 @@ class MemoryStore(MemoryWatched):
         return min(time.monotonic() + ttl, run.until)
 
     def record_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool = False) -> int:
+        return self._record(run_id, node, index, envelope, ttl, keep)[0]
+
+    def add_step(self, run_id: str, node: str, index: int, envelope: str, ttl: int) -> tuple[int, bool]:
+        return self._record(run_id, node, index, envelope, ttl, keep=True)
+
+    def _record(self, run_id: str, node: str, index: int, envelope: str, ttl: int, keep: bool) -> tuple[int, bool]:
         with self._lock:
             run = self._existing(run_id)
             filed = _alive(self._steps, (run_id, node))
             if filed is None:
                 filed = self._steps[(run_id, node)] = _Expiring({}, 0.0)
-            if not (keep and index in filed.value):
+            wrote = not (keep and index in filed.value)
+            if wrote:
                 filed.value[index] = envelope
             run.until = max(run.until, time.monotonic() + ttl)  # a run lives on while its steps report
             filed.until = self._until(run, ttl)
-            return len(filed.value)
+            return len(filed.value), wrote
 
     def file_step(
         self,

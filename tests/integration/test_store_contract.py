@@ -185,6 +185,13 @@ def test_record_step_with_keep_leaves_a_filed_envelope(store: CoordinationStore,
     assert store.step_envelopes(run_id, "b") == {0: "own", 1: "lost"}
 
 
+def test_add_step_says_whether_it_filed_the_envelope(store: CoordinationStore, run_id: str) -> None:
+    assert store.record_step(run_id, "b", 0, "own", TTL) == 1
+    assert store.add_step(run_id, "b", 0, "lost", TTL) == (1, False)  # the step's own stays
+    assert store.add_step(run_id, "b", 1, "lost", TTL) == (2, True)
+    assert store.step_envelopes(run_id, "b") == {0: "own", 1: "lost"}
+
+
 def test_file_step_records_and_reads_one_run_field(store: CoordinationStore, run_id: str) -> None:
     assert store.file_step(run_id, "b", 0, "e0", TTL, "node:b:decided") == (1, None)
     assert store.file_step(run_id, "b", 0, "e0-again", TTL, "node:b:decided") == (1, None)
@@ -358,6 +365,7 @@ REFUSED = [
     pytest.param(lambda s, r: s.set_unless(r, "node:b:started:0", "w", ["cancelled"]), id="set_unless"),
     pytest.param(lambda s, r: s.record_step(r, "b", 1, "e1", TTL), id="record_step"),
     pytest.param(lambda s, r: s.record_step(r, "b", 1, "e1", TTL, keep=True), id="record_step-keep"),
+    pytest.param(lambda s, r: s.add_step(r, "b", 1, "e1", TTL), id="add_step"),
     pytest.param(lambda s, r: s.file_step(r, "b", 1, "e1", TTL, "node:b:decided"), id="file_step"),
     pytest.param(lambda s, r: s.push_items(r, "feed", ["y"], TTL), id="push_items"),
     pytest.param(lambda s, r: s.push_items(r, "feed", [], TTL, mark=("node:b:published", "0")), id="push_items-mark"),

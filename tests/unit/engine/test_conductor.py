@@ -296,3 +296,17 @@ def test_a_step_reporting_after_its_block_settled_and_its_deadline_passed_change
     conductor.follow_up(conductor.file(late, StepOutcome(late.key, TaskStatus.COMPLETED, now, now, result=0)))
     assert conductor.store.get_fields(run_id, [fields.decided("b")]) == [None]
     assert result_of(conductor, run_id) == before
+
+
+def test_a_lost_outcome_filed_for_a_step_that_filed_its_own_decides_nothing() -> None:
+    """A step succeeded and filed its outcome; then its worker's watchdog (or a lost pool process) files it
+    as lost. What the step filed stays, and the lost outcome does not fail its fail_fast block."""
+    conductor, recorder, run_id = start(block("all", 2, fail_fast=True))
+    first, second = recorder.sent
+    report(conductor, first, TaskStatus.COMPLETED, 1)
+    conductor.file_lost_message(first, "task-0", "its worker w stopped answering", None)
+    assert result_of(conductor, run_id) is None  # still waiting for s1: not failed by the lost outcome
+    report(conductor, second, TaskStatus.COMPLETED, 2)
+    result = result_of(conductor, run_id)
+    assert result is not None and result.overall_status == "completed"
+    assert result.completed_tasks == 2 and result.failed_tasks == 0
