@@ -26,7 +26,7 @@ from ..tracing import annotate, event, span
 from .advance import node_settled
 from .control import BlockControl
 from .decide import Decision
-from .enforce import enforce_deadlines, enforce_leases, enforce_lost_workers
+from .enforce import enforce_deadlines, enforce_ended_processes, enforce_leases, enforce_lost_workers
 from .filing import FollowUp, Skipped, file_outcome, skip_step
 from .launcher import Launcher
 from .leases import SETTLE_LEASE, LeaseKeeper, settle_lease
@@ -262,6 +262,10 @@ class Conductor:
     def enforce_lost_workers(self, limit: int = 20) -> int:
         """File the steps of workers whose heartbeat ran out as lost (see ``enforce``); how many workers."""
         return enforce_lost_workers(self.store, self.file_lost_message, limit)
+
+    def enforce_ended_processes(self, worker: str, alive: Callable[[int], bool]) -> int:
+        """File the steps ``worker`` holds for processes that ended as lost (see ``enforce``); how many."""
+        return enforce_ended_processes(self.store, self.file_lost_message, worker, alive)
 
     def enforce_leases(self, now: float | None = None, limit: int = 20) -> int:
         """Finish each launch or settle whose process died half way (see ``leases``); how many were due."""

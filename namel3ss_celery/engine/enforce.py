@@ -13,7 +13,7 @@ from ..plan.message import StepMessage
 from ..tracing import event
 from .decide import TIMED_OUT, Decision
 from .leases import SETTLE_LEASE
-from .lost import held_message, lost_reason
+from .lost import held_message, held_pid, lost_reason, process_lost_reason
 from .ports import CoordinationStore
 
 FileLost = Callable[[StepMessage, str, str, "Outcome | None"], None]  # the conductor's file_lost_message
@@ -33,6 +33,20 @@ def enforce_lost_workers(store: CoordinationStore, file_lost: FileLost, limit: i
             file_lost(held_message(member), "", lost_reason(worker), None)
             store.release(worker, member)
     return len(workers)
+
+
+def enforce_ended_processes(
+    store: CoordinationStore, file_lost: FileLost, worker: str, alive: Callable[[int], bool]
+) -> int:
+    """File every step ``worker`` holds in the name of a process that has ended (``alive`` says no) as failed,
+    so its block ends: ``worker``'s own watchdog calls this, on its host. A step that filed its own outcome
+    meanwhile keeps it. Returns how many were filed."""
+    ended = [(member, pid) for member in store.held_steps(worker) if (pid := held_pid(member)) and not alive(pid)]
+    for member, pid in ended:
+        logger.warning("worker process %s of %s ended: filing its step %s as lost", pid, worker, member[:200])
+        file_lost(held_message(member), "", process_lost_reason(worker, pid), None)
+        store.release(worker, member)
+    return len(ended)
 
 
 def enforce_deadlines(

@@ -2,6 +2,10 @@
 step it runs (outside at_least_once, where the broker delivers a lost step again) is held in its name until
 the step files its outcome. When a worker's heartbeat runs out, any other worker's watchdog files each step
 it still held as failed, naming the worker, so their blocks end.
+
+A held step also names the process that runs it: when that process has ended with the step still held (a
+pool process killed, or recycled while it kept outcomes for a store that was down) and its worker lives
+on, the worker's own watchdog files the step as lost.
 """
 
 from __future__ import annotations
@@ -17,19 +21,30 @@ from .ports import Held
 HEARTBEAT_TTL = 15  # seconds a worker's heartbeat lasts; its watchdog renews it every second
 
 
-def held(message: StepMessage, worker: str, ttl: int) -> Held | None:
-    """How ``worker`` holds ``message`` while it runs; ``None`` under at_least_once (redelivered when lost)."""
+def held(message: StepMessage, worker: str, ttl: int, pid: int = 0) -> Held | None:
+    """How ``worker`` holds ``message`` while its process ``pid`` runs it; ``None`` under at_least_once
+    (redelivered when lost)."""
     if message.deliveries is not None or not worker:
         return None
-    return Held(worker, held_member(message), ttl)
+    return Held(worker, held_member(message, pid), ttl)
 
 
-def held_member(message: StepMessage) -> str:
-    """The step as its worker holds it: what filing it as lost needs (not its payload nor its context)."""
+def held_member(message: StepMessage, pid: int = 0) -> str:
+    """The step as its worker holds it: what filing it as lost needs (not its payload nor its context), and
+    the process running it (0: not known)."""
     return json.dumps(
         [message.run, message.node, message.index, message.total, message.key, str(message.strategy)]
-        + [message.fail_fast, message.deadline]
+        + [message.fail_fast, message.deadline, pid]
     )
+
+
+def held_pid(member: str) -> int:
+    """The process a held step names (0 when it names none)."""
+    try:
+        found = json.loads(member)
+        return int(found[8]) if isinstance(found, list) and len(found) > 8 else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 def held_message(member: str) -> StepMessage:
@@ -40,7 +55,7 @@ def held_message(member: str) -> StepMessage:
         DecodeError: not a member this version wrote.
     """
     try:
-        run, node, index, total, key, strategy, fail_fast, deadline = json.loads(member)
+        run, node, index, total, key, strategy, fail_fast, deadline = json.loads(member)[:8]
         return StepMessage(
             run=run,
             node=node,
@@ -60,3 +75,7 @@ def held_message(member: str) -> StepMessage:
 
 def lost_reason(worker: str) -> str:
     return f"its worker {worker} stopped answering (no heartbeat for {HEARTBEAT_TTL}s): the step was lost with it"
+
+
+def process_lost_reason(worker: str, pid: int) -> str:
+    return f"its worker process {pid} on {worker} ended before the step's outcome was filed: the step was lost with it"

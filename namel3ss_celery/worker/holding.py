@@ -34,17 +34,17 @@ def holding_request(conductor: Conductor, base: Any = Request) -> type[Request]:
     class HoldingRequest(symbol_by_name(base)):  # type: ignore[misc]
         def on_accepted(self, pid: int, time_accepted: float) -> None:
             if not self.task.acks_late:
-                hold_taken(conductor, self.args, self.hostname or "")
+                hold_taken(conductor, self.args, self.hostname or "", pid)
             super().on_accepted(pid, time_accepted)
 
     return HoldingRequest
 
 
-def hold_taken(conductor: Conductor, args: Any, worker: str) -> None:
-    """Hold the step ``args`` carries in ``worker``'s name; a store that does not answer is logged (the step
-    then runs unheld until its start guard holds it, as before this hold existed)."""
+def hold_taken(conductor: Conductor, args: Any, worker: str, pid: int) -> None:
+    """Hold the step ``args`` carries in ``worker``'s name, run by its process ``pid``; a store that does not
+    answer is logged (the step then runs unheld until its start guard holds it, as before this hold existed)."""
     message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
-    holding = held(message, worker, conductor.ttl) if message is not None else None
+    holding = held(message, worker, conductor.ttl, pid) if message is not None else None
     if message is None or holding is None:
         return
     try:

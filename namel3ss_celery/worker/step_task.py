@@ -98,7 +98,7 @@ class StepHandler:
         worker, task_id = request.hostname or "", request.id or ""
         message = self._read(task, definition, payload)
         # Held since this worker took it (worker.holding), filed for it should this worker stop answering.
-        holding = held(message, worker, self.conductor.ttl)
+        holding = held(message, worker, self.conductor.ttl, os.getpid())
         if message.requeued_from:
             self._let_go(holding)  # it runs on its own: no block waits for it
             return self._run_again(task, definition, message)

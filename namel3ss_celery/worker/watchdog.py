@@ -11,14 +11,18 @@ Each look also renews the worker's heartbeat and finishes the launches and
 settles whose process died half way (their lease ran out: ``Conductor.enforce_leases``,
 ``engine.leases``); every ``LOST_EVERY`` looks it files the steps still held by
 workers whose heartbeat ran out as lost (``Conductor.enforce_lost_workers``,
-``engine.lost``), so their blocks end.
+``engine.lost``), so their blocks end, and the steps it holds itself for pool processes that have ended
+(``Conductor.enforce_ended_processes``: a process killed, or recycled while it kept outcomes for a store
+that was down).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import bootsteps
@@ -37,8 +41,15 @@ class Watch:
     """The loop of one worker's watchdog thread: its heartbeat, deadlines due, leases run out, steps of lost
     workers."""
 
-    def __init__(self, conductor: Conductor, worker: str, interval: float = WATCH_INTERVAL) -> None:
+    def __init__(
+        self,
+        conductor: Conductor,
+        worker: str,
+        interval: float = WATCH_INTERVAL,
+        alive: Callable[[int], bool] | None = None,
+    ) -> None:
         self.conductor = conductor
+        self.alive = alive or process_alive
         self.worker = worker
         self.interval = interval
         self.stopping = threading.Event()
@@ -59,11 +70,23 @@ class Watch:
             self._looks += 1
             if self._looks % LOST_EVERY == 0:
                 self.conductor.enforce_lost_workers()
+                self.conductor.enforce_ended_processes(self.worker, self.alive)
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
             now = time.monotonic()
             if now - self._complained >= QUIET_FOR:
                 self._complained = now
                 logger.warning("the watchdog cannot enforce block deadlines now (it tries again): %s", exc)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def add_watchdog(app: Any, conductor: Conductor) -> None:

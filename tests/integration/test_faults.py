@@ -376,3 +376,49 @@ def test_a_step_its_worker_took_but_never_started_is_filed_as_lost_once_the_work
     assert result.overall_status == "failed"
     assert f"its worker {hostname} stopped answering" in str(result.errors), result
     assert ended < 50, f"the lost step was filed {ended:.0f}s after dispatch"
+
+
+def test_an_outcome_kept_by_a_pool_process_that_then_died_is_filed_as_lost_by_its_worker(
+    private_redis: PrivateRedis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordination store is down longer than the worker waits (store_patience: 1 s) as two steps end, so
+    their pool processes keep their outcomes; one of them is killed before the store is back. Its worker lives
+    on (and beats), so its own watchdog files that step as lost, naming the process; the other is filed late."""
+    monkeypatch.setenv("NAMEL3SS_CELERY_COORDINATION_URL", private_redis.url)
+    monkeypatch.setenv("NAMEL3SS_CELERY_STORE_PATIENCE", "1")
+    (tmp_path / "workers").mkdir()
+    cluster = start_cluster(redis_url, redis_url, "prefork", tmp_path / "workers", concurrency=2)
+    try:
+        tag = uuid.uuid4().hex
+        steps = [{"name": f"s{i}", "target": "stubborn", "seconds": 1.5, "value": i, "tag": tag} for i in range(2)]
+        handle = cluster.n3.dispatch({"name": "b", "strategy": "collect", "steps": steps})
+        client = redis.Redis.from_url(redis_url)
+        try:
+            wait_until(lambda: client.llen(started_key(tag)) == 2, 30, lambda: cluster.worker.log())
+            victim = int(client.lindex(started_key(tag), 0) or 0)
+        finally:
+            client.close()
+        private_redis.stop()
+        wait_until(
+            lambda: cluster.worker.log().count("will be filed when it does") == 2,
+            30,
+            lambda: f"the steps did not hand their outcomes over:\n{cluster.worker.log()[-3000:]}",
+        )
+        hostname = cluster.worker.hostname
+
+        def idle() -> bool:  # the tasks returned: only their processes' late filing holds the outcomes now
+            active = cluster.app.control.inspect([hostname], timeout=1.0).active()
+            return active is not None and not active.get(hostname)
+
+        wait_until(idle, 60, lambda: cluster.worker.log()[-3000:])
+        os.kill(victim, signal.SIGKILL)
+        private_redis.start()
+        result = handle.get(timeout=60)
+    finally:
+        stop_cluster(cluster)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed", result.error_message  # collect keeps each failure
+    statuses = {name: entry["status"] for name, entry in result.final_result.items()}
+    assert sorted(statuses.values()) == ["completed", "failed"], statuses
+    lost = next(entry for entry in result.final_result.values() if entry["status"] == "failed")
+    assert f"its worker process {victim} on {cluster.worker.hostname} ended" in lost["error"]

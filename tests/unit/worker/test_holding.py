@@ -16,16 +16,16 @@ from tests.unit.engine.test_conductor import block, start
 def test_a_taken_step_is_held_in_its_workers_name_as_its_start_guard_holds_it() -> None:
     conductor, recorder, _run_id = start(block("all", 1))
     message = recorder.sent[0]
-    hold_taken(conductor, (message.encode(),), "w1")
-    assert conductor.store.held_steps("w1") == [held_member(message)]
+    hold_taken(conductor, (message.encode(),), "w1", 41)
+    assert conductor.store.held_steps("w1") == [held_member(message, 41)]
 
 
 def test_at_least_once_steps_and_other_tasks_are_not_held() -> None:
     conductor, recorder, _run_id = start(block("all", 1))
-    hold_taken(conductor, (replace(recorder.sent[0], deliveries=3).encode(),), "w1")  # delivered again if lost
-    hold_taken(conductor, ({"not": "a step"},), "w1")
-    hold_taken(conductor, (), "w1")
-    hold_taken(conductor, (recorder.sent[0].encode(),), "")  # no worker name: nobody could file it for it
+    hold_taken(conductor, (replace(recorder.sent[0], deliveries=3).encode(),), "w1", 41)  # delivered again if lost
+    hold_taken(conductor, ({"not": "a step"},), "w1", 41)
+    hold_taken(conductor, (), "w1", 41)
+    hold_taken(conductor, (recorder.sent[0].encode(),), "", 41)  # no worker name: nobody could file it for it
     assert conductor.store.held_steps("w1") == []
 
 
@@ -39,7 +39,7 @@ def test_a_store_that_does_not_answer_is_logged_and_the_step_goes_on(
 
     monkeypatch.setattr(conductor.store, "hold", down)
     with caplog.at_level(logging.WARNING, logger="namel3ss_celery"):
-        hold_taken(conductor, (recorder.sent[0].encode(),), "w1")
+        hold_taken(conductor, (recorder.sent[0].encode(),), "w1", 41)
     assert "was taken without being held" in caplog.text
 
 

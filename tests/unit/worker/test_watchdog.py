@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
-from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held
+from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held, held_member
 from namel3ss_celery.results import TaskStatus
 from namel3ss_celery.worker.watchdog import LOST_EVERY, Watch
 from tests.unit.engine.test_conductor import block, report, result_of, start
@@ -53,3 +54,31 @@ def test_a_held_step_is_read_back_as_joined_by_counting() -> None:
     back = held_message(held_member(message))
     assert (back.run, back.node, back.index, back.total, back.key) == (message.run, "b", 1, 2, "s1")
     assert (back.strategy, back.fail_fast, back.join) == (message.strategy, message.fail_fast, Join.COUNT)
+
+
+def test_steps_held_for_a_process_that_ended_are_filed_as_lost_by_their_own_worker() -> None:
+    """A pool process ended with a step still held (killed, or recycled while it kept the outcome for a store
+    that was down); its worker lives on and beats, so only its own watchdog can see it."""
+    conductor, recorder, run_id = start(block("collect", 3))
+    ended, running, done = recorder.sent
+    conductor.control(ended).start(0, "w1", "prefork", 1, "t0", held(ended, "w1", 60, pid=111))
+    conductor.control(running).start(1, "w1", "prefork", 1, "t1", held(running, "w1", 60, pid=222))
+    report(conductor, done, TaskStatus.COMPLETED, 3)
+    watch = Watch(conductor, "w1", alive=lambda pid: pid == 222)
+    for _ in range(LOST_EVERY):
+        watch.look()
+    assert result_of(conductor, run_id) is None  # s1's process is alive: the block waits for it
+    assert conductor.store.held_steps("w1") == [held_member(running, 222)]
+    entry = conductor.store.step_envelopes(run_id, "b")[0]
+    assert "its worker process 111 on w1 ended before the step's outcome was filed" in entry
+
+
+def test_a_held_step_names_its_process_and_reads_back_without_one() -> None:
+    from namel3ss_celery.engine.lost import held_message, held_pid
+
+    _conductor, recorder, _run_id = start(block("all", 1))
+    message = recorder.sent[0]
+    assert held_pid(held_member(message, 4242)) == 4242
+    assert held_pid(held_member(message)) == 0
+    older = json.dumps(json.loads(held_member(message))[:8])  # written before members named their process
+    assert held_pid(older) == 0 and held_message(older).key == message.key
