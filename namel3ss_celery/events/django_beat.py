@@ -175,9 +175,18 @@ class DatabaseScheduler(_DatabaseScheduler):  # type: ignore[misc]
         else:
             done = sync_program(program, self.app)
             logger.info("program schedules: %d written, %d unchanged, %d removed", *map(len, vars(done).values()))
-        self.install_default_entries(self.schedule)
+        # django-celery-beat notes its change counter at its second look at the tables, so a row written
+        # between the first read and that look waited for its five-minute full read: noted before, it is a change.
+        self._last_timestamp = self._change_counter()
+        self.install_default_entries(self.schedule)  # the first read of the tables
         beat_schedule = self.app.conf.beat_schedule or {}
         self.update_from_dict({k: v for k, v in beat_schedule.items() if not k.startswith(ENTRY_PREFIX)})
+
+    def _change_counter(self) -> Any:
+        """django-celery-beat's change counter (started, on a database that has none yet)."""
+        if self.Changes.last_change() is None:
+            self.Changes.update_changed()
+        return self.Changes.last_change()
 
 
 class DjangoSchedules:

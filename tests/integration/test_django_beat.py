@@ -4,7 +4,8 @@
 
 The program's interval schedule is a ``PeriodicTask`` row the admin shows, and fires once per slot, also
 with two beats; a schedule added, edited (its row's interval, as the admin saves it) and removed takes
-effect without a restart.
+effect without a restart, and so does an edit posted through the admin's own change form; beat starting
+again brings a program's row back to the program's schedule and leaves it disabled if the admin disabled it.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
 
 from namel3ss_celery import Namel3ssCelery
 from namel3ss_celery.events.model import Event
+from namel3ss_celery.events.schedule_api import ScheduleInfo
 from tests.django_example import PROJECT, setup_django
 from tests.waiting import poll, wait_until
 
+from .html_form import Form, read_form
 from .workers import CLI, WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -38,6 +43,12 @@ parallel_blocks:
 event_triggers:
   - {name: tally-TAG, event_type: schedule, trigger_target: tally, source_config: {interval_seconds: 1}}
 """
+# The same program with a second schedule, for the admin to edit (the first one shows that beat ticks).
+EDITED_PROGRAM = (
+    PROGRAM
+    + "  - {name: edited-TAG, event_type: schedule, trigger_target: tally, source_config: {interval_seconds: 2}}\n"
+)
+ADMIN_URLS = "tests.integration.django_admin_urls"
 
 
 @dataclass
@@ -63,8 +74,15 @@ class Site:
     def fired(self, name: str) -> list[Event]:
         return [e for e in self.events() if e.event_type == "schedule" and e.data["trigger"] == name]
 
-    def beat(self, name: str) -> WorkerProcess:
-        command = [CLI, "beat", "-A", "reports_site", "--program", str(self.program), "--scheduler", "django"]
+    def published(self, name: str, after: float, every: float | None = None) -> list[Event]:
+        """Schedule ``name``'s firings that beat published after ``after`` (epoch seconds), at interval
+        ``every`` if given."""
+        found = [e for e in self.fired(name) if e.data["fired_at"] > after]
+        return [e for e in found if every is None or e.data["schedule"] == {"interval_seconds": every}]
+
+    def beat(self, name: str, program: Path | None = None) -> WorkerProcess:
+        program = program or self.program
+        command = [CLI, "beat", "-A", "reports_site", "--program", str(program), "--scheduler", "django"]
         command += ["-l", "INFO", "--max-interval", "1"]
         return WorkerProcess("reports_site", self.env, self.log_dir, command=command, name=name, cwd=PROJECT)
 
@@ -153,6 +171,91 @@ def test_the_admin_lists_the_programs_schedule_and_opens_it_for_editing(site: Si
     assert listed.status_code == 200 and f"n3:tally-{site.tag}" in listed.content.decode()
     assert opened.status_code == 200 and "n3.trigger.schedule" in opened.content.decode()
     assert os.environ.get("DJANGO_SETTINGS_MODULE") == before  # workers started later stay as they were
+
+
+def _open_form(client: Any, page: str) -> Form:
+    """The admin's change form at ``page``, as the browser shows it."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF=ADMIN_URLS):
+        opened = client.get(page)
+    assert opened.status_code == 200, opened.status_code
+    return read_form(opened.content.decode(), "periodictask_form")
+
+
+def _save_form(client: Any, page: str, data: dict[str, list[str]]) -> None:
+    """Submit the change form with its Save button; a form the admin refuses answers 200 with its errors."""
+    from django.test import override_settings
+
+    with override_settings(ROOT_URLCONF=ADMIN_URLS):
+        saved = client.post(page, {**data, "_save": ["Save"]})
+    assert saved.status_code == 302, saved.content.decode()
+
+
+def test_an_edit_in_the_admins_change_form_takes_effect_and_beat_starting_again_keeps_it_disabled(
+    site: Site,
+) -> None:
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django_celery_beat.models import PeriodicTask
+
+    name, ticking = f"edited-{site.tag}", f"tally-{site.tag}"
+    program = site.log_dir / "edited-schedules.yaml"
+    program.write_text(EDITED_PROGRAM.replace("TAG", site.tag))
+    admin, _ = User.objects.get_or_create(username=f"admin-{site.tag}", is_staff=True, is_superuser=True)
+    client = Client(enforce_csrf_checks=True)  # a post without the form's CSRF token is refused
+    client.force_login(admin)
+    beat = site.beat("beat-db-admin", program)
+    try:
+        wait_until(lambda: site.published(name, 0, every=2.0), WAIT, lambda: f"no firing\n{beat.log()}")
+        page = f"/admin/django_celery_beat/periodictask/{PeriodicTask.objects.get(name=f'n3:{name}').pk}/change/"
+
+        form = _open_form(client, page)  # the program's row: every 2 seconds, enabled
+        assert (form.selected("interval"), form.fields["enabled"]) == ("every 2 seconds", ["on"])
+        _save_form(client, page, {**form.data(), "interval": [form.options["interval"]["every second"]]})
+        edited_at = time.time()
+        wait_until(
+            lambda: len(site.published(name, edited_at, every=1.0)) >= 3,
+            WAIT,
+            lambda: f"the admin's edit did not take\n{beat.log()}\n{site.worker.log()}",
+        )
+        moments = [datetime.fromisoformat(e.data["scheduled_for"]) for e in site.published(name, edited_at, 1.0)]
+        assert (moments[2] - moments[0]).total_seconds() < 4, moments  # a slot a second, not every 2 seconds
+
+        changes = beat.log().count("DatabaseScheduler: Schedule changed")
+        form = _open_form(client, page)
+        assert form.selected("interval") == "every second"
+        _save_form(client, page, {key: values for key, values in form.data().items() if key != "enabled"})
+        wait_until(
+            lambda: beat.log().count("DatabaseScheduler: Schedule changed") > changes,
+            WAIT,
+            lambda: f"beat did not read the tables again\n{beat.log()}",
+        )
+        reread_at = time.time()
+        wait_until(  # beat goes on: three slots of the other schedule pass
+            lambda: len(site.published(ticking, reread_at)) >= 3, WAIT, lambda: f"beat stopped\n{beat.log()}"
+        )
+        assert not site.published(name, reread_at), site.published(name, reread_at)  # disabled: no firing
+    finally:
+        beat.stop()
+    stopped_at = time.time()
+    row = PeriodicTask.objects.get(name=f"n3:{name}")
+    assert (row.interval.every, row.interval.period, row.enabled) == (1, "seconds", False)
+
+    again = site.beat("beat-db-admin-again", program)  # beat starts again: it writes the program's schedules
+    try:
+        wait_until(lambda: "program schedules:" in again.log(), WAIT, lambda: f"no sync\n{again.log()}")
+        assert "program schedules: 1 written, 1 unchanged, 0 removed" in again.log(), again.log()
+        form = _open_form(client, page)  # the program's schedule again, and still disabled as the admin left it
+        assert form.selected("interval") == "every 2 seconds" and "enabled" not in form.fields
+        assert site.n3.schedules.get(name) == ScheduleInfo(name, "tally", {"interval_seconds": 2.0}, {}, False)
+        started_at = time.time()
+        wait_until(
+            lambda: len(site.published(ticking, started_at)) >= 3, WAIT, lambda: f"beat did not tick\n{again.log()}"
+        )
+        assert not site.published(name, stopped_at), site.published(name, stopped_at)
+    finally:
+        again.stop()
 
 
 def test_a_schedule_added_edited_and_removed_through_the_models_needs_no_restart(site: Site) -> None:

@@ -149,6 +149,29 @@ def test_the_scheduler_writes_the_program_and_keeps_the_apps_own_entries(app: Ce
     n3.close()
 
 
+@pytest.mark.parametrize("triggers", [(POLL,), ()], ids=["after-a-sync", "no-change-counted-yet"])
+def test_a_schedule_added_as_beat_starts_is_read_without_a_restart(
+    app: Celery, triggers: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_celery_beat.models import PeriodicTasks
+
+    from namel3ss_celery.events.django_beat import DatabaseScheduler
+
+    PeriodicTasks.objects.all().delete()  # a fresh database has no change counter
+    n3 = Namel3ssCelery(app)
+    n3.events.program = lambda: program(*triggers)  # type: ignore[method-assign]
+    install = DatabaseScheduler.install_default_entries
+
+    def added_meanwhile(scheduler: DatabaseScheduler, data: Any) -> None:
+        n3.schedules.add("early", "ticked", interval_seconds=30)  # just after beat's first read of the tables
+        install(scheduler, data)
+
+    monkeypatch.setattr(DatabaseScheduler, "install_default_entries", added_meanwhile)
+    scheduler = DatabaseScheduler(app=app)
+    assert "n3:early" in scheduler.schedule  # read again at the next look, not after five minutes
+    n3.close()
+
+
 def test_schedules_added_changed_listed_and_removed_through_the_models(app: Celery) -> None:
     n3 = Namel3ssCelery(app)
     n3.events.program = lambda: program()  # type: ignore[method-assign]
