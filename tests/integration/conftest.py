@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ def start_cluster(
     ignore_result: bool = False,
     acks_late: bool = False,
     worker_args: list[str] | None = None,
+    broker_use_ssl: dict[str, Any] | None = None,
 ) -> Cluster:
     import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
 
@@ -50,8 +52,9 @@ def start_cluster(
         "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
         "N3_TEST_IGNORE_RESULT": "1" if ignore_result else "0",
         "N3_TEST_ACKS_LATE": "1" if acks_late else "0",
+        "N3_TEST_BROKER_USE_SSL": json.dumps(broker_use_ssl) if broker_use_ssl is not None else "",
     }
-    app = make_app(broker, backend, queue, ignore_result, acks_late)
+    app = make_app(broker, backend, queue, ignore_result, acks_late, broker_use_ssl)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
     worker = WorkerProcess(
         "tests.integration.app",
