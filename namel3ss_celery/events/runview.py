@@ -133,6 +133,9 @@ ul{list-style:none;padding:0;margin:.4em 0 0}li{padding:.15em 0}.error{color:#a0
 li[data-status=completed]::before{content:"\\2713 ";color:#2a7}li[data-status=failed]::before{content:"\\2717 ";color:#c33}
 li[data-status=cancelled]::before{content:"\\25CB ";color:#c90}li[data-status=pending]::before{content:"\\2026 "}
 li[data-status=running]::before{content:"\\25B6 ";color:#36c}
+li[data-status]{padding-left:1.2em}li[data-status]::before{display:inline-block;width:1.2em;margin-left:-1.2em}
+/* the glyphs hang in a column of their own (a space right after a CSS escape is part of the escape) */
+li[data-status=cancelled] .error{color:#777}  /* why it stopped (a race decided, a cancel): no failure */
 """
 
 SCRIPT = """
