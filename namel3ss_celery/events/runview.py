@@ -19,6 +19,7 @@ from typing import Any
 from ..engine.ports import CoordinationStore
 from ..plan import fields
 from ..plan.envelope import Envelope
+from ..plan.kinds import Outcome
 from ..plan.model import Plan
 from ..results import RunStatus
 from ..spec import ParallelBlockSpec, step_key
@@ -95,7 +96,9 @@ def _step_of_envelope(name: str, raw: str | None, started: bool) -> dict[str, An
         status = "running" if started else "pending"
         return {"name": name, "status": status, "outcome": None, "duration_ms": None, "error": None}
     env = Envelope.decode(raw)
-    took = (env.end - env.start) * 1000 if env.start is not None and env.end is not None else None
+    took = None  # a step that never started took no time
+    if env.outcome != Outcome.NOT_STARTED and env.start is not None and env.end is not None:
+        took = (env.end - env.start) * 1000
     outcome = str(env.outcome) if env.outcome is not None else None
     return {"name": name, "status": str(env.status), "outcome": outcome, "duration_ms": took, "error": env.error}
 
