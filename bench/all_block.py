@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.all_block [--steps 1000] [--rounds 5] [--timeout 300]
+    python -m bench.all_block [--steps 1000] [--rounds 5] [--timeout 300] [--deadline SECONDS]
 
 It flushes the benchmark Redis database, starts one worker (prefork, 2
 processes) as a subprocess (``bench/worker.py``), warms both variants up,
@@ -14,6 +14,7 @@ stopped at the end. Exit status 1 when anything fails.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import statistics
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from celery import canvas
 
@@ -58,9 +60,16 @@ def run_plain(steps: int, timeout: float) -> Sample:
     return Sample(returned, total)
 
 
-def run_namel3ss(steps: int, timeout: float) -> Sample:
-    """namel3ss-celery: an ``all`` block of ``steps`` noop steps, each with its own ``index``."""
-    spec = {"name": "bench", "strategy": "all", "steps": [{"target": "noop", "index": i} for i in range(steps)]}
+def run_namel3ss(steps: int, timeout: float, deadline: float | None = None) -> Sample:
+    """namel3ss-celery: an ``all`` block of ``steps`` noop steps, each with its own ``index``; with ``deadline``,
+    the block's ``timeout_seconds``."""
+    spec: dict[str, Any] = {
+        "name": "bench",
+        "strategy": "all",
+        "steps": [{"target": "noop", "index": i} for i in range(steps)],
+    }
+    if deadline is not None:
+        spec["timeout_seconds"] = deadline
     start = time.perf_counter()
     handle = n3.dispatch(spec)
     returned = time.perf_counter() - start
@@ -105,14 +114,17 @@ def isolated(variant: Callable[[int, float], Sample], steps: int, timeout: float
 # --- running and reporting ---------------------------------------------------------
 
 
-def benchmark(steps: int, rounds: int, timeout: float, worker_pid: int) -> dict[str, list[Sample]]:
+def benchmark(
+    steps: int, rounds: int, timeout: float, worker_pid: int, deadline: float | None = None
+) -> dict[str, list[Sample]]:
     """One warm-up of each variant, then ``rounds`` rounds, plain then namel3ss."""
+    run_namel3ss_block = functools.partial(run_namel3ss, deadline=deadline)
     isolated(run_plain, steps, timeout, worker_pid)
-    isolated(run_namel3ss, steps, timeout, worker_pid)
+    isolated(run_namel3ss_block, steps, timeout, worker_pid)
     samples: dict[str, list[Sample]] = {"plain": [], "namel3ss": []}
     for number in range(1, rounds + 1):
         samples["plain"].append(isolated(run_plain, steps, timeout, worker_pid))
-        samples["namel3ss"].append(isolated(run_namel3ss, steps, timeout, worker_pid))
+        samples["namel3ss"].append(isolated(run_namel3ss_block, steps, timeout, worker_pid))
         print(f"  round {number}/{rounds} done", flush=True)
     return samples
 
@@ -150,6 +162,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1000, help="steps (header tasks) per run [1000]")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds after the warm-up [5]")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one run [300]")
+    parser.add_argument(
+        "--deadline", type=float, default=None, help="the namel3ss block's timeout_seconds [none: no deadline]"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.rounds < 1 or args.timeout <= 0:
         parser.error("--steps and --rounds must be at least 1, --timeout positive")
@@ -169,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         flush_benchmark_db()
         worker = start_worker(log_path)
         wait_for_worker(worker)
-        report(benchmark(args.steps, args.rounds, args.timeout, worker.pid))
+        report(benchmark(args.steps, args.rounds, args.timeout, worker.pid, args.deadline))
     except Exception as exc:  # noqa: BLE001 - any failure ends the benchmark with status 1
         print(f"\nbenchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         if log_path.exists():

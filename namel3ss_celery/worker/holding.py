@@ -8,6 +8,9 @@ the coordination store (``engine.lost.held``) and only then acknowledges it; sho
 answering before the step files its outcome, another worker's watchdog files it as lost and its block
 ends. Under at_least_once (late acknowledgement) nothing is held: the broker delivers the step again.
 
+It costs one store round trip in the worker's main process per step (about 0.1 ms of CPU), so it is made
+only for steps whose block has no deadline: a block with one ends at it, whatever its worker took down.
+
 The step task's ``Request`` class (Celery's documented hook for custom requests) does it.
 """
 
@@ -44,8 +47,10 @@ def hold_taken(conductor: Conductor, args: Any, worker: str, pid: int) -> None:
     """Hold the step ``args`` carries in ``worker``'s name, run by its process ``pid``; a store that does not
     answer is logged (the step then runs unheld until its start guard holds it, as before this hold existed)."""
     message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
-    holding = held(message, worker, conductor.ttl, pid) if message is not None else None
-    if message is None or holding is None:
+    if message is None or message.deadline is not None:
+        return  # a block with a deadline ends at it whatever was lost: no round trip before the ack for it
+    holding = held(message, worker, conductor.ttl, pid)
+    if holding is None:
         return
     try:
         conductor.store.hold(holding)

@@ -52,3 +52,11 @@ def test_the_request_class_extends_the_apps_own() -> None:
     conductor, _recorder, _run_id = start(block("all", 1))
     assert issubclass(holding_request(conductor, Custom), Custom)
     assert issubclass(holding_request(conductor, "celery.worker.request:Request"), Request)
+
+
+def test_a_step_whose_block_has_a_deadline_is_not_held_before_it_starts() -> None:
+    conductor, recorder, _run_id = start(block("all", 1, timeout_seconds=30))
+    message = recorder.sent[0]
+    assert message.deadline is not None
+    hold_taken(conductor, (message.encode(),), "w1", 41)  # its block ends at its deadline anyway
+    assert conductor.store.held_steps("w1") == []
