@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 from kombu.connection import Connection
 from kombu.message import Message
 
@@ -273,3 +274,22 @@ def _epoch(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def dead_letter_step(app: Any, task: Any, message: StepMessage, error: str, sticky_queue: str | None) -> None:
+    """Dead-letter a step of ``task`` that failed for good (its task queue has a ``dead_letter_queue``).
+
+    RabbitMQ dead-letters a rejected late-acknowledged message itself; otherwise a copy is published. A
+    message that came through a worker's direct queue (sticky, worker_affinity) has no dead-letter exchange,
+    so it is always copied; it is requeued to its pool's queue (``sticky_queue``, sticky) or to that same
+    direct queue (worker_affinity).
+    """
+    delivery = task.request.delivery_info or {}
+    came_from = str(delivery.get("routing_key") or "")
+    own = worker_direct(task.request.hostname or "").name
+    # Celery sends to a direct queue through the default exchange, with the queue's name as routing key.
+    direct = delivery.get("exchange") == WORKER_DIRECT_EXCHANGE.name or came_from == own
+    if direct or not broker_dead_letters_itself(app, bool(task.acks_late)):
+        if direct:
+            came_from = (sticky_queue or own) if message.sticky is not None else own
+        publish_dead_letter(app, task.request, task.name, message, error, came_from)

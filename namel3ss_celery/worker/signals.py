@@ -14,12 +14,14 @@ from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
-from celery.exceptions import TimeLimitExceeded
+from celery.exceptions import NotRegistered, TimeLimitExceeded
 
 from ..engine.conductor import Conductor
-from ..plan.kinds import Outcome
+from ..engine.runner import StepOutcome
+from ..plan.kinds import Join, Outcome
 from ..plan.message import StepMessage
 from ..registry import STEP_TASK_PREFIX
+from .compat import fail_chord_part
 from .step_task import StepHandler
 
 
@@ -60,7 +62,7 @@ def connect_step_signals(app: Any, conductor: Conductor, steps: StepHandler) -> 
 
     def on_task_unknown(sender: Any = None, name: str = "", id: str = "", message: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is app and name.startswith(STEP_TASK_PREFIX) and message is not None:
-            steps.refuse_unknown(name, id, message)
+            refuse_unknown(app, conductor, name, id, message)
 
     handlers: list[tuple[Any, Callable[..., None]]] = [
         (signals.worker_process_init, on_process_init),
@@ -82,3 +84,19 @@ def waited_too_long(payload: Any) -> str | None:
     if message.deadline is not None and time.time() >= message.deadline:
         return None
     return f"{message.max_wait_field} ({message.max_wait}s)"
+
+
+def refuse_unknown(app: Any, conductor: Conductor, name: str, task_id: str, message: Any) -> None:
+    """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
+    args, _kwargs, embed = message.decode()
+    step = StepMessage.routing(args[0] if args else None)
+    if step is None:
+        return
+    exc = NotRegistered(name)
+    error = (
+        f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
+        "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
+    )
+    conductor.follow_up(conductor.file(step, StepOutcome.failure(step.key, exc, task_id=task_id, error=error)))
+    if step.join == Join.CHORD and embed.get("chord"):
+        fail_chord_part(app, task_id, message.headers, embed, exc)

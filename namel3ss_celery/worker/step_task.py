@@ -18,8 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from celery.exceptions import Ignore, NotRegistered
-from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
+from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
@@ -32,14 +31,12 @@ from ..engine.runner import StepOutcome, call_step, describe
 from ..engine.settle import RACING
 from ..errors import RoutingError, StepLost, StoreUnavailable, UnknownRun, UnknownTarget
 from ..plan import fields
-from ..plan.kinds import Join
 from ..plan.message import StepMessage
-from ..registry import STEP_TASK_PREFIX, StepDef
+from ..registry import StepDef
 from ..results import TaskStatus
 from ..routing.allowed import refusal
 from ..tracing import annotate, event, recording, span
-from .compat import fail_chord_part
-from .dead_letters import broker_dead_letters_itself, publish_dead_letter
+from .dead_letters import dead_letter_step
 from .late_filing import LateFiler
 from .sticky import StickyKeys
 
@@ -268,23 +265,9 @@ class StepHandler:
         raise task.retry(exc=outcome.exception, countdown=delay, max_retries=message.retries, **options)
 
     def _dead_letter(self, task: Any, message: StepMessage, error: str) -> None:
-        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``.
-
-        A message that came through a worker's direct queue (sticky, worker_affinity) has no dead-letter
-        exchange, so it is always copied; it is requeued to its pool's queue (sticky) or to that same
-        direct queue (worker_affinity).
-        """
-        if not message.dlq:
-            return
-        delivery = task.request.delivery_info or {}
-        came_from = str(delivery.get("routing_key") or "")
-        own = worker_direct(task.request.hostname or "").name
-        # Celery sends to a direct queue through the default exchange, with the queue's name as routing key.
-        direct = delivery.get("exchange") == WORKER_DIRECT_EXCHANGE.name or came_from == own
-        if direct or not broker_dead_letters_itself(self.app, bool(task.acks_late)):
-            if direct:
-                came_from = (self.sticky.queue or own) if message.sticky is not None else own
-            publish_dead_letter(self.app, task.request, task.name, message, error, came_from)
+        """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""
+        if message.dlq:
+            dead_letter_step(self.app, task, message, error, self.sticky.queue)
 
     def _bound_redelivery(self, task: Any, message: StepMessage) -> None:
         """at_least_once: a step whose message keeps coming back (its worker lost each time) fails for good."""
@@ -303,20 +286,3 @@ class StepHandler:
             request.n3_after = self.conductor.file(message, outcome)
             self._dead_letter(task, message, describe(error))
             raise error
-
-    def refuse_unknown(self, name: str, task_id: str, message: Any) -> None:
-        """A worker got ``n3.step.<target>`` it has no task for: fail that step so its block still ends."""
-        args, _kwargs, embed = message.decode()
-        step = StepMessage.routing(args[0] if args else None)
-        if step is None:
-            return
-        exc = NotRegistered(name)
-        error = (
-            f"this worker has no task {name!r}: target {name[len(STEP_TASK_PREFIX) :]!r} is not registered here "
-            "(or its module is not in NAMEL3SS_CELERY_STEP_MODULES)"
-        )
-        self.conductor.follow_up(
-            self.conductor.file(step, StepOutcome.failure(step.key, exc, task_id=task_id, error=error))
-        )
-        if step.join == Join.CHORD and embed.get("chord"):
-            fail_chord_part(self.app, task_id, message.headers, embed, exc)
