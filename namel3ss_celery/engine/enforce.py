@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ..errors import DecodeError
 from ..plan.kinds import Outcome
 from ..plan.message import StepMessage
 from ..tracing import event
@@ -30,9 +31,20 @@ def enforce_lost_workers(store: CoordinationStore, file_lost: FileLost, limit: i
     for worker in workers:
         for member in store.held_steps(worker):
             logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
-            file_lost(held_message(member), "", lost_reason(worker), None)
-            store.release(worker, member)
+            _file_held(store, file_lost, worker, member, lost_reason(worker))
     return len(workers)
+
+
+def _file_held(store: CoordinationStore, file_lost: FileLost, worker: str, member: str, reason: str) -> None:
+    """File a held step as lost and release it; one this version cannot read is logged and released (the
+    others of its worker are still filed)."""
+    try:
+        message = held_message(member)
+    except DecodeError as exc:
+        logger.error("worker %s held a step this version cannot read, dropped: %s (%s)", worker, member[:200], exc)
+    else:
+        file_lost(message, "", reason, None)
+    store.release(worker, member)
 
 
 def enforce_ended_processes(
@@ -44,8 +56,7 @@ def enforce_ended_processes(
     ended = [(member, pid) for member in store.held_steps(worker) if (pid := held_pid(member)) and not alive(pid)]
     for member, pid in ended:
         logger.warning("worker process %s of %s ended: filing its step %s as lost", pid, worker, member[:200])
-        file_lost(held_message(member), "", process_lost_reason(worker, pid), None)
-        store.release(worker, member)
+        _file_held(store, file_lost, worker, member, process_lost_reason(worker, pid))
     return len(ended)
 
 

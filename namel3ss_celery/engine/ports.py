@@ -188,11 +188,6 @@ class CoordinationStore(Protocol):
         """The ``Held.member`` of each step ``worker`` holds."""
         ...
 
-    def hold(self, held: Held) -> None:
-        """``held.worker`` has taken the step ``held.member`` (it is filed as lost should the worker stop
-        answering before the step files its outcome); the worker's held steps expire in ``held.ttl`` s."""
-        ...
-
     def release(self, worker: str, member: str) -> None:
         """``member`` is no longer held by ``worker`` (its outcome was filed for it)."""
         ...

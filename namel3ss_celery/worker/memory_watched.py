@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 import time
 
-from ..engine.ports import Held
-
 
 class MemoryWatched:
     """Deadlines, leases, heartbeats and held steps, under the using class's ``_lock``."""
@@ -66,10 +64,6 @@ class MemoryWatched:
     def held_steps(self, worker: str) -> list[str]:
         with self._lock:
             return sorted(self._held.get(worker, ()))
-
-    def hold(self, held: Held) -> None:
-        with self._lock:
-            self._held.setdefault(held.worker, set()).add(held.member)
 
     def release(self, worker: str, member: str) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.ports import Held
 from ..plan.fields import DEADLINES_KEY, LEASES_KEY, WORKERS_KEY, held_key, node_member, worker_key
 
 WORKERS_KEPT = 240  # heartbeats' lifetimes the set of workers outlives the last beat of any of them
@@ -70,12 +69,6 @@ class RedisWatched:
 
     def held_steps(self, worker: str) -> list[str]:
         return sorted(self.client.smembers(held_key(worker)))
-
-    def hold(self, held: Held) -> None:
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.sadd(held_key(held.worker), held.member)
-            pipe.expire(held_key(held.worker), held.ttl)
-            pipe.execute()
 
     def release(self, worker: str, member: str) -> None:
         self.client.srem(held_key(worker), member)

@@ -94,17 +94,16 @@ class StepHandler:
         request = task.request
         worker, task_id = request.hostname or "", request.id or ""
         message = self._read(task, definition, payload)
-        # Held since this worker took it (worker.holding), filed for it should this worker stop answering.
-        holding = held(message, worker, self.conductor.ttl, os.getpid())
         if message.requeued_from:
-            self._let_go(holding)  # it runs on its own: no block waits for it
             return self._run_again(task, definition, message)
         if message.sticky is not None and self.sticky.forwarded(task, message.sticky):
-            self._let_go(holding)
             raise Ignore()  # its key belongs to another worker, which now has it
         control = self.conductor.control(message)
         if message.deliveries is not None:
             self._bound_redelivery(task, message)
+        # Held in this process's name from its start guard until it is filed: filed for it, should this worker
+        # stop answering or this process end first.
+        holding = held(message, worker, self.conductor.ttl, os.getpid())
         try:
             may_run = patiently(
                 lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
@@ -121,7 +120,6 @@ class StepHandler:
         if not may_run:
             annotate(outcome="not_started")
             skipped = self.conductor.skip(message, worker, task_id)
-            self._let_go(holding)
             if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started
                 revoked(task, "block already decided")
             self.conductor.follow_up(skipped.follow_up)
@@ -171,11 +169,6 @@ class StepHandler:
                 raise
             self.late.hand_over(message, outcome, holding)
             return None
-
-    def _let_go(self, holding: Held | None) -> None:
-        """This worker no longer holds a step it will not file an outcome for (not started, forwarded)."""
-        if holding is not None:
-            self.conductor.store.release(holding.worker, holding.member)
 
     def _told(self, message: StepMessage, outcome: StepOutcome) -> None:
         """Tell ``on_step`` (step events); its failure is logged: the step is filed whatever it does."""

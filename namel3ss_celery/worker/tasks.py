@@ -21,7 +21,6 @@ from ..registry import (
     StepDef,
 )
 from ..tracing import span
-from .holding import holding_request
 from .step_task import StepHandler
 
 
@@ -51,12 +50,9 @@ def register_adapter_tasks(app: Any, conductor: Conductor) -> None:
 
 
 def step_task_class(app: Any, conductor: Conductor) -> type:
-    """The app's own task class (Django's, Flask's, the user's), plus the follow-up of each step; its requests
-    hold each step in the store before the worker acknowledges it (``worker.holding``)."""
+    """The app's own task class (Django's, Flask's, the user's), plus the follow-up of each step."""
 
     class Namel3ssStepTask(app.Task):  # type: ignore[misc, name-defined]
-        Request = holding_request(conductor, app.Task.Request)  # held before Celery acknowledges it (worker.holding)
-
         def after_return(self, *args: Any, **kwargs: Any) -> None:
             super().after_return(*args, **kwargs)
             follow_up = getattr(self.request, "n3_after", None)

@@ -86,6 +86,8 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # it exists, under another user
+    except (OverflowError, ValueError):
+        return True  # not a process id: nothing to say it ended
     return True
 
 

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 from celery import current_task
-from celery.signals import task_prerun
 
 from namel3ss_celery import reducer, step
 from tests.services import REDIS_URL
@@ -278,29 +277,3 @@ def slow_first_time(step: dict[str, Any], context: dict[str, Any]) -> dict[str, 
 def die(step: dict[str, Any], context: dict[str, Any]) -> None:
     """Kills its own worker process: the step never files an outcome."""
     os._exit(1)
-
-
-# --- a step taken by a pool process that stalls before its start guard ----------------
-
-
-def taken_key(tag: str) -> str:
-    """The Redis list a step with ``stall_before_start: tag`` pushes its process id onto once a pool process
-    has taken it (its message acknowledged under default delivery), before it reaches its start guard."""
-    return f"n3test:{tag}:taken"
-
-
-@task_prerun.connect
-def _stall_before_start(sender: Any = None, args: Any = None, **_: Any) -> None:
-    """Hold a step whose ``step`` says ``stall_before_start`` (for ``stall_seconds``, 120 by default) between
-    Celery taking it and the step task's body, so a test can kill its worker in that moment."""
-    payload = args[0] if args else None
-    step = payload.get("step") if isinstance(payload, dict) else None
-    if not isinstance(step, dict) or "stall_before_start" not in step:
-        return
-    client = _redis()
-    try:
-        client.rpush(taken_key(step["stall_before_start"]), os.getpid())
-        client.expire(taken_key(step["stall_before_start"]), MARKER_TTL)
-    finally:
-        client.close()
-    time.sleep(float(step.get("stall_seconds", 120)))

@@ -26,7 +26,7 @@ from tests.private_redis import PrivateRedis
 from tests.waiting import wait_until
 
 from .conftest import Cluster, start_cluster, stop_cluster
-from .steps import started_key, taken_key
+from .steps import started_key
 from .workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -339,43 +339,6 @@ def test_steps_of_a_worker_killed_whole_are_filed_as_lost_and_their_block_ends(
         assert entry["status"] == "failed"
         assert f"its worker {lone_worker.worker.hostname} stopped answering" in entry["error"]
     assert ended < 45, f"the lost steps were filed {ended:.0f}s after dispatch"
-
-
-def test_a_step_its_worker_took_but_never_started_is_filed_as_lost_once_the_worker_died_whole(
-    lone_worker: Cluster, redis_url: str, tmp_path: Path
-) -> None:
-    """Default delivery, no deadline: Celery acknowledged the step's message as a pool process took it, and the
-    worker died whole before the step reached its start guard. The worker held the step before acknowledging it
-    (worker.holding): another worker's watchdog files it as lost and the block ends, instead of waiting for
-    ever for a step nobody will run."""
-    tag = uuid.uuid4().hex
-    steps = [{"name": "s0", "target": "echo", "value": 1, "stall_before_start": tag, "stall_seconds": 120}]
-    handle = lone_worker.n3.dispatch({"name": "taken", "strategy": "all", "steps": steps})
-    dispatched = time.monotonic()
-    client = redis.Redis.from_url(redis_url)
-    hostname = lone_worker.worker.hostname
-    try:
-        wait_until(lambda: client.llen(taken_key(tag)) == 1, 30, lambda: lone_worker.worker.log())
-    finally:
-        client.close()
-
-    def acknowledged() -> bool:
-        active = (lone_worker.app.control.inspect([hostname], timeout=1.0).active() or {}).get(hostname) or []
-        return any(task.get("acknowledged") for task in active)
-
-    wait_until(acknowledged, 30, lambda: lone_worker.worker.log())  # its message is gone from the broker
-    kill_with_children(lone_worker.worker)
-    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
-    try:
-        other.wait_ready(lone_worker.app)
-        result = handle.get(timeout=60)
-    finally:
-        other.stop()
-    ended = time.monotonic() - dispatched
-    assert isinstance(result, ParallelExecutionResult)
-    assert result.overall_status == "failed"
-    assert f"its worker {hostname} stopped answering" in str(result.errors), result
-    assert ended < 50, f"the lost step was filed {ended:.0f}s after dispatch"
 
 
 def test_an_outcome_kept_by_a_pool_process_that_then_died_is_filed_as_lost_by_its_worker(

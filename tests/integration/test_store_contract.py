@@ -426,11 +426,12 @@ def test_keys_of_a_run_expire_with_it(store: CoordinationStore) -> None:
     assert store.step_counts(run_id, ["c"]) == {"c": 0}
 
 
-def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is_lost(store: CoordinationStore) -> None:
+def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is_lost(
+    store: CoordinationStore, run_id: str
+) -> None:
     worker, member = f"w-{new_id()}", '["run", "b", 0]'
     store.beat(worker, 1)
-    store.hold(Held(worker, member, TTL))
-    store.hold(Held(worker, member, TTL))  # taken, then held again at its start guard: one member
+    assert store.set_unless(run_id, "started:0", "w", [], Held(worker, member, TTL))  # the start guard holds it
     assert store.held_steps(worker) == [member]
     wait_for(lambda: worker in store.lost_workers(1000), EXPIRE_WITHIN, "a worker whose heartbeat ran out not lost")
     store.release(worker, member)

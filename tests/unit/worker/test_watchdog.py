@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held, held_member
+from namel3ss_celery.engine.ports import Held
 from namel3ss_celery.results import TaskStatus
 from namel3ss_celery.worker.watchdog import LOST_EVERY, Watch
 from tests.unit.engine.test_conductor import block, report, result_of, start
@@ -82,3 +84,22 @@ def test_a_held_step_names_its_process_and_reads_back_without_one() -> None:
     assert held_pid(held_member(message)) == 0
     older = json.dumps(json.loads(held_member(message))[:8])  # written before members named their process
     assert held_pid(older) == 0 and held_message(older).key == message.key
+
+
+def test_a_held_step_this_version_cannot_read_is_dropped_and_the_others_are_still_filed() -> None:
+    conductor, recorder, run_id = start(block("collect", 1))
+    message = recorder.sent[0]
+    conductor.store.beat("gone", 0)
+    conductor.control(message).start(0, "gone", "prefork", 1, "t0", held(message, "gone", 60, pid=111))
+    conductor.store.set_unless(run_id, "unreadable", "x", [], Held("gone", '{"not": "a held step"}', 60))
+    assert conductor.enforce_lost_workers() == 1
+    assert conductor.store.held_steps("gone") == []
+    result = result_of(conductor, run_id)
+    assert result is not None and result.final_result["s0"]["status"] == "failed"
+
+
+def test_a_pid_that_is_no_process_id_is_not_taken_for_an_ended_process() -> None:
+    from namel3ss_celery.worker.watchdog import process_alive
+
+    assert process_alive(os.getpid())
+    assert process_alive(2**70)  # not a process id (a greenlet's id): nothing says it ended
