@@ -83,9 +83,9 @@ def file_outcome(
     else:  # the common case: file and read the decision in one round trip
         filed, raw = store.file_step(run_id, node, index, outcome.envelope(), ttl, control.decided_field, held)
         prior = Decision.from_json(raw) if raw else None
-    if prior is not None and outcome.outcome is None:
-        _late(outcome)  # file what it did
-        store.record_step(run_id, node, index, outcome.envelope(), ttl, keep=keep)
+        if prior is not None and outcome.outcome is None:
+            _late(outcome)  # file what it did
+            store.record_step(run_id, node, index, outcome.envelope(), ttl)
     complete = filed >= message.total
     if prior is None:
         decision = decide_after(
