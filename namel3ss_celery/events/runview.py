@@ -82,11 +82,12 @@ def run_view(store: CoordinationStore, run_id: str) -> dict[str, Any] | None:
 
 def _step_of_result(result: Mapping[str, Any]) -> dict[str, Any]:
     metadata = result.get("metadata") or {}
+    outcome = metadata.get("outcome")
     return {
         "name": result["task_id"],
         "status": result["status"],
-        "outcome": metadata.get("outcome"),
-        "duration_ms": result.get("duration_ms"),
+        "outcome": outcome,
+        "duration_ms": None if outcome == Outcome.NOT_STARTED else result.get("duration_ms"),  # it took no time
         "error": result.get("error"),
     }
 
@@ -127,7 +128,10 @@ def recent_runs(events: EventStore, store: CoordinationStore, limit: int = 50) -
 STYLE = """
 body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;text-align:left}
-.graph{display:flex;gap:1.5em;align-items:flex-start}.column{display:flex;flex-direction:column;gap:1em}
+.graph{display:flex;gap:2.5em;align-items:flex-start;position:relative}
+.column{display:flex;flex-direction:column;gap:1em;position:relative;z-index:1}
+svg.edges{position:absolute;left:0;top:0;pointer-events:none;overflow:visible}
+svg.edges path{fill:none;stroke:#999;stroke-width:1.5}
 .node{border:2px solid #999;border-radius:6px;padding:.6em .8em;min-width:15em}
 .node h2{font-size:1em;margin:0 0 .3em}.after{color:#666;font-size:.85em}
 ul{list-style:none;padding:0;margin:.4em 0 0}li{padding:.15em 0}.error{color:#a00;font-size:.85em}
@@ -146,7 +150,26 @@ SCRIPT = """
   var root = document.getElementById('run'); if (!root) return;
   var token = new URLSearchParams(location.search).get('token');
   var q = token ? '&token=' + encodeURIComponent(token) : '';
-  var timer = null, asked = 0, drawn = 0, going = LIVE;
+  var timer = null, asked = 0, drawn = 0, going = LIVE, ns = 'http://www.w3.org/2000/svg';
+  function edges(){  // a line from each node to each node that depends on it (data-after)
+    var graph = root.querySelector('.graph'); if (!graph) return;
+    var old = graph.querySelector('svg.edges'); if (old) old.remove();
+    var box = graph.getBoundingClientRect(), svg = document.createElementNS(ns, 'svg'), named = {};
+    svg.setAttribute('class', 'edges'); svg.setAttribute('width', graph.scrollWidth); svg.setAttribute('height', graph.scrollHeight);
+    graph.querySelectorAll('[data-node]').forEach(function(el){ named[el.dataset.node] = el; });
+    graph.querySelectorAll('[data-after]').forEach(function(el){
+      JSON.parse(el.dataset.after).forEach(function(name){
+        var from = named[name]; if (!from) return;
+        var a = from.getBoundingClientRect(), b = el.getBoundingClientRect();
+        var x1 = a.right - box.left, y1 = a.top - box.top + 18, x2 = b.left - box.left, y2 = b.top - box.top + 18;
+        var path = document.createElementNS(ns, 'path');
+        path.setAttribute('d', 'M' + x1 + ',' + y1 + ' C' + (x1 + 20) + ',' + y1 + ' ' + (x2 - 20) + ',' + y2 + ' ' + x2 + ',' + y2);
+        path.setAttribute('data-edge', name + ' ' + el.dataset.node);
+        svg.appendChild(path);
+      });
+    });
+    graph.insertBefore(svg, graph.firstChild);
+  }
   function live(){ var top = root.firstElementChild; return !!top && going.indexOf(top.dataset.status) >= 0; }
   function after(ms){ clearTimeout(timer); timer = live() ? setTimeout(refresh, ms) : null; }
   function refresh(){
@@ -155,7 +178,7 @@ SCRIPT = """
       if (!r.ok) throw new Error('HTTP ' + r.status);
       return r.text();
     }).then(function(t){
-      if (n > drawn) { drawn = n; root.innerHTML = t; }  // an answer older than the one drawn is dropped
+      if (n > drawn) { drawn = n; root.innerHTML = t; edges(); }  // an answer older than the one drawn is dropped
       after(1000);
     }).catch(function(){ after(5000); });
   }
@@ -165,6 +188,7 @@ SCRIPT = """
     ws.onmessage = function(){ clearTimeout(timer); timer = setTimeout(refresh, 50); };  // a burst: one fetch
     ws.onclose = function(){ if (live()) setTimeout(listen, 5000); };
   }
+  edges(); window.addEventListener('resize', edges);
   if (live()) { listen(); after(1000); }
 })();
 """.replace("LIVE", json.dumps([str(s) for s in RunStatus if not s.final]))  # redrawn while pending or running
@@ -217,8 +241,10 @@ def _node_html(node: Mapping[str, Any]) -> str:
             f"{node['loser_seconds']:g} worker-seconds</div>"
         )
     steps = "".join(_step_html(s, node["strategy"] in RACING) for s in node["steps"])
+    depends = f" data-after='{html.escape(json.dumps(node['depends_on']))}'" if node["depends_on"] else ""
     return (
-        f"<section class='node' data-node='{html.escape(node['name'])}' data-status='{html.escape(node['status'])}'>"
+        f"<section class='node' data-node='{html.escape(node['name'])}' data-status='{html.escape(node['status'])}'"
+        f"{depends}>"
         f"<h2>{html.escape(node['name'])}</h2>{after}<div>{html.escape(node['strategy'])}, "
         f"{node['done']}/{node['total']} steps, {html.escape(node['status'])}</div>{race}<ul>{steps}</ul></section>"
     )

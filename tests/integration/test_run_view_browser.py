@@ -177,6 +177,15 @@ def test_the_run_view_follows_a_run_live_in_a_browser(
         page.wait_for_url(f"{server.url}/runs/{run.id}")
         shown(page, "#run [data-run-status=completed]")
         page.wait_for_load_state("networkidle")
+        # the graph's edge, from the right side of the node depended on to the left side of the other
+        page.wait_for_selector("svg.edges path[data-edge='first second']", state="attached")  # a flat line, 0 high
+        first, second, edge = (
+            page.locator(selector).bounding_box()
+            for selector in ("[data-node=first]", "[data-node=second]", "svg.edges path[data-edge='first second']")
+        )
+        assert first and second and edge
+        assert abs(edge["x"] - (first["x"] + first["width"])) < 6 and abs(edge["x"] + edge["width"] - second["x"]) < 6
+        assert page.locator("svg.edges path").count() == 1
     finally:
         for gate in gates.values():
             client.set(gate_key(gate), 1, ex=MARKER_TTL)

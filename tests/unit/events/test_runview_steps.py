@@ -24,3 +24,12 @@ def test_a_step_that_ran_shows_how_long_it_took_and_one_that_never_started_shows
         "duration_ms": None,
         "error": None,
     }
+
+
+def test_a_settled_step_that_never_started_shows_no_time_either() -> None:
+    from namel3ss_celery.events.runview import _step_of_result
+
+    never = {"task_id": "s", "status": "cancelled", "duration_ms": 0.0, "metadata": {"outcome": "not_started"}}
+    assert _step_of_result(never)["duration_ms"] is None
+    ran = {"task_id": "s", "status": "completed", "duration_ms": 12.5, "metadata": {}}
+    assert _step_of_result(ran)["duration_ms"] == 12.5
