@@ -153,8 +153,10 @@ def test_two_beats_started_at_different_moments_fire_each_slot_once(deployment: 
         stop(first, *([second] if second else []))
     assert second is not None
     sent = sends(first, entry) + sends(second, entry)
+    # Beat logs "Sending due task" before it publishes: a beat stopped in between sent one message less.
+    unsure = 2
     wait_until(  # every message sent has been handled: it started its slot's run, or found the slot taken
-        lambda: len(d.fired(name)) + d.duplicates() >= sent,
+        lambda: len(d.fired(name)) + d.duplicates() >= sent - unsure,
         WAIT,
         lambda: f"{len(d.fired(name))} fired + {d.duplicates()} duplicates of {sent}\n{d.worker.log()}",
     )
