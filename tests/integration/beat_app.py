@@ -15,6 +15,10 @@ from .app import make_app
 def make_beat_app(broker: str, queue: str, prefix: str) -> Celery:
     app = make_app(broker, broker, queue)
     app.conf.redbeat_key_prefix = prefix
+    # RedBeat's lock lives 5 x max_interval (5 s under the tests' --max-interval 1) and a beat whose tick
+    # comes later than that (a loaded 2-core machine) exits with LockNotOwnedError; only one beat here
+    # uses RedBeat, so a longer lock changes nothing else.
+    app.conf.redbeat_lock_timeout = 60
     return app
 
 
