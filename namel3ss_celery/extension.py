@@ -16,23 +16,20 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, signals
 
 from .apps import check_backend, make_app
-from .compiler.checks import check_context, check_plan, check_visibility
-from .compiler.planning import make_plan
+from .compiler.checks import check_context
 from .compiler.publisher import CeleryPublisher
-from .compiler.support import check_program_supported
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
 from .engine.runner import install_log_ids
 from .errors import UnknownRun
 from .events.beat import Firing, merge_program_schedules, register_schedule_task
-from .events.matching import check_triggers
 from .events.model import Event, EventPriority
 from .events.service import EventService
 from .events.tasks import register_event_tasks
 from .gc_pause import collection_paused
 from .plan import fields
 from .plan.model import Plan
-from .publishing import publish_run, run_handle
+from .publishing import checked_plan, publish_run, run_handle
 from .registry import (
     SHARED,
     ReducerFunction,
@@ -43,12 +40,12 @@ from .registry import (
 from .results import ParallelExecutionResult, WorkflowResult
 from .runs import RunHandle
 from .settings import Settings
-from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec, load_any
+from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec
 from .tracing import span
 from .worker.embedded import EmbeddedWorker
 from .worker.pool_option import add_pool_option
 from .worker.pools import PoolService, serve_placement, serve_pool, use_all_redis_priorities
-from .worker.redis_store import RedisStore
+from .worker.redis_store import open_store
 from .worker.signals import connect_step_signals
 from .worker.step_task import StepHandler
 from .worker.store import MemoryStore
@@ -135,21 +132,11 @@ class Namel3ssCelery:
 
     def step(self, target: str) -> Callable[[StepFunction], StepFunction]:
         """Register a step function (sync or ``async def``) on this app as ``n3.step.<target>``."""
-
-        def decorate(function: StepFunction) -> StepFunction:
-            self.registry.add_step(target, function)
-            return function
-
-        return decorate
+        return self.registry.registering_step(target)
 
     def reducer(self, name: str) -> Callable[[ReducerFunction], ReducerFunction]:
         """Register a map_reduce reducer ``(results: list) -> value`` on this app."""
-
-        def decorate(function: ReducerFunction) -> ReducerFunction:
-            self.registry.add_reducer(name, function)
-            return function
-
-        return decorate
+        return self.registry.registering_reducer(name)
 
     def load_step_modules(self) -> None:
         """Import ``NAMEL3SS_CELERY_STEP_MODULES`` once and register their functions as ``module:function``."""
@@ -192,8 +179,7 @@ class Namel3ssCelery:
         if self._store is None:
             with self._store_lock:
                 if self._store is None:
-                    url = self._coordination_url
-                    self._store = MemoryStore() if url.startswith("memory://") else RedisStore(url)
+                    self._store = open_store(self._coordination_url)
         return self._store
 
     # --- events -------------------------------------------------------------------
@@ -286,15 +272,7 @@ class Namel3ssCelery:
 
     def plan(self, spec: SpecSource, workflow: str | None = None) -> Plan:
         """The checked plan of ``spec``: what ``dispatch`` would run, without publishing anything."""
-        loaded = load_any(spec)
-        if isinstance(loaded, ProgramSpec):
-            check_program_supported(loaded)
-            check_triggers(loaded)
-        plan = make_plan(loaded, workflow)
-        self.load_step_modules()
-        check_plan(plan, self.registry, self.settings.step_modules)  # computes the plan's JSON, which dispatch stores
-        check_visibility(plan, str(self.app.conf.broker_url or ""))
-        return plan
+        return checked_plan(self, spec, workflow)
 
     def run(self, run_id: str) -> RunHandle:
         """The handle of a run dispatched from any process.

@@ -13,16 +13,21 @@ from typing import Any, Protocol
 from celery import Celery
 
 from .apps import check_broker
+from .compiler.checks import check_plan, check_visibility
+from .compiler.planning import make_plan
 from .compiler.starting import start_run
+from .compiler.support import check_program_supported
 from .eager import run_eagerly
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
+from .events.matching import check_triggers
 from .events.service import EventService
 from .plan.model import Plan
 from .registry import Registry
 from .routing.consumers import run_idle_queues
 from .runs import RunHandle
 from .settings import Settings
+from .spec import ProgramSpec, load_any
 from .worker.embedded import EmbeddedWorker
 
 
@@ -38,6 +43,26 @@ class Host(Protocol):
 
     @property
     def store(self) -> CoordinationStore: ...
+
+    def load_step_modules(self) -> None: ...
+
+
+def checked_plan(n3: Host, spec: Any, workflow: str | None) -> Plan:
+    """The plan of ``spec`` (a spec object, a mapping or a file path), checked against ``n3``'s steps and
+    broker: ``Namel3ssCelery.plan``.
+
+    Raises:
+        SpecError, CompileError: what is wrong with the spec, naming it (nothing was published).
+    """
+    loaded = load_any(spec)
+    if isinstance(loaded, ProgramSpec):
+        check_program_supported(loaded)
+        check_triggers(loaded)
+    plan = make_plan(loaded, workflow)
+    n3.load_step_modules()
+    check_plan(plan, n3.registry, n3.settings.step_modules)  # computes the plan's JSON, which dispatch stores
+    check_visibility(plan, str(n3.app.conf.broker_url or ""))
+    return plan
 
 
 def publish_run(n3: Host, plan: Plan, initial: dict[str, Any], run_id: str) -> RunHandle:

@@ -71,6 +71,24 @@ class Registry:
             raise CompileError(f"reducer {name!r} is built in and cannot be replaced")
         self._reducers[name] = function
 
+    def registering_step(self, target: str) -> Callable[[StepFunction], StepFunction]:
+        """A decorator that registers a step function under ``target`` and returns it unchanged."""
+
+        def decorate(function: StepFunction) -> StepFunction:
+            self.add_step(target, function)
+            return function
+
+        return decorate
+
+    def registering_reducer(self, name: str) -> Callable[[ReducerFunction], ReducerFunction]:
+        """A decorator that registers a reducer under ``name`` and returns it unchanged."""
+
+        def decorate(function: ReducerFunction) -> ReducerFunction:
+            self.add_reducer(name, function)
+            return function
+
+        return decorate
+
     def step(self, target: str) -> StepDef | None:
         found = self._steps.get(target)
         if found is None and self.parent is not None:
@@ -121,22 +139,12 @@ def step(target: str) -> Callable[[StepFunction], StepFunction]:
     Returns:
         A decorator that registers the function and returns it unchanged.
     """
-
-    def decorate(function: StepFunction) -> StepFunction:
-        SHARED.add_step(target, function)
-        return function
-
-    return decorate
+    return SHARED.registering_step(target)
 
 
 def reducer(name: str) -> Callable[[ReducerFunction], ReducerFunction]:
     """Register a module-level map_reduce reducer ``(results: list) -> value``."""
-
-    def decorate(function: ReducerFunction) -> ReducerFunction:
-        SHARED.add_reducer(name, function)
-        return function
-
-    return decorate
+    return SHARED.registering_reducer(name)
 
 
 def import_step_modules(modules: Sequence[str], registry: Registry) -> None:

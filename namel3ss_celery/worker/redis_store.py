@@ -11,7 +11,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ..engine.ports import Held, Lease
+from ..engine.ports import CoordinationStore, Held, Lease
 from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
     LEASES_KEY,
@@ -36,6 +36,7 @@ from .redis_scripts import (
     TAKE_LEASE,
 )
 from .redis_watched import RedisWatched
+from .store import MemoryStore
 
 WAIT_SLICE = 2.0
 FEED_CHUNK = 1000  # items per RPUSH in PUSH_ITEMS: Lua's unpack has a bound (about 8000 values)
@@ -246,6 +247,11 @@ class RedisStore(RedisWatched):
     def close(self) -> None:
         """Release the connection pool."""
         self.client.close()
+
+
+def open_store(url: str) -> CoordinationStore:
+    """The coordination store at ``url``: in this process for ``memory://``, else Redis."""
+    return MemoryStore() if url.startswith("memory://") else RedisStore(url)
 
 
 def _leased(run_id: str, lease: Lease | None = None) -> list[Any]:
