@@ -164,7 +164,7 @@ class _LocalRun:
         fed = window is not None and window < len(block.steps)
 
         def message(index: int) -> StepMessage:
-            made = step_message(
+            return step_message(
                 block,
                 index,
                 run_id=run_id,
@@ -174,11 +174,14 @@ class _LocalRun:
                 feed=fed,
                 deadline=deadline,
             )
+
+        def copied(made: StepMessage) -> StepMessage:
             # A JSON round trip, as a message to a worker makes: no step shares an object with another.
             return StepMessage.decode(json.loads(json.dumps(made.encode())))
 
         count = window if fed and window is not None else len(block.steps)
-        prepared = _LocalNode([message(i) for i in range(count)], deadline=deadline)
+        prepared = _LocalNode([copied(message(i)) for i in range(count)], deadline=deadline)
+        # The feed holds them encoded (each decoded as it is sent): a copy already.
         prepared.feed = [
             FedStep(str(block.steps[i].target), message(i)).encode() for i in range(count, len(block.steps))
         ]
