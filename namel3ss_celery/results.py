@@ -172,11 +172,22 @@ def _raise_for(status: RunStatus, what: str, message: str | None, errors: list[s
     raise RunFailed(text, errors)
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """The field names of dataclass ``cls``, read once."""
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
+    names = _names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
 def _fields(result: Any) -> dict[str, Any]:
     """A dataclass's fields, one level deep (``dataclasses.asdict`` deep-copies every step result)."""
-    return {f.name: getattr(result, f.name) for f in fields(result)}
+    return {name: getattr(result, name) for name in _names(type(result))}

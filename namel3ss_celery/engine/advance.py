@@ -25,10 +25,16 @@ class Advance:
     ended: bool = False  # this call ended the run (exactly one call does, whatever the duplicates)
 
 
-def node_results(plan: Plan, record: Mapping[str, str]) -> tuple[dict[str, ParallelExecutionResult], dict[str, Any]]:
-    """The results filed in a run record so far, and the outputs of the nodes that completed."""
+def node_results(
+    plan: Plan, record: Mapping[str, str], known: Mapping[str, ParallelExecutionResult] | None = None
+) -> tuple[dict[str, ParallelExecutionResult], dict[str, Any]]:
+    """The results filed in a run record so far, and the outputs of the nodes that completed. ``known``:
+    results already in hand (the one just filed), taken as they are rather than read back."""
+    known = known or {}
     results = {
-        n.name: ParallelExecutionResult.from_dict(json.loads(record[fields.node_result(n.name)]))
+        n.name: known[n.name]
+        if n.name in known
+        else ParallelExecutionResult.from_dict(json.loads(record[fields.node_result(n.name)]))
         for n in plan.nodes
         if fields.node_result(n.name) in record
     }
@@ -48,7 +54,7 @@ def node_settled(
     """
     filed = json.dumps(result.to_dict())
     record = store.set_and_read(run_id, {fields.node_result(node): filed})
-    results, outputs = node_results(plan, record)
+    results, outputs = node_results(plan, record, {node: result})
     if fields.FINAL in record:  # the run already ended: nothing more starts
         return Advance([], outputs, final_result(record))
     failed = result.overall_status != RunStatus.COMPLETED
