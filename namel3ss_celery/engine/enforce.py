@@ -36,14 +36,19 @@ def enforce_lost_workers(store: CoordinationStore, file_lost: FileLost, limit: i
 
 
 def _file_held(store: CoordinationStore, file_lost: FileLost, worker: str, member: str, reason: str) -> None:
-    """File a held step as lost and release it; one this version cannot read is logged and released (the
-    others of its worker are still filed)."""
+    """File a held step as lost and release it; one this version cannot read is logged and released, one
+    whose filing fails is logged and stays held for a later look (the others of its worker are still
+    filed either way)."""
     try:
         message = held_message(member)
     except DecodeError as exc:
         logger.error("worker %s held a step this version cannot read, dropped: %s (%s)", worker, member[:200], exc)
     else:
-        file_lost(message, "", reason, None)
+        try:
+            file_lost(message, "", reason, None)
+        except Exception:  # noqa: BLE001 - it stays held, so a later look files it; the others go on meanwhile
+            logger.exception("filing step %s of run %s as lost failed", message.key, message.run)
+            return
     store.release(worker, member)
 
 

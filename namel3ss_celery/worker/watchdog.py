@@ -7,13 +7,12 @@ it idempotent across workers). So a deadline fires on time whatever became of
 the process that launched the block or of the workers that run its steps,
 which an ETA message a dead worker had prefetched could not promise.
 
-Each look also renews the worker's heartbeat and finishes the launches and
-settles whose process died half way (their lease ran out: ``Conductor.enforce_leases``,
-``engine.leases``); every ``LOST_EVERY`` looks it files the steps still held by
-workers whose heartbeat ran out as lost (``Conductor.enforce_lost_workers``,
-``engine.lost``), so their blocks end, and the steps it holds itself for pool processes that have ended
+Each look also finishes the launches and settles whose process died half way (their lease ran out:
+``Conductor.enforce_leases``, ``engine.leases``); every ``LOST_EVERY`` looks it files the steps still
+held by workers whose heartbeat ran out as lost (``Conductor.enforce_lost_workers``, ``engine.lost``),
+so their blocks end, and the steps it holds itself for pool processes that have ended
 (``Conductor.enforce_ended_processes``: a process killed, or recycled while it kept outcomes for a store
-that was down).
+that was down). The worker's heartbeat is renewed every second by a thread of its own.
 """
 
 from __future__ import annotations
@@ -38,8 +37,21 @@ QUIET_FOR = 30.0  # seconds between two log lines about the same trouble (a stor
 
 
 class Watch:
-    """The loop of one worker's watchdog thread: its heartbeat, deadlines due, leases run out, steps of lost
-    workers."""
+    """One worker's watchdog: a thread that beats (``beat``), and one that enforces what is due (``look``):
+    deadlines, leases run out, steps of lost workers and of ended pool processes.
+
+    The heartbeat has a thread of its own, so a look that settles a block with a slow reducer or resumes a
+    large launch never lets it run out. Workers are searched for lost ones only once this worker's beats
+    have reached the store for ``HEARTBEAT_TTL`` seconds in a row: after the store was away (restarted,
+    unreachable), every live worker's heartbeat has run out, and each gets that long to beat again.
+
+    Args:
+        conductor: the engine, with its store.
+        worker: this worker's name (its heartbeat, the steps it holds).
+        interval: seconds between two beats, and between two looks.
+        alive: whether a pool process of this host still exists (``process_alive``).
+        clock: monotonic seconds (tests pass their own).
+    """
 
     def __init__(
         self,
@@ -47,35 +59,65 @@ class Watch:
         worker: str,
         interval: float = WATCH_INTERVAL,
         alive: Callable[[int], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.conductor = conductor
         self.alive = alive or process_alive
         self.worker = worker
         self.interval = interval
+        self.clock = clock
         self.stopping = threading.Event()
-        self._complained = 0.0
+        self._complained: dict[str, float] = {}
         self._looks = 0
+        self._answering_since: float | None = None  # since when every beat reached the store
 
     def run(self) -> None:
+        """Beat and look until ``stopping`` is set (the heartbeat in a thread of its own)."""
+        threading.Thread(target=self._beat_until_stopped, name="namel3ss-heartbeat", daemon=True).start()
         self.look()
         while not self.stopping.wait(self.interval):
             self.look()
 
-    def look(self) -> None:
-        """Beat, enforce what is due; trouble (the store is away) is logged, and the next look tries again."""
+    def _beat_until_stopped(self) -> None:
+        self.beat()
+        while not self.stopping.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        """Renew this worker's heartbeat; a store that does not answer is logged, and the next beat tries again."""
         try:
             self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
-            self.conductor.enforce_deadlines()
-            self.conductor.enforce_leases()
-            self._looks += 1
-            if self._looks % LOST_EVERY == 0:
-                self.conductor.enforce_lost_workers()
-                self.conductor.enforce_ended_processes(self.worker, self.alive)
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
-            now = time.monotonic()
-            if now - self._complained >= QUIET_FOR:
-                self._complained = now
-                logger.warning("the watchdog cannot enforce block deadlines now (it tries again): %s", exc)
+            self._answering_since = None
+            self._complain("the watchdog cannot renew this worker's heartbeat now (it tries again)", exc)
+        else:
+            if self._answering_since is None:
+                self._answering_since = self.clock()
+
+    def look(self) -> None:
+        """Enforce what is due; each kind on its own, so trouble with one (logged) does not hold the others."""
+        self._enforce("block deadlines", self.conductor.enforce_deadlines)
+        self._enforce("leases", self.conductor.enforce_leases)
+        self._looks += 1
+        if self._looks % LOST_EVERY == 0:
+            since = self._answering_since
+            if since is not None and self.clock() - since >= HEARTBEAT_TTL:
+                self._enforce("the steps of lost workers", self.conductor.enforce_lost_workers)
+            self._enforce(
+                "the steps of ended processes", lambda: self.conductor.enforce_ended_processes(self.worker, self.alive)
+            )
+
+    def _enforce(self, what: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - the next look tries again
+            self._complain(f"the watchdog cannot enforce {what} now (it tries again)", exc)
+
+    def _complain(self, what: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._complained.get(what, -QUIET_FOR) >= QUIET_FOR:
+            self._complained[what] = now
+            logger.warning("%s: %s", what, exc)
 
 
 def process_alive(pid: int) -> bool:

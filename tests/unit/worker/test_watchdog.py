@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from typing import Any
+
+import pytest
 
 from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held, held_member
 from namel3ss_celery.engine.ports import Held
@@ -17,9 +20,12 @@ def test_a_worker_that_beats_is_not_lost() -> None:
     conductor, recorder, run_id = start(block("collect", 1))
     message = recorder.sent[0]
     conductor.control(message).start(0, "w1", "prefork", 1, "t0", held(message, "w1", 60))
-    watch = Watch(conductor, "w1")
+    now = [0.0]
+    watch = Watch(conductor, "w1", clock=lambda: now[0])
+    watch.beat()
+    now[0] = HEARTBEAT_TTL
     for _ in range(LOST_EVERY):
-        watch.look()  # w1 beats, then looks for lost workers: itself is alive
+        watch.look()  # w1 beat, then looks for lost workers: itself is alive
     assert conductor.store.lost_workers(10) == []
     assert result_of(conductor, run_id) is None
 
@@ -30,7 +36,10 @@ def test_the_steps_of_a_worker_whose_heartbeat_ran_out_are_filed_as_lost() -> No
     conductor.store.beat("gone", 0)  # its last beat, run out at once
     conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60))
     report(conductor, second, TaskStatus.COMPLETED, 1)
-    watch = Watch(conductor, "alive")
+    now = [0.0]
+    watch = Watch(conductor, "alive", clock=lambda: now[0])
+    watch.beat()
+    now[0] = HEARTBEAT_TTL
     for _ in range(LOST_EVERY):
         watch.look()
     result = result_of(conductor, run_id)
@@ -103,3 +112,60 @@ def test_a_pid_that_is_no_process_id_is_not_taken_for_an_ended_process() -> None
 
     assert process_alive(os.getpid())
     assert process_alive(2**70)  # not a process id (a greenlet's id): nothing says it ended
+
+
+def test_after_the_store_was_away_other_workers_get_a_heartbeat_s_time_to_beat_again_before_they_are_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every heartbeat runs out while the store is away (restarted, unreachable): a watchdog whose beats reach
+    it again waits HEARTBEAT_TTL seconds before it takes a silent worker for lost."""
+    conductor, recorder, run_id = start(block("collect", 1))
+    message = recorder.sent[0]
+    conductor.store.beat("silent", 0)  # its heartbeat has run out; it holds a step
+    conductor.control(message).start(0, "silent", "prefork", 1, "t0", held(message, "silent", 60))
+    store = conductor.store
+    beat = store.beat
+
+    def away(worker: str, ttl: int) -> None:
+        raise ConnectionError("the store is away")
+
+    now = [100.0]
+    watch = Watch(conductor, "w1", clock=lambda: now[0])
+    monkeypatch.setattr(store, "beat", away)
+    watch.beat()
+    monkeypatch.setattr(store, "beat", beat)
+    watch.beat()  # its beats reach the store again from 100 on
+    now[0] = 100 + HEARTBEAT_TTL - 1
+    for _ in range(LOST_EVERY):
+        watch.look()
+    assert result_of(conductor, run_id) is None  # not yet: "silent" may be about to beat again
+    now[0] = 100 + HEARTBEAT_TTL
+    for _ in range(LOST_EVERY):
+        watch.look()
+    result = result_of(conductor, run_id)
+    assert result is not None and result.final_result["s0"]["status"] == "failed"
+
+
+def test_a_held_step_whose_filing_fails_stays_held_and_the_others_are_still_filed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conductor, recorder, run_id = start(block("collect", 2))
+    first, second = recorder.sent
+    conductor.store.beat("gone", 0)
+    conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60, pid=1))
+    conductor.control(second).start(1, "gone", "prefork", 1, "t1", held(second, "gone", 60, pid=2))
+    filed = conductor.file_lost_message
+
+    def flaky(message: Any, task_id: str, reason: str, outcome: Any) -> None:
+        if message.index == 0:
+            raise ConnectionError("the store went away for this one")
+        filed(message, task_id, reason, outcome)
+
+    monkeypatch.setattr(conductor, "file_lost_message", flaky)
+    conductor.enforce_lost_workers()
+    assert conductor.store.held_steps("gone") == [held_member(first, 1)]  # s0 stays held for a later look
+    assert "stopped answering" in conductor.store.step_envelopes(run_id, "b")[1]
+    monkeypatch.setattr(conductor, "file_lost_message", filed)
+    conductor.enforce_lost_workers()
+    result = result_of(conductor, run_id)
+    assert result is not None and [e["status"] for e in result.final_result.values()] == ["failed", "failed"]
