@@ -39,6 +39,7 @@ class Unfiled:
     message: StepMessage
     outcome: StepOutcome
     held: Held | None
+    keep: bool = False  # an outcome the step's own (filed by another copy of it meanwhile) keeps
     since: float = field(default_factory=time.monotonic)
     filed: bool = False  # filed already: only what follows is left
     follow_up: FollowUp | None = None
@@ -69,8 +70,9 @@ class LateFiler:
         self.filed = 0  # outcomes filed late by this process
         self.dropped = 0  # outcomes given up on
 
-    def hand_over(self, message: StepMessage, outcome: StepOutcome, held: Held | None) -> None:
-        """Keep ``outcome`` until the store answers, and file it then."""
+    def hand_over(self, message: StepMessage, outcome: StepOutcome, held: Held | None, *, keep: bool = False) -> None:
+        """Keep ``outcome`` until the store answers, and file it then; with ``keep`` it does not replace an
+        outcome the step filed itself meanwhile (``outcome`` says the step could not start)."""
         logger.error(
             "step %s of run %s: the store did not answer in time; its outcome (%s) will be filed when it does",
             message.key,
@@ -78,7 +80,7 @@ class LateFiler:
             outcome.status,
         )
         with self._lock:
-            self._pending.append(Unfiled(message, outcome, held))
+            self._pending.append(Unfiled(message, outcome, held, keep))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="n3-late-filer", daemon=True)
                 self._thread.start()
@@ -114,7 +116,7 @@ class LateFiler:
             return True
         try:
             if not item.filed:
-                item.follow_up = self._file(message, item.outcome, False, item.held)
+                item.follow_up = self._file(message, item.outcome, item.keep, item.held)
                 item.filed = True
             self._follow_up(item.follow_up)
         except StoreUnavailable:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
@@ -111,10 +111,9 @@ class StepHandler:
                 self.conductor.patience,
             )
         except StoreUnavailable as exc:  # it did not run: a failure, filed when the store answers
-            if message.deliveries is None:
-                self.late.hand_over(
-                    message, StepOutcome.failure(message.key, exc, worker=worker, task_id=task_id), holding
-                )
+            if message.deliveries is None:  # unless another copy of the step filed its own meanwhile
+                failed = StepOutcome.failure(message.key, exc, worker=worker, task_id=task_id)
+                self.late.hand_over(message, failed, holding, keep=True)
             raise
         annotate(run_id=message.run, node=message.node, step=message.key, strategy=str(message.strategy))
         if not may_run:
@@ -242,8 +241,9 @@ class StepHandler:
     def _retry_if_due(
         self, task: Any, message: StepMessage, outcome: StepOutcome, stopping: Any, holding: Held | None = None
     ) -> None:
-        """Raise Celery's ``Retry`` when a failed step has retries left and its block is not ``stopping``; this
-        worker no longer holds it (its next try may run anywhere)."""
+        """Raise Celery's ``Retry`` when a failed step has retries left and its block is not ``stopping``, once
+        the retry's message is published; this worker no longer holds it then (its next try may run anywhere).
+        A retry that cannot be published (the broker is away) is no retry: the step fails now, saying so."""
         retries = task.request.retries
         delay = retry_countdown(message, outcome.status, retries, stopping)
         if delay is None:
@@ -252,10 +252,18 @@ class StepHandler:
         expires = message.expires(time.time() + delay)  # it may wait as long again, after its delay
         if expires is not None:
             options["expires"] = datetime.fromtimestamp(expires, tz=timezone.utc)
+        try:
+            retry = task.retry(
+                exc=outcome.exception, countdown=delay, max_retries=message.retries, throw=False, **options
+            )
+        except Reject as exc:  # Celery's answer to a retry it could not publish
+            logger.error("step %s of run %s: its retry could not be published: %s", message.key, message.run, exc)
+            outcome.error = f"{outcome.error} (its retry could not be published: {exc.reason})"
+            return
         if holding is not None:
             self.conductor.store.release(holding.worker, holding.member)
         event("retry", attempt=retries + 1, countdown=delay, error=outcome.error)
-        raise task.retry(exc=outcome.exception, countdown=delay, max_retries=message.retries, **options)
+        raise retry
 
     def _dead_letter(self, task: Any, message: StepMessage, error: str) -> None:
         """A step that failed for good, on a task queue with a ``dead_letter_queue``: see ``dead_letters``."""

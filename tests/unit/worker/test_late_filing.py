@@ -98,3 +98,13 @@ def test_an_outcome_older_than_its_run_can_be_is_given_up() -> None:
     filer.hand_over(StepMessage.decode(payload()), outcome(), None)
     wait_until(lambda: filer.dropped == 1, 10, "never given up")
     assert store.filed == [] and filer.pending() == 0
+
+
+def test_an_outcome_handed_over_to_be_kept_does_not_replace_one_the_step_filed_itself() -> None:
+    """A step that could not start (the store was away) is filed as failed only where no copy of it filed its
+    own outcome meanwhile."""
+    store = Store(down=2)
+    filer = LateFiler(store.file, store.follow_up, give_up_after=60)
+    filer.hand_over(StepMessage.decode(payload()), outcome("a"), None, keep=True)
+    wait_until(lambda: filer.filed == 1, 10, lambda: f"filed {store.filed}")
+    assert store.filed == [("a", "completed", True, None)]
