@@ -1,8 +1,9 @@
 """A pytest plugin for your own tests: ``pytest_plugins = ["namel3ss_celery.testing"]``.
 
 Fixtures, on Celery's own test fixtures (``celery_app``, ``celery_config``, ``celery_worker_pool`` and
-``celery_worker_parameters`` from ``celery.contrib.pytest``, which pytest-celery loads; its own
-``celery_worker`` needs Docker, so the worker here is Celery's embedded test worker):
+``celery_worker_parameters`` from ``celery.contrib.pytest``, which this plugin loads, with or without
+pytest-celery; pytest-celery's ``celery_worker`` needs Docker, so the worker here is Celery's embedded
+test worker):
 
 - ``n3``: namel3ss-celery installed on ``celery_app`` (your ``celery_config`` applies; by default the
   in-memory broker and result backend, and an in-memory coordination store).
@@ -33,6 +34,15 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from .extension import Namel3ssCelery
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load Celery's own fixtures (``celery.contrib.pytest``) unless pytest-celery, which loads them, did."""
+    import celery.contrib.pytest as celery_fixtures
+
+    manager = config.pluginmanager
+    if not manager.has_plugin("celery") and not manager.is_registered(celery_fixtures):
+        manager.register(celery_fixtures, "celery.contrib.pytest")
 
 
 @pytest.fixture()

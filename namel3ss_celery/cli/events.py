@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -24,6 +25,8 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
                 "or -A/--app",
                 setting="broker_url",
             )
+        if args.serve:
+            _check_serve_extra()
         store = n3.events.store()
         if args.serve:
             token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -41,6 +44,17 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     finally:
         n3.close()
+
+
+def _check_serve_extra() -> None:
+    """``--serve`` needs the events extra (websockets, prometheus-client): a clear error where it is missing."""
+    missing = [name for name in ("websockets", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigurationError(
+            f"events --serve needs the events extra: pip install 'namel3ss-celery[events]' "
+            f"({', '.join(missing)} not installed)",
+            setting="events",
+        )
 
 
 def _metrics(n3: Any, args: argparse.Namespace) -> Any:

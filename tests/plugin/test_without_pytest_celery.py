@@ -1,0 +1,31 @@
+"""The plugin brings Celery's own fixtures (``celery_app``, ...) where pytest-celery is not installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_the_plugins_example_passes_without_pytest_celery() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:celery",
+            "-p",
+            "no:cacheprovider",
+            str(HERE / "test_plugin.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=HERE.parents[1],
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout, done.stdout
