@@ -234,8 +234,14 @@ class Conductor:
         cancel(self, run_id)
 
     def refresh_node(self, run_id: str, node: str) -> None:
-        """Every step of a decided block has now reported: rewrite its result with what the losers did."""
-        refresh_decided(self.store, self.registry, self.executed_on, run_id, node)
+        """Every step of a decided block has now reported: rewrite its result with what the losers did. A
+        decided block nobody settled (its decider did not hear that it won: a reply lost on the way back)
+        settles now, as its decider would have (claimed: once)."""
+        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
+        if settled is None:
+            self.settle_node(run_id, node)
+        else:
+            refresh_decided(self.store, self.registry, self.executed_on, run_id, node)
 
     def stop_losers(self, node: PlanNode, control: BlockControl, record: Mapping[str, str]) -> bool:
         """Terminate running prefork losers (``terminate_losers``; see ``losers``); True when any was."""

@@ -11,7 +11,7 @@ from namel3ss_celery.compiler.planning import make_plan
 from namel3ss_celery.compiler.steps import step_message
 from namel3ss_celery.engine.advance import final_result
 from namel3ss_celery.engine.conductor import Conductor
-from namel3ss_celery.engine.decide import TIMED_OUT
+from namel3ss_celery.engine.decide import TIMED_OUT, Decision
 from namel3ss_celery.engine.ports import Launching
 from namel3ss_celery.engine.runner import StepOutcome
 from namel3ss_celery.plan import fields
@@ -310,3 +310,22 @@ def test_a_lost_outcome_filed_for_a_step_that_filed_its_own_decides_nothing() ->
     result = result_of(conductor, run_id)
     assert result is not None and result.overall_status == "completed"
     assert result.completed_tasks == 2 and result.failed_tasks == 0
+
+
+def test_a_decided_block_whose_decider_did_not_hear_it_won_is_settled_by_its_last_report() -> None:
+    """A decision's claim went through but its reply was lost (the store's connection dropped), so its decider
+    did not settle the block: the step that reports last does."""
+    conductor, recorder, run_id = start(block("race", 2))
+    first, second = recorder.sent
+    for message in (first, second):
+        assert conductor.control(message).start(message.index, "w", "prefork", 1, f"task-{message.index}")
+    now = time.time()
+    won = StepOutcome(first.key, TaskStatus.COMPLETED, now, now, "w", "task-0", result="first")
+    conductor.store.record_step(run_id, "b", 0, won.envelope(), TTL)
+    assert conductor.control(first).decide(Decision(RunStatus.COMPLETED, 0, "s0 won the race"))  # reply "lost"
+    assert result_of(conductor, run_id) is None
+    stopped = StepOutcome.stopped(second.key, "stopped: its block no longer needs it", Outcome.STOPPED)
+    conductor.follow_up(conductor.file(second, stopped))
+    result = result_of(conductor, run_id)
+    assert isinstance(result, ParallelExecutionResult) and result.overall_status == "completed"
+    assert result.final_result == "first"
