@@ -269,9 +269,10 @@ class Conductor:
         """File the steps of workers whose heartbeat ran out as lost (see ``enforce``); how many workers."""
         return enforce_lost_workers(self.store, self.file_lost_message, limit)
 
-    def enforce_ended_processes(self, worker: str, alive: Callable[[int], bool]) -> int:
-        """File the steps ``worker`` holds for processes that ended as lost (see ``enforce``); how many."""
-        return enforce_ended_processes(self.store, self.file_lost_message, worker, alive)
+    def enforce_ended_processes(self, worker: str, alive: Callable[[int], bool], incarnation: str = "") -> int:
+        """File the steps ``worker`` holds for processes that ended, or for an earlier ``incarnation`` of it, as
+        lost (see ``enforce``); how many."""
+        return enforce_ended_processes(self.store, self.file_lost_message, worker, alive, incarnation)
 
     def enforce_leases(self, now: float | None = None, limit: int = 20) -> int:
         """Finish each launch or settle whose process died half way (see ``leases``); how many were due."""

@@ -14,7 +14,7 @@ from ..plan.message import StepMessage
 from ..tracing import event
 from .decide import TIMED_OUT, Decision
 from .leases import SETTLE_LEASE
-from .lost import held_message, held_pid, lost_reason, process_lost_reason
+from .lost import held_message, held_process, lost_reason, process_lost_reason, restarted_reason
 from .ports import CoordinationStore
 
 FileLost = Callable[[StepMessage, str, str, "Outcome | None"], None]  # the conductor's file_lost_message
@@ -53,16 +53,25 @@ def _file_held(store: CoordinationStore, file_lost: FileLost, worker: str, membe
 
 
 def enforce_ended_processes(
-    store: CoordinationStore, file_lost: FileLost, worker: str, alive: Callable[[int], bool]
+    store: CoordinationStore, file_lost: FileLost, worker: str, alive: Callable[[int], bool], incarnation: str = ""
 ) -> int:
-    """File every step ``worker`` holds in the name of a process that has ended (``alive`` says no) as failed,
-    so its block ends: ``worker``'s own watchdog calls this, on its host. A step that filed its own outcome
-    meanwhile keeps it. Returns how many were filed."""
-    ended = [(member, pid) for member in store.held_steps(worker) if (pid := held_pid(member)) and not alive(pid)]
-    for member, pid in ended:
-        logger.warning("worker process %s of %s ended: filing its step %s as lost", pid, worker, member[:200])
-        _file_held(store, file_lost, worker, member, process_lost_reason(worker, pid))
-    return len(ended)
+    """File every step ``worker`` holds in the name of a process that has ended (``alive`` says no), or of an
+    earlier incarnation of ``worker`` (restarted since under the same name), as failed, so its block ends:
+    ``worker``'s own watchdog calls this, on its host. A step that filed its own outcome meanwhile keeps it.
+    Returns how many were filed."""
+    filed = 0
+    for member in store.held_steps(worker):
+        pid, held_by = held_process(member)
+        if incarnation and held_by and held_by != incarnation:
+            reason = restarted_reason(worker, pid)
+        elif pid and not alive(pid):
+            reason = process_lost_reason(worker, pid)
+        else:
+            continue
+        logger.warning("%s: filing step %s as lost", reason.split(":")[0], member[:200])
+        _file_held(store, file_lost, worker, member, reason)
+        filed += 1
+    return filed
 
 
 def enforce_deadlines(

@@ -39,6 +39,7 @@ from ..tracing import annotate, event, recording, span
 from .dead_letters import dead_letter_step
 from .late_filing import LateFiler
 from .sticky import StickyKeys
+from .watchdog import INCARNATION
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -103,7 +104,7 @@ class StepHandler:
             self._bound_redelivery(task, message)
         # Held in this process's name from its start guard until it is filed: filed for it, should this worker
         # stop answering or this process end first.
-        holding = held(message, worker, self.conductor.ttl, os.getpid())
+        holding = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
         try:
             may_run = patiently(
                 lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),

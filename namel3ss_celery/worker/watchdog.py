@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,11 @@ from ..engine.conductor import Conductor
 from ..engine.lost import HEARTBEAT_TTL
 
 logger = logging.getLogger("namel3ss_celery")
+
+# This start of the worker: its pool processes (forked from it) inherit it, and the steps they hold name it, so
+# a worker restarted under the same name (a container whose new processes may reuse the old pids) knows
+# which held steps belonged to processes of its earlier life.
+INCARNATION = uuid.uuid4().hex[:16]
 
 WATCH_INTERVAL = 1.0  # seconds between two looks
 LOST_EVERY = 5  # looks between two searches for workers whose heartbeat ran out
@@ -51,6 +57,7 @@ class Watch:
         interval: seconds between two beats, and between two looks.
         alive: whether a pool process of this host still exists (``process_alive``).
         clock: monotonic seconds (tests pass their own).
+        incarnation: this start of the worker (``INCARNATION``).
     """
 
     def __init__(
@@ -60,12 +67,14 @@ class Watch:
         interval: float = WATCH_INTERVAL,
         alive: Callable[[int], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        incarnation: str = INCARNATION,
     ) -> None:
         self.conductor = conductor
         self.alive = alive or process_alive
         self.worker = worker
         self.interval = interval
         self.clock = clock
+        self.incarnation = incarnation
         self.stopping = threading.Event()
         self._complained: dict[str, float] = {}
         self._looks = 0
@@ -104,7 +113,8 @@ class Watch:
             if since is not None and self.clock() - since >= HEARTBEAT_TTL:
                 self._enforce("the steps of lost workers", self.conductor.enforce_lost_workers)
             self._enforce(
-                "the steps of ended processes", lambda: self.conductor.enforce_ended_processes(self.worker, self.alive)
+                "the steps of ended processes",
+                lambda: self.conductor.enforce_ended_processes(self.worker, self.alive, self.incarnation),
             )
 
     def _enforce(self, what: str, call: Callable[[], object]) -> None:

@@ -85,14 +85,16 @@ def test_steps_held_for_a_process_that_ended_are_filed_as_lost_by_their_own_work
 
 
 def test_a_held_step_names_its_process_and_reads_back_without_one() -> None:
-    from namel3ss_celery.engine.lost import held_message, held_pid
+    from namel3ss_celery.engine.lost import held_message, held_process
 
     _conductor, recorder, _run_id = start(block("all", 1))
     message = recorder.sent[0]
-    assert held_pid(held_member(message, 4242)) == 4242
-    assert held_pid(held_member(message)) == 0
+    assert held_process(held_member(message, 4242, "i1")) == (4242, "i1")
+    assert held_process(held_member(message)) == (0, "")
     older = json.dumps(json.loads(held_member(message))[:8])  # written before members named their process
-    assert held_pid(older) == 0 and held_message(older).key == message.key
+    assert held_process(older) == (0, "") and held_message(older).key == message.key
+    no_incarnation = json.dumps(json.loads(held_member(message, 4242))[:9])
+    assert held_process(no_incarnation) == (4242, "")
 
 
 def test_a_held_step_this_version_cannot_read_is_dropped_and_the_others_are_still_filed() -> None:
@@ -169,3 +171,19 @@ def test_a_held_step_whose_filing_fails_stays_held_and_the_others_are_still_file
     conductor.enforce_lost_workers()
     result = result_of(conductor, run_id)
     assert result is not None and [e["status"] for e in result.final_result.values()] == ["failed", "failed"]
+
+
+def test_steps_held_in_an_earlier_incarnation_of_a_restarted_worker_are_filed_as_lost_though_their_pid_lives() -> None:
+    """A worker restarted under the same name (a container restarted) beats on, and its new processes may have
+    the pids of the old: its watchdog files what its earlier incarnation held, and keeps what this one holds."""
+    conductor, recorder, run_id = start(block("collect", 3))
+    before, now_running, older = recorder.sent
+    conductor.control(before).start(0, "w1", "prefork", 7, "t0", held(before, "w1", 60, pid=7, incarnation="old"))
+    conductor.control(now_running).start(1, "w1", "prefork", 7, "t1", held(now_running, "w1", 60, 7, "new"))
+    conductor.control(older).start(2, "w1", "prefork", 7, "t2", held(older, "w1", 60, pid=7))  # names none
+    assert conductor.enforce_ended_processes("w1", alive=lambda pid: True, incarnation="new") == 1
+    assert sorted(conductor.store.held_steps("w1")) == sorted(
+        [held_member(now_running, 7, "new"), held_member(older, 7)]
+    )
+    entry = conductor.store.step_envelopes(run_id, "b")[0]
+    assert "its worker w1 was restarted while its process 7 ran the step" in entry
