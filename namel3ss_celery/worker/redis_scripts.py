@@ -70,13 +70,15 @@ return 1
 # File a step's envelope (HSET KEYS[1] ARGV[1] ARGV[2]; with ARGV[4] == '1', HSETNX: an envelope already
 # filed stays) and renew the expiry of the envelopes and of the run's record KEYS[2] (ARGV[3] seconds from
 # now, if that is later: a run lives on while its steps report): how many steps are filed, and 1 when this
-# envelope was written (0: one was filed already). nil when the run's record is gone: nothing is written then.
+# envelope was written (0: another was filed already; this very envelope found there counts as written: the
+# call sent again after its reply was lost). nil when the run's record is gone: nothing is written then.
 RECORD_STEP = """
 local left = redis.call('PTTL', KEYS[2])
 if left == -2 then return false end
 local wrote = 1
 if ARGV[4] == '1' then
   wrote = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+  if wrote == 0 and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then wrote = 1 end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end

@@ -190,6 +190,8 @@ def test_add_step_says_whether_it_filed_the_envelope(store: CoordinationStore, r
     assert store.add_step(run_id, "b", 0, "lost", TTL) == (1, False)  # the step's own stays
     assert store.add_step(run_id, "b", 1, "lost", TTL) == (2, True)
     assert store.step_envelopes(run_id, "b") == {0: "own", 1: "lost"}
+    # The same call sent again (its reply was lost on the way back): it did write, and it says so.
+    assert store.add_step(run_id, "b", 1, "lost", TTL) == (2, True)
 
 
 def test_file_step_records_and_reads_one_run_field(store: CoordinationStore, run_id: str) -> None:
