@@ -84,14 +84,6 @@ def test_runs_complete_on_a_worker_whose_broker_backend_and_store_speak_tls(
     cluster = start_cluster(url, url, "prefork", tmp_path)
     try:
         assert cluster.n3.settings.coordination().startswith("rediss://")
-        race = cluster.n3.dispatch(
-            {
-                "name": "fastest",
-                "strategy": "race",
-                # the quick one first: should both reach one pool process, it still runs, and wins, first
-                "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 5}],
-            }
-        ).get(timeout=60)
         workflow = cluster.n3.dispatch(
             {
                 "parallel_blocks": [
@@ -102,6 +94,15 @@ def test_runs_complete_on_a_worker_whose_broker_backend_and_store_speak_tls(
                         "steps": [{"target": "tests.integration.steps:add_one", "value": 1}],
                     },
                 ]
+            }
+        ).get(timeout=60)
+        race = cluster.n3.dispatch(
+            {
+                "name": "fastest",
+                "strategy": "race",
+                # After the workflow, on warm pool processes; the loser is slow enough never to win on a loaded
+                # machine (a race stops it once the quick one won).
+                "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 30}],
             }
         ).get(timeout=60)
     finally:
