@@ -25,10 +25,9 @@ def events(args: argparse.Namespace, out: TextIO) -> int:
                 "or -A/--app",
                 setting="broker_url",
             )
-        if args.serve:
-            _check_serve_extra()
         store = n3.events.store()
         if args.serve:
+            _check_serve_extra()
             token = args.token or os.environ.get(TOKEN_ENV) or None
             run_server(store, args.host, args.port, token, args.insecure, runs=n3.store, metrics=_metrics(n3, args))
             return EXIT_OK

@@ -237,11 +237,8 @@ class Conductor:
         """Every step of a decided block has now reported: rewrite its result with what the losers did. A
         decided block nobody settled (its decider did not hear that it won: a reply lost on the way back)
         settles now, as its decider would have (claimed: once)."""
-        (settled,) = self.store.get_fields(run_id, [fields.settled(node)])
-        if settled is None:
+        if not refresh_decided(self.store, self.registry, self.executed_on, run_id, node):
             self.settle_node(run_id, node)
-        else:
-            refresh_decided(self.store, self.registry, self.executed_on, run_id, node)
 
     def stop_losers(self, node: PlanNode, control: BlockControl, record: Mapping[str, str]) -> bool:
         """Terminate running prefork losers (``terminate_losers``; see ``losers``); True when any was."""

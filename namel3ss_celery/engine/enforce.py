@@ -68,7 +68,7 @@ def enforce_ended_processes(
             reason = process_lost_reason(worker, pid)
         else:
             continue
-        logger.warning("%s: filing step %s as lost", reason.split(":")[0], member[:200])
+        logger.warning("worker %s: filing its step %s as lost: %s", worker, member[:200], reason)
         _file_held(store, file_lost, worker, member, reason)
         filed += 1
     return filed

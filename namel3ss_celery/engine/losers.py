@@ -66,14 +66,18 @@ def stop_losers(
     return terminated
 
 
-def refresh_decided(store: CoordinationStore, registry: Registry, executed_on: str, run_id: str, node: str) -> None:
+def refresh_decided(store: CoordinationStore, registry: Registry, executed_on: str, run_id: str, node: str) -> bool:
     """Every step of a decided block has now reported: rewrite its result (and the run's) with what the losers
-    did."""
+    did. False when nobody has claimed settling the block yet: nothing is rewritten, it is to be settled."""
     record = store.run_record(run_id)
-    if record is None or fields.node_result(node) not in record:
-        return
+    if record is None:
+        return True
+    if fields.settled(node) not in record:
+        return False
+    if fields.node_result(node) not in record:
+        return True  # claimed, its result not filed yet: nothing to rewrite
     if "decided" not in json.loads(record[fields.node_result(node)]).get("metadata", {}):
-        return  # it settled with every step reported, under no decision: nothing of it changes later
+        return True  # it settled with every step reported, under no decision: nothing of it changes later
     plan = Plan.from_json(record[fields.PLAN])
     control = BlockControl(store, run_id, node)
     result = settle_block(
@@ -88,3 +92,4 @@ def refresh_decided(store: CoordinationStore, registry: Registry, executed_on: s
     final = refreshed_final(store, run_id, plan)
     if final is not None:
         store.set_fields(run_id, {fields.RESULT: json.dumps(final.to_dict())})
+    return True

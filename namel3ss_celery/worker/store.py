@@ -179,7 +179,8 @@ class MemoryStore(MemoryWatched):
             if filed is None:
                 filed = self._steps[(run_id, node)] = _Expiring({}, 0.0)
             wrote = not (keep and index in filed.value) or filed.value[index] == envelope  # as RECORD_STEP
-            filed.value[index] = envelope if wrote else filed.value[index]
+            if wrote:
+                filed.value[index] = envelope
             run.until = max(run.until, time.monotonic() + ttl)  # a run lives on while its steps report
             filed.until = self._until(run, ttl)
             return len(filed.value), wrote
