@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..errors import StoreUnavailable, UnknownRun
+from ..fork_pause import PAUSE
 from ..plan import fields
 from .ports import CoordinationStore, Launching, Lease
 
@@ -106,7 +107,8 @@ class LeaseKeeper:
             held = list(self._held.items())
         for (run_id, node), seconds in held:
             try:
-                self._store().renew_lease(run_id, node, time.time() + seconds)
+                with PAUSE.call():  # a fork of this process waits for it
+                    self._store().renew_lease(run_id, node, time.time() + seconds)
             except (StoreUnavailable, UnknownRun) as exc:  # the next round tries again; a gone run needs none
                 logger.warning("could not renew the lease on block %s of run %s: %s", node, run_id, exc)
 

@@ -13,6 +13,9 @@ held by workers whose heartbeat ran out as lost (``Conductor.enforce_lost_worker
 so their blocks end, and the steps it holds itself for pool processes that have ended
 (``Conductor.enforce_ended_processes``: a process killed, or recycled while it kept outcomes for a store
 that was down). The worker's heartbeat is renewed every second by a thread of its own.
+
+Its threads start after the pool's first processes are forked, and a later fork waits for their store calls
+(``fork_pause``): a pool process never inherits a lock one of them held.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from celery import bootsteps
 
 from ..engine.conductor import Conductor
 from ..engine.lost import HEARTBEAT_TTL
+from ..fork_pause import PAUSE
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -95,7 +99,8 @@ class Watch:
     def beat(self) -> None:
         """Renew this worker's heartbeat; a store that does not answer is logged, and the next beat tries again."""
         try:
-            self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
+            with PAUSE.call():
+                self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
             self._answering_since = None
             self._complain("the watchdog cannot renew this worker's heartbeat now (it tries again)", exc)
@@ -119,7 +124,8 @@ class Watch:
 
     def _enforce(self, what: str, call: Callable[[], object]) -> None:
         try:
-            call()
+            with PAUSE.call():
+                call()
         except Exception as exc:  # noqa: BLE001 - the next look tries again
             self._complain(f"the watchdog cannot enforce {what} now (it tries again)", exc)
 
@@ -148,6 +154,7 @@ def add_watchdog(app: Any, conductor: Conductor) -> None:
 
     class Watchdog(bootsteps.StartStopStep):  # type: ignore[misc]
         name = "namel3ss_celery.Watchdog"
+        requires = ("celery.worker.components:Pool",)  # its threads start once the pool's processes are forked
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             self.watch = Watch(conductor, parent.hostname)

@@ -101,7 +101,8 @@ def test_runs_complete_on_a_worker_whose_broker_backend_and_store_speak_tls(
                 "name": "fastest",
                 "strategy": "race",
                 # After the workflow, on warm pool processes; the loser is slow enough never to win on a loaded
-                # machine (a race stops it once the quick one won).
+                # machine, and terminated once the quick one won (a loser that started would run on otherwise).
+                "terminate_losers": True,
                 "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 30}],
             }
         ).get(timeout=60)

@@ -18,6 +18,7 @@ LAYERS = {
     "plan": 2,
     "results": 2,
     "gc_pause": 2,
+    "fork_pause": 2,
     "tracing": 2,
     "engine": 3,
     "routing": 3,

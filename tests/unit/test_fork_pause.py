@@ -1,0 +1,75 @@
+"""A fork of a worker waits for the store calls its threads have in progress (``fork_pause``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import pytest
+
+from namel3ss_celery.fork_pause import PAUSE, ForkPause
+from tests.waiting import wait_until
+
+
+def test_a_fork_waits_for_the_call_in_progress_and_the_child_starts_with_none() -> None:
+    entered, release = threading.Event(), threading.Event()
+    events: list[str] = []
+
+    def call() -> None:
+        with PAUSE.call():
+            entered.set()
+            release.wait(10)
+            events.append("call ended")
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    entered.wait(10)
+    threading.Timer(0.2, release.set).start()
+    pid = os.fork()
+    if pid == 0:  # the child: no call of the parent's threads is in progress here, a call of its own starts at once
+        with PAUSE.call():
+            pass
+        os._exit(0 if PAUSE._calls == 0 else 1)
+    events.append("forked")
+    thread.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert events == ["call ended", "forked"]
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_call_does_not_start_while_a_fork_is_under_way() -> None:
+    pause = ForkPause(wait=5)
+    pause.before_fork()
+    started = threading.Event()
+
+    def call() -> None:
+        with pause.call():
+            started.set()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert not started.wait(0.2)
+    pause.after_fork_in_parent()
+    wait_until(started.is_set, 5, "the call did not start after the fork")
+    thread.join(5)
+
+
+def test_a_fork_goes_on_after_its_wait_when_a_call_does_not_end(caplog: pytest.LogCaptureFixture) -> None:
+    pause = ForkPause(wait=0.1)
+    entered, release = threading.Event(), threading.Event()
+
+    def call() -> None:
+        with pause.call():
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    entered.wait(10)
+    with caplog.at_level(logging.WARNING, "namel3ss_celery"):
+        pause.before_fork()
+    pause.after_fork_in_parent()
+    release.set()
+    thread.join(5)
+    assert "still runs after 0.1s" in caplog.text
