@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ..errors import SpecError
+from ..engine.runner import to_json_data
+from ..errors import SpecError, StepResultError
 from ..spec.enums import StrEnum
 
 
@@ -129,3 +131,30 @@ class Event:
             correlation_id=data.get("correlation_id"),
             metadata=dict(data.get("metadata") or {}),
         )
+
+
+def emitted_event(
+    kind: str | EventType,
+    data: Mapping[str, Any] | None,
+    *,
+    source: str,
+    correlation_id: str | None,
+    priority: int,
+) -> Event:
+    """A new event of a type user code may emit (``EMITTABLE``), its data JSON, its priority 0..3.
+
+    Raises:
+        SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad priority.
+    """
+    checked = event_type(kind, EMITTABLE)
+    if data is not None and not isinstance(data, Mapping):
+        raise SpecError(f"an event's data is a mapping of JSON data, not {type(data).__name__}", path="data")
+    try:
+        payload = to_json_data(dict(data or {}), "the event's data")
+    except StepResultError as exc:
+        raise SpecError(str(exc), path="data") from exc
+    try:
+        level = EventPriority(int(priority))
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"priority is 0..3 (EventPriority), not {priority!r}", path="priority") from exc
+    return Event.new(checked, source, payload, priority=level, correlation_id=correlation_id)

@@ -1,10 +1,11 @@
-"""Events on a Celery app: ``emit``, the adapter's announcements of its runs, and trigger matching on workers.
+"""Events on a Celery app: ``emit``, the adapter's announcements of its runs, and trigger matching.
 
-An event goes to the deployment's stream (durable: ``stream``), then to the workers: ``n3.events.match``
-(a Celery task per event) matches it against the program's triggers (``NAMEL3SS_CELERY_PROGRAM``) and
-starts what they name. A trigger deduplicates and rate-limits with the store's clock (Redis TTLs), delays
-with a countdown, maps the event into the run's context, and stops a loop: an event whose ancestry
-already holds ``MAX_DEPTH`` triggered runs starts nothing, and says so with a ``system_alert``.
+An event goes to the deployment's stream (durable: ``stream``), then it is matched against the program's
+triggers (``NAMEL3SS_CELERY_PROGRAM``; ``program_events``), which start what they name: in the process that
+publishes it when that process can, else on a worker (``n3.events.match``, a Celery task per event). A
+trigger deduplicates and rate-limits with the store's clock (Redis TTLs), delays with a countdown, maps
+the event into the run's context, and stops a loop: an event whose ancestry already holds ``MAX_DEPTH``
+triggered runs starts nothing, and says so with a ``system_alert``.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..compiler.support import check_program_supported
-from ..engine.runner import current_step, to_json_data
-from ..errors import SpecError, StepResultError
+from ..engine.runner import current_step
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
-from ..spec import ProgramSpec, load_program
+from ..spec import ProgramSpec
 from . import lifecycle
 from .celery_events import CeleryEvents
-from .handlers import Handler, compile_handlers
-from .matching import MAX_DEPTH, Trigger, check_triggers, compile_triggers, matching
-from .model import EMITTABLE, Event, EventPriority, EventType, event_type
+from .handlers import Handler
+from .matching import MAX_DEPTH, Trigger, matching
+from .model import Event, EventPriority, EventType, emitted_event
+from .program_events import ProgramEvents
 from .stream import EventStore, event_store, follow
-from .targets import program_for
 from .triggering import TriggerFiring
 from .watched import ANY_TYPE, WatchedTypes
 
@@ -62,18 +61,15 @@ class EventService:
         self.app = app
         self._store_url = store_url
         self._store_made: EventStore | None = None
-        self._program_file = program_file
-        self._program_made: ProgramSpec | None = None
         self._plan = plan
         self._publish = publish
-        self._plans: dict[tuple[int, str], Plan] = {}  # (program, target): its checked plan
         self.registry = registry
         self._run_context = run_context
-        self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
         self.before_publish: Callable[[], None] = lambda: None  # the embedded worker starts here
         self._lock = threading.RLock()
         self.watched = WatchedTypes(app, self._store)
-        self.firing = TriggerFiring(app, self._store, publish, self._target_plan)
+        self.programs = ProgramEvents(program_file, plan, self.watched)
+        self.firing = TriggerFiring(app, self._store, publish, self.programs.target_plan)
         self.celery_events = CeleryEvents(app)
 
     def __call__(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
@@ -98,21 +94,12 @@ class EventService:
             self._store_made = None
 
     def use_program(self, program: ProgramSpec | str | Path | Mapping[str, Any]) -> None:
-        """Match events against ``program``'s triggers in this process. Its triggers are checked now.
+        """Match events against ``program``'s triggers in this process (``ProgramEvents.use``).
 
         Raises:
             SpecError: the program, or one of its triggers, is invalid.
         """
-        loaded = program if isinstance(program, ProgramSpec) else load_program(program)
-        check_program_supported(loaded)
-        check_triggers(loaded)
-        self._program_made = loaded
-        self._plans.clear()
-
-    def _program(self) -> ProgramSpec | None:
-        if self._program_made is None and self._program_file:
-            self.use_program(self._program_file)
-        return self._program_made
+        self.programs.use(program)
 
     def run_started(self, run_id: str, plan: Plan, context: Mapping[str, Any]) -> None:
         """Announce ``workflow_started`` for a run just recorded."""
@@ -163,26 +150,18 @@ class EventService:
         Raises:
             SpecError: as ``emit``.
         """
-        checked = event_type(kind, EMITTABLE)
-        if data is not None and not isinstance(data, Mapping):
-            raise SpecError(f"an event's data is a mapping of JSON data, not {type(data).__name__}", path="data")
-        try:
-            payload = to_json_data(dict(data or {}), "the event's data")
-        except StepResultError as exc:
-            raise SpecError(str(exc), path="data") from exc
-        try:
-            level = EventPriority(int(priority))
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"priority is 0..3 (EventPriority), not {priority!r}", path="priority") from exc
-        return Event.new(checked, source, payload, priority=level, correlation_id=correlation_id)
+        return emitted_event(kind, data, source=source, correlation_id=correlation_id, priority=priority)
 
     def publish(self, event: Event) -> str:
-        """Put ``event`` (checked already) in the stream and send it to the workers to match; its stream id.
-        Its depth is set here: one more than the triggered run whose step publishes it."""
+        """Put ``event`` (checked already) in the stream and match it; its stream id. It is matched here when
+        this process has the program's triggers or handlers for its type (one hop less to the run it starts),
+        else sent to the workers to match. Its depth is set here: one more than the triggered run whose step
+        publishes it."""
         event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
         self.before_publish()
         stream_id = self._store().append(event)
-        self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+        if not self._matched_here(event):
+            self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
         return stream_id
 
     def announce(self, event: Event) -> None:
@@ -197,12 +176,20 @@ class EventService:
             self.celery_events.send(event)
         else:  # announced again (a resumed settle): matched again in case the first did not get that far
             logger.info("event %s (%s) announced again", event.event_id, event.event_type)
-        if any(t.event_type == event.event_type for t in self.triggers()) or any(
-            h.handles(str(event.event_type)) for h in self.handlers()
-        ):
-            self.match(event)
-        elif {str(event.event_type), ANY_TYPE} & self.watched.read():
+        if not self._matched_here(event) and {str(event.event_type), ANY_TYPE} & self.watched.read():
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+
+    def _matched_here(self, event: Event) -> bool:
+        """Match ``event`` in this process when its program has triggers or handlers of the event's type and
+        this process can start what the triggers name."""
+        kind = str(event.event_type)
+        if (
+            any(t.event_type == event.event_type for t in self.triggers())
+            or any(h.handles(kind) for h in self.handlers())
+        ) and self.programs.starts_here():
+            self.match(event)
+            return True
+        return False
 
     def events(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
         """The deployment's events after the stream id ``after`` (``"$"``: from now on; ``"0"``: the oldest
@@ -218,36 +205,24 @@ class EventService:
         trigger = context.get("trigger_event")
         return int(trigger.get("metadata", {}).get("depth", 0)) + 1 if isinstance(trigger, Mapping) else 0
 
-    # --- matching (on workers) --------------------------------------------------------
+    # --- matching --------------------------------------------------------
 
     def program(self) -> ProgramSpec | None:
         """The program whose triggers this process matches."""
-        return self._program()
+        return self.programs.program()
 
     def triggers(self) -> list[Trigger]:
         """This process's program's event triggers, compiled once (and its event types marked watched)."""
-        return self._compiled_program()[0]
+        return self.programs.triggers()
 
     def handlers(self) -> list[Handler]:
         """This process's program's event handlers, compiled once."""
-        return self._compiled_program()[1]
-
-    def _compiled_program(self) -> tuple[list[Trigger], list[Handler]]:
-        program = self._program()
-        if program is None or not (program.event_triggers or program.event_handlers):
-            return [], []
-        with self._lock:
-            if self._compiled is None or self._compiled[0] is not program:
-                triggers, handlers = compile_triggers(program), compile_handlers(program)
-                self._compiled = (program, triggers, handlers)
-                watched = {str(t.event_type) for t in triggers} | {str(k) for h in handlers for k in h.event_types}
-                self.watched.mark(watched | ({ANY_TYPE} if any(not h.event_types for h in handlers) else set()))
-            return self._compiled[1], self._compiled[2]
+        return self.programs.handlers()
 
     def match(self, event: Event) -> list[str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
         of each trigger (a run id, or why not)."""
-        program = self._program()
+        program = self.programs.program()
         if program is None:
             return []
         for handler in self.handlers():
@@ -267,7 +242,7 @@ class EventService:
         Raises:
             Exception: whatever the transform or a dispatch raised (the task retries, then dead-letters).
         """
-        program = self._program()
+        program = self.programs.program()
         (handler,) = [h for h in self.handlers() if h.spec.name == name]
         data = handler.transform(event, self.registry)
         routed = event.to_dict() | {"data": dict(data)}
@@ -276,7 +251,7 @@ class EventService:
         for target in handler.targets(routed):
             context = {"trigger_event": routed, "event_handler": name}
             if program is not None and target in nodes:
-                handle = self._publish(self._target_plan(program, target), context)
+                handle = self._publish(self.programs.target_plan(program, target), context)
             else:  # a step target: one step, whose payload is the (transformed) data
                 step = {k: v for k, v in data.items() if k not in ("name", "target")} | {"target": target}
                 handle = self._publish(self._plan({"name": f"handler_{name}", "steps": [step]}), context)
@@ -299,12 +274,3 @@ class EventService:
     def counts(self) -> dict[str, int]:
         """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop."""
         return self.firing.counts
-
-    def _target_plan(self, program: ProgramSpec, target: str) -> Plan:
-        """The checked plan of a workflow or block of ``program``, made once per program and target."""
-        key = (id(program), target)
-        found = self._plans.get(key)
-        if found is None:
-            spec, workflow = program_for(program, target)
-            found = self._plans[key] = self._plan(spec, workflow)
-        return found

@@ -1,5 +1,5 @@
 """Events and triggers on a real worker and Redis: ``n3.emit`` from this process, matching on the worker
-(``NAMEL3SS_CELERY_PROGRAM``), filters, deduplication across processes, rate limits, delay, loops, and the
+(``NAMEL3SS_CELERY_PROGRAM``; or in the emitting process when it has the program too), filters, deduplication across processes, rate limits, delay, loops, and the
 adapter's own ``workflow_completed`` starting a follow-up, exactly once per run.
 
 The worker runs one task at a time (``solo``), so the match tasks of events emitted in order are matched in
@@ -174,29 +174,43 @@ def test_an_event_starts_its_trigger_target_with_the_mapped_context(deployment: 
     assert completed.correlation_id == "c-1" and completed.data["status"] == "completed"
 
 
-def test_duplicates_from_two_processes_start_one_run(deployment: Deployment, redis_url: str) -> None:
+@pytest.mark.parametrize("where", ["worker", "emitter", "emitter-without-steps"])
+def test_duplicates_from_two_processes_start_one_run(deployment: Deployment, redis_url: str, where: str) -> None:
+    """Matched on the worker (the emitting processes have no program, or have it but not the steps its
+    triggers start), or where emitted (they have the program and its steps, as web processes with the
+    workers' settings do): either way, one run."""
     d = deployment
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from namel3ss_celery import Namel3ssCelery\n"
         "from tests.integration.app import make_app\n"
         "n3 = Namel3ssCelery(make_app(sys.argv[1], sys.argv[1], sys.argv[2]))\n"
-        "print(n3.emit('webhook', {'kind': sys.argv[3], 'order_id': 42}).event_id)\n"
+        "event = n3.emit('webhook', {'kind': sys.argv[3], 'order_id': 42})\n"
+        "print(json.dumps([event.event_id, n3.events.counts]))\n"
         "n3.close()\n"
     )
     queue = d.worker.process.args[d.worker.process.args.index("-Q") + 1]  # type: ignore[union-attr]
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    if where.startswith("emitter"):
+        env["NAMEL3SS_CELERY_PROGRAM"] = str(d.program)
+    if where == "emitter":
+        env["NAMEL3SS_CELERY_STEP_MODULES"] = f"{STEP_MODULES},tests.integration.event_steps"
     emitters = [
         subprocess.Popen(
             [sys.executable, "-c", code, redis_url, queue, d.kind("order")],
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
-            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+            env=env,
         )
         for _ in range(2)
     ]
-    ids = {p.communicate(timeout=WAIT)[0].strip() for p in emitters}
-    assert all(p.returncode == 0 for p in emitters) and len(ids) == 2
+    printed = [json.loads(p.communicate(timeout=WAIT)[0]) for p in emitters]
+    assert all(p.returncode == 0 for p in emitters)
+    ids = {event_id for event_id, _counts in printed}
+    assert len(ids) == 2
+    matched_here = sorted((counts.get("dispatched", 0), counts.get("duplicate", 0)) for _id, counts in printed)
+    assert matched_here == ([(0, 1), (1, 0)] if where == "emitter" else [(0, 0), (0, 0)])
     events = d.settle()
     assert len(d.started_by(events, ids)) == 1  # the same order id, within deduplicate_window: one run
 
