@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.support import check_program_supported
-from ..errors import CompileError
 from ..plan.model import Plan
 from ..spec import ProgramSpec, load_program
 from .handlers import Handler, compile_handlers
@@ -83,15 +82,16 @@ class ProgramEvents:
             return self._compiled[1], self._compiled[2]
 
     def starts_here(self) -> bool:
-        """Whether every trigger target of the program plans in this process (its steps are known here);
-        worked out once per program, and said once when not (its events are then matched on the workers)."""
+        """Whether every trigger target of the program plans in this process (its steps are known here, its
+        step modules import); worked out once per program, and said once when not (its events are then
+        matched on the workers)."""
         program = self.program()
         with self._lock:
             if program is not None and (self._here is None or self._here[0] is not program):
                 try:
                     for trigger in self.triggers():
                         self.target_plan(program, trigger.spec.trigger_target)
-                except CompileError as exc:
+                except Exception as exc:  # noqa: BLE001 - unknown targets, step modules that do not import here, ...
                     logger.info(
                         "events are matched on the workers: this process cannot start a trigger's target (%s)", exc
                     )

@@ -125,11 +125,15 @@ class EventService:
         priority: int = EventPriority.NORMAL,
     ) -> Event:
         """Publish a ``custom``, ``webhook``, ``message``, ``dataset_change``, ``manual``, ``user_input`` or
-        ``system_alert`` event; the workers match it against the program's triggers.
+        ``system_alert`` event; it is matched against the program's triggers here, when this process has the
+        program and can start its triggers' targets, else on the workers (``publish``).
 
         Raises:
             SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad
                 priority (nothing was published).
+            Exception: matched here, what starting a triggered run raised (``StoreUnavailable``,
+                ``BrokerUnavailable``, ...); the event is in the stream, and the triggers matched before
+                that one have started their runs.
         """
         event = self.event(kind, data, source=source, correlation_id=correlation_id, priority=priority)
         self.publish(event)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 COMMANDS = (
     "+@hash +@list +@set +@sortedset +@string +@keyspace +@scripting +@connection +@stream +@transaction +@pubsub +time"
 )
-KEYS = "~n3:* ~celery* ~_kombu* ~unacked* ~*.reply.celery.pidbox* ~n3test-*"
+KEYS = "~n3:* ~celery* ~_kombu* ~unacked* ~*.reply.celery.pidbox* ~*.dq2* ~n3test-*"
 
 
 @pytest.fixture(scope="module")

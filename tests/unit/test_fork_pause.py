@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -73,3 +74,32 @@ def test_a_fork_goes_on_after_its_wait_when_a_call_does_not_end(caplog: pytest.L
     release.set()
     thread.join(5)
     assert "still runs after 0.1s" in caplog.text
+
+
+def test_a_call_that_forks_does_not_wait_for_itself() -> None:
+    pause = ForkPause(wait=5)
+    with pause.call():
+        started = time.monotonic()
+        pause.before_fork()
+        waited = time.monotonic() - started
+        pause.after_fork_in_parent()
+    assert waited < 1.0
+
+
+def test_two_forks_at_once_keep_calls_out_until_both_are_done() -> None:
+    pause = ForkPause(wait=5)
+    pause.before_fork()
+    pause.before_fork()
+    pause.after_fork_in_parent()  # the first fork is done, the second is not
+    started = threading.Event()
+
+    def call() -> None:
+        with pause.call():
+            started.set()
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    assert not started.wait(0.2)
+    pause.after_fork_in_parent()
+    wait_until(started.is_set, 5, "the call did not start after both forks")
+    thread.join(5)

@@ -59,3 +59,15 @@ def test_a_process_that_cannot_plan_a_triggers_target_leaves_matching_to_the_wor
 def test_a_process_without_a_program_matches_nothing_here() -> None:
     events, _planned = program_events(unknown=set())
     assert events.program() is None and not events.starts_here() and events.triggers() == []
+
+
+def test_step_modules_that_do_not_import_here_leave_matching_to_the_workers() -> None:
+    from namel3ss_celery.errors import ConfigurationError
+
+    def plan(spec: Any, workflow: Any = None) -> Any:
+        raise ConfigurationError("NAMEL3SS_CELERY_STEP_MODULES lists 'proj.steps', which cannot be imported")
+
+    watched = WatchedTypes(SimpleNamespace(conf=SimpleNamespace(task_default_queue="celery")), MemoryEventStore)
+    events = ProgramEvents(None, plan, watched)
+    events.use(PROGRAM)
+    assert not events.starts_here()
