@@ -9,8 +9,8 @@ For 1, 10 and 100 triggers (a program the worker loads, ``NAMEL3SS_CELERY_PROGRA
 one trigger (``filter_fields``) with a ``deduplicate_window`` on its id, and starts a one-step block whose
 step records when it started. The latency is measured twice: with the worker matching each event (the
 emitting process has no program), then with the emitting process matching it (it has the program, as a
-web process with the same ``NAMEL3SS_CELERY_PROGRAM``). Same Redis, same 2-process prefork worker as the other benchmarks.
-Exit status 1 when anything fails.
+web process with the same ``NAMEL3SS_CELERY_PROGRAM``). Same Redis, same 2-process prefork worker as the
+other benchmarks. Exit status 1 when anything fails.
 """
 
 from __future__ import annotations

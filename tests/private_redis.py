@@ -29,6 +29,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def answers(url: str, connect_timeout: float, timeout: float | None = None) -> bool:
+    """True when the Redis at ``url`` answers PING."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 class PrivateRedis:
     """``redis-server`` in ``directory`` (started by ``start``), at ``url``."""
 
@@ -55,13 +66,7 @@ class PrivateRedis:
 
     def answers(self) -> bool:
         """True when the server answers PING (not while it is loading its AOF)."""
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers(self.url, connect_timeout=0.2, timeout=0.5)
 
     def stop(self) -> None:
         """SIGTERM: Redis fsyncs its AOF and exits; killed if it has not within ``STOP_TIMEOUT``."""

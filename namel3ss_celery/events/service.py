@@ -158,8 +158,8 @@ class EventService:
 
     def publish(self, event: Event) -> str:
         """Put ``event`` (checked already) in the stream and match it; its stream id. It is matched here when
-        this process has the program's triggers or handlers for its type (one hop less to the run it starts),
-        else sent to the workers to match. Its depth is set here: one more than the triggered run whose step
+        this process has the program's triggers or handlers for its type and can start what the triggers name
+        (one hop less to the run it starts), else sent to the workers to match. Its depth is set here: one more than the triggered run whose step
         publishes it."""
         event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
         self.before_publish()

@@ -73,6 +73,39 @@ def start_cluster(
     return Cluster(app, n3, worker, queue, env)
 
 
+def run_a_workflow_and_a_race(n3: Namel3ssCelery) -> None:
+    """A two-block workflow and a race complete on ``n3``'s worker, the race won by its quick step.
+
+    The race runs after the workflow, on warm pool processes; its loser is slow enough never to win on a
+    loaded machine, and terminated once the quick one won (a loser that started would run on otherwise).
+    """
+    from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
+
+    workflow = n3.dispatch(
+        {
+            "parallel_blocks": [
+                {"name": "first", "steps": [{"target": "echo", "value": 1}] * 3},
+                {
+                    "name": "last",
+                    "depends_on": ["first"],
+                    "steps": [{"target": "tests.integration.steps:add_one", "value": 1}],
+                },
+            ]
+        }
+    ).get(timeout=60)
+    assert isinstance(workflow, WorkflowResult) and workflow.overall_status == "completed", workflow.error_message
+    race = n3.dispatch(
+        {
+            "name": "fastest",
+            "strategy": "race",
+            "terminate_losers": True,
+            "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 30}],
+        }
+    ).get(timeout=60)
+    assert isinstance(race, ParallelExecutionResult) and race.overall_status == "completed"
+    assert race.final_result == "won"
+
+
 def stop_cluster(cluster: Cluster) -> None:
     cluster.worker.stop()
     gc.collect()  # AsyncResults of published steps unsubscribe from the backend as they go

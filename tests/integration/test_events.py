@@ -1,6 +1,6 @@
 """Events and triggers on a real worker and Redis: ``n3.emit`` from this process, matching on the worker
-(``NAMEL3SS_CELERY_PROGRAM``; or in the emitting process when it has the program too), filters, deduplication across processes, rate limits, delay, loops, and the
-adapter's own ``workflow_completed`` starting a follow-up, exactly once per run.
+(``NAMEL3SS_CELERY_PROGRAM``; or in the emitting process when it has the program too), filters,
+deduplication across processes, rate limits, delay, loops, and the adapter's own ``workflow_completed`` starting a follow-up, exactly once per run.
 
 The worker runs one task at a time (``solo``), so the match tasks of events emitted in order are matched in
 that order; each test emits a last, distinct event and waits for its run, after which the earlier ones are

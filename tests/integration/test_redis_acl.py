@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
-from tests.private_redis import free_port
+from tests.private_redis import answers, free_port
 from tests.waiting import wait_until
 
-from .conftest import start_cluster, stop_cluster
+from .conftest import run_a_workflow_and_a_race, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +43,12 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process = subprocess.Popen(["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://n3worker:s3cret@127.0.0.1:{port}/0"
 
-    def answers() -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
     try:
-        wait_until(answers, 20, f"redis-server with ACLs on port {port} did not start (exit {process.poll()})")
+        wait_until(
+            lambda: answers(url, connect_timeout=0.5),
+            20,
+            f"redis-server with ACLs on port {port} did not start (exit {process.poll()})",
+        )
         yield url
     finally:
         process.terminate()
@@ -76,30 +70,8 @@ def test_runs_complete_for_a_user_with_the_readmes_acl(
     monkeypatch.delenv("NAMEL3SS_CELERY_COORDINATION_URL", raising=False)  # the store is the backend's Redis
     cluster = start_cluster(acl_redis, acl_redis, "prefork", tmp_path)
     try:
-        workflow = cluster.n3.dispatch(
-            {
-                "parallel_blocks": [
-                    {"name": "first", "steps": [{"target": "echo", "value": 1}] * 3},
-                    {
-                        "name": "last",
-                        "depends_on": ["first"],
-                        "steps": [{"target": "tests.integration.steps:add_one", "value": 1}],
-                    },
-                ]
-            }
-        ).get(timeout=60)
-        race = cluster.n3.dispatch(
-            {
-                "name": "fastest",
-                "strategy": "race",
-                "terminate_losers": True,
-                "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 30}],
-            }
-        ).get(timeout=60)
+        run_a_workflow_and_a_race(cluster.n3)
         log = cluster.worker.log()
     finally:
         stop_cluster(cluster)
-    assert isinstance(workflow, WorkflowResult) and workflow.overall_status == "completed", workflow.error_message
-    assert isinstance(race, ParallelExecutionResult) and race.overall_status == "completed"
-    assert race.final_result == "won"
     assert "NOPERM" not in log, log[-3000:]

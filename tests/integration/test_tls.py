@@ -5,7 +5,6 @@ kind completing there. A client that does not trust that CA is refused."""
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -15,18 +14,12 @@ import pytest
 import redis
 import trustme
 
-from namel3ss_celery.results import ParallelExecutionResult, WorkflowResult
+from tests.private_redis import answers, free_port
 from tests.waiting import wait_until
 
-from .conftest import start_cluster, stop_cluster
+from .conftest import run_a_workflow_and_a_race, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +41,12 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca_file}"
 
-    def answers() -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return process.poll() is None and False
-        finally:
-            client.close()
-
     try:
-        wait_until(answers, 20, f"redis-server with TLS on port {port} did not start (exit {process.poll()})")
+        wait_until(
+            lambda: answers(url, connect_timeout=0.5),
+            20,
+            f"redis-server with TLS on port {port} did not start (exit {process.poll()})",
+        )
         yield url, ca_file
     finally:
         process.terminate()
@@ -84,30 +72,6 @@ def test_runs_complete_on_a_worker_whose_broker_backend_and_store_speak_tls(
     cluster = start_cluster(url, url, "prefork", tmp_path)
     try:
         assert cluster.n3.settings.coordination().startswith("rediss://")
-        workflow = cluster.n3.dispatch(
-            {
-                "parallel_blocks": [
-                    {"name": "first", "steps": [{"target": "echo", "value": 1}] * 3},
-                    {
-                        "name": "last",
-                        "depends_on": ["first"],
-                        "steps": [{"target": "tests.integration.steps:add_one", "value": 1}],
-                    },
-                ]
-            }
-        ).get(timeout=60)
-        race = cluster.n3.dispatch(
-            {
-                "name": "fastest",
-                "strategy": "race",
-                # After the workflow, on warm pool processes; the loser is slow enough never to win on a loaded
-                # machine, and terminated once the quick one won (a loser that started would run on otherwise).
-                "terminate_losers": True,
-                "steps": [{"target": "echo", "value": "won"}, {"target": "sleep", "seconds": 30}],
-            }
-        ).get(timeout=60)
+        run_a_workflow_and_a_race(cluster.n3)
     finally:
         stop_cluster(cluster)
-    assert isinstance(race, ParallelExecutionResult) and race.overall_status == "completed"
-    assert race.final_result == "won"
-    assert isinstance(workflow, WorkflowResult) and workflow.overall_status == "completed", workflow.error_message

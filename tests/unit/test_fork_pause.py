@@ -39,9 +39,8 @@ def test_a_fork_waits_for_the_call_in_progress_and_the_child_starts_with_none() 
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_a_call_does_not_start_while_a_fork_is_under_way() -> None:
-    pause = ForkPause(wait=5)
-    pause.before_fork()
+def call_in_a_thread(pause: ForkPause) -> tuple[threading.Thread, threading.Event]:
+    """A call started in a thread of its own; the event is set once it has started."""
     started = threading.Event()
 
     def call() -> None:
@@ -50,6 +49,13 @@ def test_a_call_does_not_start_while_a_fork_is_under_way() -> None:
 
     thread = threading.Thread(target=call)
     thread.start()
+    return thread, started
+
+
+def test_a_call_does_not_start_while_a_fork_is_under_way() -> None:
+    pause = ForkPause(wait=5)
+    pause.before_fork()
+    thread, started = call_in_a_thread(pause)
     assert not started.wait(0.2)
     pause.after_fork_in_parent()
     wait_until(started.is_set, 5, "the call did not start after the fork")
@@ -91,14 +97,7 @@ def test_two_forks_at_once_keep_calls_out_until_both_are_done() -> None:
     pause.before_fork()
     pause.before_fork()
     pause.after_fork_in_parent()  # the first fork is done, the second is not
-    started = threading.Event()
-
-    def call() -> None:
-        with pause.call():
-            started.set()
-
-    thread = threading.Thread(target=call)
-    thread.start()
+    thread, started = call_in_a_thread(pause)
     assert not started.wait(0.2)
     pause.after_fork_in_parent()
     wait_until(started.is_set, 5, "the call did not start after both forks")
