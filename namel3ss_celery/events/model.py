@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -114,10 +114,17 @@ class Event:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        found = asdict(self)
-        found["event_type"] = str(self.event_type)
-        found["priority"] = int(self.priority)
-        return found
+        """The event as JSON data: a copy, whose ``data`` and ``metadata`` the caller may change."""
+        return {
+            "event_id": self.event_id,
+            "event_type": str(self.event_type),
+            "source": self.source,
+            "data": _copied(self.data),
+            "timestamp": self.timestamp,
+            "priority": int(self.priority),
+            "correlation_id": self.correlation_id,
+            "metadata": _copied(self.metadata),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
@@ -131,6 +138,15 @@ class Event:
             correlation_id=data.get("correlation_id"),
             metadata=dict(data.get("metadata") or {}),
         )
+
+
+def _copied(value: Any) -> Any:
+    """A copy of JSON data, every dict and list of it new (``dataclasses.asdict`` at a fraction of its cost)."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copied(v) for v in value]
+    return value
 
 
 def emitted_event(
