@@ -30,13 +30,7 @@ from .gc_pause import collection_paused
 from .plan import fields
 from .plan.model import Plan
 from .publishing import checked_plan, publish_run, run_handle
-from .registry import (
-    SHARED,
-    ReducerFunction,
-    Registry,
-    StepFunction,
-    import_step_modules,
-)
+from .registry import SHARED, ReducerFunction, Registry, StepFunction, import_step_modules
 from .results import ParallelExecutionResult, WorkflowResult
 from .runs import RunHandle
 from .settings import Settings

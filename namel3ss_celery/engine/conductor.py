@@ -1,11 +1,9 @@
 """The conductor: the rules of a run, in one place, working through a store and a publisher.
 
-It files step outcomes and decides blocks, settles them, feeds
-``max_concurrency`` windows, enforces deadlines, stops losers, launches the
-nodes a settled block unblocks, and cancels runs. On the Celery path the
-store is Redis (or memory, embedded) and the publisher sends Celery messages;
-in the local executor the store is memory and the publisher runs steps on
-asyncio. Nothing here knows which.
+It files step outcomes and decides blocks, settles them, feeds ``max_concurrency`` windows, enforces
+deadlines, stops losers, launches the nodes a settled block unblocks, and cancels runs. On the Celery
+path the store is Redis (or memory, embedded) and the publisher sends Celery messages; in the local
+executor the store is memory and the publisher runs steps on asyncio. Nothing here knows which.
 """
 
 from __future__ import annotations

@@ -164,9 +164,8 @@ class EventDrivenExecutor:
             SpecError: an unknown event type (Namel3ss made it ``custom``), or data that is not JSON.
         """
         kind = parse_types([event_type]).pop()
-        event = Event.new(
-            kind, source, dict(data), priority=EventPriority(int(priority)), correlation_id=correlation_id
-        )
+        level = EventPriority(int(priority))
+        event = Event.new(kind, source, dict(data), priority=level, correlation_id=correlation_id)
         await asyncio.to_thread(self.n3.events.publish, event)
         self.stats["events_published"] += 1
         return event.event_id
@@ -203,11 +202,8 @@ class EventDrivenExecutor:
         """
         block = _event_block(workflow_name, workflow_config)
         self.n3.plan(block)  # refused now, not at the first event
-        self.event_workflows[workflow_name] = {
-            "trigger_event_type": trigger_event_type,
-            "workflow_config": workflow_config,
-            "filters": dict(filters or {}),
-        }
+        given = {"trigger_event_type": trigger_event_type, "workflow_config": workflow_config}
+        self.event_workflows[workflow_name] = given | {"filters": dict(filters or {})}
 
         def trigger(event: Event) -> None:
             self._run_event_workflow(workflow_name, block, workflow_config, event)
