@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from functools import lru_cache
+
 from celery import Celery
 from kombu.exceptions import OperationalError
 
@@ -64,3 +67,31 @@ def unavailable(broker: str, exc: BaseException) -> BrokerUnavailable:
         "check broker_url (CELERY_BROKER_URL), its credentials, and that the server runs",
         broker,
     )
+
+
+def broker_identity(app: Celery) -> str:
+    """The broker ``app`` publishes to, as its runs record it (``engine.home``): the transport, the host (its
+    address, so ``localhost`` and ``127.0.0.1`` are one broker), the port and the virtual host (a Redis
+    database); no credentials. A failover list is named by its first broker. Worked out once per URL."""
+    return _identity(app, str(app.conf.broker_url or ""))
+
+
+@lru_cache(maxsize=64)
+def _identity(app: Celery, url: str) -> str:
+    connection = app.connection_for_write()
+    transport = connection.transport
+    driver = str(getattr(transport, "driver_type", connection.transport_cls))
+    port = connection.port or getattr(transport, "default_port", None) or ""
+    vhost = str(connection.virtual_host or "/")
+    if driver == "redis":
+        vhost = vhost.strip("/") or "0"
+    return f"{driver}://{_address(connection.hostname or 'localhost')}:{port}/{vhost}"
+
+
+@lru_cache(maxsize=64)
+def _address(host: str) -> str:
+    """``host``'s address, or ``host`` itself when it does not resolve (looked up once per process)."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host

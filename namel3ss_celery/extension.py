@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
 
-from .apps import check_backend, make_app
+from .apps import broker_identity, check_backend, make_app
 from .compiler.checks import check_context
 from .compiler.publisher import CeleryPublisher
 from .engine.conductor import Conductor
+from .engine.home import Home
 from .engine.ports import CoordinationStore
 from .engine.runner import install_log_ids
 from .errors import UnknownRun
@@ -97,6 +98,7 @@ class Namel3ssCelery:
             lambda: self.store, None, self.registry, self.settings.result_expires, patience=self.settings.store_patience
         )
         self.conductor.connect(CeleryPublisher(app, self.conductor))
+        self.conductor.home = Home(lambda: self.store, lambda: broker_identity(app))
         self.events = EventService(
             app, self._events_url, self.settings.program, self.plan, self.publish, self.registry, self._run_context
         )

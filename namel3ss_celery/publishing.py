@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from .apps import check_broker
+from .apps import broker_identity, check_broker
 from .compiler.checks import check_plan, check_visibility
 from .compiler.planning import make_plan
 from .compiler.starting import start_run
@@ -88,6 +88,7 @@ def publish_run(n3: Host, plan: Plan, initial: dict[str, Any], run_id: str) -> R
         run_id,
         settings.result_expires,
         recorded=lambda: n3.events.run_started(run_id, plan, initial),  # before any step can end the run
+        broker=broker_identity(n3.app),
     )
     return run_handle(n3, run_id)
 

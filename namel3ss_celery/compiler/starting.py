@@ -34,8 +34,10 @@ def start_run(
     run_id: str,
     ttl: int,
     recorded: Callable[[], None],
+    broker: str = "",
 ) -> None:
-    """Record run ``run_id`` of ``plan`` with context ``initial``, tell ``recorded``, then start it.
+    """Record run ``run_id`` of ``plan`` with context ``initial`` (and ``broker``, the broker it goes through:
+    ``apps.broker_identity``), tell ``recorded``, then start it.
 
     A small run (its first blocks have at most ``SMALL_BLOCK`` steps) is published here: its few steps cost
     less than a hop through a worker. Any other sends one small launch message, so a web request never
@@ -49,7 +51,7 @@ def start_run(
         fields.QUEUES: json.dumps(node_queues(app, plan)),
         fields.STATUS: str(RunStatus.RUNNING),
         fields.CREATED: repr(time.time()),
-    }
+    } | ({fields.BROKER: broker} if broker else {})
     roots = [n for n in plan.nodes if not n.depends_on]
     if sum(len(n.block.steps) for n in roots) <= SMALL_BLOCK and not any(n.block.fan_out for n in roots):
         # Nobody else knows the run yet, so its roots are claimed (and not cancelled) as the record is written,

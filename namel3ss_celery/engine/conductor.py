@@ -26,6 +26,7 @@ from .control import BlockControl
 from .decide import Decision
 from .enforce import enforce_deadlines, enforce_ended_processes, enforce_leases, enforce_lost_workers
 from .filing import FollowUp, Skipped, file_outcome, skip_step
+from .home import Home
 from .launcher import Launcher
 from .leases import SETTLE_LEASE, LeaseKeeper, settle_lease
 from .losers import refresh_decided, stop_losers
@@ -68,6 +69,7 @@ class Conductor:
         self.patience = patience
         self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
         self.leases = LeaseKeeper(lambda: self.store)  # renewed while this process works under them
+        self.home = Home(lambda: self.store, lambda: "")  # whose overdue work it does: all, unless given a broker
         self.launcher = Launcher(
             lambda: self.store,
             lambda: self.publisher,
@@ -114,11 +116,8 @@ class Conductor:
             StoreUnavailable: the store did not come back in time (the step fails, or is delivered again
                 under at_least_once).
         """
-        return patiently(
-            lambda: self.file(message, outcome, keep, held),
-            f"filing step {message.key} of run {message.run}",
-            self.patience,
-        )
+        filing = f"filing step {message.key} of run {message.run}"
+        return patiently(lambda: self.file(message, outcome, keep, held), filing, self.patience)
 
     def follow_up(self, action: FollowUp | None) -> None:
         """Do what ``file`` asked for (on a worker: after Celery stored the step's own state).
@@ -262,7 +261,7 @@ class Conductor:
 
     def enforce_lost_workers(self, limit: int = 20) -> int:
         """File the steps of workers whose heartbeat ran out as lost (see ``enforce``); how many workers."""
-        return enforce_lost_workers(self.store, self.file_lost_message, limit)
+        return enforce_lost_workers(self.store, self.file_lost_message, limit, self.home.takes)
 
     def enforce_ended_processes(self, worker: str, alive: Callable[[int], bool], incarnation: str = "") -> int:
         """File the steps ``worker`` holds for processes that ended, or for an earlier ``incarnation`` of it, as
@@ -271,11 +270,11 @@ class Conductor:
 
     def enforce_leases(self, now: float | None = None, limit: int = 20) -> int:
         """Finish each launch or settle whose process died half way (see ``leases``); how many were due."""
-        return enforce_leases(self.store, self.resume, now, limit)
+        return enforce_leases(self.store, self.resume, now, limit, self.home.takes)
 
     def enforce_deadlines(self, now: float | None = None, limit: int = 100) -> int:
         """Decide and settle every block whose deadline has passed (see ``enforce``); how many were due."""
-        return enforce_deadlines(self.store, self.decide_and_settle, now, limit)
+        return enforce_deadlines(self.store, self.decide_and_settle, now, limit, self.home.takes)
 
     def announce_end(self, run_id: str, plan: Plan, final: Any) -> None:
         """Tell ``run_ended``'s listeners that the run ended (the run has ended whatever they do). Once per

@@ -13,8 +13,9 @@ from ..plan.kinds import Outcome
 from ..plan.message import StepMessage
 from ..tracing import event
 from .decide import TIMED_OUT, Decision
+from .home import Takes, everywhere
 from .leases import SETTLE_LEASE
-from .lost import held_message, held_process, lost_reason, process_lost_reason, restarted_reason
+from .lost import held_message, held_process, held_run, lost_reason, process_lost_reason, restarted_reason
 from .ports import CoordinationStore
 
 FileLost = Callable[[StepMessage, str, str, "Outcome | None"], None]  # the conductor's file_lost_message
@@ -24,12 +25,17 @@ Resume = Callable[[str, str], None]  # the conductor's resume
 logger = logging.getLogger("namel3ss_celery")
 
 
-def enforce_lost_workers(store: CoordinationStore, file_lost: FileLost, limit: int = 20) -> int:
+def enforce_lost_workers(
+    store: CoordinationStore, file_lost: FileLost, limit: int = 20, takes: Takes = everywhere
+) -> int:
     """File every step held by a worker whose heartbeat ran out as failed (``engine.lost``), so its block
-    ends; a step that filed its own outcome meanwhile keeps it. Returns how many workers were lost."""
+    ends; a step that filed its own outcome meanwhile keeps it. A step of a run this process ``takes`` not
+    (yet: ``engine.home``) stays held. Returns how many workers were lost."""
     workers = store.lost_workers(limit)
     for worker in workers:
         for member in store.held_steps(worker):
+            if not takes(held_run(member), member):
+                continue
             logger.warning("worker %s stopped answering: filing its step %s as lost", worker, member[:200])
             _file_held(store, file_lost, worker, member, lost_reason(worker))
     return len(workers)
@@ -75,16 +81,23 @@ def enforce_ended_processes(
 
 
 def enforce_deadlines(
-    store: CoordinationStore, decide_and_settle: DecideAndSettle, now: float | None = None, limit: int = 100
+    store: CoordinationStore,
+    decide_and_settle: DecideAndSettle,
+    now: float | None = None,
+    limit: int = 100,
+    takes: Takes = everywhere,
 ) -> int:
     """Decide every block whose deadline has passed as ``timeout`` and settle it (``n3.settle.deadline``
     and the watchdog of every worker call this): a deadline fires whatever became of the processes that
-    launched or run its block. Returns how many deadlines were due.
+    launched or run its block; one of a run this process ``takes`` not (yet) waits. Returns how many
+    deadlines were due.
 
     Idempotent: a block settles once (claimed), under whichever decision came first.
     """
     due = store.due_deadlines(time.time() if now is None else now, limit)
     for run_id, node in due:
+        if not takes(run_id, node):
+            continue
         try:
             event("deadline", run_id=run_id, node=node)
             decide_and_settle(run_id, node, TIMED_OUT)
@@ -95,14 +108,16 @@ def enforce_deadlines(
     return len(due)
 
 
-def enforce_leases(store: CoordinationStore, resume: Resume, now: float | None = None, limit: int = 20) -> int:
+def enforce_leases(
+    store: CoordinationStore, resume: Resume, now: float | None = None, limit: int = 20, takes: Takes = everywhere
+) -> int:
     """Finish every launch or settle whose lease ran out: its process died half way (``leases``). Each is
-    taken over by one caller (the watchdog of every worker calls this), which holds it while it works.
-    Returns how many had run out."""
+    taken over by one caller (the watchdog of every worker calls this), which holds it while it works; one
+    of a run this process ``takes`` not (yet) is left. Returns how many had run out."""
     now = time.time() if now is None else now
     expired = store.expired_leases(now, limit)
     for run_id, node in expired:
-        if not store.take_lease(run_id, node, now, now + SETTLE_LEASE):
+        if not takes(run_id, node) or not store.take_lease(run_id, node, now, now + SETTLE_LEASE):
             continue  # another process took it, or its holder renewed it meanwhile
         try:
             resume(run_id, node)

@@ -53,6 +53,15 @@ def held_process(member: str) -> tuple[int, str]:
         return 0, ""
 
 
+def held_run(member: str) -> str:
+    """The run a held step belongs to ("" when the member is not one this version reads)."""
+    try:
+        found = json.loads(member)
+    except ValueError:
+        return ""
+    return str(found[0]) if isinstance(found, list) and found else ""
+
+
 def held_message(member: str) -> StepMessage:
     """The step message a held member stands for: joined by counting, so that filing it as lost can settle
     its block (a chord never hears of a step its worker took down with it).

@@ -176,8 +176,13 @@ class CoordinationStore(Protocol):
         """Take over an expired lease (until ``until``); True for the one caller that did."""
         ...
 
-    def beat(self, worker: str, ttl: int) -> None:
-        """``worker`` is alive for ``ttl`` more seconds (its watchdog says so every second)."""
+    def beat(self, worker: str, ttl: int, broker: str = "") -> None:
+        """``worker`` (of ``broker``: ``apps.broker_identity``) is alive for ``ttl`` more seconds (its watchdog
+        says so every second)."""
+        ...
+
+    def live_brokers(self) -> set[str]:
+        """The brokers of the workers whose heartbeat runs (those that named one)."""
         ...
 
     def lost_workers(self, limit: int) -> list[str]:

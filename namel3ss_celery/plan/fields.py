@@ -67,6 +67,7 @@ DONE = "done"  # "1" once it ended
 FINAL = "final"  # claimed by the one caller that ends the run
 CANCELLED = "cancelled"  # "1" once cancel() was called
 QUEUES = "queues"  # JSON: where each node's steps, and the launch, were sent (routing.consumers.node_queues)
+BROKER = "broker"  # the broker the run was dispatched through (apps.broker_identity): whose watchdogs finish it
 
 
 def launched(node: str) -> str:

@@ -16,6 +16,7 @@ class MemoryWatched:
     _leases: dict[tuple[str, str], float]  # (run, node) -> until when its launch or settle is held
     _held: dict[str, set[str]]  # worker -> the steps it runs
     _beats: dict[str, float]  # worker -> until when its heartbeat counts
+    _brokers: dict[str, str]  # worker -> its broker, as it beats
 
     def add_deadline(self, run_id: str, node: str, at: float, ttl: int) -> None:
         with self._lock:
@@ -51,9 +52,15 @@ class MemoryWatched:
             self._leases[(run_id, node)] = until
             return True
 
-    def beat(self, worker: str, ttl: int) -> None:
+    def beat(self, worker: str, ttl: int, broker: str = "") -> None:
         with self._lock:
             self._beats[worker] = time.monotonic() + ttl
+            self._brokers[worker] = broker
+
+    def live_brokers(self) -> set[str]:
+        with self._lock:
+            now = time.monotonic()
+            return {self._brokers[w] for w, until in self._beats.items() if until >= now and self._brokers.get(w)}
 
     def lost_workers(self, limit: int) -> list[str]:
         with self._lock:

@@ -44,9 +44,9 @@ class RedisWatched:
     def take_lease(self, run_id: str, node: str, now: float, until: float) -> bool:
         return bool(self._take_lease(keys=[LEASES_KEY], args=[node_member(run_id, node), now, until]))
 
-    def beat(self, worker: str, ttl: int) -> None:
+    def beat(self, worker: str, ttl: int, broker: str = "") -> None:
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(worker_key(worker), "1", ex=ttl)
+            pipe.set(worker_key(worker), broker or "1", ex=ttl)  # "1": an earlier release, or no broker named
             pipe.sadd(WORKERS_KEY, worker)
             pipe.expire(WORKERS_KEY, ttl * WORKERS_KEPT)  # renewed by every beat of every worker
             pipe.execute()
@@ -66,6 +66,11 @@ class RedisWatched:
         if gone:
             self.client.srem(WORKERS_KEY, *gone)
         return [w for w, held in silent if held][:limit]
+
+    def live_brokers(self) -> set[str]:
+        workers = sorted(self.client.smembers(WORKERS_KEY))
+        beats = self.client.mget([worker_key(w) for w in workers]) if workers else []
+        return {beat for beat in beats if beat and beat != "1"}
 
     def held_steps(self, worker: str) -> list[str]:
         return sorted(self.client.smembers(held_key(worker)))

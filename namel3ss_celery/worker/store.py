@@ -68,6 +68,7 @@ class MemoryStore(MemoryWatched):
         self._leases: dict[tuple[str, str], float] = {}  # (run, node) -> until when its launch or settle is held
         self._held: dict[str, set[str]] = {}  # worker -> the steps it runs
         self._beats: dict[str, float] = {}  # worker -> until when its heartbeat counts
+        self._brokers: dict[str, str] = {}  # worker -> its broker
 
     def _run(self, run_id: str) -> _Expiring[dict[str, str]] | None:
         return _alive(self._runs, run_id)

@@ -100,7 +100,7 @@ class Watch:
         """Renew this worker's heartbeat; a store that does not answer is logged, and the next beat tries again."""
         try:
             with PAUSE.call():
-                self.conductor.store.beat(self.worker, HEARTBEAT_TTL)
+                self.conductor.store.beat(self.worker, HEARTBEAT_TTL, self.conductor.home.broker())
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
             self._answering_since = None
             self._complain("the watchdog cannot renew this worker's heartbeat now (it tries again)", exc)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -31,17 +34,14 @@ class Cluster:
     env: dict[str, str]
 
 
-def start_cluster(
+def deployment(
     broker: str,
     backend: str,
-    pool: str,
-    log_dir: Path,
-    concurrency: int = 2,
     ignore_result: bool = False,
     acks_late: bool = False,
-    worker_args: list[str] | None = None,
     broker_use_ssl: dict[str, Any] | None = None,
-) -> Cluster:
+) -> tuple[Any, Namel3ssCelery, str, dict[str, str]]:
+    """The test process's app and n3 on a queue of their own, and the environment a worker of theirs needs."""
     import tests.integration.steps  # noqa: F401 - the test process knows the same steps as its workers
 
     queue = f"n3test-{uuid.uuid4().hex[:8]}"
@@ -56,6 +56,21 @@ def start_cluster(
     }
     app = make_app(broker, backend, queue, ignore_result, acks_late, broker_use_ssl)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,)))
+    return app, n3, queue, env
+
+
+def start_cluster(
+    broker: str,
+    backend: str,
+    pool: str,
+    log_dir: Path,
+    concurrency: int = 2,
+    ignore_result: bool = False,
+    acks_late: bool = False,
+    worker_args: list[str] | None = None,
+    broker_use_ssl: dict[str, Any] | None = None,
+) -> Cluster:
+    app, n3, queue, env = deployment(broker, backend, ignore_result, acks_late, broker_use_ssl)
     worker = WorkerProcess(
         "tests.integration.app",
         env,
@@ -104,6 +119,36 @@ def run_a_workflow_and_a_race(n3: Namel3ssCelery) -> None:
     ).get(timeout=60)
     assert isinstance(race, ParallelExecutionResult) and race.overall_status == "completed"
     assert race.final_result == "won"
+
+
+DIES_WHILE_PUBLISHING = """
+import os, sys
+import tests.integration.steps
+from namel3ss_celery.compiler import publish
+from tests.integration.app import n3
+
+sent_whole = publish.publish_steps
+
+
+def dies_after_two(app, steps, start=0, progress=None):
+    sent_whole(app, steps[:2], start)  # the broker has these two; then the process is gone
+    os._exit(9)
+
+
+publish.publish_steps = dies_after_two
+n3.publish(n3.plan({SPEC}), run_id=sys.argv[1])
+"""
+
+
+def dispatch_and_die_while_publishing(env: dict[str, str], spec: dict[str, Any], run_id: str) -> None:
+    """Run ``spec`` as run ``run_id`` from a process of the deployment ``env`` names, which publishes two of
+    its steps and dies: the run's launch is left to its lease."""
+    script = DIES_WHILE_PUBLISHING.replace("{SPEC}", repr(spec))
+    environ = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[2])}
+    died = subprocess.run(
+        [sys.executable, "-c", script, run_id], env=environ, capture_output=True, text=True, timeout=60
+    )
+    assert died.returncode == 9, died.stderr
 
 
 def stop_cluster(cluster: Cluster) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ from namel3ss_celery.engine.leases import LAUNCH_LEASE
 from tests.private_redis import PrivateRedis
 from tests.waiting import wait_until
 
-from .conftest import Cluster, start_cluster, stop_cluster
+from .conftest import Cluster, dispatch_and_die_while_publishing, start_cluster, stop_cluster
 from .steps import started_key
 from .workers import WorkerProcess
 
@@ -149,25 +147,6 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
     }
 
 
-DIES_WHILE_PUBLISHING = """
-import os, sys
-import tests.integration.steps
-from namel3ss_celery.compiler import publish
-from tests.integration.app import n3
-
-sent_whole = publish.publish_steps
-
-
-def dies_after_two(app, steps, start=0, progress=None):
-    sent_whole(app, steps[:2], start)  # the broker has these two; then the process is gone
-    os._exit(9)
-
-
-publish.publish_steps = dies_after_two
-n3.publish(n3.plan({SPEC}), run_id=sys.argv[1])
-"""
-
-
 def test_a_small_run_whose_dispatching_process_died_while_publishing_is_finished_by_a_worker(
     lone_worker: Cluster,
 ) -> None:
@@ -176,10 +155,7 @@ def test_a_small_run_whose_dispatching_process_died_while_publishing_is_finished
     steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(6)]
     spec = {"name": "b", "strategy": "collect", "steps": steps}
     run_id = uuid.uuid4().hex
-    script = DIES_WHILE_PUBLISHING.replace("{SPEC}", repr(spec))
-    env = {**os.environ, **lone_worker.env, "PYTHONPATH": str(Path(__file__).parents[2])}
-    died = subprocess.run([sys.executable, "-c", script, run_id], env=env, capture_output=True, text=True, timeout=60)
-    assert died.returncode == 9, died.stderr
+    dispatch_and_die_while_publishing(lone_worker.env, spec, run_id)
     started = time.monotonic()
     result = lone_worker.n3.run(run_id).get(timeout=60)
     assert isinstance(result, ParallelExecutionResult)

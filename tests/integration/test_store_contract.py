@@ -439,3 +439,17 @@ def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is
     store.release(worker, member)
     assert store.held_steps(worker) == []
     assert worker not in store.lost_workers(1000)  # silent, holding nothing: not lost
+
+
+def test_the_brokers_of_live_workers_are_those_their_heartbeats_name(store: CoordinationStore) -> None:
+    tag = new_id()
+    named, unnamed, silent = f"w-{tag}-named", f"w-{tag}-unnamed", f"w-{tag}-silent"
+    store.beat(named, 60, f"redis://127.0.0.1:6379/{tag}")
+    store.beat(unnamed, 60)  # a worker of an earlier release names none
+    store.beat(silent, 1, f"amqp://127.0.0.1:5672/{tag}")
+    assert {f"redis://127.0.0.1:6379/{tag}", f"amqp://127.0.0.1:5672/{tag}"} <= store.live_brokers()
+    wait_for(
+        lambda: f"amqp://127.0.0.1:5672/{tag}" not in store.live_brokers(), EXPIRE_WITHIN, "a silent worker's broker"
+    )
+    assert f"redis://127.0.0.1:6379/{tag}" in store.live_brokers()
+    assert "" not in store.live_brokers() and "1" not in store.live_brokers()
