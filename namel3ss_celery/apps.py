@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
-from functools import lru_cache
+import weakref
 
 from celery import Celery
 from kombu.exceptions import OperationalError
@@ -71,27 +73,50 @@ def unavailable(broker: str, exc: BaseException) -> BrokerUnavailable:
 
 def broker_identity(app: Celery) -> str:
     """The broker ``app`` publishes to, as its runs record it (``engine.home``): the transport, the host (its
-    address, so ``localhost`` and ``127.0.0.1`` are one broker), the port and the virtual host (a Redis
-    database); no credentials. A failover list is named by its first broker. Worked out once per URL."""
-    return _identity(app, str(app.conf.broker_url or ""))
+    address, so ``localhost`` and ``127.0.0.1`` are one broker; a loopback address, a socket or the memory
+    transport also names this machine, as another machine's is another broker), the port, the virtual host
+    (a Redis database) and a Sentinel's master; no credentials. A failover list is named by its first broker.
+    Worked out once per app and broker URL (the first time resolves the host)."""
+    url = str(app.conf.broker_url or "")
+    known = _identities.get(app)
+    if known is not None and known[0] == url:
+        return known[1]
+    identity, resolved = _identity(app)
+    if resolved:  # a host that did not resolve now is looked up again next time
+        _identities[app] = (url, identity)
+    return identity
 
 
-@lru_cache(maxsize=64)
-def _identity(app: Celery, url: str) -> str:
-    connection = app.connection_for_write()
-    transport = connection.transport
-    driver = str(getattr(transport, "driver_type", connection.transport_cls))
-    port = connection.port or getattr(transport, "default_port", None) or ""
-    vhost = str(connection.virtual_host or "/")
+_identities: weakref.WeakKeyDictionary[Celery, tuple[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _identity(app: Celery) -> tuple[str, bool]:
+    """The identity, and whether its host resolved."""
+    with app.connection_for_write() as connection:
+        transport = connection.transport
+        driver = str(getattr(transport, "driver_type", connection.transport_cls))
+        port = connection.port or getattr(transport, "default_port", None) or ""
+        vhost = str(connection.virtual_host or "/")
+        host, resolved = _address(connection.hostname or "localhost")
+        master = (connection.transport_options or {}).get("master_name")
     if driver == "redis":
         vhost = vhost.strip("/") or "0"
-    return f"{driver}://{_address(connection.hostname or 'localhost')}:{port}/{vhost}"
+    if driver == "memory" or not port or _loopback(host):  # this machine's own, or this process's
+        host = f"{socket.gethostname()}{f'.{os.getpid()}' if driver == 'memory' else ''}/{host}"
+    return f"{driver}://{host}:{port}/{vhost}" + (f"?master={master}" if master else ""), resolved
 
 
-@lru_cache(maxsize=64)
-def _address(host: str) -> str:
-    """``host``'s address, or ``host`` itself when it does not resolve (looked up once per process)."""
+def _address(host: str) -> tuple[str, bool]:
+    """``host``'s address (in brackets when IPv6), or ``host`` itself when it does not resolve now; and which."""
     try:
-        return socket.gethostbyname(host)
-    except OSError:
-        return host
+        found = str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except (OSError, IndexError):
+        return host, False
+    return (f"[{found}]" if ":" in found else found), True
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"

@@ -94,10 +94,9 @@ def enforce_deadlines(
 
     Idempotent: a block settles once (claimed), under whichever decision came first.
     """
-    due = store.due_deadlines(time.time() if now is None else now, limit)
+    now = time.time() if now is None else now
+    due, looked = _taken(lambda n: store.due_deadlines(now, n), limit, takes)
     for run_id, node in due:
-        if not takes(run_id, node):
-            continue
         try:
             event("deadline", run_id=run_id, node=node)
             decide_and_settle(run_id, node, TIMED_OUT)
@@ -105,7 +104,7 @@ def enforce_deadlines(
             logger.exception("enforcing the deadline of block %s of run %s failed", node, run_id)
             continue
         store.drop_deadline(run_id, node)
-    return len(due)
+    return looked
 
 
 def enforce_leases(
@@ -115,12 +114,30 @@ def enforce_leases(
     taken over by one caller (the watchdog of every worker calls this), which holds it while it works; one
     of a run this process ``takes`` not (yet) is left. Returns how many had run out."""
     now = time.time() if now is None else now
-    expired = store.expired_leases(now, limit)
+    expired, looked = _taken(lambda n: store.expired_leases(now, n), limit, takes)
     for run_id, node in expired:
-        if not takes(run_id, node) or not store.take_lease(run_id, node, now, now + SETTLE_LEASE):
+        if not store.take_lease(run_id, node, now, now + SETTLE_LEASE):
             continue  # another process took it, or its holder renewed it meanwhile
         try:
             resume(run_id, node)
         except Exception:  # noqa: BLE001 - its lease runs out again and a later look tries again
             logger.exception("finishing the launch or settle of block %s of run %s failed", node, run_id)
-    return len(expired)
+    return looked
+
+
+def _taken(
+    listed: Callable[[int], list[tuple[str, str]]], limit: int, takes: Takes
+) -> tuple[list[tuple[str, str]], int]:
+    """Up to ``limit`` of the overdue (run, node) that ``listed(n)`` gives (the first ``n``, oldest first) which
+    this process ``takes`` now, looking past those it leaves (another broker's, ``engine.home``) to ten times
+    ``limit``; and how many it looked at. ``takes`` is asked once per item."""
+    asked, decided = limit, {}
+    while True:
+        items = listed(asked)
+        for item in items:
+            if item not in decided:
+                decided[item] = takes(*item)
+        mine = [item for item in items if decided[item]]
+        if len(mine) >= limit or len(items) < asked or asked >= 10 * limit:
+            return mine[:limit], len(items)
+        asked += limit

@@ -46,7 +46,8 @@ class Home:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self.broker = broker
+        self._broker_of = broker
+        self._broker: str | None = None
         self.grace = grace
         self.clock = clock
         self._seen: dict[tuple[str, str], float] = {}  # (run, work): when this process first left it
@@ -81,6 +82,12 @@ class Home:
             mine,
         )
         return True
+
+    def broker(self) -> str:
+        """This process's broker, worked out once (its host looked up the first time)."""
+        if self._broker is None:
+            self._broker = self._broker_of()
+        return self._broker
 
     def _live_brokers(self) -> set[str]:
         now = self.clock()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 
 import pytest
 from celery import Celery
 
 from namel3ss_celery.apps import broker_identity
+from namel3ss_celery.engine.conductor import Conductor
 from namel3ss_celery.engine.enforce import enforce_deadlines, enforce_leases
 from namel3ss_celery.engine.home import FOREIGN_GRACE, Home
 from namel3ss_celery.engine.ports import Lease
 from namel3ss_celery.plan import fields
+from namel3ss_celery.registry import Registry
 from namel3ss_celery.worker.store import MemoryStore
 
 MINE, THEIRS = "redis://127.0.0.1:6379/0", "amqp://127.0.0.1:5672//"
@@ -112,3 +116,36 @@ def test_other_brokers_are_other_brokers(one: str, other: str) -> None:
 
 def test_a_brokers_identity_names_no_password() -> None:
     assert "secret" not in broker_identity(Celery(broker="amqp://user:secret@127.0.0.1//", set_as_current=False))
+
+
+def test_a_watchdog_looks_past_another_brokers_leases_to_its_own(store: MemoryStore) -> None:
+    home = Home(lambda: store, lambda: MINE)
+    store.beat("them@host", 60, THEIRS)
+    theirs = [run_of(store, THEIRS) for _ in range(45)]
+    mine = run_of(store, MINE)
+    for at, run_id in enumerate([*theirs, mine]):
+        assert store.claim(run_id, fields.launched("b"), lease=Lease("b", 1.0 + at))  # theirs ran out first
+    resumed: list[str] = []
+    enforce_leases(store, lambda run_id, node: resumed.append(run_id), limit=20, takes=home.takes)
+    assert resumed == [mine]
+
+
+def test_the_conductor_asks_its_home_before_enforcing(store: MemoryStore) -> None:
+    conductor = Conductor(lambda: store, None, Registry(), 60)
+    assert conductor.home.takes(run_of(store, THEIRS), "b")  # no broker of its own: every run's work
+    conductor.home = Home(lambda: store, lambda: MINE)
+    store.beat("them@host", 60, THEIRS)
+    run_id = run_of(store, THEIRS)
+    assert store.claim(run_id, fields.launched("b"), lease=Lease("b", 1.0))
+    store.add_deadline(run_id, "b", 1.0, 60)
+    assert conductor.enforce_leases(now=2.0) == 1 and conductor.enforce_deadlines(now=2.0) == 1
+    assert store.expired_leases(2.0, 10) == [(run_id, "b")]  # left, not taken
+    assert store.due_deadlines(2.0, 10) == [(run_id, "b")]
+
+
+def test_a_loopback_or_memory_broker_is_this_machine_s_own() -> None:
+    """Two machines' ``localhost`` are two brokers; two processes' memory transports are too."""
+    here = socket.gethostname()
+    assert broker_identity(Celery(broker="amqp://localhost//", set_as_current=False)).startswith(f"amqp://{here}/")
+    memory = broker_identity(Celery(broker="memory://", set_as_current=False))
+    assert memory.startswith(f"memory://{here}.{os.getpid()}/")

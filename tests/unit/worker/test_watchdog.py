@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from namel3ss_celery.engine.home import Home
 from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held, held_member
 from namel3ss_celery.engine.ports import Held
+from namel3ss_celery.plan import fields
 from namel3ss_celery.results import TaskStatus
 from namel3ss_celery.worker.watchdog import LOST_EVERY, Watch
 from tests.unit.engine.test_conductor import block, report, result_of, start
+from tests.waiting import poll
 
 
 def test_a_worker_that_beats_is_not_lost() -> None:
@@ -187,3 +191,39 @@ def test_steps_held_in_an_earlier_incarnation_of_a_restarted_worker_are_filed_as
     )
     entry = conductor.store.step_envelopes(run_id, "b")[0]
     assert "its worker w1 was restarted while its process 7 ran the step" in entry
+
+
+def test_a_lost_workers_step_of_another_brokers_run_is_left_to_that_brokers_live_workers() -> None:
+    conductor, recorder, run_id = start(block("collect", 1))
+    conductor.home = Home(lambda: conductor.store, lambda: "redis://mine")
+    conductor.store.set_fields(run_id, {fields.BROKER: "amqp://theirs"})
+    conductor.store.beat("them", 600, "amqp://theirs")  # a worker of the run's broker lives
+    conductor.store.beat("gone", 0)
+    message = recorder.sent[0]
+    conductor.control(message).start(0, "gone", "prefork", 1, "t0", held(message, "gone", 60))
+    now = [0.0]
+    watch = Watch(conductor, "alive", clock=lambda: now[0])
+    watch.beat()
+    now[0] = HEARTBEAT_TTL
+    for _ in range(LOST_EVERY):
+        watch.look()
+    assert result_of(conductor, run_id) is None
+    assert len(conductor.store.held_steps("gone")) == 1  # still held, for a worker of its own broker to file
+    conductor.store.set_fields(run_id, {fields.BROKER: "redis://mine"})
+    for _ in range(LOST_EVERY):
+        watch.look()
+    assert result_of(conductor, run_id) is not None
+    assert conductor.store.held_steps("gone") == []
+
+
+def test_a_watchdog_s_heartbeat_names_its_broker() -> None:
+    conductor, _recorder, _run_id = start(block("collect", 1))
+    conductor.home = Home(lambda: conductor.store, lambda: "redis://mine")
+    watch = Watch(conductor, "w1", interval=0.01)
+    thread = threading.Thread(target=watch.run, daemon=True)
+    thread.start()
+    try:
+        assert poll(lambda: "redis://mine" in conductor.store.live_brokers(), 10) is not None
+    finally:
+        watch.stopping.set()
+        thread.join(5)
