@@ -20,8 +20,10 @@ from .compiler.support import check_program_supported
 from .eager import run_eagerly
 from .engine.conductor import Conductor
 from .engine.ports import CoordinationStore
+from .events.lifecycle import run_started
 from .events.matching import check_triggers
 from .events.service import EventService
+from .events.stream import stream_entry
 from .plan.model import Plan
 from .registry import Registry
 from .routing.consumers import run_idle_queues
@@ -79,6 +81,7 @@ def publish_run(n3: Host, plan: Plan, initial: dict[str, Any], run_id: str) -> R
         n3.embedded_worker.start()
     else:
         check_broker(n3.app)
+    started = run_started(run_id, plan, initial)  # written with the run's record where the store can
     start_run(
         n3.app,
         n3.store,
@@ -87,8 +90,9 @@ def publish_run(n3: Host, plan: Plan, initial: dict[str, Any], run_id: str) -> R
         initial,
         run_id,
         settings.result_expires,
-        recorded=lambda: n3.events.run_started(run_id, plan, initial),  # before any step can end the run
+        recorded=lambda in_stream: n3.events.announce(started, in_stream),  # before any step can end the run
         broker=broker_identity(n3.app),
+        first_event=stream_entry(started),
     )
     return run_handle(n3, run_id)
 

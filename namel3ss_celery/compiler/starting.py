@@ -33,11 +33,14 @@ def start_run(
     initial: dict[str, Any],
     run_id: str,
     ttl: int,
-    recorded: Callable[[], None],
+    recorded: Callable[[bool], None],
     broker: str = "",
+    first_event: str = "",
 ) -> None:
     """Record run ``run_id`` of ``plan`` with context ``initial`` (and ``broker``, the broker it goes through:
-    ``apps.broker_identity``), tell ``recorded``, then start it.
+    ``apps.broker_identity``; and ``first_event``, its ``workflow_started`` stream entry, in the same write
+    where the store keeps the stream), tell ``recorded`` (whether the store wrote ``first_event``), then
+    start it.
 
     A small run (its first blocks have at most ``SMALL_BLOCK`` steps) is published here: its few steps cost
     less than a hop through a worker. Any other sends one small launch message, so a web request never
@@ -57,12 +60,11 @@ def start_run(
         # Nobody else knows the run yet, so its roots are claimed (and not cancelled) as the record is written,
         # with their leases: should this process die while publishing them, a worker's watchdog finishes it.
         record.update({fields.launched(n.name): "1" for n in roots})
-        store.create_run(run_id, record, ttl, leases=[launch_lease(n.name) for n in roots])
-        recorded()
+        leases = [launch_lease(n.name) for n in roots]
+        recorded(store.create_run(run_id, record, ttl, leases=leases, first_event=first_event))
         conductor.launch(run_id, plan, roots, record, {}, cancelled={n.name: None for n in roots})
     else:
-        store.create_run(run_id, record, ttl)
-        recorded()
+        recorded(store.create_run(run_id, record, ttl, first_event=first_event))
         queue = adapter_queue(roots[0].block, plan.pools)  # pool workers take it where nobody else runs
         try:
             app.signature(LAUNCH_TASK, args=(run_id,)).apply_async(

@@ -24,8 +24,13 @@ class CoordinationStore(Protocol):
     tested against both stores in ``tests/integration/test_store_contract.py``.
     """
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
-        """Write the run's record (and hold ``leases``: the blocks the creator launches itself)."""
+    def create_run(
+        self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = (), first_event: str = ""
+    ) -> bool:
+        """Write the run's record (and hold ``leases``: the blocks the creator launches itself). A store that
+        keeps the deployment's event stream (Redis) appends ``first_event`` (its entry, ``events.stream``) to
+        it in the same write, so a run is never recorded without it, and says so (True); the memory store
+        leaves it to the caller (False)."""
         ...
 
     def run_record(self, run_id: str) -> dict[str, str] | None: ...

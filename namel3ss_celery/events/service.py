@@ -101,10 +101,6 @@ class EventService:
         """
         self.programs.use(program)
 
-    def run_started(self, run_id: str, plan: Plan, context: Mapping[str, Any]) -> None:
-        """Announce ``workflow_started`` for a run just recorded."""
-        self.announce(lifecycle.run_started(run_id, plan, context))
-
     def step_done(self, message: Any, outcome: Any) -> None:
         """Announce ``task_completed`` or ``task_failed`` for a step a worker ran (``NAMEL3SS_CELERY_STEP_EVENTS``)."""
         self.announce(lifecycle.step_done(message, outcome))
@@ -163,37 +159,43 @@ class EventService:
         publishes it."""
         event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
         self.before_publish()
-        stream_id = self._store().append(event)
-        if not self._matched_here(event):
+        if not self._matches_here(event):
+            stream_id = self._store().append(event)
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
+            return stream_id
+        claims = self.firing.dedupe_claims(matching(self.triggers(), event), event)  # with the append: one trip
+        stream_id, won = self._store().append_claiming(event, list(claims.values()))
+        self.match(event, claimed=dict(zip(claims, won, strict=True)))
         return stream_id
 
-    def announce(self, event: Event) -> None:
-        """An event of the adapter's own (a run started or ended): to the stream, then matched here when this
-        process has triggers for it, or on a worker when some worker's triggers listen to its type. It goes to
-        Celery's event system too, where this process sends task events (``celery_events``)."""
+    def announce(self, event: Event, in_stream: bool = False) -> None:
+        """An event of the adapter's own (a run started or ended): to the stream (unless it is there already:
+        a run's ``workflow_started``, written with its record), then matched here when this process has
+        triggers for it, or on a worker when some worker's triggers listen to its type. It goes to Celery's
+        event system too, where this process sends task events (``celery_events``)."""
         store = self._store()
-        if not event.metadata.get(lifecycle.ONCE):
+        if in_stream:
+            self.celery_events.send(event)
+        elif not event.metadata.get(lifecycle.ONCE):
             store.append(event)
             self.celery_events.send(event)
         elif store.append_once(event) is not None:
             self.celery_events.send(event)
         else:  # announced again (a resumed settle): matched again in case the first did not get that far
             logger.info("event %s (%s) announced again", event.event_id, event.event_type)
-        if not self._matched_here(event) and {str(event.event_type), ANY_TYPE} & self.watched.read():
+        if self._matches_here(event):
+            self.match(event)
+        elif {str(event.event_type), ANY_TYPE} & self.watched.read():
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
 
-    def _matched_here(self, event: Event) -> bool:
-        """Match ``event`` in this process when its program has triggers or handlers of the event's type and
-        this process can start what the triggers name."""
+    def _matches_here(self, event: Event) -> bool:
+        """Whether ``event`` is matched in this process: its program has triggers or handlers of the event's
+        type, and this process can start what the triggers name."""
         kind = str(event.event_type)
-        if (
+        return (
             any(t.event_type == event.event_type for t in self.triggers())
             or any(h.handles(kind) for h in self.handlers())
-        ) and self.programs.starts_here():
-            self.match(event)
-            return True
-        return False
+        ) and self.programs.starts_here()
 
     def events(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
         """The deployment's events after the stream id ``after`` (``"$"``: from now on; ``"0"``: the oldest
@@ -223,9 +225,10 @@ class EventService:
         """This process's program's event handlers, compiled once."""
         return self.programs.handlers()
 
-    def match(self, event: Event) -> list[str]:
+    def match(self, event: Event, claimed: Mapping[str, bool] | None = None) -> list[str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
-        of each trigger (a run id, or why not)."""
+        of each trigger (a run id, or why not). ``claimed``: the deduplication claims made already, by
+        trigger name (``publish``)."""
         program = self.programs.program()
         if program is None:
             return []
@@ -238,7 +241,8 @@ class EventService:
                 self.app.signature(EVENT_HANDLE_TASK, args=(handler.spec.name, event.to_dict(), 0)).apply_async(
                     ignore_result=True
                 )
-        return [self.fire(program, trigger, event) for trigger in matching(self.triggers(), event)]
+        made = claimed or {}
+        return [self.fire(program, t, event, made.get(t.spec.name)) for t in matching(self.triggers(), event)]
 
     def handle(self, name: str, event: Event) -> list[str]:
         """Handler ``name`` on ``event``: transform, route, start each target; the runs' ids.
@@ -262,9 +266,9 @@ class EventService:
             runs.append(str(handle.id))
         return runs
 
-    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
+    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event, claimed: bool | None = None) -> str:
         """One trigger's answer to one event (see ``triggering``): a run id, or why none started."""
-        return self.firing.fire(program, trigger, event)
+        return self.firing.fire(program, trigger, event, claimed)
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""

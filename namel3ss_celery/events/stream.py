@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import redis
 
+from ..plan.fields import MAX_EVENTS, STREAM_KEY, STREAM_TTL
 from .model import Event
 
-STREAM_KEY = "n3:events"  # the deployment's stream
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
-MAX_EVENTS = 100_000  # kept in the stream (approximately: Redis trims whole nodes)
-STREAM_TTL = 7 * 86_400  # seconds the stream outlives its newest event
 ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
 ONCE_TTL = 3600  # seconds such an id is remembered (a lease's resume comes within minutes)
 
@@ -45,6 +43,11 @@ class EventStore(Protocol):
 
     def append_once(self, event: Event) -> str | None:
         """``append``, unless an event of the same id was appended so (within ``ONCE_TTL``): ``None`` then."""
+        ...
+
+    def append_claiming(self, event: Event, claims: Sequence[tuple[str, float]]) -> tuple[str, list[bool]]:
+        """``append``, then ``claim`` each of ``claims`` (key, seconds), in one round trip: the stream id, and
+        which claims were won."""
         ...
 
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
@@ -78,15 +81,24 @@ class RedisEventStore:
         self._append_once = self.client.register_script(_APPEND_ONCE)
 
     def append(self, event: Event) -> str:
-        fields: Any = {"event": json.dumps(event.to_dict())}
+        fields: Any = {"event": stream_entry(event)}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.xadd(STREAM_KEY, fields, maxlen=MAX_EVENTS, approximate=True)
             pipe.expire(STREAM_KEY, STREAM_TTL)
             stream_id, _ = pipe.execute()
         return str(stream_id)
 
+    def append_claiming(self, event: Event, claims: Sequence[tuple[str, float]]) -> tuple[str, list[bool]]:
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xadd(STREAM_KEY, {"event": stream_entry(event)}, maxlen=MAX_EVENTS, approximate=True)
+            pipe.expire(STREAM_KEY, STREAM_TTL)
+            for key, seconds in claims:
+                pipe.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000)))
+            stream_id, _, *won = pipe.execute()
+        return str(stream_id), [bool(w) for w in won]
+
     def append_once(self, event: Event) -> str | None:
-        text = json.dumps(event.to_dict())
+        text = stream_entry(event)
         added = self._append_once(
             keys=[STREAM_KEY, ONCE_PREFIX + event.event_id], args=[text, ONCE_TTL, MAX_EVENTS, STREAM_TTL]
         )
@@ -132,6 +144,10 @@ class MemoryEventStore:
             self._changed.notify_all()
             return stream_id
 
+    def append_claiming(self, event: Event, claims: Sequence[tuple[str, float]]) -> tuple[str, list[bool]]:
+        with self._changed:
+            return self.append(event), [self.claim(key, seconds) for key, seconds in claims]
+
     def append_once(self, event: Event) -> str | None:
         with self._changed:
             if self._window(ONCE_PREFIX + event.event_id, ONCE_TTL) != 1:
@@ -175,6 +191,11 @@ class MemoryEventStore:
 
     def close(self) -> None:
         pass
+
+
+def stream_entry(event: Event) -> str:
+    """``event`` as the stream keeps it (the ``event`` field of its entry)."""
+    return json.dumps(event.to_dict())
 
 
 def event_store(coordination_url: str) -> EventStore:

@@ -48,8 +48,21 @@ class TriggerFiring:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop
 
-    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event) -> str:
-        """One trigger's answer to one event: deduplicate, rate-limit, stop loops, delay, dispatch."""
+    def dedupe_claims(self, triggers: list[Trigger], event: Event) -> dict[str, tuple[str, float]]:
+        """The deduplication claim (key, seconds) ``fire`` would make for ``event``, by trigger name: made by
+        the caller beforehand (with the event's append: ``EventStore.append_claiming``), its answer given to
+        ``fire``."""
+        if int(event.metadata.get("depth", 0)) >= MAX_DEPTH or event.metadata.get(ONCE):
+            return {}  # refused as a loop, or first_time decides first: fire claims itself
+        return {
+            t.spec.name: (_dedupe_key(t, event), float(t.spec.deduplicate_window))
+            for t in triggers
+            if t.spec.deduplicate_window
+        }
+
+    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event, claimed: bool | None = None) -> str:
+        """One trigger's answer to one event: deduplicate (``claimed``: its ``dedupe_claims`` claim, made
+        already), rate-limit, stop loops, delay, dispatch."""
         spec, store = trigger.spec, self._store()
         depth = int(event.metadata.get("depth", 0))
         if depth >= MAX_DEPTH:
@@ -58,8 +71,8 @@ class TriggerFiring:
             )
         if not self.first_time(f"fired:{spec.name}", event):
             return self.count("duplicate")
-        if spec.deduplicate_window and not store.claim(
-            f"dedupe:{spec.name}:{trigger.dedupe_value(event.to_dict())}", spec.deduplicate_window
+        if spec.deduplicate_window and not (
+            claimed if claimed is not None else store.claim(_dedupe_key(trigger, event), spec.deduplicate_window)
         ):
             return self.count("duplicate")
         for limit, seconds, per in (
@@ -108,3 +121,7 @@ class TriggerFiring:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + 1
         return what
+
+
+def _dedupe_key(trigger: Trigger, event: Event) -> str:
+    return f"dedupe:{trigger.spec.name}:{trigger.dedupe_value(event.to_dict())}"

@@ -47,6 +47,10 @@ def held_key(worker: str) -> str:
     return f"n3:worker:{worker}:steps"
 
 
+STREAM_KEY = "n3:events"  # the deployment's event stream (events.stream), where a run's first event is written with it
+MAX_EVENTS = 100_000  # kept in the stream (approximately: Redis trims whole nodes)
+STREAM_TTL = 7 * 86_400  # seconds the stream outlives its newest event
+
 WORKERS_KEY = "n3:workers"  # every worker that has beaten lately: where lost workers are looked for
 
 

@@ -15,6 +15,9 @@ from ..engine.ports import CoordinationStore, Held, Lease
 from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
     LEASES_KEY,
+    MAX_EVENTS,
+    STREAM_KEY,
+    STREAM_TTL,
     done_key,
     held_key,
     list_key,
@@ -97,14 +100,20 @@ class RedisStore(RedisWatched):
         self._finish = register(FINISH)
         self._take_lease = register(TAKE_LEASE)
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
+    def create_run(
+        self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = (), first_event: str = ""
+    ) -> bool:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(run_key(run_id), mapping=dict(fields))
             pipe.expire(run_key(run_id), ttl)
             if leases:
                 pipe.zadd(LEASES_KEY, {node_member(run_id, lease.node): lease.until for lease in leases})
                 pipe.expire(LEASES_KEY, LEASES_KEPT)
+            if first_event:
+                pipe.xadd(STREAM_KEY, {"event": first_event}, maxlen=MAX_EVENTS, approximate=True)
+                pipe.expire(STREAM_KEY, STREAM_TTL)
             pipe.execute()
+        return bool(first_event)
 
     def run_record(self, run_id: str) -> dict[str, str] | None:
         record: dict[str, str] = self.client.hgetall(run_key(run_id))

@@ -89,11 +89,14 @@ class MemoryStore(MemoryWatched):
         _sweep(self._steps)
         _sweep(self._lists)
 
-    def create_run(self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = ()) -> None:
+    def create_run(
+        self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = (), first_event: str = ""
+    ) -> bool:
         with self._lock:
             self._sweep()
             self._runs[run_id] = _Expiring(dict(fields), time.monotonic() + ttl)
             self._leases.update({(run_id, lease.node): lease.until for lease in leases})
+        return False  # this process's events are the event service's own (events.stream.MemoryEventStore)
 
     def run_record(self, run_id: str) -> dict[str, str] | None:
         with self._lock:

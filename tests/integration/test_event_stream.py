@@ -202,3 +202,23 @@ def test_redis_takes_an_event_announced_again_once(redis_url: str) -> None:
         assert 0 < store.client.ttl(ONCE_PREFIX + event.event_id) <= 3600
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_an_event_is_appended_with_its_claims_each_won_once(kind: str, redis_url: str) -> None:
+    from namel3ss_celery.events.model import Event, EventType
+    from namel3ss_celery.events.stream import MemoryEventStore, RedisEventStore
+
+    store = MemoryEventStore() if kind == "memory" else RedisEventStore(redis_url)
+    tag = uuid.uuid4().hex
+    claims = [(f"dedupe:a:{tag}", 60.0), (f"dedupe:b:{tag}", 60.0)]
+    try:
+        before = store.newest()
+        first = Event.new(EventType.CUSTOM, "test", {"n": 1})
+        stream_id, won = store.append_claiming(first, claims)
+        assert won == [True, True]
+        assert store.append_claiming(Event.new(EventType.CUSTOM, "test", {"n": 2}), claims[1:])[1] == [False]
+        assert [(i, e.event_id) for i, e in store.read(before, count=10_000)][0] == (stream_id, first.event_id)
+        assert not store.claim(claims[0][0], 60)  # the same window as claim's
+    finally:
+        store.close()

@@ -7,6 +7,7 @@ the other writes raise ``UnknownRun``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ import pytest
 
 from namel3ss_celery.engine.ports import CoordinationStore, Held, Lease
 from namel3ss_celery.errors import UnknownRun
+from namel3ss_celery.plan.fields import STREAM_KEY
 from namel3ss_celery.worker.redis_store import RedisStore
 from namel3ss_celery.worker.store import MemoryStore
 
@@ -453,3 +455,19 @@ def test_the_brokers_of_live_workers_are_those_their_heartbeats_name(store: Coor
     )
     assert f"redis://127.0.0.1:6379/{tag}" in store.live_brokers()
     assert "" not in store.live_brokers() and "1" not in store.live_brokers()
+
+
+def test_a_run_s_first_event_is_written_with_its_record_where_the_store_keeps_the_stream(
+    store: CoordinationStore,
+) -> None:
+    run_id = new_id()
+    entry = json.dumps({"event_id": run_id, "event_type": "workflow_started", "data": {"instance_id": run_id}})
+    wrote = store.create_run(run_id, {"status": "running"}, TTL, first_event=entry)
+    if isinstance(store, MemoryStore):  # this process's events are the event service's own
+        assert wrote is False
+        return
+    assert wrote is True
+    assert isinstance(store, RedisStore)
+    newest = store.client.xrevrange(STREAM_KEY, count=50)
+    assert entry in [fields["event"] for _id, fields in newest]
+    assert store.client.ttl(STREAM_KEY) > 0
