@@ -165,8 +165,25 @@ class EventService:
             return stream_id
         claims = self.firing.dedupe_claims(matching(self.triggers(), event), event)  # with the append: one trip
         stream_id, won = self._store().append_claiming(event, list(claims.values()))
-        self.match(event, claimed=dict(zip(claims, won, strict=True)))
+        pending = dict(zip(claims, won, strict=True))  # each trigger takes its own as it is reached
+        try:
+            self.match(event, claimed=pending)
+        except BaseException:
+            self._release([claims[path][0] for path, claimed in pending.items() if claimed])
+            raise
         return stream_id
+
+    def _release(self, keys: list[str]) -> None:
+        """Give back the dedup claims of triggers that an error kept from acting on the event, so that emitting
+        it again starts them (as it would had they claimed it themselves, never reached)."""
+        if not keys:
+            return
+        try:
+            self._store().release(keys)
+        except Exception:  # noqa: BLE001 - the emit's own error is the one raised; this one is said here
+            logger.warning(
+                "could not give back the dedup claims %s: emitted again in their window, it is a duplicate", keys
+            )
 
     def announce(self, event: Event, in_stream: bool = False) -> None:
         """An event of the adapter's own (a run started or ended): to the stream (unless it is there already:
@@ -225,10 +242,10 @@ class EventService:
         """This process's program's event handlers, compiled once."""
         return self.programs.handlers()
 
-    def match(self, event: Event, claimed: Mapping[str, bool] | None = None) -> list[str]:
+    def match(self, event: Event, claimed: dict[str, bool] | None = None) -> list[str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
-        of each trigger (a run id, or why not). ``claimed``: the deduplication claims made already, by
-        trigger name (``publish``)."""
+        of each trigger (a run id, or why not). ``claimed``: the deduplication claims made already, by trigger
+        path (``publish``); each is taken out as its trigger is reached."""
         program = self.programs.program()
         if program is None:
             return []
@@ -241,8 +258,8 @@ class EventService:
                 self.app.signature(EVENT_HANDLE_TASK, args=(handler.spec.name, event.to_dict(), 0)).apply_async(
                     ignore_result=True
                 )
-        made = claimed or {}
-        return [self.fire(program, t, event, made.get(t.spec.name)) for t in matching(self.triggers(), event)]
+        made = {} if claimed is None else claimed
+        return [self.fire(program, t, event, made.pop(t.path, None)) for t in matching(self.triggers(), event)]
 
     def handle(self, name: str, event: Event) -> list[str]:
         """Handler ``name`` on ``event``: transform, route, start each target; the runs' ids.

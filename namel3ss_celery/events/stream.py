@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import redis
 
-from ..plan.fields import MAX_EVENTS, STREAM_KEY, STREAM_TTL
+from ..plan.fields import MAX_EVENTS, STREAM_FIELD, STREAM_KEY, STREAM_TTL
 from .model import Event
 
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
@@ -71,6 +71,10 @@ class EventStore(Protocol):
         """Count one more in the window ``key``, which starts at its first count and lasts ``seconds``."""
         ...
 
+    def release(self, keys: Sequence[str]) -> None:
+        """Give back the claims ``keys`` (made by ``claim`` or ``append_claiming``)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -81,7 +85,7 @@ class RedisEventStore:
         self._append_once = self.client.register_script(_APPEND_ONCE)
 
     def append(self, event: Event) -> str:
-        fields: Any = {"event": stream_entry(event)}
+        fields: Any = {STREAM_FIELD: stream_entry(event)}
         with self.client.pipeline(transaction=False) as pipe:
             pipe.xadd(STREAM_KEY, fields, maxlen=MAX_EVENTS, approximate=True)
             pipe.expire(STREAM_KEY, STREAM_TTL)
@@ -89,8 +93,8 @@ class RedisEventStore:
         return str(stream_id)
 
     def append_claiming(self, event: Event, claims: Sequence[tuple[str, float]]) -> tuple[str, list[bool]]:
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.xadd(STREAM_KEY, {"event": stream_entry(event)}, maxlen=MAX_EVENTS, approximate=True)
+        with self.client.pipeline(transaction=True) as pipe:  # all or none: never claims without the event
+            pipe.xadd(STREAM_KEY, {STREAM_FIELD: stream_entry(event)}, maxlen=MAX_EVENTS, approximate=True)
             pipe.expire(STREAM_KEY, STREAM_TTL)
             for key, seconds in claims:
                 pipe.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000)))
@@ -107,10 +111,10 @@ class RedisEventStore:
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
         wait = None if block is None else max(1, int(block * 1000))
         replies = self.client.xread({STREAM_KEY: after}, count=count, block=wait) or []
-        return [(str(i), Event.from_dict(json.loads(f["event"]))) for _key, entries in replies for i, f in entries]
+        return [(str(i), Event.from_dict(json.loads(f[STREAM_FIELD]))) for _key, entries in replies for i, f in entries]
 
     def newest_events(self, count: int) -> list[Event]:
-        return [Event.from_dict(json.loads(f["event"])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)]
+        return [Event.from_dict(json.loads(f[STREAM_FIELD])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)]
 
     def newest(self) -> str:
         found = self.client.xrevrange(STREAM_KEY, count=1)
@@ -121,6 +125,9 @@ class RedisEventStore:
 
     def count(self, key: str, seconds: float) -> int:
         return int(self._count(keys=[WINDOW_PREFIX + key], args=[max(1, int(seconds * 1000))]))
+
+    def release(self, keys: Sequence[str]) -> None:
+        self.client.delete(*(WINDOW_PREFIX + key for key in keys))
 
     def close(self) -> None:
         self.client.close()
@@ -188,6 +195,11 @@ class MemoryEventStore:
     def count(self, key: str, seconds: float) -> int:
         with self._changed:
             return self._window(key, seconds)
+
+    def release(self, keys: Sequence[str]) -> None:
+        with self._changed:
+            for key in keys:
+                self._windows.pop(key, None)
 
     def close(self) -> None:
         pass

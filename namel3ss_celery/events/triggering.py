@@ -49,13 +49,13 @@ class TriggerFiring:
         self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop
 
     def dedupe_claims(self, triggers: list[Trigger], event: Event) -> dict[str, tuple[str, float]]:
-        """The deduplication claim (key, seconds) ``fire`` would make for ``event``, by trigger name: made by
+        """The deduplication claim (key, seconds) ``fire`` would make for ``event``, by trigger path: made by
         the caller beforehand (with the event's append: ``EventStore.append_claiming``), its answer given to
         ``fire``."""
         if int(event.metadata.get("depth", 0)) >= MAX_DEPTH or event.metadata.get(ONCE):
             return {}  # refused as a loop, or first_time decides first: fire claims itself
         return {
-            t.spec.name: (_dedupe_key(t, event), float(t.spec.deduplicate_window))
+            t.path: (_dedupe_key(t, event), float(t.spec.deduplicate_window))
             for t in triggers
             if t.spec.deduplicate_window
         }

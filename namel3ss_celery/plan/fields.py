@@ -48,6 +48,7 @@ def held_key(worker: str) -> str:
 
 
 STREAM_KEY = "n3:events"  # the deployment's event stream (events.stream), where a run's first event is written with it
+STREAM_FIELD = "event"  # the field of each stream entry that holds the event (events.stream.stream_entry)
 MAX_EVENTS = 100_000  # kept in the stream (approximately: Redis trims whole nodes)
 STREAM_TTL = 7 * 86_400  # seconds the stream outlives its newest event
 

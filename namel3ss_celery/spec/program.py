@@ -76,6 +76,8 @@ class ProgramSpec(Spec):
             ("worker pool", [p.name for p in self.worker_pools]),
             ("task queue", [q.name for q in self.task_queues]),
             ("workflow", [w.name for w in self.workflows]),
+            ("event trigger", [t.name for t in self.event_triggers]),  # claims, counts and beat entries go by name
+            ("event handler", [h.name for h in self.event_handlers]),
         ):
             _unique(names, kind)
         check_dag({b.name: b.depends_on for b in self.parallel_blocks}, "parallel block")

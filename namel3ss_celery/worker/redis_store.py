@@ -16,6 +16,7 @@ from ..errors import StoreUnavailable, UnknownRun
 from ..plan.fields import (
     LEASES_KEY,
     MAX_EVENTS,
+    STREAM_FIELD,
     STREAM_KEY,
     STREAM_TTL,
     done_key,
@@ -110,7 +111,7 @@ class RedisStore(RedisWatched):
                 pipe.zadd(LEASES_KEY, {node_member(run_id, lease.node): lease.until for lease in leases})
                 pipe.expire(LEASES_KEY, LEASES_KEPT)
             if first_event:
-                pipe.xadd(STREAM_KEY, {"event": first_event}, maxlen=MAX_EVENTS, approximate=True)
+                pipe.xadd(STREAM_KEY, {STREAM_FIELD: first_event}, maxlen=MAX_EVENTS, approximate=True)
                 pipe.expire(STREAM_KEY, STREAM_TTL)
             pipe.execute()
         return bool(first_event)

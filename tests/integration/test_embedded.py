@@ -84,6 +84,27 @@ def test_the_embedded_default_needs_no_server(embedded: Namel3ssCelery) -> None:
     assert {r.metadata["executed_on"] for r in result.results} == {"celery"}
 
 
+def test_a_run_s_workflow_started_is_in_the_stream_once_and_sent_to_celery_events_once(
+    embedded: Namel3ssCelery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory store keeps no stream: the event service appends the event itself, once."""
+    sent: list[str] = []
+    send = embedded.events.celery_events.send
+    monkeypatch.setattr(
+        embedded.events.celery_events, "send", lambda event: (sent.append(event.event_type), send(event))
+    )
+    before = embedded.events.store().newest()
+    handle = embedded.dispatch({"name": "b", "steps": [{"name": "a", "target": "echo", "value": 1}]})
+    handle.get(timeout=30)
+    started = [
+        e
+        for _i, e in embedded.events.store().read(before, count=10_000)
+        if e.event_type == "workflow_started" and e.data.get("instance_id") == handle.id
+    ]
+    assert len(started) == 1
+    assert sent.count("workflow_started") == 1
+
+
 @pytest.mark.parametrize(
     ("strategy", "extra", "status", "final"),
     [

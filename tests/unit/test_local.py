@@ -315,10 +315,10 @@ def test_async_steps_are_judged_as_on_a_worker(executor: LocalExecutor) -> None:
 
 
 def test_runs_share_one_event_loop(executor: LocalExecutor) -> None:
-    def steps(run: int) -> list[dict[str, Any]]:  # each meets the same kind of step of the two other runs
+    def steps(run: int) -> list[dict[str, Any]]:  # each waits until all six steps of the three runs have started
         return [
-            {"name": f"r{run}-sync", "target": "sync_sleep", "meeting": "sync", "parties": 3},
-            {"name": f"r{run}-async", "target": "async_sleep", "meeting": "async", "parties": 3},
+            {"name": f"r{run}-sync", "target": "sync_sleep", "meeting": "all", "parties": 6},
+            {"name": f"r{run}-async", "target": "async_sleep", "meeting": "all", "parties": 6},
         ]
 
     async def main() -> list[Any]:

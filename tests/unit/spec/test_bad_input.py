@@ -341,9 +341,9 @@ def recorded(n3: Namel3ssCelery, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     created: list[str] = []
     create_run = n3.store.create_run
 
-    def spy(run_id: str, fields: Any, ttl: int) -> None:
+    def spy(run_id: str, *args: Any, **kwargs: Any) -> bool:
         created.append(run_id)
-        create_run(run_id, fields, ttl)
+        return create_run(run_id, *args, **kwargs)
 
     monkeypatch.setattr(n3.store, "create_run", spy)
     return created

@@ -1,0 +1,78 @@
+"""Dedup claims made with an event's append, where it is emitted: the same answers as claims made one by one,
+and none kept for a trigger an error kept from acting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from namel3ss_celery import Namel3ssCelery, SpecError
+
+ORDER_KEY = {"dedupe_key": "data.order"}
+
+
+def trigger(name: str, **more: Any) -> dict[str, Any]:
+    return {"name": name, "event_type": "custom", "trigger_target": "go", "source_config": ORDER_KEY} | more
+
+
+@pytest.fixture
+def n3() -> Namel3ssCelery:
+    app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.task_always_eager = True
+    extension = Namel3ssCelery(app)
+
+    @extension.step("noop")
+    def noop(step: dict[str, Any], context: dict[str, Any]) -> None:
+        return None
+
+    return extension
+
+
+def use(n3: Namel3ssCelery, *triggers: dict[str, Any]) -> None:
+    n3.events.use_program(
+        {"parallel_blocks": [{"name": "go", "steps": [{"target": "noop"}]}], "event_triggers": list(triggers)}
+    )
+
+
+def test_a_window_starts_one_run_per_key_and_a_trigger_without_one_starts_each_time(n3: Namel3ssCelery) -> None:
+    use(n3, trigger("windowed", deduplicate_window=60), trigger("every"))
+    for order in (1, 1, 2):
+        n3.emit("custom", {"order": order})
+    assert n3.events.counts == {"dispatched": 5, "duplicate": 1}
+
+
+def test_two_triggers_of_one_name_are_refused_when_the_program_loads(n3: Namel3ssCelery) -> None:
+    with pytest.raises(SpecError, match="two event triggers are named 'same'"):
+        use(n3, trigger("same", deduplicate_window=60), trigger("same"))
+
+
+def test_an_event_at_the_depth_limit_claims_nothing(n3: Namel3ssCelery) -> None:
+    use(n3, trigger("windowed", deduplicate_window=60))
+    looped = n3.events.event("custom", {"order": 1})
+    looped.metadata["depth"] = 10**6
+    n3.events.publish(looped)
+    n3.emit("custom", {"order": 1})  # its window was not taken by the refused one
+    assert n3.events.counts == {"loop": 1, "dispatched": 1}
+
+
+def test_a_trigger_an_error_kept_from_acting_keeps_no_claim(
+    n3: Namel3ssCelery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first trigger's start fails: emit raises, and the second trigger was never reached. Emitted again,
+    the second starts (the first, which acted, keeps its claim: a duplicate, as when it claimed alone)."""
+    use(n3, trigger("first", deduplicate_window=60), trigger("second", deduplicate_window=60))
+    start = n3.events.firing.start
+    failures = [RuntimeError("the broker went away")]
+
+    def fails_once(program: Any, name: str, context: dict[str, Any]) -> str:
+        if failures:
+            raise failures.pop()
+        return start(program, name, context)
+
+    monkeypatch.setattr(n3.events.firing, "start", fails_once)
+    with pytest.raises(RuntimeError, match="the broker went away"):
+        n3.emit("custom", {"order": 7})
+    n3.emit("custom", {"order": 7})
+    assert n3.events.counts == {"duplicate": 1, "dispatched": 1}
