@@ -114,7 +114,9 @@ class RedisEventStore:
         return [(str(i), Event.from_dict(json.loads(f[STREAM_FIELD]))) for _key, entries in replies for i, f in entries]
 
     def newest_events(self, count: int) -> list[Event]:
-        return [Event.from_dict(json.loads(f[STREAM_FIELD])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)]
+        return [
+            Event.from_dict(json.loads(f[STREAM_FIELD])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)
+        ]
 
     def newest(self) -> str:
         found = self.client.xrevrange(STREAM_KEY, count=1)
