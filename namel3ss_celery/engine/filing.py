@@ -97,6 +97,9 @@ def file_outcome(
             key=message.key,
             status=outcome.status,
         )
+        if outcome.status == TaskStatus.CANCELLED and store.get_fields(run_id, [fields.CANCELLED])[0]:
+            # It stopped because its run was cancelled, before the cancel decided its block: it ends as cancelled.
+            decision = CANCELLED
         if decision is not None and control.decide(decision):
             return FollowUp(run_id, node)
         if decision is None and message.join == Join.COUNT and complete:

@@ -188,6 +188,21 @@ def test_cancel_ends_the_running_block_and_nothing_after_it_runs() -> None:
     assert [m.node for m in recorder.sent] == ["b"]
 
 
+def test_a_step_that_stopped_for_a_cancel_before_the_cancel_decided_its_block_ends_it_as_cancelled() -> None:
+    """A cancel marks the run cancelled, then decides its blocks; a step that sees the mark first and stops
+    files before that decision. Under ``all`` with fail_fast its stop is no failure: the block is cancelled."""
+    conductor, recorder, run_id = start(block("all", 3))
+    message = recorder.sent[0]
+    assert conductor.control(message).start(0, "w", "prefork", 1, "t0")
+    conductor.store.set_fields(run_id, {fields.CANCELLED: "1"})  # the cancel's first write
+    now = time.time()
+    conductor.follow_up(conductor.file(message, StepOutcome(message.key, TaskStatus.CANCELLED, now, now, "w", "t0")))
+    conductor.cancel(run_id)  # its decisions come second
+    result = result_of(conductor, run_id)
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == RunStatus.CANCELLED, result.error_message
+
+
 def test_a_workflow_hands_each_nodes_output_to_the_next() -> None:
     spec = {
         "workflows": [
