@@ -58,8 +58,8 @@ class Home:
         """Whether to do ``work`` (a block's name, or a held step) of run ``run_id`` now: at once for a run of
         this broker, one that does not say (dispatched by an earlier release), or one whose broker has no
         live worker; else once this process has seen it left undone for ``grace`` seconds."""
-        theirs = self._store().get_fields(run_id, [fields.BROKER])[0]
         mine = self.broker()
+        theirs = self._store().get_fields(run_id, [fields.BROKER])[0] if mine else None
         if not theirs or not mine or theirs == mine or theirs not in self._live_brokers():
             with self._lock:
                 self._seen.pop((run_id, work), None)

@@ -85,17 +85,14 @@ class RedisEventStore:
         self._append_once = self.client.register_script(_APPEND_ONCE)
 
     def append(self, event: Event) -> str:
-        fields: Any = {STREAM_FIELD: stream_entry(event)}
         with self.client.pipeline(transaction=False) as pipe:
-            pipe.xadd(STREAM_KEY, fields, maxlen=MAX_EVENTS, approximate=True)
-            pipe.expire(STREAM_KEY, STREAM_TTL)
+            add_to_stream(pipe, stream_entry(event))
             stream_id, _ = pipe.execute()
         return str(stream_id)
 
     def append_claiming(self, event: Event, claims: Sequence[tuple[str, float]]) -> tuple[str, list[bool]]:
         with self.client.pipeline(transaction=True) as pipe:  # all or none: never claims without the event
-            pipe.xadd(STREAM_KEY, {STREAM_FIELD: stream_entry(event)}, maxlen=MAX_EVENTS, approximate=True)
-            pipe.expire(STREAM_KEY, STREAM_TTL)
+            add_to_stream(pipe, stream_entry(event))
             for key, seconds in claims:
                 pipe.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000)))
             stream_id, _, *won = pipe.execute()
@@ -210,6 +207,13 @@ class MemoryEventStore:
 def stream_entry(event: Event) -> str:
     """``event`` as the stream keeps it (the ``event`` field of its entry)."""
     return json.dumps(event.to_dict())
+
+
+def add_to_stream(pipe: Any, entry: str) -> None:
+    """Queue on the Redis pipeline ``pipe`` the append of ``entry`` (``stream_entry``) to the stream, trimmed
+    to ``MAX_EVENTS``, and the stream's expiry: two replies (the entry's id, then the expiry's)."""
+    pipe.xadd(STREAM_KEY, {STREAM_FIELD: entry}, maxlen=MAX_EVENTS, approximate=True)
+    pipe.expire(STREAM_KEY, STREAM_TTL)
 
 
 def event_store(coordination_url: str) -> EventStore:

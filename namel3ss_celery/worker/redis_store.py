@@ -13,12 +13,9 @@ from redis.retry import Retry
 
 from ..engine.ports import CoordinationStore, Held, Lease
 from ..errors import StoreUnavailable, UnknownRun
+from ..events.stream import add_to_stream
 from ..plan.fields import (
     LEASES_KEY,
-    MAX_EVENTS,
-    STREAM_FIELD,
-    STREAM_KEY,
-    STREAM_TTL,
     done_key,
     held_key,
     list_key,
@@ -111,8 +108,7 @@ class RedisStore(RedisWatched):
                 pipe.zadd(LEASES_KEY, {node_member(run_id, lease.node): lease.until for lease in leases})
                 pipe.expire(LEASES_KEY, LEASES_KEPT)
             if first_event:
-                pipe.xadd(STREAM_KEY, {STREAM_FIELD: first_event}, maxlen=MAX_EVENTS, approximate=True)
-                pipe.expire(STREAM_KEY, STREAM_TTL)
+                add_to_stream(pipe, first_event)
             pipe.execute()
         return bool(first_event)
 

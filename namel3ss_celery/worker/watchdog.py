@@ -83,11 +83,10 @@ class Watch:
         self._complained: dict[str, float] = {}
         self._looks = 0
         self._answering_since: float | None = None  # since when every beat reached the store
-        self.broker = ""  # the broker its heartbeat names (engine.home), set as it starts
 
     def run(self) -> None:
         """Beat and look until ``stopping`` is set (the heartbeat in a thread of its own)."""
-        self.broker = self.conductor.home.broker()  # worked out (its host looked up) once, outside PAUSE
+        self.conductor.home.broker()  # worked out (its host looked up) once, here, outside PAUSE
         threading.Thread(target=self._beat_until_stopped, name="namel3ss-heartbeat", daemon=True).start()
         self.look()
         while not self.stopping.wait(self.interval):
@@ -102,7 +101,7 @@ class Watch:
         """Renew this worker's heartbeat; a store that does not answer is logged, and the next beat tries again."""
         try:
             with PAUSE.call():
-                self.conductor.store.beat(self.worker, HEARTBEAT_TTL, self.broker)
+                self.conductor.store.beat(self.worker, HEARTBEAT_TTL, self.conductor.home.broker())
         except Exception as exc:  # noqa: BLE001 - a watchdog outlives a store outage
             self._answering_since = None
             self._complain("the watchdog cannot renew this worker's heartbeat now (it tries again)", exc)
