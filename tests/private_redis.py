@@ -9,11 +9,13 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
-from tests.waiting import poll
+from tests.waiting import poll, wait_until
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -38,6 +40,23 @@ def answers(url: str, connect_timeout: float, timeout: float | None = None) -> b
         return False
     finally:
         client.close()
+
+
+@contextmanager
+def redis_server(args: list[str], url: str, what: str) -> Iterator[None]:
+    """``redis-server`` started with ``args``, while the block runs: it answers at ``url`` first (``what`` names
+    it in the failure), and is stopped after."""
+    process = subprocess.Popen(["redis-server", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(
+            lambda: answers(url, connect_timeout=0.5),
+            20,
+            lambda: f"redis-server with {what} did not start (exit {process.poll()})",
+        )
+        yield
+    finally:
+        process.terminate()
+        process.wait(20)
 
 
 class PrivateRedis:

@@ -6,15 +6,13 @@ and a race; a client without credentials is refused."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.private_redis import answers, free_port
-from tests.waiting import wait_until
+from tests.private_redis import free_port, redis_server
 
 from .conftest import run_a_workflow_and_a_race, start_cluster, stop_cluster
 
@@ -40,19 +38,9 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "user default off\n"
         f"user n3worker on >s3cret {KEYS} &* {COMMANDS}\n"
     )
-    process = subprocess.Popen(["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://n3worker:s3cret@127.0.0.1:{port}/0"
-
-    try:
-        wait_until(
-            lambda: answers(url, connect_timeout=0.5),
-            20,
-            f"redis-server with ACLs on port {port} did not start (exit {process.poll()})",
-        )
+    with redis_server([str(config)], url, f"ACLs on port {port}"):
         yield url
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_a_client_without_credentials_is_refused(acl_redis: str) -> None:

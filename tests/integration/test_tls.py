@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 import redis
 import trustme
 
-from tests.private_redis import answers, free_port
-from tests.waiting import wait_until
+from tests.private_redis import free_port, redis_server
 
 from .conftest import run_a_workflow_and_a_race, start_cluster, stop_cluster
 
@@ -35,22 +33,12 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, P
     server.cert_chain_pems[0].write_to_path(str(cert_file))
     server.private_key_pem.write_to_path(str(key_file))
     port = free_port()
-    args = ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args = ["--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
     args += ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file)]
     args += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(folder)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca_file}"
-
-    try:
-        wait_until(
-            lambda: answers(url, connect_timeout=0.5),
-            20,
-            f"redis-server with TLS on port {port} did not start (exit {process.poll()})",
-        )
+    with redis_server(args, url, f"TLS on port {port}"):
         yield url, ca_file
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_a_client_that_does_not_trust_the_servers_ca_is_refused(tls_redis: tuple[str, Path]) -> None:

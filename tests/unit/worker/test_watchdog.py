@@ -20,16 +20,28 @@ from tests.unit.engine.test_conductor import block, report, result_of, start
 from tests.waiting import poll
 
 
+def answering_for_a_heartbeat(conductor: Any, worker: str) -> Watch:
+    """``worker``'s watchdog, whose beats have reached the store for a heartbeat's lifetime: its searches for
+    lost workers go ahead."""
+    now = [0.0]
+    watch = Watch(conductor, worker, clock=lambda: now[0])
+    watch.beat()
+    now[0] = HEARTBEAT_TTL
+    return watch
+
+
+def search_for_lost(watch: Watch) -> None:
+    """As many looks as make one search for lost workers (and for the steps of ended processes)."""
+    for _ in range(LOST_EVERY):
+        watch.look()
+
+
 def test_a_worker_that_beats_is_not_lost() -> None:
     conductor, recorder, run_id = start(block("collect", 1))
     message = recorder.sent[0]
     conductor.control(message).start(0, "w1", "prefork", 1, "t0", held(message, "w1", 60))
-    now = [0.0]
-    watch = Watch(conductor, "w1", clock=lambda: now[0])
-    watch.beat()
-    now[0] = HEARTBEAT_TTL
-    for _ in range(LOST_EVERY):
-        watch.look()  # w1 beat, then looks for lost workers: itself is alive
+    watch = answering_for_a_heartbeat(conductor, "w1")
+    search_for_lost(watch)  # w1 beat, then looks for lost workers: itself is alive
     assert conductor.store.lost_workers(10) == []
     assert result_of(conductor, run_id) is None
 
@@ -40,12 +52,8 @@ def test_the_steps_of_a_worker_whose_heartbeat_ran_out_are_filed_as_lost() -> No
     conductor.store.beat("gone", 0)  # its last beat, run out at once
     conductor.control(first).start(0, "gone", "prefork", 1, "t0", held(first, "gone", 60))
     report(conductor, second, TaskStatus.COMPLETED, 1)
-    now = [0.0]
-    watch = Watch(conductor, "alive", clock=lambda: now[0])
-    watch.beat()
-    now[0] = HEARTBEAT_TTL
-    for _ in range(LOST_EVERY):
-        watch.look()
+    watch = answering_for_a_heartbeat(conductor, "alive")
+    search_for_lost(watch)
     result = result_of(conductor, run_id)
     assert result is not None
     entry = result.final_result["s0"]
@@ -80,8 +88,7 @@ def test_steps_held_for_a_process_that_ended_are_filed_as_lost_by_their_own_work
     conductor.control(running).start(1, "w1", "prefork", 1, "t1", held(running, "w1", 60, pid=222))
     report(conductor, done, TaskStatus.COMPLETED, 3)
     watch = Watch(conductor, "w1", alive=lambda pid: pid == 222)
-    for _ in range(LOST_EVERY):
-        watch.look()
+    search_for_lost(watch)
     assert result_of(conductor, run_id) is None  # s1's process is alive: the block waits for it
     assert conductor.store.held_steps("w1") == [held_member(running, 222)]
     entry = conductor.store.step_envelopes(run_id, "b")[0]
@@ -132,7 +139,7 @@ def test_after_the_store_was_away_other_workers_get_a_heartbeat_s_time_to_beat_a
     store = conductor.store
     beat = store.beat
 
-    def away(worker: str, ttl: int) -> None:
+    def away(worker: str, ttl: int, broker: str = "") -> None:
         raise ConnectionError("the store is away")
 
     now = [100.0]
@@ -142,12 +149,10 @@ def test_after_the_store_was_away_other_workers_get_a_heartbeat_s_time_to_beat_a
     monkeypatch.setattr(store, "beat", beat)
     watch.beat()  # its beats reach the store again from 100 on
     now[0] = 100 + HEARTBEAT_TTL - 1
-    for _ in range(LOST_EVERY):
-        watch.look()
+    search_for_lost(watch)
     assert result_of(conductor, run_id) is None  # not yet: "silent" may be about to beat again
     now[0] = 100 + HEARTBEAT_TTL
-    for _ in range(LOST_EVERY):
-        watch.look()
+    search_for_lost(watch)
     result = result_of(conductor, run_id)
     assert result is not None and result.final_result["s0"]["status"] == "failed"
 
@@ -201,17 +206,12 @@ def test_a_lost_workers_step_of_another_brokers_run_is_left_to_that_brokers_live
     conductor.store.beat("gone", 0)
     message = recorder.sent[0]
     conductor.control(message).start(0, "gone", "prefork", 1, "t0", held(message, "gone", 60))
-    now = [0.0]
-    watch = Watch(conductor, "alive", clock=lambda: now[0])
-    watch.beat()
-    now[0] = HEARTBEAT_TTL
-    for _ in range(LOST_EVERY):
-        watch.look()
+    watch = answering_for_a_heartbeat(conductor, "alive")
+    search_for_lost(watch)
     assert result_of(conductor, run_id) is None
     assert len(conductor.store.held_steps("gone")) == 1  # still held, for a worker of its own broker to file
     conductor.store.set_fields(run_id, {fields.BROKER: "redis://mine"})
-    for _ in range(LOST_EVERY):
-        watch.look()
+    search_for_lost(watch)
     assert result_of(conductor, run_id) is not None
     assert conductor.store.held_steps("gone") == []
 
