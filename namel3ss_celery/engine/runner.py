@@ -228,21 +228,49 @@ def throttled(should_stop: Callable[[], bool]) -> Callable[[], bool]:
 
 
 async def watched(coro: Coroutine[Any, Any, Any], check: Callable[[], bool] | None) -> Any:
-    """Await ``coro``; cancel it and raise ``StepCancelled`` when ``check`` says stop."""
-    task = asyncio.ensure_future(coro)
+    """Await ``coro`` in this task; cancel it and raise ``StepCancelled`` when ``check`` says stop.
+
+    ``check`` is asked every ``CHECK_INTERVAL`` by a timer on the loop (no task of its own: a cheap step
+    costs one timer), which cancels this task when it says stop; that cancellation, and only that one,
+    becomes ``StepCancelled`` here.
+    """
     if check is None:
-        return await task
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=CHECK_INTERVAL)
-        if done:
-            return task.result()
+        return await coro
+    task = asyncio.current_task()
+    if task is None:  # not in a task (never so from the engine): nothing to cancel, nothing to watch
+        return await coro
+    loop = asyncio.get_running_loop()
+    stopping = False
+    timer: asyncio.TimerHandle | None = None
+
+    def look() -> None:
+        nonlocal timer, stopping
         if check():
+            stopping = True
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass  # the cancellation asked for just above
-            raise StepCancelled("stopped: its block no longer needs it")
+        else:
+            timer = loop.call_later(CHECK_INTERVAL, look)
+
+    timer = loop.call_later(CHECK_INTERVAL, look)
+    try:
+        value = await coro
+    except asyncio.CancelledError:
+        if not stopping:
+            raise  # cancelled from outside (the run ended, a hard limit): not a stop of ours
+    finally:
+        timer.cancel()
+    if stopping:  # asked to stop: whatever the step did with the cancellation, it was stopped
+        _uncancel(task)
+        raise StepCancelled("stopped: its block no longer needs it")
+    return value
+
+
+def _uncancel(task: asyncio.Task[Any]) -> None:
+    """Take back the cancellation ``watched`` asked for, so code around the step (``asyncio.timeout``) does
+    not take it for its own (Python 3.11 and later count them)."""
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()
 
 
 def describe(exc: BaseException) -> str:
@@ -251,14 +279,30 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_PLAIN = (str, int, bool, type(None))  # exact types JSON gives back equal: no round trip needed
+
+
 def to_json_data(value: Any, what: str) -> Any:
-    """``value`` as JSON gives it back; anything JSON cannot carry raises ``StepResultError``."""
+    """``value`` as JSON gives it back; anything JSON cannot carry raises ``StepResultError``.
+
+    A plain value (a string, an integer, a boolean, ``None``, a finite float), or a dict of such values under
+    string keys, is given back as the round trip would (the dict copied) without making it."""
+    kind = type(value)
+    if kind in _PLAIN or (kind is float and math.isfinite(value)):
+        return value
+    if kind is dict and all(type(k) is str and _plain(v) for k, v in value.items()):
+        return dict(value)
     try:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as exc:
         if isinstance(value, float) and not math.isfinite(value):
             raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from exc
         raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from exc
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    return kind in _PLAIN or (kind is float and math.isfinite(value))
 
 
 def step_argument(message: StepMessage) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from ..results import ParallelExecutionResult
@@ -99,17 +99,24 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        data = json.loads(text)
-        nodes = tuple(
-            PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
-            for n in data["nodes"]
-        )
-        pools = {name: PoolRoute.from_dict(route) for name, route in data.get("pools", {}).items()}
-        return cls(data["kind"], data["name"], nodes, pools)
+        """The plan ``to_json`` wrote. A run's plan is read at each launch and settle of its nodes: the last
+        few read are kept (a plan never changes), so a process reads each run's plan once."""
+        return _plan_from_json(text)
 
     def sinks(self) -> list[str]:
         needed = {d for n in self.nodes for d in n.depends_on}
         return [n.name for n in self.nodes if n.name not in needed]
+
+
+@lru_cache(maxsize=16)
+def _plan_from_json(text: str) -> Plan:
+    data = json.loads(text)
+    nodes = tuple(
+        PlanNode(n["name"], ParallelBlockSpec.model_validate(n["block"]), tuple(n["depends_on"]), n["single"])
+        for n in data["nodes"]
+    )
+    pools = {name: PoolRoute.from_dict(route) for name, route in data.get("pools", {}).items()}
+    return Plan(data["kind"], data["name"], nodes, pools)
 
 
 def block_data(block: ParallelBlockSpec) -> dict[str, Any]:

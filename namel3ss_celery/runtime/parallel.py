@@ -76,24 +76,25 @@ def _enter(block: ParallelBlockSpec, parent_span_id: str | None, security_contex
 
 def block_spec(parallel_block: Any, max_concurrency: int | None, timeout: float | None) -> ParallelBlockSpec:
     """A ``ParallelBlockSpec`` from the Namel3ss dict (or spec object), with the executor's defaults."""
+    given = {"max_concurrency": max_concurrency, "timeout_seconds": timeout}
+    if isinstance(parallel_block, Mapping):  # the defaults join the dict: validated once, as if written there
+        missing = {k: v for k, v in given.items() if v is not None and parallel_block.get(k) is None}
+        return load_model(ParallelBlockSpec, {**parallel_block, **missing})
     block = load_model(ParallelBlockSpec, parallel_block)
-    defaults: dict[str, Any] = {}
-    if block.max_concurrency is None and max_concurrency is not None:
-        defaults["max_concurrency"] = max_concurrency
-    if block.timeout_seconds is None and timeout is not None:
-        defaults["timeout_seconds"] = timeout
+    defaults = {k: v for k, v in given.items() if v is not None and getattr(block, k) is None}
     if not defaults:
         return block
     # Validated again, as a spec with these values would be (a default of 1e308 seconds is refused too).
     return load_model(ParallelBlockSpec, {**block.model_dump(exclude_unset=True), **defaults})
 
 
-def raw_block(parallel_block: Any, inline: bool = False) -> tuple[Any, list[Any]]:
+def raw_block(parallel_block: Any, inline: bool = False, target: str | None = None) -> tuple[Any, list[Any]]:
     """The block with each step that names no target of its own replaced by a placeholder, and those steps'
     values exactly as given: the Namel3ss runtime hands its step executor any value (``"step1"``, ``3``,
     an object of the caller's), and so does this one. A placeholder carries the value's index in the
     returned list (in this process), or, ``inline``, the value itself (for workers: JSON values only,
-    refused at dispatch otherwise, naming the step)."""
+    refused at dispatch otherwise, naming the step). With ``target``, each placeholder names it (``targeted``
+    then has nothing to copy)."""
     base: dict[str, Any]
     if isinstance(parallel_block, Mapping):
         base, raw_steps = dict(parallel_block), list(parallel_block.get("steps") or [])
@@ -108,6 +109,8 @@ def raw_block(parallel_block: Any, inline: bool = False) -> tuple[Any, list[Any]
             steps.append(raw)  # a registered step target: it runs as such
             continue
         placeholder: dict[str, Any] = {STEP_VALUE: raw if inline else len(values)}
+        if target is not None:
+            placeholder["target"] = target
         if isinstance(raw, Mapping):
             placeholder.update({k: raw[k] for k in ("name", "timeout_seconds", "worker_pool") if k in raw})
         values.append(raw)
@@ -127,6 +130,8 @@ def _spec_dict(block: Any) -> dict[str, Any]:
 
 def targeted(block: ParallelBlockSpec, target: str) -> ParallelBlockSpec:
     """Every step without a target of its own runs ``target`` (the Namel3ss step executor)."""
+    if all(s.target for s in block.steps):  # placeholders name it already (raw_block)
+        return block
     steps = [s if s.target else s.model_copy(update={"target": target}) for s in block.steps]
     return block.model_copy(update={"steps": steps})
 
@@ -210,7 +215,7 @@ class ParallelExecutor:
         Raises:
             SpecError: the block is malformed (the field path is named).
         """
-        placeholders, values = raw_block(parallel_block)
+        placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET)
         block = block_spec(placeholders, self.default_max_concurrency, self.default_timeout)
         _enter(block, parent_span_id, security_context)
         registry = Registry(parent=SHARED)

@@ -115,6 +115,8 @@ def test_outside_a_step_cancelled_is_false() -> None:
         ({"nested": [float("nan")]}, "JSON cannot carry"),
         ({(1, 2): "tuple key"}, "JSON cannot carry"),
         (b"bytes", "JSON cannot carry"),
+        ({"flat": float("nan")}, "JSON cannot carry"),
+        ({"flat": object()}, "JSON cannot carry"),
     ],
 )
 def test_a_non_json_result_fails_the_step(value: Any, mentions: str) -> None:
@@ -134,10 +136,19 @@ def test_a_non_json_result_fails_the_step(value: Any, mentions: str) -> None:
         ({"a": (1,)}, {"a": [1]}),
         ({1: "x"}, {"1": "x"}),
         (1.5, 1.5),
+        ({"a": 1, "b": "x", "c": None, "d": True, "e": 2.5}, {"a": 1, "b": "x", "c": None, "d": True, "e": 2.5}),
+        ({"a": 1, 2: "int key"}, {"a": 1, "2": "int key"}),
     ],
 )
 def test_to_json_data_gives_back_what_json_carries(value: Any, as_json: Any) -> None:
     assert to_json_data(value, "v") == as_json
+
+
+def test_to_json_data_gives_a_copy_of_a_dict() -> None:
+    value = {"a": 1}
+    copied = to_json_data(value, "v")
+    copied["a"] = 2
+    assert value == {"a": 1}
 
 
 def test_the_envelope_is_json_with_the_outcome() -> None:
@@ -154,3 +165,90 @@ def test_the_envelope_is_json_with_the_outcome() -> None:
         "task_id": "task-1",
         "outcome": None,
     }
+
+
+def _stop_after(calls: int) -> Any:
+    """A ``check`` that says stop from its ``calls``-th question on."""
+    asked = {"n": 0}
+
+    def check() -> bool:
+        asked["n"] += 1
+        return asked["n"] >= calls
+
+    return check
+
+
+def test_watched_stops_a_step_its_check_stops_and_its_task_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "CHECK_INTERVAL", 0.001)
+    seen: list[str] = []
+
+    async def step() -> str:
+        await asyncio.Event().wait()  # never ends by itself
+        return "never"
+
+    async def main() -> None:
+        with pytest.raises(StepCancelled):
+            await runner.watched(step(), _stop_after(3))
+        await asyncio.sleep(0)  # the task was not left cancelled: it goes on to file the stop
+        seen.append("went on")
+        task = asyncio.current_task()
+        assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
+
+    asyncio.run(main())
+    assert seen == ["went on"]
+
+
+def test_watched_stops_a_step_that_swallows_the_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "CHECK_INTERVAL", 0.001)
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "carried on"
+        return "never"
+
+    async def main() -> None:
+        with pytest.raises(StepCancelled):
+            await runner.watched(stubborn(), _stop_after(2))
+
+    asyncio.run(main())
+
+
+def test_a_cancellation_from_outside_is_not_a_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "CHECK_INTERVAL", 0.001)
+
+    async def step() -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(runner.watched(step(), lambda: False))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_watched_gives_back_the_value_and_leaves_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "CHECK_INTERVAL", 0.001)
+    asked: list[int] = []
+
+    async def step() -> int:
+        await asyncio.sleep(0.005)
+        return 7
+
+    def check() -> bool:
+        asked.append(1)
+        return False
+
+    async def main() -> int:
+        value = await runner.watched(step(), check)
+        before = len(asked)
+        await asyncio.sleep(0.01)  # a timer left behind would go on asking
+        assert len(asked) == before
+        return value
+
+    assert asyncio.run(main()) == 7
+    assert asked  # it was asked while the step ran
