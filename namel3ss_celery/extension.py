@@ -40,6 +40,7 @@ from .tracing import span
 from .worker.embedded import EmbeddedWorker
 from .worker.pool_option import add_pool_option
 from .worker.pools import PoolService, serve_placement, serve_pool, use_all_redis_priorities
+from .worker.reconnect import add_restore_on_reconnect
 from .worker.redis_store import open_store
 from .worker.signals import connect_step_signals
 from .worker.step_task import StepHandler
@@ -119,6 +120,7 @@ class Namel3ssCelery:
         install_log_ids()
         add_pool_option(app, self)
         add_watchdog(app, self.conductor)
+        add_restore_on_reconnect(app)
         serve_placement(app, self)
         if self.settings.pool:
             self.serve(pool=self.settings.pool)

@@ -6,6 +6,9 @@ when an upgrade of Celery, kombu or Django changes what it relies on.
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +16,8 @@ from celery import canvas, states
 from celery._state import _set_task_join_will_block
 from celery.app.task import Context
 from celery.utils import uuid
+
+logger = logging.getLogger("namel3ss_celery")
 
 BATCH = 128  # messages per broker round trip where the transport batches (Redis)
 FIRST = 8  # the first messages go at once (flushed at 1, 2, 4 and 8 sent): workers start while the rest is built
@@ -119,3 +124,138 @@ def find_celery_app(name: str) -> Any:
     from celery.app.utils import find_app
 
     return find_app(name)
+
+
+class HeldMessages:
+    """Messages a Redis channel of this process held unacknowledged when its connection was lost: kombu
+    puts them back in their queues as the channel closes, which needs the server that just went away.
+
+    ``restore``: to put back in their queues at the next connection. ``acked``: put back meanwhile by
+    nobody, and acknowledged since (their step ended): removed from kombu's ``unacked`` hash instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._restore: list[str] = []
+        self._acked: list[str] = []
+
+    def keep(self, tags: list[str]) -> None:
+        with self._lock:
+            self._restore.extend(tag for tag in tags if tag not in self._restore)
+
+    def keep_acked(self, tags: list[str]) -> None:
+        with self._lock:
+            self._acked.extend(tag for tag in tags if tag not in self._acked)
+
+    def acknowledge(self, tag: str) -> bool:
+        """``tag`` was acknowledged: not to be put back. False when it was not held (put back already)."""
+        with self._lock:
+            if tag not in self._restore:
+                return False
+            self._restore.remove(tag)
+            self._acked.append(tag)
+            return True
+
+    def take(self) -> tuple[list[str], list[str]]:
+        """What to put back, and what to remove: both handed over (and no longer held here)."""
+        with self._lock:
+            taken = self._restore, self._acked
+            self._restore, self._acked = [], []
+        return taken
+
+
+HELD = HeldMessages()
+
+
+def keep_unrestored_messages() -> None:
+    """Make kombu's Redis transport keep, rather than lose or die of, what a lost connection cannot do.
+
+    A worker's channel closing after its connection was lost puts the messages it holds unacknowledged
+    (prefetched, or running under late acknowledgement) back in their queues (``QoS.restore_unacked``);
+    a step that ends later acknowledges its message on that closed channel (``QoS.ack``). With the server
+    away these fail: with a ``ConnectionError`` (the messages then wait in the ``unacked`` hash for the
+    visibility timeout, an hour by default), or with an ``AttributeError`` once the channel has let go of
+    its connection, which ends the worker ("Unrecoverable error"). Here each failure is logged and what it
+    had to do kept in ``HELD``, for ``restore_unrestored`` once connected again.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    qos: Any = kombu_redis.QoS
+    if getattr(qos.restore_unacked, "namel3ss_keeps", False):
+        return
+    restore_unacked, ack, reject = qos.restore_unacked, qos.ack, qos.reject
+
+    @functools.wraps(restore_unacked)  # each wrapper names what it wraps (``__wrapped__``)
+    def keeping_restore_unacked(self: Any, client: Any = None) -> Any:
+        tags = [str(tag) for tag in self._delivered]
+        try:
+            return restore_unacked(self, client)
+        except Exception as exc:  # noqa: BLE001 - any failure here would lose the messages, or the worker
+            self._delivered.clear()
+            HELD.keep(tags)
+            _lost_connection(f"could not put {len(tags)} unacknowledged message(s) back in their queues", exc)
+            return None
+
+    @functools.wraps(ack)
+    def keeping_ack(self: Any, delivery_tag: Any) -> None:
+        try:
+            ack(self, delivery_tag)
+        except Exception as exc:  # noqa: BLE001 - as above
+            self._delivered.pop(delivery_tag, None)
+            _acknowledged_late(str(delivery_tag), exc)
+
+    @functools.wraps(reject)
+    def keeping_reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            reject(self, delivery_tag, requeue)
+        except Exception as exc:  # noqa: BLE001 - as above
+            self._delivered.pop(delivery_tag, None)
+            if requeue:
+                HELD.keep([str(delivery_tag)])
+                _lost_connection("could not put a rejected message back in its queue", exc)
+            else:
+                _acknowledged_late(str(delivery_tag), exc)
+
+    keeping_restore_unacked.namel3ss_keeps = True  # type: ignore[attr-defined]
+    qos.restore_unacked, qos.ack, qos.reject = keeping_restore_unacked, keeping_ack, keeping_reject
+
+
+def _lost_connection(what: str, exc: Exception) -> None:
+    logger.warning("%s (%s: %s); done once this worker is connected again", what, type(exc).__name__, exc)
+
+
+def _acknowledged_late(tag: str, exc: Exception) -> None:
+    if HELD.acknowledge(tag):
+        _lost_connection(f"could not acknowledge message {tag}", exc)
+    else:  # put back in its queue already: it runs again, and its start guard finds its step done
+        logger.warning("message %s, put back in its queue when the broker went away, ended here meanwhile", tag)
+
+
+def restore_unrestored(channel: Any) -> int:
+    """Do through ``channel`` (a Redis channel, connected) what ``HELD`` kept: put its messages back in their
+    queues, remove the acknowledged ones from the ``unacked`` hash; how many messages were handled. A
+    message restored meanwhile (another worker's visibility-timeout sweep) is no longer in the hash and is
+    not put back twice: kombu's ``restore_by_tag`` reads and removes it in one transaction. What could not
+    be done is kept for the next connection.
+
+    Raises:
+        Exception: what the broker raised (the connection was lost again).
+    """
+    qos: Any = getattr(channel, "qos", None)
+    if not hasattr(qos, "restore_by_tag"):
+        return 0  # not a virtual channel (RabbitMQ acknowledges through the server it reconnects to)
+    restore, acked = HELD.take()
+    for done, tag in enumerate(acked):
+        try:
+            qos._remove_from_indices(tag).execute()
+        except Exception:
+            HELD.keep(restore)
+            HELD.keep_acked(acked[done:])
+            raise
+    for done, tag in enumerate(restore):
+        try:
+            qos.restore_by_tag(tag)
+        except Exception:
+            HELD.keep(restore[done:])
+            raise
+    return len(acked) + len(restore)

@@ -116,3 +116,88 @@ def test_django_still_keeps_on_commit_callbacks_as_tuples(django_db: Path) -> No
         )
         raise Rollback
     assert not compat.on_commit_pending(connection, callback)
+
+
+def test_kombu_redis_channels_still_put_back_what_they_hold_through_restore_unacked() -> None:
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport.virtual import base
+
+    assert "self._qos.restore_unacked_once()" in inspect.getsource(base.Channel.close)
+    assert "self.restore_unacked()" in inspect.getsource(base.QoS.restore_unacked_once)
+    assert "self._delivered" in inspect.getsource(kombu_redis.QoS.restore_unacked)
+    assert list(inspect.signature(kombu_redis.QoS.restore_by_tag).parameters)[:2] == ["self", "tag"]
+    assert list(inspect.signature(kombu_redis.QoS.reject).parameters) == ["self", "delivery_tag", "requeue"]
+    assert "self._remove_from_indices(delivery_tag).execute()" in inspect.getsource(kombu_redis.QoS.ack)
+
+
+class _Failing:
+    """A kombu Redis QoS whose server is away."""
+
+    def __init__(self) -> None:
+        self._delivered = {"tag-1": object(), "tag-2": object()}
+
+
+def _away(*args: Any, **kwargs: Any) -> None:
+    raise AttributeError("'NoneType' object has no attribute 'hostname'")  # a channel that let go of it
+
+
+@pytest.fixture
+def failing_kombu(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from kombu.transport import redis as kombu_redis
+
+    for name in ("restore_unacked", "ack", "reject"):
+        monkeypatch.setattr(kombu_redis.QoS, name, _away)
+    compat.keep_unrestored_messages()
+    compat.HELD.take()
+    yield kombu_redis.QoS
+    compat.HELD.take()
+
+
+def test_a_restore_that_fails_keeps_the_tags_and_raises_nothing(failing_kombu: Any) -> None:
+    qos = _Failing()
+    assert failing_kombu.restore_unacked(qos) is None
+    assert qos._delivered == {}
+    assert compat.HELD.take() == (["tag-1", "tag-2"], [])
+
+
+def test_a_held_message_acknowledged_on_a_closed_channel_is_removed_not_put_back(failing_kombu: Any) -> None:
+    failing_kombu.restore_unacked(_Failing())
+    failing_kombu.ack(_Failing(), "tag-1")  # its step ended after the connection was lost
+    failing_kombu.reject(_Failing(), "tag-2", requeue=True)  # rejected to be delivered again: stays held
+    assert compat.HELD.take() == (["tag-2"], ["tag-1"])
+    failing_kombu.ack(_Failing(), "tag-3")  # not held (put back already): nothing to do, nothing raised
+    assert compat.HELD.take() == ([], [])
+
+
+def test_restore_unrestored_keeps_what_it_could_not_do() -> None:
+    done: list[str] = []
+
+    class Pipe:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        def execute(self) -> None:
+            done.append(f"removed {self.tag}")
+
+    class Qos:
+        def _remove_from_indices(self, tag: str) -> Pipe:
+            return Pipe(tag)
+
+        def restore_by_tag(self, tag: str) -> None:
+            if tag == "b":
+                raise ConnectionError("away again")
+            done.append(f"restored {tag}")
+
+    class Channel:
+        qos = Qos()
+
+    compat.HELD.take()
+    compat.HELD.keep(["a", "b", "c"])
+    compat.HELD.keep_acked(["x"])
+    with pytest.raises(ConnectionError):
+        compat.restore_unrestored(Channel())
+    assert done == ["removed x", "restored a"]
+    assert compat.HELD.take() == (["b", "c"], [])
+    compat.HELD.keep(["c"])
+    assert compat.restore_unrestored(Channel()) == 1
+    assert compat.restore_unrestored(object()) == 0  # not a virtual channel (RabbitMQ): nothing to do
