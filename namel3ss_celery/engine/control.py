@@ -79,6 +79,14 @@ class BlockControl:
         guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
         return self.store.set_unless(self.run_id, field, info, guards, held)
 
+    def take(self, index: int, held: Held) -> bool:
+        """Hold step ``index`` in its worker's name as a pool process takes it, before its message is
+        acknowledged (``CoordinationStore.take_step``), unless it started already or would not start."""
+        if self.overdue() is not None:
+            return False
+        guards = [fields.started(self.node, index), self.decided_field, fields.settled(self.node), fields.CANCELLED]
+        return self.store.take_step(self.run_id, self.node, index, held, guards)
+
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""
         raw = record.get(self.decided_field)

@@ -62,7 +62,8 @@ class CoordinationStore(Protocol):
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str], held: Held | None = None) -> bool:
         """Atomically set ``field`` unless one of the ``guards`` fields is set; True when it was set.
 
-        With ``held``, the step is also added to its worker's held steps (the same atomic write).
+        With ``held``, the step is also added to its worker's held steps (the same atomic write); when not
+        set (or the run is gone), removed from them (``take_step`` may have held it before).
 
         Raises:
             UnknownRun: the run's record is gone (expired); nothing was written.
@@ -192,6 +193,15 @@ class CoordinationStore(Protocol):
 
     def lost_workers(self, limit: int) -> list[str]:
         """Up to ``limit`` workers that hold steps but whose heartbeat ran out."""
+        ...
+
+    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+        """Hold step ``index`` of block ``node`` in its worker's name as a pool process takes it, before its
+        message is acknowledged (the start guard holds it again, or, refusing it, lets it go); True when
+        held. Not held when the run is gone, one of the ``guards`` fields is set (the step started, its block
+        was decided or settled, the run cancelled) or the step is filed: nothing to lose then. Answers at
+        once (about a second at most) when the store does not: it runs before an acknowledgement.
+        """
         ...
 
     def held_steps(self, worker: str) -> list[str]:

@@ -7,11 +7,16 @@
 
 # HSET KEYS[1] ARGV[1] ARGV[2] unless one of the fields ARGV[5..] is set; 1 when it was set, -1 when the
 # run's record is gone (expired): nothing is written then. When set and ARGV[3] is not empty, add ARGV[3] to
-# the set KEYS[2] (a worker's held steps), which expires in ARGV[4] seconds.
+# the set KEYS[2] (a worker's held steps), which expires in ARGV[4] seconds; when not set, remove it from
+# that set (held before the start guard by ``TAKE_STEP``: a step that does not start is not held).
 SET_UNLESS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local function refused(outcome)
+  if ARGV[3] ~= '' then redis.call('SREM', KEYS[2], ARGV[3]) end
+  return outcome
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return refused(-1) end
 for i = 5, #ARGV do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return refused(0) end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[3] ~= '' then
@@ -140,5 +145,21 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+# TAKE_STEP: add ARGV[2] to the held steps KEYS[3] (kept ARGV[3] seconds) unless the run KEYS[1] is gone, one
+# of its fields ARGV[4..] is set (the step started, its block decided or settled, the run cancelled), or the
+# step ARGV[1] is filed in KEYS[2]: a step taken by a pool process, held before its message is acknowledged.
+# 1 when added, 0 when not.
+TAKE_STEP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 4, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 return 1
 """

@@ -35,6 +35,7 @@ from .redis_scripts import (
     SET_FIELDS,
     SET_UNLESS,
     TAKE_LEASE,
+    TAKE_STEP,
 )
 from .redis_watched import RedisWatched
 from .store import MemoryStore
@@ -54,6 +55,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+QUICK_TIMEOUT = 1.0  # seconds take_step waits for Redis: it runs in a worker's main process, before an ack
 RETRIES = 12  # reconnects of one call before it gives up: about 8 s with the backoff below
 BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 
@@ -97,6 +99,8 @@ class RedisStore(RedisWatched):
         self._incr_existing = register(INCR_EXISTING)
         self._finish = register(FINISH)
         self._take_lease = register(TAKE_LEASE)
+        self._take_step = register(TAKE_STEP)
+        self._quick: Any = None  # a client that does not wait for a Redis that does not answer (take_step)
 
     def create_run(
         self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = (), first_event: str = ""
@@ -142,6 +146,14 @@ class RedisStore(RedisWatched):
         if outcome < 0:
             raise UnknownRun(run_id)
         return outcome == 1
+
+    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+        if self._quick is None:
+            self._quick = redis.Redis.from_url(
+                self.url, decode_responses=True, socket_timeout=QUICK_TIMEOUT, socket_connect_timeout=QUICK_TIMEOUT
+            )
+        keys = [run_key(run_id), steps_key(run_id, node), held_key(held.worker)]
+        return bool(self._take_step(keys=keys, args=[index, held.member, held.ttl, *guards], client=self._quick))
 
     def claim_and_read(
         self, run_id: str, field: str, node: str, lease: Lease | None = None
@@ -251,8 +263,10 @@ class RedisStore(RedisWatched):
                 return None
 
     def close(self) -> None:
-        """Release the connection pool."""
+        """Release the connection pools."""
         self.client.close()
+        if self._quick is not None:
+            self._quick.close()
 
 
 def open_store(url: str) -> CoordinationStore:

@@ -98,6 +98,9 @@ class StepHandler:
         if message.requeued_from:
             return self._run_again(task, definition, message)
         if message.sticky is not None and self.sticky.forwarded(task, message.sticky):
+            taken = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
+            if taken is not None:  # held as this process took it (worker.accepting): the key's worker has it now
+                self.conductor.store.release(worker, taken.member)
             raise Ignore()  # its key belongs to another worker, which now has it
         control = self.conductor.control(message)
         if message.deliveries is not None:

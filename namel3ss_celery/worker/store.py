@@ -127,12 +127,25 @@ class MemoryStore(MemoryWatched):
 
     def set_unless(self, run_id: str, field: str, value: str, guards: Sequence[str], held: Held | None = None) -> bool:
         with self._lock:
-            record = self._existing(run_id).value
-            if any(g in record for g in guards):
+            live = self._live(run_id)
+            if live is None or any(g in live for g in guards):
+                if held is not None:  # held before its start guard (take_step): not held once refused
+                    self._held.get(held.worker, set()).discard(held.member)
+                if live is None:
+                    raise UnknownRun(run_id)
                 return False
-            record[field] = value
+            live[field] = value
             if held is not None:
                 self._held.setdefault(held.worker, set()).add(held.member)
+            return True
+
+    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+        with self._lock:
+            live = self._live(run_id)
+            filed = _alive(self._steps, (run_id, node))
+            if live is None or any(g in live for g in guards) or (filed is not None and index in filed.value):
+                return False
+            self._held.setdefault(held.worker, set()).add(held.member)
             return True
 
     def claim_and_read(

@@ -21,6 +21,7 @@ from ..registry import (
     StepDef,
 )
 from ..tracing import span
+from .accepting import step_request_class
 from .step_task import StepHandler
 
 
@@ -53,6 +54,8 @@ def step_task_class(app: Any, conductor: Conductor) -> type:
     """The app's own task class (Django's, Flask's, the user's), plus the follow-up of each step."""
 
     class Namel3ssStepTask(app.Task):  # type: ignore[misc, name-defined]
+        Request = step_request_class(app.Task, conductor)  # holds each step before its message is acknowledged
+
         def after_return(self, *args: Any, **kwargs: Any) -> None:
             super().after_return(*args, **kwargs)
             follow_up = getattr(self.request, "n3_after", None)

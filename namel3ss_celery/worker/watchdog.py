@@ -44,6 +44,8 @@ INCARNATION = uuid.uuid4().hex[:16]
 WATCH_INTERVAL = 1.0  # seconds between two looks
 LOST_EVERY = 5  # looks between two searches for workers whose heartbeat ran out
 QUIET_FOR = 30.0  # seconds between two log lines about the same trouble (a store that does not answer)
+ENDED_GRACE = 10.0  # seconds a pool process is seen ended before its held steps are filed as lost: its worker's
+# own handling (Celery's WorkerLostError, which names the signal that ended it) files them first
 
 
 class Watch:
@@ -83,6 +85,7 @@ class Watch:
         self._complained: dict[str, float] = {}
         self._looks = 0
         self._answering_since: float | None = None  # since when every beat reached the store
+        self._ended_since: dict[int, float] = {}  # pool processes seen ended, and since when
 
     def run(self) -> None:
         """Beat and look until ``stopping`` is set (the heartbeat in a thread of its own)."""
@@ -120,8 +123,16 @@ class Watch:
                 self._enforce("the steps of lost workers", self.conductor.enforce_lost_workers)
             self._enforce(
                 "the steps of ended processes",
-                lambda: self.conductor.enforce_ended_processes(self.worker, self.alive, self.incarnation),
+                lambda: self.conductor.enforce_ended_processes(self.worker, self._counts_alive, self.incarnation),
             )
+
+    def _counts_alive(self, pid: int) -> bool:
+        """Whether pool process ``pid`` counts as alive: it is, or it ended less than ``ENDED_GRACE`` ago."""
+        if self.alive(pid):
+            self._ended_since.pop(pid, None)
+            return True
+        now = self.clock()
+        return now - self._ended_since.setdefault(pid, now) < ENDED_GRACE
 
     def _enforce(self, what: str, call: Callable[[], object]) -> None:
         try:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from celery import current_task
+from celery.signals import task_prerun
 
 from namel3ss_celery import reducer, step
 from tests.services import REDIS_URL
@@ -99,6 +100,29 @@ MARKER_TTL = 3600  # seconds the start markers and gates of a test stay in Redis
 def started_key(tag: str) -> str:
     """The Redis list a step with ``tag`` pushes its process id onto as it starts."""
     return f"n3test:{tag}:started"
+
+
+def stalled_key(tag: str) -> str:
+    """The Redis list a step with ``stall_before_start`` and ``tag`` pushes its process id onto as it stalls."""
+    return f"n3test:{tag}:stalled"
+
+
+@task_prerun.connect(weak=False)
+def _stall_before_start(task: Any = None, args: Any = None, **_: Any) -> None:
+    """A step whose payload has ``stall_before_start`` (seconds) stalls in its pool process after Celery took it
+    (and, under default delivery, acknowledged its message) and before its start guard: a test kills its worker
+    in that moment."""
+    message = args[0] if task is not None and task.name.startswith("n3.step.") and args else None
+    step = message.get("step") if isinstance(message, dict) else None
+    if not isinstance(step, dict) or "stall_before_start" not in step:
+        return
+    client = _redis()
+    try:
+        client.rpush(stalled_key(step["tag"]), os.getpid())
+        client.expire(stalled_key(step["tag"]), MARKER_TTL)
+    finally:
+        client.close()
+    time.sleep(float(step["stall_before_start"]))
 
 
 def gate_key(gate: str) -> str:

@@ -24,7 +24,7 @@ from tests.private_redis import PrivateRedis
 from tests.waiting import wait_until
 
 from .conftest import Cluster, dispatch_and_die_while_publishing, start_cluster, stop_cluster
-from .steps import started_key
+from .steps import stalled_key, started_key
 from .workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -315,6 +315,42 @@ def test_steps_of_a_worker_killed_whole_are_filed_as_lost_and_their_block_ends(
         assert entry["status"] == "failed"
         assert f"its worker {lone_worker.worker.hostname} stopped answering" in entry["error"]
     assert ended < 45, f"the lost steps were filed {ended:.0f}s after dispatch"
+
+
+def test_a_step_taken_but_not_yet_started_when_its_worker_is_killed_whole_is_filed_as_lost(
+    lone_worker: Cluster, redis_url: str, tmp_path: Path
+) -> None:
+    """Default delivery, no deadline: Celery acknowledged the step's message as a pool process took it, and the
+    worker dies whole before the step reaches its start guard (it stalls in ``task_prerun``). The step was held
+    as it was taken (``worker.accepting``), so another worker's watchdog files it as lost and the block ends
+    (before, nothing recorded it: the run stayed ``running``)."""
+    tag = uuid.uuid4().hex
+    steps = [{"name": "s0", "target": "stubborn", "seconds": 1, "tag": tag, "stall_before_start": 120}]
+    handle = lone_worker.n3.dispatch({"name": "c", "strategy": "collect", "steps": steps})
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: client.llen(stalled_key(tag)) == 1, 30, lambda: lone_worker.worker.log())
+    finally:
+        client.close()
+    hostname = lone_worker.worker.hostname
+
+    def acknowledged() -> bool:  # the worker reports the step active once its message is acknowledged
+        active = lone_worker.app.control.inspect([hostname], timeout=1.0).active()
+        return bool(active and active.get(hostname))
+
+    wait_until(acknowledged, 30, lambda: lone_worker.worker.log()[-3000:])
+    kill_with_children(lone_worker.worker)
+    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
+    try:
+        other.wait_ready(lone_worker.app)
+        result = handle.get(timeout=60)
+    finally:
+        other.stop()
+    assert isinstance(result, ParallelExecutionResult)
+    assert result.overall_status == "completed"  # collect: it completes, keeping the failure
+    entry = result.final_result["s0"]
+    assert entry["status"] == "failed"
+    assert f"its worker {hostname} stopped answering" in entry["error"]
 
 
 def test_an_outcome_kept_by_a_pool_process_that_then_died_is_filed_as_lost_by_its_worker(

@@ -443,6 +443,55 @@ def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is
     assert worker not in store.lost_workers(1000)  # silent, holding nothing: not lost
 
 
+TAKE_GUARDS = ["node:b:started:0", "node:b:decided", "node:b:settled", "cancelled"]
+
+
+def test_a_step_taken_by_a_pool_process_is_held_until_its_start_guard_holds_it_or_lets_it_go(
+    store: CoordinationStore, run_id: str
+) -> None:
+    worker = f"w-{new_id()}"
+    taken, refused = Held(worker, '["run", "b", 0, 7]', TTL), Held(worker, '["run", "c", 0, 7]', TTL)
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is True
+    assert store.take_step(run_id, "c", 0, refused, ["node:c:started:0", "node:c:decided"]) is True
+    assert store.held_steps(worker) == sorted([taken.member, refused.member])
+    assert store.set_unless(run_id, "node:b:started:0", "w", ["node:b:decided"], taken) is True  # held once more
+    store.set_fields(run_id, {"node:c:decided": "{}"})
+    assert store.set_unless(run_id, "node:c:started:0", "w", ["node:c:decided"], refused) is False  # let go
+    assert store.held_steps(worker) == [taken.member]
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is False  # started already: nothing to hold
+    store.release(worker, taken.member)
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        pytest.param(lambda s, r: s.set_fields(r, {"node:b:decided": "{}"}), id="decided"),
+        pytest.param(lambda s, r: s.set_fields(r, {"node:b:settled": "1"}), id="settled"),
+        pytest.param(lambda s, r: s.set_fields(r, {"cancelled": "1"}), id="cancelled"),
+        pytest.param(lambda s, r: s.file_step(r, "b", 0, "e0", TTL, "node:b:decided"), id="filed"),
+    ],
+)
+def test_a_step_that_would_not_start_is_not_held_when_taken(
+    store: CoordinationStore, run_id: str, before: Callable[[CoordinationStore, str], object]
+) -> None:
+    worker = f"w-{new_id()}"
+    before(store, run_id)
+    assert store.take_step(run_id, "b", 0, Held(worker, '["run", "b", 0]', TTL), TAKE_GUARDS) is False
+    assert store.held_steps(worker) == []
+
+
+def test_a_step_of_a_gone_run_is_not_held_and_its_start_guard_lets_a_taken_one_go(
+    store: CoordinationStore, gone: str
+) -> None:
+    worker = f"w-{new_id()}"
+    holding = Held(worker, '["gone", "b", 0]', TTL)
+    assert store.take_step(gone, "b", 0, holding, TAKE_GUARDS) is False
+    assert store.held_steps(worker) == []
+    with pytest.raises(UnknownRun):
+        store.set_unless(gone, "node:b:started:0", "w", [], holding)
+    assert store.held_steps(worker) == []
+
+
 def test_the_brokers_of_live_workers_are_those_their_heartbeats_name(store: CoordinationStore) -> None:
     tag = new_id()
     named, unnamed, silent = f"w-{tag}-named", f"w-{tag}-unnamed", f"w-{tag}-silent"

@@ -15,7 +15,7 @@ from namel3ss_celery.engine.lost import HEARTBEAT_TTL, held, held_member
 from namel3ss_celery.engine.ports import Held
 from namel3ss_celery.plan import fields
 from namel3ss_celery.results import TaskStatus
-from namel3ss_celery.worker.watchdog import LOST_EVERY, Watch
+from namel3ss_celery.worker.watchdog import ENDED_GRACE, LOST_EVERY, Watch
 from tests.unit.engine.test_conductor import block, report, result_of, start
 from tests.waiting import poll
 
@@ -87,7 +87,11 @@ def test_steps_held_for_a_process_that_ended_are_filed_as_lost_by_their_own_work
     conductor.control(ended).start(0, "w1", "prefork", 1, "t0", held(ended, "w1", 60, pid=111))
     conductor.control(running).start(1, "w1", "prefork", 1, "t1", held(running, "w1", 60, pid=222))
     report(conductor, done, TaskStatus.COMPLETED, 3)
-    watch = Watch(conductor, "w1", alive=lambda pid: pid == 222)
+    now = [0.0]
+    watch = Watch(conductor, "w1", alive=lambda pid: pid == 222, clock=lambda: now[0])
+    search_for_lost(watch)
+    assert conductor.store.held_steps("w1") == sorted([held_member(ended, 111), held_member(running, 222)])
+    now[0] = ENDED_GRACE  # seen ended this long: Celery's own WorkerLostError would have filed it by now
     search_for_lost(watch)
     assert result_of(conductor, run_id) is None  # s1's process is alive: the block waits for it
     assert conductor.store.held_steps("w1") == [held_member(running, 222)]

@@ -1,0 +1,61 @@
+"""A step is held in its worker's name as a pool process takes it, before Celery acknowledges its message.
+
+Under default delivery Celery acknowledges a step's message in the worker's main process as a pool
+process takes the step, a moment before the step reaches its start guard (where it is held in its
+worker's name until filed, ``engine.lost``). A worker killed whole in that moment would take the step
+down unrecorded: the broker no longer has it, the store never heard of it, and a block without a
+deadline would wait for ever. So the step's request holds it first, naming the pool process that took
+it (the same member the start guard writes, which then holds it again or, refusing it, lets it go):
+should the worker stop answering, another worker's watchdog files the step as lost and its block ends.
+
+One quick store call per step in the main process; when the store does not answer within about a second
+the step is acknowledged unheld (logged), and is held from its start guard on, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.utils.imports import symbol_by_name
+
+from ..engine.conductor import Conductor
+from ..engine.lost import held
+from ..plan.message import StepMessage
+from .watchdog import INCARNATION
+
+logger = logging.getLogger("namel3ss_celery")
+
+
+def step_request_class(task_class: Any, conductor: Conductor) -> type:
+    """The request class of the step tasks: the app's own (``task_class.Request``), holding each step
+    before its message is acknowledged."""
+    base: Any = symbol_by_name(task_class.Request)
+
+    class StepRequest(base):  # type: ignore[misc, valid-type]
+        def on_accepted(self, pid: int, time_accepted: float) -> None:
+            if not self.task.acks_late:  # acknowledged late, the broker has it until it ends: nothing to hold
+                hold_taken(conductor, self.args, self.hostname or "", pid)
+            super().on_accepted(pid, time_accepted)
+
+    return StepRequest
+
+
+def hold_taken(conductor: Conductor, args: Any, worker: str, pid: int) -> bool:
+    """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker``; True when held.
+    Never raises: the message is acknowledged next, held or not."""
+    message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
+    holding = held(message, worker, conductor.ttl, pid, INCARNATION) if message is not None else None
+    if message is None or holding is None:  # not a step message of ours, or redelivered when lost
+        return False
+    try:
+        return conductor.control(message).take(message.index, holding)
+    except Exception as exc:  # noqa: BLE001 - the step is still held from its start guard on
+        logger.warning(
+            "step %s of run %s: not held before its message is acknowledged (%s: %s); held from its start on",
+            message.key,
+            message.run,
+            type(exc).__name__,
+            exc,
+        )
+        return False

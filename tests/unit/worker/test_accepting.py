@@ -1,0 +1,91 @@
+"""A step is held in its worker's name as its pool process takes it, before its message is acknowledged."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from namel3ss_celery.engine.conductor import Conductor
+from namel3ss_celery.engine.control import BlockControl
+from namel3ss_celery.engine.lost import held
+from namel3ss_celery.errors import StoreUnavailable
+from namel3ss_celery.plan.message import StepMessage
+from namel3ss_celery.registry import Registry
+from namel3ss_celery.worker import accepting
+from namel3ss_celery.worker.accepting import hold_taken, step_request_class
+from namel3ss_celery.worker.store import MemoryStore
+from namel3ss_celery.worker.watchdog import INCARNATION
+from tests.unit.plan.test_message import payload
+
+TTL = 60
+WORKER = "w1@host"
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    store = MemoryStore()
+    store.create_run("r", {"status": "running"}, TTL)
+    return store
+
+
+def conductor_on(store: Any) -> Conductor:
+    return Conductor(lambda: store, SimpleNamespace(), Registry(), TTL)
+
+
+def test_a_taken_step_is_held_naming_the_process_that_took_it_as_its_start_guard_will(store: MemoryStore) -> None:
+    assert hold_taken(conductor_on(store), [payload()], WORKER, 4242) is True
+    message = StepMessage.decode(payload())
+    member = held(message, WORKER, TTL, 4242, INCARNATION)
+    assert member is not None
+    assert store.held_steps(WORKER) == [member.member]
+    # The start guard in process 4242 holds the same member: once started and filed, nothing is left held.
+    assert BlockControl(store, "r", "b").start(0, WORKER, "prefork", 4242, "t1", member)
+    store.file_step("r", "b", 0, "{}", TTL, "node:b:decided", held=member)
+    assert store.held_steps(WORKER) == []
+
+
+def test_a_step_redelivered_when_lost_or_not_ours_is_not_held(store: MemoryStore) -> None:
+    conductor = conductor_on(store)
+    assert hold_taken(conductor, [payload() | {"deliveries": 1}], WORKER, 1) is False  # at_least_once
+    assert hold_taken(conductor, ["not a step message"], WORKER, 1) is False
+    assert hold_taken(conductor, [], WORKER, 1) is False
+    assert store.held_steps(WORKER) == []
+
+
+def test_a_store_that_does_not_answer_leaves_the_step_unheld_and_says_so(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Away(MemoryStore):
+        def take_step(self, *args: Any) -> bool:
+            raise StoreUnavailable("redis://127.0.0.1:1", "down")
+
+    with caplog.at_level(logging.WARNING, logger="namel3ss_celery"):
+        assert hold_taken(conductor_on(Away()), [payload()], WORKER, 1) is False
+    assert "not held before its message is acknowledged" in caplog.text
+
+
+def test_the_step_request_holds_before_celery_acknowledges(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = Celery("accepting", set_as_current=False)
+    order: list[str] = []
+    base: Any = accepting.symbol_by_name(app.Task.Request)
+    monkeypatch.setattr(base, "on_accepted", lambda self, pid, at: order.append("acknowledged"))
+    monkeypatch.setattr(accepting, "hold_taken", lambda *args: order.append("held") or True)
+    request_class = step_request_class(app.Task, conductor_on(store))
+    assert issubclass(request_class, base)
+
+    class Probe(request_class):  # type: ignore[misc, valid-type]
+        task = SimpleNamespace(acks_late=False)
+        args = [payload()]
+        hostname = WORKER
+
+    request = Probe.__new__(Probe)
+    request.on_accepted(4242, 0.0)
+    assert order == ["held", "acknowledged"]
+    order.clear()
+    Probe.task = SimpleNamespace(acks_late=True)  # acknowledged when it ends: the broker keeps it till then
+    request.on_accepted(4242, 0.0)
+    assert order == ["acknowledged"]
