@@ -227,8 +227,13 @@ def _lost_connection(what: str, exc: Exception) -> None:
 def _acknowledged_late(tag: str, exc: Exception) -> None:
     if HELD.acknowledge(tag):
         _lost_connection(f"could not acknowledge message {tag}", exc)
-    else:  # put back in its queue already: it runs again, and its start guard finds its step done
-        logger.warning("message %s, put back in its queue when the broker went away, ended here meanwhile", tag)
+    else:  # put back already, or never held: the broker may deliver it again (a duplicate, counted once)
+        logger.warning(
+            "could not acknowledge message %s (%s: %s): should the broker deliver it again, its step counts once",
+            tag,
+            type(exc).__name__,
+            exc,
+        )
 
 
 def restore_unrestored(channel: Any) -> int:
