@@ -9,12 +9,15 @@ it (the same member the start guard writes, which then holds it again or, refusi
 should the worker stop answering, another worker's watchdog files the step as lost and its block ends.
 
 One quick store call per step in the main process; when the store does not answer within about a second
-the step is acknowledged unheld (logged), and is held from its start guard on, as before.
+the step is acknowledged unheld (logged), and is held from its start guard on, as before; the next steps
+for a few seconds too, without asking.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery.utils.imports import symbol_by_name
@@ -27,35 +30,52 @@ from .watchdog import INCARNATION
 logger = logging.getLogger("namel3ss_celery")
 
 
+AWAY_FOR = 5.0  # seconds steps are not held before their acknowledgement after the store did not answer
+
+
 def step_request_class(task_class: Any, conductor: Conductor) -> type:
     """The request class of the step tasks: the app's own (``task_class.Request``), holding each step
     before its message is acknowledged."""
     base: Any = symbol_by_name(task_class.Request)
+    taker = Taker(conductor)
 
     class StepRequest(base):  # type: ignore[misc, valid-type]
         def on_accepted(self, pid: int, time_accepted: float) -> None:
             if not self.task.acks_late:  # acknowledged late, the broker has it until it ends: nothing to hold
-                hold_taken(conductor, self.args, self.hostname or "", pid)
+                taker.hold(self.args, self.hostname or "", pid)
             super().on_accepted(pid, time_accepted)
 
     return StepRequest
 
 
-def hold_taken(conductor: Conductor, args: Any, worker: str, pid: int) -> bool:
-    """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker``; True when held.
-    Never raises: the message is acknowledged next, held or not."""
-    message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
-    holding = held(message, worker, conductor.ttl, pid, INCARNATION) if message is not None else None
-    if message is None or holding is None:  # not a step message of ours, or redelivered when lost
-        return False
-    try:
-        return conductor.control(message).take(message.index, holding)
-    except Exception as exc:  # noqa: BLE001 - the step is still held from its start guard on
-        logger.warning(
-            "step %s of run %s: not held before its message is acknowledged (%s: %s); held from its start on",
-            message.key,
-            message.run,
-            type(exc).__name__,
-            exc,
-        )
-        return False
+class Taker:
+    """Holds taken steps for one worker's main process; after the store did not answer, it does not ask
+    again for ``AWAY_FOR`` seconds (each step would wait up to a second for it, in the loop that
+    acknowledges and hands out the others)."""
+
+    def __init__(self, conductor: Conductor, clock: Callable[[], float] = time.monotonic) -> None:
+        self.conductor = conductor
+        self.clock = clock
+        self._away_until = 0.0
+
+    def hold(self, args: Any, worker: str, pid: int) -> bool:
+        """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker``; True when
+        held. Never raises: the message is acknowledged next, held or not."""
+        message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
+        holding = held(message, worker, self.conductor.ttl, pid, INCARNATION) if message is not None else None
+        if message is None or holding is None:  # not a step message of ours, or redelivered when lost
+            return False
+        if self.clock() < self._away_until:
+            return False
+        try:
+            return self.conductor.control(message).take(message.index, holding)
+        except Exception as exc:  # noqa: BLE001 - the step is still held from its start guard on
+            self._away_until = self.clock() + AWAY_FOR
+            logger.warning(
+                "steps are not held before their messages are acknowledged for %gs (%s: %s); each is held from "
+                "its start on",
+                AWAY_FOR,
+                type(exc).__name__,
+                exc,
+            )
+            return False

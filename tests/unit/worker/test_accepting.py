@@ -16,7 +16,7 @@ from namel3ss_celery.errors import StoreUnavailable
 from namel3ss_celery.plan.message import StepMessage
 from namel3ss_celery.registry import Registry
 from namel3ss_celery.worker import accepting
-from namel3ss_celery.worker.accepting import hold_taken, step_request_class
+from namel3ss_celery.worker.accepting import AWAY_FOR, Taker, step_request_class
 from namel3ss_celery.worker.store import MemoryStore
 from namel3ss_celery.worker.watchdog import INCARNATION
 from tests.unit.plan.test_message import payload
@@ -37,7 +37,7 @@ def conductor_on(store: Any) -> Conductor:
 
 
 def test_a_taken_step_is_held_naming_the_process_that_took_it_as_its_start_guard_will(store: MemoryStore) -> None:
-    assert hold_taken(conductor_on(store), [payload()], WORKER, 4242) is True
+    assert Taker(conductor_on(store)).hold([payload()], WORKER, 4242) is True
     message = StepMessage.decode(payload())
     member = held(message, WORKER, TTL, 4242, INCARNATION)
     assert member is not None
@@ -49,23 +49,33 @@ def test_a_taken_step_is_held_naming_the_process_that_took_it_as_its_start_guard
 
 
 def test_a_step_redelivered_when_lost_or_not_ours_is_not_held(store: MemoryStore) -> None:
-    conductor = conductor_on(store)
-    assert hold_taken(conductor, [payload() | {"deliveries": 1}], WORKER, 1) is False  # at_least_once
-    assert hold_taken(conductor, ["not a step message"], WORKER, 1) is False
-    assert hold_taken(conductor, [], WORKER, 1) is False
+    taker = Taker(conductor_on(store))
+    assert taker.hold([payload() | {"deliveries": 1}], WORKER, 1) is False  # at_least_once
+    assert taker.hold(["not a step message"], WORKER, 1) is False
+    assert taker.hold([], WORKER, 1) is False
     assert store.held_steps(WORKER) == []
 
 
-def test_a_store_that_does_not_answer_leaves_the_step_unheld_and_says_so(
+def test_a_store_that_does_not_answer_leaves_the_steps_unheld_for_a_while_and_says_so(
     store: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    asked: list[int] = []
+
     class Away(MemoryStore):
         def take_step(self, *args: Any) -> bool:
+            asked.append(1)
             raise StoreUnavailable("redis://127.0.0.1:1", "down")
 
+    now = [0.0]
+    taker = Taker(conductor_on(Away()), clock=lambda: now[0])
     with caplog.at_level(logging.WARNING, logger="namel3ss_celery"):
-        assert hold_taken(conductor_on(Away()), [payload()], WORKER, 1) is False
-    assert "not held before its message is acknowledged" in caplog.text
+        assert taker.hold([payload()], WORKER, 1) is False
+        assert taker.hold([payload()], WORKER, 1) is False  # not asked again: acknowledged at once
+    assert len(asked) == 1
+    assert "not held before their messages are acknowledged" in caplog.text
+    now[0] = AWAY_FOR
+    assert taker.hold([payload()], WORKER, 1) is False
+    assert len(asked) == 2  # asked again once that while has passed
 
 
 def test_the_step_request_holds_before_celery_acknowledges(store: MemoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +83,7 @@ def test_the_step_request_holds_before_celery_acknowledges(store: MemoryStore, m
     order: list[str] = []
     base: Any = accepting.symbol_by_name(app.Task.Request)
     monkeypatch.setattr(base, "on_accepted", lambda self, pid, at: order.append("acknowledged"))
-    monkeypatch.setattr(accepting, "hold_taken", lambda *args: order.append("held") or True)
+    monkeypatch.setattr(accepting.Taker, "hold", lambda *args: order.append("held") or True)
     request_class = step_request_class(app.Task, conductor_on(store))
     assert issubclass(request_class, base)
 
