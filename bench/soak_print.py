@@ -56,6 +56,7 @@ def print_report(args: argparse.Namespace, report: Report, logs: Path) -> None:
         print(f"  {count:5d}  {reason}")
     print_unplanned(report)
     print(f"timeout: {statuses['timeout']}{by_label(ended, 'timeout')}")
+    print_timed_out(report)
     print(f"cancelled: {statuses['cancelled']}{by_label(ended, 'cancelled')}")
     others = {status: n for status, n in statuses.items() if status not in (*FINAL, "stuck", "not dispatched")}
     for status, count in sorted(others.items()):
@@ -93,6 +94,19 @@ def print_unplanned(report: Report) -> None:
                 f"    unplanned: run {item.run_id} (#{item.run.seq}, {item.run.label}): {', '.join(sorted(names))}; "
                 f"faults: {faults_lived(report, item)}"
             )
+
+
+def print_timed_out(report: Report) -> None:
+    """The runs that ended at a deadline (every step sleeps well under it): the block and the faults they lived
+    through, so a deadline that a fault explains (a step lost with its worker, waiting to be filed or
+    delivered again) is told from one that nothing explains."""
+    timed_out = [item for item in report.ended if item.status == "timeout"][:STUCK_SHOWN]
+    for item in timed_out:
+        reason = item.result.error_message if item.result is not None else None
+        print(
+            f"    timed out: run {item.run_id} (#{item.run.seq}, {item.run.label}): {reason or '?'}; "
+            f"faults: {faults_lived(report, item)}"
+        )
 
 
 def lived(report: Report, item: Ended) -> list[tuple[float, str]]:

@@ -73,6 +73,8 @@ class BlockControl:
             UnknownRun: the run's record is gone (expired).
         """
         if self.overdue() is not None:
+            if held is not None:  # held as its process took it (take): it will not start
+                self.store.release(held.worker, held.member)
             return False
         info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
         field = fields.started(self.node, index)
@@ -81,10 +83,12 @@ class BlockControl:
 
     def take(self, index: int, held: Held) -> bool:
         """Hold step ``index`` in its worker's name as a pool process takes it, before its message is
-        acknowledged (``CoordinationStore.take_step``), unless it started already or would not start."""
+        acknowledged (``CoordinationStore.take_step``), unless it would not start or is filed. The member is
+        the one its start guard holds (the same process), so a hold that lands after the start guard (the
+        process went on meanwhile) changes nothing, and its filing lets go of both."""
         if self.overdue() is not None:
             return False
-        guards = [fields.started(self.node, index), self.decided_field, fields.settled(self.node), fields.CANCELLED]
+        guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
         return self.store.take_step(self.run_id, self.node, index, held, guards)
 
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:

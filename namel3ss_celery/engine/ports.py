@@ -198,8 +198,8 @@ class CoordinationStore(Protocol):
     def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
         """Hold step ``index`` of block ``node`` in its worker's name as a pool process takes it, before its
         message is acknowledged (the start guard holds it again, or, refusing it, lets it go); True when
-        held. Not held when the run is gone, one of the ``guards`` fields is set (the step started, its block
-        was decided or settled, the run cancelled) or the step is filed: nothing to lose then. Answers at
+        held. Not held when the run is gone, one of the ``guards`` fields is set (its block was decided or
+        settled, the run cancelled) or the step is filed: nothing to lose then. Answers at
         once (about a second at most) when the store does not: it runs before an acknowledgement.
         """
         ...

@@ -8,6 +8,13 @@ deadline would wait for ever. So the step's request holds it first, naming the p
 it (the same member the start guard writes, which then holds it again or, refusing it, lets it go):
 should the worker stop answering, another worker's watchdog files the step as lost and its block ends.
 
+Only where a pool process of its own takes the step (prefork): in a pool that runs steps in the worker's
+own process (threads, solo, gevent), the thread that acknowledges a step goes on to its start guard at once,
+and the moment between the two is that one store call.
+
+A sticky step (a pool's ``sticky_key``) is held from its start guard on only: it may be sent on to the
+worker that has its key, unstarted, and a hold landing after that would name a step this worker never runs.
+
 One quick store call per step in the main process; when the store does not answer within about a second
 the step is acknowledged unheld (logged), and is held from its start guard on, as before; the next steps
 for a few seconds too, without asking.
@@ -16,6 +23,7 @@ for a few seconds too, without asking.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +49,10 @@ def step_request_class(task_class: Any, conductor: Conductor) -> type:
 
     class StepRequest(base):  # type: ignore[misc, valid-type]
         def on_accepted(self, pid: int, time_accepted: float) -> None:
-            if not self.task.acks_late:  # acknowledged late, the broker has it until it ends: nothing to hold
+            # Acknowledged late, the broker has it until it ends: nothing to hold. Taken by this process (threads,
+            # solo, gevent), the thread that runs it goes on to its start guard at once: holding it first would
+            # add a store call to every step's start, and change which of a block's steps start first.
+            if not self.task.acks_late and pid != os.getpid():
                 taker.hold(self.args, self.hostname or "", pid)
             super().on_accepted(pid, time_accepted)
 
@@ -64,6 +75,8 @@ class Taker:
         message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
         holding = held(message, worker, self.conductor.ttl, pid, INCARNATION) if message is not None else None
         if message is None or holding is None:  # not a step message of ours, or redelivered when lost
+            return False
+        if message.sticky is not None:  # it may be sent on to its key's worker unstarted: held from its start
             return False
         if self.clock() < self._away_until:
             return False

@@ -187,34 +187,38 @@ def keep_unrestored_messages() -> None:
 
     @functools.wraps(restore_unacked)  # each wrapper names what it wraps (``__wrapped__``)
     def keeping_restore_unacked(self: Any, client: Any = None) -> Any:
-        tags = [str(tag) for tag in self._delivered]
+        # kombu's own restore_unacked, tag by tag, so that what went back is not kept to go back twice
+        tags, restored = _delivered_tags(self), 0
         try:
-            return restore_unacked(self, client)
+            with self.channel.conn_or_acquire(client) as connected:
+                for tag in tags:
+                    self.restore_by_tag(tag, client=connected)
+                    restored += 1
         except Exception as exc:  # noqa: BLE001 - any failure here would lose the messages, or the worker
+            HELD.keep(tags[restored:])
+            _lost_connection(f"could not put {len(tags) - restored} unacknowledged message(s) back", exc)
+        finally:
             self._delivered.clear()
-            HELD.keep(tags)
-            _lost_connection(f"could not put {len(tags)} unacknowledged message(s) back in their queues", exc)
-            return None
 
     @functools.wraps(ack)
     def keeping_ack(self: Any, delivery_tag: Any) -> None:
         try:
             ack(self, delivery_tag)
         except Exception as exc:  # noqa: BLE001 - as above
-            self._delivered.pop(delivery_tag, None)
-            _acknowledged_late(str(delivery_tag), exc)
+            delivered = self._delivered.pop(delivery_tag, None) is not None
+            _acknowledged_late(str(delivery_tag), delivered, exc)
 
     @functools.wraps(reject)
     def keeping_reject(self: Any, delivery_tag: Any, requeue: bool = False) -> None:
         try:
             reject(self, delivery_tag, requeue)
         except Exception as exc:  # noqa: BLE001 - as above
-            self._delivered.pop(delivery_tag, None)
+            delivered = self._delivered.pop(delivery_tag, None) is not None
             if requeue:
                 HELD.keep([str(delivery_tag)])
                 _lost_connection("could not put a rejected message back in its queue", exc)
             else:
-                _acknowledged_late(str(delivery_tag), exc)
+                _acknowledged_late(str(delivery_tag), delivered, exc)
 
     keeping_restore_unacked.namel3ss_keeps = True  # type: ignore[attr-defined]
     qos.restore_unacked, qos.ack, qos.reject = keeping_restore_unacked, keeping_ack, keeping_reject
@@ -224,10 +228,24 @@ def _lost_connection(what: str, exc: Exception) -> None:
     logger.warning("%s (%s: %s); done once this worker is connected again", what, type(exc).__name__, exc)
 
 
-def _acknowledged_late(tag: str, exc: Exception) -> None:
-    if HELD.acknowledge(tag):
+def _delivered_tags(qos: Any) -> list[str]:
+    """The tags ``qos`` holds unacknowledged; read again should another thread (a threads pool acknowledging)
+    change them meanwhile."""
+    for _ in range(10):
+        try:
+            return [str(tag) for tag in list(qos._delivered)]
+        except RuntimeError:  # changed size during iteration
+            continue
+    return []
+
+
+def _acknowledged_late(tag: str, delivered: bool, exc: Exception) -> None:
+    """An acknowledgement the broker did not get: its message is removed from the ``unacked`` hash at the next
+    connection, not put back (its step ran), when this channel still held it or kept it to put back."""
+    if HELD.acknowledge(tag) or delivered:
+        HELD.keep_acked([tag])
         _lost_connection(f"could not acknowledge message {tag}", exc)
-    else:  # put back already, or never held: the broker may deliver it again (a duplicate, counted once)
+    else:  # put back already: the broker may deliver it again (a duplicate, counted once)
         logger.warning(
             "could not acknowledge message %s (%s: %s): should the broker deliver it again, its step counts once",
             tag,

@@ -150,7 +150,7 @@ return 1
 
 
 # TAKE_STEP: add ARGV[2] to the held steps KEYS[3] (kept ARGV[3] seconds) unless the run KEYS[1] is gone, one
-# of its fields ARGV[4..] is set (the step started, its block decided or settled, the run cancelled), or the
+# of its fields ARGV[4..] is set (its block decided or settled, the run cancelled), or the
 # step ARGV[1] is filed in KEYS[2]: a step taken by a pool process, held before its message is acknowledged.
 # 1 when added, 0 when not.
 TAKE_STEP = """

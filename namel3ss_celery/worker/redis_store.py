@@ -100,7 +100,10 @@ class RedisStore(RedisWatched):
         self._finish = register(FINISH)
         self._take_lease = register(TAKE_LEASE)
         self._take_step = register(TAKE_STEP)
-        self._quick: Any = None  # a client that does not wait for a Redis that does not answer (take_step)
+        # take_step's own client: it does not wait for a Redis that does not answer (no connection until used)
+        self._quick: Any = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=QUICK_TIMEOUT, socket_connect_timeout=QUICK_TIMEOUT
+        )
 
     def create_run(
         self, run_id: str, fields: Mapping[str, str], ttl: int, leases: Sequence[Lease] = (), first_event: str = ""
@@ -148,10 +151,6 @@ class RedisStore(RedisWatched):
         return outcome == 1
 
     def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
-        if self._quick is None:
-            self._quick = redis.Redis.from_url(
-                self.url, decode_responses=True, socket_timeout=QUICK_TIMEOUT, socket_connect_timeout=QUICK_TIMEOUT
-            )
         keys = [run_key(run_id), steps_key(run_id, node), held_key(held.worker)]
         return bool(self._take_step(keys=keys, args=[index, held.member, held.ttl, *guards], client=self._quick))
 
@@ -265,8 +264,7 @@ class RedisStore(RedisWatched):
     def close(self) -> None:
         """Release the connection pools."""
         self.client.close()
-        if self._quick is not None:
-            self._quick.close()
+        self._quick.close()
 
 
 def open_store(url: str) -> CoordinationStore:

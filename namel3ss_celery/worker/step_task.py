@@ -98,9 +98,6 @@ class StepHandler:
         if message.requeued_from:
             return self._run_again(task, definition, message)
         if message.sticky is not None and self.sticky.forwarded(task, message.sticky):
-            taken = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
-            if taken is not None:  # held as this process took it (worker.accepting): the key's worker has it now
-                self.conductor.store.release(worker, taken.member)
             raise Ignore()  # its key belongs to another worker, which now has it
         control = self.conductor.control(message)
         if message.deliveries is not None:
@@ -207,9 +204,21 @@ class StepHandler:
                     refusal_outcome = StepOutcome.failure(routed.key, exc, worker=request.hostname, task_id=request.id)
                     refusal_outcome.dead_letter = routed.dlq
                     request.n3_after = self.conductor.file(routed, refusal_outcome)
+                self._let_go(routed, request.hostname or "")  # filed first: a hold landing later is refused
                 self._dead_letter(task, routed, describe(exc))
             raise
         return message
+
+    def _let_go(self, message: StepMessage, worker: str) -> None:
+        """This process will not run ``message``: let go of the hold its worker took as it took the step
+        (``worker.accepting``); a store that does not answer now leaves it to the watchdog, logged."""
+        taken = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
+        if taken is None:
+            return
+        try:
+            self.conductor.store.release(worker, taken.member)
+        except Exception as exc:  # noqa: BLE001 - the step's own error is the one raised
+            logger.warning("step %s of run %s: could not let go of its hold (%s)", message.key, message.run, exc)
 
     def _stored_context(self, run_id: str, node: str) -> dict[str, Any]:
         """A node's context stored once in the run's record (read once per node by this process).

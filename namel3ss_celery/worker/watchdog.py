@@ -86,6 +86,7 @@ class Watch:
         self._looks = 0
         self._answering_since: float | None = None  # since when every beat reached the store
         self._ended_since: dict[int, float] = {}  # pool processes seen ended, and since when
+        self._asked: set[int] = set()  # the processes the last search asked about
 
     def run(self) -> None:
         """Beat and look until ``stopping`` is set (the heartbeat in a thread of its own)."""
@@ -121,13 +122,17 @@ class Watch:
             since = self._answering_since
             if since is not None and self.clock() - since >= HEARTBEAT_TTL:
                 self._enforce("the steps of lost workers", self.conductor.enforce_lost_workers)
+            self._asked.clear()
             self._enforce(
                 "the steps of ended processes",
                 lambda: self.conductor.enforce_ended_processes(self.worker, self._counts_alive, self.incarnation),
             )
+            # forget processes no held step names any more: a pid used again starts its grace afresh
+            self._ended_since = {pid: at for pid, at in self._ended_since.items() if pid in self._asked}
 
     def _counts_alive(self, pid: int) -> bool:
         """Whether pool process ``pid`` counts as alive: it is, or it ended less than ``ENDED_GRACE`` ago."""
+        self._asked.add(pid)
         if self.alive(pid):
             self._ended_since.pop(pid, None)
             return True

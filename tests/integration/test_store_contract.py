@@ -443,7 +443,7 @@ def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is
     assert worker not in store.lost_workers(1000)  # silent, holding nothing: not lost
 
 
-TAKE_GUARDS = ["node:b:started:0", "node:b:decided", "node:b:settled", "cancelled"]
+TAKE_GUARDS = ["node:b:decided", "node:b:settled", "cancelled"]
 
 
 def test_a_step_taken_by_a_pool_process_is_held_until_its_start_guard_holds_it_or_lets_it_go(
@@ -452,14 +452,17 @@ def test_a_step_taken_by_a_pool_process_is_held_until_its_start_guard_holds_it_o
     worker = f"w-{new_id()}"
     taken, refused = Held(worker, '["run", "b", 0, 7]', TTL), Held(worker, '["run", "c", 0, 7]', TTL)
     assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is True
-    assert store.take_step(run_id, "c", 0, refused, ["node:c:started:0", "node:c:decided"]) is True
+    assert store.take_step(run_id, "c", 0, refused, ["node:c:decided"]) is True
     assert store.held_steps(worker) == sorted([taken.member, refused.member])
     assert store.set_unless(run_id, "node:b:started:0", "w", ["node:b:decided"], taken) is True  # held once more
     store.set_fields(run_id, {"node:c:decided": "{}"})
     assert store.set_unless(run_id, "node:c:started:0", "w", ["node:c:decided"], refused) is False  # let go
     assert store.held_steps(worker) == [taken.member]
-    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is False  # started already: nothing to hold
-    store.release(worker, taken.member)
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is True  # landing after the start guard: the same
+    assert store.held_steps(worker) == [taken.member]  # member, held once, and let go of by its filing
+    store.file_step(run_id, "b", 0, "e0", TTL, "node:b:decided", held=taken)
+    assert store.held_steps(worker) == []
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is False  # filed: nothing to hold
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from types import SimpleNamespace
 from typing import Any
 
@@ -53,6 +54,8 @@ def test_a_step_redelivered_when_lost_or_not_ours_is_not_held(store: MemoryStore
     assert taker.hold([payload() | {"deliveries": 1}], WORKER, 1) is False  # at_least_once
     assert taker.hold(["not a step message"], WORKER, 1) is False
     assert taker.hold([], WORKER, 1) is False
+    sticky = payload() | {"sticky": {"pool": "p", "key": "k"}}  # may be sent on unstarted: held from its start
+    assert taker.hold([sticky], WORKER, 1) is False
     assert store.held_steps(WORKER) == []
 
 
@@ -99,3 +102,15 @@ def test_the_step_request_holds_before_celery_acknowledges(store: MemoryStore, m
     Probe.task = SimpleNamespace(acks_late=True)  # acknowledged when it ends: the broker keeps it till then
     request.on_accepted(4242, 0.0)
     assert order == ["acknowledged"]
+    order.clear()
+    Probe.task = SimpleNamespace(acks_late=False)
+    request.on_accepted(os.getpid(), 0.0)  # taken by this process (threads, solo): its start guard holds it
+    assert order == ["acknowledged"]
+
+
+def test_a_step_whose_deadline_passed_before_it_started_lets_go_of_its_hold(store: MemoryStore) -> None:
+    message = StepMessage.decode(payload())
+    member = held(message, WORKER, TTL, 4242, INCARNATION)
+    assert member is not None and Taker(conductor_on(store)).hold([payload()], WORKER, 4242)
+    assert BlockControl(store, "r", "b", deadline=1.0).start(0, WORKER, "prefork", 4242, "t1", member) is False
+    assert store.held_steps(WORKER) == []

@@ -124,7 +124,9 @@ def test_kombu_redis_channels_still_put_back_what_they_hold_through_restore_unac
 
     assert "self._qos.restore_unacked_once()" in inspect.getsource(base.Channel.close)
     assert "self.restore_unacked()" in inspect.getsource(base.QoS.restore_unacked_once)
-    assert "self._delivered" in inspect.getsource(kombu_redis.QoS.restore_unacked)
+    restore = inspect.getsource(kombu_redis.QoS.restore_unacked)  # what keeping_restore_unacked does, tag by tag
+    assert "with self.channel.conn_or_acquire(client) as client:" in restore
+    assert "self.restore_by_tag(tag, client=client)" in restore and "self._delivered.clear()" in restore
     assert list(inspect.signature(kombu_redis.QoS.restore_by_tag).parameters)[:2] == ["self", "tag"]
     assert list(inspect.signature(kombu_redis.QoS.reject).parameters) == ["self", "delivery_tag", "requeue"]
     assert "self._remove_from_indices(delivery_tag).execute()" in inspect.getsource(kombu_redis.QoS.ack)
@@ -201,3 +203,32 @@ def test_restore_unrestored_keeps_what_it_could_not_do() -> None:
     compat.HELD.keep(["c"])
     assert compat.restore_unrestored(Channel()) == 1
     assert compat.restore_unrestored(object()) == 0  # not a virtual channel (RabbitMQ): nothing to do
+
+
+def test_a_restore_that_fails_half_way_keeps_only_what_did_not_go_back(failing_kombu: Any) -> None:
+    from contextlib import nullcontext
+
+    back: list[str] = []
+
+    class HalfWay(_Failing):
+        channel = type("Channel", (), {"conn_or_acquire": staticmethod(lambda client=None: nullcontext(client))})
+
+        def restore_by_tag(self, tag: str, client: Any = None) -> None:
+            if tag == "tag-2":
+                raise ConnectionError("gone half way")
+            back.append(tag)
+
+    qos = HalfWay()
+    failing_kombu.restore_unacked(qos)
+    assert back == ["tag-1"] and qos._delivered == {}
+    assert compat.HELD.take() == (["tag-2"], [])
+
+
+def test_an_acknowledgement_lost_before_the_channel_closed_is_removed_at_the_next_connection(
+    failing_kombu: Any,
+) -> None:
+    qos = _Failing()
+    failing_kombu.ack(qos, "tag-1")  # the broker went away as the step was acknowledged
+    assert "tag-1" not in qos._delivered
+    failing_kombu.restore_unacked(qos)  # then the channel closed: tag-2 is to go back, tag-1 not
+    assert compat.HELD.take() == (["tag-2"], ["tag-1"])
