@@ -231,3 +231,27 @@ def test_a_watchdog_s_heartbeat_names_its_broker() -> None:
     finally:
         watch.stopping.set()
         thread.join(5)
+
+
+def test_a_process_id_used_again_gets_its_grace_afresh() -> None:
+    """Seen ended, then no longer named by a held step (filed meanwhile): forgotten. A later step held by a
+    new process with that id, which ends too, waits its own grace before it is filed as lost."""
+    conductor, recorder, run_id = start(block("collect", 2))
+    first, second = recorder.sent
+    holding = held(first, "w1", 60, pid=111)
+    conductor.control(first).start(0, "w1", "prefork", 111, "t0", holding)
+    now = [0.0]
+    watch = Watch(conductor, "w1", alive=lambda pid: False, clock=lambda: now[0])
+    search_for_lost(watch)  # 111 seen ended at 0
+    assert holding is not None
+    conductor.store.release("w1", holding.member)  # its step was filed by Celery's own WorkerLostError
+    now[0] = 5.0
+    search_for_lost(watch)  # no held step names 111 now: forgotten
+    conductor.control(second).start(1, "w1", "prefork", 111, "t1", held(second, "w1", 60, pid=111))
+    now[0] = ENDED_GRACE + 1.0  # past the first sighting's grace, not the new one's
+    search_for_lost(watch)
+    assert conductor.store.held_steps("w1") == [held_member(second, 111)]
+    now[0] = 2 * ENDED_GRACE + 2.0
+    search_for_lost(watch)
+    assert conductor.store.held_steps("w1") == []
+    assert "its worker process 111 on w1 ended" in conductor.store.step_envelopes(run_id, "b")[1]
