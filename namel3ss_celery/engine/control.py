@@ -62,7 +62,9 @@ class BlockControl:
             return TIMED_OUT
         return None
 
-    def start(self, index: int, worker: str, pool: str, pid: int, task_id: str, held: Held | None = None) -> bool:
+    def start(
+        self, index: int, worker: str, pool: str, pid: int, task_id: str, held: Held | None = None, delivery: str = ""
+    ) -> bool:
         """The start guard: mark a step started; True when it may run, False when its block is decided or
         ended, or the run cancelled.
 
@@ -76,20 +78,23 @@ class BlockControl:
             if held is not None:  # held as its process took it (take): it will not start
                 self.store.release(held.worker, held.member)
             return False
-        info = json.dumps({"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()})
+        started = {"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()}
+        info = json.dumps(started | ({"delivery": delivery} if delivery else {}))
         field = fields.started(self.node, index)
         guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
         return self.store.set_unless(self.run_id, field, info, guards, held)
 
-    def take(self, index: int, held: Held) -> bool:
+    def take(self, index: int, held: Held, delivery: str) -> bool:
         """Hold step ``index`` in its worker's name as a pool process takes it, before its message is
-        acknowledged (``CoordinationStore.take_step``), unless it would not start or is filed. The member is
-        the one its start guard holds (the same process), so a hold that lands after the start guard (the
-        process went on meanwhile) changes nothing, and its filing lets go of both."""
+        acknowledged (``CoordinationStore.take_step``), unless it would not start or is filed, or this
+        ``delivery`` of it (its task id and retries, as ``start`` records them) passed its start guard already:
+        that process holds it, or has let it go (a retry sent on), itself. The member is the one its start
+        guard holds, so a hold landing while the step runs changes nothing, and its filing lets go of both."""
         if self.overdue() is not None:
             return False
         guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
-        return self.store.take_step(self.run_id, self.node, index, held, guards)
+        passed = (fields.started(self.node, index), delivery_mark(delivery))
+        return self.store.take_step(self.run_id, self.node, index, held, guards, passed)
 
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""
@@ -100,3 +105,8 @@ class BlockControl:
         """Which steps started, from a run record: index -> worker, pool, pid, task_id."""
         prefix = fields.started_prefix(self.node)
         return {int(k[len(prefix) :]): json.loads(v) for k, v in record.items() if k.startswith(prefix)}
+
+
+def delivery_mark(delivery: str) -> str:
+    """How a started field written by ``start`` for ``delivery`` reads in part (``"delivery": "..."``)."""
+    return json.dumps({"delivery": delivery})[1:-1]

@@ -195,11 +195,14 @@ class CoordinationStore(Protocol):
         """Up to ``limit`` workers that hold steps but whose heartbeat ran out."""
         ...
 
-    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+    def take_step(
+        self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str], passed: tuple[str, str]
+    ) -> bool:
         """Hold step ``index`` of block ``node`` in its worker's name as a pool process takes it, before its
         message is acknowledged (the start guard holds it again, or, refusing it, lets it go); True when
         held. Not held when the run is gone, one of the ``guards`` fields is set (its block was decided or
-        settled, the run cancelled) or the step is filed: nothing to lose then. Answers at
+        settled, the run cancelled), the step is filed, or the field ``passed[0]`` holds the text ``passed[1]``
+        (this delivery passed its start guard already): nothing to hold then. Answers at
         once (about a second at most) when the store does not: it runs before an acknowledgement.
         """
         ...

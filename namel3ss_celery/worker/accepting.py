@@ -53,7 +53,7 @@ def step_request_class(task_class: Any, conductor: Conductor) -> type:
             # solo, gevent), the thread that runs it goes on to its start guard at once: holding it first would
             # add a store call to every step's start, and change which of a block's steps start first.
             if not self.task.acks_late and pid != os.getpid():
-                taker.hold(self.args, self.hostname or "", pid)
+                taker.hold(self.args, self.hostname or "", pid, f"{self.id}:{self.request_dict.get('retries') or 0}")
             super().on_accepted(pid, time_accepted)
 
     return StepRequest
@@ -69,9 +69,10 @@ class Taker:
         self.clock = clock
         self._away_until = 0.0
 
-    def hold(self, args: Any, worker: str, pid: int) -> bool:
-        """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker``; True when
-        held. Never raises: the message is acknowledged next, held or not."""
+    def hold(self, args: Any, worker: str, pid: int, delivery: str) -> bool:
+        """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker`` in
+        ``delivery`` (its task id and retries); True when held. Never raises: the message is acknowledged
+        next, held or not."""
         message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
         holding = held(message, worker, self.conductor.ttl, pid, INCARNATION) if message is not None else None
         if message is None or holding is None:  # not a step message of ours, or redelivered when lost
@@ -81,7 +82,7 @@ class Taker:
         if self.clock() < self._away_until:
             return False
         try:
-            return self.conductor.control(message).take(message.index, holding)
+            return self.conductor.control(message).take(message.index, holding, delivery)
         except Exception as exc:  # noqa: BLE001 - the step is still held from its start guard on
             self._away_until = self.clock() + AWAY_FOR
             logger.warning(

@@ -150,14 +150,16 @@ return 1
 
 
 # TAKE_STEP: add ARGV[2] to the held steps KEYS[3] (kept ARGV[3] seconds) unless the run KEYS[1] is gone, one
-# of its fields ARGV[4..] is set (its block decided or settled, the run cancelled), or the
-# step ARGV[1] is filed in KEYS[2]: a step taken by a pool process, held before its message is acknowledged.
-# 1 when added, 0 when not.
+# of its fields ARGV[6..] is set (its block decided or settled, the run cancelled), its field ARGV[4] holds the
+# text ARGV[5] (this delivery passed its start guard), or the step ARGV[1] is filed in KEYS[2]: a step taken
+# by a pool process, held before its message is acknowledged. 1 when added, 0 when not.
 TAKE_STEP = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then return 0 end
 end
+local started = redis.call('HGET', KEYS[1], ARGV[4])
+if started and string.find(started, ARGV[5], 1, true) then return 0 end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('EXPIRE', KEYS[3], ARGV[3])

@@ -150,9 +150,12 @@ class RedisStore(RedisWatched):
             raise UnknownRun(run_id)
         return outcome == 1
 
-    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+    def take_step(
+        self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str], passed: tuple[str, str]
+    ) -> bool:
         keys = [run_key(run_id), steps_key(run_id, node), held_key(held.worker)]
-        return bool(self._take_step(keys=keys, args=[index, held.member, held.ttl, *guards], client=self._quick))
+        args = [index, held.member, held.ttl, *passed, *guards]
+        return bool(self._take_step(keys=keys, args=args, client=self._quick))
 
     def claim_and_read(
         self, run_id: str, field: str, node: str, lease: Lease | None = None

@@ -105,9 +105,10 @@ class StepHandler:
         # Held in this process's name from its start guard until it is filed: filed for it, should this worker
         # stop answering or this process end first.
         holding = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
+        delivery = f"{task_id}:{request.retries or 0}"  # as worker.accepting names it
         try:
             may_run = patiently(
-                lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding),
+                lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding, delivery),
                 f"starting step {message.key} of run {message.run}",
                 self.conductor.patience,
             )
@@ -127,14 +128,15 @@ class StepHandler:
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
         outcome.attempts = int(request.retries or 0) + 1  # Celery counts the retries of this message
         annotate(outcome=str(outcome.outcome or outcome.status))
-        self._retry_if_due(task, message, outcome, stopping=control.stop_requested, holding=holding)
-        if outcome.status == TaskStatus.FAILED and message.retry_local and not control.stop_requested():
+        # Whether to stop, asked so that a store that does not answer now is "go on": the outcome is filed then.
+        self._retry_if_due(task, message, outcome, stopping=control.asked_to_stop, holding=holding)
+        if outcome.status == TaskStatus.FAILED and message.retry_local and not control.asked_to_stop():
             # failure_mode retry_local: its remote retries are spent; once more, here, before it counts as failed.
             logger.info("step %s of run %s failed on every retry; trying it once more here", message.key, message.run)
             tries = outcome.attempts + 1
             outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)
             outcome.attempts = tries
-        if outcome.status == TaskStatus.CANCELLED and control.stop_requested():
+        if outcome.status == TaskStatus.CANCELLED and control.asked_to_stop():
             # Stopped on purpose (its block was decided, or the run cancelled): REVOKED, not a FAILURE.
             follow_up = self._file(message, outcome, holding)
             self._told(message, outcome)
@@ -213,11 +215,15 @@ class StepHandler:
         """This process will not run ``message``: let go of the hold its worker took as it took the step
         (``worker.accepting``); a store that does not answer now leaves it to the watchdog, logged."""
         taken = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
-        if taken is None:
-            return
+        if taken is not None:
+            self._let_go_held(message, taken)
+
+    def _let_go_held(self, message: StepMessage, holding: Held) -> None:
+        """Let go of ``holding``; a store that does not answer now leaves it to the watchdog, logged (what this
+        process raises next is the step's own)."""
         try:
-            self.conductor.store.release(worker, taken.member)
-        except Exception as exc:  # noqa: BLE001 - the step's own error is the one raised
+            self.conductor.store.release(holding.worker, holding.member)
+        except Exception as exc:  # noqa: BLE001 - see above
             logger.warning("step %s of run %s: could not let go of its hold (%s)", message.key, message.run, exc)
 
     def _stored_context(self, run_id: str, node: str) -> dict[str, Any]:
@@ -274,7 +280,7 @@ class StepHandler:
             outcome.error = f"{outcome.error} (its retry could not be published: {exc.reason})"
             return
         if holding is not None:
-            self.conductor.store.release(holding.worker, holding.member)
+            self._let_go_held(message, holding)
         event("retry", attempt=retries + 1, countdown=delay, error=outcome.error)
         raise retry
 

@@ -139,11 +139,15 @@ class MemoryStore(MemoryWatched):
                 self._held.setdefault(held.worker, set()).add(held.member)
             return True
 
-    def take_step(self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str]) -> bool:
+    def take_step(
+        self, run_id: str, node: str, index: int, held: Held, guards: Sequence[str], passed: tuple[str, str]
+    ) -> bool:
         with self._lock:
             live = self._live(run_id)
             filed = _alive(self._steps, (run_id, node))
             if live is None or any(g in live for g in guards) or (filed is not None and index in filed.value):
+                return False
+            if passed[1] in live.get(passed[0], ""):
                 return False
             self._held.setdefault(held.worker, set()).add(held.member)
             return True

@@ -444,6 +444,7 @@ def test_a_held_step_is_listed_until_released_and_a_silent_worker_holding_one_is
 
 
 TAKE_GUARDS = ["node:b:decided", "node:b:settled", "cancelled"]
+PASSED = ("node:b:started:0", '"delivery": "t0:0"')
 
 
 def test_a_step_taken_by_a_pool_process_is_held_until_its_start_guard_holds_it_or_lets_it_go(
@@ -451,18 +452,36 @@ def test_a_step_taken_by_a_pool_process_is_held_until_its_start_guard_holds_it_o
 ) -> None:
     worker = f"w-{new_id()}"
     taken, refused = Held(worker, '["run", "b", 0, 7]', TTL), Held(worker, '["run", "c", 0, 7]', TTL)
-    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is True
-    assert store.take_step(run_id, "c", 0, refused, ["node:c:decided"]) is True
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS, PASSED) is True
+    assert (
+        store.take_step(run_id, "c", 0, refused, ["node:c:decided"], ("node:c:started:0", '"delivery": "t1:0"')) is True
+    )
     assert store.held_steps(worker) == sorted([taken.member, refused.member])
     assert store.set_unless(run_id, "node:b:started:0", "w", ["node:b:decided"], taken) is True  # held once more
     store.set_fields(run_id, {"node:c:decided": "{}"})
     assert store.set_unless(run_id, "node:c:started:0", "w", ["node:c:decided"], refused) is False  # let go
     assert store.held_steps(worker) == [taken.member]
-    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is True  # landing after the start guard: the same
+    assert (
+        store.take_step(run_id, "b", 0, taken, TAKE_GUARDS, PASSED) is True
+    )  # landing after the start guard: the same
     assert store.held_steps(worker) == [taken.member]  # member, held once, and let go of by its filing
     store.file_step(run_id, "b", 0, "e0", TTL, "node:b:decided", held=taken)
     assert store.held_steps(worker) == []
-    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS) is False  # filed: nothing to hold
+    assert store.take_step(run_id, "b", 0, taken, TAKE_GUARDS, PASSED) is False  # filed: nothing to hold
+
+
+def test_a_hold_landing_after_its_delivery_passed_its_start_guard_is_refused(
+    store: CoordinationStore, run_id: str
+) -> None:
+    """The pool process started this delivery, failed, sent its retry on and let go of the step before its worker
+    held it: that hold would name a step nobody files under it. The retry's own delivery is held."""
+    worker = f"w-{new_id()}"
+    store.set_fields(run_id, {"node:b:started:0": json.dumps({"task_id": "t0", "delivery": "t0:0"})})
+    holding = Held(worker, '["run", "b", 0]', TTL)
+    assert store.take_step(run_id, "b", 0, holding, TAKE_GUARDS, PASSED) is False
+    assert store.held_steps(worker) == []
+    assert store.take_step(run_id, "b", 0, holding, TAKE_GUARDS, ("node:b:started:0", '"delivery": "t0:1"')) is True
+    store.release(worker, holding.member)
 
 
 @pytest.mark.parametrize(
@@ -479,7 +498,7 @@ def test_a_step_that_would_not_start_is_not_held_when_taken(
 ) -> None:
     worker = f"w-{new_id()}"
     before(store, run_id)
-    assert store.take_step(run_id, "b", 0, Held(worker, '["run", "b", 0]', TTL), TAKE_GUARDS) is False
+    assert store.take_step(run_id, "b", 0, Held(worker, '["run", "b", 0]', TTL), TAKE_GUARDS, PASSED) is False
     assert store.held_steps(worker) == []
 
 
@@ -488,7 +507,7 @@ def test_a_step_of_a_gone_run_is_not_held_and_its_start_guard_lets_a_taken_one_g
 ) -> None:
     worker = f"w-{new_id()}"
     holding = Held(worker, '["gone", "b", 0]', TTL)
-    assert store.take_step(gone, "b", 0, holding, TAKE_GUARDS) is False
+    assert store.take_step(gone, "b", 0, holding, TAKE_GUARDS, PASSED) is False
     assert store.held_steps(worker) == []
     with pytest.raises(UnknownRun):
         store.set_unless(gone, "node:b:started:0", "w", [], holding)
