@@ -80,9 +80,7 @@ class BlockControl:
             return False
         started = {"worker": worker, "pool": pool, "pid": pid, "task_id": task_id, "start": time.time()}
         info = json.dumps(started | ({"delivery": delivery} if delivery else {}))
-        field = fields.started(self.node, index)
-        guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
-        return self.store.set_unless(self.run_id, field, info, guards, held)
+        return self.store.set_unless(self.run_id, fields.started(self.node, index), info, self._guards(), held)
 
     def take(self, index: int, held: Held, delivery: str) -> bool:
         """Hold step ``index`` in its worker's name as a pool process takes it, before its message is
@@ -92,9 +90,13 @@ class BlockControl:
         guard holds, so a hold landing while the step runs changes nothing, and its filing lets go of both."""
         if self.overdue() is not None:
             return False
-        guards = [self.decided_field, fields.settled(self.node), fields.CANCELLED]
         passed = (fields.started(self.node, index), delivery_mark(delivery))
-        return self.store.take_step(self.run_id, self.node, index, held, guards, passed)
+        return self.store.take_step(self.run_id, self.node, index, held, self._guards(), passed)
+
+    def _guards(self) -> list[str]:
+        """The fields whose being set keeps a step from starting: its block decided or settled, the run
+        cancelled."""
+        return [self.decided_field, fields.settled(self.node), fields.CANCELLED]
 
     def decision_in(self, record: Mapping[str, str]) -> Decision | None:
         """The block's decision as a run record holds it."""
@@ -105,6 +107,12 @@ class BlockControl:
         """Which steps started, from a run record: index -> worker, pool, pid, task_id."""
         prefix = fields.started_prefix(self.node)
         return {int(k[len(prefix) :]): json.loads(v) for k, v in record.items() if k.startswith(prefix)}
+
+
+def delivery_of(task_id: str, retries: int | None) -> str:
+    """One delivery of a step: its task id and how many retries came before (what ``start`` records and
+    ``take`` looks for)."""
+    return f"{task_id}:{retries or 0}"
 
 
 def delivery_mark(delivery: str) -> str:

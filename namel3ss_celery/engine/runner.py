@@ -287,10 +287,9 @@ def to_json_data(value: Any, what: str) -> Any:
 
     A plain value (a string, an integer, a boolean, ``None``, a finite float), or a dict of such values under
     string keys, is given back as the round trip would (the dict copied) without making it."""
-    kind = type(value)
-    if kind in _PLAIN or (kind is float and math.isfinite(value)):
+    if _plain(value):
         return value
-    if kind is dict and all(type(k) is str and _plain(v) for k, v in value.items()):
+    if type(value) is dict and all(type(k) is str and _plain(v) for k, v in value.items()):
         return dict(value)
     try:
         return json.loads(json.dumps(value, allow_nan=False))

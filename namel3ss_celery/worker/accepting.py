@@ -31,6 +31,7 @@ from typing import Any
 from celery.utils.imports import symbol_by_name
 
 from ..engine.conductor import Conductor
+from ..engine.control import delivery_of
 from ..engine.lost import held
 from ..plan.message import StepMessage
 from .watchdog import INCARNATION
@@ -53,7 +54,7 @@ def step_request_class(task_class: Any, conductor: Conductor) -> type:
             # solo, gevent), the thread that runs it goes on to its start guard at once: holding it first would
             # add a store call to every step's start, and change which of a block's steps start first.
             if not self.task.acks_late and pid != os.getpid():
-                taker.hold(self.args, self.hostname or "", pid, f"{self.id}:{self.request_dict.get('retries') or 0}")
+                taker.hold(self.args, self.hostname or "", pid, delivery_of(self.id, self.request_dict.get("retries")))
             super().on_accepted(pid, time_accepted)
 
     return StepRequest
@@ -73,13 +74,13 @@ class Taker:
         """Hold the step whose task arguments are ``args``, taken by process ``pid`` of ``worker`` in
         ``delivery`` (its task id and retries); True when held. Never raises: the message is acknowledged
         next, held or not."""
+        if self.clock() < self._away_until:  # the store did not answer a moment ago: not asked again yet
+            return False
         message = StepMessage.routing(args[0]) if isinstance(args, (list, tuple)) and args else None
         holding = held(message, worker, self.conductor.ttl, pid, INCARNATION) if message is not None else None
         if message is None or holding is None:  # not a step message of ours, or redelivered when lost
             return False
         if message.sticky is not None:  # it may be sent on to its key's worker unstarted: held from its start
-            return False
-        if self.clock() < self._away_until:
             return False
         try:
             return self.conductor.control(message).take(message.index, holding, delivery)

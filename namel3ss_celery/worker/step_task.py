@@ -22,6 +22,7 @@ from celery.exceptions import Ignore, Reject
 from kombu.exceptions import OperationalError
 
 from ..engine.conductor import Conductor
+from ..engine.control import delivery_of
 from ..engine.filing import FollowUp
 from ..engine.lost import held
 from ..engine.patience import patiently
@@ -105,7 +106,7 @@ class StepHandler:
         # Held in this process's name from its start guard until it is filed: filed for it, should this worker
         # stop answering or this process end first.
         holding = held(message, worker, self.conductor.ttl, os.getpid(), INCARNATION)
-        delivery = f"{task_id}:{request.retries or 0}"  # as worker.accepting names it
+        delivery = delivery_of(task_id, request.retries)  # as worker.accepting names it
         try:
             may_run = patiently(
                 lambda: control.start(message.index, worker, self.pool, os.getpid(), task_id, holding, delivery),

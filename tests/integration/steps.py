@@ -116,12 +116,7 @@ def _stall_before_start(task: Any = None, args: Any = None, **_: Any) -> None:
     step = message.get("step") if isinstance(message, dict) else None
     if not isinstance(step, dict) or "stall_before_start" not in step:
         return
-    client = _redis()
-    try:
-        client.rpush(stalled_key(step["tag"]), os.getpid())
-        client.expire(stalled_key(step["tag"]), MARKER_TTL)
-    finally:
-        client.close()
+    _push_pid(stalled_key(step["tag"]))
     time.sleep(float(step["stall_before_start"]))
 
 
@@ -131,12 +126,16 @@ def gate_key(gate: str) -> str:
 
 
 def _mark_started(step: dict[str, Any]) -> None:
-    if "tag" not in step:
-        return
+    if "tag" in step:
+        _push_pid(started_key(step["tag"]))
+
+
+def _push_pid(key: str) -> None:
+    """Push this process's id onto the Redis list ``key`` (a marker a test waits for)."""
     client = _redis()
     try:
-        client.rpush(started_key(step["tag"]), os.getpid())
-        client.expire(started_key(step["tag"]), MARKER_TTL)
+        client.rpush(key, os.getpid())
+        client.expire(key, MARKER_TTL)
     finally:
         client.close()
 

@@ -65,6 +65,12 @@ def kill_once_started_and_wait(
         wait_until(lambda: client.llen(started_key(tag)) == started, 30, lambda: cluster.worker.log())
     finally:
         client.close()
+    return kill_and_wait_on_another(cluster, handle, log_dir)
+
+
+def kill_and_wait_on_another(cluster: Cluster, handle: Any, log_dir: Path) -> ParallelExecutionResult:
+    """Kill the cluster's worker whole, start another on its queue, and wait for the run's result
+    (``WaitTimeout`` after a minute)."""
     kill_with_children(cluster.worker)
     other = WorkerProcess("tests.integration.app", cluster.env, log_dir, queues=[cluster.queue])
     try:
@@ -339,14 +345,7 @@ def test_a_step_taken_but_not_yet_started_when_its_worker_is_killed_whole_is_fil
         return bool(active and active.get(hostname))
 
     wait_until(acknowledged, 30, lambda: lone_worker.worker.log()[-3000:])
-    kill_with_children(lone_worker.worker)
-    other = WorkerProcess("tests.integration.app", lone_worker.env, tmp_path, queues=[lone_worker.queue])
-    try:
-        other.wait_ready(lone_worker.app)
-        result = handle.get(timeout=60)
-    finally:
-        other.stop()
-    assert isinstance(result, ParallelExecutionResult)
+    result = kill_and_wait_on_another(lone_worker, handle, tmp_path)
     assert result.overall_status == "completed"  # collect: it completes, keeping the failure
     entry = result.final_result["s0"]
     assert entry["status"] == "failed"
