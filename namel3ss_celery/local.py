@@ -25,6 +25,7 @@ from .compiler.steps import step_message
 from .engine.advance import final_result, run_result
 from .engine.conductor import Conductor
 from .engine.decide import TIMED_OUT
+from .engine.inline import InlineBlock, InlineCall
 from .engine.local_steps import LocalSteps
 from .engine.ports import Launching
 from .engine.runner import to_json_data
@@ -36,6 +37,7 @@ from .plan.model import Plan, PlanNode
 from .registry import Registry
 from .results import ParallelExecutionResult, RunStatus, WorkflowResult
 from .settings import DEFAULT_EXPIRES
+from .spec import ParallelBlockSpec
 from .spec.context import context_mapping
 from .worker.store import MemoryStore
 
@@ -83,11 +85,41 @@ class LocalExecutor:
                 refused before any step runs.
         """
         check_plan(plan, self.registry, self.step_modules)
-        try:
-            initial = to_json_data(context_mapping(context), "context")
-        except StepResultError as exc:
-            raise SpecError(str(exc), path="context") from exc
-        return await _LocalRun(self, plan, initial).go()
+        return await _LocalRun(self, plan, initial_context(context)).go()
+
+    async def run_inline(
+        self, block: ParallelBlockSpec, call: InlineCall, context: Mapping[str, Any] | None = None
+    ) -> ParallelExecutionResult:
+        """``run`` for one block whose every step is ``await call(index, context)`` in this process, on the engine's
+        rules without its store and messages (``engine.inline``; ``engine.inline.fits`` says which blocks can):
+        checked as ``run`` checks, and the same result.
+
+        Raises:
+            SpecError, CompileError: as ``run``.
+        """
+        check_plan(Plan("block", block.name, (PlanNode(block.name, block),)), self.registry, self.step_modules)
+        inline = InlineBlock(
+            block,
+            call,
+            initial_context(context),  # what a lone block's steps get: the context given, each a copy of its own
+            self.registry,
+            worker=self.worker,
+            executed_on=EXECUTED_ON,
+            run_id=uuid.uuid4().hex,
+        )
+        return await inline.run()
+
+
+def initial_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The context a run starts with: a mapping of JSON data, copied.
+
+    Raises:
+        SpecError: it is not one (``.path`` names where).
+    """
+    try:
+        return to_json_data(context_mapping(context), "context")  # type: ignore[no-any-return]
+    except StepResultError as exc:
+        raise SpecError(str(exc), path="context") from exc
 
 
 @dataclass

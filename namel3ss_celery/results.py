@@ -65,7 +65,8 @@ class ParallelExecutionResult:
     ``final_result`` by strategy: all, ``{step name: result}``; collect,
     ``{step name: {"result" or "error", "status", "duration_ms"}}``;
     map_reduce, the reduced value; race and any_success, the winner's result.
-    ``aggregated_output`` is the list of successful results in step order.
+    ``aggregated_output`` is the list of successful results in step order; the Namel3ss runtime API
+    (``namel3ss_celery.runtime``) gives it in the Namel3ss shape instead (``runtime.blocks.namel3ss_shaped``).
 
     The fields are in the Namel3ss runtime's order, with its defaults (``overall_status`` ``pending``),
     so a record built positionally the Namel3ss way means the same here.

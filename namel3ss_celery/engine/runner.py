@@ -124,6 +124,14 @@ class StepOutcome:
         ).encode()
 
 
+def in_task_of_its_own(should_stop: Callable[[], bool]) -> Callable[[tuple[str, str, str]], None]:
+    """For code in an asyncio task of its own that runs steps one after another: from now on ``cancelled()``
+    asks ``should_stop`` there; the function returned names the step that runs next in its log records (run,
+    block, step). Nothing is reset: the task's context ends with it."""
+    _cancel_check.set(should_stop)
+    return _step_ids.set  # type: ignore[return-value]
+
+
 def call_step(
     definition: StepDef,
     message: StepMessage,

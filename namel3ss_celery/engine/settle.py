@@ -23,7 +23,7 @@ LOST = "no outcome was recorded for this step (its worker was lost, or its messa
 
 def task_results(
     block: ParallelBlockSpec,
-    envelopes: Mapping[int, str],
+    envelopes: Mapping[int, str] | Mapping[int, Envelope],
     executed_on: str = "celery",
     decision: Decision | None = None,
     started: Mapping[int, Any] | None = None,
@@ -32,14 +32,17 @@ def task_results(
 
     Under a ``decision`` a step that has not reported is cancelled: ``not_started``
     when it never began, ``stopping`` while it was asked to stop. Without one it is lost.
+    ``envelopes`` are as filed in the store (JSON), or already read (a block run inline).
     """
     results = []
     started = started or {}
+    racing = block.strategy in RACING
+    winner = decision.winner if decision is not None else None
     for index, step in enumerate(block.steps):
         raw = envelopes.get(index)
         key = step_key(step, index)
-        metadata: dict[str, Any] = {"executed_on": executed_on, "target": step.target}
         if raw is None:
+            metadata: dict[str, Any] = {"executed_on": executed_on, "target": step.target}
             if decision is None:
                 results.append(ParallelTaskResult(key, TaskStatus.FAILED, error=LOST, metadata=metadata))
             else:
@@ -48,37 +51,33 @@ def task_results(
                 error = f"{str(pending).replace('_', ' ')}: {decision.reason}"
                 results.append(ParallelTaskResult(key, TaskStatus.CANCELLED, error=error, metadata=metadata))
             continue
-        env = Envelope.decode(raw)
-        metadata.update(executed_on=env.executed_on or executed_on, worker=env.worker, celery_task_id=env.task_id)
+        env = raw if isinstance(raw, Envelope) else Envelope.decode(raw)
+        metadata = {
+            "executed_on": env.executed_on or executed_on,
+            "target": step.target,
+            "worker": env.worker,
+            "celery_task_id": env.task_id,
+        }
         if env.attempts > 1:
             metadata["attempts"] = env.attempts
         if env.dead_letter:
             metadata["dead_letter"] = env.dead_letter
         outcome = env.outcome
-        if decision is not None and decision.winner == index:
+        if winner == index:
             outcome = Outcome.WON
-        elif outcome is None and block.strategy in RACING:
+        elif outcome is None and racing:
             outcome = Outcome.RAN_TO_END
         if outcome is not None:
             metadata["outcome"] = str(outcome)
-        results.append(
-            ParallelTaskResult(
-                task_id=key,
-                status=env.status,
-                result=env.result,
-                error=env.error,
-                start_time=env.start,
-                end_time=env.end,
-                duration_ms=_ms(env.start, env.end),
-                metadata=metadata,
-            )
-        )
+        start, end = env.start, env.end
+        duration = round((end - start) * 1000, 3) if start is not None and end is not None else None
+        results.append(ParallelTaskResult(key, env.status, env.result, env.error, start, end, duration, metadata))
     return results
 
 
 def settle_block(
     block: ParallelBlockSpec,
-    envelopes: Mapping[int, str],
+    envelopes: Mapping[int, str] | Mapping[int, Envelope],
     reducers: Registry,
     *,
     executed_on: str = "celery",
@@ -240,7 +239,8 @@ def peak_concurrency(results: list[ParallelTaskResult]) -> int:
             edges.append((r.start_time, 1))
             edges.append((r.end_time, -1))
     peak = running = 0
-    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):
+    edges.sort()  # by time, an end (-1) before a start (+1) at the same instant
+    for _, delta in edges:
         running += delta
         peak = max(peak, running)
     return peak

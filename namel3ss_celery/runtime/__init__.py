@@ -92,7 +92,6 @@ __all__ = [
     "TaskStatus",
     "WorkerNode",
     "WorkerStatus",
-    "capability_queue",
     "create_distributed_queue",
     "create_message_broker",
     "task_handler",

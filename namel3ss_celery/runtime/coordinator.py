@@ -15,11 +15,20 @@ from ..errors import BrokerUnavailable, SpecError, UnknownTarget
 from ..extension import Namel3ssCelery
 from ..results import ParallelExecutionResult
 from ..settings import Settings
+from ..spec import ParallelBlockSpec
 from ..worker.embedded import EmbeddedWorker
+from .blocks import Unreduced, block_data, block_spec, namel3ss_shaped, raw_block, targeted, unreduced
 from .brokers import broker_settings
 from .distributed_model import WorkerNode, WorkerStatus
 from .nodes import start_step_worker
-from .parallel import ExecutionStats, ParallelExecutor, StepExecutor, block_spec, raw_block, targeted
+from .parallel import ExecutionStats, ParallelExecutor, StepExecutor, known_reducer
+
+__all__ = [
+    "DistributedParallelExecutor",
+    "create_distributed_executor",
+    "execute_distributed_parallel",
+    "get_distributed_executor",
+]
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -75,6 +84,8 @@ class DistributedParallelExecutor:
         self.local_threshold = local_threshold
         self._n3 = n3
         self._stats = ExecutionStats()
+        self.local_executor = ParallelExecutor(default_timeout=self.distributed_timeout)  # blocks run here
+        self._queue_available = False  # initialize() reached the broker
         self.workers: dict[str, WorkerNode] = {}
         self._embedded: list[EmbeddedWorker] = []
         self.execution_stats = {
@@ -114,6 +125,8 @@ class DistributedParallelExecutor:
                     raise
                 self.local_threshold = sys.maxsize  # every block runs here, and says why
                 logger.warning("the broker cannot be reached: blocks run in this process (fallback_to_local)")
+                return
+        self._queue_available = True
 
     def target_of(self, step_executor: StepExecutor) -> str:
         """The name workers know ``step_executor`` by.
@@ -140,7 +153,7 @@ class DistributedParallelExecutor:
     async def execute_parallel_block(
         self,
         parallel_block: Any,
-        step_executor: StepExecutor,
+        step_executor: StepExecutor | None,
         context: Mapping[str, Any] | None = None,
         security_context: Any = None,
         force_distribution: bool = False,
@@ -148,11 +161,17 @@ class DistributedParallelExecutor:
     ) -> ParallelExecutionResult:
         """Run the block on workers (or here, when asked); the result says where and why.
 
+        Each step goes to ``step_executor`` as it was given; with ``None``, each runs the registered step its
+        ``target`` (or ``type``) names, as in a program.
+
         Raises:
             UnknownTarget: the step executor cannot be sent to workers and no local fallback was asked.
             WaitTimeout: the block did not end within the executor's ``timeout``.
         """
-        block = block_spec(raw_block(parallel_block, inline=True)[0], None, None)
+        self.execution_stats["total_executions"] += 1
+        raw = block_data(parallel_block) if step_executor is None else raw_block(parallel_block, inline=True)[0]
+        runnable, later = unreduced(raw, lambda name: True)  # a map_reduce block without a reducer: as all
+        block = block_spec(runnable, None, None)
         if len(block.steps) > self.max_distributed_tasks:
             raise SpecError(
                 f"{len(block.steps)} steps, more than max_distributed_tasks ({self.max_distributed_tasks})",
@@ -164,31 +183,41 @@ class DistributedParallelExecutor:
             placement = "local (force_local)"
         elif self.local_threshold is not None and not force_distribution and len(block.steps) < self.local_threshold:
             placement = f"local (fewer than {self.local_threshold} steps)"
-        target = None
-        if not placement.startswith("local"):
+        if placement == "distributed" and step_executor is not None:
             try:
-                target = self.target_of(step_executor)
+                block = targeted(block, self.target_of(step_executor))
             except UnknownTarget as exc:
                 if not self.fallback_to_local:
+                    self.execution_stats["failed_distributions"] += 1
                     raise
                 placement = f"local (fallback_to_local: {exc})"
-        if target is None:
-            result = await ParallelExecutor(default_timeout=self.timeout).execute_parallel_block(
-                parallel_block, step_executor, context
+        if placement.startswith("local"):
+            result = await self.local_executor.execute_parallel_block(
+                parallel_block, step_executor, context, security_context
             )
         else:
-            handle = self.n3.dispatch(targeted(block, target), context=context)
-            found = await handle.aget(timeout=self.timeout)
-            assert isinstance(found, ParallelExecutionResult)
-            result = found
+            result = await self._distribute(block, later, context)
         result.metadata["placement"] = placement
         self._stats.add(result)
         self._count(placement, time.monotonic() - started)
         return result
 
+    async def _distribute(
+        self, block: ParallelBlockSpec, later: Unreduced | None, context: Mapping[str, Any] | None
+    ) -> ParallelExecutionResult:
+        """Dispatch ``block`` and wait for its result (a reducer the workers' registry lacks: as Namel3ss)."""
+        self.n3.load_step_modules()
+        block, unknown = unreduced(block, lambda name: known_reducer(name, self.n3.registry))
+        try:
+            found = await self.n3.dispatch(block, context=context).aget(timeout=self.timeout)
+        except Exception:
+            self.execution_stats["failed_distributions"] += 1
+            raise
+        assert isinstance(found, ParallelExecutionResult)
+        return namel3ss_shaped(found, later or unknown)
+
     def _count(self, placement: str, seconds: float) -> None:
         stats = self.execution_stats
-        stats["total_executions"] += 1
         if placement.startswith("local"):
             stats["local_executions"] += 1
             if "fallback_to_local" in placement:
@@ -199,19 +228,25 @@ class DistributedParallelExecutor:
         stats["average_distribution_overhead_ms"] += (seconds * 1000 - stats["average_distribution_overhead_ms"]) / done
 
     def get_execution_stats(self) -> dict[str, Any]:
-        """Namel3ss's shape (``distributed``, ``local``, ``combined``), plus blocks run, completed and failed,
-        steps, average duration, and where they ran."""
-        stats = dict(self.execution_stats)
-        local = {"total_executions": stats["local_executions"]}
-        return {
+        """Namel3ss's shape: ``distributed`` (this executor's counts), ``local`` (its local executor's stats,
+        with the keys of ``ParallelExecutor.get_execution_stats()``), ``combined`` (counted as Namel3ss counts:
+        ``total_executions`` adds the local executor's to this executor's, so a block run here counts in
+        both), ``queue_status`` once ``initialize()`` reached the broker; plus this package's keys: blocks
+        run, completed and failed, steps, average duration, and where they ran."""
+        distributed = dict(self.execution_stats)
+        local = self.local_executor.get_execution_stats()
+        stats = {
             **self._stats.as_dict(),
-            "distributed": stats,
+            "distributed": distributed,
             "local": local,
             "combined": {
-                "total_executions": stats["total_executions"],
-                "distribution_ratio": stats["distributed_executions"] / max(1, stats["total_executions"]),
+                "total_executions": distributed["total_executions"] + local["total_executions"],
+                "distribution_ratio": distributed["distributed_executions"] / max(1, distributed["total_executions"]),
             },
         }
+        if self._queue_available:
+            stats["queue_status"] = {"available": True}
+        return stats
 
     async def register_worker(
         self,
@@ -234,6 +269,7 @@ class DistributedParallelExecutor:
 
     async def cleanup(self) -> None:
         """Stop the workers started here and close the connections this executor opened."""
+        await self.local_executor.cleanup()
         workers, self._embedded = self._embedded, []
         for worker in workers:
             await asyncio.to_thread(worker.stop)
@@ -276,17 +312,27 @@ async def get_distributed_executor() -> DistributedParallelExecutor:
     return _distributed
 
 
+RUN_KEYS = frozenset({"security_context", "force_distribution", "force_local"})  # execute_parallel_block's
+
+
 async def execute_distributed_parallel(
-    parallel_block: Any, step_executor: StepExecutor, context: Mapping[str, Any] | None = None, **kwargs: Any
+    parallel_block: Any, step_executor: StepExecutor | None, context: Mapping[str, Any] | None = None, **kwargs: Any
 ) -> ParallelExecutionResult:
-    """Create a distributed executor (``kwargs`` as ``create_distributed_executor``), run one block, clean up."""
-    run_keys = {"force_distribution", "force_local", "security_context"}
-    executor = await create_distributed_executor(
-        **{k: v for k, v in kwargs.items() if k not in run_keys},
-    )
+    """Run one block with the process's distributed executor (``get_distributed_executor()``), as Namel3ss
+    does; ``kwargs`` go to its ``execute_parallel_block`` (``force_local``, ``force_distribution``,
+    ``security_context``).
+
+    Given any other keyword (``broker_type``, ``broker_config``, ``fallback_to_local``, ...: those of
+    ``create_distributed_executor``), the block runs on an executor of its own, made with them and cleaned
+    up after.
+    """
+    run = {k: v for k, v in kwargs.items() if k in RUN_KEYS}
+    made = {k: v for k, v in kwargs.items() if k not in RUN_KEYS}
+    if not made:
+        executor = await get_distributed_executor()
+        return await executor.execute_parallel_block(parallel_block, step_executor, context, **run)
+    executor = await create_distributed_executor(**made)
     try:
-        return await executor.execute_parallel_block(
-            parallel_block, step_executor, context, **{k: v for k, v in kwargs.items() if k in run_keys}
-        )
+        return await executor.execute_parallel_block(parallel_block, step_executor, context, **run)
     finally:
         await executor.cleanup()

@@ -25,7 +25,8 @@ from typing import Any
 
 from celery.result import AsyncResult
 
-from ..errors import TaskHandlerFailed, TaskWaitTimeout, UnknownTask
+from .. import errors
+from ..errors import TaskHandlerFailed, UnknownTask
 from .brokers import (
     MemoryMessageBroker,
     MessageBroker,
@@ -71,6 +72,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger("namel3ss_celery")
+
+
+class TaskWaitTimeout(errors.TaskWaitTimeout, asyncio.TimeoutError):
+    """``errors.TaskWaitTimeout`` as the queue raises it: also an ``asyncio.TimeoutError``, which Namel3ss code
+    catches around ``get_task_result`` (on Python 3.10 that is not the built-in ``TimeoutError``)."""
 
 
 class DistributedTaskQueue(QueueWorkers):

@@ -1,4 +1,5 @@
-"""``namel3ss.runtime.events`` here: the Namel3ss event runtime's names, exported by ``namel3ss_celery.runtime``.
+"""``namel3ss.runtime.events`` here: the Namel3ss event runtime's names, exported by ``namel3ss_celery.runtime``
+(``create_reactive_workflow_example`` only from here, as in Namel3ss).
 
 ``get_event_executor()`` gives the process's ``EventDrivenExecutor`` (on the Celery app the environment
 configures: ``CELERY_BROKER_URL``, else the embedded default); ``EventDrivenExecutor(event_bus=
@@ -27,6 +28,7 @@ __all__ = [
     "EventType",
     "MemoryEventBus",
     "RedisEventBus",
+    "create_reactive_workflow_example",
     "get_event_executor",
     "publish_event",
     "register_event_workflow",
@@ -100,4 +102,56 @@ async def register_event_workflow(
     """Register an event-triggered workflow with the process's executor."""
     await (await get_event_executor()).register_workflow_trigger(
         workflow_name, trigger_event_type, workflow_config, **kwargs
+    )
+
+
+EXAMPLE_WORKFLOW = "post_processing_pipeline"
+EXAMPLE_STEPS = ("validate_result", "store_result", "notify_completion")
+
+
+def example_step(step: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """A step of the example workflow: what it was given (its type and data, the names in its context) and
+    when it ran, as the Namel3ss runtime's default step executor reports it."""
+    return {
+        "step_type": step.get("type", step.get("target", "unknown")),
+        "step_data": step.get("data", {}),
+        "context_keys": list(context),
+        "executed_at": time.time(),
+    }
+
+
+async def create_reactive_workflow_example() -> None:
+    """The Namel3ss example of a reactive workflow, on the process's event executor.
+
+    Registers the workflow ``post_processing_pipeline`` (steps of type ``validate_result``,
+    ``store_result`` and ``notify_completion``, strategy ``all``, at most 3 at once) for ``task_completed``
+    events whose ``task_type`` is ``analysis``, then publishes one from ``analysis_engine``: the workflow runs,
+    and its end is announced as a ``workflow_completed`` event with ``workflow_name``
+    ``post_processing_pipeline``. Each step reports what it was given (``example_step``). The three step
+    names are registered for it on the executor's installation, unless registered already: they run on the
+    workers of this process (the embedded default); a deployment's own workers need them registered there
+    (a step module with ``@step("validate_result")``, ...).
+    """
+    executor = await get_event_executor()
+    for name in EXAMPLE_STEPS:
+        if executor.n3.registry.step(name) is None:
+            executor.n3.step(name)(example_step)
+    await executor.register_workflow_trigger(
+        workflow_name=EXAMPLE_WORKFLOW,
+        trigger_event_type=EventType.TASK_COMPLETED,
+        workflow_config={
+            "steps": [{"type": name, "data": {}} for name in EXAMPLE_STEPS],
+            "strategy": "all",
+            "max_concurrency": 3,
+        },
+        filters={"task_type": "analysis"},
+    )
+    await executor.publish_event(
+        event_type=EventType.TASK_COMPLETED,
+        source="analysis_engine",
+        data={
+            "task_type": "analysis",
+            "task_id": "analysis_123",
+            "result": {"status": "success", "data": "processed_output"},
+        },
     )

@@ -13,15 +13,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..compiler.planning import make_plan
+from ..engine.inline import fits
 from ..local import LocalExecutor
-from ..plan.fields import STEP_VALUE
-from ..registry import SHARED, Registry
-from ..results import ParallelExecutionResult, RunStatus
-from ..spec import ParallelBlockSpec, ParallelStrategy, load_model
+from ..registry import BUILTIN_REDUCERS, SHARED, Registry
+from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, WorkflowResult
+from ..spec import ParallelBlockSpec, ParallelStrategy, StepSpec
+from .blocks import block_data, block_spec, namel3ss_shaped, raw_block, targeted, unreduced
+
+__all__ = [
+    "LOCAL_TARGET",
+    "ParallelExecutionContext",
+    "ParallelExecutionResult",
+    "ParallelExecutor",
+    "ParallelStrategy",
+    "ParallelTaskResult",
+    "current_parallel_context",
+    "execute_parallel_steps",
+    "get_current_parallel_context",
+]
 
 logger = logging.getLogger("namel3ss_celery")
 
-StepExecutor = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Any] | Any]
+StepExecutor = Callable[[Any, dict[str, Any]], Awaitable[Any] | Any]
+OUTPUTS = "outputs"  # the key under which the engine gives a step the outputs of a workflow's earlier nodes
 
 LOCAL_TARGET = "namel3ss.step_executor"  # the local registry's name for a call's step executor
 
@@ -58,12 +72,12 @@ def get_current_parallel_context() -> ParallelExecutionContext | None:
     return current_parallel_context.get()
 
 
-def _enter(block: ParallelBlockSpec, parent_span_id: str | None, security_context: Any) -> None:
+def _enter(block: ParallelBlockSpec, strategy: str, parent_span_id: str | None, security_context: Any) -> None:
     """Make ``block``'s context current, as Namel3ss does for the rest of the calling task."""
     context = ParallelExecutionContext(
         execution_id=str(uuid.uuid4()),
         block_name=block.name,
-        strategy=block.strategy,
+        strategy=ParallelStrategy(strategy),
         max_concurrency=block.max_concurrency or 10,
         timeout_seconds=block.timeout_seconds,
         parent_span_id=parent_span_id,
@@ -72,68 +86,6 @@ def _enter(block: ParallelBlockSpec, parent_span_id: str | None, security_contex
         context.execution_permissions = security_context.get("permission_level")
         context.allowed_capabilities = set(security_context.get("capabilities", []))
     current_parallel_context.set(context)
-
-
-def block_spec(parallel_block: Any, max_concurrency: int | None, timeout: float | None) -> ParallelBlockSpec:
-    """A ``ParallelBlockSpec`` from the Namel3ss dict (or spec object), with the executor's defaults."""
-    given = {"max_concurrency": max_concurrency, "timeout_seconds": timeout}
-    if isinstance(parallel_block, Mapping):  # the defaults join the dict: validated once, as if written there
-        missing = {k: v for k, v in given.items() if v is not None and parallel_block.get(k) is None}
-        return load_model(ParallelBlockSpec, {**parallel_block, **missing})
-    block = load_model(ParallelBlockSpec, parallel_block)
-    defaults = {k: v for k, v in given.items() if v is not None and getattr(block, k) is None}
-    if not defaults:
-        return block
-    # Validated again, as a spec with these values would be (a default of 1e308 seconds is refused too).
-    return load_model(ParallelBlockSpec, {**block.model_dump(exclude_unset=True), **defaults})
-
-
-def raw_block(parallel_block: Any, inline: bool = False, target: str | None = None) -> tuple[Any, list[Any]]:
-    """The block with each step that names no target of its own replaced by a placeholder, and those steps'
-    values exactly as given: the Namel3ss runtime hands its step executor any value (``"step1"``, ``3``,
-    an object of the caller's), and so does this one. A placeholder carries the value's index in the
-    returned list (in this process), or, ``inline``, the value itself (for workers: JSON values only,
-    refused at dispatch otherwise, naming the step). With ``target``, each placeholder names it (``targeted``
-    then has nothing to copy)."""
-    base: dict[str, Any]
-    if isinstance(parallel_block, Mapping):
-        base, raw_steps = dict(parallel_block), list(parallel_block.get("steps") or [])
-    elif hasattr(parallel_block, "steps") and not isinstance(parallel_block, ParallelBlockSpec):
-        base, raw_steps = _spec_dict(parallel_block), list(parallel_block.steps)
-    else:
-        return parallel_block, []
-    values: list[Any] = []
-    steps: list[Any] = []
-    for raw in raw_steps:
-        if isinstance(raw, Mapping) and (raw.get("target") or raw.get("type")):
-            steps.append(raw)  # a registered step target: it runs as such
-            continue
-        placeholder: dict[str, Any] = {STEP_VALUE: raw if inline else len(values)}
-        if target is not None:
-            placeholder["target"] = target
-        if isinstance(raw, Mapping):
-            placeholder.update({k: raw[k] for k in ("name", "timeout_seconds", "worker_pool") if k in raw})
-        values.append(raw)
-        steps.append(placeholder)
-    return {**base, "steps": steps}, values
-
-
-def _spec_dict(block: Any) -> dict[str, Any]:
-    """A Namel3ss spec object's fields as the dict this package loads."""
-    names = ("name", "strategy", "max_concurrency", "timeout_seconds", "reduce_function", "fail_fast")
-    found = {name: getattr(block, name) for name in names if getattr(block, name, None) is not None}
-    strategy = found.get("strategy")
-    if strategy is not None and hasattr(strategy, "value"):
-        found["strategy"] = strategy.value
-    return found
-
-
-def targeted(block: ParallelBlockSpec, target: str) -> ParallelBlockSpec:
-    """Every step without a target of its own runs ``target`` (the Namel3ss step executor)."""
-    if all(s.target for s in block.steps):  # placeholders name it already (raw_block)
-        return block
-    steps = [s if s.target else s.model_copy(update={"target": target}) for s in block.steps]
-    return block.model_copy(update={"steps": steps})
 
 
 class ExecutionStats:
@@ -167,13 +119,18 @@ class ExecutionStats:
         }
 
 
-def _by_index(step_executor: StepExecutor, values: list[Any]) -> Any:
-    """The step executor, called with the step value a placeholder's index names (an ``async`` executor
-    stays a coroutine function, so it runs on the event loop, not in a thread)."""
+def _by_index(step_executor: StepExecutor, values: list[Any], outputs: bool) -> Any:
+    """The step executor, called with the step value a placeholder's index names, and the context the call
+    was given (``outputs`` only when it had that key: the engine adds it for workflows). An ``async``
+    executor stays a coroutine function, so it runs on the event loop, not in a thread."""
+
+    def given(context: dict[str, Any]) -> dict[str, Any]:
+        return context if outputs else {k: v for k, v in context.items() if k != OUTPUTS}
+
     if inspect.iscoroutinefunction(step_executor):
 
         async def call_async(index: int, context: dict[str, Any]) -> Any:
-            return await step_executor(values[index], context)  # type: ignore[misc]
+            return await step_executor(values[index], given(context))  # type: ignore[misc]
 
         return call_async
 
@@ -181,47 +138,92 @@ def _by_index(step_executor: StepExecutor, values: list[Any]) -> Any:
 
     def call(index: int, context: dict[str, Any]) -> Any:
         current_parallel_context.set(block)
-        return step_executor(values[index], context)
+        return step_executor(values[index], given(context))
 
     return call
 
 
 class ParallelExecutor:
-    """Runs parallel blocks in this process (Namel3ss ``ParallelExecutor``).
+    """Runs parallel blocks in this process (Namel3ss ``ParallelExecutor``), with its constructor.
 
     Args:
         default_max_concurrency: for blocks that set none.
         default_timeout: seconds, for blocks that set none.
+        enable_tracing: accepted for Namel3ss code (spans come from ``namel3ss_celery.integrations.opentelemetry``).
+        enable_security: accepted for Namel3ss code; so is ``security_manager``.
+        thread_pool_size: accepted for Namel3ss code (sync step executors run in the local executor's threads).
+        security_manager: see ``enable_security``.
     """
 
-    def __init__(self, default_max_concurrency: int = 10, default_timeout: float = 300.0, **_: Any) -> None:
+    def __init__(
+        self,
+        default_max_concurrency: int = 10,
+        default_timeout: float = 300.0,
+        enable_tracing: bool = True,
+        enable_security: bool = True,
+        thread_pool_size: int = 4,
+        security_manager: Any | None = None,
+    ) -> None:
         self.default_max_concurrency = default_max_concurrency
         self.default_timeout = default_timeout
+        self.enable_tracing = enable_tracing
+        self.enable_security = enable_security
+        self.thread_pool_size = thread_pool_size
+        self.security_manager = security_manager
         self._stats = ExecutionStats()
 
     async def execute_parallel_block(
         self,
         parallel_block: Any,
-        step_executor: StepExecutor,
+        step_executor: StepExecutor | None,
         context: Mapping[str, Any] | None = None,
         security_context: Any = None,
         parent_span_id: str | None = None,
     ) -> ParallelExecutionResult:
         """Run ``parallel_block`` (a dict with ``name``, ``steps``, ``strategy``, ... or a spec) here.
 
-        ``step_executor`` is called as ``await step_executor(step, context)`` (sync functions work
-        too) for every step without a ``target`` of its own.
+        ``step_executor`` is called as ``await step_executor(step, context)`` (sync functions work too) for
+        every step, with the step as it was given (a dict with a ``type`` or ``target`` key too). With
+        ``None``, each step runs the registered step its ``target`` (or ``type``) names, as in a program;
+        so does each step of a ``ParallelBlockSpec`` that names one. A map_reduce block without a
+        ``reduce_function``, or with one that is neither built in nor registered, runs as Namel3ss runs it
+        (the ``all`` result; the results as a list).
 
         Raises:
             SpecError: the block is malformed (the field path is named).
+            CompileError: with no step executor, a step names no registered step.
         """
-        placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET)
-        block = block_spec(placeholders, self.default_max_concurrency, self.default_timeout)
-        _enter(block, parent_span_id, security_context)
         registry = Registry(parent=SHARED)
-        registry.add_step(LOCAL_TARGET, _by_index(step_executor, values))
-        result = await LocalExecutor(registry).run(make_plan(targeted(block, LOCAL_TARGET)), context)
+        values: list[Any]
+        # An async step executor may run its block inline (engine.inline): checked once the block is read.
+        inline = step_executor is not None and inspect.iscoroutinefunction(step_executor)
+        if step_executor is None:
+            placeholders, values = block_data(parallel_block), []
+        else:
+            shared = SHARED_PLACEHOLDER if inline else None
+            placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET, shared=shared)
+        strategy = _strategy_of(placeholders)
+        runnable, later = unreduced(placeholders, lambda name: known_reducer(name, registry))
+        block = block_spec(runnable, self.default_max_concurrency, self.default_timeout)
+        if inline and not (fits(block) and all(step.target == LOCAL_TARGET for step in block.steps)):
+            inline = False  # on the conductor, whose steps find their values by the index in their placeholder
+            placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET)
+            runnable, later = unreduced(placeholders, lambda name: known_reducer(name, registry))
+            block = block_spec(runnable, self.default_max_concurrency, self.default_timeout)
+        _enter(block, strategy or str(block.strategy), parent_span_id, security_context)
+        result: ParallelExecutionResult | WorkflowResult
+        if step_executor is not None and inline:  # nothing only the conductor does: a twentieth of the cost
+            call = _by_index(step_executor, values, True)  # the context as given: run_inline adds no outputs
+            registry.add_step(LOCAL_TARGET, call)
+            result = await LocalExecutor(registry).run_inline(block, call, context)
+        else:
+            if step_executor is not None:
+                outputs = context is not None and OUTPUTS in context
+                registry.add_step(LOCAL_TARGET, _by_index(step_executor, values, outputs))
+                block = targeted(block, LOCAL_TARGET)
+            result = await LocalExecutor(registry).run(make_plan(block), context)
         assert isinstance(result, ParallelExecutionResult)
+        namel3ss_shaped(result, later)
         self._stats.add(result)
         return result
 
@@ -235,16 +237,38 @@ class ParallelExecutor:
         """Nothing to release: each block's executor ends with it (kept for code written for Namel3ss)."""
 
 
+SHARED_PLACEHOLDER = StepSpec(target=LOCAL_TARGET)  # every step of a block run inline that keeps no key
+
+
+def known_reducer(name: str, registry: Registry) -> bool:
+    """``name`` is a built-in reducer, or one registered (``@reducer``)."""
+    return name in BUILTIN_REDUCERS or registry.reducer(name) is not None
+
+
+def _strategy_of(block: Any) -> str | None:
+    """The strategy a block was given with (``None``: the default, or a spec object's own)."""
+    if isinstance(block, ParallelBlockSpec):
+        return str(block.strategy)
+    value = block.get("strategy") if isinstance(block, Mapping) else None
+    return str(getattr(value, "value", value)) if value is not None else None
+
+
 async def execute_parallel_steps(
-    steps: list[dict[str, Any]],
+    steps: list[Any],
     step_executor: StepExecutor,
     strategy: str | ParallelStrategy = "all",
     max_concurrency: int = 10,
     timeout_seconds: float | None = None,
     context: Mapping[str, Any] | None = None,
 ) -> ParallelExecutionResult:
-    """Run ``steps`` in parallel in this process under ``strategy`` (Namel3ss ``execute_parallel_steps``)."""
-    block = {"name": "parallel_steps", "steps": steps, "strategy": str(strategy), "max_concurrency": max_concurrency}
+    """Run ``steps`` in parallel in this process under ``strategy`` (Namel3ss ``execute_parallel_steps``):
+    each step, whatever its value, goes to ``step_executor`` as it was given."""
+    block: dict[str, Any] = {
+        "name": "parallel_steps",
+        "steps": steps,
+        "strategy": getattr(strategy, "value", strategy),
+        "max_concurrency": max_concurrency,
+    }
     if timeout_seconds is not None:
         block["timeout_seconds"] = timeout_seconds
     return await ParallelExecutor(max_concurrency).execute_parallel_block(block, step_executor, context)

@@ -135,6 +135,8 @@ def _plain(value: Any, depth: int) -> Any:
     """Dataclasses (as Namel3ss specs are) become dicts and enum members their values, down to ``_PLAIN_DEPTH``."""
     if type(value) in _SCALARS or depth > _PLAIN_DEPTH:  # scalars: most of a large spec, and the cheapest test
         return value
+    if isinstance(value, BaseModel):  # a spec model already (a step given as one): validated as it is
+        return value
     if isinstance(value, (dict, Mapping)):  # dict first: the common case, and no ABC check
         return {k: _plain(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

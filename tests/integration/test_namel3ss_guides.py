@@ -132,6 +132,39 @@ def test_event_driven_workflows_run_the_triggered_workflow() -> None:
     }
 
 
+def test_the_reactive_workflow_example_of_the_events_module_runs() -> None:
+    """``namel3ss.runtime.events.create_reactive_workflow_example``: its workflow runs on the trigger it
+    publishes, and each step reports what it was given, as Namel3ss's default step executor does."""
+
+    async def scenario() -> tuple[Event, Any]:
+        executor = await get_event_executor()
+        completed: asyncio.Queue[Event] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        try:
+            await executor.register_event_handler(
+                [EventType.WORKFLOW_COMPLETED],
+                lambda event: loop.call_soon_threadsafe(completed.put_nowait, event),
+                filters={"workflow_name": "post_processing_pipeline"},
+            )
+            assert await runtime_events.create_reactive_workflow_example() is None
+            event = await asyncio.wait_for(completed.get(), WAIT)
+            return event, await executor.n3.run(event.data["instance_id"]).aget(timeout=WAIT)
+        finally:
+            await executor.stop()
+            executor.n3.close()
+            runtime_events._executor = None  # the process's executor ends with this test
+
+    event, run = asyncio.run(scenario())
+    assert event.data["status"] == "completed"
+    assert run.block_name == "event_workflow_post_processing_pipeline"
+    assert [(s["step_type"], s["step_data"]) for s in run.final_result.values()] == [
+        ("validate_result", {}),
+        ("store_result", {}),
+        ("notify_completion", {}),
+    ]
+    assert all("trigger_event" in s["context_keys"] for s in run.final_result.values())
+
+
 # --- docs/guides/EXAMPLES_AND_USAGE_GUIDE.md ---------------------------------------------------------------------
 
 

@@ -218,6 +218,43 @@ def test_steps_that_are_not_dicts_reach_a_workers_executor_as_given(
 
 
 @pytest.mark.integration
+def test_a_step_with_a_type_of_its_own_reaches_a_workers_executor_as_given(
+    default_worker: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAMEL3SS_CELERY_STEP_MODULES", "tests.integration.steps")
+    broker = {"redis_url": default_worker["CELERY_BROKER_URL"]}
+    block = {"name": "typed", "steps": [{"type": "validate_result", "data": {}}, {"target": "store_result"}]}
+    result = asyncio.run(execute_distributed_parallel(block, runtime_value, broker_type="redis", broker_config=broker))
+    assert result.overall_status == "completed" and result.metadata["placement"] == "distributed"
+    said = [result.final_result[f"step_{i}"].rsplit(" on ", 1)[0] for i in range(2)]
+    assert said == ["dict {'type': 'validate_result', 'data': {}}", "dict {'target': 'store_result'}"]
+    assert result.aggregated_output == result.final_result
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("reducer", [None, "median"])
+def test_map_reduce_on_workers_without_a_known_reducer_is_as_namel3ss(
+    default_worker: dict[str, str], monkeypatch: pytest.MonkeyPatch, reducer: str | None
+) -> None:
+    monkeypatch.setenv("NAMEL3SS_CELERY_STEP_MODULES", "tests.integration.steps")
+    broker = {"redis_url": default_worker["CELERY_BROKER_URL"]}
+    block: dict[str, Any] = {"name": "mr", "steps": [{"task": 1}, {"task": 2}], "strategy": "map_reduce"}
+    if reducer:
+        block["reduce_function"] = reducer
+    result = asyncio.run(execute_distributed_parallel(block, runtime_task, broker_type="redis", broker_config=broker))
+    assert (result.overall_status, result.strategy, result.metadata["placement"]) == (
+        "completed",
+        "map_reduce",
+        "distributed",
+    )
+    tasks = [{"task": 1, "pid": result.results[0].result["pid"]}, {"task": 2, "pid": result.results[1].result["pid"]}]
+    if reducer:  # an unknown reducer: the results as a list
+        assert result.final_result == tasks and result.aggregated_output == {"reduced_result": tasks}
+    else:  # no reducer: the all result
+        assert result.final_result == result.aggregated_output == {"step_0": tasks[0], "step_1": tasks[1]}
+
+
+@pytest.mark.integration
 def test_the_executor_made_the_namel3ss_way_keeps_its_stats_shape(
     default_worker: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,6 +277,12 @@ def test_the_executor_made_the_namel3ss_way_keeps_its_stats_shape(
     stats = asyncio.run(main())
     assert stats["distributed"]["total_executions"] == 1 and stats["distributed"]["distributed_executions"] == 1
     assert stats["combined"]["distribution_ratio"] == 1.0 and stats["executed_on"] == {"celery": 1}
+    assert stats["combined"]["total_executions"] == 1 and stats["queue_status"] == {"available": True}
+    assert {k: stats["local"][k] for k in ("total_executions", "successful_executions", "failed_executions")} == {
+        "total_executions": 0,
+        "successful_executions": 0,
+        "failed_executions": 0,
+    }
 
     async def unreachable(fallback: bool) -> Any:
         dead = {"redis_url": "redis://127.0.0.1:1/0"}

@@ -3,6 +3,7 @@ signatures and defaults (parameters may be added after them, never renamed, reor
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -63,11 +64,76 @@ def test_every_namel3ss_runtime_name_is_exported() -> None:
     assert sorted(NAMEL3SS_RUNTIME_NAMES - set(runtime.__all__)) == []
 
 
-def test_the_distributed_module_offers_its_namel3ss_names() -> None:
-    from namel3ss_celery.runtime import distributed
+def test_no_name_is_exported_twice() -> None:
+    assert sorted(n for n in set(runtime.__all__) if runtime.__all__.count(n) > 1) == []
 
-    names = {n for n in NAMEL3SS_RUNTIME_NAMES if n in runtime.distributed.__all__}
-    assert names == {n for n in distributed.__all__ if n not in {"DistributedExecutionResult", "task_handler"}}
+
+# The public names each module of ``namel3ss.runtime`` defines (its classes, functions and module-level values;
+# not what it imports, nor its ``logger``), read in namel3ss-Ai/namel3ss-programming-language at be3abcdd5e45.
+NAMEL3SS_MODULE_NAMES = {
+    "parallel": {
+        "ParallelStrategy",
+        "ParallelTaskResult",
+        "ParallelExecutionResult",
+        "ParallelExecutionContext",
+        "current_parallel_context",
+        "ParallelExecutor",
+        "execute_parallel_steps",
+        "get_current_parallel_context",
+    },
+    "distributed": {
+        "TaskStatus",
+        "WorkerStatus",
+        "BrokerType",
+        "DistributedTask",
+        "WorkerNode",
+        "DistributedExecutionResult",
+        "MessageBroker",
+        "RedisMessageBroker",
+        "RabbitMQMessageBroker",
+        "MemoryMessageBroker",
+        "DistributedTaskQueue",
+        "create_message_broker",
+        "create_distributed_queue",
+    },
+    "coordinator": {
+        "DistributedParallelExecutor",
+        "create_distributed_executor",
+        "get_distributed_executor",
+        "execute_distributed_parallel",
+    },
+    "events": {
+        "EventType",
+        "EventPriority",
+        "Event",
+        "EventHandler",
+        "EventSubscription",
+        "EventBus",
+        "MemoryEventBus",
+        "RedisEventBus",
+        "EventDrivenExecutor",
+        "get_event_executor",
+        "publish_event",
+        "register_event_workflow",
+        "create_reactive_workflow_example",
+    },
+}
+
+
+@pytest.mark.parametrize("module", sorted(NAMEL3SS_MODULE_NAMES))
+def test_each_runtime_module_offers_the_names_of_its_namel3ss_module(module: str) -> None:
+    ours = importlib.import_module(f"namel3ss_celery.runtime.{module}")
+    assert sorted(n for n in NAMEL3SS_MODULE_NAMES[module] if not hasattr(ours, n)) == []
+    exported = getattr(ours, "__all__", None)
+    if exported is not None:  # what ``from ... import *`` gives has them too
+        assert sorted(NAMEL3SS_MODULE_NAMES[module] - set(exported)) == []
+
+
+def test_a_name_in_two_modules_is_one_object() -> None:
+    """``namel3ss.runtime.X`` and ``namel3ss.runtime.<module>.X`` are the same object, as there."""
+    for module, names in NAMEL3SS_MODULE_NAMES.items():
+        ours = importlib.import_module(f"namel3ss_celery.runtime.{module}")
+        assert [n for n in names if n in runtime.__all__ and getattr(ours, n) is not getattr(runtime, n)] == []
 
 
 EMPTY = inspect.Parameter.empty
@@ -145,6 +211,91 @@ SIGNATURES: list[tuple[str, list[tuple[str, Any]]]] = [
         ],
     ),
     ("DistributedParallelExecutor.start_worker", [("self", EMPTY), ("worker_id", EMPTY), ("step_executor", EMPTY)]),
+    (
+        "DistributedParallelExecutor.execute_parallel_block",
+        [
+            ("self", EMPTY),
+            ("parallel_block", EMPTY),
+            ("step_executor", EMPTY),
+            ("context", None),
+            ("security_context", None),
+            ("force_distribution", False),
+            ("force_local", False),
+        ],
+    ),
+    ("create_distributed_executor", [("broker_type", "redis"), ("broker_config", None), ("kwargs", EMPTY)]),
+    (
+        "execute_distributed_parallel",
+        [("parallel_block", EMPTY), ("step_executor", EMPTY), ("context", None), ("kwargs", EMPTY)],
+    ),
+    (
+        "ParallelExecutor",
+        [
+            ("default_max_concurrency", 10),
+            ("default_timeout", 300.0),
+            ("enable_tracing", True),
+            ("enable_security", True),
+            ("thread_pool_size", 4),
+            ("security_manager", None),
+        ],
+    ),
+    (
+        "ParallelExecutor.execute_parallel_block",
+        [
+            ("self", EMPTY),
+            ("parallel_block", EMPTY),
+            ("step_executor", EMPTY),
+            ("context", None),
+            ("security_context", None),
+            ("parent_span_id", None),
+        ],
+    ),
+    (
+        "execute_parallel_steps",
+        [
+            ("steps", EMPTY),
+            ("step_executor", EMPTY),
+            ("strategy", "all"),
+            ("max_concurrency", 10),
+            ("timeout_seconds", None),
+            ("context", None),
+        ],
+    ),
+    (
+        "EventDrivenExecutor",
+        [("event_bus", None), ("enable_websocket", True), ("websocket_host", "localhost"), ("websocket_port", 8765)],
+    ),
+    (
+        "EventDrivenExecutor.publish_event",
+        [
+            ("self", EMPTY),
+            ("event_type", EMPTY),
+            ("source", EMPTY),
+            ("data", EMPTY),
+            ("priority", runtime.EventPriority.NORMAL),
+            ("correlation_id", None),
+        ],
+    ),
+    (
+        "EventDrivenExecutor.register_event_handler",
+        [("self", EMPTY), ("event_types", EMPTY), ("handler_func", EMPTY), ("filters", None), ("priority", 0)],
+    ),
+    (
+        "EventDrivenExecutor.register_workflow_trigger",
+        [
+            ("self", EMPTY),
+            ("workflow_name", EMPTY),
+            ("trigger_event_type", EMPTY),
+            ("workflow_config", EMPTY),
+            ("filters", None),
+        ],
+    ),
+    ("RedisEventBus", [("redis_url", "redis://localhost:6379")]),
+    ("publish_event", [("event_type", EMPTY), ("source", EMPTY), ("data", EMPTY), ("kwargs", EMPTY)]),
+    (
+        "register_event_workflow",
+        [("workflow_name", EMPTY), ("trigger_event_type", EMPTY), ("workflow_config", EMPTY), ("kwargs", EMPTY)],
+    ),
 ]
 
 
@@ -179,6 +330,11 @@ def test_signatures_keep_the_namel3ss_parameters_and_defaults(path: str, expecte
         "DistributedParallelExecutor.initialize",
         "DistributedParallelExecutor.cleanup",
         "ParallelExecutor.cleanup",
+        "ParallelExecutor.execute_parallel_block",
+        "execute_parallel_steps",
+        "execute_distributed_parallel",
+        "create_distributed_executor",
+        "events.create_reactive_workflow_example",
     ],
 )
 def test_the_namel3ss_coroutines_are_coroutines(path: str) -> None:
