@@ -5,6 +5,19 @@ message with the moment it fired (the ``n3_fired_at`` header, set as it publishe
 receives it finds the slot of that moment, claims (schedule, slot) in the coordination store, and only the
 one that claims it dispatches the target (a workflow or block of its program, ``NAMEL3SS_CELERY_PROGRAM``)
 with a ``schedule`` event as the run's ``trigger_event``.
+
+The stamp is the beat host's clock, not the coordination store's (Redis ``TIME``), on purpose: beat decides
+that a slot is due by its own clock (Celery's scheduler, RedBeat and django-celery-beat all do), so the
+moment it fires is, by that clock, the start of the slot (plus its tick's lateness), and the same clock
+names that slot wherever the host's clock stands. Stamped from Redis's clock instead, a beat whose clock runs
+more than ``SKEW`` ahead of Redis's would fire when Redis's clock is still in the slot before, and name that
+one: its firing would meet the previous slot's claim and be dropped, or, alone, date every run a slot early.
+The worker cannot read the store's clock either: by the time it takes the message, the message may have
+waited in the queue for any time. What two beats' clocks must share is only the claim's life: the second
+beat's message for a slot must reach a worker while the first's claim lasts (``Schedule.claim_ttl``, three
+slots and at least ``CLAIM_MIN`` seconds, a Redis TTL: the store's clock), so their clocks may differ by up
+to that, less the time a message waits in the queue. A beat checks its clock against the store's when it
+starts and warns beyond ``MAX_CLOCK_SKEW`` (``check_clock``).
 """
 
 from __future__ import annotations
@@ -23,11 +36,12 @@ from ..compiler.planning import make_plan
 from ..engine.ports import CoordinationStore
 from ..errors import ConfigurationError, UnknownTarget
 from ..routing.queues import adapter_queue
-from ..spec import ProgramSpec
+from ..spec import EventTriggerSpec, ProgramSpec
+from ..spec.enums import ExecutionMode
 from .filters import MISSING, lookup
 from .model import Event, EventType
-from .schedules import SCHEDULE_TYPE, parse_schedule, program_schedules
-from .targets import program_for
+from .schedules import CLAIM_MIN, SCHEDULE_TYPE, parse_schedule, program_schedules
+from .targets import background_program, program_for
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -36,6 +50,7 @@ FIRED_AT = "n3_fired_at"  # the header beat stamps: when it fired (epoch seconds
 ENTRY_PREFIX = "n3:"  # beat entry names: n3:<schedule name>
 CLAIM_SCOPE = "schedule"  # the coordination store's claims of (schedule, slot)
 SOURCE = "beat"
+MAX_CLOCK_SKEW = CLAIM_MIN / 2  # seconds: two beats each this close to the store's clock meet each other's claims
 
 
 def entry_name(name: str) -> str:
@@ -93,8 +108,34 @@ def stamp_fired_at(sender: Any = None, headers: dict[str, Any] | None = None, **
 
 def connect_stamp(sender: Any = None, **_: Any) -> None:
     """Stamp schedule messages in this process (once per process; every app shares Celery's signals).
-    Connected when beat starts (``beat_init``, before its first tick): other processes publish untouched."""
+    Connected when beat starts (``beat_init``, before its first tick): other processes publish untouched.
+    The beat's clock is checked against the coordination store's then (``check_clock``)."""
     signals.before_task_publish.connect(stamp_fired_at, weak=False, dispatch_uid="namel3ss_celery.fired_at")
+    check_clock(sender)
+
+
+def check_clock(beat: Any) -> float | None:
+    """How far this host's clock is ahead of the coordination store's (Redis ``TIME``), in seconds, said in
+    the log as a warning beyond ``MAX_CLOCK_SKEW``: two beats by mistake, further apart than a slot's claim
+    lasts, could each start a run for one slot (see the module's docstring). ``None`` when ``beat`` (Celery's
+    beat service) has no namel3ss-celery app, or the store cannot be read (said in the log too)."""
+    n3 = getattr(getattr(beat, "app", None), "namel3ss", None)
+    if n3 is None:
+        return None
+    try:
+        skew = time.time() - float(n3.events.store().now())
+    except Exception as exc:  # noqa: BLE001 - beat runs its schedules all the same; the store's state is said
+        logger.warning("beat could not read the coordination store's clock to compare with its own: %s", exc)
+        return None
+    if abs(skew) > MAX_CLOCK_SKEW:
+        logger.warning(
+            "this host's clock is %+.1fs off the coordination store's (Redis TIME): schedule slots are named by "
+            "the beat's clock, and a second beat whose clock is more than %gs away from this one could start "
+            "a run twice for one slot; synchronise the clocks (NTP), and run one beat per deployment",
+            skew,
+            CLAIM_MIN,
+        )
+    return skew
 
 
 @dataclass
@@ -147,6 +188,9 @@ class Firing:
         found = event.to_dict()
         run_context = {**context, **self._mapped(program, name, found), "trigger_event": found}
         spec, workflow = program_for(program, target)
+        trigger = self._trigger(program, name)  # None: a schedule added at runtime
+        if trigger is not None and trigger.execution_mode == ExecutionMode.BACKGROUND:
+            spec = background_program(spec)
         handle = self.dispatch(spec, run_context, workflow=workflow)
         self._count("fired")
         logger.info("schedule %s: slot %s started run %s", name, slot, handle.id)
@@ -154,11 +198,18 @@ class Firing:
 
     def _mapped(self, program: ProgramSpec, name: str, event: dict[str, Any]) -> dict[str, Any]:
         """The program trigger's ``context_mapping`` of the schedule event."""
+        trigger = self._trigger(program, name)
+        if trigger is None:
+            return {}
+        found = {key: lookup(event, path) for key, path in trigger.context_mapping.items()}
+        return {key: value for key, value in found.items() if value is not MISSING}
+
+    def _trigger(self, program: ProgramSpec, name: str) -> EventTriggerSpec | None:
+        """The program's schedule ``name`` (``None`` for one added at runtime)."""
         for trigger in program.event_triggers:
             if trigger.name == name and trigger.event_type == SCHEDULE_TYPE:
-                found = {key: lookup(event, path) for key, path in trigger.context_mapping.items()}
-                return {key: value for key, value in found.items() if value is not MISSING}
-        return {}
+                return trigger
+        return None
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

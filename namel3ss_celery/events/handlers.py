@@ -9,16 +9,19 @@ context, as a trigger starts it) or a step target (a one-step block whose step i
 that fails is retried by its ``retry_policy`` (``max_retries``, default 3; ``retry_delay`` seconds,
 default 1; ``backoff`` ``fixed`` or ``exponential``, the default); when the retries are spent it goes to
 its ``dead_letter_queue`` (``namel3ss-celery dlq list`` shows it, ``dlq requeue`` runs it again) and a
-``system_alert`` event says so.
+``system_alert`` event says so. The IR fields this release does not act on (``enrichment_sources``,
+``required_capabilities``, ``permission_level``) are refused when set; ``metadata`` and ``description`` are
+the program's notes, kept and never read.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..compiler.support import refuse_non_defaults
 from ..engine.runner import run_coroutine
 from ..errors import SpecError, StepResultError, UnknownTarget
 from ..registry import Registry
@@ -29,6 +32,13 @@ from .model import Event, EventType, event_type
 RETRY_KEYS = {"max_retries", "retry_delay", "backoff"}
 BACKOFFS = ("fixed", "exponential")
 MAX_RETRY_DELAY = 3600.0
+
+# Handler fields whose behaviour is not built yet: refused when set to anything but the IR default.
+HANDLER_NOT_YET: dict[str, Callable[[Any], bool]] = {
+    "enrichment_sources": lambda v: v == [],
+    "required_capabilities": lambda v: v == [],
+    "permission_level": lambda v: v == "read_only",
+}
 
 
 @dataclass(frozen=True)
@@ -91,10 +101,12 @@ def compile_handlers(program: ProgramSpec) -> list[Handler]:
         SpecError: naming the handler's field: an unknown event type, a handler with nowhere to route, a
             bad routing rule or expression, a target the program does not have (for workflows and blocks;
             step targets are checked by the worker that runs them), a bad retry_policy.
+        NotSupportedYet: naming a field this release does not act on, set to other than its default.
     """
     handlers = []
     for index, spec in enumerate(program.event_handlers):
         path = f"event_handlers[{index}]"
+        refuse_non_defaults(spec, HANDLER_NOT_YET, path)
         kinds = []
         for n, kind in enumerate(spec.event_types):
             try:
@@ -130,3 +142,8 @@ def compile_handlers(program: ProgramSpec) -> list[Handler]:
             )
         handlers.append(Handler(spec, path, frozenset(kinds), tuple(routes), retries, delay, backoff == "exponential"))
     return handlers
+
+
+def dead_letter_queues(program: ProgramSpec) -> list[str]:
+    """The dead-letter queues of the program's event handlers (``namel3ss-celery dlq`` reads them)."""
+    return sorted({h.dead_letter_queue for h in program.event_handlers if h.dead_letter_queue})

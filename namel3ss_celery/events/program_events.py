@@ -18,7 +18,7 @@ from ..plan.model import Plan
 from ..spec import ProgramSpec, load_program
 from .handlers import Handler, compile_handlers
 from .matching import Trigger, check_triggers, compile_triggers
-from .targets import program_for
+from .targets import background_program, program_for
 from .watched import ANY_TYPE, WatchedTypes
 
 logger = logging.getLogger("namel3ss_celery")
@@ -37,7 +37,7 @@ class ProgramEvents:
         self._file = program_file
         self._made: ProgramSpec | None = None
         self._plan = plan
-        self._plans: dict[tuple[int, str], Plan] = {}  # (program, target): its checked plan
+        self._plans: dict[tuple[int, str, bool], Plan] = {}  # (program, target, background): its checked plan
         self._compiled: tuple[ProgramSpec, list[Trigger], list[Handler]] | None = None
         self._here: tuple[ProgramSpec, bool] | None = None  # the program, and whether its triggers start here
         self._watched = watched
@@ -100,11 +100,12 @@ class ProgramEvents:
                     self._here = (program, True)
             return self._here is not None and self._here[1]
 
-    def target_plan(self, program: ProgramSpec, target: str) -> Plan:
-        """The checked plan of a workflow or block of ``program``, made once per program and target."""
-        key = (id(program), target)
+    def target_plan(self, program: ProgramSpec, target: str, background: bool = False) -> Plan:
+        """The checked plan of a workflow or block of ``program``, made once per program and target; with
+        ``background``, its steps on the lowest priority (``targets.background_program``)."""
+        key = (id(program), target, background)
         found = self._plans.get(key)
         if found is None:
             spec, workflow = program_for(program, target)
-            found = self._plans[key] = self._plan(spec, workflow)
+            found = self._plans[key] = self._plan(background_program(spec) if background else spec, workflow)
         return found

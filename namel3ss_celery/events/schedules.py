@@ -4,7 +4,9 @@
 Every firing belongs to a time slot, the same for every beat that fires it: for cron, the scheduled minute;
 for an interval, a multiple of ``interval_seconds`` since the epoch (``AlignedInterval`` fires at those
 boundaries, so two beats started at different moments fire at the same ones). The task that fires claims
-(trigger, slot) in the coordination store, so two beats never start a run twice for one slot.
+(trigger, slot) in the coordination store, so two beats never start a run twice for one slot. A slot is
+named by the clock of the beat that fires it, the clock that decided it was due (why not the store's:
+``beat``'s docstring).
 """
 
 from __future__ import annotations

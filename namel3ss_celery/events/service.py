@@ -5,7 +5,8 @@ triggers (``NAMEL3SS_CELERY_PROGRAM``; ``program_events``), which start what the
 publishes it when that process can, else on a worker (``n3.events.match``, a Celery task per event). A
 trigger deduplicates and rate-limits with the store's clock (Redis TTLs), delays with a countdown, maps
 the event into the run's context, and stops a loop: an event whose ancestry already holds ``MAX_DEPTH``
-triggered runs starts nothing, and says so with a ``system_alert``.
+triggered runs starts nothing, and says so with a ``system_alert``. An event that a ``sync`` trigger matches
+is matched where it is emitted, which then waits for that run (``execution``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.runner import current_step
+from ..errors import ConfigurationError
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
 from ..spec import ProgramSpec
 from . import lifecycle
 from .celery_events import CeleryEvents
+from .execution import in_worker, wait_for
 from .handlers import Handler
 from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event, EventPriority, EventType, emitted_event
@@ -127,6 +130,10 @@ class EventService:
         Raises:
             SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad
                 priority (nothing was published).
+            ConfigurationError: a ``sync`` trigger matches the event, and this process may not wait for its
+                run (it runs a step or a Celery task) or cannot start it (nothing was published).
+            WaitTimeout: a ``sync`` trigger's run did not end within its ``sync_timeout_seconds``; the event
+                is in the stream and the run goes on.
             Exception: matched here, what starting a triggered run raised (``StoreUnavailable``,
                 ``BrokerUnavailable``, ...); the event is in the stream, and the triggers matched before
                 that one have started their runs.
@@ -156,8 +163,10 @@ class EventService:
         """Put ``event`` (checked already) in the stream and match it; its stream id. It is matched here when
         this process has the program's triggers or handlers for its type and can start what the triggers name
         (one hop less to the run it starts), else sent to the workers to match. Its depth is set here: one more than the triggered run whose step
-        publishes it."""
+        publishes it. When a ``sync`` trigger matches it, it is matched here, and this waits for that
+        trigger's run (see ``emit`` for what it raises)."""
         event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
+        self._check_sync(event)
         self.before_publish()
         if not self._matches_here(event):
             stream_id = self._store().append(event)
@@ -166,12 +175,38 @@ class EventService:
         claims = self.firing.dedupe_claims(matching(self.triggers(), event), event)  # with the append: one trip
         stream_id, won = self._store().append_claiming(event, list(claims.values()))
         pending = dict(zip(claims, won, strict=True))  # each trigger takes its own as it is reached
+        waits: list[tuple[float, Any]] = []
         try:
-            self.match(event, claimed=pending)
+            self.match(event, claimed=pending, waits=waits)
         except BaseException:
             self._release([claims[path][0] for path, claimed in pending.items() if claimed])
             raise
+        wait_for(waits)
         return stream_id
+
+    def _check_sync(self, event: Event) -> None:
+        """Refuse, before anything is published, an event that a ``sync`` trigger matches where its emitter
+        may not wait: inside a step or a Celery task, or in a process that cannot start the run itself."""
+        synced = [t for t in self.triggers() if t.wait_seconds is not None]
+        if not synced or int(event.metadata.get("depth", 0)) >= MAX_DEPTH:  # at the depth limit: nobody waits
+            return
+        waiting = [t.spec.name for t in matching(synced, event)]
+        if not waiting:
+            return
+        if in_worker():
+            raise ConfigurationError(
+                f"trigger {waiting[0]!r} has execution_mode 'sync': emitting its event waits for the run, and "
+                "this code runs inside a step or a Celery task, where waiting can deadlock; emit it from "
+                "outside a worker, or make the trigger 'async' or 'background'",
+                setting="execution_mode",
+            )
+        if not self.programs.starts_here():
+            raise ConfigurationError(
+                f"trigger {waiting[0]!r} has execution_mode 'sync': the process that emits its event starts the "
+                "run and waits for it, and this one cannot start it (its steps are not known here: set "
+                "NAMEL3SS_CELERY_STEP_MODULES as the workers do)",
+                setting="NAMEL3SS_CELERY_STEP_MODULES",
+            )
 
     def _release(self, keys: list[str]) -> None:
         """Give back the dedup claims of triggers that an error kept from acting on the event, so that emitting
@@ -242,10 +277,13 @@ class EventService:
         """This process's program's event handlers, compiled once."""
         return self.programs.handlers()
 
-    def match(self, event: Event, claimed: dict[str, bool] | None = None) -> list[str]:
+    def match(
+        self, event: Event, claimed: dict[str, bool] | None = None, waits: list[tuple[float, Any]] | None = None
+    ) -> list[str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
         of each trigger (a run id, or why not). ``claimed``: the deduplication claims made already, by trigger
-        path (``publish``); each is taken out as its trigger is reached."""
+        path (``publish``); each is taken out as its trigger is reached. ``waits``: where the emitting process
+        collects the runs of ``sync`` triggers to wait for; without it, a ``sync`` trigger starts nothing."""
         program = self.programs.program()
         if program is None:
             return []
@@ -259,7 +297,7 @@ class EventService:
                     ignore_result=True
                 )
         made = {} if claimed is None else claimed
-        return [self.fire(program, t, event, made.pop(t.path, None)) for t in matching(self.triggers(), event)]
+        return [self.fire(program, t, event, made.pop(t.path, None), waits) for t in matching(self.triggers(), event)]
 
     def handle(self, name: str, event: Event) -> list[str]:
         """Handler ``name`` on ``event``: transform, route, start each target; the runs' ids.
@@ -283,13 +321,24 @@ class EventService:
             runs.append(str(handle.id))
         return runs
 
-    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event, claimed: bool | None = None) -> str:
+    def fire(
+        self,
+        program: ProgramSpec,
+        trigger: Trigger,
+        event: Event,
+        claimed: bool | None = None,
+        waits: list[tuple[float, Any]] | None = None,
+    ) -> str:
         """One trigger's answer to one event (see ``triggering``): a run id, or why none started."""
-        return self.firing.fire(program, trigger, event, claimed)
+        return self.firing.fire(program, trigger, event, claimed, waits)
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
         return self.firing.start(program, name, context)
+
+    def start_delayed(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
+        """A delayed trigger's run, once per trigger and event (``TriggerFiring.start_delayed``)."""
+        return self.firing.start_delayed(program, name, context)
 
     def alert(self, kind: EventType, data: dict[str, Any], correlation_id: str | None = None) -> None:
         """Put an event of the adapter's in the stream that starts nothing (it is at the depth limit)."""
@@ -297,5 +346,5 @@ class EventService:
 
     @property
     def counts(self) -> dict[str, int]:
-        """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop."""
+        """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop, sync_in_worker."""
         return self.firing.counts

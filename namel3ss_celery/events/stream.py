@@ -75,6 +75,10 @@ class EventStore(Protocol):
         """Give back the claims ``keys`` (made by ``claim`` or ``append_claiming``)."""
         ...
 
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch (Redis ``TIME``): the one every window keeps."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -127,6 +131,10 @@ class RedisEventStore:
 
     def release(self, keys: Sequence[str]) -> None:
         self.client.delete(*(WINDOW_PREFIX + key for key in keys))
+
+    def now(self) -> float:
+        seconds, microseconds = self.client.time()
+        return float(seconds) + float(microseconds) / 1e6
 
     def close(self) -> None:
         self.client.close()
@@ -199,6 +207,9 @@ class MemoryEventStore:
         with self._changed:
             for key in keys:
                 self._windows.pop(key, None)
+
+    def now(self) -> float:
+        return time.time()
 
     def close(self) -> None:
         pass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..errors import SpecError
+from ..routing.queues import MIN_PRIORITY
 from ..spec import EventTriggerSpec, ProgramSpec
+from ..spec.enums import ExecutionMode
 
 
 def check_targets(program: ProgramSpec) -> None:
@@ -25,8 +27,10 @@ def check_targets(program: ProgramSpec) -> None:
 
 
 def target_program(program: ProgramSpec, trigger: EventTriggerSpec) -> tuple[ProgramSpec, str | None]:
-    """What to dispatch for ``trigger`` (see ``program_for``)."""
-    return program_for(program, trigger.trigger_target)
+    """What to dispatch for ``trigger`` (see ``program_for``; ``background_program`` for a ``background``
+    trigger)."""
+    spec, workflow = program_for(program, trigger.trigger_target)
+    return (background_program(spec) if trigger.execution_mode == ExecutionMode.BACKGROUND else spec), workflow
 
 
 def program_for(program: ProgramSpec, target: str) -> tuple[ProgramSpec, str | None]:
@@ -38,3 +42,34 @@ def program_for(program: ProgramSpec, target: str) -> tuple[ProgramSpec, str | N
     alone = block.model_copy(update={"depends_on": []})
     alone_program = {"name": block.name, "parallel_blocks": [alone], "workflows": [], "event_triggers": []}
     return program.model_copy(update=alone_program | {"event_handlers": []}), None
+
+
+def background_program(program: ProgramSpec) -> ProgramSpec:
+    """``program`` with every step that sets no ``priority`` of its own on the lowest (``MIN_PRIORITY``), in
+    its blocks and its workflows' step nodes: what a ``background`` trigger starts. (The steps a ``fan_out``
+    makes when its block starts keep the default.)"""
+    blocks = [
+        block.model_copy(
+            update={
+                "steps": [
+                    step if step.priority is not None else step.model_copy(update={"priority": MIN_PRIORITY})
+                    for step in block.steps
+                ]
+            }
+        )
+        for block in program.parallel_blocks
+    ]
+    workflows = [
+        workflow.model_copy(
+            update={
+                "steps": [
+                    node
+                    if node.target is None or (node.model_extra or {}).get("priority") is not None
+                    else node.model_copy(update={"priority": MIN_PRIORITY})
+                    for node in workflow.steps
+                ]
+            }
+        )
+        for workflow in program.workflows
+    ]
+    return program.model_copy(update={"parallel_blocks": blocks, "workflows": workflows})

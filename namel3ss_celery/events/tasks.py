@@ -1,5 +1,5 @@
 """The Celery tasks of events: ``n3.events.match`` (an event against this worker's triggers and handlers),
-``n3.events.fire`` (a delayed trigger's run) and ``n3.events.handle`` (one handler on one event, retried by
+``n3.events.fire`` (a delayed trigger's run, once per trigger and event however often it is delivered) and ``n3.events.handle`` (one handler on one event, retried by
 its ``retry_policy``, then dead-lettered)."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def register_event_tasks(app: Any, service: EventService) -> None:
     @app.task(name=FIRE_TASK, shared=False, ignore_result=True)
     def fire_trigger(name: str, context: dict[str, Any]) -> str | None:
         program = service.program()
-        return service.start(program, name, context) if program is not None else None
+        return service.start_delayed(program, name, context) if program is not None else None
 
     @app.task(name=EVENT_HANDLE_TASK, bind=True, shared=False, ignore_result=True)
     def handle_event(task: Any, name: str, event: dict[str, Any], requeues: int = 0) -> list[str]:

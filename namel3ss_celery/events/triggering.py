@@ -2,7 +2,8 @@
 
 Every window uses the coordination store's clock (Redis TTLs), never this host's: the same event seen by
 two workers at once starts one run. An event a trigger drops is counted and reported (a ``system_alert``
-in the stream), never lost silently.
+in the stream), never lost silently. A delayed trigger's countdown task claims (trigger, event) before it
+starts the run, so a broker that delivers it twice (Redis, after its visibility timeout) starts one run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..plan.model import Plan
 from ..spec import ProgramSpec
+from ..spec.enums import ExecutionMode
 from .lifecycle import ONCE
 from .matching import MAX_DEPTH, Trigger
 from .model import Event, EventType
@@ -22,6 +24,7 @@ from .stream import ONCE_TTL, EventStore
 logger = logging.getLogger("namel3ss_celery")
 
 FIRE_TASK = "n3.events.fire"
+REDELIVERY_AFTER = 3600.0  # kombu's Redis visibility_timeout, where the app sets none
 
 
 class TriggerFiring:
@@ -31,7 +34,7 @@ class TriggerFiring:
         app: its Celery app (a delayed trigger is a ``FIRE_TASK`` with a countdown).
         store: the event store (claims, counts and the stream).
         publish: ``Namel3ssCelery.publish``.
-        target_plan: the checked plan of a program's workflow or block, by name.
+        target_plan: the checked plan of a program's workflow or block, by name (and whether in the background).
     """
 
     def __init__(
@@ -39,14 +42,14 @@ class TriggerFiring:
         app: Any,
         store: Callable[[], EventStore],
         publish: Callable[..., Any],
-        target_plan: Callable[[ProgramSpec, str], Plan],
+        target_plan: Callable[[ProgramSpec, str, bool], Plan],
     ) -> None:
         self.app = app
         self._store = store
         self._publish = publish
         self._target_plan = target_plan
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop
+        self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop, sync_in_worker
 
     def dedupe_claims(self, triggers: list[Trigger], event: Event) -> dict[str, tuple[str, float]]:
         """The deduplication claim (key, seconds) ``fire`` would make for ``event``, by trigger path: made by
@@ -60,14 +63,32 @@ class TriggerFiring:
             if t.spec.deduplicate_window
         }
 
-    def fire(self, program: ProgramSpec, trigger: Trigger, event: Event, claimed: bool | None = None) -> str:
+    def fire(
+        self,
+        program: ProgramSpec,
+        trigger: Trigger,
+        event: Event,
+        claimed: bool | None = None,
+        waits: list[tuple[float, Any]] | None = None,
+    ) -> str:
         """One trigger's answer to one event: deduplicate (``claimed``: its ``dedupe_claims`` claim, made
-        already), rate-limit, stop loops, delay, dispatch."""
+        already), rate-limit, stop loops, delay, dispatch. ``waits``: where the emitting process collects
+        the runs of ``sync`` triggers to wait for (timeout, handle); without it (matched on a worker) a
+        ``sync`` trigger starts nothing, and says why."""
         spec, store = trigger.spec, self._store()
         depth = int(event.metadata.get("depth", 0))
         if depth >= MAX_DEPTH:
             return self.refuse(
                 "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
+            )
+        if trigger.wait_seconds is not None and waits is None:
+            return self.refuse(
+                "sync_in_worker",
+                trigger,
+                event,
+                "execution_mode 'sync' waits for the run where the event is emitted, and this event is matched "
+                "on a worker, where waiting can deadlock: emit it from a process that has the program "
+                "(NAMEL3SS_CELERY_PROGRAM) and its steps, outside a worker",
             )
         if not self.first_time(f"fired:{spec.name}", event):
             return self.count("duplicate")
@@ -88,7 +109,11 @@ class TriggerFiring:
                 countdown=spec.trigger_delay, ignore_result=True
             )
             return self.count("delayed")
-        return self.start(program, spec.name, context)
+        if trigger.wait_seconds is None or waits is None:
+            return self.start(program, spec.name, context)
+        handle = self._dispatch(program, spec.name, context)
+        waits.append((trigger.wait_seconds, handle))
+        return str(handle.id)
 
     def first_time(self, what: str, event: Event) -> bool:
         """False when ``what`` was done for ``event`` already: an event announced again (its metadata says
@@ -99,11 +124,40 @@ class TriggerFiring:
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
+        return str(self._dispatch(program, name, context).id)
+
+    def start_delayed(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
+        """``start``, for a delayed trigger whose countdown ended (``FIRE_TASK``): once per (trigger, event),
+        claimed in the store first, so a second delivery of the task starts nothing (``duplicate``). The
+        claim is given back when the start fails, so that a later delivery may start it."""
+        key = f"delayed:{name}:{context['trigger_event']['event_id']}"
+        if not self._store().claim(key, self._redelivery_window()):
+            logger.info("trigger %s: the delayed run of event %s started already", name, key.rsplit(":", 1)[-1])
+            return self.count("duplicate")
+        try:
+            return self.start(program, name, context)
+        except BaseException:
+            try:
+                self._store().release([key])
+            except Exception:  # noqa: BLE001 - the start's own error is the one raised; this one is said here
+                logger.warning("could not give back the claim %s: a later delivery of it starts nothing", key)
+            raise
+
+    def _redelivery_window(self) -> float:
+        """How long a delayed trigger's claim is kept: twice the time after which the broker delivers an
+        unacknowledged message again (Redis's ``visibility_timeout``), at least ``ONCE_TTL``."""
+        options = self.app.conf.broker_transport_options or {}
+        return max(float(ONCE_TTL), 2 * float(options.get("visibility_timeout") or REDELIVERY_AFTER))
+
+    def _dispatch(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> Any:
+        """Dispatch the target of trigger ``name`` with ``context`` (a ``background`` trigger's steps on the
+        lowest priority); the run's handle."""
         (spec,) = [t for t in program.event_triggers if t.name == name]
-        handle = self._publish(self._target_plan(program, spec.trigger_target), context)
+        background = spec.execution_mode == ExecutionMode.BACKGROUND
+        handle = self._publish(self._target_plan(program, spec.trigger_target, background), context)
         self.count("dispatched")
         logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
-        return str(handle.id)
+        return handle
 
     def refuse(self, why: str, trigger: Trigger, event: Event, detail: str) -> str:
         """Count and report an event a trigger dropped: a ``system_alert`` in the stream (never matched)."""

@@ -60,8 +60,13 @@ class ScalingMetric(StrEnum):
 
 
 class ExecutionMode(StrEnum):
+    """How a trigger starts its run (``events.matching``): ``async`` dispatches it and goes on; ``sync`` makes
+    the process that emitted the event wait for it (a bounded wait, never inside a worker); ``background``
+    dispatches it like ``async``, its steps on the lowest priority."""
+
     ASYNC = "async"
     SYNC = "sync"
+    BACKGROUND = "background"
 
 
 class PermissionLevel(StrEnum):

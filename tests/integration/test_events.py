@@ -43,6 +43,7 @@ parallel_blocks:
   - {name: second, steps: [{target: echo, value: 2}]}
   - {name: marker, steps: [{target: echo, value: done}]}
   - {name: audited, steps: [{target: context_value, key: event_handler}]}
+  - {name: slow, steps: [{target: sleep, seconds: 1}]}
 event_handlers:
   - name: audit-TAG
     event_types: [dataset_change]
@@ -77,6 +78,8 @@ event_triggers:
     trigger_target: second
     filter_expression: "data.workflow_name == 'first' and data.status == 'completed'"
   - {name: marker-TAG, event_type: custom, trigger_target: marker, filter_fields: {kind: marker-TAG}}
+  - {name: sync-TAG, event_type: custom, trigger_target: slow, filter_fields: {kind: sync-TAG}, execution_mode: sync,
+     source_config: {sync_timeout_seconds: 30}}
 """
 
 
@@ -233,6 +236,34 @@ def test_a_delayed_trigger_starts_its_run_after_the_delay(deployment: Deployment
     assert started.timestamp - event.timestamp >= 2.0  # trigger_delay: 2
 
 
+def test_a_delayed_trigger_delivered_twice_starts_one_run(deployment: Deployment) -> None:
+    """Its countdown task delivered a second time (as Redis redelivers an unacknowledged message after the
+    visibility timeout): one run."""
+    d = deployment
+    event = d.n3.events.event("manual", {"kind": d.kind("later")})
+    for _ in range(2):
+        d.n3.app.signature("n3.events.fire", args=(d.kind("later"), {"trigger_event": event.to_dict()})).apply_async()
+    events = d.settle()
+    assert len(d.started_by(events, {event.event_id})) == 1
+
+
+def test_a_sync_trigger_makes_the_emitter_wait_and_starts_nothing_on_a_worker(deployment: Deployment) -> None:
+    """execution_mode sync: emitted where the program is unknown, the worker that matches the event starts
+    nothing and says why; emitted from a process that has the program and its steps, emit returns once the
+    run has ended."""
+    d = deployment
+    elsewhere = d.n3.emit("custom", {"kind": d.kind("sync")})
+    events = d.settle()
+    (alert,) = [e for e in events if e.event_type == "system_alert" and e.data.get("event_id") == elsewhere.event_id]
+    assert alert.data["reason"] == "sync_in_worker" and not d.started_by(events, {elsewhere.event_id})
+    d.n3.events.use_program(d.program)
+    began = time.monotonic()
+    here = d.n3.emit("custom", {"kind": d.kind("sync")})
+    assert time.monotonic() - began >= 1.0  # its step sleeps a second
+    (started,) = d.started_by(d.events(), {here.event_id})
+    assert d.n3.run(started.data["instance_id"]).status() == "completed"  # ended before emit returned
+
+
 def test_a_workflow_that_triggers_itself_stops_at_the_depth_limit(deployment: Deployment) -> None:
     from namel3ss_celery.events.matching import MAX_DEPTH
 
@@ -291,19 +322,12 @@ def test_a_handler_that_keeps_failing_ends_in_its_dead_letter_queue(deployment: 
         ),
     )
     queue = d.kind("dlq")
-    listed = subprocess.run(
-        [sys.executable, "-m", "namel3ss_celery.cli", "dlq", "list", "--queue", queue, "--broker", redis_url, "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
+    listed = cli(redis_url, "dlq", "list", "--program", str(d.program), "--json")  # the handler's queue, found
     assert listed.returncode == 0, listed.stderr
     (letter,) = json.loads(listed.stdout)[queue]
     assert letter["task"] == "n3.events.handle" and letter["node"] == f"handler {d.kind('broken')}"
     assert f"cannot handle {event.event_id}" in letter["error"] and letter["requeues"] == 0
-    requeued = cli(redis_url, "dlq", "requeue", "--queue", queue, "--json")
+    requeued = cli(redis_url, "dlq", "requeue", "--program", str(d.program), "--json")
     assert requeued.returncode == 0, requeued.stderr
     (again,) = json.loads(requeued.stdout)[queue]
     assert again["task_id"]  # handled again; it fails again, and is back in its dead-letter queue, counted

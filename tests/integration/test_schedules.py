@@ -206,3 +206,18 @@ def test_a_schedule_added_changed_and_removed_at_runtime_needs_no_restart(deploy
 def _seconds(event: Event) -> int:
     stamp: Any = event.data["scheduled_for"]
     return int(stamp[17:19])
+
+
+def test_the_clock_a_beat_checks_its_own_against_is_redis_time(redis_url: str) -> None:
+    """``check_clock`` compares beat's clock with the coordination store's: Redis's ``TIME``, which keeps every
+    claim's and window's TTL."""
+    import redis
+
+    from namel3ss_celery.events.stream import RedisEventStore
+
+    store = RedisEventStore(redis_url)
+    try:
+        seconds, microseconds = redis.Redis.from_url(redis_url).time()
+        assert abs(store.now() - (seconds + microseconds / 1e6)) < 1.0
+    finally:
+        store.close()

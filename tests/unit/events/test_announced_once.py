@@ -55,7 +55,7 @@ def test_a_trigger_starts_once_for_an_event_announced_again_and_every_time_for_o
         return SimpleNamespace(id=f"run-{len(started)}")
 
     store = MemoryEventStore()
-    firing = TriggerFiring(None, lambda: store, publish, lambda _program, _target: SimpleNamespace())
+    firing = TriggerFiring(None, lambda: store, publish, lambda _program, _target, _background: SimpleNamespace())
     assert firing.fire(program, trigger, ended("run-1")) == "run-1"
     assert firing.fire(program, trigger, ended("run-1")) == "duplicate"
     plain = Event.new(EventType.WORKFLOW_COMPLETED, "app", {"status": "completed"})

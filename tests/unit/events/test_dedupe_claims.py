@@ -76,3 +76,49 @@ def test_a_trigger_an_error_kept_from_acting_keeps_no_claim(
         n3.emit("custom", {"order": 7})
     n3.emit("custom", {"order": 7})
     assert n3.events.counts == {"duplicate": 1, "dispatched": 1}
+
+
+def test_a_delayed_trigger_delivered_twice_starts_one_run(n3: Namel3ssCelery) -> None:
+    """The countdown task ``n3.events.fire`` delivered again (Redis redelivers an unacknowledged message after
+    its visibility timeout): the second delivery starts nothing."""
+    use(n3, trigger("later", trigger_delay=30))
+    fire = n3.app.tasks["n3.events.fire"]
+    event = n3.events.event("custom", {"order": 1})
+    context = {"trigger_event": event.to_dict()}
+    first = fire.apply(args=("later", context)).get()
+    assert fire.apply(args=("later", context)).get() == "duplicate"
+    assert first != "duplicate" and n3.events.counts == {"dispatched": 1, "duplicate": 1}
+    other = {"trigger_event": n3.events.event("custom", {"order": 1}).to_dict()}
+    assert fire.apply(args=("later", other)).get() not in ("duplicate", None)  # another event: its own run
+
+
+def test_a_delayed_trigger_whose_start_failed_starts_on_its_next_delivery(
+    n3: Namel3ssCelery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(n3, trigger("later", trigger_delay=30))
+    start = n3.events.firing.start
+    failures = [RuntimeError("the broker went away")]
+
+    def fails_once(program: Any, name: str, context: dict[str, Any]) -> str:
+        if failures:
+            raise failures.pop()
+        return start(program, name, context)
+
+    monkeypatch.setattr(n3.events.firing, "start", fails_once)
+    fire = n3.app.tasks["n3.events.fire"]
+    context = {"trigger_event": n3.events.event("custom", {"order": 1}).to_dict()}
+    with pytest.raises(RuntimeError, match="the broker went away"):
+        fire.apply(args=("later", context), throw=True)
+    assert fire.apply(args=("later", context)).get() != "duplicate"
+    assert n3.events.counts == {"dispatched": 1}
+
+
+def test_a_per_hour_limit_drops_the_excess_and_says_so(n3: Namel3ssCelery) -> None:
+    use(n3, trigger("hourly", max_triggers_per_minute=10, max_triggers_per_hour=2))
+    for order in range(4):
+        n3.emit("custom", {"order": order})
+    assert n3.events.counts == {"dispatched": 2, "rate_limited": 2}
+    alerts = [e for _i, e in n3.events.store().read() if e.event_type == "system_alert"]
+    assert [(a.data["reason"], a.data["detail"]) for a in alerts] == [
+        ("rate_limited", "more than 2 per hour: dropped")
+    ] * 2

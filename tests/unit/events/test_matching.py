@@ -25,7 +25,26 @@ def program(**trigger: Any) -> Any:
     [
         ({"event_type": "sometimes"}, "event_triggers[0].event_type", "unknown event type 'sometimes'"),
         ({"filter_expression": "data.a =="}, "event_triggers[0].filter_expression", "unexpected end"),
-        ({"execution_mode": "sync"}, "event_triggers[0].execution_mode", "would wait for the triggered run"),
+        (
+            {"execution_mode": "sync", "event_type": "workflow_completed"},
+            "event_triggers[0].execution_mode",
+            "workflow_completed events are matched inside workers",
+        ),
+        (
+            {"execution_mode": "sync", "trigger_delay": 5},
+            "event_triggers[0].execution_mode",
+            "give one or the other",
+        ),
+        (
+            {"execution_mode": "sync", "source_config": {"sync_timeout_seconds": 0}},
+            "event_triggers[0].source_config.sync_timeout_seconds",
+            "more than 0",
+        ),
+        (
+            {"source_config": {"sync_timeout_seconds": 5}},
+            "event_triggers[0].source_config.sync_timeout_seconds",
+            "this trigger is async",
+        ),
         ({"context_mapping": {"who": "data..user"}}, "event_triggers[0].context_mapping.who", "dotted field path"),
         ({"source_config": {"dedupe_key": 3}}, "event_triggers[0].source_config.dedupe_key", "dotted field path"),
     ],
@@ -126,3 +145,42 @@ def test_handler_event_types_are_a_list_or_one_type(kinds: Any, expected: set[Ev
     from namel3ss_celery.events.executor import parse_types
 
     assert parse_types(kinds) == expected
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "path"),
+    [
+        ("event_triggers", {"required_capabilities": ["gpu"]}, "event_triggers[0].required_capabilities"),
+        ("event_triggers", {"permission_level": "admin"}, "event_triggers[0].permission_level"),
+        ("event_triggers", {"source_config": {"dataset": "customers"}}, "event_triggers[0].source_config.dataset"),
+        ("event_handlers", {"enrichment_sources": ["crm"]}, "event_handlers[0].enrichment_sources"),
+        ("event_handlers", {"required_capabilities": ["gpu"]}, "event_handlers[0].required_capabilities"),
+        ("event_handlers", {"permission_level": "execute"}, "event_handlers[0].permission_level"),
+    ],
+)
+def test_a_field_this_release_does_not_act_on_is_refused_naming_it(
+    section: str, fields: dict[str, Any], path: str
+) -> None:
+    """As a block's unbuilt fields are: set to other than the IR default, the program does not load."""
+    from namel3ss_celery.errors import NotSupportedYet
+    from namel3ss_celery.events.matching import check_triggers
+
+    loaded = (program if section == "event_triggers" else handlers_program)(**fields)
+    with pytest.raises(NotSupportedYet) as info:
+        check_triggers(loaded)
+    assert info.value.path == path and "not supported yet" in str(info.value)
+    n3 = Namel3ssCelery()
+    try:
+        with pytest.raises(NotSupportedYet):
+            n3.events.use_program(loaded)
+    finally:
+        n3.close()
+
+
+def test_the_fields_a_trigger_or_handler_has_by_default_and_its_notes_load() -> None:
+    from namel3ss_celery.events.matching import check_triggers
+
+    notes = {"description": "why", "metadata": {"owner": "ops"}}
+    defaults = {"required_capabilities": [], "permission_level": "read_only"}
+    check_triggers(program(**notes, **defaults))
+    check_triggers(handlers_program(**notes, **defaults, enrichment_sources=[]))

@@ -239,3 +239,49 @@ def test_a_beat_process_stamps_schedule_messages_as_it_publishes(n3: Any) -> Non
     headers: dict[str, Any] = {}
     signals.before_task_publish.send(sender=SCHEDULE_TASK, body=((), {}, {}), headers=headers)
     assert isinstance(headers.get(FIRED_AT), float)
+
+
+def test_two_beats_whose_clocks_differ_fire_each_slot_once() -> None:
+    """Each beat names the slot by the clock that decided it was due: beat A, 20 s ahead of B, fires the
+    boundary 1000 at B's 980 and names slot 500, as B does at its 1000; B's message finds A's claim."""
+    spec = program({"interval_seconds": 2})
+    seen = Dispatched()
+    store = MemoryStore()
+    firing = Firing(lambda: store, lambda: spec, seen.dispatch, seen.events.append)
+    config = {"interval_seconds": 2}
+    fired = []
+    for boundary in (1000.0, 1002.0, 1004.0):
+        fired.append(firing.fire("tick", "b", config, {}, boundary + 0.01))  # beat A, by its clock
+        fired.append(firing.fire("tick", "b", config, {}, boundary + 0.2))  # beat B, 20 s later, by its own
+    assert fired == ["run-1", "duplicate", "run-2", "duplicate", "run-3", "duplicate"]
+
+
+class Beat:
+    """What ``beat_init`` sends: Celery's beat service, with its app."""
+
+    def __init__(self, store_now: Any) -> None:
+        events = type("Events", (), {"store": lambda self: type("Store", (), {"now": lambda s: store_now()})()})()
+        self.app = type("App", (), {"namel3ss": type("N3", (), {"events": events})()})()
+
+
+def test_a_beat_whose_clock_is_off_the_stores_says_so_when_it_starts(caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from namel3ss_celery.events.beat import MAX_CLOCK_SKEW, check_clock
+
+    with caplog.at_level("WARNING", logger="namel3ss_celery"):
+        assert abs(check_clock(Beat(time.time)) or 0.0) < MAX_CLOCK_SKEW
+        assert not caplog.records
+        skew = check_clock(Beat(lambda: time.time() - 90))
+    assert skew is not None and 89 < skew < 91
+    (record,) = caplog.records
+    assert "clock is +90.0s off the coordination store's (Redis TIME)" in record.getMessage()
+    assert check_clock(None) is None  # no beat service with an app: nothing to compare
+
+
+def test_the_event_store_tells_its_clock() -> None:
+    import time
+
+    from namel3ss_celery.events.stream import MemoryEventStore
+
+    assert abs(MemoryEventStore().now() - time.time()) < 1

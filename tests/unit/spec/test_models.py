@@ -182,7 +182,7 @@ def test_unknown_keys_are_errors_naming_the_field(program: dict[str, Any], path:
         (
             {"event_triggers": [{"name": "t", "event_type": "e", "trigger_target": "w", "execution_mode": "later"}]},
             "event_triggers[0].execution_mode",
-            ["async", "sync"],
+            ["async", "sync", "background"],
         ),
     ],
 )
@@ -240,6 +240,13 @@ def test_infra_defaults() -> None:
     )
     assert trigger.execution_mode == "async"
     assert EventHandlerSpec(name="h").event_types == []
+
+
+@pytest.mark.parametrize("mode", ["async", "sync", "background"])
+def test_every_execution_mode_of_the_ir_loads(mode: str) -> None:
+    """Namel3ss's ``EventTrigger.execution_mode``: "async, sync, background"."""
+    trigger = EventTriggerSpec(name="t", event_type="e", trigger_target="w", execution_mode=mode)
+    assert trigger.execution_mode == mode
 
 
 def test_specs_are_frozen() -> None:
