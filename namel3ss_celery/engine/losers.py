@@ -13,6 +13,7 @@ from ..plan.kinds import Outcome
 from ..plan.model import Plan, PlanNode
 from ..registry import Registry
 from ..spec import step_key
+from ..tracing import event
 from .advance import refreshed_final
 from .control import BlockControl
 from .nodes import launched
@@ -53,6 +54,7 @@ def stop_losers(
         if info.get("task_id"):
             terminated = True
             publisher.terminate(str(info["task_id"]))
+            event("terminated", step=step_key(node.block.steps[index], index), task_id=info["task_id"])  # on n3.settle
             # A terminated step files nothing itself; if it finishes first, its own envelope replaces this.
             outcome = StepOutcome.stopped(
                 step_key(node.block.steps[index], index),

@@ -11,22 +11,28 @@ queue of the program's worker pools and of its dead-letter queues. Series (all p
 - ``dead_letters_total{workflow,block,target,queue}``: steps of finished runs whose message went to a
   dead-letter queue
 - ``block_duration_seconds{strategy}``: a histogram of finished blocks
-- ``loser_worker_seconds_total{strategy}``: how long race and any_success losers ran
+- ``loser_worker_seconds_total{strategy}``: how long race and any_success losers ran; losers still stopping
+  when their run ended are counted once they all reported (read from the block's result in the run's record,
+  when the follower has the coordination store)
 - ``queue_messages{queue,kind}``: messages waiting in a pool's queue (``kind="pool"``) or in a
   dead-letter queue (``kind="dead_letters"``)
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..engine.ports import CoordinationStore
+from ..plan import fields
 from .model import Event, EventType
 from .stream import EventStore
 
@@ -35,6 +41,8 @@ logger = logging.getLogger("namel3ss_celery")
 POLL = 1.0  # seconds a read of the stream waits before the follower looks at stop() again
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+RACING = ("race", "any_success")
+LOSERS_EVERY = 5.0  # seconds between looks at the blocks whose losers were still stopping when their run ended
 
 QueueDepths = Callable[[], Iterable[tuple[str, str, int]]]  # (queue, kind, messages)
 
@@ -94,9 +102,14 @@ class RunMetrics:
         )
         if depths is not None:
             self.registry.register(_Queues(depths))
+        # (run id, node) of race blocks whose losers had not all reported when the run ended: their strategy,
+        # and the loser seconds the run's end said
+        self.pending: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def observe(self, event: Event) -> None:
-        """Count what ``event`` says, if it is a run's start or end."""
+    def observe(self, event: Event, runs: CoordinationStore | None = None) -> None:
+        """Count what ``event`` says, if it is a run's start or end. With ``runs`` (the coordination store),
+        the seconds of a race's losers still stopping at the run's end wait until they all reported
+        (``look_at_losers``)."""
         data = event.data
         workflow = str(data.get("workflow_name") or "")
         if event.event_type == EventType.WORKFLOW_STARTED:
@@ -106,7 +119,11 @@ class RunMetrics:
             for block in data.get("blocks") or []:
                 if block.get("duration_ms") is not None:
                     self.block_duration.labels(block["strategy"]).observe(float(block["duration_ms"]) / 1000)
-                if block.get("loser_seconds"):
+                if runs is not None and block.get("strategy") in RACING:
+                    key = (str(data["instance_id"]), str(block.get("node")))
+                    self.pending[key] = (str(block["strategy"]), float(block.get("loser_seconds") or 0))
+                    self._look(runs, key)
+                elif block.get("loser_seconds"):
                     self.loser_seconds.labels(block["strategy"]).inc(float(block["loser_seconds"]))
                 for step in block.get("steps") or []:
                     target = str(step.get("target"))
@@ -116,13 +133,35 @@ class RunMetrics:
                     if step.get("dead_letter"):
                         self.dead_letters.labels(workflow, str(block.get("node")), target, step["dead_letter"]).inc()
 
-    def follow(self, store: EventStore, stop: threading.Event) -> None:
-        """Observe every event from now on, until ``stop`` is set."""
+    def look_at_losers(self, runs: CoordinationStore) -> None:
+        """Count the loser seconds of each waiting block whose losers have all reported since."""
+        for key in list(self.pending):
+            self._look(runs, key)
+
+    def _look(self, runs: CoordinationStore, key: tuple[str, str]) -> None:
+        strategy, at_the_end = self.pending[key]
+        run_id, node = key
+        (text,) = runs.get_fields(run_id, [fields.node_result(node)])
+        metadata: Mapping[str, Any] = (json.loads(text).get("metadata") or {}) if text else {}
+        if text and int(metadata.get("losers_pending") or 0) > 0:
+            return  # still stopping: the block's result is rewritten as they report
+        # All reported; or the record expired, and what the run's end said is all there is.
+        seconds = float(metadata.get("loser_worker_seconds") or 0) if text else at_the_end
+        if seconds:
+            self.loser_seconds.labels(strategy).inc(seconds)
+        del self.pending[key]
+
+    def follow(self, store: EventStore, stop: threading.Event, runs: CoordinationStore | None = None) -> None:
+        """Observe every event from now on, until ``stop`` is set (with ``runs``: see ``observe``)."""
         after = store.newest()
+        next_look = time.monotonic() + LOSERS_EVERY
         while not stop.is_set():
             for stream_id, event in store.read(after, count=500, block=POLL):
                 after = stream_id
-                self.observe(event)
+                self.observe(event, runs)
+            if runs is not None and self.pending and time.monotonic() >= next_look:
+                self.look_at_losers(runs)
+                next_look = time.monotonic() + LOSERS_EVERY
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -152,8 +191,9 @@ def queue_depths(app: Any, pools: Iterable[str], dead_letters: Iterable[str]) ->
     return depths
 
 
-def start(metrics: RunMetrics, store: EventStore) -> threading.Event:
-    """Follow the stream in a daemon thread; set the returned event to stop it."""
+def start(metrics: RunMetrics, store: EventStore, runs: CoordinationStore | None = None) -> threading.Event:
+    """Follow the stream in a daemon thread (with ``runs``: see ``RunMetrics.observe``); set the returned event
+    to stop it."""
     stop = threading.Event()
-    threading.Thread(target=metrics.follow, args=(store, stop), name="n3-metrics", daemon=True).start()
+    threading.Thread(target=metrics.follow, args=(store, stop, runs), name="n3-metrics", daemon=True).start()
     return stop

@@ -27,6 +27,7 @@ from .model import EventType
 from .stream import EventStore
 
 RACING = ("race", "any_success")
+UNFINISHED = tuple(str(s) for s in RunStatus if not s.final)  # pending, running: the page redraws itself
 
 
 def run_view(store: CoordinationStore, run_id: str) -> dict[str, Any] | None:
@@ -104,23 +105,58 @@ def _step_of_envelope(name: str, raw: str | None, started: bool) -> dict[str, An
     return {"name": name, "status": str(env.status), "outcome": outcome, "duration_ms": took, "error": env.error}
 
 
-def recent_runs(events: EventStore, store: CoordinationStore, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest runs the stream announced (``workflow_started``), with their status now."""
+def recent_runs(
+    events: EventStore, store: CoordinationStore, limit: int = 50, now: float | None = None
+) -> list[dict[str, Any]]:
+    """The newest runs the stream announced (``workflow_started``), with their status now and their duration:
+    an ended run's from its ``workflow_completed`` event (or, when the stream has not got it, its record's
+    result), a running one's so far (``"running": True``)."""
+    now = time.time() if now is None else now
+    ended: dict[str, Mapping[str, Any]] = {}  # the newest come first: a run's end before its start
     rows: list[dict[str, Any]] = []
     for event in events.newest_events(2000):
+        run_id = str(event.data.get("instance_id"))
+        if event.event_type == EventType.WORKFLOW_COMPLETED:
+            ended[run_id] = event.data
         if event.event_type != EventType.WORKFLOW_STARTED or len(rows) >= limit:
             continue
-        run_id = str(event.data.get("instance_id"))
         (status,) = store.get_fields(run_id, [fields.STATUS])
+        status = status or "expired"
+        running = status in UNFINISHED
+        if run_id in ended:
+            duration_ms = ended[run_id].get("duration_ms")
+        elif running:
+            duration_ms = (now - event.timestamp) * 1000
+        else:  # ended, its end event not among those read: the record's result says (unless it expired)
+            (result,) = store.get_fields(run_id, [fields.RESULT])
+            duration_ms = json.loads(result).get("total_duration_ms") if result else None
         rows.append(
             {
                 "run_id": run_id,
                 "name": event.data.get("workflow_name"),
-                "status": status or "expired",
+                "status": status,
                 "started": event.timestamp,
+                "duration_ms": None if duration_ms is None else float(duration_ms),
+                "running": running and run_id not in ended,
             }
         )
     return rows
+
+
+def format_duration(duration_ms: float | None) -> str:
+    """A duration as the pages show it: ``850 ms``, ``12.3 s``, ``4 min 05 s``, ``2 h 03 min``."""
+    if duration_ms is None:
+        return ""
+    if duration_ms < 1000:
+        return f"{duration_ms:.0f} ms"
+    seconds = duration_ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 # --- HTML -----------------------------------------------------------------------------
@@ -191,7 +227,7 @@ SCRIPT = """
   edges(); window.addEventListener('resize', edges);
   if (live()) { listen(); after(1000); }
 })();
-""".replace("LIVE", json.dumps([str(s) for s in RunStatus if not s.final]))  # redrawn while pending or running
+""".replace("LIVE", json.dumps(list(UNFINISHED)))
 
 
 def page(title: str, body: str) -> str:
@@ -207,11 +243,17 @@ def render_runs(rows: list[dict[str, Any]]) -> str:
         f"<tr data-run='{html.escape(r['run_id'])}' data-status='{html.escape(str(r['status']))}'>"
         f"<td><a href='/runs/{html.escape(r['run_id'])}'>{html.escape(str(r['name']))}</a></td>"
         f"<td>{html.escape(str(r['status']))}</td><td>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r['started']))}</td>"
+        f"<td class='duration'{_duration_data(r['duration_ms'])}>{format_duration(r['duration_ms'])}"
+        f"{' so far' if r['running'] and r['duration_ms'] is not None else ''}</td>"
         f"<td><code>{html.escape(r['run_id'])}</code></td></tr>"
         for r in rows
     )
-    table = f"<table><tr><th>run</th><th>status</th><th>started</th><th>id</th></tr>{lines}</table>"
+    table = f"<table><tr><th>run</th><th>status</th><th>started</th><th>duration</th><th>id</th></tr>{lines}</table>"
     return page("namel3ss-celery runs", f"<h1>Recent runs</h1>{table}")
+
+
+def _duration_data(duration_ms: float | None) -> str:
+    return "" if duration_ms is None else f" data-duration-ms='{duration_ms:.0f}'"
 
 
 def render_run(view: Mapping[str, Any], fragment: bool = False) -> str:

@@ -7,18 +7,24 @@ one run: its ``instance_id``), ``workflow`` (``workflow_name``), ``event_type`` 
 ``after`` (a stream id: resume after the last event seen; by default, from now on). The first message
 is ``{"ready": true, "after": <stream id>}``: every event after that id follows. Each next one is
 ``{"id": <stream id>, "event": <Event.to_dict()>}``, in stream order. The server binds to 127.0.0.1
-unless told otherwise; on any other address it needs a token (``Authorization: Bearer TOKEN`` or
-``?token=TOKEN``), or ``insecure=True``.
+unless told otherwise; on any other address it needs a token, or ``insecure=True``.
+
+With a token, every request shows it: ``Authorization: Bearer TOKEN``, ``?token=TOKEN``, or the run view's
+cookie. A page opened with a valid ``?token=`` sets that cookie (``HttpOnly``, ``SameSite=Strict``; its value
+a digest of the token, not the token), so the browser's later requests (the links between pages, the page's
+own fetches and its WebSocket) are let in without the token in their URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +43,49 @@ logger = logging.getLogger("namel3ss_celery")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 TOKEN_ENV = "NAMEL3SS_CELERY_EVENTS_TOKEN"  # the token, when --token is not given (kept out of argv)
 POLL = 1.0  # seconds a read waits for new events before looking again
+COOKIE = "n3_events"  # the run view's cookie: set on a valid ?token=, sent by the browser from then on
+
+
+class Credential(str, Enum):
+    """How a request showed the token."""
+
+    HEADER = "header"
+    QUERY = "query"
+    COOKIE = "cookie"
+
+
+def cookie_value(token: str) -> str:
+    """What the run view's cookie holds for ``token``: a digest of it, so the browser never stores the token."""
+    return hmac.new(token.encode(), b"namel3ss-celery run view", hashlib.sha256).hexdigest()
+
+
+def cookie_header(token: str) -> str:
+    """The ``Set-Cookie`` header value a page opened with a valid ``?token=`` answers with."""
+    return f"{COOKIE}={cookie_value(token)}; Path=/; HttpOnly; SameSite=Strict"
+
+
+def _cookies(headers: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for header in headers:
+        for pair in header.split(";"):
+            name, _, value = pair.strip().partition("=")
+            found.setdefault(name, value.strip().strip('"'))
+    return found
+
+
+def credential(token: str, authorization: str, query: Mapping[str, list[str]], cookies: list[str]) -> Credential | None:
+    """How a request showed ``token`` (its ``Authorization`` header, its query, its ``Cookie`` headers), or
+    ``None`` when it did not."""
+    bearer = authorization.removeprefix("Bearer ").strip()
+    if bearer and hmac.compare_digest(bearer.encode(), token.encode()):
+        return Credential.HEADER
+    given = query.get("token", [""])[0]
+    if given and hmac.compare_digest(given.encode(), token.encode()):
+        return Credential.QUERY
+    kept = _cookies(cookies).get(COOKIE, "")
+    if kept and hmac.compare_digest(kept.encode(), cookie_value(token).encode()):
+        return Credential.COOKIE
+    return None
 
 
 @dataclass(frozen=True)
@@ -93,15 +142,20 @@ async def serve(
     from websockets.asyncio.server import serve as websocket_serve
     from websockets.datastructures import Headers
     from websockets.http11 import Request, Response
+    from websockets.protocol import State
 
     async def route(connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path)
         query = parse_qs(path.query)
+        shown = None
         if token:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            given = given or query.get("token", [""])[0]
-            if not hmac.compare_digest(given, token):
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is needed\n")
+            authorization = request.headers.get("Authorization", "")
+            shown = credential(token, authorization, query, request.headers.get_all("Cookie"))
+            if shown is None:
+                return connection.respond(
+                    HTTPStatus.UNAUTHORIZED,
+                    "a token is needed: Authorization: Bearer TOKEN, or open /?token=TOKEN once in a browser\n",
+                )
         if path.path.rstrip("/") == "/events":
             return None  # the WebSocket handshake goes on
         if path.path.rstrip("/") == "/metrics" and metrics is not None:
@@ -115,13 +169,15 @@ async def serve(
         status, body = await asyncio.to_thread(respond, store, runs, path.path, query)
         data = body.encode()
         headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data)))])
+        if token and shown == Credential.QUERY:  # a browser from now on: its links, fetches and WebSocket
+            headers["Set-Cookie"] = cookie_header(token)
         return Response(status, HTTPStatus(status).phrase, headers, data)
 
     async def stream(connection: ServerConnection) -> None:
         selection = Selection.from_query(parse_qs(urlsplit(connection.request.path).query))  # type: ignore[union-attr]
         after = selection.after if selection.after != "$" else await asyncio.to_thread(store.newest)
         await connection.send(json.dumps({"ready": True, "after": after}))  # what follows comes after this id
-        while True:
+        while connection.state is State.OPEN:  # a client gone (or the server closing) ends it within POLL
             batch = await asyncio.to_thread(store.read, after, 100, POLL)
             for stream_id, event in batch:
                 after = stream_id
@@ -148,7 +204,7 @@ def run_server(
     if metrics is not None:
         from .metrics import start
 
-        stop = start(metrics, store)
+        stop = start(metrics, store, runs)
     try:
         return asyncio.run(serve(store, host, port, token, runs=runs, metrics=metrics))
     finally:

@@ -1,4 +1,6 @@
-"""OpenTelemetry for a Celery app with namel3ss-celery (the ``otel`` extra).
+"""OpenTelemetry for a Celery app with namel3ss-celery (the ``otel`` extra:
+``pip install 'namel3ss-celery[otel]'`` brings opentelemetry-instrumentation-celery, the SDK and the OTLP
+exporter over HTTP).
 
 ``instrument(app)`` wires ``CeleryInstrumentor`` (opentelemetry-instrumentation-celery) for the producer,
 here, and in every worker process after it starts (``worker_process_init``, as the OpenTelemetry
@@ -9,20 +11,26 @@ starts a thread, which must not be forked)::
 
     from celery.signals import worker_process_init
     from opentelemetry import trace
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from namel3ss_celery.integrations.opentelemetry import instrument
 
     def setup_tracing(**_):
-        provider = TracerProvider(resource=Resource.create({"service.name": "reports"}))
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="http://collector:4317")))
+        resource = Resource.create({"service.name": "reports", "deployment.environment": "production"})
+        provider = TracerProvider(resource=resource)
+        exporter = OTLPSpanExporter(endpoint="http://collector:4318/v1/traces")
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
 
     worker_process_init.connect(setup_tracing, weak=False)   # each prefork child
     setup_tracing()                                         # this process (web, or a threads worker)
     instrument(app)
+
+Without ``endpoint``, the exporter reads ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (default ``http://localhost:4318``), and ``Resource.create`` adds
+``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``.
 """
 
 from __future__ import annotations

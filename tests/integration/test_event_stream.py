@@ -12,12 +12,16 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from http.cookiejar import CookieJar
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from namel3ss_celery.events.server import COOKIE
 from tests.waiting import wait_until
 
 from .conftest import Cluster
@@ -110,6 +114,11 @@ class Marks(HTMLParser):
         self.nodes: dict[str, str] = {}
         self.steps: dict[str, dict[str, str | None]] = {}
         self.runs: set[str] = set()
+        self.errors: dict[str, str] = {}  # each step's error, as the page shows it
+        self.durations: dict[str, str] = {}  # each recent run's duration, in milliseconds
+        self._step: str | None = None
+        self._row = ""
+        self._in_error = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
@@ -117,13 +126,27 @@ class Marks(HTMLParser):
             self.nodes[str(found["data-node"])] = str(found["data-status"])
         if "data-step" in found:
             self.steps[str(found["data-step"])] = {"status": found["data-status"], "outcome": found.get("data-outcome")}
+            self._step = str(found["data-step"])
         if "data-run" in found and tag == "tr":
             self.runs.add(str(found["data-run"]))
+            self._row = str(found["data-run"])
+        if tag == "td" and found.get("class") == "duration" and found.get("data-duration-ms") is not None:
+            self.durations[self._row] = str(found["data-duration-ms"])
+        self._in_error = self._step is not None and tag == "div" and found.get("class") == "error"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "li":
+            self._step = None
+        self._in_error = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_error and self._step is not None:
+            self.errors[self._step] = self.errors.get(self._step, "") + data
 
 
-def view(server: str, path: str) -> Marks:
+def view(server: str, path: str, opener: urllib.request.OpenerDirector | None = None) -> Marks:
     url = server.replace("ws://", "http://").removesuffix("/events") + path
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with (opener or urllib.request.build_opener()).open(url, timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/html")
         marks = Marks()
         marks.feed(response.read().decode())
@@ -169,7 +192,9 @@ def test_the_run_view_draws_a_run_while_it_goes_on_and_after(redis_cluster: Clus
         client.set(gate_key(gate), 1, ex=MARKER_TTL)
         assert run.get(timeout=30).overall_status == "completed"
         assert view(server, f"/runs/{run.id}").nodes == {"first": "completed", "second": "completed"}
-        assert run.id in view(server, "/").runs  # the list of recent runs shows it
+        listed = view(server, "/")
+        assert run.id in listed.runs  # the list of recent runs shows it, with how long it took
+        assert float(listed.durations[run.id]) > 0
     finally:
         client.set(gate_key(gate), 1, ex=MARKER_TTL)
         client.close()
@@ -177,6 +202,91 @@ def test_the_run_view_draws_a_run_while_it_goes_on_and_after(redis_cluster: Clus
         view(server, "/runs/no-such-run")
     missing.value.close()
     assert missing.value.code == 404
+
+
+def test_the_run_view_shows_a_failed_steps_error(redis_cluster: Cluster, server: str) -> None:
+    block = {
+        "name": f"broken-{uuid.uuid4().hex[:6]}",
+        "strategy": "collect",
+        "steps": [{"name": "bad", "target": "fail", "message": "the feed is down"}, {"name": "good", "target": "echo"}],
+    }
+    run = redis_cluster.n3.dispatch(block)
+    assert run.get(timeout=30).overall_status == "completed"  # collect: one step failed, the block completed
+    marks = view(server, f"/runs/{run.id}")
+    assert marks.steps["bad"]["status"] == "failed"
+    assert "the feed is down" in marks.errors["bad"]
+    assert "good" not in marks.errors
+
+
+TOKEN = "a token for the run view"
+
+
+def links(url: str, opener: urllib.request.OpenerDirector) -> list[str]:
+    """The ``href`` of every link of the page at ``url``."""
+
+    class Links(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            href = dict(attrs).get("href")
+            if tag == "a" and href:
+                self.found.append(href)
+
+    with opener.open(url, timeout=10) as response:
+        parser = Links()
+        parser.feed(response.read().decode())
+        return parser.found
+
+
+def test_behind_a_token_the_run_views_links_and_its_websocket_work(redis_cluster: Cluster, redis_url: str) -> None:
+    """As deployed (0.0.0.0 and a token): refused without the token; a browser that opened a page with
+    ``?token=`` once follows the links and opens the stream with the cookie that page set."""
+    name = f"guarded-{uuid.uuid4().hex[:6]}"
+    run = redis_cluster.n3.dispatch({"name": name, "steps": [{"target": "echo"}]})
+    assert run.get(timeout=30).overall_status == "completed"
+    running = EventsServer("--broker", redis_url, "--host", "0.0.0.0", "--token", TOKEN)
+    try:
+        plain = urllib.request.build_opener()
+        for path in ("/", f"/runs/{run.id}"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                view(running.url, path, plain)
+            refused.value.close()
+            assert refused.value.code == 401
+        jar = CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        assert run.id in view(running.url, f"/?token={quote(TOKEN)}", browser).runs
+        (kept,) = jar  # the page set its cookie
+        assert kept.name == COOKIE and kept.has_nonstandard_attr("HttpOnly") and TOKEN not in str(kept.value)
+        assert f"/runs/{run.id}" in links(running.url + "/", browser)  # no token in it
+        assert "/" in links(running.url + f"/runs/{run.id}", browser)  # "recent runs"
+        assert view(running.url, f"/runs/{run.id}", browser).nodes == {name: "completed"}
+        assert run.id in view(running.url, "/", browser).runs
+        with connect(
+            f"ws://127.0.0.1:{running.port}/events?run_id={run.id}",
+            additional_headers={"Cookie": f"{kept.name}={kept.value}"},  # as the page's WebSocket sends it
+            open_timeout=10,
+        ) as ws:
+            assert json.loads(ws.recv(timeout=30))["ready"]
+        with pytest.raises(InvalidStatus) as refused_stream:
+            connect(f"ws://127.0.0.1:{running.port}/events", open_timeout=10)
+        assert refused_stream.value.response.status_code == 401
+    finally:
+        running.stop()
+
+
+def test_insecure_serves_beyond_this_machine_without_a_token(redis_cluster: Cluster, redis_url: str) -> None:
+    run = redis_cluster.n3.dispatch({"name": f"open-{uuid.uuid4().hex[:6]}", "steps": [{"target": "echo"}]})
+    assert run.get(timeout=30).overall_status == "completed"
+    running = EventsServer("--broker", redis_url, "--host", "0.0.0.0", "--insecure")
+    try:
+        assert run.id in view(running.url, "/").runs
+        assert view(running.url, f"/runs/{run.id}").nodes
+        with connect(f"ws://127.0.0.1:{running.port}/events", open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=30))["ready"]
+    finally:
+        running.stop()
 
 
 def test_redis_takes_an_event_announced_again_once(redis_url: str) -> None:

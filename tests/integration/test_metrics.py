@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.waiting import wait_until
 
 from .conftest import Cluster
+from .steps import MARKER_TTL, gate_key, started_key
 from .workers import EventsServer
 
 pytestmark = pytest.mark.integration
@@ -50,10 +52,14 @@ def test_metrics_count_runs_steps_blocks_losers_and_queues(
 ) -> None:
     url, queue, tag = served
     n3 = redis_cluster.n3
-    race = {
+    gate = uuid.uuid4().hex
+    race = {  # the winner waits for its gate, opened once the loser runs: the loser has worker-seconds to count
         "name": f"race-{tag}",
         "strategy": "race",
-        "steps": [{"name": "slow", "target": "patient", "seconds": 20}, {"name": "fast", "target": "echo", "value": 1}],
+        "steps": [
+            {"name": "slow", "target": "patient", "seconds": 20, "tag": tag},
+            {"name": "fast", "target": "gated", "gate": gate, "seconds": 30, "value": 1},
+        ],
     }
     broken = {"name": f"broken-{tag}", "steps": [{"target": "fail"}, {"target": "echo", "value": 2}]}
     flaky = {
@@ -67,7 +73,14 @@ def test_metrics_count_runs_steps_blocks_losers_and_queues(
         30,
         "the server to serve its metrics",
     )  # it follows the stream from its start: runs come after
-    assert n3.dispatch(race).get(timeout=30).overall_status == "completed"
+    raced = n3.dispatch(race)
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    try:
+        wait_until(lambda: client.llen(started_key(tag)) > 0, 30, "the race's loser to start")
+        client.set(gate_key(gate), 1, ex=MARKER_TTL)
+    finally:
+        client.close()
+    assert raced.get(timeout=30).overall_status == "completed"
     assert n3.dispatch(broken).get(timeout=30).overall_status == "failed"
     assert n3.dispatch(flaky).get(timeout=30).overall_status == "completed"  # its flaky step failed twice
     for _ in range(3):
@@ -93,6 +106,9 @@ def check(url: str, queue: str, tag: str) -> None:
     assert found[("namel3ss_runs_finished_total", (("status", "failed"), ("workflow", f"broken-{tag}")))] == 1
     assert found[("namel3ss_steps_total", (("status", "failed"), ("target", "fail")))] >= 1
     assert found[("namel3ss_block_duration_seconds_count", (("strategy", "race"),))] >= 1
+    # the loser ran until it was told to stop, after the run ended: its seconds count once it reported
+    loser = ("namel3ss_loser_worker_seconds_total", (("strategy", "race"),))
+    wait_until(lambda: scrape(url).get(loser, 0) > 0, 30, lambda: f"loser seconds: {scrape(url).get(loser)}")
     retried = (("block", f"flaky-{tag}"), ("target", "flaky"), ("workflow", f"flaky-{tag}"))
     assert found[("namel3ss_step_retries_total", retried)] == 2
     not_retried = (("block", f"flaky-{tag}"), ("target", "echo"), ("workflow", f"flaky-{tag}"))

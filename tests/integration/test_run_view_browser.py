@@ -206,3 +206,45 @@ def test_an_unknown_run_is_a_page_that_says_so(watched: Watched, server: EventsS
     page.wait_for_load_state("networkidle")
     own_status = [e for e in watched.errors if "status of 404" in e and f"'url': '{url}'" in e]
     assert watched.errors == own_status  # the page's own 404 is the one error the browser reports
+
+
+TOKEN = "a token for the browser"
+
+
+def test_behind_a_token_a_click_from_the_list_follows_a_run_live(
+    watched: Watched, redis_cluster: Cluster, redis_url: str
+) -> None:
+    """As deployed (0.0.0.0 and a token): the list opened once with ``?token=``, its link to a running run
+    (no token in it) opens the run, whose fetches and WebSocket get in with the cookie the list set."""
+    page = watched.page
+    guarded = EventsServer("--broker", redis_url, "--host", "0.0.0.0", "--token", TOKEN)
+    gates = {name: uuid.uuid4().hex for name in ("slow", "fast", "door")}
+    client = redis.Redis.from_url(redis_cluster.env["N3_TEST_BACKEND"])
+    refused = 0
+    try:
+        response = page.goto(f"{guarded.url}/runs/nothing", wait_until="load")
+        assert response is not None and response.status == 401  # no token, no cookie yet
+        page.wait_for_load_state("networkidle")
+        refused = len(watched.errors)  # that page's 401, and its /favicon.ico's
+        run = redis_cluster.n3.dispatch(program(gates))
+        page.goto(f"{guarded.url}/?token={TOKEN.replace(' ', '%20')}", wait_until="load")
+        shown(page, f"tr[data-run='{run.id}']")
+        assert page.get_attribute(f"tr[data-run='{run.id}'] a", "href") == f"/runs/{run.id}"
+        page.click(f"tr[data-run='{run.id}'] a")
+        page.wait_for_url(f"{guarded.url}/runs/{run.id}")
+        shown(page, "[data-node=first][data-status=running]")
+        client.set(gate_key(gates["fast"]), 1, ex=MARKER_TTL)
+        client.set(gate_key(gates["door"]), 1, ex=MARKER_TTL)
+        shown(page, "[data-step=fast][data-status=completed][data-outcome=won]")
+        shown(page, "#run [data-run-status=completed]")  # redrawn: its fetches got in
+        sockets = [url for url in watched.requests if urlsplit(url).scheme == "ws"]
+        assert sockets and all("token=" not in url for url in sockets)  # the cookie, not the URL
+        assert run.get(timeout=30).overall_status == "completed"
+        page.click("a[href='/']")  # "recent runs", back again
+        shown(page, f"tr[data-run='{run.id}'][data-status=completed]")
+    finally:
+        for gate in gates.values():
+            client.set(gate_key(gate), 1, ex=MARKER_TTL)
+        client.close()
+        guarded.stop()
+    assert not watched.errors[refused:], "\n".join(watched.errors)  # from the token on, nothing was refused

@@ -110,9 +110,13 @@ def test_one_trace_from_the_request_to_every_step(traced: tuple[Namel3ssCelery, 
     def ours() -> list[dict[str, Any]]:
         return [s for s in spans(redis_url, key) if s["attributes"].get("namel3ss.run_id") == run.id]
 
+    def complete(seen: list[dict[str, Any]]) -> bool:
+        settled = {s["attributes"].get("namel3ss.node") for s in seen if s["name"] == "n3.settle"}
+        return sum(s["name"] == "n3.step" for s in seen) >= 15 and settled >= {"fan", "race_node", "last"}
+
     deadline = time.monotonic() + WAIT
     found = ours()
-    while sum(s["name"] == "n3.step" for s in found) < 15:  # 12 + the race's 2 (the loser too) + the last
+    while not complete(found):  # steps: 12 + the race's 2 (the loser too) + the last; each node's settle
         assert time.monotonic() < deadline, [(s["name"], s["attributes"]) for s in found]
         time.sleep(0.2)
         found = ours()
@@ -129,5 +133,13 @@ def test_one_trace_from_the_request_to_every_step(traced: tuple[Namel3ssCelery, 
     assert race["quick"]["namel3ss.outcome"] == "won" and race["quick"]["namel3ss.strategy"] == "race"
     assert race["slow"]["namel3ss.outcome"] in ("stopped", "cancelled")  # the loser shows how it ended
     assert all(s["attributes"].get("namel3ss.target") for s in steps)
-    settles = {s["attributes"].get("namel3ss.node") for s in found if s["name"] == "n3.settle"}
-    assert "fan" in settles
+    (dispatch,) = [s for s in found if s["name"] == "n3.dispatch"]
+    assert dispatch["attributes"]["namel3ss.workflow"] == "traced"
+    settles = {s["attributes"]["namel3ss.node"]: s["attributes"] for s in found if s["name"] == "n3.settle"}
+    assert {node: (a["namel3ss.workflow"], a["namel3ss.block"]) for node, a in settles.items()} == {
+        "fan": ("traced", "wide"),  # a node names the block it runs
+        "race_node": ("traced", "fastest"),
+        "last": ("traced", "last"),  # a single step is a block of its own, named as its node
+    }
+    assert settles["race_node"]["namel3ss.strategy"] == "race"
+    assert settles["fan"]["namel3ss.outcome"] == "completed"

@@ -6,10 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 
 
-def test_the_plugins_example_passes_without_pytest_celery() -> None:
+@pytest.mark.parametrize("example", ["test_plugin.py", "test_own_app.py"])
+def test_the_plugins_examples_pass_without_pytest_celery(example: str) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -20,7 +23,7 @@ def test_the_plugins_example_passes_without_pytest_celery() -> None:
             "no:celery",
             "-p",
             "no:cacheprovider",
-            str(HERE / "test_plugin.py"),
+            str(HERE / example),
         ],
         capture_output=True,
         text=True,

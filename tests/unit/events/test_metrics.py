@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -51,3 +52,68 @@ def test_a_summary_from_before_retries_were_counted_counts_none() -> None:
     block = {"node": "b", "strategy": "all", "status": "completed", "steps": [{"target": "t", "status": "completed"}]}
     metrics.observe(ended("w", "completed", [block]))
     assert not any(name == "namel3ss_step_retries_total" for name, _labels in samples(metrics))
+
+
+def race_ended(loser_seconds: float) -> Event:
+    block = {
+        "node": "r",
+        "strategy": "race",
+        "status": "completed",
+        "duration_ms": 100,
+        "loser_seconds": loser_seconds,
+        "steps": [{"target": "t", "status": "completed"}, {"target": "t", "status": "cancelled"}],
+    }
+    return ended("w", "completed", [block])
+
+
+def filed(store: Any, pending: int, seconds: float) -> None:
+    from namel3ss_celery.plan import fields
+
+    result = {"metadata": {"losers_pending": pending, "loser_worker_seconds": seconds}}
+    store.set_fields("run-1", {fields.node_result("r"): json.dumps(result)})
+
+
+LOSERS = ("namel3ss_loser_worker_seconds_total", (("strategy", "race"),))
+
+
+def test_losers_still_stopping_when_their_run_ended_count_once_they_reported() -> None:
+    from namel3ss_celery.worker.store import MemoryStore
+
+    store = MemoryStore()
+    store.create_run("run-1", {"name": "w"}, 60)
+    filed(store, pending=1, seconds=0.0)  # decided: the loser was asked to stop and has not said it did
+    metrics = RunMetrics()
+    metrics.observe(race_ended(0.0), store)
+    assert LOSERS not in samples(metrics)
+    metrics.look_at_losers(store)
+    assert LOSERS not in samples(metrics)  # still stopping
+    filed(store, pending=0, seconds=2.5)  # it reported: the block's result is rewritten
+    metrics.look_at_losers(store)
+    metrics.look_at_losers(store)
+    assert samples(metrics)[LOSERS] == 2.5  # once
+    assert metrics.pending == {}
+
+
+def test_losers_that_reported_before_their_run_ended_count_at_once() -> None:
+    from namel3ss_celery.worker.store import MemoryStore
+
+    store = MemoryStore()
+    store.create_run("run-1", {"name": "w"}, 60)
+    filed(store, pending=0, seconds=1.25)
+    metrics = RunMetrics()
+    metrics.observe(race_ended(1.25), store)
+    assert samples(metrics)[LOSERS] == 1.25 and metrics.pending == {}
+
+
+def test_a_run_whose_record_expired_counts_what_its_end_said() -> None:
+    from namel3ss_celery.worker.store import MemoryStore
+
+    metrics = RunMetrics()
+    metrics.observe(race_ended(0.5), MemoryStore())
+    assert samples(metrics)[LOSERS] == 0.5 and metrics.pending == {}
+
+
+def test_without_the_store_the_runs_end_is_all_there_is() -> None:
+    metrics = RunMetrics()
+    metrics.observe(race_ended(0.75))
+    assert samples(metrics)[LOSERS] == 0.75
