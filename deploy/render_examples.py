@@ -30,7 +30,9 @@ def rendered() -> dict[Path, str]:
         program = load_program(source)
         for target in Target:
             path = str(source.relative_to(ROOT))  # relative to the project's directory, where the workers run
-            for file_name, text in render(program, target.value, program_path=path, step_modules=STEP_MODULES).items():
+            out = OUT / name / target.value
+            options = {"program_path": path, "step_modules": STEP_MODULES, "out": out.relative_to(ROOT).as_posix()}
+            for file_name, text in render(program, target.value, **options).items():
                 files[Path(name) / target.value / file_name] = text
     return files
 

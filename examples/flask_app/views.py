@@ -1,5 +1,6 @@
-"""``POST /runs`` dispatches a block or workflow and returns its id at once; ``GET /runs/<id>`` reads it;
-``POST /events`` emits an event (the workers start what the program's triggers name for it)."""
+"""``POST /runs`` dispatches a block or workflow and returns its id at once (503 while the broker cannot be
+reached); ``GET /runs/<id>`` reads it; ``POST /events`` emits an event (the workers start what the program's
+triggers name for it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from namel3ss_celery.errors import CompileError, SpecError, UnknownRun
+from namel3ss_celery.errors import BrokerUnavailable, CompileError, SpecError, UnknownRun
 
 from .extensions import namel3ss
 
@@ -19,7 +20,8 @@ RESULT_WAIT = 5.0  # seconds to read a run that has already ended
 
 @runs.post("/runs")
 def start_run() -> tuple[dict[str, Any], int]:
-    """Body: ``{"spec": <block or workflow>, "context": {...}}``. Answers 202 ``{"run_id": ...}``."""
+    """Body: ``{"spec": <block or workflow>, "context": {...}}``. Answers 202 ``{"run_id": ...}``; 400 for a
+    bad spec; 503 when the broker cannot be reached (nothing was published or recorded: send it again later)."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
         return {"error": 'send JSON {"spec": {...}, "context": {...}}'}, 400
@@ -27,6 +29,8 @@ def start_run() -> tuple[dict[str, Any], int]:
         run = namel3ss.n3.dispatch(body["spec"], context=body.get("context") or {})
     except (SpecError, CompileError) as exc:
         return {"error": str(exc), "path": exc.path}, 400
+    except BrokerUnavailable as exc:  # its message names the broker, without the password
+        return {"error": str(exc)}, 503
     return {"run_id": run.id}, 202
 
 

@@ -127,5 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--image", default="namel3ss-celery-app:latest", help="image built from the rendered Dockerfile")
     sub.add_argument("--venv", help="systemd: virtual environment holding bin/celery (default: WORKDIR/.venv)")
+    sub.add_argument(
+        "--wheels",
+        default="wheels",
+        metavar="DIR",
+        help="compose, kubernetes: the project's folder holding the namel3ss-celery wheel the image installs "
+        "(pip wheel --no-deps --wheel-dir DIR PATH/TO/namel3ss-celery; default: wheels)",
+    )
     sub.set_defaults(handler=deploy)
     return parser

@@ -31,15 +31,12 @@ def settings(args: argparse.Namespace) -> Settings:
     return found
 
 
-def namel3ss(args: argparse.Namespace) -> Namel3ssCelery:
-    """namel3ss-celery on ``--app`` (installed there now if the app has not done it), with the ``--steps``
-    modules added; without ``--app``, on an app made from the settings.
+def celery_app(args: argparse.Namespace) -> Celery:
+    """The Celery app ``--app`` names, found as ``celery -A`` finds it.
 
     Raises:
         ConfigurationError: ``--app`` names no Celery app, or comes with ``--broker``/``--backend``.
     """
-    if not args.app:
-        return Namel3ssCelery(settings=settings(args))
     if args.broker or args.backend:
         raise ConfigurationError(
             f"--app {args.app} brings its own broker and result backend (its configuration): "
@@ -56,7 +53,19 @@ def namel3ss(args: argparse.Namespace) -> Namel3ssCelery:
         ) from exc
     if not isinstance(app, Celery):
         raise ConfigurationError(f"--app {args.app} names a {type(app).__name__}, not a Celery app", setting="app")
-    n3 = install(app)
+    return app
+
+
+def namel3ss(args: argparse.Namespace) -> Namel3ssCelery:
+    """namel3ss-celery on ``--app`` (installed there now if the app has not done it), with the ``--steps``
+    modules added; without ``--app``, on an app made from the settings.
+
+    Raises:
+        ConfigurationError: ``--app`` names no Celery app, or comes with ``--broker``/``--backend``.
+    """
+    if not args.app:
+        return Namel3ssCelery(settings=settings(args))
+    n3 = install(celery_app(args))
     if step_modules(args):
         import_step_modules(step_modules(args), n3.registry)
     return n3

@@ -10,36 +10,51 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..deploy import render
+from ..deploy import DEFAULT_APP, render
 from ..errors import ConfigurationError
+from ..events.handlers import dead_letter_queues as handler_dead_letter_queues
 from ..routing.workers import find_pool, worker_argv, worker_env
 from ..spec import TaskQueueSpec, load_program
 from ..worker.dead_letters import dead_letter_sources, list_dead_letters, requeue_dead_letters
-from .common import EXIT_FAILED, EXIT_OK, namel3ss, settings
+from .common import EXIT_FAILED, EXIT_OK, celery_app, namel3ss, settings
 
 
 def worker(args: argparse.Namespace, out: TextIO) -> int:
-    """Replace this process with ``celery -A APP worker`` for the pool, its queue, limits and environment."""
+    """Replace this process with ``celery -A APP worker`` for the pool, its queue, limits and environment.
+
+    The default app takes its broker and result backend from ``--broker``/``--backend`` (or the
+    environment); another app (``-A proj``) is found first, and its workers use its own.
+    """
     found = settings(args)
     program_file = args.program or found.program
     if not program_file:
         raise ConfigurationError("give --program (or NAMEL3SS_CELERY_PROGRAM)", setting="NAMEL3SS_CELERY_PROGRAM")
-    if found.embedded:
-        raise ConfigurationError("a pool worker needs a broker: give --broker (or CELERY_BROKER_URL)", "broker_url")
+    connection: dict[str, str] = {}
+    if args.app == DEFAULT_APP:
+        if found.embedded:
+            raise ConfigurationError("a pool worker needs a broker: give --broker (or CELERY_BROKER_URL)", "broker_url")
+        broker = connection["CELERY_BROKER_URL"] = str(found.broker_url)
+        if found.result_backend:
+            connection["CELERY_RESULT_BACKEND"] = found.result_backend
+    else:
+        broker = str(celery_app(args).conf.broker_url or "")
+        if not broker or broker.startswith("memory://"):
+            raise ConfigurationError(
+                f"--app {args.app} has no broker a pool worker can share: set its broker_url (or CELERY_BROKER_URL)",
+                "broker_url",
+            )
     program = load_program(program_file)
     pool = find_pool(program, args.pool)
-    options = worker_argv(program, pool.name, str(found.broker_url))
+    options = worker_argv(program, pool.name, broker)
     env = {
         **os.environ,
         **worker_env(pool),
-        "CELERY_BROKER_URL": str(found.broker_url),
+        **connection,
         "NAMEL3SS_CELERY_PROGRAM": os.path.abspath(program_file),
         "NAMEL3SS_CELERY_POOL": pool.name,
         "NAMEL3SS_CELERY_STEP_MODULES": ",".join(found.step_modules),
         "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])),
     }
-    if found.result_backend:
-        env["CELERY_RESULT_BACKEND"] = found.result_backend
     if args.region:
         env["NAMEL3SS_CELERY_REGION"] = args.region
     command = [sys.executable, "-m", "celery", "-A", args.app, "worker", *options, *args.celery_args]
@@ -49,7 +64,8 @@ def worker(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def dlq(args: argparse.Namespace, out: TextIO) -> int:
-    """``dlq list``: what is in each dead-letter queue, with its error; ``dlq requeue``: run those steps again."""
+    """``dlq list``: what is in each dead-letter queue (the program's task queues' and event handlers'), with its
+    error; ``dlq requeue``: run those steps (or handlers) again."""
     n3 = namel3ss(args)
     try:
         if n3.settings.embedded:
@@ -58,12 +74,14 @@ def dlq(args: argparse.Namespace, out: TextIO) -> int:
                 "broker_url",
             )
         program_file = args.program or n3.settings.program
-        sources = dead_letter_sources(load_program(program_file)) if program_file else {}
-        queues = args.queue or sorted(sources)
+        program = load_program(program_file) if program_file else None
+        sources = dead_letter_sources(program) if program is not None else {}
+        handled = handler_dead_letter_queues(program) if program is not None else []
+        queues = args.queue or sorted(set(sources) | set(handled))
         if not queues:
             raise ConfigurationError(
-                "no dead-letter queue to read: give --queue NAME, or a --program whose task queues set "
-                "dead_letter_queue",
+                "no dead-letter queue to read: give --queue NAME, or a --program whose task queues or event "
+                "handlers set dead_letter_queue",
                 setting="NAMEL3SS_CELERY_PROGRAM",
             )
         default_max = int(TaskQueueSpec.model_fields["max_dead_letter_retries"].default)
@@ -99,6 +117,7 @@ def deploy(args: argparse.Namespace, out: TextIO) -> int:
     """Write the deploy files of ``--target`` for the program's worker pools."""
     program = load_program(args.file)
     inside = os.path.relpath(args.file)  # the project's files keep their places under --workdir
+    folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
     files = render(
         program,
         args.target,
@@ -110,8 +129,9 @@ def deploy(args: argparse.Namespace, out: TextIO) -> int:
         workdir=args.workdir,
         image=args.image,
         venv=args.venv,
+        out=Path(os.path.relpath(folder)).as_posix(),  # from the project's directory, where this runs
+        wheels=args.wheels,
     )
-    folder = Path(args.out or Path("deploy") / (program.name or Path(args.file).stem) / args.target)
     for name, text in sorted(files.items()):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)

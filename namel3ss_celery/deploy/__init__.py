@@ -23,6 +23,7 @@ from ..spec.enums import StrEnum
 from . import compose, kubernetes, systemd
 from .common import Deployment, under
 from .events_server import serves_events
+from .image import WHEELS, build_paths
 
 DEFAULT_APP = "namel3ss_celery"
 DEFAULT_BROKER_URL = "redis://redis:6379/0"
@@ -63,6 +64,8 @@ def render(
     workdir: str | None = None,
     image: str = DEFAULT_IMAGE,
     venv: str | None = None,
+    out: str | None = None,
+    wheels: str = WHEELS,
 ) -> dict[str, str]:
     """The deployment files of ``program`` for ``target``, by file name.
 
@@ -80,6 +83,11 @@ def render(
             (compose, Kubernetes), ``/srv/namel3ss-celery`` on a host (systemd).
         image: the image compose and Kubernetes run, built from the rendered ``Dockerfile``.
         venv: systemd: the virtual environment holding ``bin/celery`` (default ``<workdir>/.venv``).
+        out: the folder the files are written to, relative to the project's directory (default
+            ``deploy/<program name>/<target>``): compose builds the image from the project's directory with
+            the Dockerfile written there.
+        wheels: the project's folder holding the namel3ss-celery wheel the image installs
+            (``pip wheel --no-deps --wheel-dir wheels PATH/TO/namel3ss-celery``), relative.
 
     Returns:
         ``{file name: text}``, in a stable order.
@@ -87,8 +95,8 @@ def render(
     Raises:
         ConfigurationError: an unknown target (``setting="target"``), an in-memory broker or backend
             (``broker_url``, ``result_backend``), no result backend for an AMQP broker
-            (``result_backend``), the default app without step modules (``step_modules``), or a
-            relative ``workdir`` or ``venv``.
+            (``result_backend``), the default app without step modules (``step_modules``), a
+            relative ``workdir`` or ``venv``, or a ``wheels`` folder outside the project.
         RoutingError: the pools and queues cannot run as asked (conflicting
             visibility timeouts, ``exactly_once``, autoscaling a threads pool, ...).
     """
@@ -117,6 +125,14 @@ def render(
         celery, namel3ss = under(environment, "bin/celery"), under(environment, "bin/namel3ss-celery")
     else:
         celery, namel3ss = "celery", "namel3ss-celery"  # on the image's PATH, where pip installed them
+    wheel_folder = PurePosixPath(wheels)
+    if wheel_folder.is_absolute() or ".." in wheel_folder.parts or not wheels.strip():
+        raise ConfigurationError(
+            f"--wheels {wheels!r}: the image finds the namel3ss-celery wheel in a folder of the project (the "
+            "build context), so give it relative to the project's directory",
+            "wheels",
+        )
+    context, dockerfile = build_paths(out or f"deploy/{program.name or 'program'}/{chosen.value}")
     pool_queues(program)  # refuses task queues no pool reads, and dead-letter loops
     transport_options(program, broker_url)  # refuses visibility timeouts that disagree
     deployment = Deployment(
@@ -130,6 +146,9 @@ def render(
         celery=celery,
         namel3ss=namel3ss,
         serve_events=serves_events(program),
+        context=context,
+        dockerfile=dockerfile,
+        wheels=str(wheel_folder),
     )
     return RENDERERS[chosen](program, deployment)
 

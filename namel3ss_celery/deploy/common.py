@@ -40,6 +40,11 @@ class Deployment:
         celery: the ``celery`` program: an absolute path (systemd) or a name on the image's ``PATH``.
         namel3ss: the ``namel3ss-celery`` program, the same way.
         serve_events: whether the events server runs (the program has event triggers or handlers).
+        context: the image's build context, the project's directory, as the rendered files' folder sees it
+            (compose's ``build.context``).
+        dockerfile: the rendered ``Dockerfile`` as the project's directory sees it (``docker build -f``,
+            compose's ``build.dockerfile``).
+        wheels: the folder of the project holding the namel3ss-celery wheel the image installs.
     """
 
     app: str
@@ -52,6 +57,9 @@ class Deployment:
     celery: str
     namel3ss: str = "namel3ss-celery"
     serve_events: bool = False
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    wheels: str = "wheels"
 
 
 def under(workdir: str, path: str) -> str:

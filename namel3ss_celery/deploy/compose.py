@@ -1,9 +1,10 @@
 """A ``compose.yaml`` for a laptop cluster: the brokers, one worker service per pool, beat, the events server
 (where the program has event triggers or handlers) and Flower.
 
-The Celery services run the image built from the rendered ``Dockerfile``
-(``docker build -f .../Dockerfile -t IMAGE .`` from the project's root), in
-the project's directory inside it.
+The Celery services run the image built from the rendered ``Dockerfile``, in
+the project's directory inside it; each carries the ``build`` that makes it
+(the project's directory as context, that Dockerfile), so ``docker compose up
+--build`` builds it first.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
         services["events"] = events
     flower = _celery_service(brokers, deployment, {})
     flower["image"] = FLOWER_IMAGE
-    del flower["working_dir"]
+    del flower["build"], flower["working_dir"]
     flower["command"] = ["celery", "flower", f"--port={FLOWER_PORT}"]
     flower["environment"] = {
         BROKER_ENV: _literal(deployment.broker_url),
@@ -79,7 +80,7 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     }
     flower["ports"] = [f"{FLOWER_PORT}:{FLOWER_PORT}"]
     services["flower"] = flower
-    return {"compose.yaml": yaml_text({"services": services}), **image.render(deployment)}
+    return {"compose.yaml": yaml_text({"services": services}), **image.render(deployment, "compose.yaml")}
 
 
 def _healthy(image_name: str, test: list[str]) -> dict[str, Any]:
@@ -89,6 +90,7 @@ def _healthy(image_name: str, test: list[str]) -> dict[str, Any]:
 def _celery_service(brokers: dict[str, Any], deployment: Deployment, env: dict[str, str]) -> dict[str, Any]:
     return {
         "image": deployment.image,
+        "build": {"context": _literal(deployment.context), "dockerfile": _literal(deployment.dockerfile)},
         "working_dir": deployment.workdir,
         "command": [],
         "environment": {name: _literal(value) for name, value in env.items()},

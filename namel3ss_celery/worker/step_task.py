@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from celery import states
 from celery.exceptions import Ignore, Reject
 from kombu.exceptions import OperationalError
 
@@ -47,12 +48,15 @@ logger = logging.getLogger("namel3ss_celery")
 CONTEXTS_KEPT = 16  # stored contexts a worker process keeps (one per node of the runs it works on)
 
 
-def revoked(task: Any, reason: str) -> None:
+def revoked(task: Any, reason: str, keep_ended: bool = False) -> None:
     """End a step that was stopped or never started as REVOKED: in the result backend, and for Flower and
     ``celery events``, which saw it start and would otherwise show it ``STARTED`` for ever (``Ignore``,
-    raised next, ends the task without an event). The event goes out only where the task sends events."""
+    raised next, ends the task without an event). The event goes out only where the task sends events.
+    ``keep_ended``: a final state the result backend already holds for this task (an earlier delivery of
+    the same message ended it) stays."""
     request = task.request
-    task.backend.mark_as_revoked(request.id, reason, request=request)
+    if not (keep_ended and task.backend.get_state(request.id) in states.READY_STATES):
+        task.backend.mark_as_revoked(request.id, reason, request=request)
     if task.send_events:
         try:
             task.send_event("task-revoked", retry=False, terminated=False, signum=None, expired=False)
@@ -90,6 +94,7 @@ class StepHandler:
             return self._run(task, definition, payload)
         except UnknownRun as exc:
             logger.warning("step of run %s dropped: the run's record expired", exc.run_id)
+            revoked(task, "its run's record expired")
             raise Ignore() from exc
 
     def _run(self, task: Any, definition: StepDef, payload: Any) -> Any:
@@ -122,8 +127,10 @@ class StepHandler:
         if not may_run:
             annotate(outcome="not_started")
             skipped = self.conductor.skip(message, worker, task_id)
-            if skipped.filed:  # not a duplicate delivery of a step whose block ended: REVOKED, not_started
+            if skipped.filed:  # REVOKED, as not_started
                 revoked(task, "block already decided")
+            else:  # a repeat delivery of a step whose block ended: what an earlier delivery stored stays
+                revoked(task, "a repeat delivery: its block already ended", keep_ended=True)
             self.conductor.follow_up(skipped.follow_up)
             raise Ignore()
         outcome = call_step(definition, message, worker=worker, task_id=task_id, should_stop=control.asked_to_stop)

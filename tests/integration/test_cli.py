@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -156,3 +157,28 @@ def test_status_and_progress_of_a_run_dispatched_elsewhere(redis_url: str, tmp_p
         store.close()
         worker.stop()
         n3.close()
+
+
+@pytest.mark.integration
+def test_status_right_after_a_cancel_says_cancelled_not_failed(redis_url: str) -> None:
+    """No worker takes the run's steps; it is cancelled at once: ``status`` reads it as cancelled, every step
+    not started, and nowhere calls a step failed."""
+    from .conftest import deployment
+
+    app, n3, queue, _env = deployment(redis_url, redis_url)
+    try:
+        handle = n3.dispatch({"name": "dropped", "steps": [{"target": "echo", "value": i} for i in range(6)]})
+        handle.cancel()
+        shown = run_cli("status", handle.id, "--broker", redis_url, "--backend", redis_url)
+        as_json = run_cli("status", handle.id, "--json", "--broker", redis_url, "--backend", redis_url)
+    finally:
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue)  # the six steps nobody took
+        n3.close()
+    assert shown.returncode == 1 and as_json.returncode == 1, shown.stderr + as_json.stderr  # not completed
+    assert "block 'dropped': cancelled" in shown.stdout and "0/6 steps ok" in shown.stdout, shown.stdout
+    assert shown.stdout.count("not started: run cancelled") == 6
+    result = json.loads(as_json.stdout)
+    assert (result["overall_status"], result["failed_tasks"], result["cancelled_tasks"]) == ("cancelled", 0, 6)
+    assert "cancelled" in result["error_message"] and "failed" not in result["error_message"], result
+    assert "failed" not in shown.stdout, shown.stdout

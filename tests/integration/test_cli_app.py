@@ -6,6 +6,7 @@ the command and the worker run from there, as a user runs them from their projec
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -130,3 +131,33 @@ def test_deploy_renders_the_app_given(project: Project, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     rendered = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
     assert re.search(r"-A[\s\-\"']*proj\b", rendered), rendered  # "-A proj", or a YAML list: "- -A", "- proj"
+
+
+def test_a_pool_worker_of_the_app_runs_its_steps_and_events_follows_the_app(project: Project) -> None:
+    """``namel3ss-celery worker -A proj --pool POOL``: a worker of the project's app, on its broker, taking the
+    pool's queue; ``events -A proj`` reads that app's event stream."""
+    pool = f"crawl-{uuid.uuid4().hex[:6]}"
+    program = project.root / "pooled.yaml"
+    program.write_text(
+        f"worker_pools:\n  - {{name: {pool}, queue_name: {pool}}}\n"
+        f"parallel_blocks:\n  - {{name: b, steps: [{{target: fetch_page, url: x, worker_pool: {pool}}}]}}\n"
+    )
+    settings = Settings.from_mapping({"CELERY_BROKER_URL": project.env["PROJ_BROKER"]})
+    probe = Namel3ssCelery(settings=settings)
+    command = [CLI, "worker", "-A", "proj", "--pool", pool, "--program", str(program), "--without-mingle", "-l", "INFO"]
+    # Only the project's own settings: no CELERY_BROKER_URL, the app names its broker.
+    worker = WorkerProcess("unused", project.env, project.root, command=command, name=pool, cwd=project.root)
+    try:
+        worker.wait_ready(probe.app)
+        ran = project.cli("run", "-A", "proj", str(program), "--timeout", "60")
+        assert ran.returncode == 0, ran.stdout + ran.stderr + worker.log()
+        assert "1/1 steps ok" in ran.stdout
+        assert "n3.step.fetch_page" in worker.log() and f"-Q {pool}" in worker.log()
+        (run_id,) = re.findall(r"\(run ([0-9a-f]{32})\)", ran.stdout)
+        followed = project.cli("events", "-A", "proj", "--after", "0", "--run-id", run_id, "--limit", "1")
+        assert followed.returncode == 0, followed.stderr
+        (line,) = followed.stdout.splitlines()
+        assert json.loads(line)["event"]["data"]["instance_id"] == run_id, line
+    finally:
+        worker.stop()
+        probe.close()

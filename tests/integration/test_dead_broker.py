@@ -23,19 +23,27 @@ def with_password(url: str, password: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"))
 
 
-def brokers(amqp_url: str) -> dict[str, str]:
+def with_user(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port or 6379}"))
+
+
+def brokers(amqp_url: str, redis_url: str) -> dict[str, str]:
     return {
         "redis, nothing listening": f"redis://:sekrit-word@127.0.0.1:{free_port()}/0",
+        # The test server, as a user it does not have (Redis ACL): refused as a wrong password is.
+        "redis, wrong credentials": with_user(redis_url, f"n3-nobody-{uuid.uuid4().hex[:6]}", "sekrit-word"),
         "rabbitmq, nothing listening": f"amqp://guest:sekrit-word@127.0.0.1:{free_port()}//",
         "rabbitmq, wrong password": with_password(amqp_url, "sekrit-word"),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["redis, nothing listening", "rabbitmq, nothing listening", "rabbitmq, wrong password"]
+    "case",
+    ["redis, nothing listening", "redis, wrong credentials", "rabbitmq, nothing listening", "rabbitmq, wrong password"],
 )
 def test_dispatch_raises_and_records_nothing(case: str, redis_url: str, amqp_url: str) -> None:
-    broker = brokers(amqp_url)[case]
+    broker = brokers(amqp_url, redis_url)[case]
     n3 = Namel3ssCelery(
         settings=Settings.from_mapping({"CELERY_BROKER_URL": broker, "CELERY_RESULT_BACKEND": redis_url})
     )
@@ -57,7 +65,7 @@ def test_dispatch_raises_and_records_nothing(case: str, redis_url: str, amqp_url
 
 def test_the_cli_says_so_and_exits_2(amqp_url: str, redis_url: str) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "NAMEL3SS_CELERY_"))}
-    broker = brokers(amqp_url)["rabbitmq, wrong password"]
+    broker = brokers(amqp_url, redis_url)["rabbitmq, wrong password"]
     ran = subprocess.run(
         [CLI, "run", "examples/pipeline.yaml", "--steps", "examples.steps", "--broker", broker, "--backend", redis_url],
         cwd=REPO,

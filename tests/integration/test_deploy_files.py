@@ -13,6 +13,8 @@ container image (no Docker engine on this machine: ``celery`` is found on ``PATH
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -253,3 +255,111 @@ def test_the_rendered_beat_fires_the_programs_schedule_and_the_events_server_wan
     finally:
         for process in running:
             process.stop()
+
+
+IMAGE_STEPS = '''
+import sys
+
+from namel3ss_celery import step
+
+
+@step("image_prefix")
+def image_prefix(step, context):
+    """Where this worker's Python lives: the image's virtual environment, not the tests'."""
+    return sys.prefix
+'''
+
+
+def build_without_docker(dockerfile: Path, context: Path, venv: Path) -> Path:
+    """What ``docker build`` does with the rendered Dockerfile, here: its ``WORKDIR`` is a folder of this
+    machine, ``COPY . .`` copies the build context there less what ``Dockerfile.dockerignore`` leaves out, and
+    each ``RUN`` runs there as written with ``sh``, with the Dockerfile's ``ENV`` and the virtual environment
+    ``venv`` standing in for the image's Python. The one ``RUN`` that needs root (``useradd``) is skipped.
+    Returns the ``WORKDIR``."""
+    from tests.unit.deploy.dockerfile import instructions
+
+    ignored = [
+        line.removeprefix("**/")
+        for line in (dockerfile.parent / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
+    workdir: Path | None = None
+    ran = []
+    for keyword, arguments in instructions(dockerfile.read_text()):
+        if keyword == "ENV":
+            env.update(word.split("=", 1) for word in shlex.split(arguments))
+        elif keyword == "WORKDIR":
+            workdir = Path(arguments)
+        elif keyword == "COPY":
+            assert arguments == ". ." and workdir is not None
+            shutil.copytree(context, workdir, ignore=shutil.ignore_patterns(*ignored))
+        elif keyword == "RUN" and not arguments.startswith("useradd "):
+            done = subprocess.run(
+                ["/bin/sh", "-c", arguments], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"RUN {arguments}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            ran.append(arguments)
+    assert workdir is not None and len(ran) == 1 and "pip install" in ran[0], ran
+    return workdir
+
+
+def test_the_rendered_images_install_step_installs_a_project_whose_worker_runs(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project of one's own, the namel3ss-celery wheel made as the Dockerfile says, files rendered by
+    ``deploy --target compose``: the compose file builds from the project with that Dockerfile, whose install
+    step, run with the real ``pip`` into a new virtual environment, gives a worker that runs the rendered
+    command and the project's steps."""
+    tag = uuid.uuid4().hex[:6]
+    project, app, venv = tmp_path / "proj", tmp_path / "app", tmp_path / "venv"
+    project.mkdir()
+    pool = f"image-{tag}"
+    (project / "image_steps.py").write_text(IMAGE_STEPS)
+    (project / "program.yaml").write_text(
+        f"worker_pools:\n  - {{name: {pool}, queue_name: {pool}}}\n"
+        f"parallel_blocks:\n  - {{name: where, steps: [{{target: image_prefix, worker_pool: {pool}}}]}}\n"
+    )
+    made = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", "wheels", str(REPO)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    deployed = subprocess.run(
+        [CLI, "deploy", "--target", "compose", "program.yaml", "--steps", "image_steps", "--workdir", str(app)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    folder = project / "deploy" / "program" / "compose"
+    service = yaml.safe_load((folder / "compose.yaml").read_text())["services"][f"worker-{pool}"]
+    context = (folder / service["build"]["context"]).resolve()
+    assert context == project.resolve()
+    dockerfile = context / service["build"]["dockerfile"]
+    assert dockerfile.resolve() == (folder / "Dockerfile").resolve()
+
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    assert build_without_docker(dockerfile, context, venv) == app
+    assert (venv / "bin" / "celery").exists() and (venv / "bin" / "namel3ss-celery").exists()
+
+    launch = read_service(folder, "compose", f"worker-{pool}")
+    assert launch.cwd == str(app) and launch.argv[0] == "celery"
+    env = {**as_run_here(launch, redis_url), "PATH": os.pathsep.join([str(venv / "bin"), "/usr/bin", "/bin"])}
+    worker = WorkerProcess("unused", env, tmp_path, command=launch.argv, name=pool, cwd=app, inherit_env=False)
+    monkeypatch.syspath_prepend(str(project))  # this process knows the step too, to dispatch it
+    settings = {"CELERY_BROKER_URL": redis_url, "CELERY_RESULT_BACKEND": redis_url}
+    n3 = Namel3ssCelery(settings=Settings.from_mapping({**settings, "NAMEL3SS_CELERY_STEP_MODULES": "image_steps"}))
+    try:
+        worker.wait_ready(n3.app)
+        result = n3.dispatch(str(project / "program.yaml")).get(timeout=WAIT)
+        assert result.overall_status == "completed", worker.log()
+        assert result.final_result == {"step_0": str(venv)}, worker.log()  # it ran on the image's Python
+    finally:
+        worker.stop()
+        n3.close()

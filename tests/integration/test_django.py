@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from namel3ss_celery import Namel3ssCelery, UnknownRun
 from namel3ss_celery.integrations.django import Publication, dispatch_on_commit
 from tests.django_example import PROJECT, setup_django
 
-from .workers import REPO, WorkerProcess
+from .workers import REPO, WorkerProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -209,6 +210,31 @@ def test_the_example_view_returns_at_once_and_the_worker_reads_the_row(site: Sit
     assert (report.run_id, report.status, report.word_count) == (out["run"], "ready", 3)
 
 
+def test_the_example_view_answers_503_when_the_broker_cannot_be_reached(site: Site) -> None:
+    """The broker is down (nothing listens on its port): the view answers 503 with the error, naming the broker
+    without its password; the report is saved, marked as never started, with no run."""
+    from reports.models import Report
+
+    title = f"down-{uuid.uuid4().hex[:6]}"
+    broker = f"redis://:sekrit-word@127.0.0.1:{free_port()}/0"
+    env = {**os.environ, **site.env, "CELERY_BROKER_URL": broker, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); exec({VIEW_SCRIPT!r})", title],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["status"] == 503, out
+    assert out["error"].startswith("cannot reach the broker redis://:**@127.0.0.1:"), out
+    assert "sekrit-word" not in out["error"]
+    report = Report.objects.get(title=title)
+    assert (report.status, report.run_id) == ("not_started", "")
+
+
 def test_an_event_emitted_in_a_transaction_is_published_at_commit_only(site: Site) -> None:
     from django.db import transaction
 
@@ -224,3 +250,71 @@ def test_an_event_emitted_in_a_transaction_is_published_at_commit_only(site: Sit
         raise Rollback
     ids = [e.event_id for _i, e in store.read(start) if e.source == "django"]
     assert ids == [kept] and dropped not in ids
+
+
+EMITTING_VIEW_SCRIPT = """
+import json, sys
+from django.db import transaction
+from django.http import HttpRequest, JsonResponse
+from django.test import RequestFactory
+from django.views.decorators.http import require_POST
+from namel3ss_celery.integrations.django import emit_on_commit
+from reports.models import Report
+from reports_site.celery import n3
+
+@require_POST
+def announce_report(request: HttpRequest) -> JsonResponse:
+    with transaction.atomic():
+        report = Report.objects.create(title=request.POST["title"], body=request.POST["body"])
+        data = {"table": request.POST["table"], "report_id": report.pk}
+        event_id = emit_on_commit(n3, "dataset_change", data, source="django")
+    return JsonResponse({"report": report.pk, "event": event_id}, status=202)
+
+request = RequestFactory().post("/announce/", {"title": sys.argv[1], "body": "one two three", "table": sys.argv[2]})
+response = announce_report(request)
+print(json.dumps({"status": response.status_code, **json.loads(response.content)}))
+n3.close()
+"""
+
+
+def test_a_view_that_emits_on_commit_starts_its_triggers_run_on_the_committed_row(site: Site, tmp_path: Path) -> None:
+    """A web process with the program (``NAMEL3SS_CELERY_PROGRAM``) emits from a view in a transaction; at
+    the commit the event is matched there and its trigger starts the workflow, whose steps read the row."""
+    from reports.models import Report
+    from reports.workflows import REPORT_WORKFLOW
+
+    tag = uuid.uuid4().hex[:6]
+    table = f"reports-{tag}"
+    trigger = {
+        "name": f"announced-{tag}",
+        "event_type": "dataset_change",
+        "trigger_target": "report",
+        "filter_fields": {"table": table},
+        "context_mapping": {"report_id": "data.report_id"},
+    }
+    program = tmp_path / "announce.json"
+    program.write_text(json.dumps({"workflows": [REPORT_WORKFLOW], "event_triggers": [trigger]}))
+    since = site.n3.events.store().newest()
+    title = f"announced-{tag}"
+    env = {**os.environ, **site.env, "PYTHONPATH": str(REPO), "NAMEL3SS_CELERY_PROGRAM": str(program)}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); exec({EMITTING_VIEW_SCRIPT!r})", title, table],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["status"] == 202, out
+    (started,) = [
+        e
+        for _i, e in site.n3.events.store().read(since, count=1000)
+        if e.event_type == "workflow_started" and e.data.get("trigger_event_id") == out["event"]
+    ]
+    result = site.n3.run(started.data["instance_id"]).get(timeout=60)
+    assert result.overall_status == "completed", (result.error_message, site.worker.log())
+    assert (result.outputs["count"]["report_id"], result.outputs["count"]["title"]) == (out["report"], title)
+    report = Report.objects.get(pk=out["report"])
+    assert (report.status, report.word_count) == ("ready", 3)  # the triggered run's second step wrote it

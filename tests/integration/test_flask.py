@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from .workers import REPO, WorkerProcess
+from .workers import REPO, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +190,23 @@ def test_an_event_posted_to_a_view_starts_its_trigger_on_the_worker(flask_cluste
     assert result.final_result == {"step_0": f"{flask_cluster.greeting}, world"}  # greet ran on the worker
     bad = flask_cluster.client.post("/events", json={"type": "nonsense"})
     assert bad.status_code == 400 and "unknown event type 'nonsense'" in bad.get_json()["error"]
+
+
+def test_post_answers_503_naming_the_broker_when_it_cannot_be_reached(redis_url: str) -> None:
+    """The broker is down (nothing listens on its port): the view answers 503 with the error, which names the
+    broker without its password, and nothing was recorded for a run."""
+    from examples.flask_app import create_app
+
+    broker = f"redis://:sekrit-word@127.0.0.1:{free_port()}/0"
+    app = create_app({"CELERY": {"broker_url": broker, "result_backend": redis_url, "task_ignore_result": True}})
+    n3 = app.extensions["namel3ss_celery"].n3
+    spec = {"name": "count", "steps": [{"target": "count_words", "text": "one two"}]}
+    try:
+        response = app.test_client().post("/runs", json={"spec": spec})
+        assert response.status_code == 503, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert error.startswith("cannot reach the broker redis://:**@127.0.0.1:"), error
+        assert "nothing was published or recorded" in error and "sekrit-word" not in error
+    finally:
+        n3.close()
+        app.extensions["celery"].close()

@@ -1,5 +1,6 @@
 """Flower, started for real on the same app: it shows each step as its own task, a failing step as FAILURE,
-a stopped or cancelled step as REVOKED."""
+a stopped or cancelled step as REVOKED, and so a step dropped because its run's record is gone or because its
+block had ended (a repeat delivery)."""
 
 from __future__ import annotations
 
@@ -178,6 +179,52 @@ def test_flower_shows_the_running_steps_of_a_cancelled_run_as_revoked(flower: tu
     finally:
         client.set(gate_key(tag), 1, ex=MARKER_TTL)  # never needed when the cancel worked
         client.close()
+
+
+def sent_by_hand(cluster: Cluster, block: dict[str, Any], run_id: str) -> Any:
+    """Step 0 of ``block`` in run ``run_id``, published as its task, with a task id of its own."""
+    from namel3ss_celery.compiler.steps import step_message
+    from namel3ss_celery.plan.kinds import Join
+    from namel3ss_celery.spec import ParallelBlockSpec, load_any
+
+    spec = load_any(block)
+    assert isinstance(spec, ParallelBlockSpec)
+    message = step_message(spec, 0, run_id=run_id, node=spec.name, context={}, join=Join.COUNT)
+    return cluster.app.send_task("n3.step.echo", args=[message.encode()], queue=cluster.queue)
+
+
+def flower_state(url: str, task_id: str) -> str:
+    try:
+        return str(get(f"{url}/api/task/info/{task_id}").get("state"))
+    except urllib.error.HTTPError as missing:  # 404 until Flower heard of the task
+        missing.close()
+        return ""
+
+
+def test_flower_shows_a_step_of_an_expired_run_as_revoked(flower: tuple[Cluster, str]) -> None:
+    """A step whose run's record is gone is dropped, and ends REVOKED: in Flower and in the result backend."""
+    cluster, url = flower
+    block = {"name": "gone", "strategy": "all", "steps": [{"name": "lost", "target": "echo", "value": 1}]}
+    sent = sent_by_hand(cluster, block, uuid.uuid4().hex)  # a run never recorded (or expired long ago)
+    wait_until(
+        lambda: flower_state(url, sent.id) == "REVOKED", WAIT, lambda: f"Flower shows {flower_state(url, sent.id)}"
+    )
+    assert sent.state == "REVOKED"
+    assert "the run's record expired" in cluster.worker.log()
+
+
+def test_flower_shows_a_repeat_delivery_of_a_step_whose_block_ended_as_revoked(flower: tuple[Cluster, str]) -> None:
+    cluster, url = flower
+    block = {"name": "again", "strategy": "collect", "steps": [{"name": "once", "target": "echo", "value": 1}]}
+    run = cluster.n3.dispatch(block)
+    first = run.get(timeout=WAIT)
+    assert first.final_result["once"]["result"] == 1
+    sent = sent_by_hand(cluster, block, run.id)  # the same step of the same run, once more
+    wait_until(
+        lambda: flower_state(url, sent.id) == "REVOKED", WAIT, lambda: f"Flower shows {flower_state(url, sent.id)}"
+    )
+    assert sent.state == "REVOKED"
+    assert run.get(timeout=WAIT).to_dict() == first.to_dict()  # the run is as it was
 
 
 def test_flower_refuses_its_api_without_the_password(flower: tuple[Cluster, str]) -> None:

@@ -27,7 +27,11 @@ def test_the_first_example_runs_as_pasted(tmp_path: Path) -> None:
         [sys.executable, "example.py"], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60
     )
     assert ran.returncode == 0, ran.stderr
-    lines = ran.stdout.splitlines()
-    assert lines[0] == shown.splitlines()[0]  # the winner's answer
-    assert "  small: completed, won" in lines
-    assert any(line.startswith("  big: cancelled, stop") for line in lines)  # stopping, or stopped already
+    # What the README shows, line for line; the loser is stopping, or has stopped already as the result is read
+    # (the README says so under the output).
+    either = {"  big: cancelled, stopping", "  big: cancelled, stopped"}
+    expected = shown.splitlines()
+    assert expected[1] in either
+    printed = ran.stdout.splitlines()
+    assert printed[1] in either, ran.stdout
+    assert printed[:1] + printed[2:] == expected[:1] + expected[2:], ran.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
-from namel3ss_celery import UnknownRun
+from namel3ss_celery import BrokerUnavailable, UnknownRun
 
 from reports_site.celery import n3
 
@@ -15,11 +15,15 @@ from .models import Report
 
 @require_POST
 def create_report(request: HttpRequest) -> JsonResponse:
-    """``POST /reports/`` with ``title`` and ``body``: 202 with the report and the run's id, at once."""
+    """``POST /reports/`` with ``title`` and ``body``: 202 with the report and the run's id, at once; 503 when
+    the broker cannot be reached (the report is saved, its workflow not started)."""
     title = request.POST.get("title", "").strip()
     if not title:
         return JsonResponse({"error": "title is required"}, status=400)
-    report, run = services.create_report(title, request.POST.get("body", ""))
+    try:
+        report, run = services.create_report(title, request.POST.get("body", ""))
+    except BrokerUnavailable as exc:  # its message names the broker, without the password
+        return JsonResponse({"error": str(exc)}, status=503)
     return JsonResponse({"report": report.pk, "run": run.id}, status=202)
 
 
