@@ -6,7 +6,9 @@ from that moment in a thread of this process, and hands each event to the handle
 filters it matches (``async`` handlers run on an event loop of that thread). A workflow registered with
 ``register_workflow_trigger`` runs on Celery workers, as the parallel block ``event_workflow_<name>``,
 with the event in its context; its end is the one ``workflow_completed`` event the adapter announces
-for every run (``workflow_name`` the name it was registered under, ``instance_id`` the run's id).
+for every run (``workflow_name`` the name it was registered under, ``instance_id`` the run's id). A
+workflow's runs are claimed in the event store, one per event however many processes register it, and
+the last event it handled is marked there, so one registered again after a restart misses nothing.
 """
 
 from __future__ import annotations
@@ -16,71 +18,18 @@ import inspect
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import SpecError
-from .model import Event, EventPriority, EventType, event_type
+from ..plan.fields import STREAM_TTL
+from .buses import EventBus, EventHandler, MemoryEventBus, parse_types
+from .model import Event, EventPriority, EventType
 from .server import serve
 
 logger = logging.getLogger("namel3ss_celery")
 
 FOLLOW_POLL = 0.2  # seconds a read of the stream waits before the follower looks at stop() again
-
-
-class EventBus:
-    """Where an ``EventDrivenExecutor``'s events go: a Celery app's stream. ``MemoryEventBus`` is the embedded
-    default (this process); ``RedisEventBus(redis_url)`` a deployment on that Redis."""
-
-    def __init__(self, n3: Any = None) -> None:
-        self.n3 = n3
-
-
-class MemoryEventBus(EventBus):
-    """The embedded default: an in-process Celery worker, events in this process's memory."""
-
-
-class RedisEventBus(EventBus):
-    """A deployment on Redis (broker, results, coordination and events), as ``redis_url`` names it."""
-
-    def __init__(self, redis_url: str = "redis://localhost:6379") -> None:
-        super().__init__()
-        self.redis_url = redis_url
-
-
-@dataclass
-class EventHandler:
-    """A handler registered in this process."""
-
-    handler_id: str
-    event_types: set[EventType]
-    handler_func: Callable[[Event], Any]
-    priority: int = 0
-    filters: dict[str, Any] = field(default_factory=dict)
-    active: bool = True
-
-    def matches(self, event: Event) -> bool:
-        """Its types, and each filter equal to the event's data field (else its metadata field), as Namel3ss."""
-        if not self.active or event.event_type not in self.event_types:
-            return False
-        for key, wanted in self.filters.items():
-            source = event.data if key in event.data else event.metadata
-            if key not in source or source[key] != wanted:
-                return False
-        return True
-
-
-def parse_types(kinds: Iterable[EventType | str] | EventType | str) -> set[EventType]:
-    """Each of ``kinds`` as an ``EventType`` (an unknown one is an error, not ``custom``); one type given
-    alone (``"task_completed"``, as the Namel3ss guides write it) is that type, not its characters.
-
-    Raises:
-        SpecError: an unknown type.
-    """
-    if isinstance(kinds, str):
-        return {event_type(kinds)}
-    return {event_type(kind) for kind in kinds}
 
 
 class EventDrivenExecutor:
@@ -110,6 +59,7 @@ class EventDrivenExecutor:
         self.websocket_host = websocket_host
         self.websocket_port = websocket_port
         self.handlers: dict[str, EventHandler] = {}
+        self.trigger_names: dict[str, str] = {}  # a workflow trigger's handler id: its workflow's name
         self.event_workflows: dict[str, dict[str, Any]] = {}
         self.workflow_instances: dict[str, dict[str, Any]] = {}
         self.stats: dict[str, Any] = {
@@ -127,13 +77,18 @@ class EventDrivenExecutor:
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Follow the stream from now on (handlers see what is published after this), and serve it."""
+        """Follow the stream from now on (handlers see what is published after this), and serve it. A workflow
+        registered before ``start()`` is first handed the events published since its last mark (see
+        ``register_workflow_trigger``)."""
         if self._threads:
             return
         store = self.n3.events.store()
         after = await asyncio.to_thread(store.newest)
+        with self._lock:
+            triggers = dict(self.trigger_names)
+        marks = {h: m for h, name in triggers.items() if (m := await asyncio.to_thread(store.marked, reader(name)))}
         self._stop.clear()
-        follower = threading.Thread(target=self._follow, args=(after,), name="n3-event-handlers", daemon=True)
+        follower = threading.Thread(target=self._follow, args=(after, marks), name="n3-event-handlers", daemon=True)
         follower.start()
         self._threads.append(follower)
         if self.enable_websocket:
@@ -197,6 +152,11 @@ class EventDrivenExecutor:
         ``event_workflow_<workflow_name>``, with ``trigger_event`` and ``workflow_instance_id`` in its
         context. The block is checked now (its targets too).
 
+        One run per event and workflow name in the deployment: each run is claimed in the event store first,
+        so processes that register the same workflow share its events rather than each starting a run. The
+        last event handled is marked in the store under the workflow's name: ``start()`` in a later process
+        (after a restart, say) first hands the workflow the matching events published since then.
+
         Raises:
             SpecError, CompileError: the workflow's block is invalid.
         """
@@ -208,7 +168,9 @@ class EventDrivenExecutor:
         def trigger(event: Event) -> None:
             self._run_event_workflow(workflow_name, block, workflow_config, event)
 
-        await self.register_event_handler([trigger_event_type], trigger, filters)
+        handler_id = await self.register_event_handler([trigger_event_type], trigger, filters)
+        with self._lock:
+            self.trigger_names[handler_id] = workflow_name
         self.stats["workflows_registered"] += 1
 
     def get_stats(self) -> dict[str, Any]:
@@ -227,6 +189,10 @@ class EventDrivenExecutor:
     # --- in the follower thread ---------------------------------------------------------------
 
     def _run_event_workflow(self, name: str, block: dict[str, Any], config: Mapping[str, Any], event: Event) -> None:
+        store = self.n3.events.store()
+        claim = f"{reader(name)}:{event.event_id}"
+        if not store.claim(claim, STREAM_TTL):
+            return  # started by another process of the deployment (or by this workflow before a restart)
         run_id = uuid.uuid4().hex
         context = {
             "trigger_event": event.to_dict(),
@@ -234,16 +200,23 @@ class EventDrivenExecutor:
             "event_workflow": name,
             **dict(config.get("context") or {}),
         }
-        self.n3.publish(self.n3.plan(block), context, run_id=run_id)
+        try:
+            self.n3.publish(self.n3.plan(block), context, run_id=run_id)
+        except BaseException:
+            store.release([claim])  # not started: the event is for whoever handles it next
+            raise
         self.workflow_instances[run_id] = {"workflow_name": name, "trigger_event_id": event.event_id}
         self.stats["workflows_triggered"] += 1
 
-    def _follow(self, after: str) -> None:
+    def _follow(self, after: str, marks: Mapping[str, str]) -> None:
         loop = asyncio.new_event_loop()
         store = self.n3.events.store()
         try:
+            for handler_id, mark in marks.items():
+                self._catch_up(loop, store, handler_id, mark, after)
             while not self._stop.is_set():
-                for stream_id, event in store.read(after, count=100, block=FOLLOW_POLL):
+                batch = store.read(after, count=100, block=FOLLOW_POLL)
+                for stream_id, event in batch:
                     after = stream_id
                     with self._lock:
                         chosen = sorted(
@@ -251,8 +224,29 @@ class EventDrivenExecutor:
                         )
                     for handler in chosen:
                         self._call(loop, handler, event)
+                if batch:
+                    self._mark(store, after)
         finally:
             loop.close()
+
+    def _catch_up(self, loop: asyncio.AbstractEventLoop, store: Any, handler_id: str, mark: str, until: str) -> None:
+        """Hand one workflow trigger the events after its mark up to ``until`` (where the live follower starts)."""
+        while not self._stop.is_set():
+            batch = [(i, e) for i, e in store.read(mark, count=100) if stream_order(i) <= stream_order(until)]
+            if not batch:
+                return
+            for stream_id, event in batch:
+                handler = self.handlers.get(handler_id)
+                if handler is not None and handler.matches(event):
+                    self._call(loop, handler, event)
+                mark = stream_id
+            store.mark(reader(self.trigger_names[handler_id]), mark)
+
+    def _mark(self, store: Any, stream_id: str) -> None:
+        with self._lock:
+            names = set(self.trigger_names.values())
+        for name in names:
+            store.mark(reader(name), stream_id)
 
     def _call(self, loop: asyncio.AbstractEventLoop, handler: EventHandler, event: Event) -> None:
         try:
@@ -286,6 +280,17 @@ class EventDrivenExecutor:
                 self.websocket_port,
                 exc,
             )
+
+
+def reader(workflow_name: str) -> str:
+    """The name a workflow trigger registered through this API reads the stream under (its claims and mark)."""
+    return f"api:{workflow_name}"
+
+
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """A stream id (``"1700000000000-3"``) as what orders it."""
+    millis, _, sequence = stream_id.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 def _event_block(name: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .model import Event
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
 ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
 ONCE_TTL = 3600  # seconds such an id is remembered (a lease's resume comes within minutes)
+MARK_PREFIX = "n3:events:mark:"  # + a reader's name: the id of the last event it handled
 
 # XADD an event unless its id was appended before (SET NX of KEYS[2]): nil for a repeat.
 _APPEND_ONCE = """
@@ -77,6 +78,14 @@ class EventStore(Protocol):
 
     def now(self) -> float:
         """The store's clock, in seconds since the epoch (Redis ``TIME``): the one every window keeps."""
+        ...
+
+    def mark(self, reader: str, stream_id: str) -> None:
+        """Remember that ``reader`` handled the events up to ``stream_id`` (as long as the stream keeps events)."""
+        ...
+
+    def marked(self, reader: str) -> str | None:
+        """The id ``reader`` last marked (``None``: never, or longer ago than the stream keeps events)."""
         ...
 
     def close(self) -> None: ...
@@ -136,6 +145,13 @@ class RedisEventStore:
         seconds, microseconds = self.client.time()
         return float(seconds) + float(microseconds) / 1e6
 
+    def mark(self, reader: str, stream_id: str) -> None:
+        self.client.set(MARK_PREFIX + reader, stream_id, ex=STREAM_TTL)
+
+    def marked(self, reader: str) -> str | None:
+        found = self.client.get(MARK_PREFIX + reader)
+        return None if found is None else str(found)
+
     def close(self) -> None:
         self.client.close()
 
@@ -146,6 +162,7 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._events: list[tuple[str, Event]] = []
         self._windows: dict[str, tuple[int, float]] = {}
+        self._marks: dict[str, str] = {}
         self._changed = threading.Condition()
         self._last = 0
 
@@ -210,6 +227,14 @@ class MemoryEventStore:
 
     def now(self) -> float:
         return time.time()
+
+    def mark(self, reader: str, stream_id: str) -> None:
+        with self._changed:
+            self._marks[reader] = stream_id
+
+    def marked(self, reader: str) -> str | None:
+        with self._changed:
+            return self._marks.get(reader)
 
     def close(self) -> None:
         pass

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events.executor import EventBus, EventHandler, MemoryEventBus, RedisEventBus
+from ..events.buses import EventBus, EventHandler, MemoryEventBus, RedisEventBus
 from ..events.executor import EventDrivenExecutor as _EventDrivenExecutor
 from ..events.model import Event, EventPriority, EventType
 from ..extension import Namel3ssCelery

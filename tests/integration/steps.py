@@ -27,6 +27,14 @@ async def async_double(step: dict[str, Any], context: dict[str, Any]) -> int:
 
 @step("fail")
 def fail(step: dict[str, Any], context: dict[str, Any]) -> None:
+    """Fails; with ``after``, once a step tagged so has marked its start (``started_key``), within 30 s."""
+    if "after" in step:
+        client, deadline = _redis(), time.monotonic() + 30
+        try:
+            while not client.exists(started_key(step["after"])) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            client.close()
     raise ValueError(step.get("message", "step failed on purpose"))
 
 

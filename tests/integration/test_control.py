@@ -168,9 +168,10 @@ def test_a_duplicate_delivery_of_the_winner_changes_nothing(redis_cluster: Clust
 
 
 def test_fail_fast_ends_all_at_the_first_failure(cluster: Cluster) -> None:
+    tag = uuid.uuid4().hex
     steps = [
-        {"name": "long", "target": "patient", "seconds": 8},
-        {"name": "bad", "target": "fail", "message": "early"},
+        {"name": "long", "target": "patient", "seconds": 8, "tag": tag},
+        {"name": "bad", "target": "fail", "message": "early", "after": tag},  # fails once "long" runs
     ]
     started = time.monotonic()
     handle = cluster.n3.dispatch({"name": "ff", "strategy": "all", "steps": steps})

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,67 @@ def test_an_unknown_event_type_is_an_error_not_custom() -> None:
             executor.n3.close()
 
     asyncio.run(scenario())
+
+
+def test_a_workflow_registered_in_two_processes_runs_once_per_event_and_catches_up_after_a_restart(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Two executors register one workflow: an event starts one run. Both stop; an event published while
+    none runs starts its run when an executor registering the workflow starts again."""
+    import tests.integration.steps  # noqa: F401
+
+    env = {
+        "CELERY_BROKER_URL": redis_url,
+        "CELERY_RESULT_BACKEND": redis_url,
+        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
+    }
+    probe = Namel3ssCelery(settings=Settings.from_mapping(env))
+    worker = WorkerProcess("namel3ss_celery", env, tmp_path)
+    tag = f"twice-{uuid.uuid4().hex[:8]}"
+    workflow = {"steps": [{"type": "echo", "value": "done"}]}
+
+    async def started() -> EventDrivenExecutor:
+        executor = EventDrivenExecutor(event_bus=RedisEventBus(redis_url), enable_websocket=False)
+        await executor.register_workflow_trigger(tag, EventType.TASK_COMPLETED, workflow, filters={"task_type": tag})
+        await executor.start()
+        return executor
+
+    def triggered(*executors: EventDrivenExecutor) -> int:
+        return sum(e.get_stats()["event_driven_executor"]["workflows_triggered"] for e in executors)
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> list[str]:
+        first, second = await started(), await started()
+        try:
+            await first.publish_event(EventType.TASK_COMPLETED, "engine", {"task_type": tag})
+            await until(lambda: triggered(first, second) == 1, "the first event started no run")
+        finally:
+            for executor in (first, second):
+                await executor.stop()
+        assert triggered(first, second) == 1
+        runs = list(first.workflow_instances) + list(second.workflow_instances)
+        await first.publish_event(EventType.TASK_COMPLETED, "engine", {"task_type": tag})  # nobody follows now
+        first.n3.close()
+        second.n3.close()
+        later = await started()
+        try:
+            await until(lambda: triggered(later) == 1, "the event published while no executor ran started no run")
+            return runs + list(later.workflow_instances)
+        finally:
+            await later.stop()
+            later.n3.close()
+
+    try:
+        worker.wait_ready(probe.app)
+        runs = asyncio.run(scenario())
+        assert len(runs) == 2
+        for run_id in runs:
+            assert probe.run(run_id).get(timeout=WAIT).final_result == {"step_0": "done"}
+    finally:
+        worker.stop()
+        probe.close()

@@ -142,7 +142,7 @@ def test_a_handler_routes_by_every_matching_rule_else_route_to() -> None:
     ],
 )
 def test_handler_event_types_are_a_list_or_one_type(kinds: Any, expected: set[EventType]) -> None:
-    from namel3ss_celery.events.executor import parse_types
+    from namel3ss_celery.events.buses import parse_types
 
     assert parse_types(kinds) == expected
 
