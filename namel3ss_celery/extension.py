@@ -110,6 +110,7 @@ class Namel3ssCelery:
         if self.embedded_worker is not None:
             self.events.before_publish = self.embedded_worker.start  # it matches the events
         self.conductor.run_ended.append(self.events.run_ended)
+        self.conductor.block_moved.append(self.events.block_moved)
         self.steps = StepHandler(app, self.conductor)
         if os.environ.get(STEP_EVENTS, "").lower() in ("1", "true", "yes", "on"):
             self.steps.on_step = self.events.step_done  # a task_completed or task_failed per step

@@ -68,6 +68,8 @@ class Conductor:
         self.executed_on = executed_on
         self.patience = patience
         self.run_ended: list[Callable[[str, Plan, Any], None]] = []  # told once per run, as it ends
+        # Told as a workflow's node is launched (its result None) and as it ends (its result).
+        self.block_moved: list[Callable[[str, Plan, str, ParallelExecutionResult | None], None]] = []
         self.leases = LeaseKeeper(lambda: self.store)  # renewed while this process works under them
         self.home = Home(lambda: self.store, lambda: "")  # whose overdue work it does: all, unless given a broker
         self.launcher = Launcher(
@@ -79,6 +81,7 @@ class Conductor:
             self.settle_node,
             self.announce_end,
             self.leases,
+            self.announce_block,
         )
 
     def connect(self, publisher: Publisher[Any]) -> None:
@@ -287,10 +290,22 @@ class Conductor:
             except Exception:  # noqa: BLE001 - the run ended and is filed; a listener's failure is only logged
                 logger.exception("announcing the end of run %s failed", run_id)
 
+    def announce_block(self, run_id: str, plan: Plan, node: str, result: ParallelExecutionResult | None) -> None:
+        """Tell ``block_moved``'s listeners that a node of a workflow was launched (``result`` None) or ended. A
+        lone block's run is its block: its run's start and end say it."""
+        if len(plan.nodes) < 2:
+            return
+        for listener in self.block_moved:
+            try:
+                listener(run_id, plan, node, result)
+            except Exception:  # noqa: BLE001 - the block moved on whatever a listener does; only logged
+                logger.exception("announcing block %s of run %s failed", node, run_id)
+
     def move_on(
         self, run_id: str, plan: Plan, record: Mapping[str, str], node: str, result: ParallelExecutionResult
     ) -> None:
         advance = node_settled(self.store, run_id, plan, node, result, self.ttl)
+        self.announce_block(run_id, plan, node, result)
         if advance.ended:
             self.announce_end(run_id, plan, advance.final)
         self.store.drop_lease(run_id, node)  # settled: the nodes it unblocked hold leases of their own

@@ -38,6 +38,7 @@ class Launcher:
         settle_node: the conductor's settle (a block whose launch fails is settled as failed).
         run_ended: told once when a launch ends its run (a block that could not start failed it).
         leases: renews the leases of the nodes a launch holds.
+        block_moved: told of each node published (its result None), and of each settled at once (its result).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Launcher:
         settle_node: Callable[[str, str], None],
         run_ended: Callable[[str, Plan, Any], None],
         leases: LeaseKeeper,
+        block_moved: Callable[[str, Plan, str, Any], None] = lambda *_: None,
     ) -> None:
         self._store = store
         self.leases = leases
@@ -59,6 +61,7 @@ class Launcher:
         self.executed_on = executed_on
         self.settle_node = settle_node
         self.run_ended = run_ended
+        self.block_moved = block_moved
 
     @property
     def store(self) -> CoordinationStore:
@@ -165,11 +168,14 @@ class Launcher:
                 reason = f"launching the block failed: {describe(exc)}"
                 if BlockControl(self.store, run_id, node.name).decide(Decision(RunStatus.FAILED, None, reason)):
                     self.settle_node(run_id, node.name)
+            else:
+                self.block_moved(run_id, plan, node.name, None)
             return None
         if not self.store.claim(run_id, fields.settled(node.name)):
             return None
         result = settle_block(node.block, {}, self.registry, executed_on=self.executed_on, decision=failure)
         advance = node_settled(self.store, run_id, plan, node.name, result, self.ttl)
+        self.block_moved(run_id, plan, node.name, result)
         if advance.ended:
             self.run_ended(run_id, plan, advance.final)
         return advance

@@ -1,6 +1,6 @@
 """The events the adapter announces of its own runs: ``workflow_started`` when a run is dispatched, and
 exactly one ``workflow_completed`` when it ends (a failed or cancelled run too, with its status), as the
-Namel3ss event runtime does. A run started by a trigger carries its event's correlation id, and its
+Namel3ss event runtime does; for each node of a workflow, ``block_started`` and ``block_completed``. A run started by a trigger carries its event's correlation id, and its
 events are one level deeper than that event (``metadata["depth"]``), so a loop is stopped."""
 
 from __future__ import annotations
@@ -65,6 +65,39 @@ def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | 
         metadata={"depth": depth, ONCE: True},
         event_id=ended_event_id(run_id),
     )
+
+
+def block_moved(run_id: str, plan: Plan, node: str, result: Any, context: Mapping[str, Any] | None) -> Event:
+    """``block_started`` for a workflow's node just launched (``result`` None), else ``block_completed`` with the
+    block's status, duration and step counts (its error too when it did not complete). Each has an id of its
+    own run, node and kind: a launch or settle resumed after its process died announces it once."""
+    trigger_id, correlation, depth = _lineage(context)
+    spec = plan.by_name[node].block
+    data: dict[str, Any] = {
+        "workflow_name": _name(plan, context),
+        "instance_id": run_id,
+        "node": node,
+        "block": spec.name,
+        "strategy": str(spec.strategy),
+        "trigger_event_id": trigger_id,
+    }
+    kind = EventType.BLOCK_STARTED
+    if result is not None:
+        kind = EventType.BLOCK_COMPLETED
+        status = str(result.overall_status)
+        data.update(
+            status=status,
+            duration_ms=result.total_duration_ms,
+            total_tasks=result.total_tasks,
+            completed_tasks=result.completed_tasks,
+            failed_tasks=result.failed_tasks,
+            cancelled_tasks=result.cancelled_tasks,
+        )
+        if status != "completed":
+            data["error"] = result.error_message
+    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"namel3ss-celery:run:{run_id}:{node}:{kind}").hex
+    metadata = {"depth": depth, ONCE: True}
+    return Event.new(kind, SOURCE, data, correlation_id=correlation, metadata=metadata, event_id=event_id)
 
 
 def ended_event_id(run_id: str) -> str:

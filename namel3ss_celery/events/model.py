@@ -15,7 +15,8 @@ from ..spec.enums import StrEnum
 
 
 class EventType(StrEnum):
-    """What happened. The first seven are Namel3ss's; the others are the trigger types of its IR."""
+    """What happened. The first seven are Namel3ss's, then the trigger types of its IR, then the adapter's own
+    block events (a workflow's nodes: ``block_completed`` for a failed, timed-out or cancelled block too)."""
 
     TASK_COMPLETED = "task_completed"
     TASK_FAILED = "task_failed"
@@ -29,6 +30,8 @@ class EventType(StrEnum):
     DATASET_CHANGE = "dataset_change"
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    BLOCK_STARTED = "block_started"
+    BLOCK_COMPLETED = "block_completed"
 
 
 # What user code may emit (the adapter emits the run's own events itself).

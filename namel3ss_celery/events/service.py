@@ -108,6 +108,10 @@ class EventService:
         """Announce ``task_completed`` or ``task_failed`` for a step a worker ran (``NAMEL3SS_CELERY_STEP_EVENTS``)."""
         self.announce(lifecycle.step_done(message, outcome))
 
+    def block_moved(self, run_id: str, plan: Plan, node: str, result: Any) -> None:
+        """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node."""
+        self.announce(lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id)))
+
     def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
         """Announce the one ``workflow_completed`` of a run (the engine calls it once per run)."""
         self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id)))

@@ -9,15 +9,18 @@ embedded default keeps all of it in memory.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import redis
 
 from ..plan.fields import MAX_EVENTS, STREAM_FIELD, STREAM_KEY, STREAM_TTL
 from .model import Event
+
+logger = logging.getLogger("namel3ss_celery")
 
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
 ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
@@ -121,12 +124,11 @@ class RedisEventStore:
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
         wait = None if block is None else max(1, int(block * 1000))
         replies = self.client.xread({STREAM_KEY: after}, count=count, block=wait) or []
-        return [(str(i), Event.from_dict(json.loads(f[STREAM_FIELD]))) for _key, entries in replies for i, f in entries]
+        return [(str(i), e) for _key, entries in replies for i, f in entries if (e := readable(i, f)) is not None]
 
     def newest_events(self, count: int) -> list[Event]:
-        return [
-            Event.from_dict(json.loads(f[STREAM_FIELD])) for _i, f in self.client.xrevrange(STREAM_KEY, count=count)
-        ]
+        found = self.client.xrevrange(STREAM_KEY, count=count)
+        return [e for i, f in found if (e := readable(i, f)) is not None]
 
     def newest(self) -> str:
         found = self.client.xrevrange(STREAM_KEY, count=1)
@@ -238,6 +240,16 @@ class MemoryEventStore:
 
     def close(self) -> None:
         pass
+
+
+def readable(stream_id: str, entry: Mapping[str, str]) -> Event | None:
+    """The event of a stream entry; ``None``, said in the log, for one this release cannot read (an event type
+    of a later release, written by one of its processes beside this one's): a reader goes on past it."""
+    try:
+        return Event.from_dict(json.loads(entry[STREAM_FIELD]))
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.warning("event %s of the stream cannot be read here, and is passed over: %r", stream_id, exc)
+        return None
 
 
 def stream_entry(event: Event) -> str:

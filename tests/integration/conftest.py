@@ -185,3 +185,11 @@ def redis_cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     running = start_cluster(redis_url, redis_url, "prefork", tmp_path_factory.mktemp("workers"))
     yield running
     stop_cluster(running)
+
+
+@pytest.fixture
+def lone_worker(redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """One prefork worker on Redis, for a test that kills it (not shared with other tests)."""
+    running = start_cluster(redis_url, redis_url, "prefork", tmp_path)
+    yield running
+    stop_cluster(running)

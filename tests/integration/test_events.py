@@ -393,3 +393,34 @@ def test_step_events_when_asked(redis_url: str, tmp_path: Path) -> None:
     finally:
         worker.stop()
         n3.close()
+
+
+def test_each_node_of_a_workflow_is_announced_as_it_starts_and_ends_in_order(deployment: Deployment) -> None:
+    d = deployment
+    spec = {
+        "name": f"two-{d.tag}",
+        "steps": [
+            {"name": "a", "target": "echo", "value": 1},
+            {"name": "b", "target": "fail", "message": "no", "depends_on": ["a"]},
+        ],
+    }
+    run = d.n3.dispatch(spec)
+    assert run.get(timeout=WAIT).overall_status == "failed"
+    events = d.wait_for(
+        "the run's end", lambda found: any(e.data.get("instance_id") == run.id and "blocks" in e.data for e in found)
+    )
+    mine = [
+        (str(e.event_type), e.data.get("node"), e.data.get("status"))
+        for e in events
+        if e.data.get("instance_id") == run.id
+    ]
+    assert mine == [
+        ("workflow_started", None, None),
+        ("block_started", "a", None),
+        ("block_completed", "a", "completed"),
+        ("block_started", "b", None),
+        ("block_completed", "b", "failed"),
+        ("workflow_completed", None, "failed"),
+    ]
+    (failed,) = [e for e in events if e.event_type == "block_completed" and e.data["node"] == "b"]
+    assert "no" in failed.data["error"] and failed.data["failed_tasks"] == 1 and failed.data["strategy"] == "all"

@@ -173,3 +173,25 @@ class EventsServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.communicate(timeout=10)
+
+
+def kill_with_children(worker: WorkerProcess) -> None:
+    """SIGKILL a worker and its pool processes at once, as when its machine goes away."""
+    children = [pid for pid in _pids() if _parent(pid) == worker.process.pid]
+    for pid in [worker.process.pid, *children]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended on its own
+    worker.process.wait(10)
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None  # gone meanwhile

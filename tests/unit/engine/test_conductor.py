@@ -344,3 +344,34 @@ def test_a_decided_block_whose_decider_did_not_hear_it_won_is_settled_by_its_las
     result = result_of(conductor, run_id)
     assert isinstance(result, ParallelExecutionResult) and result.overall_status == "completed"
     assert result.final_result == "first"
+
+
+def test_each_node_of_a_workflow_is_told_as_it_is_launched_and_as_it_ends_and_a_lone_block_is_not() -> None:
+    spec = {
+        "workflows": [
+            {
+                "name": "w",
+                "steps": [
+                    {"name": "fetch", "target": "t"},
+                    {"name": "report", "target": "t", "depends_on": ["fetch"]},
+                ],
+            }
+        ]
+    }
+    store, recorder = MemoryStore(), Recorder()
+    conductor = Conductor(lambda: store, recorder, Registry(), TTL)
+    told: list[tuple[str, str | None]] = []
+    conductor.block_moved.append(
+        lambda run_id, plan, node, result: told.append((node, None if result is None else str(result.overall_status)))
+    )
+    store.create_run("run-1", record_of(spec), TTL)
+    conductor.launch_roots("run-1")
+    report(conductor, recorder.sent[0], TaskStatus.COMPLETED, 1)
+    report(conductor, recorder.sent[1], TaskStatus.FAILED)
+    assert told == [("fetch", None), ("fetch", "completed"), ("report", None), ("report", "failed")]
+
+    told.clear()
+    store.create_run("run-2", record_of(block("all", 1)), TTL)
+    conductor.launch_roots("run-2")
+    report(conductor, recorder.sent[2], TaskStatus.COMPLETED, 1)
+    assert told == []  # a lone block's run is its block: the run's own events say it

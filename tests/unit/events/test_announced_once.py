@@ -6,6 +6,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from namel3ss_celery.events import lifecycle
 from namel3ss_celery.events.matching import compile_triggers
 from namel3ss_celery.events.model import Event, EventType
@@ -61,3 +63,37 @@ def test_a_trigger_starts_once_for_an_event_announced_again_and_every_time_for_o
     plain = Event.new(EventType.WORKFLOW_COMPLETED, "app", {"status": "completed"})
     assert firing.fire(program, trigger, plain) == "run-2"
     assert firing.fire(program, trigger, plain) == "run-3"  # no dedupe_window: a plain event is not deduplicated
+
+
+def test_a_blocks_events_have_ids_of_their_own_run_node_and_kind() -> None:
+    from namel3ss_celery.compiler.planning import make_plan
+    from namel3ss_celery.events.lifecycle import block_moved
+    from namel3ss_celery.results import ParallelExecutionResult, RunStatus
+    from namel3ss_celery.spec import load_any
+
+    plan = make_plan(
+        load_any(
+            {"name": "w", "steps": [{"name": "a", "target": "t"}, {"name": "b", "target": "t", "depends_on": ["a"]}]}
+        )
+    )
+    result = ParallelExecutionResult(
+        "a", "all", 1, failed_tasks=1, overall_status=RunStatus.FAILED, error_message="x broke"
+    )
+    started, ended = block_moved("r", plan, "a", None, None), block_moved("r", plan, "a", result, None)
+    assert (str(started.event_type), str(ended.event_type)) == ("block_started", "block_completed")
+    assert started.event_id == block_moved("r", plan, "a", None, None).event_id  # announced again: the same event
+    assert len({started.event_id, ended.event_id, block_moved("r", plan, "b", None, None).event_id}) == 3
+    assert ended.data["status"] == "failed" and ended.data["error"] == "x broke" and ended.data["node"] == "a"
+
+
+def test_a_stream_entry_of_a_later_release_is_passed_over_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from namel3ss_celery.events.stream import readable
+
+    later = {"event": json.dumps({"event_id": "e1", "event_type": "from_a_later_release", "data": {}})}
+    assert readable("5-0", later) is None
+    assert "event 5-0 of the stream cannot be read here" in caplog.text
+    known = {"event": json.dumps({"event_id": "e2", "event_type": "custom", "data": {"a": 1}})}
+    event = readable("6-0", known)
+    assert event is not None and event.data == {"a": 1}
