@@ -137,6 +137,16 @@ def _read_all(deployment: Deployment) -> list[tuple[str, Event]]:
 
 @pytest.fixture
 def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    yield from deployed(redis_url, redis_url, tmp_path)
+
+
+@pytest.fixture
+def rabbitmq_deployment(amqp_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    """The same, with RabbitMQ as the broker (the stream and the store stay on Redis)."""
+    yield from deployed(amqp_url, redis_url, tmp_path)
+
+
+def deployed(broker: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     import tests.integration.event_steps  # noqa: F401
     import tests.integration.steps  # noqa: F401
 
@@ -146,13 +156,13 @@ def deployment(redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
     queue = f"n3test-events-{tag}"
     modules = f"{STEP_MODULES},tests.integration.event_steps"
     env = {
-        "N3_TEST_BROKER": redis_url,
+        "N3_TEST_BROKER": broker,
         "N3_TEST_BACKEND": redis_url,
         "N3_TEST_QUEUE": queue,
         "NAMEL3SS_CELERY_STEP_MODULES": modules,
         "NAMEL3SS_CELERY_PROGRAM": str(program),
     }
-    app = make_app(redis_url, redis_url, queue)
+    app = make_app(broker, redis_url, queue)
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=tuple(modules.split(","))))
     worker = WorkerProcess("tests.integration.app", env, tmp_path, pool="solo", concurrency=1, queues=[queue])
     try:
@@ -424,3 +434,29 @@ def test_each_node_of_a_workflow_is_announced_as_it_starts_and_ends_in_order(dep
     ]
     (failed,) = [e for e in events if e.event_type == "block_completed" and e.data["node"] == "b"]
     assert "no" in failed.data["error"] and failed.data["failed_tasks"] == 1 and failed.data["strategy"] == "all"
+
+
+def test_on_rabbitmq_an_emitted_event_and_a_runs_end_each_start_their_trigger(rabbitmq_deployment: Deployment) -> None:
+    """RabbitMQ as the broker: an event emitted here starts its trigger's run on the worker, and that run's end
+    (announced by the worker) starts the follow-up trigger's."""
+    d = rabbitmq_deployment
+    from namel3ss_celery.events.targets import target_program
+    from namel3ss_celery.spec import load_program
+
+    emitted = d.n3.emit("custom", {"kind": d.kind("signup"), "plan": "pro", "user": "ada"})
+    program = load_program(d.program)
+    (trigger,) = [t for t in program.event_triggers if t.trigger_target == "second"]
+    spec, _ = target_program(program, trigger.model_copy(update={"trigger_target": "first"}))
+    first = d.n3.dispatch(spec)
+    assert first.get(timeout=WAIT).overall_status == "completed"
+    events = d.wait_for(
+        "both runs",
+        lambda found: (
+            d.completed_by(found, {emitted.event_id})
+            and any(e.event_type == "workflow_completed" and e.data["workflow_name"] == "second" for e in found)
+        ),
+    )
+    (welcomed,) = d.completed_by(events, {emitted.event_id})
+    assert welcomed.data["status"] == "completed" and welcomed.data["workflow_name"] == "welcome"
+    run = d.n3.run(welcomed.data["instance_id"]).get(timeout=WAIT)
+    assert run.blocks["welcome"].final_result == {"step_0": "ada"}
