@@ -28,7 +28,7 @@ from .engine.decide import TIMED_OUT
 from .engine.inline import InlineBlock, InlineCall
 from .engine.local_steps import LocalSteps
 from .engine.ports import Launching
-from .engine.runner import to_json_data
+from .engine.values import to_json_data
 from .errors import SpecError, StepResultError
 from .plan import fields
 from .plan.kinds import Join

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
-from ..engine.runner import to_json_data
 from ..engine.settle import resolve_reducer
+from ..engine.values import to_json_data
 from ..errors import CompileError, NotSupportedYet, SpecError, StepResultError, UnknownTarget
 from ..plan.model import Plan, PoolRoute
 from ..registry import Registry

@@ -34,8 +34,9 @@ from .nodes import broken, launched
 from .patience import PATIENCE, patiently
 from .ports import CoordinationStore, Held, Publisher
 from .recovery import cancel, decide_and_settle, resume
-from .runner import StepOutcome, describe
+from .runner import StepOutcome
 from .settle import settle_block
+from .values import describe
 
 logger = logging.getLogger("namel3ss_celery")
 

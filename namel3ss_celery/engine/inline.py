@@ -7,8 +7,8 @@ that exist for crossing them (a message per step, the start guard against duplic
 that files each envelope and records the decision atomically) would cost twenty times the step itself. Here
 the same rules run on plain objects:
 
-- each step's outcome is an ``Envelope``, its result checked by ``runner.to_json_data`` and its error told
-  by ``runner.describe``, as on a worker;
+- each step's outcome is an ``Envelope``, its result checked by ``values.to_json_data`` and its error told
+  by ``values.describe``, as on a worker;
 - after each outcome, ``decide.decide_after`` says whether it decides the block (race, any_success,
   fail_fast); the deadline decides ``TIMED_OUT``;
 - ``settle.settle_block`` makes the result, with ``stopping`` for the steps still running when the block was
@@ -37,8 +37,9 @@ from ..registry import Registry
 from ..results import ParallelExecutionResult, TaskStatus
 from ..spec import ParallelBlockSpec, ParallelStrategy, step_key
 from .decide import TIMED_OUT, Decision, decide_after
-from .runner import describe, in_task_of_its_own, to_json_data
+from .runner import in_task_of_its_own
 from .settle import settle_block
+from .values import describe, to_json_data
 
 InlineCall = Callable[[int, dict[str, Any]], Awaitable[Any]]
 

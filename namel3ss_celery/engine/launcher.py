@@ -20,8 +20,8 @@ from .decide import CANCELLED, Decision
 from .leases import LAUNCH_LEASE, LeaseKeeper, launch_lease, tracked
 from .nodes import node_context, with_fan_out
 from .ports import CoordinationStore, Publisher
-from .runner import describe
 from .settle import settle_block
+from .values import describe
 
 logger = logging.getLogger("namel3ss_celery")
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
-import math
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +13,14 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from ..errors import StepCancelled, StepResultError, StepTimeout
+from ..errors import StepCancelled, StepTimeout
 from ..plan.envelope import Envelope
 from ..plan.fields import STEP_VALUE
 from ..plan.kinds import Outcome
 from ..plan.message import StepMessage
 from ..registry import StepDef, StepFunction
 from ..results import TaskStatus
+from .values import describe, to_json_data
 
 CHECK_INTERVAL = 0.05
 
@@ -279,37 +278,6 @@ def _uncancel(task: asyncio.Task[Any]) -> None:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None:
         uncancel()
-
-
-def describe(exc: BaseException) -> str:
-    """``ValueError: bad input`` — the error string results carry."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-_PLAIN = (str, int, bool, type(None))  # exact types JSON gives back equal: no round trip needed
-
-
-def to_json_data(value: Any, what: str) -> Any:
-    """``value`` as JSON gives it back; anything JSON cannot carry raises ``StepResultError``.
-
-    A plain value (a string, an integer, a boolean, ``None``, a finite float), or a dict of such values under
-    string keys, is given back as the round trip would (the dict copied) without making it."""
-    if _plain(value):
-        return value
-    if type(value) is dict and all(type(k) is str and _plain(v) for k, v in value.items()):
-        return dict(value)
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise StepResultError(f"{what} returned {value!r}, which JSON cannot carry") from exc
-        raise StepResultError(f"{what} returned a value JSON cannot carry: {exc}") from exc
-
-
-def _plain(value: Any) -> bool:
-    kind = type(value)
-    return kind in _PLAIN or (kind is float and math.isfinite(value))
 
 
 def step_argument(message: StepMessage) -> Any:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from ..engine.runner import to_json_data
+from ..engine.values import to_json_data
 from ..errors import SpecError, StepResultError
 from ..spec.enums import StrEnum
 

@@ -8,7 +8,7 @@ import logging
 import time
 from typing import Any
 
-from ..engine.runner import describe
+from ..engine.values import describe
 from ..registry import EVENT_HANDLE_TASK
 from ..routing.queues import declare_queue
 from ..worker.dead_letters import HEADER

@@ -31,7 +31,7 @@ from celery.utils.nodenames import WORKER_DIRECT_EXCHANGE, worker_direct
 from kombu.connection import Connection
 from kombu.message import Message
 
-from ..engine.runner import describe
+from ..engine.values import describe
 from ..errors import RoutingError
 from ..plan.message import StepMessage
 from ..registry import EVENT_HANDLE_TASK, STEP_TASK_PREFIX

@@ -29,8 +29,9 @@ from ..engine.lost import held
 from ..engine.patience import patiently
 from ..engine.ports import Held
 from ..engine.retry import retry_countdown
-from ..engine.runner import StepOutcome, call_step, describe
+from ..engine.runner import StepOutcome, call_step
 from ..engine.settle import RACING
+from ..engine.values import describe
 from ..errors import RoutingError, StepLost, StoreUnavailable, UnknownRun, UnknownTarget
 from ..plan import fields
 from ..plan.message import StepMessage

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from namel3ss_celery.engine import runner
-from namel3ss_celery.engine.runner import call_step, to_json_data
+from namel3ss_celery.engine.runner import call_step
+from namel3ss_celery.engine.values import to_json_data
 from namel3ss_celery.errors import StepCancelled, StepResultError
 from namel3ss_celery.plan.message import StepMessage
 from namel3ss_celery.registry import StepDef

@@ -8,7 +8,8 @@ from html.parser import HTMLParser
 import pytest
 
 from namel3ss_celery.events.model import Event, EventType
-from namel3ss_celery.events.runview import format_duration, recent_runs, render_run, render_runs, respond, run_view
+from namel3ss_celery.events.runview import recent_runs, respond, run_view
+from namel3ss_celery.events.runview_html import format_duration, render_run, render_runs
 from namel3ss_celery.events.stream import MemoryEventStore
 from namel3ss_celery.plan import fields
 from namel3ss_celery.results import TaskStatus
