@@ -18,7 +18,7 @@ from ..local import LocalExecutor
 from ..registry import BUILTIN_REDUCERS, SHARED, Registry
 from ..results import ParallelExecutionResult, ParallelTaskResult, RunStatus, WorkflowResult
 from ..spec import ParallelBlockSpec, ParallelStrategy, StepSpec
-from .blocks import block_data, block_spec, namel3ss_shaped, raw_block, targeted, unreduced
+from .blocks import Unreduced, block_data, block_spec, namel3ss_shaped, raw_block, targeted, unreduced
 
 __all__ = [
     "LOCAL_TARGET",
@@ -194,22 +194,24 @@ class ParallelExecutor:
             CompileError: with no step executor, a step names no registered step.
         """
         registry = Registry(parent=SHARED)
-        values: list[Any]
-        # An async step executor may run its block inline (engine.inline): checked once the block is read.
-        inline = step_executor is not None and inspect.iscoroutinefunction(step_executor)
-        if step_executor is None:
-            placeholders, values = block_data(parallel_block), []
-        else:
-            shared = SHARED_PLACEHOLDER if inline else None
-            placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET, shared=shared)
-        strategy = _strategy_of(placeholders)
-        runnable, later = unreduced(placeholders, lambda name: known_reducer(name, registry))
-        block = block_spec(runnable, self.default_max_concurrency, self.default_timeout)
-        if inline and not (fits(block) and all(step.target == LOCAL_TARGET for step in block.steps)):
-            inline = False  # on the conductor, whose steps find their values by the index in their placeholder
-            placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET)
+
+        def read(shared: StepSpec | None) -> tuple[str | None, list[Any], Unreduced | None, ParallelBlockSpec]:
+            """The block as given: its strategy, the steps' values, how Namel3ss leaves it unreduced, the spec."""
+            values: list[Any] = []
+            if step_executor is None:
+                placeholders = block_data(parallel_block)
+            else:
+                placeholders, values = raw_block(parallel_block, target=LOCAL_TARGET, shared=shared)
             runnable, later = unreduced(placeholders, lambda name: known_reducer(name, registry))
             block = block_spec(runnable, self.default_max_concurrency, self.default_timeout)
+            return _strategy_of(placeholders), values, later, block
+
+        # An async step executor may run its block inline (engine.inline): checked once the block is read.
+        inline = step_executor is not None and inspect.iscoroutinefunction(step_executor)
+        strategy, values, later, block = read(SHARED_PLACEHOLDER if inline else None)
+        if inline and not (fits(block) and all(step.target == LOCAL_TARGET for step in block.steps)):
+            inline = False  # on the conductor, whose steps find their values by the index in their placeholder
+            strategy, values, later, block = read(None)
         _enter(block, strategy or str(block.strategy), parent_span_id, security_context)
         result: ParallelExecutionResult | WorkflowResult
         if step_executor is not None and inline:  # nothing only the conductor does: a twentieth of the cost
