@@ -30,28 +30,24 @@ def _name(plan: Plan, context: Mapping[str, Any] | None) -> str:
     return str((context or {}).get("event_workflow") or plan.name)
 
 
-def run_started(run_id: str, plan: Plan, context: Mapping[str, Any] | None) -> Event:
+def _about(run_id: str, plan: Plan, context: Mapping[str, Any] | None) -> tuple[dict[str, Any], str | None, int]:
+    """What every event of a run says of it (its workflow's name, the run's id, the event that started it), the
+    correlation id, and the depth of the run's own events."""
     trigger_id, correlation, depth = _lineage(context)
-    data = {
-        "workflow_name": _name(plan, context),
-        "kind": plan.kind,
-        "instance_id": run_id,
-        "trigger_event_id": trigger_id,
-    }
+    data = {"workflow_name": _name(plan, context), "instance_id": run_id, "trigger_event_id": trigger_id}
+    return data, correlation, depth
+
+
+def run_started(run_id: str, plan: Plan, context: Mapping[str, Any] | None) -> Event:
+    data, correlation, depth = _about(run_id, plan, context)
+    data["kind"] = plan.kind
     return Event.new(EventType.WORKFLOW_STARTED, SOURCE, data, correlation_id=correlation, metadata={"depth": depth})
 
 
 def run_ended(run_id: str, plan: Plan, final: Any, context: Mapping[str, Any] | None) -> Event:
-    trigger_id, correlation, depth = _lineage(context)
+    data, correlation, depth = _about(run_id, plan, context)
     status = str(getattr(final, "overall_status", "failed"))
-    data: dict[str, Any] = {
-        "workflow_name": _name(plan, context),
-        "kind": plan.kind,
-        "instance_id": run_id,
-        "trigger_event_id": trigger_id,
-        "status": status,
-        "duration_ms": getattr(final, "total_duration_ms", None),
-    }
+    data.update(kind=plan.kind, status=status, duration_ms=getattr(final, "total_duration_ms", None))
     if status != "completed":
         data["error"] = getattr(final, "error_message", None)
     data["blocks"] = block_summaries(final)
@@ -71,16 +67,9 @@ def block_moved(run_id: str, plan: Plan, node: str, result: Any, context: Mappin
     """``block_started`` for a workflow's node just launched (``result`` None), else ``block_completed`` with the
     block's status, duration and step counts (its error too when it did not complete). Each has an id of its
     own run, node and kind: a launch or settle resumed after its process died announces it once."""
-    trigger_id, correlation, depth = _lineage(context)
+    data, correlation, depth = _about(run_id, plan, context)
     spec = plan.by_name[node].block
-    data: dict[str, Any] = {
-        "workflow_name": _name(plan, context),
-        "instance_id": run_id,
-        "node": node,
-        "block": spec.name,
-        "strategy": str(spec.strategy),
-        "trigger_event_id": trigger_id,
-    }
+    data.update(node=node, block=spec.name, strategy=str(spec.strategy))
     kind = EventType.BLOCK_STARTED
     if result is not None:
         kind = EventType.BLOCK_COMPLETED
