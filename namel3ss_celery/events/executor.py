@@ -26,6 +26,7 @@ from ..plan.fields import STREAM_TTL
 from .buses import EventBus, EventHandler, MemoryEventBus, parse_types
 from .model import Event, EventPriority, EventType
 from .server import serve
+from .stream import stream_order
 
 logger = logging.getLogger("namel3ss_celery")
 
@@ -231,8 +232,9 @@ class EventDrivenExecutor:
 
     def _catch_up(self, loop: asyncio.AbstractEventLoop, store: Any, handler_id: str, mark: str, until: str) -> None:
         """Hand one workflow trigger the events after its mark up to ``until`` (where the live follower starts)."""
+        last = stream_order(until)
         while not self._stop.is_set():
-            batch = [(i, e) for i, e in store.read(mark, count=100) if stream_order(i) <= stream_order(until)]
+            batch = [(i, e) for i, e in store.read(mark, count=100) if stream_order(i) <= last]
             if not batch:
                 return
             for stream_id, event in batch:
@@ -285,12 +287,6 @@ class EventDrivenExecutor:
 def reader(workflow_name: str) -> str:
     """The name a workflow trigger registered through this API reads the stream under (its claims and mark)."""
     return f"api:{workflow_name}"
-
-
-def stream_order(stream_id: str) -> tuple[int, int]:
-    """A stream id (``"1700000000000-3"``) as what orders it."""
-    millis, _, sequence = stream_id.partition("-")
-    return int(millis), int(sequence or 0)
 
 
 def _event_block(name: str, config: Mapping[str, Any]) -> dict[str, Any]:

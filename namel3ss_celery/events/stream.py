@@ -188,11 +188,11 @@ class MemoryEventStore:
             return self.append(event)
 
     def read(self, after: str = "0", count: int = 100, block: float | None = None) -> list[tuple[str, Event]]:
-        after_n = int(after.split("-")[0])
+        after_n = stream_order(after)
         deadline = time.monotonic() + (block or 0)
         with self._changed:
             while True:
-                found = [(i, e) for i, e in self._events if int(i.split("-")[0]) > after_n][:count]
+                found = [(i, e) for i, e in self._events if stream_order(i) > after_n][:count]
                 left = deadline - time.monotonic()
                 if found or block is None or left <= 0:
                     return found
@@ -240,6 +240,12 @@ class MemoryEventStore:
 
     def close(self) -> None:
         pass
+
+
+def stream_order(stream_id: str) -> tuple[int, int]:
+    """A stream id (``"1700000000000-3"``; ``"0"``) as what orders it."""
+    millis, _, sequence = stream_id.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 def readable(stream_id: str, entry: Mapping[str, str]) -> Event | None:
