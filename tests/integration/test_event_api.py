@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,10 +37,10 @@ asyncio.run(main())
 """
 
 
-def test_a_trigger_registered_here_runs_on_a_worker_for_an_event_published_elsewhere(
-    redis_url: str, tmp_path: Path
-) -> None:
-    import tests.integration.steps  # noqa: F401 - echo, which the workflow names
+@pytest.fixture
+def worker_on_redis(redis_url: str, tmp_path: Path) -> Iterator[tuple[Namel3ssCelery, WorkerProcess]]:
+    """A ``celery -A namel3ss_celery`` worker on Redis with the test steps, ready, and a client of its own."""
+    import tests.integration.steps  # noqa: F401 - echo, which the workflows name
 
     env = {
         "CELERY_BROKER_URL": redis_url,
@@ -49,6 +49,18 @@ def test_a_trigger_registered_here_runs_on_a_worker_for_an_event_published_elsew
     }
     probe = Namel3ssCelery(settings=Settings.from_mapping(env))
     worker = WorkerProcess("namel3ss_celery", env, tmp_path)
+    try:
+        worker.wait_ready(probe.app)
+        yield probe, worker
+    finally:
+        worker.stop()
+        probe.close()
+
+
+def test_a_trigger_registered_here_runs_on_a_worker_for_an_event_published_elsewhere(
+    redis_url: str, worker_on_redis: tuple[Namel3ssCelery, WorkerProcess]
+) -> None:
+    probe, worker = worker_on_redis
     tag = f"analysis-{uuid.uuid4().hex[:8]}"
 
     async def scenario() -> tuple[str, Event]:
@@ -84,17 +96,12 @@ def test_a_trigger_registered_here_runs_on_a_worker_for_an_event_published_elsew
             await executor.stop()
             executor.n3.close()
 
-    try:
-        worker.wait_ready(probe.app)
-        event_id, completed = asyncio.run(scenario())
-        assert completed.data["trigger_event_id"] == event_id
-        assert completed.data["status"] == "completed" and completed.correlation_id == "c-9"
-        run = probe.run(completed.data["instance_id"]).get(timeout=WAIT)
-        assert run.final_result == {"step_0": "validated"} and run.block_name == f"event_workflow_post-{tag}"
-        assert "n3.step.echo" in worker.log()  # it ran on the worker
-    finally:
-        worker.stop()
-        probe.close()
+    event_id, completed = asyncio.run(scenario())
+    assert completed.data["trigger_event_id"] == event_id
+    assert completed.data["status"] == "completed" and completed.correlation_id == "c-9"
+    run = probe.run(completed.data["instance_id"]).get(timeout=WAIT)
+    assert run.final_result == {"step_0": "validated"} and run.block_name == f"event_workflow_post-{tag}"
+    assert "n3.step.echo" in worker.log()  # it ran on the worker
 
 
 def test_the_same_calls_on_the_embedded_default() -> None:
@@ -139,19 +146,11 @@ def test_an_unknown_event_type_is_an_error_not_custom() -> None:
 
 
 def test_a_workflow_registered_in_two_processes_runs_once_per_event_and_catches_up_after_a_restart(
-    redis_url: str, tmp_path: Path
+    redis_url: str, worker_on_redis: tuple[Namel3ssCelery, WorkerProcess]
 ) -> None:
     """Two executors register one workflow: an event starts one run. Both stop; an event published while
     none runs starts its run when an executor registering the workflow starts again."""
-    import tests.integration.steps  # noqa: F401
-
-    env = {
-        "CELERY_BROKER_URL": redis_url,
-        "CELERY_RESULT_BACKEND": redis_url,
-        "NAMEL3SS_CELERY_STEP_MODULES": "tests.integration.steps",
-    }
-    probe = Namel3ssCelery(settings=Settings.from_mapping(env))
-    worker = WorkerProcess("namel3ss_celery", env, tmp_path)
+    probe, _worker = worker_on_redis
     tag = f"twice-{uuid.uuid4().hex[:8]}"
     workflow = {"steps": [{"type": "echo", "value": "done"}]}
 
@@ -191,12 +190,7 @@ def test_a_workflow_registered_in_two_processes_runs_once_per_event_and_catches_
             await later.stop()
             later.n3.close()
 
-    try:
-        worker.wait_ready(probe.app)
-        runs = asyncio.run(scenario())
-        assert len(runs) == 2
-        for run_id in runs:
-            assert probe.run(run_id).get(timeout=WAIT).final_result == {"step_0": "done"}
-    finally:
-        worker.stop()
-        probe.close()
+    runs = asyncio.run(scenario())
+    assert len(runs) == 2
+    for run_id in runs:
+        assert probe.run(run_id).get(timeout=WAIT).final_result == {"step_0": "done"}

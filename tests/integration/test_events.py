@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,6 +118,16 @@ class Deployment:
         return [
             e for e in events if e.event_type == "workflow_completed" and e.data.get("trigger_event_id") in event_ids
         ]
+
+    def dispatch_first(self) -> Any:
+        """Dispatch block ``first`` as a program's target, whose run's end the ``after-first`` trigger follows."""
+        from namel3ss_celery.events.targets import target_program
+        from namel3ss_celery.spec import load_program
+
+        program = load_program(self.program)
+        (trigger,) = [t for t in program.event_triggers if t.trigger_target == "second"]
+        spec, _ = target_program(program, trigger.model_copy(update={"trigger_target": "first"}))
+        return self.n3.dispatch(spec)
 
     def settle(self) -> list[Event]:
         """Emit a marker event and wait for its run: every event emitted before it has been matched."""
@@ -289,13 +300,7 @@ def test_a_workflow_that_triggers_itself_stops_at_the_depth_limit(deployment: De
 
 def test_a_run_ending_starts_a_follow_up_once(deployment: Deployment) -> None:
     d = deployment
-    from namel3ss_celery.events.targets import target_program
-    from namel3ss_celery.spec import load_program
-
-    program = load_program(d.program)
-    (trigger,) = [t for t in program.event_triggers if t.trigger_target == "second"]
-    spec, _ = target_program(program, trigger.model_copy(update={"trigger_target": "first"}))
-    first = d.n3.dispatch(spec)
+    first = d.dispatch_first()
     assert first.get(timeout=WAIT).overall_status == "completed"
     events = d.wait_for(
         "the follow-up run",
@@ -440,14 +445,8 @@ def test_on_rabbitmq_an_emitted_event_and_a_runs_end_each_start_their_trigger(ra
     """RabbitMQ as the broker: an event emitted here starts its trigger's run on the worker, and that run's end
     (announced by the worker) starts the follow-up trigger's."""
     d = rabbitmq_deployment
-    from namel3ss_celery.events.targets import target_program
-    from namel3ss_celery.spec import load_program
-
     emitted = d.n3.emit("custom", {"kind": d.kind("signup"), "plan": "pro", "user": "ada"})
-    program = load_program(d.program)
-    (trigger,) = [t for t in program.event_triggers if t.trigger_target == "second"]
-    spec, _ = target_program(program, trigger.model_copy(update={"trigger_target": "first"}))
-    first = d.n3.dispatch(spec)
+    first = d.dispatch_first()
     assert first.get(timeout=WAIT).overall_status == "completed"
     events = d.wait_for(
         "both runs",
