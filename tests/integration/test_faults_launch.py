@@ -25,7 +25,6 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
 ) -> None:
     """On RabbitMQ the launch, acknowledged late, comes back at once to the next worker, which sends the steps
     its first worker had not sent (after that worker's lease ran out). Every step counts once."""
-    from namel3ss_celery.plan import fields
 
     (tmp_path / "first").mkdir()
     # Steps acknowledged late: one the killed worker had taken comes back too (with the default, a step it
@@ -36,18 +35,7 @@ def test_a_launch_whose_worker_died_while_publishing_is_finished_by_another_work
         total = 5000
         steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(total)]
         handle = cluster.n3.dispatch({"name": "b", "strategy": "collect", "steps": steps})
-        published = fields.published("b")
-
-        def halfway() -> bool:
-            (sent,) = cluster.n3.store.get_fields(handle.id, [published])
-            return sent is not None and 0 < int(sent) < total
-
-        wait_until(halfway, 30, lambda: "the launch never got half way: " + cluster.worker.log(), every=0.002)
-        kill_with_children(cluster.worker)
-        (sent,) = cluster.n3.store.get_fields(handle.id, [published])
-        (tmp_path / "second").mkdir()
-        other = WorkerProcess("tests.integration.app", cluster.env, tmp_path / "second", queues=[cluster.queue])
-        other.wait_ready(cluster.app)
+        sent, other = kill_half_way_through_publishing(cluster, handle.id, "b", total, tmp_path / "second")
         try:
             result = handle.get(timeout=90)
         except WaitTimeout as exc:
@@ -93,7 +81,6 @@ def test_a_settle_whose_worker_died_while_publishing_the_next_block_is_finished_
     """The last step of block ``a`` settles it on its worker and publishes block ``b`` (5000 steps) from there;
     that worker is killed half way. Another worker's watchdog takes over the launch's lease and sends what the
     broker did not have, in the same run. Every step of ``b`` counts once."""
-    from namel3ss_celery.plan import fields
 
     (tmp_path / "first").mkdir()
     cluster = start_cluster(amqp_url, redis_url, "prefork", tmp_path / "first", acks_late=True)
@@ -104,18 +91,7 @@ def test_a_settle_whose_worker_died_while_publishing_the_next_block_is_finished_
         steps = [{"name": f"s{i}", "target": "echo", "value": i} for i in range(total)]
         second = {"name": "b", "strategy": "collect", "steps": steps, "depends_on": ["a"]}
         handle = cluster.n3.dispatch({"parallel_blocks": [first, second]})
-        published = fields.published("b")
-
-        def halfway() -> bool:
-            (sent,) = cluster.n3.store.get_fields(handle.id, [published])
-            return sent is not None and 0 < int(sent) < total
-
-        wait_until(halfway, 30, lambda: "the launch of b never got half way: " + cluster.worker.log(), every=0.002)
-        kill_with_children(cluster.worker)
-        (sent,) = cluster.n3.store.get_fields(handle.id, [published])
-        (tmp_path / "second").mkdir()
-        other = WorkerProcess("tests.integration.app", cluster.env, tmp_path / "second", queues=[cluster.queue])
-        other.wait_ready(cluster.app)
+        sent, other = kill_half_way_through_publishing(cluster, handle.id, "b", total, tmp_path / "second")
         try:
             result = handle.get(timeout=90)
             resumed_by = other.log()
@@ -131,3 +107,30 @@ def test_a_settle_whose_worker_died_while_publishing_the_next_block_is_finished_
     assert int(sent or 0) < total  # it was killed half way through publishing b
     assert result.blocks["b"].completed_tasks == total
     assert "the launch of block b of run" in resumed_by
+
+
+def kill_half_way_through_publishing(
+    cluster: Cluster, run_id: str, node: str, total: int, log_dir: Path
+) -> tuple[str | None, WorkerProcess]:
+    """Once the cluster's worker has published some but not all ``total`` steps of ``node``, kill it whole and
+    start another worker on its queue: how many steps the first had published, and the second worker (ready)."""
+    from namel3ss_celery.plan import fields
+
+    published = fields.published(node)
+
+    def halfway() -> bool:
+        (sent,) = cluster.n3.store.get_fields(run_id, [published])
+        return sent is not None and 0 < int(sent) < total
+
+    what = f"the launch of {node} never got half way: "
+    wait_until(halfway, 30, lambda: what + cluster.worker.log(), every=0.002)
+    kill_with_children(cluster.worker)
+    (sent,) = cluster.n3.store.get_fields(run_id, [published])
+    log_dir.mkdir()
+    other = WorkerProcess("tests.integration.app", cluster.env, log_dir, queues=[cluster.queue])
+    try:
+        other.wait_ready(cluster.app)
+    except BaseException:
+        other.stop()
+        raise
+    return sent, other
