@@ -21,6 +21,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import redis
+
 from ..errors import SpecError
 from ..plan.fields import STREAM_TTL
 from .buses import EventBus, EventHandler, MemoryEventBus, parse_types
@@ -31,6 +33,8 @@ from .stream import stream_order
 logger = logging.getLogger("namel3ss_celery")
 
 FOLLOW_POLL = 0.2  # seconds a read of the stream waits before the follower looks at stop() again
+RETRY_AFTER = 1.0  # seconds the follower waits for a store that did not answer before it tries again
+STORE_AWAY = (redis.ConnectionError, redis.TimeoutError)  # what the event store raises while Redis is away
 
 
 class EventDrivenExecutor:
@@ -210,13 +214,28 @@ class EventDrivenExecutor:
         self.stats["workflows_triggered"] += 1
 
     def _follow(self, after: str, marks: Mapping[str, str]) -> None:
+        """The follower thread: the workflows' catch-up, then every event as it arrives. A store that does not
+        answer (Redis restarting) is waited for, ``RETRY_AFTER`` seconds at a time, and reading goes on from the
+        last event handled: nothing is skipped."""
         loop = asyncio.new_event_loop()
         store = self.n3.events.store()
+        behind, away = dict(marks), False
         try:
-            for handler_id, mark in marks.items():
-                self._catch_up(loop, store, handler_id, mark, after)
             while not self._stop.is_set():
-                batch = store.read(after, count=100, block=FOLLOW_POLL)
+                try:
+                    for handler_id in list(behind):
+                        self._catch_up(loop, store, handler_id, behind[handler_id], after)
+                        del behind[handler_id]
+                    batch = store.read(after, count=100, block=FOLLOW_POLL)
+                except STORE_AWAY as exc:
+                    if not away:
+                        logger.warning("the event stream cannot be read (%s); trying again every %gs", exc, RETRY_AFTER)
+                    away = True
+                    self._stop.wait(RETRY_AFTER)
+                    continue
+                if away:
+                    logger.warning("the event stream can be read again; going on after event %s", after)
+                    away = False
                 for stream_id, event in batch:
                     after = stream_id
                     with self._lock:
@@ -226,7 +245,10 @@ class EventDrivenExecutor:
                     for handler in chosen:
                         self._call(loop, handler, event)
                 if batch:
-                    self._mark(store, after)
+                    try:
+                        self._mark(store, after)
+                    except STORE_AWAY:  # marked with the next batch; a restart before it hands this one again
+                        logger.warning("could not mark event %s as handled; the next batch will", after)
         finally:
             loop.close()
 
