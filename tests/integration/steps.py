@@ -16,6 +16,9 @@ from tests.services import REDIS_URL
 
 @step("echo")
 def echo(step: dict[str, Any], context: dict[str, Any]) -> Any:
+    """Returns ``value``; with ``after``, once a step tagged so has marked its start (``started_key``)."""
+    if "after" in step:
+        _wait_started(step["after"])
     return step.get("value")
 
 
@@ -27,15 +30,21 @@ async def async_double(step: dict[str, Any], context: dict[str, Any]) -> int:
 
 @step("fail")
 def fail(step: dict[str, Any], context: dict[str, Any]) -> None:
-    """Fails; with ``after``, once a step tagged so has marked its start (``started_key``), within 30 s."""
+    """Fails; with ``after``, once a step tagged so has marked its start (``started_key``)."""
     if "after" in step:
-        client, deadline = _redis(), time.monotonic() + 30
-        try:
-            while not client.exists(started_key(step["after"])) and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            client.close()
+        _wait_started(step["after"])
     raise ValueError(step.get("message", "step failed on purpose"))
+
+
+def _wait_started(tag: str) -> None:
+    """Wait (30 s at most) until a step tagged ``tag`` has marked its start: a test that needs one step running
+    before another ends says so, rather than hoping the machine starts them in order."""
+    client, deadline = _redis(), time.monotonic() + 30
+    try:
+        while not client.exists(started_key(tag)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        client.close()
 
 
 @step("async_fail")

@@ -24,29 +24,32 @@ pytestmark = pytest.mark.integration
 
 WAIT = 60
 
-PROGRAM = {
-    "parallel_blocks": [
-        {"name": "wide", "strategy": "all", "steps": [{"target": "echo", "value": i} for i in range(12)]},
-        {
-            "name": "fastest",
-            "strategy": "race",
-            "steps": [
-                {"name": "slow", "target": "patient", "seconds": 20, "value": "slow"},
-                {"name": "quick", "target": "echo", "value": "quick"},
-            ],
-        },
-    ],
-    "workflows": [
-        {
-            "name": "traced",
-            "steps": [
-                {"name": "fan", "block": "wide"},
-                {"name": "race_node", "block": "fastest", "depends_on": ["fan"]},
-                {"name": "last", "target": "echo", "value": "done", "depends_on": ["race_node"]},
-            ],
-        }
-    ],
-}
+
+def program(tag: str) -> dict[str, Any]:
+    """The traced program; its race's winner ends once the loser runs (``tag`` marks the loser's start)."""
+    return {
+        "parallel_blocks": [
+            {"name": "wide", "strategy": "all", "steps": [{"target": "echo", "value": i} for i in range(12)]},
+            {
+                "name": "fastest",
+                "strategy": "race",
+                "steps": [
+                    {"name": "slow", "target": "patient", "seconds": 20, "value": "slow", "tag": tag},
+                    {"name": "quick", "target": "echo", "value": "quick", "after": tag},
+                ],
+            },
+        ],
+        "workflows": [
+            {
+                "name": "traced",
+                "steps": [
+                    {"name": "fan", "block": "wide"},
+                    {"name": "race_node", "block": "fastest", "depends_on": ["fan"]},
+                    {"name": "last", "target": "echo", "value": "done", "depends_on": ["race_node"]},
+                ],
+            }
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def spans(redis_url: str, key: str) -> list[dict[str, Any]]:
 def test_one_trace_from_the_request_to_every_step(traced: tuple[Namel3ssCelery, str, Any], redis_url: str) -> None:
     n3, key, tracer = traced
     with tracer.start_as_current_span("POST /reports") as request:
-        run = n3.dispatch(PROGRAM)
+        run = n3.dispatch(program(uuid.uuid4().hex))
         trace_id = f"{request.get_span_context().trace_id:032x}"
     assert run.get(timeout=WAIT).overall_status == "completed"
 
