@@ -9,7 +9,7 @@ For 1, 10 and 100 triggers (a program the worker loads, ``NAMEL3SS_CELERY_PROGRA
 one trigger (``filter_fields``) with a ``deduplicate_window`` on its id, and starts a one-step block whose
 step records when it started. The latency is measured twice: with the worker matching each event (the
 emitting process has no program), then with the emitting process matching it (it has the program, as a
-web process with the same ``NAMEL3SS_CELERY_PROGRAM``). Same Redis, same 2-process prefork worker as the
+web process with the same ``NAMEL3SS_CELERY_PROGRAM`` and ``NAMEL3SS_CELERY_MATCH_EVENTS=emitter``). Same Redis, same 2-process prefork worker as the
 other benchmarks. Exit status 1 when anything fails.
 """
 
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                 rates[triggers] = throughput(triggers, args.events)
                 if triggers == 1:
                     emitted, plain = latency(args.rounds)
-                    n3.events.use_program(path)  # as a web process with the same NAMEL3SS_CELERY_PROGRAM
+                    n3.events.use_program(path)  # as a web process with the same NAMEL3SS_CELERY_PROGRAM,
+                    n3.events.match_here = True  # and NAMEL3SS_CELERY_MATCH_EVENTS=emitter
                     emitted_here, plain_here = latency(args.rounds)
             finally:
                 stop_worker(worker)

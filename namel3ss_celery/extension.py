@@ -101,14 +101,23 @@ class Namel3ssCelery:
         self.conductor.connect(CeleryPublisher(app, self.conductor))
         self.conductor.home = Home(lambda: self.store, lambda: broker_identity(app))
         self.events = EventService(
-            app, self._events_url, self.settings.program, self.plan, self.publish, self.registry, self._run_context
+            app,
+            self._events_url,
+            self.settings.program,
+            self.plan,
+            self.publish,
+            self.registry,
+            self._run_context,
+            self.run,
+            self.settings.match_events,
         )
         register_event_tasks(app, self.events)
         self.firing = Firing(lambda: self.store, self.events.program, self.dispatch, self.events.announce)
         register_schedule_task(app, self.firing)
         self._schedules: Any = None
-        if self.embedded_worker is not None:
-            self.events.before_publish = self.embedded_worker.start  # it matches the events
+        if self.embedded_worker is not None:  # it matches the events (an eager app matches them in the caller)
+            worker = self.embedded_worker
+            self.events.before_publish = lambda: None if app.conf.task_always_eager else worker.start()
         self.conductor.run_ended.append(self.events.run_ended)
         self.conductor.block_moved.append(self.events.block_moved)
         self.steps = StepHandler(app, self.conductor)

@@ -13,6 +13,9 @@ EMBEDDED_BROKER = "memory://"
 EMBEDDED_BACKEND = "cache+memory://"
 DEFAULT_EXPIRES = 86400
 DEFAULT_STORE_PATIENCE = 60.0
+MATCH_ON_WORKERS = "workers"  # where an emitted event is matched against the triggers: a task on the workers
+MATCH_WHERE_EMITTED = "emitter"  # ... or in the emitting process, when it has the program and its steps
+MATCH_EVENTS = (MATCH_ON_WORKERS, MATCH_WHERE_EMITTED)
 
 ENV_KEYS = {
     "broker_url": "CELERY_BROKER_URL",
@@ -23,6 +26,7 @@ ENV_KEYS = {
     "pool": "NAMEL3SS_CELERY_POOL",
     "region": "NAMEL3SS_CELERY_REGION",
     "store_patience": "NAMEL3SS_CELERY_STORE_PATIENCE",
+    "match_events": "NAMEL3SS_CELERY_MATCH_EVENTS",
 }
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
@@ -45,6 +49,9 @@ class Settings:
         store_patience: seconds a worker tries again a call the run cannot do without (starting a step,
             filing its outcome) while the coordination store does not answer; an outcome still not filed
             then is filed by the worker later, when the store answers (``worker.late_filing``).
+        match_events: where the events this process emits are matched against the program's triggers:
+            ``"workers"`` (the default: a task per event, ``n3.events.match``), or ``"emitter"`` (here, when
+            this process has the program and can start its triggers' targets; one hop less to the run).
     """
 
     broker_url: str | None = None
@@ -56,6 +63,7 @@ class Settings:
     region: str | None = None
     result_expires: int = DEFAULT_EXPIRES
     store_patience: float = DEFAULT_STORE_PATIENCE
+    match_events: str = MATCH_ON_WORKERS
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -70,6 +78,8 @@ class Settings:
             values["step_modules"] = split_modules(values["step_modules"])
         if "store_patience" in values:
             values["store_patience"] = _patience(values["store_patience"])
+        if "match_events" in values:
+            values["match_events"] = _match_events(values["match_events"])
         if data.get("result_expires") is not None:
             values["result_expires"] = int(_seconds(data["result_expires"]))
         return cls(**values)
@@ -102,6 +112,7 @@ class Settings:
             store_patience=(
                 from_conf.store_patience if from_conf.store_patience != DEFAULT_STORE_PATIENCE else env.store_patience
             ),
+            match_events=from_conf.match_events if from_conf.match_events != MATCH_ON_WORKERS else env.match_events,
             result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
         )
 
@@ -163,3 +174,13 @@ def _patience(value: Any) -> float:
             f"store_patience is a positive number of seconds, not {value!r}", setting="NAMEL3SS_CELERY_STORE_PATIENCE"
         )
     return seconds
+
+
+def _match_events(value: Any) -> str:
+    where = str(value).strip().lower()
+    if where not in MATCH_EVENTS:
+        raise ConfigurationError(
+            f"match_events is {' or '.join(repr(m) for m in MATCH_EVENTS)}, not {value!r}",
+            setting="NAMEL3SS_CELERY_MATCH_EVENTS",
+        )
+    return where

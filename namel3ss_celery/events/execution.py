@@ -6,24 +6,20 @@
   (``targets.background_program``).
 - ``sync``: the process that emitted the event waits for the run to end before ``emit`` returns, at most
   ``source_config.sync_timeout_seconds`` (default ``DEFAULT_SYNC_TIMEOUT``), then raises ``WaitTimeout``
-  (the run goes on). Waiting inside a worker can deadlock (the run may need the very worker slot that
-  waits, as Celery's "never call result.get() within a task" says), so ``sync`` is refused there: when
-  the program loads for what is only matched on workers (schedules, the adapter's own events, a
-  ``trigger_delay``), and at ``emit`` from a step or a Celery task. An event matched on a worker anyway
-  (the emitting process has no program) starts nothing for a ``sync`` trigger, and a ``system_alert``
+  (the run goes on); the run's ``RunResult`` is then in the returned event's ``results``, by trigger. The
+  emitter must have the program (``NAMEL3SS_CELERY_PROGRAM``) to know that it waits: the worker that
+  matches the event starts the run and answers with its id. Waiting inside a worker can deadlock (the run
+  may need the very worker slot that waits, as Celery's "never call result.get() within a task" says), so
+  ``sync`` is refused there: when the program loads for what is only matched on workers (schedules, the
+  adapter's own events, a ``trigger_delay``), and at ``emit`` from a step or a Celery task. An event whose
+  emitter does not wait (it has no program) starts nothing for a ``sync`` trigger, and a ``system_alert``
   says why.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Sequence
-from typing import Any
 
-from celery import current_task
-
-from ..engine.runner import current_step
 from ..errors import SpecError
 from ..spec import EventTriggerSpec
 from ..spec.enums import ExecutionMode
@@ -73,21 +69,3 @@ def sync_timeout(spec: EventTriggerSpec, kind: EventType | str, path: str) -> fl
             path=f"{path}.source_config.{SYNC_TIMEOUT}",
         )
     return float(value)
-
-
-def in_worker() -> bool:
-    """Whether this code runs inside a step or a Celery task (of a worker, or eager), where waiting for a run
-    can deadlock."""
-    return current_step() is not None or bool(current_task)
-
-
-def wait_for(runs: Sequence[tuple[float, Any]]) -> None:
-    """Wait for each of ``runs`` (timeout in seconds, run handle) to end, each within its timeout counted
-    from now.
-
-    Raises:
-        WaitTimeout: a run did not end in time (it goes on).
-    """
-    started = time.monotonic()
-    for timeout, handle in runs:
-        handle.get(timeout=max(0.0, timeout - (time.monotonic() - started)))

@@ -81,7 +81,8 @@ class Event:
     """One event, built as the Namel3ss runtime builds it (``event_id`` first); ``Event.new`` makes the id.
 
     ``data`` is JSON data; ``metadata`` carries the adapter's own keys (``depth``: how many triggered runs
-    lead to it).
+    lead to it). ``results``, never sent: after ``emit``, the ``RunResult`` of each run that a ``sync``
+    trigger started, by trigger name.
     """
 
     event_id: str
@@ -92,6 +93,7 @@ class Event:
     priority: EventPriority = EventPriority.NORMAL
     correlation_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def new(

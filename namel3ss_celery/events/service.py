@@ -1,12 +1,13 @@
 """Events on a Celery app: ``emit``, the adapter's announcements of its runs, and trigger matching.
 
 An event goes to the deployment's stream (durable: ``stream``), then it is matched against the program's
-triggers (``NAMEL3SS_CELERY_PROGRAM``; ``program_events``), which start what they name: in the process that
-publishes it when that process can, else on a worker (``n3.events.match``, a Celery task per event). A
+triggers (``NAMEL3SS_CELERY_PROGRAM``; ``program_events``), which start what they name: on a worker
+(``n3.events.match``, a Celery task per event), or, with ``match_events: emitter``, in the process that
+publishes it when that process can. The adapter's own events are matched in the worker that announces them. A
 trigger deduplicates and rate-limits with the store's clock (Redis TTLs), delays with a countdown, maps
 the event into the run's context, and stops a loop: an event whose ancestry already holds ``MAX_DEPTH``
-triggered runs starts nothing, and says so with a ``system_alert``. An event that a ``sync`` trigger matches
-is matched where it is emitted, which then waits for that run (``execution``).
+triggered runs starts nothing, and says so with a ``system_alert``. The process that emits an event that a
+``sync`` trigger matches waits for that run, and hands back its result (``execution``).
 """
 
 from __future__ import annotations
@@ -18,19 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.runner import current_step
-from ..errors import ConfigurationError
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
+from ..settings import MATCH_ON_WORKERS, MATCH_WHERE_EMITTED
 from ..spec import ProgramSpec
 from . import lifecycle
 from .celery_events import CeleryEvents
-from .execution import in_worker, wait_for
 from .handlers import Handler
 from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event, EventPriority, EventType, emitted_event
 from .program_events import ProgramEvents
 from .stream import EventStore, event_store, follow
-from .triggering import TriggerFiring
+from .triggering import WAITED, TriggerFiring
+from .waiting import in_worker, wait_for, wait_matched, waited_triggers
 from .watched import ANY_TYPE, WatchedTypes
 
 logger = logging.getLogger("namel3ss_celery")
@@ -49,6 +50,8 @@ class EventService:
         publish: ``Namel3ssCelery.publish``.
         registry: where handlers' ``transform_function`` steps are found.
         run_context: a run's initial context (to carry a triggered run's depth into what its steps emit).
+        run: ``Namel3ssCelery.run`` (the handle of a run a ``sync`` trigger started on a worker).
+        match_events: where the events emitted here are matched (``Settings.match_events``).
     """
 
     def __init__(
@@ -60,6 +63,8 @@ class EventService:
         publish: Callable[..., Any],
         registry: Registry,
         run_context: Callable[[str], dict[str, Any] | None],
+        run: Callable[[str], Any],
+        match_events: str = MATCH_ON_WORKERS,
     ) -> None:
         self.app = app
         self._store_url = store_url
@@ -68,6 +73,8 @@ class EventService:
         self._publish = publish
         self.registry = registry
         self._run_context = run_context
+        self._run = run
+        self.match_here = match_events == MATCH_WHERE_EMITTED
         self.before_publish: Callable[[], None] = lambda: None  # the embedded worker starts here
         self._lock = threading.RLock()
         self.watched = WatchedTypes(app, self._store)
@@ -128,17 +135,19 @@ class EventService:
         priority: int = EventPriority.NORMAL,
     ) -> Event:
         """Publish a ``custom``, ``webhook``, ``message``, ``dataset_change``, ``manual``, ``user_input`` or
-        ``system_alert`` event; it is matched against the program's triggers here, when this process has the
-        program and can start its triggers' targets, else on the workers (``publish``).
+        ``system_alert`` event; it is matched against the program's triggers on the workers, or here with
+        ``match_events: emitter`` (``publish``). The event is returned; a ``sync`` trigger's run result is
+        in its ``results``, by trigger name.
 
         Raises:
             SpecError: an unknown or adapter-only type, data that is not a mapping of JSON data, a bad
                 priority (nothing was published).
             ConfigurationError: a ``sync`` trigger matches the event, and this process may not wait for its
-                run (it runs a step or a Celery task) or cannot start it (nothing was published).
-            WaitTimeout: a ``sync`` trigger's run did not end within its ``sync_timeout_seconds``; the event
-                is in the stream and the run goes on.
-            Exception: matched here, what starting a triggered run raised (``StoreUnavailable``,
+                run: it runs a step or a Celery task (nothing was published).
+            WaitTimeout: a ``sync`` trigger's run did not end within its ``sync_timeout_seconds`` (or no
+                worker matched the event by then); the event is in the stream and the run goes on.
+            Exception: what the matching worker raised, for a ``sync`` trigger; matched here, what starting a
+                triggered run raised (``StoreUnavailable``,
                 ``BrokerUnavailable``, ...); the event is in the stream, and the triggers matched before
                 that one have started their runs.
         """
@@ -164,65 +173,39 @@ class EventService:
         return emitted_event(kind, data, source=source, correlation_id=correlation_id, priority=priority)
 
     def publish(self, event: Event) -> str:
-        """Put ``event`` (checked already) in the stream and match it; its stream id. It is matched here when
+        """Put ``event`` (checked already) in the stream and match it; its stream id. It is matched on the
+        workers (``n3.events.match``, a task per event), or here when ``match_events`` is ``"emitter"`` and
         this process has the program's triggers or handlers for its type and can start what the triggers name
-        (one hop less to the run it starts), else sent to the workers to match. Its depth is set here: one more than the triggered run whose step
-        publishes it. When a ``sync`` trigger matches it, it is matched here, and this waits for that
-        trigger's run (see ``emit`` for what it raises)."""
+        (one hop less to the run it starts). Its depth is set here: one more than the triggered run whose
+        step publishes it. When ``sync`` triggers of this process's program match it, this waits for their
+        runs, and puts their results in ``event.results`` (see ``emit`` for what it raises)."""
         event.metadata["depth"] = max(int(event.metadata.get("depth", 0)), self._depth_here())
-        self._check_sync(event)
+        waited = waited_triggers(self.triggers(), event)
         self.before_publish()
-        if not self._matches_here(event):
-            stream_id = self._store().append(event)
-            self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
-            return stream_id
-        claims = self.firing.dedupe_claims(matching(self.triggers(), event), event)  # with the append: one trip
+        if self.match_here and self._matches_here(event):
+            return self._publish_matching_here(event)
+        if waited:
+            event.metadata[WAITED] = sorted(waited)
+        stream_id = self._store().append(event)
+        sent = self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=not waited)
+        if waited:
+            event.results.update(wait_matched(sent, event.event_id, waited, self._run))
+        return stream_id
+
+    def _publish_matching_here(self, event: Event) -> str:
+        """``publish``, matching ``event`` in this process: its triggers' dedup claims are made with its
+        append (one trip), and given back when an error keeps a trigger from acting on it."""
+        claims = self.firing.dedupe_claims(matching(self.triggers(), event), event)
         stream_id, won = self._store().append_claiming(event, list(claims.values()))
         pending = dict(zip(claims, won, strict=True))  # each trigger takes its own as it is reached
-        waits: list[tuple[float, Any]] = []
+        waits: list[tuple[str, float, Any]] = []
         try:
             self.match(event, claimed=pending, waits=waits)
         except BaseException:
-            self._release([claims[path][0] for path, claimed in pending.items() if claimed])
+            self.firing.release([claims[path][0] for path, claimed in pending.items() if claimed])
             raise
-        wait_for(waits)
+        event.results.update(wait_for(waits))
         return stream_id
-
-    def _check_sync(self, event: Event) -> None:
-        """Refuse, before anything is published, an event that a ``sync`` trigger matches where its emitter
-        may not wait: inside a step or a Celery task, or in a process that cannot start the run itself."""
-        synced = [t for t in self.triggers() if t.wait_seconds is not None]
-        if not synced or int(event.metadata.get("depth", 0)) >= MAX_DEPTH:  # at the depth limit: nobody waits
-            return
-        waiting = [t.spec.name for t in matching(synced, event)]
-        if not waiting:
-            return
-        if in_worker():
-            raise ConfigurationError(
-                f"trigger {waiting[0]!r} has execution_mode 'sync': emitting its event waits for the run, and "
-                "this code runs inside a step or a Celery task, where waiting can deadlock; emit it from "
-                "outside a worker, or make the trigger 'async' or 'background'",
-                setting="execution_mode",
-            )
-        if not self.programs.starts_here():
-            raise ConfigurationError(
-                f"trigger {waiting[0]!r} has execution_mode 'sync': the process that emits its event starts the "
-                "run and waits for it, and this one cannot start it (its steps are not known here: set "
-                "NAMEL3SS_CELERY_STEP_MODULES as the workers do)",
-                setting="NAMEL3SS_CELERY_STEP_MODULES",
-            )
-
-    def _release(self, keys: list[str]) -> None:
-        """Give back the dedup claims of triggers that an error kept from acting on the event, so that emitting
-        it again starts them (as it would had they claimed it themselves, never reached)."""
-        if not keys:
-            return
-        try:
-            self._store().release(keys)
-        except Exception:  # noqa: BLE001 - the emit's own error is the one raised; this one is said here
-            logger.warning(
-                "could not give back the dedup claims %s: emitted again in their window, it is a duplicate", keys
-            )
 
     def announce(self, event: Event, in_stream: bool = False) -> None:
         """An event of the adapter's own (a run started or ended): to the stream (unless it is there already:
@@ -239,7 +222,7 @@ class EventService:
             self.celery_events.send(event)
         else:  # announced again (a resumed settle): matched again in case the first did not get that far
             logger.info("event %s (%s) announced again", event.event_id, event.event_type)
-        if self._matches_here(event):
+        if (self.match_here or in_worker()) and self._matches_here(event):
             self.match(event)
         elif {str(event.event_type), ANY_TYPE} & self.watched.read():
             self.app.signature(MATCH_TASK, args=(event.to_dict(),)).apply_async(ignore_result=True)
@@ -282,15 +265,20 @@ class EventService:
         return self.programs.handlers()
 
     def match(
-        self, event: Event, claimed: dict[str, bool] | None = None, waits: list[tuple[float, Any]] | None = None
-    ) -> list[str]:
+        self,
+        event: Event,
+        claimed: dict[str, bool] | None = None,
+        waits: list[tuple[str, float, Any]] | None = None,
+    ) -> dict[str, str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
-        of each trigger (a run id, or why not). ``claimed``: the deduplication claims made already, by trigger
-        path (``publish``); each is taken out as its trigger is reached. ``waits``: where the emitting process
-        collects the runs of ``sync`` triggers to wait for; without it, a ``sync`` trigger starts nothing."""
+        of each trigger, by name (a run id, or why not: ``triggering.DROPPED``). ``claimed``: the
+        deduplication claims made already, by trigger path (``publish``); each is taken out as its trigger is
+        reached. ``waits``: where the emitting process collects the runs of ``sync`` triggers to wait for.
+        Without it, a ``sync`` trigger starts nothing, unless the event names it as waited for by its emitter
+        (matched on a worker: the emitter waits for the run this starts)."""
         program = self.programs.program()
         if program is None:
-            return []
+            return {}
         for handler in self.handlers():
             if (
                 handler.handles(str(event.event_type))
@@ -301,7 +289,17 @@ class EventService:
                     ignore_result=True
                 )
         made = {} if claimed is None else claimed
-        return [self.fire(program, t, event, made.pop(t.path, None), waits) for t in matching(self.triggers(), event)]
+        waited_elsewhere = set(event.metadata.get(WAITED) or ())
+        return {
+            t.spec.name: self.fire(
+                program,
+                t,
+                event,
+                made.pop(t.path, None),
+                [] if waits is None and t.spec.name in waited_elsewhere else waits,
+            )
+            for t in matching(self.triggers(), event)
+        }
 
     def handle(self, name: str, event: Event) -> list[str]:
         """Handler ``name`` on ``event``: transform, route, start each target; the runs' ids.
@@ -331,7 +329,7 @@ class EventService:
         trigger: Trigger,
         event: Event,
         claimed: bool | None = None,
-        waits: list[tuple[float, Any]] | None = None,
+        waits: list[tuple[str, float, Any]] | None = None,
     ) -> str:
         """One trigger's answer to one event (see ``triggering``): a run id, or why none started."""
         return self.firing.fire(program, trigger, event, claimed, waits)

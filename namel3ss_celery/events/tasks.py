@@ -21,7 +21,7 @@ logger = logging.getLogger("namel3ss_celery")
 
 def register_event_tasks(app: Any, service: EventService) -> None:
     @app.task(name=MATCH_TASK, shared=False, ignore_result=True)
-    def match_event(event: dict[str, Any]) -> list[str]:
+    def match_event(event: dict[str, Any]) -> dict[str, str]:
         return service.match(Event.from_dict(event))
 
     @app.task(name=FIRE_TASK, shared=False, ignore_result=True)

@@ -24,6 +24,8 @@ from .stream import ONCE_TTL, EventStore
 logger = logging.getLogger("namel3ss_celery")
 
 FIRE_TASK = "n3.events.fire"
+WAITED = "waited"  # an event's metadata: the sync triggers whose runs its emitter waits for (matched on a worker)
+DROPPED = frozenset({"delayed", "duplicate", "rate_limited", "loop", "sync_in_worker"})  # fire's answers but run ids
 REDELIVERY_AFTER = 3600.0  # kombu's Redis visibility_timeout, where the app sets none
 
 
@@ -69,12 +71,12 @@ class TriggerFiring:
         trigger: Trigger,
         event: Event,
         claimed: bool | None = None,
-        waits: list[tuple[float, Any]] | None = None,
+        waits: list[tuple[str, float, Any]] | None = None,
     ) -> str:
         """One trigger's answer to one event: deduplicate (``claimed``: its ``dedupe_claims`` claim, made
         already), rate-limit, stop loops, delay, dispatch. ``waits``: where the emitting process collects
-        the runs of ``sync`` triggers to wait for (timeout, handle); without it (matched on a worker) a
-        ``sync`` trigger starts nothing, and says why."""
+        the runs of ``sync`` triggers to wait for (trigger, timeout, handle); without it (matched on a worker
+        for an emitter that does not wait) a ``sync`` trigger starts nothing, and says why."""
         spec, store = trigger.spec, self._store()
         depth = int(event.metadata.get("depth", 0))
         if depth >= MAX_DEPTH:
@@ -112,7 +114,7 @@ class TriggerFiring:
         if trigger.wait_seconds is None or waits is None:
             return self.start(program, spec.name, context)
         handle = self._dispatch(program, spec.name, context)
-        waits.append((trigger.wait_seconds, handle))
+        waits.append((spec.name, trigger.wait_seconds, handle))
         return str(handle.id)
 
     def first_time(self, what: str, event: Event) -> bool:
@@ -142,6 +144,18 @@ class TriggerFiring:
             except Exception:  # noqa: BLE001 - the start's own error is the one raised; this one is said here
                 logger.warning("could not give back the claim %s: a later delivery of it starts nothing", key)
             raise
+
+    def release(self, keys: list[str]) -> None:
+        """Give back the dedup claims of triggers that an error kept from acting on an event, so that emitting
+        it again starts them (as it would had they claimed it themselves, never reached)."""
+        if not keys:
+            return
+        try:
+            self._store().release(keys)
+        except Exception:  # noqa: BLE001 - the emit's own error is the one raised; this one is said here
+            logger.warning(
+                "could not give back the dedup claims %s: emitted again in their window, it is a duplicate", keys
+            )
 
     def _redelivery_window(self) -> float:
         """How long a delayed trigger's claim is kept: twice the time after which the broker delivers an
@@ -175,6 +189,11 @@ class TriggerFiring:
         with self._lock:
             self.counts[what] = self.counts.get(what, 0) + 1
         return what
+
+
+def dropped(outcome: str) -> bool:
+    """Whether ``outcome`` (what ``fire`` answered) says why no run started, rather than naming a run."""
+    return outcome in DROPPED
 
 
 def _dedupe_key(trigger: Trigger, event: Event) -> str:

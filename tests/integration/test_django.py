@@ -278,8 +278,9 @@ n3.close()
 
 
 def test_a_view_that_emits_on_commit_starts_its_triggers_run_on_the_committed_row(site: Site, tmp_path: Path) -> None:
-    """A web process with the program (``NAMEL3SS_CELERY_PROGRAM``) emits from a view in a transaction; at
-    the commit the event is matched there and its trigger starts the workflow, whose steps read the row."""
+    """A web process with the program (``NAMEL3SS_CELERY_PROGRAM``, ``NAMEL3SS_CELERY_MATCH_EVENTS=emitter``)
+    emits from a view in a transaction; at the commit the event is matched there and its trigger starts the
+    workflow, whose steps read the row."""
     from reports.models import Report
     from reports.workflows import REPORT_WORKFLOW
 
@@ -296,7 +297,13 @@ def test_a_view_that_emits_on_commit_starts_its_triggers_run_on_the_committed_ro
     program.write_text(json.dumps({"workflows": [REPORT_WORKFLOW], "event_triggers": [trigger]}))
     since = site.n3.events.store().newest()
     title = f"announced-{tag}"
-    env = {**os.environ, **site.env, "PYTHONPATH": str(REPO), "NAMEL3SS_CELERY_PROGRAM": str(program)}
+    env = {
+        **os.environ,
+        **site.env,
+        "PYTHONPATH": str(REPO),
+        "NAMEL3SS_CELERY_PROGRAM": str(program),
+        "NAMEL3SS_CELERY_MATCH_EVENTS": "emitter",  # the site's worker has no program: matched here
+    }
     done = subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); exec({EMITTING_VIEW_SCRIPT!r})", title, table],
         cwd=PROJECT,

@@ -1,5 +1,5 @@
 """Events and triggers on a real worker and Redis: ``n3.emit`` from this process, matching on the worker
-(``NAMEL3SS_CELERY_PROGRAM``; or in the emitting process when it has the program too), filters,
+(``NAMEL3SS_CELERY_PROGRAM``; or in the emitting process with ``match_events: emitter``), filters,
 deduplication across processes, rate limits, delay, loops, and the adapter's own ``workflow_completed`` starting a follow-up, exactly once per run.
 
 The worker runs one task at a time (``solo``), so the match tasks of events emitted in order are matched in
@@ -202,7 +202,7 @@ def test_an_event_starts_its_trigger_target_with_the_mapped_context(deployment: 
 def test_duplicates_from_two_processes_start_one_run(deployment: Deployment, redis_url: str, where: str) -> None:
     """Matched on the worker (the emitting processes have no program, or have it but not the steps its
     triggers start), or where emitted (they have the program and its steps, as web processes with the
-    workers' settings do): either way, one run."""
+    workers' settings do, and ``match_events: emitter``): either way, one run."""
     d = deployment
     code = (
         "import json, sys\n"
@@ -219,6 +219,7 @@ def test_duplicates_from_two_processes_start_one_run(deployment: Deployment, red
         env["NAMEL3SS_CELERY_PROGRAM"] = str(d.program)
     if where == "emitter":
         env["NAMEL3SS_CELERY_STEP_MODULES"] = f"{STEP_MODULES},tests.integration.event_steps"
+        env["NAMEL3SS_CELERY_MATCH_EVENTS"] = "emitter"
     emitters = [
         subprocess.Popen(
             [sys.executable, "-c", code, redis_url, queue, d.kind("order")],
@@ -268,21 +269,26 @@ def test_a_delayed_trigger_delivered_twice_starts_one_run(deployment: Deployment
     assert len(d.started_by(events, {event.event_id})) == 1
 
 
-def test_a_sync_trigger_makes_the_emitter_wait_and_starts_nothing_on_a_worker(deployment: Deployment) -> None:
+def test_a_sync_trigger_makes_the_emitter_wait_and_hands_back_the_runs_result(deployment: Deployment) -> None:
     """execution_mode sync: emitted where the program is unknown, the worker that matches the event starts
-    nothing and says why; emitted from a process that has the program and its steps, emit returns once the
-    run has ended."""
+    nothing and says why. Emitted from a process that has the program, emit returns once the run has ended,
+    with its result: matched on the worker (the default: this process does not even need the steps), or
+    where emitted (``match_events: emitter``)."""
     d = deployment
     elsewhere = d.n3.emit("custom", {"kind": d.kind("sync")})
     events = d.settle()
     (alert,) = [e for e in events if e.event_type == "system_alert" and e.data.get("event_id") == elsewhere.event_id]
     assert alert.data["reason"] == "sync_in_worker" and not d.started_by(events, {elsewhere.event_id})
     d.n3.events.use_program(d.program)
-    began = time.monotonic()
-    here = d.n3.emit("custom", {"kind": d.kind("sync")})
-    assert time.monotonic() - began >= 1.0  # its step sleeps a second
-    (started,) = d.started_by(d.events(), {here.event_id})
-    assert d.n3.run(started.data["instance_id"]).status() == "completed"  # ended before emit returned
+    for match_here in (False, True):
+        d.n3.events.match_here = match_here
+        began = time.monotonic()
+        here = d.n3.emit("custom", {"kind": d.kind("sync")})
+        assert time.monotonic() - began >= 1.0  # its step sleeps a second
+        result = here.results[d.kind("sync")]
+        assert result.overall_status == "completed" and result.blocks["slow"].final_result == {"step_0": 1.0}
+        (started,) = d.started_by(d.events(), {here.event_id})
+        assert started.data["instance_id"] == result.run_id
 
 
 def test_a_workflow_that_triggers_itself_stops_at_the_depth_limit(deployment: Deployment) -> None:

@@ -153,3 +153,15 @@ def test_store_patience_comes_from_the_environment_and_a_bad_one_names_its_varia
         with pytest.raises(ConfigurationError, match="store_patience") as caught:
             Settings.from_env({"NAMEL3SS_CELERY_STORE_PATIENCE": bad})
         assert caught.value.setting == "NAMEL3SS_CELERY_STORE_PATIENCE"
+
+
+def test_events_are_matched_on_the_workers_unless_the_emitter_is_asked_to() -> None:
+    assert Settings.from_env({}).match_events == "workers"
+    assert Settings.from_env({"NAMEL3SS_CELERY_MATCH_EVENTS": "Emitter"}).match_events == "emitter"
+    app = celery.Celery("settings", broker="memory://", set_as_current=False)
+    app.conf.namel3ss_celery = {"match_events": "emitter"}
+    assert Settings.from_app(app, {}).match_events == "emitter"
+    assert Settings.from_app(app, {"NAMEL3SS_CELERY_MATCH_EVENTS": "workers"}).match_events == "emitter"
+    with pytest.raises(ConfigurationError, match="'workers' or 'emitter', not 'here'") as caught:
+        Settings.from_env({"NAMEL3SS_CELERY_MATCH_EVENTS": "here"})
+    assert caught.value.setting == "NAMEL3SS_CELERY_MATCH_EVENTS"

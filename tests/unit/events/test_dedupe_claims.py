@@ -21,6 +21,7 @@ def trigger(name: str, **more: Any) -> dict[str, Any]:
 def n3() -> Namel3ssCelery:
     app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
     app.conf.task_always_eager = True
+    app.conf.namel3ss_celery = {"match_events": "emitter"}
     extension = Namel3ssCelery(app)
 
     @extension.step("noop")

@@ -24,11 +24,14 @@ def trigger(mode: str, **more: Any) -> dict[str, Any]:
     return {"name": mode, "event_type": "custom", "trigger_target": "go", "execution_mode": mode} | more
 
 
-@pytest.fixture
-def n3() -> Any:
+@pytest.fixture(params=["workers", "emitter"])
+def n3(request: pytest.FixtureRequest) -> Any:
+    """An eager app (its ``n3.events.match`` task runs in this process), matching the events it emits on the
+    workers (the default), or here."""
     app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
     app.conf.task_always_eager = True
     app.conf.task_eager_propagates = True
+    app.conf.namel3ss_celery = {"match_events": request.param}
     extension = Namel3ssCelery(app)
     extension.step("noop")(lambda step, context: None)
     yield extension
@@ -36,18 +39,24 @@ def n3() -> Any:
 
 
 class Waited:
-    """The runs triggers start, each a handle whose ``get`` says how long it was asked to wait."""
+    """The runs triggers start, each a handle whose ``get`` says how long it was asked to wait: the handle
+    the trigger's dispatch gave (matched here), or the one the emitter asked for by id (matched on a
+    worker)."""
 
     def __init__(self, n3: Namel3ssCelery, fails: BaseException | None = None) -> None:
         self.plans: list[Plan] = []
         self.waits: list[float] = []
         self._publish = n3.events.firing._publish
+        self._run = n3.events._run
         self._fails = fails
         n3.events.firing._publish = self.publish
+        n3.events._run = lambda run_id: self.watched(self._run(run_id))
 
     def publish(self, plan: Plan, context: dict[str, Any]) -> Any:
         self.plans.append(plan)
-        handle = self._publish(plan, context)
+        return self.watched(self._publish(plan, context))
+
+    def watched(self, handle: Any) -> Any:
         waited, fails = self.waits, self._fails
 
         class Handle:
@@ -66,13 +75,18 @@ def use(n3: Namel3ssCelery, *triggers: dict[str, Any]) -> None:
     n3.events.use_program({"parallel_blocks": [BLOCK], "event_triggers": list(triggers)})
 
 
-def test_a_sync_trigger_makes_emit_wait_for_its_run_within_its_timeout(n3: Namel3ssCelery) -> None:
+def test_a_sync_trigger_makes_emit_wait_for_its_run_within_its_timeout_and_hands_back_its_result(
+    n3: Namel3ssCelery,
+) -> None:
     use(n3, trigger("sync", source_config={"sync_timeout_seconds": 20}), trigger("async"))
     runs = Waited(n3)
-    n3.emit("custom", {"n": 1})
+    event = n3.emit("custom", {"n": 1})
     assert len(runs.plans) == 2 and len(runs.waits) == 1  # the async trigger's run is not waited for
     assert 19 < runs.waits[0] <= 20
     assert n3.events.counts == {"dispatched": 2}
+    assert list(event.results) == ["sync"]
+    assert event.results["sync"].overall_status == "completed"
+    assert event.results["sync"].blocks["go"].final_result == {"step_0": None, "urgent": None}
 
 
 def test_a_sync_trigger_waits_a_bounded_time_by_default() -> None:
@@ -94,7 +108,7 @@ def test_a_sync_run_that_does_not_end_in_time_is_a_wait_timeout_after_the_event_
 def test_a_sync_trigger_is_refused_inside_a_celery_task_before_anything_is_published(n3: Namel3ssCelery) -> None:
     use(n3, trigger("sync"))
 
-    @n3.app.task(name="proj.emits")
+    @n3.app.task(name="proj.emits", shared=False)
     def emits() -> None:
         n3.emit("custom", {"n": 1})
 
@@ -103,16 +117,25 @@ def test_a_sync_trigger_is_refused_inside_a_celery_task_before_anything_is_publi
     assert n3.events.store().newest() == "0" and n3.events.counts == {}
 
 
-def test_a_sync_trigger_is_refused_where_its_run_cannot_be_started(n3: Namel3ssCelery) -> None:
-    n3.events.use_program(
-        {
-            "parallel_blocks": [{"name": "go", "steps": [{"target": "unknown_here"}]}],
-            "event_triggers": [trigger("sync")],
-        }
-    )
-    with pytest.raises(ConfigurationError, match="this one cannot start it"):
+def test_a_sync_trigger_that_started_no_run_has_no_result(n3: Namel3ssCelery) -> None:
+    use(n3, trigger("sync", deduplicate_window=60, source_config={"dedupe_key": "data.n"}))
+    first = n3.emit("custom", {"n": 1})
+    again = n3.emit("custom", {"n": 1})
+    assert list(first.results) == ["sync"] and again.results == {}
+    assert n3.events.counts == {"dispatched": 1, "duplicate": 1}
+
+
+def test_a_sync_trigger_matched_on_a_worker_that_never_comes_is_a_wait_timeout(n3: Namel3ssCelery) -> None:
+    """A lazy (not eager) app whose embedded worker is not started: the match task waits in the broker, and
+    the emitter gives up."""
+    use(n3, trigger("sync", source_config={"sync_timeout_seconds": 0.2}))
+    n3.app.conf.task_always_eager = False
+    n3.events.before_publish = lambda: None
+    n3.events.match_here = False
+    with pytest.raises(WaitTimeout, match="no worker matched the event"):
         n3.emit("custom", {"n": 1})
-    assert n3.events.store().newest() == "0"
+    assert [e.event_type for _i, e in n3.events.store().read()] == [EventType.CUSTOM]
+    assert n3.app.control.purge() == 1  # the match task (the memory broker outlives this app)
 
 
 def test_a_sync_trigger_matched_on_a_worker_starts_nothing_and_says_why(n3: Namel3ssCelery) -> None:

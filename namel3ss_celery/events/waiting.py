@@ -1,0 +1,87 @@
+"""Where a ``sync`` trigger's emitter waits (``execution``): which of its triggers it waits for, refused inside a
+worker, then the worker's answer (the runs it started) and those runs, each within its trigger's seconds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from celery import current_task
+from celery.exceptions import TimeoutError as CeleryTimeout
+
+from ..engine.runner import current_step
+from ..errors import ConfigurationError, WaitTimeout
+from .matching import MAX_DEPTH, Trigger, matching
+from .model import Event
+from .triggering import dropped
+
+
+def in_worker() -> bool:
+    """Whether this code runs inside a step or a Celery task (of a worker, or eager), where waiting for a run
+    can deadlock."""
+    return current_step() is not None or bool(current_task)
+
+
+def waited_triggers(triggers: list[Trigger], event: Event) -> dict[str, float]:
+    """The ``sync`` triggers among ``triggers`` that match ``event``, each with the seconds its run is waited
+    for (none at the depth limit, where nothing starts).
+
+    Raises:
+        ConfigurationError: some match, and this code runs inside a step or a Celery task, where waiting may
+            deadlock (raised before anything is published).
+    """
+    synced = [t for t in triggers if t.wait_seconds is not None]
+    if not synced or int(event.metadata.get("depth", 0)) >= MAX_DEPTH:
+        return {}
+    waited = {t.spec.name: float(t.wait_seconds) for t in matching(synced, event) if t.wait_seconds is not None}
+    if waited and in_worker():
+        raise ConfigurationError(
+            f"trigger {min(waited)!r} has execution_mode 'sync': emitting its event waits for the run, and "
+            "this code runs inside a step or a Celery task, where waiting can deadlock; emit it from "
+            "outside a worker, or make the trigger 'async' or 'background'",
+            setting="execution_mode",
+        )
+    return waited
+
+
+def wait_matched(sent: Any, event_id: str, waited: dict[str, float], run: Callable[[str], Any]) -> dict[str, Any]:
+    """Wait for the worker that matches event ``event_id`` (``sent``: its match task) to answer with the runs
+    its ``waited`` triggers started, then for those runs (``run``: a handle by id), each within its
+    trigger's seconds counted from now; their results, by trigger. A trigger that started no run (a
+    duplicate, ...) has none.
+
+    Raises:
+        WaitTimeout: no worker matched the event in time (the task waits in the broker), or a run did not
+            end in time (it goes on).
+        Exception: what the match task raised on the worker.
+    """
+    timeout, started = max(waited.values()), time.monotonic()
+    try:
+        outcomes = dict(sent.get(timeout=timeout, propagate=True))  # by trigger: a run id, or why none started
+    except CeleryTimeout:
+        names = " and ".join(repr(name) for name in sorted(waited))
+        raise WaitTimeout(
+            f"of trigger {names} for event {event_id}", timeout, "not started: no worker matched the event"
+        ) from None
+    spent = time.monotonic() - started
+    return wait_for(
+        [
+            (name, waited[name] - spent, run(outcome))
+            for name, outcome in outcomes.items()
+            if name in waited and not dropped(outcome)
+        ]
+    )
+
+
+def wait_for(runs: Sequence[tuple[str, float, Any]]) -> dict[str, Any]:
+    """Wait for each of ``runs`` (trigger, timeout in seconds, run handle) to end, each within its timeout
+    counted from now; their results, by trigger.
+
+    Raises:
+        WaitTimeout: a run did not end in time (it goes on).
+    """
+    started = time.monotonic()
+    return {
+        name: handle.get(timeout=max(0.0, timeout - (time.monotonic() - started))) for name, timeout, handle in runs
+    }
