@@ -12,9 +12,11 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -37,6 +39,15 @@ event_triggers:
   - {name: tick-TAG, event_type: schedule, trigger_target: ticked, source_config: {interval_seconds: EVERY}}
 """
 
+KOLKATA = "Asia/Kolkata"
+CRON_PROGRAM = """
+parallel_blocks:
+  - {name: ticked, steps: [{target: echo, value: tick}]}
+event_triggers:
+  - {name: minutely-TAG, event_type: schedule, trigger_target: ticked,
+     source_config: {cron: "* HOURS * * *", timezone: Asia/Kolkata}}
+"""
+
 
 @dataclass
 class Deployment:
@@ -47,6 +58,7 @@ class Deployment:
     env: dict[str, str]
     log_dir: Path
     since: str
+    beats: list[WorkerProcess] = field(default_factory=list)  # started with the deployment
 
     def events(self) -> list[Event]:
         store = self.n3.events._store()
@@ -88,22 +100,46 @@ def stop(*beats: WorkerProcess) -> None:
 
 @pytest.fixture
 def deployment(redis_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    yield from deployed(redis_url, redis_url, tmp_path, PROGRAM, every=getattr(request, "param", 1))
+
+
+@pytest.fixture
+def rabbitmq_deployment(amqp_url: str, redis_url: str, tmp_path: Path) -> Iterator[Deployment]:
+    """The same, with RabbitMQ as the broker (the slots' claims, the stream and the results on Redis)."""
+    yield from deployed(amqp_url, redis_url, tmp_path, PROGRAM, every=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cron_deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A cron schedule on a beat started as this module starts: every minute of this hour and the next in
+    Asia/Kolkata (UTC+5:30), hours that read in UTC would never come in that time. Its first firing, up to a
+    minute away, comes while the other tests run; the last test checks it."""
+    hour = datetime.now(ZoneInfo(KOLKATA)).hour
+    text = CRON_PROGRAM.replace("HOURS", f"{hour},{(hour + 1) % 24}")
+    for d in deployed(redis_url, redis_url, tmp_path_factory.mktemp("cron"), text):
+        beat = d.beat("beat-cron")
+        try:
+            yield replace(d, beats=[beat])
+        finally:
+            stop(beat)
+
+
+def deployed(broker: str, backend: str, tmp_path: Path, text: str, every: int = 1) -> Iterator[Deployment]:
     import tests.integration.steps  # noqa: F401
 
     tag = uuid.uuid4().hex[:8]
-    every = getattr(request, "param", 1)
     program = tmp_path / "schedules.yaml"
-    program.write_text(PROGRAM.replace("TAG", tag).replace("EVERY", str(every)))
+    program.write_text(text.replace("TAG", tag).replace("EVERY", str(every)))
     queue = f"n3test-beat-{tag}"
     env = {
-        "N3_TEST_BROKER": redis_url,
-        "N3_TEST_BACKEND": redis_url,
+        "N3_TEST_BROKER": broker,
+        "N3_TEST_BACKEND": backend,
         "N3_TEST_QUEUE": queue,
         "N3_TEST_REDBEAT_PREFIX": f"n3test-redbeat-{tag}:",
         "NAMEL3SS_CELERY_STEP_MODULES": STEP_MODULES,
         "NAMEL3SS_CELERY_PROGRAM": str(program),
     }
-    app = make_beat_app(redis_url, queue, env["N3_TEST_REDBEAT_PREFIX"])
+    app = make_beat_app(broker, backend, queue, env["N3_TEST_REDBEAT_PREFIX"])
     n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app), step_modules=(STEP_MODULES,), program=None))
     n3.events.use_program(program)
     worker = WorkerProcess("tests.integration.beat_app", env, tmp_path, pool="solo", concurrency=1, queues=[queue])
@@ -115,8 +151,10 @@ def deployment(redis_url: str, tmp_path: Path, request: pytest.FixtureRequest) -
         n3.close()
 
 
-def test_an_interval_schedule_fires_once_per_slot_over_a_window(deployment: Deployment) -> None:
-    d, name, window = deployment, f"tick-{deployment.tag}", 8  # interval_seconds: 1
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_an_interval_schedule_fires_once_per_slot_over_a_window(broker: str, request: pytest.FixtureRequest) -> None:
+    d: Deployment = request.getfixturevalue("deployment" if broker == "redis" else "rabbitmq_deployment")
+    name, window = f"tick-{d.tag}", 8  # interval_seconds: 1
     beat = d.beat("beat-a")
     try:
         wait_until(lambda: len(d.fired(name)) >= 1, WAIT, lambda: f"no firing\n{beat.log()}\n{d.worker.log()}")
@@ -221,3 +259,19 @@ def test_the_clock_a_beat_checks_its_own_against_is_redis_time(redis_url: str) -
         assert abs(store.now() - (seconds + microseconds / 1e6)) < 1.0
     finally:
         store.close()
+
+
+def test_a_cron_schedule_fires_on_the_minute_in_its_time_zone(cron_deployment: Deployment) -> None:
+    """Kept last: the beat started with the module has had the other tests' time to reach a minute."""
+    d, name = cron_deployment, f"minutely-{cron_deployment.tag}"
+    (beat,) = d.beats
+    wait_until(lambda: d.fired(name), 75, lambda: f"no firing in 75 s\n{beat.log()}\n{d.worker.log()}")
+    (fired, *_) = d.fired(name)
+    assert fired.data["slot"] % 60 == 0  # the slot of a cron schedule: its minute, in epoch seconds
+    moment = datetime.fromisoformat(fired.data["scheduled_for"])
+    assert moment.timestamp() == fired.data["slot"] and moment.second == 0, fired.data
+    hours = {int(h) for h in d.program.read_text().split('cron: "* ')[1].split(" ")[0].split(",")}
+    assert moment.astimezone(ZoneInfo(KOLKATA)).hour in hours  # its hours are Kolkata's
+    assert 0 <= fired.data["fired_at"] - fired.data["slot"] < 30  # by beat's tick, soon after the minute
+    (run,) = d.runs_of([fired])
+    assert d.n3.run(run.data["instance_id"]).get(timeout=WAIT).overall_status == "completed"
