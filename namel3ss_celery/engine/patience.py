@@ -18,18 +18,24 @@ MAX_DELAY = 5.0
 T = TypeVar("T")
 
 
-def patiently(call: Callable[[], T], what: str, patience: float = PATIENCE) -> T:
-    """``call()``, tried again with backoff while the store does not answer, for up to ``patience`` seconds.
+def patiently(
+    call: Callable[[], T],
+    what: str,
+    patience: float = PATIENCE,
+    away: tuple[type[BaseException], ...] = (StoreUnavailable,),
+) -> T:
+    """``call()``, tried again with backoff while the store does not answer (it raises one of ``away``), for
+    up to ``patience`` seconds.
 
     Raises:
-        StoreUnavailable: the store did not come back in time.
+        StoreUnavailable: the store did not come back in time (or what else of ``away`` it raised).
     """
     deadline = time.monotonic() + patience
     delay = FIRST_DELAY
     while True:
         try:
             return call()
-        except StoreUnavailable as exc:
+        except away as exc:
             if time.monotonic() + delay > deadline:
                 raise
             logger.warning("%s: the store does not answer (%s); trying again in %.1fs", what, exc, delay)

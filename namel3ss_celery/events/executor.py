@@ -21,20 +21,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
-
 from ..errors import SpecError
 from ..plan.fields import STREAM_TTL
 from .buses import EventBus, EventHandler, MemoryEventBus, parse_types
 from .model import Event, EventPriority, EventType
 from .server import serve
-from .stream import stream_order
+from .stream import STORE_AWAY, stream_order
 
 logger = logging.getLogger("namel3ss_celery")
 
 FOLLOW_POLL = 0.2  # seconds a read of the stream waits before the follower looks at stop() again
 RETRY_AFTER = 1.0  # seconds the follower waits for a store that did not answer before it tries again
-STORE_AWAY = (redis.ConnectionError, redis.TimeoutError)  # what the event store raises while Redis is away
 
 
 class EventDrivenExecutor:

@@ -18,7 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..engine.patience import patiently
 from ..engine.runner import current_step
+from ..errors import StoreUnavailable
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
 from ..settings import MATCH_ON_WORKERS, MATCH_WHERE_EMITTED
@@ -29,12 +31,14 @@ from .handlers import Handler
 from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event, EventPriority, EventType, emitted_event
 from .program_events import ProgramEvents
-from .stream import EventStore, event_store, follow
+from .stream import STORE_AWAY, EventStore, event_store, follow
 from .triggering import WAITED, TriggerFiring
 from .waiting import in_worker, wait_for, wait_matched, waited_triggers
 from .watched import ANY_TYPE, WatchedTypes
 
 logger = logging.getLogger("namel3ss_celery")
+
+STORES_AWAY = (StoreUnavailable, *STORE_AWAY)  # the coordination store's and the event store's outages
 
 MATCH_TASK = "n3.events.match"
 
@@ -116,12 +120,23 @@ class EventService:
         self.announce(lifecycle.step_done(message, outcome))
 
     def block_moved(self, run_id: str, plan: Plan, node: str, result: Any) -> None:
-        """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node."""
-        self.announce(lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id)))
+        """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node, riding out
+        a store that does not answer (``patiently``)."""
+        patiently(
+            lambda: self.announce(lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id))),
+            f"announcing block {node} of run {run_id}",
+            away=STORES_AWAY,
+        )
 
     def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
-        """Announce the one ``workflow_completed`` of a run (the engine calls it once per run)."""
-        self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id)))
+        """Announce the one ``workflow_completed`` of a run (the engine calls it once per run), riding out a
+        store that does not answer: the run has ended, and this event is the only word of it that triggers
+        hear. Announced again after a failure half way, it is still one event (``lifecycle.ONCE``)."""
+        patiently(
+            lambda: self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id))),
+            f"announcing the end of run {run_id}",
+            away=STORES_AWAY,
+        )
 
     # --- publishing -------------------------------------------------------------
 

@@ -24,6 +24,7 @@ logger = logging.getLogger("namel3ss_celery")
 
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
 ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
+STORE_AWAY = (redis.ConnectionError, redis.TimeoutError)  # what the event store raises while Redis is away
 ONCE_TTL = 3600  # seconds such an id is remembered (a lease's resume comes within minutes)
 MARK_PREFIX = "n3:events:mark:"  # + a reader's name: the id of the last event it handled
 

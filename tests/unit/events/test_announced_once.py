@@ -7,7 +7,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
+from celery import Celery
 
+from namel3ss_celery import Namel3ssCelery
 from namel3ss_celery.events import lifecycle
 from namel3ss_celery.events.matching import compile_triggers
 from namel3ss_celery.events.model import Event, EventType
@@ -104,3 +107,36 @@ def test_a_stream_entry_of_a_later_release_is_passed_over_not_a_crash(caplog: py
     known = {"event": json.dumps({"event_id": "e2", "event_type": "custom", "data": {"a": 1}})}
     event = readable("6-0", known)
     assert event is not None and event.data == {"a": 1}
+
+
+class Flaky:
+    """An event store whose first ``failures`` writes find Redis away, as during a restart."""
+
+    def __init__(self, store: MemoryEventStore, failures: int) -> None:
+        self.store, self.failures = store, failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append_once(self, event: Event) -> str | None:
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("Connection refused")
+        return self.store.append_once(event)
+
+
+def test_a_runs_end_announced_while_redis_restarts_is_announced_once_it_is_back() -> None:
+    app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.task_always_eager = True
+    n3 = Namel3ssCelery(app)
+    try:
+        n3.step("t")(lambda step, context: None)
+        plan = n3.plan({"name": "b", "steps": [{"target": "t"}]})
+        final = n3.dispatch({"name": "b", "steps": [{"target": "t"}]}).get(timeout=5)
+        store = MemoryEventStore()
+        n3.events._store_made = Flaky(store, failures=2)  # type: ignore[assignment]
+        n3.events.run_ended("run-away", plan, final)
+        (event,) = [e for _i, e in store.read()]
+        assert event.event_type == EventType.WORKFLOW_COMPLETED and event.data["instance_id"] == "run-away"
+    finally:
+        n3.close()
