@@ -95,6 +95,26 @@ class WaitTimeout(Namel3ssCeleryError, TimeoutError):
         super().__init__(f"run {run_id} still {status} after waiting {timeout:g}s{why}")
 
 
+class EventNotMatched(WaitTimeout):
+    """The emitter of an event that ``sync`` triggers wait for gave up waiting for a worker to match it: its
+    match task waits in the broker (no worker consumes it, or none has the time), and a worker that takes
+    it later starts the runs, with nobody waiting for them. ``run_id`` is empty: no run is known yet."""
+
+    def __init__(self, event_id: str, triggers: list[str], timeout: float) -> None:
+        self.event_id = event_id
+        self.triggers = list(triggers)
+        self.run_id = ""
+        self.timeout = timeout
+        self.status = "not matched"
+        self.idle_queues = {}
+        names = " and ".join(repr(name) for name in self.triggers)
+        Namel3ssCeleryError.__init__(
+            self,
+            f"no worker answered within {timeout:g}s with the run of sync trigger {names} for event {event_id}: "
+            "its match task (n3.events.match) waits in the broker; is a worker consuming the default queue?",
+        )
+
+
 class StepCancelled(Namel3ssCeleryError):
     """Raised inside a step that was asked to stop."""
 

@@ -110,6 +110,7 @@ class Namel3ssCelery:
             self._run_context,
             self.run,
             self.settings.match_events,
+            self.settings.store_patience,
         )
         register_event_tasks(app, self.events)
         self.firing = Firing(lambda: self.store, self.events.program, self.dispatch, self.events.announce)

@@ -98,23 +98,22 @@ class Settings:
         ``CELERY_*`` keys in ``app.conf``: the source's own ``NAMEL3SS_CELERY`` is read instead.
         """
         conf = app.conf
-        env = cls.from_env(environ)
         own = conf.get("namel3ss_celery") or _namespaced_source_settings(app) or {}
-        from_conf = cls.from_mapping(own)
-        return cls(
+        base = replace(
+            cls.from_env(environ),
             broker_url=str(conf.broker_url) if conf.broker_url else None,
             result_backend=str(conf.result_backend) if conf.result_backend else None,
-            step_modules=tuple(dict.fromkeys(from_conf.step_modules + env.step_modules)),
-            program=from_conf.program or env.program,
-            coordination_url=from_conf.coordination_url or env.coordination_url,
-            pool=from_conf.pool or env.pool,
-            region=from_conf.region or env.region,
-            store_patience=(
-                from_conf.store_patience if from_conf.store_patience != DEFAULT_STORE_PATIENCE else env.store_patience
-            ),
-            match_events=from_conf.match_events if from_conf.match_events != MATCH_ON_WORKERS else env.match_events,
             result_expires=int(_seconds(conf.result_expires)) if conf.result_expires else DEFAULT_EXPIRES,
         )
+        return base.overridden(own)
+
+    def overridden(self, data: Mapping[str, Any]) -> Settings:
+        """These settings, with each one that ``data`` gives (by field or environment name) in its place; its
+        step modules are added before these (broker and backend stay: they are the Celery app's)."""
+        given = Settings.from_mapping(data)
+        names = {name for name, env in ENV_KEYS.items() if data.get(name, data.get(env)) not in (None, "")}
+        changes = {name: getattr(given, name) for name in names - {"broker_url", "result_backend", "step_modules"}}
+        return replace(self, step_modules=tuple(dict.fromkeys(given.step_modules + self.step_modules)), **changes)
 
     @property
     def embedded(self) -> bool:

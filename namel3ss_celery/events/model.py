@@ -81,8 +81,8 @@ class Event:
     """One event, built as the Namel3ss runtime builds it (``event_id`` first); ``Event.new`` makes the id.
 
     ``data`` is JSON data; ``metadata`` carries the adapter's own keys (``depth``: how many triggered runs
-    lead to it). ``results``, never sent: after ``emit``, the ``RunResult`` of each run that a ``sync``
-    trigger started, by trigger name.
+    lead to it). ``results``, never sent: after ``emit``, the result (a ``WorkflowResult``) of each run that a
+    ``sync`` trigger started, by trigger name.
     """
 
     event_id: str

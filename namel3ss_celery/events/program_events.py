@@ -1,8 +1,9 @@
 """The program whose triggers and handlers a process matches: loaded once, compiled once, targets planned once.
 
 A process has one (``NAMEL3SS_CELERY_PROGRAM``, or ``n3.events.use_program(...)``): workers match the
-events sent to them against it, and a process that emits events matches them itself when it can start
-what the program's triggers name (``starts_here``).
+events sent to them, and those they announce, against it. A process that emits events knows from it which
+``sync`` triggers it waits for, and, with ``match_events: emitter``, matches its events itself when it can
+start what the program's triggers name (``starts_here``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ class ProgramEvents:
                         self.target_plan(program, trigger.spec.trigger_target)
                 except Exception as exc:  # noqa: BLE001 - unknown targets, step modules that do not import here, ...
                     logger.info(
-                        "events are matched on the workers: this process cannot start a trigger's target (%s)", exc
+                        "this process cannot start a trigger's target (%s): the events it emits or announces are "
+                        "matched by the workers that can",
+                        exc,
                     )
                     self._here = (program, False)
                 else:

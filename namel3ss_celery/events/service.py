@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine.patience import patiently
+from ..engine.patience import PATIENCE, patiently
 from ..engine.runner import current_step
 from ..errors import StoreUnavailable
 from ..plan.model import Plan
@@ -38,7 +38,7 @@ from .watched import ANY_TYPE, WatchedTypes
 
 logger = logging.getLogger("namel3ss_celery")
 
-STORES_AWAY = (StoreUnavailable, *STORE_AWAY)  # the coordination store's and the event store's outages
+OUTAGES = (StoreUnavailable, *STORE_AWAY)  # the coordination store's and the event store's outages
 
 MATCH_TASK = "n3.events.match"
 
@@ -56,6 +56,8 @@ class EventService:
         run_context: a run's initial context (to carry a triggered run's depth into what its steps emit).
         run: ``Namel3ssCelery.run`` (the handle of a run a ``sync`` trigger started on a worker).
         match_events: where the events emitted here are matched (``Settings.match_events``).
+        patience: seconds a run's announcement is tried again while the stores do not answer
+            (``Settings.store_patience``).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class EventService:
         run_context: Callable[[str], dict[str, Any] | None],
         run: Callable[[str], Any],
         match_events: str = MATCH_ON_WORKERS,
+        patience: float = PATIENCE,
     ) -> None:
         self.app = app
         self._store_url = store_url
@@ -79,6 +82,7 @@ class EventService:
         self._run_context = run_context
         self._run = run
         self.match_here = match_events == MATCH_WHERE_EMITTED
+        self.patience = patience
         self.before_publish: Callable[[], None] = lambda: None  # the embedded worker starts here
         self._lock = threading.RLock()
         self.watched = WatchedTypes(app, self._store)
@@ -121,11 +125,12 @@ class EventService:
 
     def block_moved(self, run_id: str, plan: Plan, node: str, result: Any) -> None:
         """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node, riding out
-        a store that does not answer (``patiently``)."""
+        a store that does not answer for up to ``patience`` seconds (the node's next nodes launch after)."""
         patiently(
             lambda: self.announce(lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id))),
             f"announcing block {node} of run {run_id}",
-            away=STORES_AWAY,
+            self.patience,
+            away=OUTAGES,
         )
 
     def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
@@ -135,7 +140,8 @@ class EventService:
         patiently(
             lambda: self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id))),
             f"announcing the end of run {run_id}",
-            away=STORES_AWAY,
+            self.patience,
+            away=OUTAGES,
         )
 
     # --- publishing -------------------------------------------------------------
@@ -288,9 +294,9 @@ class EventService:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
         of each trigger, by name (a run id, or why not: ``triggering.DROPPED``). ``claimed``: the
         deduplication claims made already, by trigger path (``publish``); each is taken out as its trigger is
-        reached. ``waits``: where the emitting process collects the runs of ``sync`` triggers to wait for.
-        Without it, a ``sync`` trigger starts nothing, unless the event names it as waited for by its emitter
-        (matched on a worker: the emitter waits for the run this starts)."""
+        reached. ``waits``: where the emitting process, matching here, collects the runs of ``sync`` triggers
+        to wait for. Matched on a worker, a ``sync`` trigger starts its run only when the event names it as
+        waited for by its emitter (``WAITED``)."""
         program = self.programs.program()
         if program is None:
             return {}
@@ -304,15 +310,9 @@ class EventService:
                     ignore_result=True
                 )
         made = {} if claimed is None else claimed
-        waited_elsewhere = set(event.metadata.get(WAITED) or ())
+        waited = set(event.metadata.get(WAITED) or ())  # the sync triggers whose runs the emitter waits for
         return {
-            t.spec.name: self.fire(
-                program,
-                t,
-                event,
-                made.pop(t.path, None),
-                [] if waits is None and t.spec.name in waited_elsewhere else waits,
-            )
+            t.spec.name: self.firing.fire(program, t, event, made.pop(t.path, None), waits, t.spec.name in waited)
             for t in matching(self.triggers(), event)
         }
 
@@ -337,21 +337,6 @@ class EventService:
                 handle = self._publish(self._plan({"name": f"handler_{name}", "steps": [step]}), context)
             runs.append(str(handle.id))
         return runs
-
-    def fire(
-        self,
-        program: ProgramSpec,
-        trigger: Trigger,
-        event: Event,
-        claimed: bool | None = None,
-        waits: list[tuple[str, float, Any]] | None = None,
-    ) -> str:
-        """One trigger's answer to one event (see ``triggering``): a run id, or why none started."""
-        return self.firing.fire(program, trigger, event, claimed, waits)
-
-    def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
-        """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
-        return self.firing.start(program, name, context)
 
     def start_delayed(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """A delayed trigger's run, once per trigger and event (``TriggerFiring.start_delayed``)."""

@@ -72,32 +72,64 @@ class TriggerFiring:
         event: Event,
         claimed: bool | None = None,
         waits: list[tuple[str, float, Any]] | None = None,
+        waited_elsewhere: bool = False,
     ) -> str:
         """One trigger's answer to one event: deduplicate (``claimed``: its ``dedupe_claims`` claim, made
-        already), rate-limit, stop loops, delay, dispatch. ``waits``: where the emitting process collects
-        the runs of ``sync`` triggers to wait for (trigger, timeout, handle); without it (matched on a worker
-        for an emitter that does not wait) a ``sync`` trigger starts nothing, and says why."""
-        spec, store = trigger.spec, self._store()
+        already), rate-limit, stop loops, delay, dispatch; a run id, or why none started (``DROPPED``).
+        ``waits``: where the emitting process, matching here, collects the runs of ``sync`` triggers to
+        wait for (trigger, timeout, handle). ``waited_elsewhere``: matched on a worker, the event's emitter
+        waits for this trigger's run. A ``sync`` trigger that nobody waits for starts nothing, and says why.
+        The claims it made are given back when it cannot act (its start raised): emitted again, the event
+        starts the run."""
         depth = int(event.metadata.get("depth", 0))
         if depth >= MAX_DEPTH:
             return self.refuse(
                 "loop", trigger, event, f"{depth} triggered runs already lead to this event (MAX_DEPTH {MAX_DEPTH})"
             )
-        if trigger.wait_seconds is not None and waits is None:
+        if trigger.wait_seconds is not None and waits is None and not waited_elsewhere:
             return self.refuse(
                 "sync_in_worker",
                 trigger,
                 event,
-                "execution_mode 'sync' waits for the run where the event is emitted, and this event is matched "
-                "on a worker, where waiting can deadlock: emit it from a process that has the program "
-                "(NAMEL3SS_CELERY_PROGRAM) and its steps, outside a worker",
+                "execution_mode 'sync' waits for the run where the event is emitted, and the process that "
+                "emitted this one does not wait: emit it from a process that has the program "
+                "(NAMEL3SS_CELERY_PROGRAM), outside a worker",
             )
+        taken = self._claims(trigger, event, claimed)
+        if taken is None:
+            return self.count("duplicate")
+        try:
+            return self._act(program, trigger, event, depth, waits)
+        except BaseException:
+            self.release(taken)
+            raise
+
+    def _claims(self, trigger: Trigger, event: Event, claimed: bool | None) -> list[str] | None:
+        """Claim ``event`` for ``trigger``: once per announced event (``first_time``), once per dedup window
+        (``claimed``: made by the caller already). The keys claimed, or None: a duplicate."""
+        spec, taken = trigger.spec, []
         if not self.first_time(f"fired:{spec.name}", event):
-            return self.count("duplicate")
-        if spec.deduplicate_window and not (
-            claimed if claimed is not None else store.claim(_dedupe_key(trigger, event), spec.deduplicate_window)
-        ):
-            return self.count("duplicate")
+            return None
+        if event.metadata.get(ONCE):
+            taken.append(_once_key(f"fired:{spec.name}", event))
+        if spec.deduplicate_window:
+            key = _dedupe_key(trigger, event)
+            if not (claimed if claimed is not None else self._store().claim(key, spec.deduplicate_window)):
+                self.release(taken)
+                return None
+            taken.append(key)
+        return taken
+
+    def _act(
+        self,
+        program: ProgramSpec,
+        trigger: Trigger,
+        event: Event,
+        depth: int,
+        waits: list[tuple[str, float, Any]] | None,
+    ) -> str:
+        """What ``fire`` does with an event it claimed: rate-limit, then delay or start the run."""
+        spec, store = trigger.spec, self._store()
         for limit, seconds, per in (
             (spec.max_triggers_per_minute, 60, "minute"),
             (spec.max_triggers_per_hour, 3600, "hour"),
@@ -122,7 +154,7 @@ class TriggerFiring:
         ``once``: a resumed settle announcing a run's end) is acted on once. Any other event: True."""
         if not event.metadata.get(ONCE):
             return True
-        return self._store().claim(f"{what}:{event.event_id}", ONCE_TTL)
+        return self._store().claim(_once_key(what, event), ONCE_TTL)
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
@@ -146,8 +178,8 @@ class TriggerFiring:
             raise
 
     def release(self, keys: list[str]) -> None:
-        """Give back the dedup claims of triggers that an error kept from acting on an event, so that emitting
-        it again starts them (as it would had they claimed it themselves, never reached)."""
+        """Give back the claims of triggers that an error kept from acting on an event, so that emitting (or
+        announcing) it again starts them."""
         if not keys:
             return
         try:
@@ -194,6 +226,10 @@ class TriggerFiring:
 def dropped(outcome: str) -> bool:
     """Whether ``outcome`` (what ``fire`` answered) says why no run started, rather than naming a run."""
     return outcome in DROPPED
+
+
+def _once_key(what: str, event: Event) -> str:
+    return f"{what}:{event.event_id}"
 
 
 def _dedupe_key(trigger: Trigger, event: Event) -> str:

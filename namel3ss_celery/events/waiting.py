@@ -11,7 +11,7 @@ from celery import current_task
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from ..engine.runner import current_step
-from ..errors import ConfigurationError, WaitTimeout
+from ..errors import ConfigurationError, EventNotMatched
 from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event
 from .triggering import dropped
@@ -46,24 +46,31 @@ def waited_triggers(triggers: list[Trigger], event: Event) -> dict[str, float]:
 
 
 def wait_matched(sent: Any, event_id: str, waited: dict[str, float], run: Callable[[str], Any]) -> dict[str, Any]:
-    """Wait for the worker that matches event ``event_id`` (``sent``: its match task) to answer with the runs
-    its ``waited`` triggers started, then for those runs (``run``: a handle by id), each within its
-    trigger's seconds counted from now; their results, by trigger. A trigger that started no run (a
-    duplicate, ...) has none.
+    """Wait for the worker that matches event ``event_id`` (``sent``: its match task) to answer with what its
+    ``waited`` triggers did, for as long as the longest of them waits, then for the runs they started
+    (``run``: a handle by id), each within its own trigger's seconds counted from the start; their
+    results, by trigger. A trigger that started no run (a duplicate, rate-limited, ...) has none.
 
     Raises:
-        WaitTimeout: no worker matched the event in time (the task waits in the broker), or a run did not
-            end in time (it goes on).
+        EventNotMatched: no worker answered in time (the match task waits in the broker).
+        ConfigurationError: the worker's program has no such trigger, or it does not match the event there
+            (the worker and this process run different programs).
+        WaitTimeout: a run did not end in time (it goes on).
         Exception: what the match task raised on the worker.
     """
     timeout, started = max(waited.values()), time.monotonic()
     try:
         outcomes = dict(sent.get(timeout=timeout, propagate=True))  # by trigger: a run id, or why none started
-    except CeleryTimeout:
-        names = " and ".join(repr(name) for name in sorted(waited))
-        raise WaitTimeout(
-            f"of trigger {names} for event {event_id}", timeout, "not started: no worker matched the event"
-        ) from None
+    except CeleryTimeout as exc:
+        raise EventNotMatched(event_id, sorted(waited), timeout) from exc
+    missing = sorted(set(waited) - set(outcomes))
+    if missing:
+        raise ConfigurationError(
+            f"event {event_id}: the worker that matched it found no trigger {missing[0]!r} that matches it, so no "
+            "run was started for this process to wait for; the worker's program (NAMEL3SS_CELERY_PROGRAM) is not "
+            "this process's: deploy one program version everywhere",
+            setting="NAMEL3SS_CELERY_PROGRAM",
+        )
     spent = time.monotonic() - started
     return wait_for(
         [

@@ -29,7 +29,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -200,16 +200,7 @@ def settings_from_config(
             f"unknown Flask config key {unknown[0]!r}; namel3ss-celery reads {', '.join(CONFIG_KEYS)}",
             setting=unknown[0],
         )
-    base = Settings.from_app(celery, environ)
-    flask = Settings.from_mapping(own)
-    return replace(
-        base,
-        step_modules=tuple(dict.fromkeys(flask.step_modules + base.step_modules)),
-        program=flask.program or base.program,
-        coordination_url=flask.coordination_url or base.coordination_url,
-        pool=flask.pool or base.pool,
-        region=flask.region or base.region,
-    )
+    return Settings.from_app(celery, environ).overridden(own)
 
 
 class StepAppContext:

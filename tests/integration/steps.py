@@ -37,11 +37,14 @@ def fail(step: dict[str, Any], context: dict[str, Any]) -> None:
 
 
 def _wait_started(tag: str) -> None:
-    """Wait (30 s at most) until a step tagged ``tag`` has marked its start: a test that needs one step running
-    before another ends says so, rather than hoping the machine starts them in order."""
+    """Wait (30 s at most, then fail the step, naming the tag) until a step tagged ``tag`` has marked its start:
+    a test that needs one step running before another ends says so, rather than hoping the machine starts
+    them in order."""
     client, deadline = _redis(), time.monotonic() + 30
     try:
-        while not client.exists(started_key(tag)) and time.monotonic() < deadline:
+        while not client.exists(started_key(tag)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no step tagged {tag!r} marked its start within 30 s")
             time.sleep(0.01)
     finally:
         client.close()
@@ -161,11 +164,14 @@ def _push_pid(key: str) -> None:
 def patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
     """Sleeps ``seconds`` in small slices, stopping when asked (``cancelled()``); returns ``value``.
 
-    With ``tag``, it first marks its start (``started_key(tag)``).
+    With ``tag``, it first marks its start (``started_key(tag)``); with ``after``, it then waits for a step
+    tagged so to have marked its own, and only then starts its sleep.
     """
     from namel3ss_celery import StepCancelled, cancelled
 
     _mark_started(step)
+    if "after" in step:
+        _wait_started(step["after"])
     deadline = time.monotonic() + float(step["seconds"])
     while time.monotonic() < deadline:
         if cancelled():
@@ -178,7 +184,9 @@ def patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
 
 @step("async_patient")
 async def async_patient(step: dict[str, Any], context: dict[str, Any]) -> Any:
-    """Sleeps ``seconds`` with asyncio (the runner cancels it when its block is decided)."""
+    """Sleeps ``seconds`` with asyncio (the runner cancels it when its block is decided); with ``tag``, it
+    first marks its start (``started_key(tag)``)."""
+    _mark_started(step)
     await asyncio.sleep(float(step["seconds"]))
     return step.get("value")
 

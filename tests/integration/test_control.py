@@ -65,9 +65,10 @@ def settled_losers(cluster: Cluster, run_id: str, timeout: float = 20.0) -> Para
 
 
 def test_race_is_won_by_the_first_to_finish_not_the_first_dispatched(cluster: Cluster) -> None:
+    tag = f"race-{uuid.uuid4().hex[:8]}"
     steps = [
-        {"name": "slow", "target": "patient", "seconds": 5, "value": "slow"},
-        {"name": "fast", "target": "patient", "seconds": 0.2, "value": "fast"},
+        {"name": "slow", "target": "patient", "seconds": 5, "value": "slow", "tag": tag},
+        {"name": "fast", "target": "patient", "seconds": 0.2, "value": "fast", "after": tag},  # slow runs
         {"name": "queued", "target": "patient", "seconds": 5, "value": "queued"},
     ]
     started = time.monotonic()
@@ -85,9 +86,10 @@ def test_race_is_won_by_the_first_to_finish_not_the_first_dispatched(cluster: Cl
 
 
 def test_a_race_whose_first_finisher_fails_fails(cluster: Cluster) -> None:
+    tag = f"race-{uuid.uuid4().hex[:8]}"
     steps = [
-        {"name": "slow", "target": "async_patient", "seconds": 5, "value": 1},
-        {"name": "broken", "target": "patient", "seconds": 0.1, "fail": True},
+        {"name": "slow", "target": "async_patient", "seconds": 5, "value": 1, "tag": tag},
+        {"name": "broken", "target": "patient", "seconds": 0.1, "fail": True, "after": tag},  # once slow runs
     ]
     handle = cluster.n3.dispatch({"name": "race", "strategy": "race", "steps": steps})
     result = handle.get(timeout=WAIT)
@@ -371,9 +373,10 @@ def test_celery_time_limits_stop_a_step_that_never_checks_on_prefork(redis_clust
 
 
 def test_a_loser_stopped_on_purpose_is_revoked_not_failed(redis_cluster: Cluster) -> None:
+    tag = f"race-{uuid.uuid4().hex[:8]}"
     steps = [
-        {"name": "slow", "target": "patient", "seconds": 5},
-        {"name": "fast", "target": "patient", "seconds": 0.5, "value": 1},  # long enough for slow to start
+        {"name": "slow", "target": "patient", "seconds": 5, "tag": tag},
+        {"name": "fast", "target": "patient", "seconds": 0.2, "value": 1, "after": tag},  # once slow runs
     ]
     handle = redis_cluster.n3.dispatch({"name": "r", "strategy": "race", "steps": steps})
     final = settled_losers(redis_cluster, handle.id)

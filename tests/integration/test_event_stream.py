@@ -162,8 +162,8 @@ def test_the_run_view_draws_a_run_while_it_goes_on_and_after(redis_cluster: Clus
                 "name": "quick",
                 "strategy": "race",
                 "steps": [
-                    {"name": "slow", "target": "patient", "seconds": 20},
-                    {"name": "fast", "target": "echo", "value": 1},
+                    {"name": "slow", "target": "patient", "seconds": 20, "tag": gate},
+                    {"name": "fast", "target": "echo", "value": 1, "after": gate},  # once slow runs
                 ],
             },
             {"name": "held", "steps": [{"name": "door", "target": "gated", "gate": gate, "seconds": 60}]},

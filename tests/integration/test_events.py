@@ -282,9 +282,10 @@ def test_a_sync_trigger_makes_the_emitter_wait_and_hands_back_the_runs_result(de
     d.n3.events.use_program(d.program)
     for match_here in (False, True):
         d.n3.events.match_here = match_here
-        began = time.monotonic()
+        began, dispatched = time.monotonic(), d.n3.events.counts.get("dispatched", 0)
         here = d.n3.emit("custom", {"kind": d.kind("sync")})
         assert time.monotonic() - began >= 1.0  # its step sleeps a second
+        assert d.n3.events.counts.get("dispatched", 0) - dispatched == (1 if match_here else 0)  # where it matched
         result = here.results[d.kind("sync")]
         assert result.overall_status == "completed" and result.blocks["slow"].final_result == {"step_0": 1.0}
         (started,) = d.started_by(d.events(), {here.event_id})

@@ -59,6 +59,7 @@ class Deployment:
     log_dir: Path
     since: str
     beats: list[WorkerProcess] = field(default_factory=list)  # started with the deployment
+    cron_hours: tuple[int, ...] = ()  # the hours of its cron schedule, if any
 
     def events(self) -> list[Event]:
         store = self.n3.events._store()
@@ -115,13 +116,19 @@ def cron_deployment(redis_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     Asia/Kolkata (UTC+5:30), hours that read in UTC would never come in that time. Its first firing, up to a
     minute away, comes while the other tests run; the last test checks it."""
     hour = datetime.now(ZoneInfo(KOLKATA)).hour
-    text = CRON_PROGRAM.replace("HOURS", f"{hour},{(hour + 1) % 24}")
-    for d in deployed(redis_url, redis_url, tmp_path_factory.mktemp("cron"), text):
+    hours = (hour, (hour + 1) % 24)
+    made = deployed(
+        redis_url, redis_url, tmp_path_factory.mktemp("cron"), CRON_PROGRAM.replace("HOURS", f"{hours[0]},{hours[1]}")
+    )
+    d = next(made)
+    try:
         beat = d.beat("beat-cron")
         try:
-            yield replace(d, beats=[beat])
+            yield replace(d, beats=[beat], cron_hours=hours)
         finally:
             stop(beat)
+    finally:
+        made.close()
 
 
 def deployed(broker: str, backend: str, tmp_path: Path, text: str, every: int = 1) -> Iterator[Deployment]:

@@ -145,6 +145,17 @@ def test_settings_from_config_reads_the_pool_this_process_serves() -> None:
     assert (settings.pool, settings.program, settings.broker_url) == ("gpu", "flow.yaml", UNREACHABLE)
 
 
+def test_settings_from_config_reads_where_events_are_matched_and_the_store_patience() -> None:
+    celery = Celery("theirs", broker=UNREACHABLE, set_as_current=False)
+    config = {"NAMEL3SS_CELERY_MATCH_EVENTS": "emitter", "NAMEL3SS_CELERY_STORE_PATIENCE": "5"}
+    settings = settings_from_config(config, celery, environ={"NAMEL3SS_CELERY_STORE_PATIENCE": "9"})
+    assert (settings.match_events, settings.store_patience) == ("emitter", 5.0)
+    back = {"NAMEL3SS_CELERY_MATCH_EVENTS": "workers"}  # the default, given: it wins over the environment too
+    assert settings_from_config(back, celery, environ={"NAMEL3SS_CELERY_MATCH_EVENTS": "emitter"}).match_events == (
+        "workers"
+    )
+
+
 def test_an_unknown_namel3ss_key_is_refused() -> None:
     app = flask_app(NAMEL3SS_CELERY_STEPS="shop.steps")
     with pytest.raises(ConfigurationError, match="NAMEL3SS_CELERY_STEPS.*NAMEL3SS_CELERY_STEP_MODULES") as info:

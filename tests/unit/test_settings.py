@@ -162,6 +162,9 @@ def test_events_are_matched_on_the_workers_unless_the_emitter_is_asked_to() -> N
     app.conf.namel3ss_celery = {"match_events": "emitter"}
     assert Settings.from_app(app, {}).match_events == "emitter"
     assert Settings.from_app(app, {"NAMEL3SS_CELERY_MATCH_EVENTS": "workers"}).match_events == "emitter"
+    app.conf.namel3ss_celery = {"match_events": "workers", "store_patience": 60}  # the defaults, given: they win
+    env = {"NAMEL3SS_CELERY_MATCH_EVENTS": "emitter", "NAMEL3SS_CELERY_STORE_PATIENCE": "5"}
+    assert (Settings.from_app(app, env).match_events, Settings.from_app(app, env).store_patience) == ("workers", 60.0)
     with pytest.raises(ConfigurationError, match="'workers' or 'emitter', not 'here'") as caught:
         Settings.from_env({"NAMEL3SS_CELERY_MATCH_EVENTS": "here"})
     assert caught.value.setting == "NAMEL3SS_CELERY_MATCH_EVENTS"

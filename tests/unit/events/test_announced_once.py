@@ -140,3 +140,42 @@ def test_a_runs_end_announced_while_redis_restarts_is_announced_once_it_is_back(
         assert event.event_type == EventType.WORKFLOW_COMPLETED and event.data["instance_id"] == "run-away"
     finally:
         n3.close()
+
+
+def test_a_runs_end_whose_follow_up_failed_to_start_starts_it_when_announced_again() -> None:
+    """The store fails as the ``workflow_completed`` trigger starts its run, after the event is in the stream:
+    the trigger gives its claims back, the announcement is tried again, and the follow-up starts once."""
+    from namel3ss_celery.errors import StoreUnavailable
+
+    app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
+    app.conf.task_always_eager = True
+    app.conf.namel3ss_celery = {"match_events": "emitter"}  # matched in this process, which announces it
+    n3 = Namel3ssCelery(app)
+    try:
+        n3.step("t")(lambda step, context: None)
+        block = {"name": "b", "steps": [{"target": "t"}]}
+        n3.events.use_program(
+            {
+                "parallel_blocks": [block],
+                "event_triggers": [{"name": "after", "event_type": "workflow_completed", "trigger_target": "b"}],
+            }
+        )
+        plan = n3.plan(block)
+        final = n3.dispatch(block).get(timeout=5)
+        counts_before = dict(n3.events.counts)
+        publish, failures = n3.events.firing._publish, [StoreUnavailable("the store did not answer")]
+
+        def fails_once(plan: Any, context: dict[str, Any]) -> Any:
+            if failures:
+                raise failures.pop()
+            return publish(plan, context)
+
+        n3.events.firing._publish = fails_once
+        n3.events.run_ended("run-away", plan, final)
+        assert not failures  # it did fail once
+        ended = [e for _i, e in n3.events.store().read() if e.data.get("instance_id") == "run-away"]
+        assert [e.event_type for e in ended] == [EventType.WORKFLOW_COMPLETED]
+        started = n3.events.counts.get("dispatched", 0) - counts_before.get("dispatched", 0)
+        assert started == 1 and n3.events.counts.get("duplicate", 0) == counts_before.get("duplicate", 0)
+    finally:
+        n3.close()

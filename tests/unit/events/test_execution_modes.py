@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from namel3ss_celery import ConfigurationError, Namel3ssCelery, SpecError, WaitTimeout
+from namel3ss_celery import ConfigurationError, EventNotMatched, Namel3ssCelery, SpecError, WaitTimeout
 from namel3ss_celery.events.beat import Firing
 from namel3ss_celery.events.execution import DEFAULT_SYNC_TIMEOUT
 from namel3ss_celery.events.matching import compile_triggers
@@ -125,17 +125,32 @@ def test_a_sync_trigger_that_started_no_run_has_no_result(n3: Namel3ssCelery) ->
     assert n3.events.counts == {"dispatched": 1, "duplicate": 1}
 
 
-def test_a_sync_trigger_matched_on_a_worker_that_never_comes_is_a_wait_timeout(n3: Namel3ssCelery) -> None:
+def test_a_sync_trigger_matched_on_a_worker_that_never_comes_is_a_wait_timeout() -> None:
     """A lazy (not eager) app whose embedded worker is not started: the match task waits in the broker, and
-    the emitter gives up."""
-    use(n3, trigger("sync", source_config={"sync_timeout_seconds": 0.2}))
-    n3.app.conf.task_always_eager = False
-    n3.events.before_publish = lambda: None
+    the emitter gives up, saying so."""
+    app = Celery("unit", broker="memory://", backend="cache+memory://", set_as_current=False)
+    n3 = Namel3ssCelery(app)
+    try:
+        n3.step("noop")(lambda step, context: None)
+        use(n3, trigger("sync", source_config={"sync_timeout_seconds": 0.2}))
+        n3.events.before_publish = lambda: None
+        with pytest.raises(EventNotMatched, match="no worker answered within 0.2s") as info:
+            n3.emit("custom", {"n": 1})
+        assert isinstance(info.value, WaitTimeout) and info.value.triggers == ["sync"]
+        assert [e.event_type for _i, e in n3.events.store().read()] == [EventType.CUSTOM]
+        assert n3.app.control.purge() >= 1  # the match task (the memory broker outlives this app)
+    finally:
+        n3.close()
+
+
+def test_a_sync_trigger_unknown_to_the_worker_that_matched_the_event_is_an_error(n3: Namel3ssCelery) -> None:
+    """The emitter's program has a sync trigger that the worker's has not: emit says so, not an empty result."""
+    use(n3, trigger("sync"))
+    n3.events.match = lambda event, claimed=None, waits=None: {}  # type: ignore[method-assign]
     n3.events.match_here = False
-    with pytest.raises(WaitTimeout, match="no worker matched the event"):
+    with pytest.raises(ConfigurationError, match="found no trigger 'sync' that matches it") as info:
         n3.emit("custom", {"n": 1})
-    assert [e.event_type for _i, e in n3.events.store().read()] == [EventType.CUSTOM]
-    assert n3.app.control.purge() == 1  # the match task (the memory broker outlives this app)
+    assert info.value.setting == "NAMEL3SS_CELERY_PROGRAM"
 
 
 def test_a_sync_trigger_matched_on_a_worker_starts_nothing_and_says_why(n3: Namel3ssCelery) -> None:
@@ -146,7 +161,7 @@ def test_a_sync_trigger_matched_on_a_worker_starts_nothing_and_says_why(n3: Name
     assert len(runs.plans) == 1 and runs.waits == []
     assert n3.events.counts == {"sync_in_worker": 1, "dispatched": 1}
     (alert,) = [e for _i, e in n3.events.store().read() if e.event_type == EventType.SYSTEM_ALERT]
-    assert alert.data["reason"] == "sync_in_worker" and "where waiting can deadlock" in alert.data["detail"]
+    assert alert.data["reason"] == "sync_in_worker" and "does not wait" in alert.data["detail"]
 
 
 def test_a_background_trigger_runs_its_steps_on_the_lowest_priority(n3: Namel3ssCelery) -> None:

@@ -53,7 +53,7 @@ def test_a_process_that_cannot_plan_a_triggers_target_leaves_matching_to_the_wor
     with caplog.at_level(logging.INFO, "namel3ss_celery"):
         assert not events.starts_here()
         assert not events.starts_here()
-    assert caplog.text.count("events are matched on the workers") == 1
+    assert caplog.text.count("matched by the workers that can") == 1
 
 
 def test_a_process_without_a_program_matches_nothing_here() -> None:
