@@ -21,7 +21,7 @@ from .beat import add_beat_command
 from .common import EXIT_SPEC
 from .events import add_events_command
 from .operations import deploy, dlq, worker
-from .running import run, status
+from .running import cancel, run, status
 
 __all__ = ["main"]
 
@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     connection(sub)
     sub.add_argument("--json", action="store_true", help="print the result (or progress) as JSON")
     sub.set_defaults(handler=status)
+
+    sub = command("cancel", "cancel a run dispatched from anywhere, and wait until it has ended")
+    sub.add_argument("run_id")
+    connection(sub)
+    sub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for it to end (default 30)")
+    sub.set_defaults(handler=cancel)
 
     sub = command(
         "worker", "start a Celery worker for one worker pool (other options go to celery worker)", "namel3ss_celery"

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 try:
                     result = wait(handle, args.timeout, sys.stderr)
                 except WaitTimeout as exc:
-                    print(f"error: {exc}", file=sys.stderr)
+                    print(f"error: {exc}; it goes on (namel3ss-celery cancel {run_id} ends it)", file=sys.stderr)
                     return EXIT_FAILED
             if result.overall_status != RunStatus.COMPLETED:
                 status = EXIT_FAILED
@@ -60,16 +60,53 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         n3.close()
 
 
+def cancel(args: argparse.Namespace, out: TextIO) -> int:
+    """Cancel a run dispatched from anywhere, then wait (``--wait`` seconds) until it has ended: exit 0 when
+    it ended cancelled (or had ended already), 1 when it did not end in time or is unknown."""
+    n3 = _dispatched_on(args)
+    try:
+        handle = n3.run(args.run_id)
+        before = handle.status()
+        if before.final:
+            out.write(f"run {args.run_id}: already {before}\n")
+            return EXIT_OK
+        handle.cancel()
+        try:
+            result = handle.get(timeout=args.wait)
+        except WaitTimeout as exc:
+            print(f"error: cancel asked; {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        out.write(f"run {args.run_id}: {result.overall_status}\n")
+        return EXIT_OK
+    except UnknownRun as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        n3.close()
+
+
+def _dispatched_on(args: argparse.Namespace) -> Any:
+    """The ``Namel3ssCelery`` of the broker a run was dispatched on (never the embedded default, whose runs
+    live in another process's memory).
+
+    Raises:
+        ConfigurationError: no broker was given.
+    """
+    n3 = namel3ss(args)
+    if n3.settings.embedded:
+        n3.close()
+        raise ConfigurationError(
+            f"{args.command} reads a run from the coordination store of the broker it was dispatched on, and no "
+            "broker was given: give --broker (or CELERY_BROKER_URL), or -A/--app",
+            setting="broker_url",
+        )
+    return n3
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     """A run's result when it ended; else each node's progress, and the queues nobody consumes."""
-    n3 = namel3ss(args)
+    n3 = _dispatched_on(args)
     try:
-        if n3.settings.embedded:
-            raise ConfigurationError(
-                "status reads a run from the coordination store of the broker it was dispatched on, and no "
-                "broker was given: give --broker (or CELERY_BROKER_URL), or -A/--app",
-                setting="broker_url",
-            )
         handle = n3.run(args.run_id)
         now = handle.status()
         if now.final:

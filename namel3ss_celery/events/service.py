@@ -348,5 +348,5 @@ class EventService:
 
     @property
     def counts(self) -> dict[str, int]:
-        """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop, sync_in_worker."""
+        """What matching did in this process: dispatched, delayed, duplicate, rate_limited, loop, sync_not_waited."""
         return self.firing.counts

@@ -25,7 +25,7 @@ logger = logging.getLogger("namel3ss_celery")
 
 FIRE_TASK = "n3.events.fire"
 WAITED = "waited"  # an event's metadata: the sync triggers whose runs its emitter waits for (matched on a worker)
-DROPPED = frozenset({"delayed", "duplicate", "rate_limited", "loop", "sync_in_worker"})  # fire's answers but run ids
+DROPPED = frozenset({"delayed", "duplicate", "rate_limited", "loop", "sync_not_waited"})  # fire's answers but run ids
 REDELIVERY_AFTER = 3600.0  # kombu's Redis visibility_timeout, where the app sets none
 
 
@@ -51,7 +51,7 @@ class TriggerFiring:
         self._publish = publish
         self._target_plan = target_plan
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop, sync_in_worker
+        self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop, sync_not_waited
 
     def dedupe_claims(self, triggers: list[Trigger], event: Event) -> dict[str, tuple[str, float]]:
         """The deduplication claim (key, seconds) ``fire`` would make for ``event``, by trigger path: made by
@@ -88,7 +88,7 @@ class TriggerFiring:
             )
         if trigger.wait_seconds is not None and waits is None and not waited_elsewhere:
             return self.refuse(
-                "sync_in_worker",
+                "sync_not_waited",
                 trigger,
                 event,
                 "execution_mode 'sync' waits for the run where the event is emitted, and the process that "

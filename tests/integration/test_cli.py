@@ -182,3 +182,26 @@ def test_status_right_after_a_cancel_says_cancelled_not_failed(redis_url: str) -
     assert (result["overall_status"], result["failed_tasks"], result["cancelled_tasks"]) == ("cancelled", 0, 6)
     assert "cancelled" in result["error_message"] and "failed" not in result["error_message"], result
     assert "failed" not in shown.stdout, shown.stdout
+
+
+@pytest.mark.integration
+def test_cancel_ends_a_run_nobody_works_on_and_says_so(redis_url: str) -> None:
+    """``run --timeout`` gave up on a run no worker takes; ``cancel`` ends it from another process."""
+    from .conftest import deployment
+
+    app, n3, queue, _env = deployment(redis_url, redis_url)
+    connection = ["--broker", redis_url, "--backend", redis_url]
+    try:
+        handle = n3.dispatch({"name": "abandoned", "steps": [{"target": "echo", "value": i} for i in range(3)]})
+        cancelled = run_cli("cancel", handle.id, *connection)
+        again = run_cli("cancel", handle.id, *connection)
+        unknown = run_cli("cancel", "no-such-run", *connection)
+        embedded = run_cli("cancel", handle.id)
+    finally:
+        with app.connection_for_write() as channel_owner:
+            channel_owner.default_channel.queue_purge(queue)  # the steps nobody took
+        n3.close()
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"run {handle.id}: cancelled\n"), cancelled.stderr
+    assert (again.returncode, again.stdout) == (0, f"run {handle.id}: already cancelled\n"), again.stderr
+    assert unknown.returncode == 1 and "no-such-run" in unknown.stderr
+    assert embedded.returncode == 2 and "cancel reads a run from the coordination store" in embedded.stderr

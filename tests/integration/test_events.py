@@ -278,7 +278,7 @@ def test_a_sync_trigger_makes_the_emitter_wait_and_hands_back_the_runs_result(de
     elsewhere = d.n3.emit("custom", {"kind": d.kind("sync")})
     events = d.settle()
     (alert,) = [e for e in events if e.event_type == "system_alert" and e.data.get("event_id") == elsewhere.event_id]
-    assert alert.data["reason"] == "sync_in_worker" and not d.started_by(events, {elsewhere.event_id})
+    assert alert.data["reason"] == "sync_not_waited" and not d.started_by(events, {elsewhere.event_id})
     d.n3.events.use_program(d.program)
     for match_here in (False, True):
         d.n3.events.match_here = match_here

@@ -159,9 +159,9 @@ def test_a_sync_trigger_matched_on_a_worker_starts_nothing_and_says_why(n3: Name
     runs = Waited(n3)
     n3.events.match(Event.new(EventType.CUSTOM, "elsewhere", {"n": 1}))
     assert len(runs.plans) == 1 and runs.waits == []
-    assert n3.events.counts == {"sync_in_worker": 1, "dispatched": 1}
+    assert n3.events.counts == {"sync_not_waited": 1, "dispatched": 1}
     (alert,) = [e for _i, e in n3.events.store().read() if e.event_type == EventType.SYSTEM_ALERT]
-    assert alert.data["reason"] == "sync_in_worker" and "does not wait" in alert.data["detail"]
+    assert alert.data["reason"] == "sync_not_waited" and "does not wait" in alert.data["detail"]
 
 
 def test_a_background_trigger_runs_its_steps_on_the_lowest_priority(n3: Namel3ssCelery) -> None:
