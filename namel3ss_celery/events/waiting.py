@@ -16,6 +16,8 @@ from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event
 from .triggering import dropped
 
+MATCH_POLL = 0.02  # seconds between looks for the match task's answer, on a backend that polls
+
 
 def in_worker() -> bool:
     """Whether this code runs inside a step or a Celery task (of a worker, or eager), where waiting for a run
@@ -60,7 +62,9 @@ def wait_matched(sent: Any, event_id: str, waited: dict[str, float], run: Callab
     """
     timeout, started = max(waited.values()), time.monotonic()
     try:
-        outcomes = dict(sent.get(timeout=timeout, propagate=True))  # by trigger: a run id, or why none started
+        # By trigger: a run id, or why none started. A backend that cannot push results (the embedded
+        # default's cache) is polled every MATCH_POLL seconds rather than Celery's 0.5.
+        outcomes = dict(sent.get(timeout=timeout, propagate=True, interval=MATCH_POLL))
     except CeleryTimeout as exc:
         raise EventNotMatched(event_id, sorted(waited), timeout) from exc
     missing = sorted(set(waited) - set(outcomes))

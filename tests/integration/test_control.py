@@ -74,7 +74,7 @@ def test_race_is_won_by_the_first_to_finish_not_the_first_dispatched(cluster: Cl
     started = time.monotonic()
     handle = cluster.n3.dispatch({"name": "race", "strategy": "race", "steps": steps})
     result = handle.get(timeout=WAIT)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 4.5  # before slow's 5 s: the winner decided it
     assert result.overall_status == "completed"
     assert result.final_result == "fast"
     assert result.metadata["winner"] == "fast"
