@@ -22,6 +22,7 @@ POOL_ENV = "NAMEL3SS_CELERY_POOL"
 PROGRAM_ENV = "NAMEL3SS_CELERY_PROGRAM"
 REGION_ENV = "NAMEL3SS_CELERY_REGION"
 PATH_ENV = "PYTHONPATH"
+EVENTS_WORKERS = 2  # processes of the events worker: matching an event takes a few store calls
 POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 
@@ -96,6 +97,14 @@ def worker_command(
     """``celery -A APP worker ...`` for one pool, as argv."""
     options = worker_argv(program, pool.name, deployment.broker_url, concurrency=concurrency)
     return [deployment.celery, "-A", deployment.app, "worker", *options]
+
+
+def events_worker_command(deployment: Deployment) -> list[str]:
+    """``celery -A APP worker -n events@%h``, as argv: the worker of the app's default queue, rendered where
+    the program has event triggers or handlers. Pool workers consume only their pools' queues, and the
+    events' own tasks (``n3.events.match`` of each emitted event, a delayed trigger's ``n3.events.fire``,
+    a handler's ``n3.events.handle``) go to the default queue: without it, no emitted event is matched."""
+    return [deployment.celery, "-A", deployment.app, "worker", "-n", "events@%h", f"--concurrency={EVENTS_WORKERS}"]
 
 
 def beat_command(deployment: Deployment, schedule: str) -> list[str]:

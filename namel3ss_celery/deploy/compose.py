@@ -21,6 +21,7 @@ from .common import (
     Deployment,
     beat_command,
     deployable_pools,
+    events_worker_command,
     service_environment,
     worker_command,
     worker_environment,
@@ -64,6 +65,9 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     services["beat"] = _celery_service(brokers, deployment, service_environment(deployment))
     services["beat"]["command"] = [_literal(word) for word in beat_command(deployment, "/tmp/celerybeat-schedule")]
     if deployment.serve_events:
+        matching = _celery_service(brokers, deployment, service_environment(deployment))
+        matching["command"] = [_literal(word) for word in events_worker_command(deployment)]
+        services["events-worker"] = matching
         events = _celery_service(brokers, deployment, service_environment(deployment))
         events["command"] = [_literal(word) for word in events_command(deployment)]
         events["environment"][TOKEN_ENV] = EVENTS_TOKEN

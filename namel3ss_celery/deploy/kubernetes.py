@@ -34,6 +34,7 @@ from .common import (
     Deployment,
     beat_command,
     deployable_pools,
+    events_worker_command,
     service_environment,
     worker_command,
     worker_environment,
@@ -86,6 +87,12 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "beat"}
     files["beat-deployment.yaml"] = yaml_text(_deployment("namel3ss-celery-beat", labels, 1, beat, None))
     if deployment.serve_events:
+        env = {**service_environment(deployment), **_redis_credentials(deployment.broker_url)}
+        worker = _container("worker", deployment, events_worker_command(deployment), env)
+        labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "events-worker"}
+        files["events-worker-deployment.yaml"] = yaml_text(
+            _deployment("namel3ss-celery-events-worker", labels, 1, worker, None)
+        )
         files.update(_events_server(deployment))
     return {**files, **image.render(deployment)}
 

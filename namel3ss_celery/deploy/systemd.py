@@ -20,6 +20,7 @@ from .common import (
     Deployment,
     beat_command,
     deployable_pools,
+    events_worker_command,
     service_environment,
     worker_command,
     worker_environment,
@@ -57,6 +58,13 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
         None,
     )
     if deployment.serve_events:
+        files["namel3ss-celery-events-worker.service"] = _unit(
+            "Namel3ss Celery worker of the app's default queue (matches events)",
+            deployment.workdir,
+            service_environment(deployment),
+            events_worker_command(deployment),
+            None,
+        )
         files["namel3ss-celery-events.service"] = _unit(
             f"Namel3ss Celery events server (a token from {TOKEN_ENV} in {ENVIRONMENT_FILE})",
             deployment.workdir,

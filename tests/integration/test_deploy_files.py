@@ -71,11 +71,13 @@ def tagged_program(tag: str) -> dict[str, Any]:
 
 
 def scheduled_program(tag: str) -> dict[str, Any]:
-    """``tagged_program`` with a schedule firing its ``sources`` block (on the io pool) every second."""
+    """``tagged_program`` with a schedule firing its ``sources`` block (on the io pool) every second, and a
+    webhook trigger starting it too."""
     program = tagged_program(tag)
     config = {"interval_seconds": 1}
     trigger = {"name": f"tick-{tag}", "event_type": "schedule", "trigger_target": "sources", "source_config": config}
-    program["event_triggers"] = [trigger]
+    hook = {"name": f"hook-{tag}", "event_type": "webhook", "trigger_target": "sources", "filter_fields": {"tag": tag}}
+    program["event_triggers"] = [trigger, hook]
     return program
 
 
@@ -197,11 +199,14 @@ def fetch(url: str, token: str | None) -> int:
 def test_the_rendered_beat_fires_the_programs_schedule_and_the_events_server_wants_its_token(
     scheduled: dict[str, Any], redis_url: str, target: str
 ) -> None:
+    """Beat fires the schedule; the events worker (the app's default queue) matches an emitted webhook; the
+    io pool's worker runs both runs; the events server wants its token."""
     out = render(scheduled, target)
     tag, n3, folder = scheduled["tag"], scheduled["n3"], scheduled["folder"]
     store = n3.events._store()
     since = store.newest()
     beat, events = read_service(out, target, "beat"), read_service(out, target, "events")
+    matcher = read_service(out, target, "events-worker")
     program = str(scheduled["program"])
     assert beat.argv[0].endswith("namel3ss-celery") and beat.argv[1:6] == [
         "beat",
@@ -221,6 +226,7 @@ def test_the_rendered_beat_fires_the_programs_schedule_and_the_events_server_wan
         (f"io-{tag}", read(out, target, f"io-{tag}").argv, read(out, target, f"io-{tag}")),
         (f"beat-{target}", replaced(beat.argv, "--schedule=", str(folder / f"{target}-schedule")), beat),
         (f"events-{target}", replaced(events.argv, "--port", str(port)), events),
+        (f"events-worker-{target}", matcher.argv, matcher),
     ]
     running = []
     try:
@@ -247,6 +253,16 @@ def test_the_rendered_beat_fires_the_programs_schedule_and_the_events_server_wan
         [run_id] = [e.data["instance_id"] for e in started if e.data.get("trigger_event_id") == first]
         result = n3.run(run_id).get(timeout=WAIT)  # the io worker ran the scheduled block
         assert result.final_result == {"about_queues": ["rabbitmq"], "about_memory": ["redis"]}, logs()
+
+        hooked = n3.emit("webhook", {"tag": tag})  # matched on the events worker: this process has no program
+
+        def hooked_runs() -> list[str]:
+            started = [e for _id, e in store.read(since, count=5000) if e.event_type == "workflow_started"]
+            return [e.data["instance_id"] for e in started if e.data.get("trigger_event_id") == hooked.event_id]
+
+        wait_until(hooked_runs, WAIT, lambda: f"the webhook started no run\n{logs()}")
+        [hooked_run] = hooked_runs()
+        assert n3.run(hooked_run).get(timeout=WAIT).final_result == result.final_result, logs()
 
         url = f"http://127.0.0.1:{port}/"
         wait_until(lambda: fetch(url, None) == 401, WAIT, lambda: f"the events server did not answer\n{logs()}")

@@ -56,7 +56,7 @@ def test_systemd_runs_the_events_server_with_the_token_from_its_environment_file
 def test_compose_runs_the_events_server_asking_for_the_token(events: dict[str, Any]) -> None:
     files = rendered(program(**events), "compose", app="proj")
     services = yaml.safe_load(files["compose.yaml"])["services"]
-    assert list(services) == ["redis", "worker-cpu", "worker-io", "beat", "events", "flower"]
+    assert list(services) == ["redis", "worker-cpu", "worker-io", "beat", "events-worker", "events", "flower"]
     events_service = services["events"]
     assert events_service["command"] == ["namel3ss-celery", *ARGV]
     assert (
@@ -81,7 +81,25 @@ def test_kubernetes_runs_the_events_server_with_the_token_from_a_secret(events: 
     service = yaml.safe_load(files["events-service.yaml"])
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"] == [{"name": "events", "port": 8765, "targetPort": "events"}]
-    assert sorted(check(files)) == ["Deployment", "Deployment", "Deployment", "Deployment", "ScaledObject", "Service"]
+    assert sorted(check(files)) == ["Deployment"] * 5 + ["ScaledObject", "Service"]
+
+
+@pytest.mark.parametrize("events", SERVED)
+def test_a_worker_of_the_default_queue_matches_the_events_beside_the_pool_workers(events: dict[str, Any]) -> None:
+    """Pool workers consume only their pools' queues, and an emitted event's n3.events.match task goes to the
+    app's default queue: each target runs one worker there (no -Q), with the program and the steps."""
+    argv = ["-A", "proj", "worker", "-n", "events@%h", "--concurrency=2"]
+    unit = rendered(program(**events), "systemd", app="proj")["namel3ss-celery-events-worker.service"]
+    [exec_start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    systemd_argv = [word.replace("%", "%%") for word in argv]  # systemd's own escape
+    assert systemd_words(exec_start) == ["/srv/namel3ss-celery/.venv/bin/celery", *systemd_argv]
+    assert '"NAMEL3SS_CELERY_PROGRAM=/srv/namel3ss-celery/program.yaml"' in unit and "NAMEL3SS_CELERY_POOL" not in unit
+    service = yaml.safe_load(rendered(program(**events), "compose", app="proj")["compose.yaml"])["services"]
+    assert service["events-worker"]["command"] == ["celery", *argv]
+    assert service["events-worker"]["environment"]["NAMEL3SS_CELERY_PROGRAM"] == "/app/program.yaml"
+    manifest = yaml.safe_load(rendered(program(**events), "kubernetes", app="proj")["events-worker-deployment.yaml"])
+    [container] = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["celery", *argv] and manifest["spec"]["replicas"] == 1
 
 
 @pytest.mark.parametrize("target", ["systemd", "compose", "kubernetes"])
