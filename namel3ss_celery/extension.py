@@ -39,7 +39,7 @@ from .spec import ParallelBlockSpec, ProgramSpec, WorkflowSpec
 from .tracing import span
 from .worker.embedded import EmbeddedWorker
 from .worker.pool_option import add_pool_option
-from .worker.pools import PoolService, serve_placement, serve_pool, use_all_redis_priorities
+from .worker.pools import PoolService, serve_placement, serve_pool, use_all_redis_priorities, use_program_visibility
 from .worker.reconnect import add_restore_on_reconnect
 from .worker.redis_store import open_store
 from .worker.signals import connect_step_signals
@@ -158,6 +158,8 @@ class Namel3ssCelery:
             self.load_step_modules()
             program = self.events.program()  # a worker with a bad program (NAMEL3SS_CELERY_PROGRAM) fails as it starts
             merge_program_schedules(self.app, program)  # beat (and worker -B) runs the program's schedules
+            if program is not None and not self.settings.pool:  # a pool worker's serve_pool did it
+                use_program_visibility(self.app, program)
 
     @property
     def program_file(self) -> str | None:

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import BrokerUnavailable, CompileError, ConfigurationError, RoutingError, SpecError
+from ..errors import BrokerUnavailable, CompileError, ConfigurationError, InvalidArgument, RoutingError, SpecError
 from .beat import add_beat_command
 from .common import EXIT_SPEC
 from .events import add_events_command
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())  # like `celery -A`: the current directory is importable
     try:
         return int(args.handler(args, sys.stdout))
-    except (SpecError, CompileError, ConfigurationError, RoutingError, BrokerUnavailable) as exc:
+    except (SpecError, CompileError, ConfigurationError, RoutingError, BrokerUnavailable, InvalidArgument) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SPEC
 

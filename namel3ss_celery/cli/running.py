@@ -1,4 +1,5 @@
-"""``namel3ss-celery run`` and ``status``: dispatch a program's workflows, wait with progress, print outcomes."""
+"""``namel3ss-celery run``, ``status`` and ``cancel``: dispatch a program's workflows, wait with progress, print
+outcomes; show or cancel a run dispatched from anywhere."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any, TextIO
 
 from ..compiler.checks import check_context
 from ..errors import ConfigurationError, SpecError, UnknownRun, WaitTimeout
+from ..extension import Namel3ssCelery
 from ..local import LocalExecutor
 from ..results import ParallelExecutionResult, RunStatus, WorkflowResult
-from ..runs import NodeProgress, RunHandle, RunResult
+from ..runs import NodeProgress, RunHandle, RunResult, check_timeout
 from ..spec import ProgramSpec, load_program
 from .common import EXIT_FAILED, EXIT_OK, namel3ss
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 try:
                     result = wait(handle, args.timeout, sys.stderr)
                 except WaitTimeout as exc:
-                    print(f"error: {exc}; it goes on (namel3ss-celery cancel {run_id} ends it)", file=sys.stderr)
+                    goes_on = "" if n3.settings.embedded else f"; it goes on (namel3ss-celery cancel {run_id} ends it)"
+                    print(f"error: {exc}{goes_on}", file=sys.stderr)
                     return EXIT_FAILED
             if result.overall_status != RunStatus.COMPLETED:
                 status = EXIT_FAILED
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def cancel(args: argparse.Namespace, out: TextIO) -> int:
     """Cancel a run dispatched from anywhere, then wait (``--wait`` seconds) until it has ended: exit 0 when
     it ended cancelled (or had ended already), 1 when it did not end in time or is unknown."""
+    check_timeout(args.wait)  # before anything is sent
     n3 = _dispatched_on(args)
     try:
         handle = n3.run(args.run_id)
@@ -85,13 +89,9 @@ def cancel(args: argparse.Namespace, out: TextIO) -> int:
         n3.close()
 
 
-def _dispatched_on(args: argparse.Namespace) -> Any:
-    """The ``Namel3ssCelery`` of the broker a run was dispatched on (never the embedded default, whose runs
-    live in another process's memory).
-
-    Raises:
-        ConfigurationError: no broker was given.
-    """
+def _dispatched_on(args: argparse.Namespace) -> Namel3ssCelery:
+    """The ``Namel3ssCelery`` of the broker a run was dispatched on; never the embedded default, whose runs
+    live in another process's memory (a ``ConfigurationError``, exit 2)."""
     n3 = namel3ss(args)
     if n3.settings.embedded:
         n3.close()

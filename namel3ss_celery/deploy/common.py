@@ -22,6 +22,7 @@ POOL_ENV = "NAMEL3SS_CELERY_POOL"
 PROGRAM_ENV = "NAMEL3SS_CELERY_PROGRAM"
 REGION_ENV = "NAMEL3SS_CELERY_REGION"
 PATH_ENV = "PYTHONPATH"
+EVENTS_NODE = "events"  # the events worker's node name, events@host
 EVENTS_WORKERS = 2  # processes of the events worker: matching an event takes a few store calls
 POOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
@@ -99,12 +100,25 @@ def worker_command(
     return [deployment.celery, "-A", deployment.app, "worker", *options]
 
 
-def events_worker_command(deployment: Deployment) -> list[str]:
-    """``celery -A APP worker -n events@%h``, as argv: the worker of the app's default queue, rendered where
-    the program has event triggers or handlers. Pool workers consume only their pools' queues, and the
-    events' own tasks (``n3.events.match`` of each emitted event, a delayed trigger's ``n3.events.fire``,
-    a handler's ``n3.events.handle``) go to the default queue: without it, no emitted event is matched."""
-    return [deployment.celery, "-A", deployment.app, "worker", "-n", "events@%h", f"--concurrency={EVENTS_WORKERS}"]
+def events_worker_command(program: ProgramSpec, deployment: Deployment) -> list[str]:
+    """``celery -A APP worker -X <pool queues> -n events@%h``, as argv: the worker of the app's default queue
+    (and of any other queue the app declares that no pool reads), rendered where the program has event triggers
+    or handlers. Pool workers consume only their pools' queues, and the events' own tasks (``n3.events.match``
+    of each emitted event, a delayed trigger's ``n3.events.fire``, a handler's ``n3.events.handle``) go to the
+    default queue: without it, no emitted event is matched. Steps that name no pool run there too.
+
+    Raises:
+        RoutingError: a pool is named ``events``, whose workers would share this worker's node name.
+    """
+    pools = deployable_pools(program)
+    if any(pool.name == EVENTS_NODE for pool in pools):
+        raise RoutingError(
+            f"worker pool {EVENTS_NODE!r}: its workers are named {EVENTS_NODE}@host, as is the events worker that "
+            "deploy adds for the program's event triggers and handlers; rename the pool"
+        )
+    excluded = ",".join(dict.fromkeys(pool.queue_name for pool in pools))
+    options = ["-X", excluded, "-n", f"{EVENTS_NODE}@%h", f"--concurrency={EVENTS_WORKERS}", "--prefetch-multiplier=1"]
+    return [deployment.celery, "-A", deployment.app, "worker", *options]
 
 
 def beat_command(deployment: Deployment, schedule: str) -> list[str]:

@@ -66,7 +66,7 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     services["beat"]["command"] = [_literal(word) for word in beat_command(deployment, "/tmp/celerybeat-schedule")]
     if deployment.serve_events:
         matching = _celery_service(brokers, deployment, service_environment(deployment))
-        matching["command"] = [_literal(word) for word in events_worker_command(deployment)]
+        matching["command"] = [_literal(word) for word in events_worker_command(program, deployment)]
         services["events-worker"] = matching
         events = _celery_service(brokers, deployment, service_environment(deployment))
         events["command"] = [_literal(word) for word in events_command(deployment)]

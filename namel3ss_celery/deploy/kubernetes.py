@@ -87,12 +87,13 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
     labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "beat"}
     files["beat-deployment.yaml"] = yaml_text(_deployment("namel3ss-celery-beat", labels, 1, beat, None))
     if deployment.serve_events:
-        env = {**service_environment(deployment), **_redis_credentials(deployment.broker_url)}
-        worker = _container("worker", deployment, events_worker_command(deployment), env)
-        labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "events-worker"}
-        files["events-worker-deployment.yaml"] = yaml_text(
-            _deployment("namel3ss-celery-events-worker", labels, 1, worker, None)
+        worker = _container(
+            "worker", deployment, events_worker_command(program, deployment), service_environment(deployment)
         )
+        labels = {"app.kubernetes.io/name": "namel3ss-celery", "app.kubernetes.io/component": "events-worker"}
+        matching = _deployment("namel3ss-celery-events-worker", labels, 1, worker, None)
+        matching["spec"].pop("strategy")  # stateless: a rolling update is fine
+        files["events-worker-deployment.yaml"] = yaml_text(matching)
         files.update(_events_server(deployment))
     return {**files, **image.render(deployment)}
 

@@ -62,8 +62,9 @@ def render(program: ProgramSpec, deployment: Deployment) -> dict[str, str]:
             "Namel3ss Celery worker of the app's default queue (matches events)",
             deployment.workdir,
             service_environment(deployment),
-            events_worker_command(deployment),
+            events_worker_command(program, deployment),
             None,
+            state=False,
         )
         files["namel3ss-celery-events.service"] = _unit(
             f"Namel3ss Celery events server (a token from {TOKEN_ENV} in {ENVIRONMENT_FILE})",

@@ -16,7 +16,7 @@ from .matching import MAX_DEPTH, Trigger, matching
 from .model import Event
 from .triggering import dropped
 
-MATCH_POLL = 0.02  # seconds between looks for the match task's answer, on a backend that polls
+MATCH_POLL = 0.02  # seconds between looks for the match task's answer, in the embedded default's cache
 
 
 def in_worker() -> bool:
@@ -62,9 +62,10 @@ def wait_matched(sent: Any, event_id: str, waited: dict[str, float], run: Callab
     """
     timeout, started = max(waited.values()), time.monotonic()
     try:
-        # By trigger: a run id, or why none started. A backend that cannot push results (the embedded
-        # default's cache) is polled every MATCH_POLL seconds rather than Celery's 0.5.
-        outcomes = dict(sent.get(timeout=timeout, propagate=True, interval=MATCH_POLL))
+        # By trigger: a run id, or why none started. The embedded default's in-memory cache is polled every
+        # MATCH_POLL seconds rather than Celery's 0.5 (a backend that pushes results, Redis, is not polled).
+        in_memory = getattr(sent.backend, "backend", None) == "memory"
+        outcomes = dict(sent.get(timeout=timeout, propagate=True, interval=MATCH_POLL if in_memory else 0.5))
     except CeleryTimeout as exc:
         raise EventNotMatched(event_id, sorted(waited), timeout) from exc
     missing = sorted(set(waited) - set(outcomes))

@@ -87,16 +87,7 @@ def serve_pool(
             if task.name.startswith(STEP_TASK_PREFIX):
                 task.acks_late = delivery["acks_late"]
                 task.reject_on_worker_lost = delivery["reject_on_worker_lost"]
-    broker = str(app.conf.broker_url or "")
-    if broker_kind(broker or "memory://") is Broker.REDIS:  # one visibility timeout for this Redis broker
-        options = dict(app.conf.broker_transport_options or {})
-        visibility = float(transport_options(program, broker)["visibility_timeout"])
-        options["visibility_timeout"] = visibility
-        # kombu looks for lost (unacknowledged) messages every interval x throttle seconds (100 s by
-        # default); look every third of the visibility timeout, at most every 10 s, so they come back soon.
-        options.setdefault("unacked_restore_interval", max(1, min(10, int(visibility / 3))))
-        options.setdefault("unacked_restore_throttle", 1)
-        app.conf.broker_transport_options = options
+    use_program_visibility(app, program)
     steps.pool_name = pool.name
     steps.sticky.queue = pool.queue_name
     steps.allowed_tools = tuple(pool.allowed_tools)
@@ -170,4 +161,22 @@ def use_all_redis_priorities(app: Celery) -> None:
             setting="broker_transport_options",
         )
     options.setdefault("priority_steps", list(REDIS_PRIORITY_STEPS))
+    app.conf.broker_transport_options = options
+
+
+def use_program_visibility(app: Celery, program: ProgramSpec) -> None:
+    """Give a worker on a Redis broker the program's one visibility timeout. Every worker of the deployment
+    needs it, not only pool workers: kombu keeps one list of unacknowledged messages for all queues, and each
+    consumer puts back those older than its own timeout, so a worker left at kombu's 3600 s would deliver
+    again a pool's steps that may run longer."""
+    broker = str(app.conf.broker_url or "")
+    if broker_kind(broker or "memory://") is not Broker.REDIS:
+        return
+    options = dict(app.conf.broker_transport_options or {})
+    visibility = float(transport_options(program, broker)["visibility_timeout"])
+    options["visibility_timeout"] = visibility
+    # kombu looks for lost (unacknowledged) messages every interval x throttle seconds (100 s by
+    # default); look every third of the visibility timeout, at most every 10 s, so they come back soon.
+    options.setdefault("unacked_restore_interval", max(1, min(10, int(visibility / 3))))
+    options.setdefault("unacked_restore_throttle", 1)
     app.conf.broker_transport_options = options

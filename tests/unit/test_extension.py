@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from namel3ss_celery import (
     ConfigurationError,
     Namel3ssCelery,
     RunStatus,
+    Settings,
     SpecError,
     UnknownRun,
     UnknownTarget,
@@ -66,3 +69,22 @@ def test_an_rpc_result_backend_is_refused_naming_the_setting() -> None:
     with pytest.raises(ConfigurationError, match="result_backend") as caught:
         Namel3ssCelery(app)
     assert caught.value.setting == "result_backend"
+
+
+def test_a_worker_of_no_pool_takes_the_programs_redis_visibility_timeout(tmp_path: Path) -> None:
+    """kombu keeps one list of unacknowledged messages for every queue of a Redis broker, and each worker puts
+    back those older than its own visibility timeout: a worker of the default queue (the events worker) must
+    share the pool workers', or it delivers again their steps that run past kombu's 3600 s."""
+    from celery import signals
+
+    program = tmp_path / "program.yaml"
+    program.write_text(
+        "task_queues: [{name: long, visibility_timeout: 7200}]\nparallel_blocks: [{name: b, steps: [{target: t}]}]\n"
+    )
+    app = Celery("w", broker="redis://127.0.0.1:1/0", backend="redis://127.0.0.1:1/0", set_as_current=False)
+    n3 = Namel3ssCelery(app, settings=replace(Settings.from_app(app, {}), program=str(program)))
+    try:
+        signals.import_modules.send(sender=app)  # as a starting worker does
+        assert app.conf.broker_transport_options["visibility_timeout"] == 7200.0
+    finally:
+        n3.close()

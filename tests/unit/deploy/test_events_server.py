@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from namel3ss_celery.errors import RoutingError
 from namel3ss_celery.spec import ProgramSpec, load_program
 
 from .pools import CPU, IO, rendered
@@ -88,7 +89,8 @@ def test_kubernetes_runs_the_events_server_with_the_token_from_a_secret(events: 
 def test_a_worker_of_the_default_queue_matches_the_events_beside_the_pool_workers(events: dict[str, Any]) -> None:
     """Pool workers consume only their pools' queues, and an emitted event's n3.events.match task goes to the
     app's default queue: each target runs one worker there (no -Q), with the program and the steps."""
-    argv = ["-A", "proj", "worker", "-n", "events@%h", "--concurrency=2"]
+    pools = ",".join(p.queue_name for p in program().worker_pools)  # pool queues: never the events worker's
+    argv = ["-A", "proj", "worker", "-X", pools, "-n", "events@%h", "--concurrency=2", "--prefetch-multiplier=1"]
     unit = rendered(program(**events), "systemd", app="proj")["namel3ss-celery-events-worker.service"]
     [exec_start] = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
     systemd_argv = [word.replace("%", "%%") for word in argv]  # systemd's own escape
@@ -100,6 +102,20 @@ def test_a_worker_of_the_default_queue_matches_the_events_beside_the_pool_worker
     manifest = yaml.safe_load(rendered(program(**events), "kubernetes", app="proj")["events-worker-deployment.yaml"])
     [container] = manifest["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["celery", *argv] and manifest["spec"]["replicas"] == 1
+    assert "StateDirectory" not in unit and "strategy" not in manifest["spec"]  # stateless, unlike beat
+
+
+def test_a_pool_named_events_is_refused_where_the_events_worker_would_share_its_node_name() -> None:
+    named = load_program(
+        {
+            "worker_pools": [CPU | {"name": "events"}],
+            "parallel_blocks": [BLOCK | {"steps": [{"target": "proj.tick", "worker_pool": "events"}]}],
+            "event_triggers": [WEBHOOK],
+        }
+    )
+    for target in ("systemd", "compose", "kubernetes"):
+        with pytest.raises(RoutingError, match="worker pool 'events': its workers are named events@host"):
+            rendered(named, target, app="proj")
 
 
 @pytest.mark.parametrize("target", ["systemd", "compose", "kubernetes"])
@@ -109,6 +125,7 @@ def test_a_program_without_triggers_or_handlers_has_no_events_server(target: str
     assert "namel3ss-celery events" not in "\n".join(files.values())
     assert "events:" not in files.get("compose.yaml", "")
     assert "[events]" not in files.get("Dockerfile", "")
+    assert "events@" not in "\n".join(files.values())  # nor the events worker
 
 
 def test_on_rabbitmq_the_image_has_both_extras() -> None:
