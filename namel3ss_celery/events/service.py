@@ -290,13 +290,15 @@ class EventService:
         event: Event,
         claimed: dict[str, bool] | None = None,
         waits: list[tuple[str, float, Any]] | None = None,
+        delivered_again: bool = False,
     ) -> dict[str, str]:
         """Start what ``event`` triggers, and hand it to each handler of its type (a task each); what became
         of each trigger, by name (a run id, or why not: ``triggering.DROPPED``). ``claimed``: the
         deduplication claims made already, by trigger path (``publish``); each is taken out as its trigger is
         reached. ``waits``: where the emitting process, matching here, collects the runs of ``sync`` triggers
         to wait for. Matched on a worker, a ``sync`` trigger starts its run only when the event names it as
-        waited for by its emitter (``WAITED``)."""
+        waited for by its emitter (``WAITED``). ``delivered_again``: this matching may be a repeat (the match
+        task, delivered again after its worker was lost): each trigger and handler acts on the event once."""
         program = self.programs.program()
         if program is None:
             return {}
@@ -304,7 +306,7 @@ class EventService:
             if (
                 handler.handles(str(event.event_type))
                 and int(event.metadata.get("depth", 0)) < MAX_DEPTH
-                and self.firing.first_time(f"handled:{handler.spec.name}", event)
+                and self.firing.first_time(f"handled:{handler.spec.name}", event, delivered_again)
             ):
                 self.app.signature(EVENT_HANDLE_TASK, args=(handler.spec.name, event.to_dict(), 0)).apply_async(
                     ignore_result=True
@@ -312,7 +314,9 @@ class EventService:
         made = {} if claimed is None else claimed
         waited = set(event.metadata.get(WAITED) or ())  # the sync triggers whose runs the emitter waits for
         return {
-            t.spec.name: self.firing.fire(program, t, event, made.pop(t.path, None), waits, t.spec.name in waited)
+            t.spec.name: self.firing.fire(
+                program, t, event, made.pop(t.path, None), waits, t.spec.name in waited, delivered_again
+            )
             for t in matching(self.triggers(), event)
         }
 

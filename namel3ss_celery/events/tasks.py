@@ -20,9 +20,12 @@ logger = logging.getLogger("namel3ss_celery")
 
 
 def register_event_tasks(app: Any, service: EventService) -> None:
-    @app.task(name=MATCH_TASK, shared=False, ignore_result=True)
+    # Acknowledged once it has run, and delivered again when its worker is lost mid-way (prefork child or whole
+    # worker killed): the triggers and handlers it had not reached act then, and those it had act once
+    # (``delivered_again``: claimed in the store), so an event is not lost with the worker that matched it.
+    @app.task(name=MATCH_TASK, shared=False, ignore_result=True, acks_late=True, reject_on_worker_lost=True)
     def match_event(event: dict[str, Any]) -> dict[str, str]:
-        return service.match(Event.from_dict(event))
+        return service.match(Event.from_dict(event), delivered_again=True)
 
     @app.task(name=FIRE_TASK, shared=False, ignore_result=True)
     def fire_trigger(name: str, context: dict[str, Any]) -> str | None:

@@ -73,12 +73,15 @@ class TriggerFiring:
         claimed: bool | None = None,
         waits: list[tuple[str, float, Any]] | None = None,
         waited_elsewhere: bool = False,
+        delivered_again: bool = False,
     ) -> str:
         """One trigger's answer to one event: deduplicate (``claimed``: its ``dedupe_claims`` claim, made
         already), rate-limit, stop loops, delay, dispatch; a run id, or why none started (``DROPPED``).
         ``waits``: where the emitting process, matching here, collects the runs of ``sync`` triggers to
         wait for (trigger, timeout, handle). ``waited_elsewhere``: matched on a worker, the event's emitter
         waits for this trigger's run. A ``sync`` trigger that nobody waits for starts nothing, and says why.
+        ``delivered_again``: the event may be matched again (a match task delivered again after its worker
+        was lost): the trigger acts on it once, claimed in the store (``first_time``).
         The claims it made are given back when it cannot act (its start raised): emitted again, the event
         starts the run."""
         depth = int(event.metadata.get("depth", 0))
@@ -95,7 +98,7 @@ class TriggerFiring:
                 "emitted this one does not wait: emit it from a process that has the program "
                 "(NAMEL3SS_CELERY_PROGRAM), outside a worker",
             )
-        taken = self._claims(trigger, event, claimed)
+        taken = self._claims(trigger, event, claimed, delivered_again)
         if taken is None:
             return self.count("duplicate")
         try:
@@ -104,13 +107,13 @@ class TriggerFiring:
             self.release(taken)
             raise
 
-    def _claims(self, trigger: Trigger, event: Event, claimed: bool | None) -> list[str] | None:
-        """Claim ``event`` for ``trigger``: once per announced event (``first_time``), once per dedup window
-        (``claimed``: made by the caller already). The keys claimed, or None: a duplicate."""
+    def _claims(self, trigger: Trigger, event: Event, claimed: bool | None, again: bool) -> list[str] | None:
+        """Claim ``event`` for ``trigger``: once per event that may come again (``first_time``), once per dedup
+        window (``claimed``: made by the caller already). The keys claimed, or None: a duplicate."""
         spec, taken = trigger.spec, []
-        if not self.first_time(f"fired:{spec.name}", event):
+        if not self.first_time(f"fired:{spec.name}", event, again):
             return None
-        if event.metadata.get(ONCE):
+        if again or event.metadata.get(ONCE):
             taken.append(_once_key(f"fired:{spec.name}", event))
         if spec.deduplicate_window:
             key = _dedupe_key(trigger, event)
@@ -149,9 +152,13 @@ class TriggerFiring:
         waits.append((spec.name, trigger.wait_seconds, handle))
         return str(handle.id)
 
-    def first_time(self, what: str, event: Event) -> bool:
+    def first_time(self, what: str, event: Event, delivered_again: bool = False) -> bool:
         """False when ``what`` was done for ``event`` already: an event announced again (its metadata says
-        ``once``: a resumed settle announcing a run's end) is acted on once. Any other event: True."""
+        ``once``: a resumed settle announcing a run's end), or matched by a task that may be delivered again
+        (``delivered_again``; claimed as long as the broker may deliver it again), is acted on once. Any
+        other event: True."""
+        if delivered_again:
+            return self._store().claim(_once_key(what, event), self._redelivery_window())
         if not event.metadata.get(ONCE):
             return True
         return self._store().claim(_once_key(what, event), ONCE_TTL)

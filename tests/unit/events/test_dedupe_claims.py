@@ -123,3 +123,18 @@ def test_a_per_hour_limit_drops_the_excess_and_says_so(n3: Namel3ssCelery) -> No
     assert [(a.data["reason"], a.data["detail"]) for a in alerts] == [
         ("rate_limited", "more than 2 per hour: dropped")
     ] * 2
+
+
+def test_a_match_task_delivered_again_acts_once_per_trigger_and_handler(n3: Namel3ssCelery) -> None:
+    """``n3.events.match`` is acknowledged after it ran and delivered again when its worker is lost mid-way;
+    a second delivery of one event starts nothing more, even for a trigger without a dedup window."""
+    use(n3, trigger("every"))
+    match = n3.app.tasks["n3.events.match"]
+    assert match.acks_late and match.reject_on_worker_lost
+    event = n3.events.event("custom", {"order": 1})
+    first = match.apply(args=(event.to_dict(),)).get()
+    again = match.apply(args=(event.to_dict(),)).get()
+    assert first["every"] not in ("duplicate", None) and again == {"every": "duplicate"}
+    other = match.apply(args=(n3.events.event("custom", {"order": 1}).to_dict(),)).get()
+    assert other["every"] != "duplicate"  # another event with the same data: its own run
+    assert n3.events.counts == {"dispatched": 2, "duplicate": 1}

@@ -146,7 +146,7 @@ def test_a_sync_trigger_matched_on_a_worker_that_never_comes_is_a_wait_timeout()
 def test_a_sync_trigger_unknown_to_the_worker_that_matched_the_event_is_an_error(n3: Namel3ssCelery) -> None:
     """The emitter's program has a sync trigger that the worker's has not: emit says so, not an empty result."""
     use(n3, trigger("sync"))
-    n3.events.match = lambda event, claimed=None, waits=None: {}  # type: ignore[method-assign]
+    n3.events.match = lambda event, **_: {}  # type: ignore[method-assign]
     n3.events.match_here = False
     with pytest.raises(ConfigurationError, match="found no trigger 'sync' that matches it") as info:
         n3.emit("custom", {"n": 1})
