@@ -72,6 +72,10 @@ class EventStore(Protocol):
         """True for the one caller that claims ``key`` first; the claim lasts ``seconds``."""
         ...
 
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
+        """``claim`` of each (key, seconds), in one trip; whether each was claimed here first."""
+        ...
+
     def count(self, key: str, seconds: float) -> int:
         """Count one more in the window ``key``, which starts at its first count and lasts ``seconds``."""
         ...
@@ -137,6 +141,12 @@ class RedisEventStore:
 
     def claim(self, key: str, seconds: float) -> bool:
         return bool(self.client.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000))))
+
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for key, seconds in claims:
+                pipe.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000)))
+            return [bool(won) for won in pipe.execute()]
 
     def count(self, key: str, seconds: float) -> int:
         return int(self._count(keys=[WINDOW_PREFIX + key], args=[max(1, int(seconds * 1000))]))
@@ -218,6 +228,10 @@ class MemoryEventStore:
     def claim(self, key: str, seconds: float) -> bool:
         with self._changed:
             return self._window(key, seconds) == 1
+
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
+        with self._changed:
+            return [self._window(key, seconds) == 1 for key, seconds in claims]
 
     def count(self, key: str, seconds: float) -> int:
         with self._changed:

@@ -108,19 +108,24 @@ class TriggerFiring:
             raise
 
     def _claims(self, trigger: Trigger, event: Event, claimed: bool | None, again: bool) -> list[str] | None:
-        """Claim ``event`` for ``trigger``: once per event that may come again (``first_time``), once per dedup
-        window (``claimed``: made by the caller already). The keys claimed, or None: a duplicate."""
-        spec, taken = trigger.spec, []
-        if not self.first_time(f"fired:{spec.name}", event, again):
-            return None
+        """Claim ``event`` for ``trigger``, in one trip: once per event that may come again (see
+        ``first_time``), once per dedup window (``claimed``: made by the caller already). The keys claimed,
+        or None: a duplicate (and nothing kept)."""
+        spec, wanted = trigger.spec, []
+        once = _once_key(f"fired:{spec.name}", event)
         if again or event.metadata.get(ONCE):
-            taken.append(_once_key(f"fired:{spec.name}", event))
-        if spec.deduplicate_window:
-            key = _dedupe_key(trigger, event)
-            if not (claimed if claimed is not None else self._store().claim(key, spec.deduplicate_window)):
-                self.release(taken)
-                return None
-            taken.append(key)
+            wanted.append((once, self._redelivery_window() if again else float(ONCE_TTL)))
+        window = spec.deduplicate_window
+        dedupe = _dedupe_key(trigger, event) if window else None
+        if dedupe is not None and window and claimed is None:
+            wanted.append((dedupe, float(window)))
+        won = dict(zip((key for key, _ in wanted), self._store().claim_all(wanted), strict=True)) if wanted else {}
+        if dedupe is not None and claimed is not None:
+            won[dedupe] = claimed
+        taken = [key for key, first in won.items() if first]
+        if len(taken) < len(won):  # acted on already, or a duplicate in its window
+            self.release(taken)
+            return None
         return taken
 
     def _act(
