@@ -20,7 +20,7 @@ from typing import Any
 
 from ..engine.patience import PATIENCE, patiently
 from ..engine.runner import current_step
-from ..errors import StoreUnavailable, UnknownRun
+from ..errors import StoreUnavailable
 from ..plan.model import Plan
 from ..registry import EVENT_HANDLE_TASK, Registry
 from ..settings import MATCH_ON_WORKERS, MATCH_WHERE_EMITTED
@@ -87,7 +87,7 @@ class EventService:
         self._lock = threading.RLock()
         self.watched = WatchedTypes(app, self._store)
         self.programs = ProgramEvents(program_file, plan, self.watched)
-        self.firing = TriggerFiring(app, self._store, publish, self.programs.target_plan, self._recorded)
+        self.firing = TriggerFiring(app, self._store, publish, self.programs.target_plan)
         self.celery_events = CeleryEvents(app)
 
     def __call__(self, after: str = "$", poll: float = 1.0) -> Iterator[tuple[str, Event]]:
@@ -261,14 +261,6 @@ class EventService:
         """The deployment's events after the stream id ``after`` (``"$"``: from now on; ``"0"``: the oldest
         kept), as they arrive, each with its id: give the last one back as ``after`` to resume there."""
         return follow(self._store(), after, poll)
-
-    def _recorded(self, run_id: str) -> bool:
-        """Whether run ``run_id`` is recorded (``Namel3ssCelery.run`` finds it)."""
-        try:
-            self._run(run_id)
-        except UnknownRun:
-            return False
-        return True
 
     def _depth_here(self) -> int:
         """How many triggered runs lead to this event: one more than the run whose step emits it."""

@@ -72,9 +72,8 @@ class EventStore(Protocol):
         """True for the one caller that claims ``key`` first; the claim lasts ``seconds``."""
         ...
 
-    def hold_all(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
-        """Claim each (key, value, seconds) for ``value`` unless it is held already, in one trip; who holds each
-        (``value`` when it was claimed here). ``release`` gives them back."""
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
+        """``claim`` of each (key, seconds), in one trip; whether each was claimed here first."""
         ...
 
     def count(self, key: str, seconds: float) -> int:
@@ -143,13 +142,11 @@ class RedisEventStore:
     def claim(self, key: str, seconds: float) -> bool:
         return bool(self.client.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000))))
 
-    def hold_all(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
         with self.client.pipeline(transaction=False) as pipe:
-            for key, value, seconds in claims:
-                pipe.set(WINDOW_PREFIX + key, value, nx=True, px=max(1, int(seconds * 1000)))
-                pipe.get(WINDOW_PREFIX + key)
-            answers = pipe.execute()
-        return [str(holder) for holder in answers[1::2]]
+            for key, seconds in claims:
+                pipe.set(WINDOW_PREFIX + key, "1", nx=True, px=max(1, int(seconds * 1000)))
+            return [bool(won) for won in pipe.execute()]
 
     def count(self, key: str, seconds: float) -> int:
         return int(self._count(keys=[WINDOW_PREFIX + key], args=[max(1, int(seconds * 1000))]))
@@ -178,7 +175,6 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._events: list[tuple[str, Event]] = []
         self._windows: dict[str, tuple[int, float]] = {}
-        self._held: dict[str, tuple[str, float]] = {}  # hold_all: who holds a key, until when
         self._marks: dict[str, str] = {}
         self._changed = threading.Condition()
         self._last = 0
@@ -233,16 +229,9 @@ class MemoryEventStore:
         with self._changed:
             return self._window(key, seconds) == 1
 
-    def hold_all(self, claims: Sequence[tuple[str, str, float]]) -> list[str]:
+    def claim_all(self, claims: Sequence[tuple[str, float]]) -> list[bool]:
         with self._changed:
-            now, holders = time.monotonic(), []
-            for key, value, seconds in claims:
-                held, until = self._held.get(key, (value, 0.0))
-                if until <= now:
-                    held, until = value, now + seconds
-                self._held[key] = (held, until)
-                holders.append(held)
-            return holders
+            return [self._window(key, seconds) == 1 for key, seconds in claims]
 
     def count(self, key: str, seconds: float) -> int:
         with self._changed:
@@ -252,7 +241,6 @@ class MemoryEventStore:
         with self._changed:
             for key in keys:
                 self._windows.pop(key, None)
-                self._held.pop(key, None)
 
     def now(self) -> float:
         return time.time()

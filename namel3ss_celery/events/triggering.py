@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +37,6 @@ class TriggerFiring:
         store: the event store (claims, counts and the stream).
         publish: ``Namel3ssCelery.publish``.
         target_plan: the checked plan of a program's workflow or block, by name (and whether in the background).
-        recorded: whether a run of this id is recorded (a trigger claimed by a delivery that then died).
     """
 
     def __init__(
@@ -47,13 +45,11 @@ class TriggerFiring:
         store: Callable[[], EventStore],
         publish: Callable[..., Any],
         target_plan: Callable[[ProgramSpec, str, bool], Plan],
-        recorded: Callable[[str], bool] = lambda _run_id: True,
     ) -> None:
         self.app = app
         self._store = store
         self._publish = publish
         self._target_plan = target_plan
-        self._recorded = recorded
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}  # dispatched, delayed, duplicate, rate_limited, loop, sync_not_waited
 
@@ -102,47 +98,40 @@ class TriggerFiring:
                 "emitted this one does not wait: emit it from a process that has the program "
                 "(NAMEL3SS_CELERY_PROGRAM), outside a worker",
             )
-        claims = self._claims(trigger, event, claimed, delivered_again)
-        if claims is None:
+        taken = self._claims(trigger, event, claimed, delivered_again)
+        if taken is None:
             return self.count("duplicate")
-        taken, run_id = claims
         try:
-            return self._act(program, trigger, event, depth, waits, run_id)
+            return self._act(program, trigger, event, depth, waits)
         except BaseException:
             self.release(taken)
             raise
 
-    def _claims(
-        self, trigger: Trigger, event: Event, claimed: bool | None, again: bool
-    ) -> tuple[list[str], str] | None:
-        """Claim ``event`` for ``trigger`` in one trip, each claim held by the id of the run it will start:
-        once per event that may come again (``first_time``'s cases), once per dedup window (``claimed``:
-        made by the caller already). The keys taken and the run's id; or None: a duplicate (nothing kept).
+    def _claims(self, trigger: Trigger, event: Event, claimed: bool | None, again: bool) -> list[str] | None:
+        """Claim ``event`` for ``trigger``, in one trip: once per event that may come again (see
+        ``first_time``), once per dedup window (``claimed``: made by the caller already). The keys claimed,
+        or None: a duplicate (only its once claim kept, if any).
 
-        A once claim held by an earlier delivery whose run is not recorded (it died between its claims and its
-        run's record) is taken over with that run's id: the run starts now, once."""
-        spec, run_id = trigger.spec, uuid.uuid4().hex
-        wanted: list[tuple[str, str, float]] = []
+        A worker that dies between these claims and its run's record takes that one run with it: the event
+        delivered again finds it claimed (the claim cannot tell a dead worker from a slow one)."""
+        spec, wanted = trigger.spec, []
         once = _once_key(f"fired:{spec.name}", event)
         if again or event.metadata.get(ONCE):
-            wanted.append((once, run_id, self._redelivery_window() if again else float(ONCE_TTL)))
+            wanted.append((once, self._redelivery_window() if again else float(ONCE_TTL)))
         window = spec.deduplicate_window
         dedupe = _dedupe_key(trigger, event) if window else None
         if dedupe is not None and window and claimed is None:
-            wanted.append((dedupe, run_id, float(window)))
-        holders = dict(zip((key for key, _, _ in wanted), self._store().hold_all(wanted), strict=True))
-        ours = {run_id}
-        if holders.get(once, run_id) != run_id:  # an earlier delivery claimed it
-            if self._recorded(holders[once]):
-                self.release([key for key, holder in holders.items() if holder == run_id])
-                return None
-            run_id = holders[once]  # it died before it recorded its run: start that run now
-            ours.add(run_id)
-        taken = [key for key, holder in holders.items() if holder in ours]
-        if len(taken) < len(holders) or claimed is False:  # a duplicate in its window
-            self.release(taken)
+            wanted.append((dedupe, float(window)))
+        won = dict(zip((key for key, _ in wanted), self._store().claim_all(wanted), strict=True)) if wanted else {}
+        if dedupe is not None and claimed is not None:
+            won[dedupe] = claimed
+        taken = [key for key, first in won.items() if first]
+        if len(taken) < len(won):  # acted on already, or a duplicate in its window
+            # A duplicate in its window keeps its once claim: delivered again, the event is still a duplicate
+            # (when its window may have passed).
+            self.release([key for key in taken if key != once])
             return None
-        return taken + ([dedupe] if claimed and dedupe is not None else []), run_id
+        return taken
 
     def _act(
         self,
@@ -151,9 +140,8 @@ class TriggerFiring:
         event: Event,
         depth: int,
         waits: list[tuple[str, float, Any]] | None,
-        run_id: str,
     ) -> str:
-        """What ``fire`` does with an event it claimed: rate-limit, then delay or start run ``run_id``."""
+        """What ``fire`` does with an event it claimed: rate-limit, then delay or start the run."""
         spec, store = trigger.spec, self._store()
         for limit, seconds, per in (
             (spec.max_triggers_per_minute, 60, "minute"),
@@ -169,8 +157,8 @@ class TriggerFiring:
             )
             return self.count("delayed")
         if trigger.wait_seconds is None or waits is None:
-            return self.start(program, spec.name, context, run_id)
-        handle = self._dispatch(program, spec.name, context, run_id)
+            return self.start(program, spec.name, context)
+        handle = self._dispatch(program, spec.name, context)
         waits.append((spec.name, trigger.wait_seconds, handle))
         return str(handle.id)
 
@@ -185,10 +173,9 @@ class TriggerFiring:
             return True
         return self._store().claim(_once_key(what, event), ONCE_TTL)
 
-    def start(self, program: ProgramSpec, name: str, context: dict[str, Any], run_id: str | None = None) -> str:
-        """Dispatch the target of trigger ``name`` with ``context`` (as run ``run_id``, else a new one); the
-        run's id."""
-        return str(self._dispatch(program, name, context, run_id).id)
+    def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
+        """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
+        return str(self._dispatch(program, name, context).id)
 
     def start_delayed(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """``start``, for a delayed trigger whose countdown ended (``FIRE_TASK``): once per (trigger, event),
@@ -225,12 +212,12 @@ class TriggerFiring:
         options = self.app.conf.broker_transport_options or {}
         return max(float(ONCE_TTL), 2 * float(options.get("visibility_timeout") or REDELIVERY_AFTER))
 
-    def _dispatch(self, program: ProgramSpec, name: str, context: dict[str, Any], run_id: str | None = None) -> Any:
+    def _dispatch(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> Any:
         """Dispatch the target of trigger ``name`` with ``context`` (a ``background`` trigger's steps on the
         lowest priority); the run's handle."""
         (spec,) = [t for t in program.event_triggers if t.name == name]
         background = spec.execution_mode == ExecutionMode.BACKGROUND
-        handle = self._publish(self._target_plan(program, spec.trigger_target, background), context, run_id=run_id)
+        handle = self._publish(self._target_plan(program, spec.trigger_target, background), context)
         self.count("dispatched")
         logger.info("trigger %s started run %s (event %s)", name, handle.id, context["trigger_event"]["event_id"])
         return handle

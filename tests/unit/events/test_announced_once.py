@@ -55,7 +55,7 @@ def test_a_trigger_starts_once_for_an_event_announced_again_and_every_time_for_o
     (trigger,) = compile_triggers(program)
     started: list[dict[str, Any]] = []
 
-    def publish(plan: Any, context: dict[str, Any], run_id: str | None = None) -> Any:
+    def publish(plan: Any, context: dict[str, Any]) -> Any:
         started.append(context)
         return SimpleNamespace(id=f"run-{len(started)}")
 
@@ -165,10 +165,10 @@ def test_a_runs_end_whose_follow_up_failed_to_start_starts_it_when_announced_aga
         counts_before = dict(n3.events.counts)
         publish, failures = n3.events.firing._publish, [StoreUnavailable("the store did not answer")]
 
-        def fails_once(plan: Any, context: dict[str, Any], run_id: str | None = None) -> Any:
+        def fails_once(plan: Any, context: dict[str, Any]) -> Any:
             if failures:
                 raise failures.pop()
-            return publish(plan, context, run_id=run_id)
+            return publish(plan, context)
 
         n3.events.firing._publish = fails_once
         n3.events.run_ended("run-away", plan, final)

@@ -67,10 +67,10 @@ def test_a_trigger_an_error_kept_from_acting_keeps_no_claim(
     start = n3.events.firing.start
     failures = [RuntimeError("the broker went away")]
 
-    def fails_once(program: Any, name: str, context: dict[str, Any], run_id: str | None = None) -> str:
+    def fails_once(program: Any, name: str, context: dict[str, Any]) -> str:
         if failures:
             raise failures.pop()
-        return start(program, name, context, run_id)
+        return start(program, name, context)
 
     monkeypatch.setattr(n3.events.firing, "start", fails_once)
     with pytest.raises(RuntimeError, match="the broker went away"):
@@ -100,10 +100,10 @@ def test_a_delayed_trigger_whose_start_failed_starts_on_its_next_delivery(
     start = n3.events.firing.start
     failures = [RuntimeError("the broker went away")]
 
-    def fails_once(program: Any, name: str, context: dict[str, Any], run_id: str | None = None) -> str:
+    def fails_once(program: Any, name: str, context: dict[str, Any]) -> str:
         if failures:
             raise failures.pop()
-        return start(program, name, context, run_id)
+        return start(program, name, context)
 
     monkeypatch.setattr(n3.events.firing, "start", fails_once)
     fire = n3.app.tasks["n3.events.fire"]
@@ -140,18 +140,13 @@ def test_a_match_task_delivered_again_acts_once_per_trigger_and_handler(n3: Name
     assert n3.events.counts == {"dispatched": 2, "duplicate": 1}
 
 
-def test_a_match_whose_worker_died_after_its_claims_starts_those_runs_when_delivered_again(n3: Namel3ssCelery) -> None:
-    """A worker killed between a trigger's claims and its run's record leaves the claims held by a run nobody
-    recorded: the match task, delivered again, starts that run (under the id the claims hold), once."""
-    use(n3, trigger("every"), trigger("windowed", deduplicate_window=60))
-    event = n3.events.event("custom", {"order": 1})
-    held = {}
-    for t in n3.events.triggers():  # what the killed worker did, and no more
-        claims = n3.events.firing._claims(t, event, None, True)
-        assert claims is not None
-        held[t.spec.name] = claims[1]
+def test_a_duplicate_delivered_again_after_its_window_passed_is_still_a_duplicate(n3: Namel3ssCelery) -> None:
+    """A duplicate keeps its once claim: its match task, delivered again once the window has passed (Redis
+    redelivers after its visibility timeout), does not start the run the window refused."""
+    use(n3, trigger("windowed", deduplicate_window=60))
     match = n3.app.tasks["n3.events.match"]
-    again = match.apply(args=(event.to_dict(),)).get()
-    assert again == held  # each trigger started the run its claims hold
-    assert all(n3.run(run_id).status() == "completed" for run_id in again.values())
-    assert match.apply(args=(event.to_dict(),)).get() == {"every": "duplicate", "windowed": "duplicate"}
+    assert match.apply(args=(n3.events.event("custom", {"order": 1}).to_dict(),)).get()["windowed"] != "duplicate"
+    late = n3.events.event("custom", {"order": 1}).to_dict()
+    assert match.apply(args=(late,)).get() == {"windowed": "duplicate"}
+    n3.events.store().release(["dedupe:windowed:1"])  # the window passed
+    assert match.apply(args=(late,)).get() == {"windowed": "duplicate"}

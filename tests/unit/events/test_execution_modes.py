@@ -52,9 +52,9 @@ class Waited:
         n3.events.firing._publish = self.publish
         n3.events._run = lambda run_id: self.watched(self._run(run_id))
 
-    def publish(self, plan: Plan, context: dict[str, Any], run_id: str | None = None) -> Any:
+    def publish(self, plan: Plan, context: dict[str, Any]) -> Any:
         self.plans.append(plan)
-        return self.watched(self._publish(plan, context, run_id=run_id))
+        return self.watched(self._publish(plan, context))
 
     def watched(self, handle: Any) -> Any:
         waited, fails = self.waits, self._fails
