@@ -25,6 +25,7 @@ logger = logging.getLogger("namel3ss_celery")
 WINDOW_PREFIX = "n3:events:window:"  # a trigger's dedup claims and rate counters
 ONCE_PREFIX = "n3:events:once:"  # + an event id appended with once=True: it is in the stream already
 STORE_AWAY = (redis.ConnectionError, redis.TimeoutError)  # what the event store raises while Redis is away
+SWEEP_AT = 10_000  # the memory store's windows: more than this, and those that ended are dropped
 ONCE_TTL = 3600  # seconds such an id is remembered (a lease's resume comes within minutes)
 MARK_PREFIX = "n3:events:mark:"  # + a reader's name: the id of the last event it handled
 
@@ -175,6 +176,7 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._events: list[tuple[str, Event]] = []
         self._windows: dict[str, tuple[int, float]] = {}
+        self._sweep_at = SWEEP_AT  # how many windows before the ended ones are dropped
         self._marks: dict[str, str] = {}
         self._changed = threading.Condition()
         self._last = 0
@@ -219,6 +221,9 @@ class MemoryEventStore:
 
     def _window(self, key: str, seconds: float) -> int:
         now = time.monotonic()
+        if len(self._windows) >= self._sweep_at:  # drop the windows that ended, as Redis's TTLs do
+            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+            self._sweep_at = max(SWEEP_AT, 2 * len(self._windows))
         n, until = self._windows.get(key, (0, 0.0))
         if until <= now:
             n, until = 0, now + seconds
