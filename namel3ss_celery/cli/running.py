@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..compiler.checks import check_context
@@ -67,9 +68,8 @@ def cancel(args: argparse.Namespace, out: TextIO) -> int:
     """Cancel a run dispatched from anywhere, then wait (``--wait`` seconds) until it has ended: exit 0 when
     it ended cancelled (or had ended already), 1 when it did not end in time or is unknown."""
     check_timeout(args.wait)  # before anything is sent
-    n3 = _dispatched_on(args)
-    try:
-        handle = n3.run(args.run_id)
+
+    def cancelled(handle: RunHandle) -> int:
         before = handle.status()
         if before.final:
             out.write(f"run {args.run_id}: already {before}\n")
@@ -82,32 +82,14 @@ def cancel(args: argparse.Namespace, out: TextIO) -> int:
             return EXIT_FAILED
         out.write(f"run {args.run_id}: {result.overall_status}\n")
         return EXIT_OK
-    except UnknownRun as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        n3.close()
 
-
-def _dispatched_on(args: argparse.Namespace) -> Namel3ssCelery:
-    """The ``Namel3ssCelery`` of the broker a run was dispatched on; never the embedded default, whose runs
-    live in another process's memory (a ``ConfigurationError``, exit 2)."""
-    n3 = namel3ss(args)
-    if n3.settings.embedded:
-        n3.close()
-        raise ConfigurationError(
-            f"{args.command} reads a run from the coordination store of the broker it was dispatched on, and no "
-            "broker was given: give --broker (or CELERY_BROKER_URL), or -A/--app",
-            setting="broker_url",
-        )
-    return n3
+    return _on_run(args, lambda _n3, handle: cancelled(handle))
 
 
 def status(args: argparse.Namespace, out: TextIO) -> int:
     """A run's result when it ended; else each node's progress, and the queues nobody consumes."""
-    n3 = _dispatched_on(args)
-    try:
-        handle = n3.run(args.run_id)
+
+    def shown(n3: Namel3ssCelery, handle: RunHandle) -> int:
         now = handle.status()
         if now.final:
             result = handle.get(timeout=5)
@@ -131,6 +113,23 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
             for queue, waiting in idle.items():
                 out.write(f"  no worker consumes queue {queue!r}, where {' and '.join(waiting)} waits\n")
         return EXIT_OK
+
+    return _on_run(args, shown)
+
+
+def _on_run(args: argparse.Namespace, act: Callable[[Namel3ssCelery, RunHandle], int]) -> int:
+    """``act`` on run ``args.run_id``, read from the coordination store of the broker it was dispatched on
+    (never the embedded default, whose runs live in another process's memory: a ``ConfigurationError``, exit
+    2); its exit status, or 1 for an unknown run."""
+    n3 = namel3ss(args)
+    try:
+        if n3.settings.embedded:
+            raise ConfigurationError(
+                f"{args.command} reads a run from the coordination store of the broker it was dispatched on, and "
+                "no broker was given: give --broker (or CELERY_BROKER_URL), or -A/--app",
+                setting="broker_url",
+            )
+        return act(n3, n3.run(args.run_id))
     except UnknownRun as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

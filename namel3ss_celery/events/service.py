@@ -124,25 +124,26 @@ class EventService:
         self.announce(lifecycle.step_done(message, outcome))
 
     def block_moved(self, run_id: str, plan: Plan, node: str, result: Any) -> None:
-        """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node, riding out
-        a store that does not answer for up to ``patience`` seconds (the node's next nodes launch after)."""
-        patiently(
-            lambda: self.announce(lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id))),
+        """Announce ``block_started`` (``result`` None) or ``block_completed`` of a workflow's node (the node's
+        next nodes launch after)."""
+        self._announce_patiently(
+            lambda: lifecycle.block_moved(run_id, plan, node, result, self._run_context(run_id)),
             f"announcing block {node} of run {run_id}",
-            self.patience,
-            away=OUTAGES,
         )
 
     def run_ended(self, run_id: str, plan: Plan, final: Any) -> None:
-        """Announce the one ``workflow_completed`` of a run (the engine calls it once per run), riding out a
-        store that does not answer: the run has ended, and this event is the only word of it that triggers
-        hear. Announced again after a failure half way, it is still one event (``lifecycle.ONCE``)."""
-        patiently(
-            lambda: self.announce(lifecycle.run_ended(run_id, plan, final, self._run_context(run_id))),
+        """Announce the one ``workflow_completed`` of a run (the engine calls it once per run): the run has
+        ended, and this event is the only word of it that triggers hear. Announced again after a failure half
+        way, it is still one event (``lifecycle.ONCE``)."""
+        self._announce_patiently(
+            lambda: lifecycle.run_ended(run_id, plan, final, self._run_context(run_id)),
             f"announcing the end of run {run_id}",
-            self.patience,
-            away=OUTAGES,
         )
+
+    def _announce_patiently(self, event: Callable[[], Event], what: str) -> None:
+        """``announce`` the event ``event()`` makes, both tried again while a store does not answer, for up to
+        ``patience`` seconds (``engine.patience``)."""
+        patiently(lambda: self.announce(event()), what, self.patience, away=OUTAGES)
 
     # --- publishing -------------------------------------------------------------
 

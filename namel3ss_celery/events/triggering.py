@@ -114,10 +114,9 @@ class TriggerFiring:
 
         A worker that dies between these claims and its run's record takes that one run with it: the event
         delivered again finds it claimed (the claim cannot tell a dead worker from a slow one)."""
-        spec, wanted = trigger.spec, []
-        once = _once_key(f"fired:{spec.name}", event)
-        if again or event.metadata.get(ONCE):
-            wanted.append((once, self._redelivery_window() if again else float(ONCE_TTL)))
+        spec = trigger.spec
+        once = self._once_claim(f"fired:{spec.name}", event, again)
+        wanted = [once] if once is not None else []
         window = spec.deduplicate_window
         dedupe = _dedupe_key(trigger, event) if window else None
         if dedupe is not None and window and claimed is None:
@@ -129,7 +128,7 @@ class TriggerFiring:
         if len(taken) < len(won):  # acted on already, or a duplicate in its window
             # A duplicate in its window keeps its once claim: delivered again, the event is still a duplicate
             # (when its window may have passed).
-            self.release([key for key in taken if key != once])
+            self.release([key for key in taken if once is None or key != once[0]])
             return None
         return taken
 
@@ -167,11 +166,17 @@ class TriggerFiring:
         ``once``: a resumed settle announcing a run's end), or matched by a task that may be delivered again
         (``delivered_again``; claimed as long as the broker may deliver it again), is acted on once. Any
         other event: True."""
+        claim = self._once_claim(what, event, delivered_again)
+        return claim is None or self._store().claim(*claim)
+
+    def _once_claim(self, what: str, event: Event, delivered_again: bool) -> tuple[str, float] | None:
+        """The claim (key, seconds) that makes ``what`` happen once for ``event`` (see ``first_time``); None
+        for an event that comes once."""
         if delivered_again:
-            return self._store().claim(_once_key(what, event), self._redelivery_window())
-        if not event.metadata.get(ONCE):
-            return True
-        return self._store().claim(_once_key(what, event), ONCE_TTL)
+            return _once_key(what, event), self._redelivery_window()
+        if event.metadata.get(ONCE):
+            return _once_key(what, event), float(ONCE_TTL)
+        return None
 
     def start(self, program: ProgramSpec, name: str, context: dict[str, Any]) -> str:
         """Dispatch the target of trigger ``name`` with ``context``; the run's id."""
